@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Generate a tempest.conf from a running cloud.
+
+Reads the admin credentials from a clouds.yaml, asks Keystone for a project-scoped token, and derives everything
+else from that token's service catalog: the identity URI, the region, which services Tempest should consider
+available (only those in the catalog), and each service's catalog type. Where a service is present, a few
+facts Tempest needs are discovered from the service itself (flavors and images for compute, the external network,
+API extensions, microversion ranges); those look-ups are best effort and only warn when they fail.
+
+Usage: tempestconf.py --clouds-yaml PATH [--cloud stratus-admin] --workspace DIR [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import datetime
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TIMEOUT = 15.0
+
+# (catalog types, in order of preference; tempest config group; [service_available] option or None)
+SERVICES: list[tuple[tuple[str, ...], str, str | None]] = [
+    (("compute",), "compute", "nova"),
+    (("image",), "image", "glance"),
+    (("network",), "network", "neutron"),
+    (("object-store",), "object-storage", "swift"),
+    (("block-storage", "volumev3", "volume"), "volume", "cinder"),
+    (("placement",), "placement", None),
+]
+# [service_available] options of services that never appear in a Stratus catalog.
+ALWAYS_UNAVAILABLE = ["horizon"]
+
+# Modules of the Tempest tree that test each catalog service type.
+TEMPEST_MODULES: dict[str, str] = {
+    "identity": "tempest.api.identity",
+    "compute": "tempest.api.compute",
+    "image": "tempest.api.image",
+    "network": "tempest.api.network",
+    "object-store": "tempest.api.object_storage",
+    "block-storage": "tempest.api.volume",
+    "volumev3": "tempest.api.volume",
+    "volume": "tempest.api.volume",
+}
+
+
+class ConfError(Exception):
+    """The cloud could not be read well enough to write a configuration."""
+
+
+@dataclass
+class Credentials:
+    auth_url: str
+    username: str
+    password: str
+    project_name: str
+    user_domain: dict[str, str]
+    project_domain: dict[str, str]
+    region: str | None
+
+
+@dataclass
+class Cloud:
+    """What a token request tells about the cloud."""
+
+    token: str
+    project_id: str
+    identity_v3: str
+    region: str
+    user_domain_name: str
+    project_domain_name: str
+    # service type -> interface -> URL, for the chosen region
+    endpoints: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _domain(auth: dict[str, Any], prefix: str) -> dict[str, str]:
+    """The domain reference for `user` or `project` in a clouds.yaml auth block."""
+    for key in (f"{prefix}_domain_id", "domain_id"):
+        if auth.get(key):
+            return {"id": str(auth[key])}
+    for key in (f"{prefix}_domain_name", "domain_name"):
+        if auth.get(key):
+            return {"name": str(auth[key])}
+    return {"id": "default"}
+
+
+def load_credentials(clouds_yaml: Path, cloud: str) -> Credentials:
+    try:
+        doc = yaml.safe_load(clouds_yaml.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfError(f"cannot read {clouds_yaml}: {e}") from e
+    entry = (doc or {}).get("clouds", {}).get(cloud)
+    if not isinstance(entry, dict):
+        raise ConfError(f"{clouds_yaml} has no cloud named {cloud!r}")
+    auth = entry.get("auth") or {}
+    missing = [k for k in ("auth_url", "username", "password", "project_name") if not auth.get(k)]
+    if missing:
+        raise ConfError(f"cloud {cloud!r} in {clouds_yaml} lacks {', '.join(missing)}")
+    return Credentials(
+        auth_url=str(auth["auth_url"]),
+        username=str(auth["username"]),
+        password=str(auth["password"]),
+        project_name=str(auth["project_name"]),
+        user_domain=_domain(auth, "user"),
+        project_domain=_domain(auth, "project"),
+        region=entry.get("region_name"),
+    )
+
+
+def identity_v3_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/v3") else url + "/v3"
+
+
+def _request(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, dict[str, str], Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("X-Auth-Token", token)
+    # Loopback only: never route through a proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=TIMEOUT) as resp:
+            raw = resp.read()
+            status, headers = resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        status, headers = e.code, dict(e.headers)
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = None
+    return status, headers, payload
+
+
+def authenticate(creds: Credentials) -> Cloud:
+    v3 = identity_v3_url(creds.auth_url)
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": creds.username, "domain": creds.user_domain, "password": creds.password}
+                },
+            },
+            "scope": {"project": {"name": creds.project_name, "domain": creds.project_domain}},
+        }
+    }
+    try:
+        status, headers, payload = _request("POST", f"{v3}/auth/tokens", body=body)
+    except OSError as e:
+        raise ConfError(f"token request to {v3} failed: {e}") from e
+    token = {k.lower(): v for k, v in headers.items()}.get("x-subject-token")
+    if status != 201 or not token or not isinstance(payload, dict) or "token" not in payload:
+        raise ConfError(f"token request to {v3} answered {status}: {payload}")
+    tok = payload["token"]
+    catalog = tok.get("catalog") or []
+
+    region = creds.region
+    if not region:
+        regions = [ep.get("region_id") or ep.get("region") for s in catalog for ep in s.get("endpoints", [])]
+        region = next((r for r in regions if r), "RegionOne")
+
+    endpoints: dict[str, dict[str, str]] = {}
+    for service in catalog:
+        for ep in service.get("endpoints", []):
+            if (ep.get("region_id") or ep.get("region")) in (region, None):
+                endpoints.setdefault(service["type"], {})[ep["interface"]] = ep["url"]
+
+    identity = endpoints.get("identity", {})
+    identity_url = identity.get("public") or next(iter(identity.values()), None) or creds.auth_url
+    return Cloud(
+        token=token,
+        project_id=str(tok.get("project", {}).get("id", "")),
+        identity_v3=identity_v3_url(identity_url),
+        region=region,
+        user_domain_name=tok.get("user", {}).get("domain", {}).get("name", "Default"),
+        project_domain_name=tok.get("project", {}).get("domain", {}).get("name", "Default"),
+        endpoints=endpoints,
+    )
+
+
+def _warn(msg: str) -> None:
+    print(f"tempestconf: {msg}", file=sys.stderr)
+
+
+def _get(cloud: Cloud, url: str) -> Any:
+    """GET a JSON document with the admin token; None (and a warning) if that does not work."""
+    try:
+        status, _, payload = _request("GET", url, token=cloud.token)
+    except OSError as e:
+        _warn(f"GET {url}: {e}")
+        return None
+    if status not in (200, 300):
+        _warn(f"GET {url}: HTTP {status}")
+        return None
+    return payload
+
+
+def _version_root(cloud: Cloud, url: str) -> str:
+    """The URL of a service's version document: its endpoint without a trailing project id."""
+    url = url.rstrip("/")
+    suffix = f"/{cloud.project_id}"
+    return url[: -len(suffix)] if cloud.project_id and url.endswith(suffix) else url
+
+
+def _version_range(doc: Any) -> tuple[str | None, str | None]:
+    """(min, max) microversion from a single-version document or a version list."""
+    if not isinstance(doc, dict):
+        return None, None
+    versions = [doc["version"]] if isinstance(doc.get("version"), dict) else doc.get("versions") or []
+    for v in versions:
+        if isinstance(v, dict) and str(v.get("status") or "").upper() in ("CURRENT", "STABLE", ""):
+            top = v.get("version") or v.get("max_version") or None
+            return v.get("min_version") or None, top
+    return None, None
+
+
+def _discover_compute(cloud: Cloud, url: str, section: dict[str, str]) -> None:
+    flavors = (_get(cloud, f"{url}/flavors/detail") or {}).get("flavors") or []
+    flavors = sorted(flavors, key=lambda f: (f.get("ram", 0), f.get("vcpus", 0), f.get("disk", 0)))
+    if flavors:
+        section["flavor_ref"] = flavors[0]["id"]
+        section["flavor_ref_alt"] = flavors[min(1, len(flavors) - 1)]["id"]
+    else:
+        _warn("no flavors found; [compute] flavor_ref left unset")
+    lo, hi = _version_range(_get(cloud, _version_root(cloud, url)))
+    if lo and hi:
+        section["min_microversion"] = lo
+        section["max_microversion"] = hi
+
+
+def _discover_images(cloud: Cloud, url: str, compute: dict[str, str] | None) -> None:
+    if compute is None:
+        return
+    base = url.rstrip("/")
+    if not base.endswith("/v2"):
+        base += "/v2"
+    images = (_get(cloud, f"{base}/images?status=active") or {}).get("images") or []
+    if images:
+        compute["image_ref"] = images[0]["id"]
+        compute["image_ref_alt"] = images[min(1, len(images) - 1)]["id"]
+    else:
+        _warn("no active images found; [compute] image_ref left unset")
+
+
+def _discover_network(cloud: Cloud, url: str, section: dict[str, str], features: dict[str, str]) -> None:
+    base = url.rstrip("/")
+    if not base.endswith("/v2.0"):
+        base += "/v2.0"
+    nets = (_get(cloud, f"{base}/networks?router:external=True") or {}).get("networks") or []
+    if nets:
+        section["public_network_id"] = nets[0]["id"]
+        section["floating_network_name"] = nets[0].get("name", "")
+    exts = (_get(cloud, f"{base}/extensions") or {}).get("extensions")
+    if isinstance(exts, list):
+        features["api_extensions"] = ",".join(sorted(e["alias"] for e in exts if e.get("alias")))
+
+
+def _discover_volume(cloud: Cloud, url: str, section: dict[str, str], features: dict[str, str]) -> None:
+    exts = (_get(cloud, f"{url.rstrip('/')}/extensions") or {}).get("extensions")
+    if isinstance(exts, list):
+        features["api_extensions"] = ",".join(sorted(e["alias"] for e in exts if e.get("alias")))
+    lo, hi = _version_range(_get(cloud, _version_root(cloud, url) + "/"))
+    if lo and hi:
+        section["min_microversion"] = lo
+        section["max_microversion"] = hi
+
+
+def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configparser.ConfigParser:
+    conf = configparser.ConfigParser(interpolation=None)
+    conf["DEFAULT"] = {"log_dir": str(workspace / "logs"), "log_file": "tempest.log"}
+    conf["oslo_concurrency"] = {"lock_path": str(workspace / "tempest_lock")}
+    conf["auth"] = {
+        "use_dynamic_credentials": "True",
+        "admin_username": creds.username,
+        "admin_password": creds.password,
+        "admin_project_name": creds.project_name,
+        "admin_domain_name": cloud.user_domain_name,
+        "admin_user_domain_name": cloud.user_domain_name,
+        "admin_project_domain_name": cloud.project_domain_name,
+        "default_credentials_domain_name": cloud.user_domain_name,
+    }
+    conf["identity"] = {
+        "uri_v3": cloud.identity_v3,
+        "auth_version": "v3",
+        "region": cloud.region,
+        "v3_endpoint_type": "public",
+    }
+    conf["identity-feature-enabled"] = {"api_v2": "False", "api_v2_admin": "False", "api_v3": "True"}
+    conf["service-clients"] = {"http_timeout": "60"}
+    # No guest images or SSH reachability on a laptop cloud: keep Tempest from trying to log into servers.
+    conf["validation"] = {"run_validation": "False"}
+
+    available: dict[str, str] = {name: "False" for name in ALWAYS_UNAVAILABLE}
+    sections: dict[str, dict[str, str]] = {}
+    for types, group, option in SERVICES:
+        present = next((t for t in types if t in cloud.endpoints), None)
+        if option:
+            available[option] = str(present is not None)
+        if present is None:
+            continue
+        sections[group] = {"catalog_type": present, "region": cloud.region, "endpoint_type": "public"}
+
+    def url_of(group: str) -> str | None:
+        section = sections.get(group)
+        return cloud.endpoints[section["catalog_type"]].get("public") if section else None
+
+    compute_url = url_of("compute")
+    if compute_url:
+        _discover_compute(cloud, compute_url, sections["compute"])
+    image_url = url_of("image")
+    if image_url:
+        _discover_images(cloud, image_url, sections.get("compute"))
+    network_url = url_of("network")
+    if network_url:
+        sections["network-feature-enabled"] = {}
+        _discover_network(cloud, network_url, sections["network"], sections["network-feature-enabled"])
+    volume_url = url_of("volume")
+    if volume_url:
+        sections["volume-feature-enabled"] = {}
+        _discover_volume(cloud, volume_url, sections["volume"], sections["volume-feature-enabled"])
+
+    for name, values in sections.items():
+        if values:
+            conf[name] = values
+    conf["service_available"] = available
+    return conf
+
+
+def tempest_modules(service_types: list[str] | set[str]) -> list[str]:
+    """The Tempest API modules that test the given catalog service types."""
+    return sorted({TEMPEST_MODULES[t] for t in service_types if t in TEMPEST_MODULES})
+
+
+def write_config(conf: configparser.ConfigParser, output: Path, source: str) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with output.open("w") as f:
+        f.write(f"# Generated by acceptance/tempestconf.py from {source} at {stamp}. Do not edit.\n")
+        conf.write(f)
+
+
+def generate(clouds_yaml: Path, cloud_name: str, workspace: Path, output: Path) -> Cloud:
+    """Write `output` for the cloud `cloud_name`; returns what the token request told about the cloud."""
+    creds = load_credentials(clouds_yaml, cloud_name)
+    cloud = authenticate(creds)
+    write_config(build_config(creds, cloud, workspace), output, cloud.identity_v3)
+    return cloud
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clouds-yaml", type=Path, required=True)
+    parser.add_argument("--cloud", default="stratus-admin")
+    parser.add_argument("--workspace", type=Path, required=True, help="the Tempest workspace (tempest init)")
+    parser.add_argument("--output", type=Path, help="default: WORKSPACE/etc/tempest.conf")
+    args = parser.parse_args(argv)
+    workspace = args.workspace.resolve()
+    output = args.output or workspace / "etc" / "tempest.conf"
+    try:
+        cloud = generate(args.clouds_yaml, args.cloud, workspace, output)
+    except ConfError as e:
+        print(f"tempestconf: {e}", file=sys.stderr)
+        return 1
+    print(f"tempestconf: wrote {output} (services: {', '.join(sorted(cloud.endpoints)) or 'none'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+//! Configuration: one TOML file, every key overridable by an environment variable `STRATUS_<SECTION>__<KEY>`
+//! (e.g. `STRATUS_DATABASE__URL`, `STRATUS_SERVER__LISTEN`, `STRATUS_DATA_DIR`). Defaults make `stratus up` work
+//! with no file at all. `etc/stratus.toml.example` documents every key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where embedded state lives: the SQLite database, Fernet keys, generated clouds.yaml/openrc.
+    pub data_dir: PathBuf,
+    /// The region every endpoint is registered in.
+    pub region: String,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub bus: BusConfig,
+    pub log: LogConfig,
+    pub identity: IdentitySection,
+    /// Credentials services use to validate tokens over HTTP when identity runs in another process.
+    pub auth: Option<ServiceAuth>,
+    pub bootstrap: BootstrapSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The base URL clients reach this listener at; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…`; defaults to SQLite under the data dir.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// `memory://` (one process) or `amqp://user:pass@host:5672/%2f`.
+    pub url: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,identity=debug`.
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Fernet key repository; defaults to `<data_dir>/fernet-keys`.
+    pub key_repository: Option<PathBuf>,
+    /// Token lifetime in seconds.
+    pub token_expiration: i64,
+    /// Keys kept by rotation (staged + primary + secondaries).
+    pub max_active_keys: usize,
+    /// bcrypt cost for password hashes.
+    pub password_hash_rounds: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAuth {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default = "default_domain_name")]
+    pub user_domain_name: String,
+    pub project_name: String,
+    #[serde(default = "default_domain_name")]
+    pub project_domain_name: String,
+}
+
+fn default_domain_name() -> String {
+    "Default".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootstrapSection {
+    pub admin_username: String,
+    pub admin_project: String,
+    /// The admin password; generated on first start (and kept in `<data_dir>/clouds.yaml`) when unset.
+    pub admin_password: Option<String>,
+    /// Whether `stratus up` creates the `demo` project and user.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./stratus-data"),
+            region: "RegionOne".into(),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            bus: BusConfig::default(),
+            log: LogConfig::default(),
+            identity: IdentitySection::default(),
+            auth: None,
+            bootstrap: BootstrapSection::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8800)), public_url: None }
+    }
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { url: "memory://".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection { key_repository: None, token_expiration: 3600, max_active_keys: 3, password_hash_rounds: 12 }
+    }
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        BootstrapSection { admin_username: "admin".into(), admin_project: "admin".into(), admin_password: None, demo: true }
+    }
+}
+
+/// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
+const SECTIONS: &[&str] = &["data_dir", "region", "server", "database", "bus", "log", "identity", "auth", "bootstrap"];
+
+impl Config {
+    /// Defaults, then `file` (if any), then `STRATUS_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Error::Config(format!("configuration file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("STRATUS_")
+                .filter(|key| {
+                    let section = key.as_str().split("__").next().unwrap_or_default().to_ascii_lowercase();
+                    SECTIONS.contains(&section.as_str())
+                })
+                .split("__"),
+        );
+        figment.extract().map_err(|e| Error::Config(e.to_string()))
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("stratus.db").display()),
+        }
+    }
+
+    pub fn key_repository(&self) -> PathBuf {
+        self.identity.key_repository.clone().unwrap_or_else(|| self.data_dir.join("fernet-keys"))
+    }
+
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.server.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::default();
+        assert_eq!(c.server.listen.port(), 8800);
+        assert_eq!(c.bus.url, "memory://");
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert!(c.database_url().ends_with("stratus.db"));
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        std::fs::write(&path, "region = \"RegionTwo\"\n[database]\nurl = \"sqlite://x.db\"\n[log]\nformat = \"json\"\n")
+            .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATUS_DATABASE__URL", "postgres://db/stratus");
+            jail.set_env("STRATUS_TEST_SOMETHING", "ignored");
+            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(c.region, "RegionTwo");
+            assert_eq!(c.database_url(), "postgres://db/stratus");
+            assert_eq!(c.log.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/stratus.toml.example");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.region, "RegionOne");
+    }
+}

@@ -1,0 +1,297 @@
+//! The assembly of a Stratus cloud: configuration, the services a process runs, their routes under one listener,
+//! bootstrap, and the generated client configuration.
+//!
+//! `stratus up`, `stratus serve` and the test harness (`test-utils`) all go through [`start`]: one code path for a
+//! laptop, a split deployment and the tests.
+
+pub mod clients;
+pub mod config;
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc};
+
+use api_common::{ErrorStyle, WireConfig};
+use auth::TokenValidator;
+use axum::{Router, routing::get};
+use bus::Bus;
+use db::Database;
+use identity::{BootstrapSpec, Identity, IdentityConfig};
+use serde_json::json;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Db(#[from] db::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::Error),
+    #[error("identity: {0}")]
+    Identity(#[from] identity::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// The services Stratus can run. A process runs any subset (`stratus serve --services …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Identity,
+}
+
+impl Service {
+    /// Every implemented service, in start order.
+    pub const ALL: &'static [Service] = &[Service::Identity];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+        }
+    }
+    /// The catalog's service type.
+    pub fn service_type(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+        }
+    }
+    /// The path prefix under the shared listener, as DevStack lays them out.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Service::Identity => "/identity",
+        }
+    }
+    /// The catalog's service name (upstream's project names).
+    pub fn catalog_name(self) -> &'static str {
+        match self {
+            Service::Identity => "keystone",
+        }
+    }
+}
+
+/// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
+const PLANNED: &[&str] = &["compute", "placement", "image", "volume", "network", "object-store", "orchestration"];
+
+impl FromStr for Service {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim() {
+            "identity" | "keystone" => Ok(Service::Identity),
+            other if PLANNED.contains(&other) => {
+                Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
+            }
+            other => Err(Error::Config(format!("unknown service '{other}'"))),
+        }
+    }
+}
+
+/// Parses `identity,compute,…`.
+pub fn parse_services(list: &str) -> Result<Vec<Service>, Error> {
+    let mut out = Vec::new();
+    for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+        let s: Service = item.parse()?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Config("no services selected".into()));
+    }
+    Ok(out)
+}
+
+/// The services of one process, connected to their database and bus.
+pub struct Cloud {
+    pub config: Config,
+    pub services: Vec<Service>,
+    pub db: Database,
+    pub bus: Bus,
+    pub identity: Option<Identity>,
+    pub validator: Arc<dyn TokenValidator>,
+    pub public_url: String,
+}
+
+impl Cloud {
+    /// Connects to the database and bus and constructs the selected services (no schema changes).
+    pub async fn build(config: Config, services: Vec<Service>, public_url: String) -> Result<Cloud, Error> {
+        if config.database.url.is_none() || config.key_repository().starts_with(&config.data_dir) {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+                context: format!("cannot create data dir {}", config.data_dir.display()),
+                source,
+            })?;
+        }
+        let db = Database::connect(&config.database_url()).await?;
+        let bus = Bus::connect(&config.bus.url).await?;
+        let identity = if services.contains(&Service::Identity) {
+            let mut ic = IdentityConfig::new(config.key_repository());
+            ic.token_expiration = config.identity.token_expiration;
+            ic.max_active_keys = config.identity.max_active_keys;
+            ic.password_hash_rounds = config.identity.password_hash_rounds;
+            Some(Identity::new(db.clone(), ic).await?)
+        } else {
+            None
+        };
+        let validator: Arc<dyn TokenValidator> = match (&identity, &config.auth) {
+            (Some(identity), _) => Arc::new(identity.clone()),
+            (None, Some(a)) => Arc::new(auth::CachingValidator::new(auth::HttpValidator::new(auth::ServiceCredentials {
+                auth_url: a.url.clone(),
+                username: a.username.clone(),
+                password: a.password.clone(),
+                user_domain_name: a.user_domain_name.clone(),
+                project_name: a.project_name.clone(),
+                project_domain_name: a.project_domain_name.clone(),
+            })?)),
+            (None, None) => {
+                return Err(Error::Config(
+                    "identity does not run in this process: the [auth] section must say how to reach it".into(),
+                ));
+            }
+        };
+        Ok(Cloud { config, services, db, bus, identity, validator, public_url })
+    }
+
+    /// Creates or upgrades every selected service's schema.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        if let Some(identity) = &self.identity {
+            identity.migrate().await?;
+        }
+        Ok(())
+    }
+
+    /// The public URL of a service under this listener.
+    pub fn service_url(&self, service: Service) -> String {
+        format!("{}{}", self.public_url, service.prefix())
+    }
+
+    /// One HTTP router for every service of this process, each under its prefix.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        if let Some(identity) = &self.identity {
+            router = router.nest(Service::Identity.prefix(), identity::api::router(identity.clone(), &self.service_url(Service::Identity)));
+        }
+        let services: Vec<_> = self
+            .services
+            .iter()
+            .map(|s| json!({"name": s.name(), "type": s.service_type(), "url": self.service_url(*s)}))
+            .collect();
+        let root = Router::new().route(
+            "/",
+            get(move || {
+                let services = services.clone();
+                async move { axum::Json(json!({"stratus": {"version": env!("CARGO_PKG_VERSION"), "services": services}})) }
+            }),
+        );
+        // The root router's wire layer also renders the 404 of any path no service claims.
+        router.merge(api_common::wire::apply(root, WireConfig::new(ErrorStyle::Keystone)))
+    }
+
+    /// Bootstraps the cloud as `keystone-manage bootstrap` does, registering this process's services.
+    pub async fn bootstrap(&self, spec: BootstrapSpec) -> Result<(), Error> {
+        let identity = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| Error::Config("bootstrap needs the identity service in this process".into()))?;
+        identity.bootstrap(&spec).await?;
+        Ok(())
+    }
+
+    /// Catalog entries for this process's services.
+    pub fn catalog_entries(&self) -> Vec<(String, String, String)> {
+        self.services
+            .iter()
+            .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.service_url(*s)))
+            .collect()
+    }
+}
+
+/// How a process starts.
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    pub services: Vec<Service>,
+    /// Apply schema migrations at start (`up` and tests do; split deployments run `stratus db migrate`).
+    pub migrate: bool,
+    /// Bootstrap the cloud and write `clouds.yaml`/`openrc` into the data dir (`up` and tests).
+    pub bootstrap: bool,
+}
+
+impl StartOptions {
+    /// What `stratus up` does: everything, in one process.
+    pub fn all_in_one() -> Self {
+        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true }
+    }
+}
+
+/// A cloud serving HTTP in the background.
+pub struct RunningCloud {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub cloud: Arc<Cloud>,
+    /// Credentials written to `clouds.yaml` (when bootstrapped).
+    pub credentials: Option<clients::Credentials>,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningCloud {
+    /// Stops accepting, finishes in-flight requests, closes the bus and database.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = (&mut self.task).await;
+        self.cloud.bus.close().await;
+        self.cloud.db.close().await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::Io { context: "server".into(), source }),
+            Err(e) => Err(Error::Io { context: "server task".into(), source: std::io::Error::other(e.to_string()) }),
+        }
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(&mut self) -> Result<(), Error> {
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Error::Io { context: "server".into(), source }),
+            Err(e) => Err(Error::Io { context: "server task".into(), source: std::io::Error::other(e.to_string()) }),
+        }
+    }
+}
+
+/// Binds the listener, builds the services, migrates and bootstraps as asked, and serves in the background.
+/// The caller decides when to stop ([`RunningCloud::shutdown`]).
+pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, Error> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.server.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Io { context: "local address".into(), source })?;
+    let public_url = config.public_url(addr);
+    let data_dir = config.data_dir.clone();
+    let cloud = Cloud::build(config, opts.services.clone(), public_url.clone()).await?;
+    if opts.migrate {
+        cloud.migrate().await?;
+    }
+    let credentials = if opts.bootstrap {
+        let creds = clients::Credentials::load_or_generate(&cloud.config)?;
+        cloud.bootstrap(creds.bootstrap_spec(&cloud.config, cloud.catalog_entries())).await?;
+        creds.write_client_files(&cloud.config, &cloud.service_url(Service::Identity))?;
+        Some(creds)
+    } else {
+        None
+    };
+    let router = cloud.router();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningCloud { addr, url: public_url, cloud: Arc::new(cloud), credentials, data_dir, shutdown: Some(tx), task })
+}

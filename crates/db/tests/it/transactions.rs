@@ -1,0 +1,156 @@
+//! Transactions and concurrency.
+
+use db::sqlx::Acquire;
+use db::testing::test_databases;
+use db::{Database, Migration};
+
+const SCHEMA: &[Migration] = &[Migration {
+    version: 1,
+    name: "counter and log",
+    sql: "CREATE TABLE counter (id {id} PRIMARY KEY, n {int} NOT NULL);
+          INSERT INTO counter (id, n) VALUES ('c', 0);
+          CREATE TABLE log (pk {serial}, worker {int} NOT NULL, seen {int} NOT NULL)",
+}];
+
+async fn count_log(db: &Database) -> i64 {
+    db.query_scalar("SELECT COUNT(*) FROM log")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+fn insert_log(
+    db: &Database,
+    worker: i64,
+) -> db::sqlx::query::Query<'static, db::sqlx::Any, db::sqlx::any::AnyArguments> {
+    db.query("INSERT INTO log (worker, seen) VALUES (?, 0)")
+        .bind(worker)
+}
+
+#[tokio::test]
+async fn commit_and_rollback() {
+    for db in test_databases().await {
+        let b = db.backend();
+        db.migrate("tx", SCHEMA).await.unwrap();
+
+        // Commit through the pool's plain transaction.
+        let mut tx = db.pool().begin().await.unwrap();
+        insert_log(&db, 1).execute(&mut *tx).await.unwrap();
+        insert_log(&db, 1).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count_log(&db).await, 2, "{b}");
+
+        // Explicit rollback.
+        let mut tx = db.pool().begin().await.unwrap();
+        insert_log(&db, 2).execute(&mut *tx).await.unwrap();
+        let inside: i64 = db
+            .query_scalar("SELECT COUNT(*) FROM log")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(inside, 3, "{b}");
+        tx.rollback().await.unwrap();
+        assert_eq!(count_log(&db).await, 2, "{b}");
+
+        // Dropping an uncommitted transaction rolls it back.
+        {
+            let mut tx = db.begin().await.unwrap();
+            insert_log(&db, 3).execute(&mut *tx).await.unwrap();
+        }
+        assert_eq!(count_log(&db).await, 2, "{b}");
+
+        // Savepoints through nested transactions.
+        let mut tx = db.begin().await.unwrap();
+        insert_log(&db, 4).execute(&mut *tx).await.unwrap();
+        {
+            let mut inner = tx.begin().await.unwrap();
+            insert_log(&db, 5).execute(&mut *inner).await.unwrap();
+            inner.rollback().await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let workers: Vec<i64> = db
+            .query_scalar("SELECT worker FROM log ORDER BY pk")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(workers, [1, 1, 4], "{b}");
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_inserts() {
+    const TASKS: i64 = 8;
+    const EACH: i64 = 25;
+    for db in test_databases().await {
+        let b = db.backend();
+        db.migrate("tx", SCHEMA).await.unwrap();
+        let mut handles = Vec::new();
+        for worker in 0..TASKS {
+            let db = (*db).clone();
+            handles.push(tokio::spawn(async move {
+                for _ in 0..EACH {
+                    insert_log(&db, worker).execute(db.pool()).await?;
+                }
+                Ok::<_, db::sqlx::Error>(())
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap().unwrap_or_else(|e| panic!("{b}: {e}"));
+        }
+        assert_eq!(count_log(&db).await, TASKS * EACH, "{b}");
+        let distinct: i64 = db
+            .query_scalar("SELECT COUNT(DISTINCT pk) FROM log")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(distinct, TASKS * EACH, "{b}");
+        db.cleanup().await;
+    }
+}
+
+/// Read-then-write transactions from many tasks: on SQLite these only succeed because
+/// `Database::begin` takes the write lock up front (`BEGIN IMMEDIATE`).
+#[tokio::test]
+async fn concurrent_read_write_transactions() {
+    const TASKS: i64 = 8;
+    const EACH: i64 = 10;
+    for db in test_databases().await {
+        let b = db.backend();
+        db.migrate("tx", SCHEMA).await.unwrap();
+        let mut handles = Vec::new();
+        for worker in 0..TASKS {
+            let db = (*db).clone();
+            handles.push(tokio::spawn(async move {
+                for _ in 0..EACH {
+                    let mut tx = db.begin().await?;
+                    let seen: i64 = db
+                        .query_scalar("SELECT n FROM counter WHERE id = 'c'")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    db.query("INSERT INTO log (worker, seen) VALUES (?, ?)")
+                        .bind(worker)
+                        .bind(seen)
+                        .execute(&mut *tx)
+                        .await?;
+                    db.query("UPDATE counter SET n = n + 1 WHERE id = 'c'")
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                }
+                Ok::<_, db::Error>(())
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap().unwrap_or_else(|e| panic!("{b}: {e}"));
+        }
+        let n: i64 = db
+            .query_scalar("SELECT n FROM counter")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, TASKS * EACH, "{b}");
+        assert_eq!(count_log(&db).await, TASKS * EACH, "{b}");
+        db.cleanup().await;
+    }
+}

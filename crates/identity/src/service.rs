@@ -1,0 +1,726 @@
+//! The identity service's logic: authentication, token issue/validation/revocation, the catalog, bootstrap.
+//! HTTP lives in [`crate::api`]; SQL in [`crate::store`].
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use db::Database;
+use serde_json::{Value, json};
+
+use crate::{
+    error::Error,
+    store::{
+        DomainRow, EndpointRow, ProjectRow, RevocationRow, RoleRow, SYSTEM_ALL, ServiceRow, Store, UserRow, kind,
+    },
+    token::{Payload, Scope, TokenKeys, new_audit_id},
+};
+
+/// The `default` domain every cloud has.
+pub const DEFAULT_DOMAIN_ID: &str = "default";
+
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// Fernet key repository directory.
+    pub key_repository: PathBuf,
+    /// Token lifetime, seconds (upstream default: one hour).
+    pub token_expiration: i64,
+    pub max_active_keys: usize,
+    /// bcrypt cost (upstream default 12).
+    pub password_hash_rounds: u32,
+}
+
+impl IdentityConfig {
+    pub fn new(key_repository: PathBuf) -> Self {
+        IdentityConfig { key_repository, token_expiration: 3600, max_active_keys: 3, password_hash_rounds: 12 }
+    }
+}
+
+/// A validated token with everything its body shows.
+#[derive(Clone, Debug)]
+pub struct TokenInfo {
+    pub payload: Payload,
+    pub issued_at: DateTime<Utc>,
+    pub user: UserRow,
+    pub user_domain: DomainRow,
+    pub project: Option<(ProjectRow, DomainRow)>,
+    pub domain: Option<DomainRow>,
+    pub roles: Vec<RoleRow>,
+}
+
+impl TokenInfo {
+    pub fn context(&self) -> auth::Context {
+        let (project, project_domain) = match &self.project {
+            Some((p, d)) => (Some(p), Some(d)),
+            None => (None, None),
+        };
+        auth::Context {
+            user_id: self.user.id.clone(),
+            user_name: self.user.name.clone(),
+            user_domain_id: self.user_domain.id.clone(),
+            user_domain_name: self.user_domain.name.clone(),
+            project_id: project.map(|p| p.id.clone()),
+            project_name: project.map(|p| p.name.clone()),
+            project_domain_id: project_domain.map(|d| d.id.clone()),
+            project_domain_name: project_domain.map(|d| d.name.clone()),
+            domain_id: self.domain.as_ref().map(|d| d.id.clone()),
+            domain_name: self.domain.as_ref().map(|d| d.name.clone()),
+            system_scope: matches!(self.payload.scope, Scope::System).then(|| "all".to_string()),
+            roles: self.roles.iter().map(|r| r.name.clone()).collect(),
+            role_ids: self.roles.iter().map(|r| r.id.clone()).collect(),
+            is_admin_project: false,
+            audit_ids: self.payload.audit_ids.clone(),
+            expires_at: self.payload.expires_at,
+            auth_methods: self.payload.methods.clone(),
+            application_credential_id: match &self.payload.scope {
+                Scope::ApplicationCredential { app_cred_id, .. } => Some(app_cred_id.clone()),
+                _ => None,
+            },
+            trust_id: None,
+        }
+    }
+}
+
+/// What a client asked to authenticate with (already parsed from the request body).
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    Password { user: UserRef, password: String },
+    Token { token: String },
+}
+
+#[derive(Clone, Debug)]
+pub enum UserRef {
+    Id(String),
+    Name { name: String, domain: DomainRef },
+}
+
+#[derive(Clone, Debug)]
+pub enum DomainRef {
+    Id(String),
+    Name(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum ScopeRequest {
+    /// No scope given: the user's default project if they have a role there, else unscoped.
+    Default,
+    Unscoped,
+    ProjectId(String),
+    ProjectName { name: String, domain: DomainRef },
+    Domain(DomainRef),
+    System,
+}
+
+/// A catalog entry as token bodies show it.
+#[derive(Clone, Debug)]
+pub struct CatalogService {
+    pub service: ServiceRow,
+    pub endpoints: Vec<EndpointRow>,
+}
+
+/// Everything `stratus bootstrap` sets up (as `keystone-manage bootstrap`), plus extra projects/users.
+#[derive(Clone, Debug)]
+pub struct BootstrapSpec {
+    pub admin_password: String,
+    pub admin_username: String,
+    pub admin_project: String,
+    pub region: String,
+    /// (type, name, public/internal/admin url) of every service to list in the catalog.
+    pub services: Vec<(String, String, String)>,
+    /// Extra (project, user, password, role) to create: `stratus up` adds `demo`.
+    pub members: Vec<(String, String, String, String)>,
+    /// Reset passwords of existing users to the given ones.
+    pub reset_passwords: bool,
+}
+
+struct Revocations {
+    events: Vec<RevocationRow>,
+}
+
+/// The identity service. Cheap to clone (`Arc` inside).
+#[derive(Clone)]
+pub struct Identity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: IdentityConfig,
+    keys: RwLock<Arc<TokenKeys>>,
+    revocations: RwLock<Revocations>,
+    /// Validated tokens keyed by token. Cleared whenever identity data changes (`generation`).
+    cache: RwLock<HashMap<String, (u64, Arc<TokenInfo>)>>,
+    generation: AtomicU64,
+    catalog: RwLock<Option<Arc<Vec<CatalogService>>>>,
+}
+
+const CACHE_CAPACITY: usize = 50_000;
+
+impl Identity {
+    pub async fn new(db: Database, config: IdentityConfig) -> Result<Identity, Error> {
+        let keys = TokenKeys::load_or_create(&config.key_repository)?;
+        let store = Store::new(db);
+        let identity = Identity {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                keys: RwLock::new(Arc::new(keys)),
+                revocations: RwLock::new(Revocations { events: Vec::new() }),
+                cache: RwLock::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+                catalog: RwLock::new(None),
+            }),
+        };
+        Ok(identity)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.inner.config
+    }
+
+    /// Creates or upgrades the schema, then loads the revocation list.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.inner.store.migrate().await?;
+        self.reload_revocations().await
+    }
+
+    pub async fn reload_revocations(&self) -> Result<(), Error> {
+        let since = Utc::now().timestamp() - self.inner.config.token_expiration - 60;
+        let events = self.inner.store.revocation_list(since).await?;
+        write(&self.inner.revocations).events = events;
+        self.changed();
+        Ok(())
+    }
+
+    /// Re-reads the key repository (after `stratus identity fernet-rotate`).
+    pub fn reload_keys(&self) -> Result<(), Error> {
+        let keys = TokenKeys::load(&self.inner.config.key_repository)?;
+        *write(&self.inner.keys) = Arc::new(keys);
+        Ok(())
+    }
+
+    /// Something identity-relevant changed: cached validations and the catalog are stale.
+    fn changed(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        write(&self.inner.cache).clear();
+        *write(&self.inner.catalog) = None;
+    }
+
+    // ---- authentication
+
+    /// Authenticates and issues a token for the requested scope.
+    pub async fn authenticate(&self, creds: Credentials, scope: ScopeRequest) -> Result<(String, TokenInfo), Error> {
+        let (user, methods, audit_ids, expires_at) = match creds {
+            Credentials::Password { user, password } => {
+                let user = self.check_password(&user, &password).await?;
+                let expires = Utc::now() + Duration::seconds(self.inner.config.token_expiration);
+                (user, vec!["password".to_string()], vec![new_audit_id()], expires)
+            }
+            Credentials::Token { token } => {
+                // Rescoping keeps the original expiry and chains the audit id, as upstream.
+                let info = self.validate(&token).await?;
+                if matches!(info.payload.scope, Scope::ApplicationCredential { .. }) {
+                    return Err(Error::Forbidden("Cannot rescope an application credential token.".into()));
+                }
+                let mut audit = vec![new_audit_id()];
+                audit.extend(info.payload.audit_ids.first().cloned());
+                let mut methods = info.payload.methods.clone();
+                if !methods.iter().any(|m| m == "token") {
+                    methods.push("token".into());
+                }
+                (info.user.clone(), methods, audit, info.payload.expires_at)
+            }
+        };
+        let scope = self.resolve_scope(&user, scope).await?;
+        // Tokens carry microseconds; so does the body of the response that issues them.
+        let expires_at = Utc.timestamp_micros(expires_at.timestamp_micros()).single().unwrap_or(expires_at);
+        let payload = Payload { user_id: user.id.clone(), methods, scope, expires_at, audit_ids };
+        let keys = read(&self.inner.keys).clone();
+        let token = keys.issue(&payload)?;
+        let info = self.build_info(payload, fernet_issued_at(&token).unwrap_or_else(Utc::now)).await?;
+        Ok((token, info))
+    }
+
+    async fn check_password(&self, user: &UserRef, password: &str) -> Result<UserRow, Error> {
+        let row = match user {
+            UserRef::Id(id) => self.inner.store.user_get(id).await?,
+            UserRef::Name { name, domain } => match self.find_domain(domain).await? {
+                Some(d) => self.inner.store.user_get_by_name(&d.id, name).await?,
+                None => None,
+            },
+        };
+        let Some(row) = row else {
+            // Spend the same effort as a real check so user existence does not leak through timing.
+            let _ = self.hash_password(password).await;
+            return Err(Error::Unauthorized);
+        };
+        let Some(hash) = row.password_hash.clone() else { return Err(Error::Unauthorized) };
+        if !bcrypt_verify(password.to_string(), hash).await? {
+            return Err(Error::Unauthorized);
+        }
+        if !row.enabled {
+            return Err(Error::Unauthorized);
+        }
+        let domain = self.inner.store.domain_get(&row.domain_id).await?;
+        if !domain.is_some_and(|d| d.enabled) {
+            return Err(Error::Unauthorized);
+        }
+        Ok(row)
+    }
+
+    async fn find_domain(&self, d: &DomainRef) -> Result<Option<DomainRow>, Error> {
+        match d {
+            DomainRef::Id(id) => self.inner.store.domain_get(id).await,
+            DomainRef::Name(name) => self.inner.store.domain_get_by_name(name).await,
+        }
+    }
+
+    async fn resolve_scope(&self, user: &UserRow, scope: ScopeRequest) -> Result<Scope, Error> {
+        let no_access = |what: &str| Error::Unauthorized.with_log(&format!("user {} has no access to {what}", user.id));
+        match scope {
+            ScopeRequest::Unscoped => Ok(Scope::Unscoped),
+            ScopeRequest::Default => {
+                if let Some(pid) = &user.default_project_id
+                    && !self.roles_on(&user.id, kind::USER_PROJECT, pid).await?.is_empty()
+                {
+                    return Ok(Scope::Project(pid.clone()));
+                }
+                Ok(Scope::Unscoped)
+            }
+            ScopeRequest::ProjectId(id) => {
+                let p = self.inner.store.project_get(&id).await?.ok_or_else(|| no_access("project"))?;
+                self.check_project_scope(user, &p).await
+            }
+            ScopeRequest::ProjectName { name, domain } => {
+                let d = self.find_domain(&domain).await?.ok_or_else(|| no_access("domain"))?;
+                let p = self.inner.store.project_get_by_name(&d.id, &name).await?.ok_or_else(|| no_access("project"))?;
+                self.check_project_scope(user, &p).await
+            }
+            ScopeRequest::Domain(d) => {
+                let d = self.find_domain(&d).await?.ok_or_else(|| no_access("domain"))?;
+                if !d.enabled || self.roles_on(&user.id, kind::USER_DOMAIN, &d.id).await?.is_empty() {
+                    return Err(no_access("domain"));
+                }
+                Ok(Scope::Domain(d.id))
+            }
+            ScopeRequest::System => {
+                if self.roles_on(&user.id, kind::USER_SYSTEM, SYSTEM_ALL).await?.is_empty() {
+                    return Err(no_access("the system scope"));
+                }
+                Ok(Scope::System)
+            }
+        }
+    }
+
+    async fn check_project_scope(&self, user: &UserRow, p: &ProjectRow) -> Result<Scope, Error> {
+        let enabled_domain = self.inner.store.domain_get(&p.domain_id).await?.is_some_and(|d| d.enabled);
+        if !p.enabled || !enabled_domain || self.roles_on(&user.id, kind::USER_PROJECT, &p.id).await?.is_empty() {
+            return Err(Error::Unauthorized.with_log(&format!("user {} has no access to project {}", user.id, p.id)));
+        }
+        Ok(Scope::Project(p.id.clone()))
+    }
+
+    /// Effective roles of a user on a target: direct grants plus implied roles, transitively.
+    async fn roles_on(&self, user_id: &str, kind: &str, target: &str) -> Result<Vec<RoleRow>, Error> {
+        let direct = self.inner.store.assignment_role_ids(kind, user_id, target).await?;
+        if direct.is_empty() {
+            return Ok(Vec::new());
+        }
+        let implications = self.inner.store.implied_role_list().await?;
+        let mut ids: BTreeSet<String> = direct.into_iter().collect();
+        loop {
+            let before = ids.len();
+            for (prior, implied) in &implications {
+                if ids.contains(prior) {
+                    ids.insert(implied.clone());
+                }
+            }
+            if ids.len() == before {
+                break;
+            }
+        }
+        let all = self.inner.store.role_list().await?;
+        Ok(all.into_iter().filter(|r| ids.contains(&r.id)).collect())
+    }
+
+    // ---- validation
+
+    /// Validates a token: signature, expiry, revocation, and that its user, project and roles still hold.
+    /// Cached per token until identity data changes.
+    pub async fn validate(&self, token: &str) -> Result<Arc<TokenInfo>, Error> {
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        if let Some((g, info)) = read(&self.inner.cache).get(token).cloned()
+            && g == generation
+        {
+            return if info.payload.expires_at > Utc::now() { Ok(info) } else { Err(Error::InvalidToken) };
+        }
+        let keys = read(&self.inner.keys).clone();
+        let payload = keys.open(token)?;
+        if payload.expires_at <= Utc::now() {
+            return Err(Error::InvalidToken);
+        }
+        let issued_at = fernet_issued_at(token).ok_or(Error::InvalidToken)?;
+        if self.is_revoked(&payload, issued_at) {
+            return Err(Error::InvalidToken);
+        }
+        let info = Arc::new(self.build_info(payload, issued_at).await.map_err(|e| match e {
+            Error::NotFound { .. } | Error::Unauthorized => Error::InvalidToken,
+            other => other,
+        })?);
+        let mut cache = write(&self.inner.cache);
+        if cache.len() >= CACHE_CAPACITY {
+            let now = Utc::now();
+            cache.retain(|_, (_, i)| i.payload.expires_at > now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        if self.inner.generation.load(Ordering::SeqCst) == generation {
+            cache.insert(token.to_string(), (generation, info.clone()));
+        }
+        Ok(info)
+    }
+
+    fn is_revoked(&self, payload: &Payload, issued_at: DateTime<Utc>) -> bool {
+        let issued = issued_at.timestamp();
+        let project_id = match &payload.scope {
+            Scope::Project(p) | Scope::ApplicationCredential { project_id: p, .. } => Some(p.as_str()),
+            _ => None,
+        };
+        read(&self.inner.revocations).events.iter().any(|ev| {
+            if let Some(a) = &ev.audit_id {
+                return payload.audit_ids.iter().any(|x| x == a);
+            }
+            let user_match = ev.user_id.as_deref().is_none_or(|u| u == payload.user_id);
+            let project_match = ev.project_id.as_deref().is_none_or(|p| Some(p) == project_id);
+            user_match && project_match && issued <= ev.issued_before
+        })
+    }
+
+    async fn build_info(&self, payload: Payload, issued_at: DateTime<Utc>) -> Result<TokenInfo, Error> {
+        let store = &self.inner.store;
+        let user = store.user_get(&payload.user_id).await?.ok_or_else(|| Error::not_found("user", &payload.user_id))?;
+        if !user.enabled {
+            return Err(Error::InvalidToken);
+        }
+        let user_domain =
+            store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        let (project, domain, roles) = match &payload.scope {
+            Scope::Unscoped => (None, None, Vec::new()),
+            Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } => {
+                let p = store.project_get(pid).await?.ok_or_else(|| Error::not_found("project", pid))?;
+                let d = store.domain_get(&p.domain_id).await?.ok_or_else(|| Error::not_found("domain", &p.domain_id))?;
+                if !p.enabled || !d.enabled {
+                    return Err(Error::InvalidToken);
+                }
+                let roles = self.roles_on(&user.id, kind::USER_PROJECT, pid).await?;
+                (Some((p, d)), None, roles)
+            }
+            Scope::Domain(did) => {
+                let d = store.domain_get(did).await?.ok_or_else(|| Error::not_found("domain", did))?;
+                let roles = self.roles_on(&user.id, kind::USER_DOMAIN, did).await?;
+                (None, Some(d), roles)
+            }
+            Scope::System => (None, None, self.roles_on(&user.id, kind::USER_SYSTEM, SYSTEM_ALL).await?),
+        };
+        if !matches!(payload.scope, Scope::Unscoped) && roles.is_empty() {
+            return Err(Error::InvalidToken);
+        }
+        Ok(TokenInfo { payload, issued_at, user, user_domain, project, domain, roles })
+    }
+
+    /// Revokes one token (by its audit id), as `DELETE /v3/auth/tokens`.
+    pub async fn revoke(&self, token: &str) -> Result<(), Error> {
+        let info = self.validate(token).await?;
+        let audit = info.payload.audit_ids.first().cloned().ok_or(Error::InvalidToken)?;
+        let ev = RevocationRow { audit_id: Some(audit), user_id: None, project_id: None, issued_before: Utc::now().timestamp() };
+        self.inner.store.revocation_create(&ev).await?;
+        write(&self.inner.revocations).events.push(ev);
+        self.changed();
+        Ok(())
+    }
+
+    // ---- catalog
+
+    pub async fn catalog(&self) -> Result<Arc<Vec<CatalogService>>, Error> {
+        if let Some(c) = read(&self.inner.catalog).clone() {
+            return Ok(c);
+        }
+        let services = self.inner.store.service_list().await?;
+        let endpoints = self.inner.store.endpoint_list().await?;
+        let catalog: Vec<CatalogService> = services
+            .into_iter()
+            .filter(|s| s.enabled)
+            .map(|s| {
+                let eps = endpoints.iter().filter(|e| e.service_id == s.id && e.enabled).cloned().collect();
+                CatalogService { service: s, endpoints: eps }
+            })
+            .collect();
+        let catalog = Arc::new(catalog);
+        *write(&self.inner.catalog) = Some(catalog.clone());
+        Ok(catalog)
+    }
+
+    /// The catalog in token-body form.
+    pub async fn catalog_json(&self) -> Result<Value, Error> {
+        let catalog = self.catalog().await?;
+        Ok(Value::Array(
+            catalog
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.service.id,
+                        "type": c.service.service_type,
+                        "name": c.service.name.clone().unwrap_or_default(),
+                        "endpoints": c.endpoints.iter().map(|e| json!({
+                            "id": e.id,
+                            "interface": e.interface,
+                            "region": e.region_id,
+                            "region_id": e.region_id,
+                            "url": e.url,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// The token body (`{"token": {...}}`) for a validated token.
+    pub async fn token_body(&self, info: &TokenInfo, with_catalog: bool) -> Result<Value, Error> {
+        let mut token = json!({
+            "methods": info.payload.methods,
+            "user": {
+                "id": info.user.id,
+                "name": info.user.name,
+                "domain": {"id": info.user_domain.id, "name": info.user_domain.name},
+                "password_expires_at": Value::Null,
+            },
+            "audit_ids": info.payload.audit_ids,
+            "expires_at": format_time(info.payload.expires_at),
+            "issued_at": format_time(info.issued_at),
+        });
+        let obj = token.as_object_mut().ok_or_else(|| Error::Internal("token body".into()))?;
+        if let Some((p, d)) = &info.project {
+            obj.insert("project".into(), json!({"id": p.id, "name": p.name, "domain": {"id": d.id, "name": d.name}}));
+            obj.insert("is_domain".into(), Value::Bool(false));
+        }
+        if let Some(d) = &info.domain {
+            obj.insert("domain".into(), json!({"id": d.id, "name": d.name}));
+        }
+        if matches!(info.payload.scope, Scope::System) {
+            obj.insert("system".into(), json!({"all": true}));
+        }
+        if let Scope::ApplicationCredential { app_cred_id, .. } = &info.payload.scope {
+            obj.insert("application_credential".into(), json!({"id": app_cred_id, "restricted": true}));
+        }
+        if !matches!(info.payload.scope, Scope::Unscoped) {
+            obj.insert(
+                "roles".into(),
+                Value::Array(info.roles.iter().map(|r| json!({"id": r.id, "name": r.name})).collect()),
+            );
+            if with_catalog {
+                obj.insert("catalog".into(), self.catalog_json().await?);
+            }
+        }
+        Ok(json!({ "token": token }))
+    }
+
+    // ---- bootstrap
+
+    /// Idempotent cloud bootstrap, like `keystone-manage bootstrap`: default domain, roles admin/member/reader
+    /// (admin implies member implies reader), admin project and user with `admin` on it and on the system, the
+    /// region, and a catalog entry (public/internal/admin) for each listed service.
+    pub async fn bootstrap(&self, spec: &BootstrapSpec) -> Result<(), Error> {
+        let store = &self.inner.store;
+        if store.domain_get(DEFAULT_DOMAIN_ID).await?.is_none() {
+            store
+                .domain_create(&DomainRow {
+                    id: DEFAULT_DOMAIN_ID.into(),
+                    name: "Default".into(),
+                    description: Some("The default domain".into()),
+                    enabled: true,
+                })
+                .await?;
+        }
+        let mut role_ids = HashMap::new();
+        for name in ["admin", "member", "reader", "service"] {
+            let id = match store.role_get_by_name(name).await? {
+                Some(r) => r.id,
+                None => {
+                    let r = RoleRow { id: new_id(), name: name.into(), domain_id: None };
+                    store.role_create(&r).await?;
+                    r.id
+                }
+            };
+            role_ids.insert(name, id);
+        }
+        let existing: Vec<(String, String)> = store.implied_role_list().await?;
+        for (prior, implied) in [("admin", "member"), ("member", "reader")] {
+            let pair = (role_ids[prior].clone(), role_ids[implied].clone());
+            if !existing.contains(&pair) {
+                store.implied_role_create(&pair.0, &pair.1).await?;
+            }
+        }
+        let admin_project = self.ensure_project(&spec.admin_project).await?;
+        let admin = self.ensure_user(&spec.admin_username, &spec.admin_password, &admin_project, spec.reset_passwords).await?;
+        store.assignment_create(kind::USER_PROJECT, &admin, &admin_project, &role_ids["admin"]).await?;
+        store.assignment_create(kind::USER_SYSTEM, &admin, SYSTEM_ALL, &role_ids["admin"]).await?;
+        store.assignment_create(kind::USER_DOMAIN, &admin, DEFAULT_DOMAIN_ID, &role_ids["admin"]).await?;
+        for (project, user, password, role) in &spec.members {
+            let pid = self.ensure_project(project).await?;
+            let uid = self.ensure_user(user, password, &pid, spec.reset_passwords).await?;
+            let rid = role_ids.get(role.as_str()).ok_or_else(|| Error::BadRequest(format!("unknown role {role}")))?;
+            store.assignment_create(kind::USER_PROJECT, &uid, &pid, rid).await?;
+        }
+        store.region_ensure(&spec.region).await?;
+        let services = store.service_list().await?;
+        let endpoints = store.endpoint_list().await?;
+        for (service_type, name, url) in &spec.services {
+            let service_id = match services.iter().find(|s| &s.service_type == service_type) {
+                Some(s) => s.id.clone(),
+                None => {
+                    let s = ServiceRow {
+                        id: new_id(),
+                        service_type: service_type.clone(),
+                        name: Some(name.clone()),
+                        enabled: true,
+                    };
+                    store.service_create(&s).await?;
+                    s.id
+                }
+            };
+            for interface in ["public", "internal", "admin"] {
+                match endpoints.iter().find(|e| e.service_id == service_id && e.interface == interface) {
+                    Some(e) if &e.url != url => store.endpoint_set_url(&e.id, url).await?,
+                    Some(_) => {}
+                    None => {
+                        store
+                            .endpoint_create(&EndpointRow {
+                                id: new_id(),
+                                service_id: service_id.clone(),
+                                interface: interface.into(),
+                                region_id: Some(spec.region.clone()),
+                                url: url.clone(),
+                                enabled: true,
+                            })
+                            .await?
+                    }
+                }
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    async fn ensure_project(&self, name: &str) -> Result<String, Error> {
+        let store = &self.inner.store;
+        if let Some(p) = store.project_get_by_name(DEFAULT_DOMAIN_ID, name).await? {
+            return Ok(p.id);
+        }
+        let p = ProjectRow {
+            id: new_id(),
+            name: name.into(),
+            domain_id: DEFAULT_DOMAIN_ID.into(),
+            parent_id: Some(DEFAULT_DOMAIN_ID.into()),
+            is_domain: false,
+            description: Some(format!("Bootstrap project {name}")),
+            enabled: true,
+        };
+        store.project_create(&p).await?;
+        Ok(p.id)
+    }
+
+    async fn ensure_user(&self, name: &str, password: &str, project: &str, reset: bool) -> Result<String, Error> {
+        let store = &self.inner.store;
+        if let Some(u) = store.user_get_by_name(DEFAULT_DOMAIN_ID, name).await? {
+            if reset {
+                let hash = self.hash_password(password).await?;
+                store.user_set_password_hash(&u.id, &hash).await?;
+            }
+            return Ok(u.id);
+        }
+        let u = UserRow {
+            id: new_id(),
+            name: name.into(),
+            domain_id: DEFAULT_DOMAIN_ID.into(),
+            enabled: true,
+            password_hash: Some(self.hash_password(password).await?),
+            default_project_id: Some(project.into()),
+        };
+        store.user_create(&u).await?;
+        Ok(u.id)
+    }
+
+    pub async fn hash_password(&self, password: &str) -> Result<String, Error> {
+        let rounds = self.inner.config.password_hash_rounds;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || bcrypt::hash(password, rounds))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl auth::TokenValidator for Identity {
+    async fn validate(&self, token: &str) -> Result<auth::Context, auth::AuthError> {
+        match Identity::validate(self, token).await {
+            Ok(info) => Ok(info.context()),
+            Err(Error::InvalidToken) | Err(Error::Unauthorized) => Err(auth::AuthError::Invalid),
+            Err(e) => Err(auth::AuthError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+async fn bcrypt_verify(password: String, hash: String) -> Result<bool, Error> {
+    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Fernet tokens carry their creation time in clear (bytes 1..9, big-endian seconds).
+fn fernet_issued_at(token: &str) -> Option<DateTime<Utc>> {
+    let mut padded = token.to_string();
+    while padded.len() % 4 != 0 {
+        padded.push('=');
+    }
+    let bytes = URL_SAFE.decode(padded).ok()?;
+    let ts: [u8; 8] = bytes.get(1..9)?.try_into().ok()?;
+    Utc.timestamp_opt(i64::try_from(u64::from_be_bytes(ts)).ok()?, 0).single()
+}
+
+/// Upstream's timestamp format: microseconds, `Z`.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Error {
+    /// Logs why authentication failed (the client only sees a generic 401, as upstream).
+    fn with_log(self, why: &str) -> Self {
+        tracing::info!(reason = why, "authentication refused");
+        self
+    }
+}

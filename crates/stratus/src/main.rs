@@ -1,0 +1,224 @@
+//! `stratus`: the one binary. Every service, agent and admin command of the cloud is a subcommand.
+
+use std::{net::SocketAddr, path::PathBuf, time::Instant};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use cloud::{Config, Service, StartOptions, config::LogFormat};
+
+#[derive(Parser)]
+#[command(name = "stratus", version, about = "An OpenStack-compatible cloud in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in one process, in the foreground, with embedded defaults.
+    Up {
+        /// Where the database, keys and client files live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address of the HTTP listener.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Optional configuration file (see etc/stratus.toml.example).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run some services of a split deployment (database and bus from the configuration).
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Comma-separated services to run, e.g. `identity`. Default: all.
+        #[arg(long)]
+        services: Option<String>,
+    },
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Bootstrap identity: admin user, project and roles, region, and catalog endpoints (like keystone-manage).
+    Bootstrap {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Admin password (or STRATUS_BOOTSTRAP__ADMIN_PASSWORD).
+        #[arg(long = "bootstrap-password")]
+        password: Option<String>,
+        #[arg(long = "bootstrap-username")]
+        username: Option<String>,
+        #[arg(long = "bootstrap-project-name")]
+        project: Option<String>,
+        #[arg(long = "bootstrap-region-id")]
+        region: Option<String>,
+        /// Base URL of the listener the services are reached at (default: server.public_url or http://<listen>).
+        #[arg(long = "bootstrap-public-url")]
+        public_url: Option<String>,
+    },
+    /// Identity administration.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create or upgrade the schema of the selected services.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        services: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Rotate the Fernet key repository: the staged key becomes primary; old tokens stay valid.
+    FernetRotate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up { data_dir, listen, config } => {
+            let started = Instant::now();
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            init_logging(&config);
+            let data_dir = config.data_dir.clone();
+            let mut running = cloud::start(config, StartOptions::all_in_one()).await?;
+            let clouds = data_dir.join("clouds.yaml");
+            tracing::info!(url = %running.url, elapsed_ms = started.elapsed().as_millis() as u64, "stratus is ready");
+            println!("Stratus is ready at {}", running.url);
+            println!("  identity: {}/identity/v3", running.url);
+            println!("Point the openstack CLI at it with:");
+            println!("  export OS_CLIENT_CONFIG_FILE={}", clouds.display());
+            println!("  openstack --os-cloud stratus-admin token issue    # admin");
+            println!("  openstack --os-cloud stratus catalog list         # demo user");
+            tokio::select! {
+                r = running.wait() => r?,
+                _ = shutdown_signal() => {
+                    tracing::info!("shutting down");
+                    running.shutdown().await?;
+                }
+            }
+            Ok(())
+        }
+        Command::Serve { config, services } => {
+            let config = Config::load(Some(&config))?;
+            init_logging(&config);
+            let services = match services {
+                Some(list) => cloud::parse_services(&list)?,
+                None => Service::ALL.to_vec(),
+            };
+            let names: Vec<_> = services.iter().map(|s| s.name()).collect();
+            let mut running =
+                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false }).await?;
+            tracing::info!(url = %running.url, services = ?names, "serving");
+            println!("Serving {} at {}", names.join(", "), running.url);
+            tokio::select! {
+                r = running.wait() => r?,
+                _ = shutdown_signal() => running.shutdown().await?,
+            }
+            Ok(())
+        }
+        Command::Db { command: DbCommand::Migrate { config, services } } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let services = match services {
+                Some(list) => cloud::parse_services(&list)?,
+                None => Service::ALL.to_vec(),
+            };
+            let public = config.public_url(config.server.listen);
+            let cloud = cloud::Cloud::build(config, services, public).await?;
+            cloud.migrate().await?;
+            println!("Schema is up to date.");
+            Ok(())
+        }
+        Command::Bootstrap { config, password, username, project, region, public_url } => {
+            let mut config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            if let Some(p) = password {
+                config.bootstrap.admin_password = Some(p);
+            }
+            if let Some(u) = username {
+                config.bootstrap.admin_username = u;
+            }
+            if let Some(p) = project {
+                config.bootstrap.admin_project = p;
+            }
+            if let Some(r) = region {
+                config.region = r;
+            }
+            let Some(admin_password) = config.bootstrap.admin_password.clone() else {
+                anyhow::bail!("an admin password is required: --bootstrap-password or STRATUS_BOOTSTRAP__ADMIN_PASSWORD");
+            };
+            let public = public_url.unwrap_or_else(|| config.public_url(config.server.listen));
+            let cloud = cloud::Cloud::build(config.clone(), Service::ALL.to_vec(), public).await?;
+            cloud.migrate().await?;
+            let creds = cloud::clients::Credentials { admin_password, demo_password: String::new() };
+            let mut spec = creds.bootstrap_spec(&config, cloud.catalog_entries());
+            spec.members.clear();
+            cloud.bootstrap(spec).await?;
+            println!("Bootstrapped: admin user '{}', project '{}', region '{}'.", config.bootstrap.admin_username, config.bootstrap.admin_project, config.region);
+            Ok(())
+        }
+        Command::Identity { command: IdentityCommand::FernetRotate { config } } => {
+            let config = Config::load(config.as_deref())?;
+            identity::token::TokenKeys::rotate(&config.key_repository(), config.identity.max_active_keys)?;
+            println!("Rotated the Fernet keys in {}.", config.key_repository().display());
+            Ok(())
+        }
+        Command::Version => {
+            println!("stratus {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
