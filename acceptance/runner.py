@@ -129,8 +129,10 @@ class Server:
         cmd = [str(self.binary), "up", "--data-dir", str(DATA_DIR), "--listen", f"127.0.0.1:{self.port}"]
         log(f"starting {' '.join(cmd)} (log: {SERVER_LOG})")
         # Own session: a Ctrl-C on the terminal reaches us, and we stop the server ourselves.
+        env = {**os.environ, "NO_COLOR": "1"}  # the log is a file: no terminal colours
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=self.logfile, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, stdin=subprocess.DEVNULL, stdout=self.logfile, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:

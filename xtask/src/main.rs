@@ -1,1 +1,160 @@
-fn main() {}
+//! Repository chores: `cargo xtask bench` (start-up and memory benchmark of `stratus up`).
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Benchmarks `stratus up`: exec → ready on a new and an existing data dir, and idle resident memory.
+    Bench {
+        /// Runs per case.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The binary to measure (default: builds and uses target/release/stratus).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Bench { runs, bin } => bench(runs, bin),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn bench(runs: usize, bin: Option<PathBuf>) -> Result<()> {
+    let root = workspace_root();
+    let bin = match bin {
+        Some(b) => b,
+        None => {
+            let status = Command::new("cargo")
+                .args(["build", "--release", "-p", "stratus"])
+                .current_dir(&root)
+                .status()
+                .context("cargo build")?;
+            if !status.success() {
+                bail!("release build failed");
+            }
+            root.join("target/release/stratus")
+        }
+    };
+    let work = std::env::temp_dir().join(format!("stratus-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+
+    let mut fresh = Vec::new();
+    let mut existing = Vec::new();
+    let mut rss = Vec::new();
+    for i in 0..runs {
+        let dir = work.join(format!("run{i}"));
+        // New data dir: schema, keys, bootstrap (bcrypt at the configured cost), client files.
+        let (t, child) = start_and_wait(&bin, &dir)?;
+        fresh.push(t);
+        stop(child)?;
+        // Existing data dir: everything is there already.
+        let (t, child) = start_and_wait(&bin, &dir)?;
+        existing.push(t);
+        std::thread::sleep(Duration::from_millis(1000));
+        rss.push(rss_kib(child.id())? as f64 / 1024.0);
+        stop(child)?;
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    println!();
+    println!("stratus up ({} runs each, {})", runs, bin.display());
+    println!("| case                            |    min |    p50 |    max | goal     |");
+    println!("|---------------------------------|--------|--------|--------|----------|");
+    row("exec → ready, new data dir (ms)", &mut fresh, "< 1000");
+    row("exec → ready, existing dir (ms)", &mut existing, "< 1000");
+    row("idle RSS after start (MiB)", &mut rss, "< 64");
+    Ok(())
+}
+
+fn row(name: &str, values: &mut [f64], goal: &str) {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let p50 = values[values.len() / 2];
+    println!("| {name:<31} | {:>6.1} | {p50:>6.1} | {:>6.1} | {goal:<8} |", values[0], values[values.len() - 1]);
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts `stratus up` and returns the milliseconds until `GET /identity/v3` answers 200.
+fn start_and_wait(bin: &Path, dir: &Path) -> Result<(f64, Child)> {
+    let port = free_port()?;
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .args(["up", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("STRATUS_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn stratus")?;
+    let deadline = started + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http_status(port, "/identity/v3").ok() == Some(200) {
+            return Ok((started.elapsed().as_secs_f64() * 1000.0, child));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("stratus exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    bail!("stratus was not ready within 30 s")
+}
+
+fn http_status(port: u16, path: &str) -> Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf)?;
+    let text = std::str::from_utf8(&buf)?;
+    Ok(text.get(9..12).context("short status line")?.parse()?)
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// SIGTERM, then wait (bounded) for a clean exit.
+fn stop(mut child: Child) -> Result<()> {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("stratus exited with {status} on SIGTERM");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill()?;
+    bail!("stratus did not stop within 10 s of SIGTERM")
+}

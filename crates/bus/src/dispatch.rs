@@ -32,7 +32,10 @@ pub struct RemoteError {
 impl RemoteError {
     /// An error of class `kind`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: kind.into(), message: message.into() }
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -68,11 +71,17 @@ impl Dispatcher {
             let f = f.clone();
             Box::pin(async move {
                 let msg = M::deserialize(args).map_err(|e| {
-                    RemoteError::new("InvalidArguments", format!("cannot decode arguments of {}: {e}", M::METHOD))
+                    RemoteError::new(
+                        "InvalidArguments",
+                        format!("cannot decode arguments of {}: {e}", M::METHOD),
+                    )
                 })?;
                 let reply = f(msg).await?;
                 serde_json::to_value(reply).map_err(|e| {
-                    RemoteError::new("InternalError", format!("cannot encode reply of {}: {e}", M::METHOD))
+                    RemoteError::new(
+                        "InternalError",
+                        format!("cannot encode reply of {}: {e}", M::METHOD),
+                    )
                 })
             })
         });
@@ -83,12 +92,20 @@ impl Dispatcher {
     /// Runs the handler for `method`; unknown methods and panics become remote errors.
     async fn dispatch(&self, method: &str, args: Value) -> Result<Value, RemoteError> {
         let Some(handler) = self.handlers.get(method).cloned() else {
-            return Err(RemoteError::new("NoSuchMethod", format!("no handler for method {method:?}")));
+            return Err(RemoteError::new(
+                "NoSuchMethod",
+                format!("no handler for method {method:?}"),
+            ));
         };
         AssertUnwindSafe(async move { handler(args).await })
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(RemoteError::new("InternalError", format!("handler of {method:?} panicked"))))
+            .unwrap_or_else(|_| {
+                Err(RemoteError::new(
+                    "InternalError",
+                    format!("handler of {method:?} panicked"),
+                ))
+            })
     }
 }
 
@@ -105,10 +122,10 @@ impl ServerHandle {
     /// Stops receiving messages and waits for the handlers already running to finish (and reply).
     pub async fn stop(mut self) {
         self.stop.take();
-        if let Some(task) = self.task.take() {
-            if let Err(error) = task.await {
-                tracing::error!(%error, "bus server task failed");
-            }
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "bus server task failed");
         }
     }
 }
@@ -120,8 +137,17 @@ pub(crate) fn spawn_server(
     id: ListenId,
 ) -> ServerHandle {
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(serve(incoming, Arc::new(dispatcher), transport, id, stopped));
-    ServerHandle { stop: Some(stop), task: Some(task) }
+    let task = tokio::spawn(serve(
+        incoming,
+        Arc::new(dispatcher),
+        transport,
+        id,
+        stopped,
+    ));
+    ServerHandle {
+        stop: Some(stop),
+        task: Some(task),
+    }
 }
 
 async fn serve(
@@ -167,8 +193,18 @@ async fn serve(
     }
 }
 
-async fn handle(request: wire::Request, dispatcher: Arc<Dispatcher>, transport: Arc<dyn Transport>) {
-    let wire::Request { method, args, msg_id, reply_to, .. } = request;
+async fn handle(
+    request: wire::Request,
+    dispatcher: Arc<Dispatcher>,
+    transport: Arc<dyn Transport>,
+) {
+    let wire::Request {
+        method,
+        args,
+        msg_id,
+        reply_to,
+        ..
+    } = request;
     let outcome = dispatcher.dispatch(&method, args).await;
     let (Some(msg_id), Some(reply_to)) = (msg_id, reply_to) else {
         if let Err(error) = outcome {
@@ -214,15 +250,29 @@ mod tests {
 
     #[tokio::test]
     async fn dispatches_by_method() {
-        let out = dispatcher().dispatch("add", serde_json::json!({"a": 2, "b": 3})).await;
+        let out = dispatcher()
+            .dispatch("add", serde_json::json!({"a": 2, "b": 3}))
+            .await;
         assert_eq!(out, Ok(Value::from(5)));
     }
 
     #[tokio::test]
     async fn unknown_methods_bad_arguments_and_panics_become_remote_errors() {
         let d = dispatcher();
-        assert_eq!(d.dispatch("nope", Value::Null).await.unwrap_err().kind, "NoSuchMethod");
-        assert_eq!(d.dispatch("add", serde_json::json!({"a": "x"})).await.unwrap_err().kind, "InvalidArguments");
-        assert_eq!(d.dispatch("boom", Value::Null).await.unwrap_err().kind, "InternalError");
+        assert_eq!(
+            d.dispatch("nope", Value::Null).await.unwrap_err().kind,
+            "NoSuchMethod"
+        );
+        assert_eq!(
+            d.dispatch("add", serde_json::json!({"a": "x"}))
+                .await
+                .unwrap_err()
+                .kind,
+            "InvalidArguments"
+        );
+        assert_eq!(
+            d.dispatch("boom", Value::Null).await.unwrap_err().kind,
+            "InternalError"
+        );
     }
 }

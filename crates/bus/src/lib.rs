@@ -82,12 +82,18 @@ pub struct Target {
 impl Target {
     /// Any one server of `topic`.
     pub fn topic(topic: impl Into<String>) -> Self {
-        Self { topic: topic.into(), server: None }
+        Self {
+            topic: topic.into(),
+            server: None,
+        }
     }
 
     /// The server `server` of `topic`.
     pub fn server(topic: impl Into<String>, server: impl Into<String>) -> Self {
-        Self { topic: topic.into(), server: Some(server.into()) }
+        Self {
+            topic: topic.into(),
+            server: Some(server.into()),
+        }
     }
 
     fn destination(&self) -> Result<Destination<'_>, Error> {
@@ -120,7 +126,9 @@ pub struct Bus {
 
 impl fmt::Debug for Bus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bus").field("transport", &self.transport.kind()).finish_non_exhaustive()
+        f.debug_struct("Bus")
+            .field("transport", &self.transport.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,13 +140,20 @@ impl Bus {
     pub async fn connect(url: &str) -> Result<Bus, Error> {
         let pending = Arc::new(Pending::default());
         let transport: Arc<dyn Transport> = if let Some(name) = url.strip_prefix("memory://") {
-            Arc::new(transport::memory::MemoryTransport::connect(name, pending.clone()))
+            Arc::new(transport::memory::MemoryTransport::connect(
+                name,
+                pending.clone(),
+            ))
         } else if url.starts_with("amqp://") {
             Arc::new(transport::amqp::AmqpTransport::connect(url, pending.clone()).await?)
         } else if url.starts_with("amqps://") {
-            return Err(Error::InvalidUrl("amqps:// (TLS) is not supported by this build".into()));
+            return Err(Error::InvalidUrl(
+                "amqps:// (TLS) is not supported by this build".into(),
+            ));
         } else {
-            return Err(Error::InvalidUrl("expected a memory:// or amqp:// URL".into()));
+            return Err(Error::InvalidUrl(
+                "expected a memory:// or amqp:// URL".into(),
+            ));
         };
         Ok(Bus { transport, pending })
     }
@@ -147,13 +162,24 @@ impl Bus {
     ///
     /// Fails with [`Error::Remote`] when the handler returned an error, [`Error::Timeout`] when no
     /// reply came in time, and [`Error::NoListener`] when nothing serves the target.
-    pub async fn call<M: Rpc>(&self, target: &Target, msg: &M, timeout: Duration) -> Result<M::Reply, Error> {
+    pub async fn call<M: Rpc>(
+        &self,
+        target: &Target,
+        msg: &M,
+        timeout: Duration,
+    ) -> Result<M::Reply, Error> {
         let destination = target.destination()?;
         let msg_id = uuid::Uuid::new_v4().simple().to_string();
-        let body = wire::Request::encode(M::METHOD, msg, Some((&msg_id, self.transport.reply_address())))?;
+        let body = wire::Request::encode(
+            M::METHOD,
+            msg,
+            Some((&msg_id, self.transport.reply_address())),
+        )?;
         let waiter = self.pending.register(msg_id);
         let reply = tokio::time::timeout(timeout, async {
-            self.transport.send(destination, body, Some(timeout)).await?;
+            self.transport
+                .send(destination, body, Some(timeout))
+                .await?;
             waiter.wait().await
         })
         .await
@@ -173,13 +199,20 @@ impl Bus {
     pub async fn fanout<M: Rpc>(&self, topic: &str, msg: &M) -> Result<(), Error> {
         check_name("topic", topic)?;
         let body = wire::Request::encode(M::METHOD, msg, None)?;
-        self.transport.send(Destination::Fanout(topic), body, None).await
+        self.transport
+            .send(Destination::Fanout(topic), body, None)
+            .await
     }
 
     /// Publishes an INFO notification in the oslo envelope (`message_id`, `publisher_id`,
     /// `event_type`, `priority`, `payload`, `timestamp`). Every notification pool receives it once;
     /// with no pool subscribed it is dropped.
-    pub async fn notify<T: Serialize>(&self, publisher_id: &str, event_type: &str, payload: &T) -> Result<(), Error> {
+    pub async fn notify<T: Serialize>(
+        &self,
+        publisher_id: &str,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<(), Error> {
         let body = Notification::new(publisher_id, event_type, payload)?.encode()?;
         self.transport.notify(body).await
     }
@@ -193,8 +226,16 @@ impl Bus {
     pub async fn subscribe_notifications(&self, pool: &str) -> Result<NotificationStream, Error> {
         check_name("notification pool", pool)?;
         let (sink, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let id = self.transport.listen(Listen::Pool(pool.to_owned()), sink).await?;
-        Ok(NotificationStream::new(pool.to_owned(), incoming, self.transport.clone(), id))
+        let id = self
+            .transport
+            .listen(Listen::Pool(pool.to_owned()), sink)
+            .await?;
+        Ok(NotificationStream::new(
+            pool.to_owned(),
+            incoming,
+            self.transport.clone(),
+            id,
+        ))
     }
 
     /// Removes notification pool `pool` with any notifications still queued for it, and ends this
@@ -207,13 +248,26 @@ impl Bus {
     /// Starts serving `dispatcher` as server `server` of `topic`: it receives calls and casts
     /// sent to the topic (shared with the topic's other servers), those sent to this server by
     /// name, and every fan-out to the topic.
-    pub async fn serve(&self, topic: &str, server: &str, dispatcher: Dispatcher) -> Result<ServerHandle, Error> {
+    pub async fn serve(
+        &self,
+        topic: &str,
+        server: &str,
+        dispatcher: Dispatcher,
+    ) -> Result<ServerHandle, Error> {
         check_name("topic", topic)?;
         check_name("server", server)?;
         let (sink, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let listen = Listen::Server { topic: topic.to_owned(), server: server.to_owned() };
+        let listen = Listen::Server {
+            topic: topic.to_owned(),
+            server: server.to_owned(),
+        };
         let id = self.transport.listen(listen, sink).await?;
-        Ok(dispatch::spawn_server(incoming, dispatcher, self.transport.clone(), id))
+        Ok(dispatch::spawn_server(
+            incoming,
+            dispatcher,
+            self.transport.clone(),
+            id,
+        ))
     }
 
     /// Closes the connection for this bus and all its clones. Pending calls fail with
@@ -243,20 +297,29 @@ mod tests {
         assert!(check_name("topic", "compute").is_ok());
         assert!(check_name("server", "host-1.example.org").is_ok());
         for bad in ["", "a b", "a*", "#", "x\n", &"x".repeat(201)] {
-            assert!(matches!(check_name("topic", bad), Err(Error::InvalidName(_))), "{bad:?}");
+            assert!(
+                matches!(check_name("topic", bad), Err(Error::InvalidName(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn target_display() {
         assert_eq!(Target::topic("compute").to_string(), "compute");
-        assert_eq!(Target::server("compute", "host1").to_string(), "compute.host1");
+        assert_eq!(
+            Target::server("compute", "host1").to_string(),
+            "compute.host1"
+        );
     }
 
     #[tokio::test]
     async fn rejects_unknown_schemes() {
         for url in ["http://x", "amqps://h", ""] {
-            assert!(matches!(Bus::connect(url).await, Err(Error::InvalidUrl(_))), "{url}");
+            assert!(
+                matches!(Bus::connect(url).await, Err(Error::InvalidUrl(_))),
+                "{url}"
+            );
         }
     }
 }

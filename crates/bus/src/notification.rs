@@ -28,14 +28,20 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub(crate) fn new<T: Serialize>(publisher_id: &str, event_type: &str, payload: &T) -> Result<Self, Error> {
+    pub(crate) fn new<T: Serialize>(
+        publisher_id: &str,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<Self, Error> {
         Ok(Notification {
             message_id: uuid::Uuid::new_v4().to_string(),
             publisher_id: publisher_id.to_owned(),
             event_type: event_type.to_owned(),
             priority: "INFO".to_owned(),
             payload: serde_json::to_value(payload)?,
-            timestamp: chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            timestamp: chrono::Utc::now()
+                .format("%Y-%m-%d %H:%M:%S%.6f")
+                .to_string(),
         })
     }
 
@@ -61,7 +67,9 @@ pub struct NotificationStream {
 
 impl std::fmt::Debug for NotificationStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotificationStream").field("pool", &self.pool).finish_non_exhaustive()
+        f.debug_struct("NotificationStream")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +80,12 @@ impl NotificationStream {
         transport: Arc<dyn Transport>,
         id: ListenId,
     ) -> Self {
-        Self { pool, incoming, transport, id }
+        Self {
+            pool,
+            incoming,
+            transport,
+            id,
+        }
     }
 
     /// The next notification, or `None` once the subscription has ended (bus closed or pool
@@ -110,16 +123,34 @@ mod tests {
 
     #[test]
     fn envelope_matches_oslo() {
-        let n = Notification::new("compute.host1", "compute.instance.create.end", &serde_json::json!({"id": 7})).unwrap();
+        let n = Notification::new(
+            "compute.host1",
+            "compute.instance.create.end",
+            &serde_json::json!({"id": 7}),
+        )
+        .unwrap();
         let value: Value = serde_json::from_slice(&n.encode().unwrap()).unwrap();
-        for key in ["message_id", "publisher_id", "event_type", "priority", "payload", "timestamp"] {
+        for key in [
+            "message_id",
+            "publisher_id",
+            "event_type",
+            "priority",
+            "payload",
+            "timestamp",
+        ] {
             assert!(value.get(key).is_some(), "missing {key}");
         }
         assert_eq!(value["priority"], "INFO");
         // e.g. 2025-01-31 12:34:56.123456
         let ts = value["timestamp"].as_str().unwrap();
-        assert!(chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.6f").is_ok(), "{ts}");
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.6f").is_ok(),
+            "{ts}"
+        );
         assert_eq!(ts.len(), 26, "{ts}");
-        assert_eq!(n.payload_as::<serde_json::Map<String, Value>>().unwrap()["id"], 7);
+        assert_eq!(
+            n.payload_as::<serde_json::Map<String, Value>>().unwrap()["id"],
+            7
+        );
     }
 }

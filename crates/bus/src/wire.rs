@@ -33,7 +33,11 @@ pub(crate) struct Request {
 
 impl Request {
     /// Encodes `args` as method `method`; `call` carries `(msg_id, reply_to)` for calls.
-    pub fn encode<T: Serialize>(method: &str, args: &T, call: Option<(&str, &str)>) -> Result<Vec<u8>, Error> {
+    pub fn encode<T: Serialize>(
+        method: &str,
+        args: &T,
+        call: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>, Error> {
         let request = Request {
             version: VERSION.into(),
             method: method.into(),
@@ -48,7 +52,10 @@ impl Request {
     pub fn decode(body: &[u8]) -> Result<Request, String> {
         let request: Request = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         if !supported(&request.version) {
-            return Err(format!("unsupported envelope version {:?}", request.version));
+            return Err(format!(
+                "unsupported envelope version {:?}",
+                request.version
+            ));
         }
         Ok(request)
     }
@@ -71,7 +78,12 @@ impl Reply {
             Ok(value) => (value, None),
             Err(error) => (Value::Null, Some(error)),
         };
-        let reply = Reply { version: VERSION.into(), msg_id: msg_id.into(), result, failure };
+        let reply = Reply {
+            version: VERSION.into(),
+            msg_id: msg_id.into(),
+            result,
+            failure,
+        };
         Ok(serde_json::to_vec(&reply)?)
     }
 
@@ -98,11 +110,15 @@ mod tests {
 
     #[test]
     fn request_round_trip() {
-        let body = Request::encode("ping", &serde_json::json!({"a": 1}), Some(("m1", "r1"))).unwrap();
+        let body =
+            Request::encode("ping", &serde_json::json!({"a": 1}), Some(("m1", "r1"))).unwrap();
         let request = Request::decode(&body).unwrap();
         assert_eq!(request.method, "ping");
         assert_eq!(request.args, serde_json::json!({"a": 1}));
-        assert_eq!((request.msg_id.as_deref(), request.reply_to.as_deref()), (Some("m1"), Some("r1")));
+        assert_eq!(
+            (request.msg_id.as_deref(), request.reply_to.as_deref()),
+            (Some("m1"), Some("r1"))
+        );
 
         let cast = Request::decode(&Request::encode("ping", &(), None).unwrap()).unwrap();
         assert_eq!((cast.msg_id, cast.reply_to), (None, None));
@@ -125,7 +141,9 @@ mod tests {
 
         let failed = Reply::encode("m", Err(RemoteError::new("NotFound", "gone"))).unwrap();
         match Reply::decode(&failed).unwrap().into_result::<()>() {
-            Err(Error::Remote { kind, message }) => assert_eq!((kind.as_str(), message.as_str()), ("NotFound", "gone")),
+            Err(Error::Remote { kind, message }) => {
+                assert_eq!((kind.as_str(), message.as_str()), ("NotFound", "gone"))
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -33,11 +33,14 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    ExchangeKind,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -83,7 +86,11 @@ fn json_properties() -> BasicProperties {
 /// The `connection_name` query parameter, taken verbatim.
 fn connection_name(url: &str) -> String {
     url.split_once('?')
-        .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("connection_name=")))
+        .and_then(|(_, query)| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("connection_name="))
+        })
         .filter(|name| !name.is_empty())
         .unwrap_or("stratus")
         .to_owned()
@@ -166,7 +173,8 @@ impl Session {
 
 impl AmqpTransport {
     pub async fn connect(url: &str, pending: Arc<Pending>) -> Result<Self, Error> {
-        url.parse::<lapin::uri::AMQPUri>().map_err(|e| Error::InvalidUrl(format!("bad AMQP URL: {e}")))?;
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| Error::InvalidUrl(format!("bad AMQP URL: {e}")))?;
         let shared = Arc::new(Shared {
             url: url.to_owned(),
             connection_name: connection_name(url),
@@ -180,17 +188,26 @@ impl AmqpTransport {
         let session = match timeout(ESTABLISH_TIMEOUT, establish(&shared)).await {
             Ok(Ok(session)) => session,
             Ok(Err(error)) => return Err(Error::Unavailable(error.to_string())),
-            Err(_) => return Err(Error::Unavailable("timed out connecting to the message broker".into())),
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "timed out connecting to the message broker".into(),
+                ));
+            }
         };
         let supervisor = tokio::spawn(supervise(shared.clone(), session));
-        Ok(Self { shared, supervisor: Mutex::new(Some(supervisor)) })
+        Ok(Self {
+            shared,
+            supervisor: Mutex::new(Some(supervisor)),
+        })
     }
 
     /// The live session, waiting up to [`LINK_WAIT`] for a lost connection to come back.
     async fn session(&self) -> Result<Arc<Session>, Error> {
         let mut link = self.shared.link.subscribe();
         match timeout(LINK_WAIT, link.wait_for(|l| !matches!(l, Link::Down))).await {
-            Err(_) => Err(Error::Unavailable("the connection to the message broker is down".into())),
+            Err(_) => Err(Error::Unavailable(
+                "the connection to the message broker is down".into(),
+            )),
             Ok(Err(_)) => Err(Error::Closed),
             Ok(Ok(link)) => match &*link {
                 Link::Up(session) => Ok(session.clone()),
@@ -210,22 +227,33 @@ impl AmqpTransport {
         mandatory: bool,
         properties: BasicProperties,
     ) -> Result<bool, Error> {
-        let options = BasicPublishOptions { mandatory, immediate: false };
+        let options = BasicPublishOptions {
+            mandatory,
+            immediate: false,
+        };
         let confirmed = timeout(LINK_WAIT, async {
-            session.publisher.basic_publish(exchange.into(), key.into(), options, body, properties).await?.await
+            session
+                .publisher
+                .basic_publish(exchange.into(), key.into(), options, body, properties)
+                .await?
+                .await
         })
         .await;
         match confirmed {
             Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(true),
             Ok(Ok(Confirmation::Ack(Some(_)))) => Ok(false),
-            Ok(Ok(Confirmation::Nack(_))) => Err(Error::Transport("the broker refused the message".into())),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                Err(Error::Transport("the broker refused the message".into()))
+            }
             Ok(Err(error)) => {
                 if !session.healthy() {
                     session.lost.notify_one();
                 }
                 Err(amqp(error))
             }
-            Err(_) => Err(Error::Unavailable("no confirm from the message broker".into())),
+            Err(_) => Err(Error::Unavailable(
+                "no confirm from the message broker".into(),
+            )),
         }
     }
 }
@@ -246,55 +274,108 @@ impl Transport for AmqpTransport {
         &self.shared.reply_queue
     }
 
-    async fn send(&self, to: Destination<'_>, body: Vec<u8>, ttl: Option<Duration>) -> Result<(), Error> {
+    async fn send(
+        &self,
+        to: Destination<'_>,
+        body: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
         let session = self.session().await?;
         let mut properties = json_properties().with_delivery_mode(1);
         if let Some(ttl) = ttl {
             properties = properties.with_expiration(ttl.as_millis().max(1).to_string().into());
         }
         let routed = match to {
-            Destination::Topic(topic) => self.publish(&session, RPC_EXCHANGE, topic, &body, true, properties).await?,
+            Destination::Topic(topic) => {
+                self.publish(&session, RPC_EXCHANGE, topic, &body, true, properties)
+                    .await?
+            }
             Destination::Server(topic, server) => {
                 let key = format!("{topic}.{server}");
-                self.publish(&session, RPC_EXCHANGE, &key, &body, true, properties).await?
+                self.publish(&session, RPC_EXCHANGE, &key, &body, true, properties)
+                    .await?
             }
             Destination::Fanout(topic) => {
-                fanout(&session, &format!("{topic}_fanout"), &body, properties).await.map_err(amqp)?;
+                fanout(&session, &format!("{topic}_fanout"), &body, properties)
+                    .await
+                    .map_err(amqp)?;
                 true
             }
         };
-        if routed { Ok(()) } else { Err(Error::NoListener(to.to_string())) }
+        if routed {
+            Ok(())
+        } else {
+            Err(Error::NoListener(to.to_string()))
+        }
     }
 
     async fn reply(&self, address: &str, body: Vec<u8>) -> Result<(), Error> {
         let session = self.session().await?;
-        self.publish(&session, "", address, &body, false, json_properties().with_delivery_mode(1)).await?;
+        self.publish(
+            &session,
+            "",
+            address,
+            &body,
+            false,
+            json_properties().with_delivery_mode(1),
+        )
+        .await?;
         Ok(())
     }
 
     async fn notify(&self, body: Vec<u8>) -> Result<(), Error> {
         let session = self.session().await?;
         let properties = json_properties().with_delivery_mode(2);
-        self.publish(&session, NOTIFY_EXCHANGE, NOTIFY_KEY, &body, false, properties).await?;
+        self.publish(
+            &session,
+            NOTIFY_EXCHANGE,
+            NOTIFY_KEY,
+            &body,
+            false,
+            properties,
+        )
+        .await?;
         Ok(())
     }
 
-    async fn listen(&self, what: Listen, sink: UnboundedSender<Incoming>) -> Result<ListenId, Error> {
+    async fn listen(
+        &self,
+        what: Listen,
+        sink: UnboundedSender<Incoming>,
+    ) -> Result<ListenId, Error> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // The link may drop between waiting for it and taking the lock; give it a few chances.
         for _ in 0..3 {
             self.session().await?;
             let mut registry = self.shared.registry.lock().await;
-            let Some(session) = registry.session.clone() else { continue };
+            let Some(session) = registry.session.clone() else {
+                continue;
+            };
             let attached = attach(&session, &what, &sink).await?;
-            registry.listeners.insert(id, Listener { what, sink, attached: Some(attached) });
+            registry.listeners.insert(
+                id,
+                Listener {
+                    what,
+                    sink,
+                    attached: Some(attached),
+                },
+            );
             return Ok(id);
         }
-        Err(Error::Unavailable("the connection to the message broker keeps failing".into()))
+        Err(Error::Unavailable(
+            "the connection to the message broker keeps failing".into(),
+        ))
     }
 
     async fn unlisten(&self, id: ListenId) {
-        let attached = self.shared.registry.lock().await.listeners.remove(&id).and_then(|l| l.attached);
+        let attached = self
+            .shared
+            .registry
+            .lock()
+            .await
+            .listeners
+            .remove(&id)
+            .and_then(|l| l.attached);
         if let Some(attached) = attached {
             attached.detach().await;
         }
@@ -309,7 +390,9 @@ impl Transport for AmqpTransport {
                 .filter(|(_, l)| matches!(&l.what, Listen::Pool(p) if p == pool))
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| registry.listeners.remove(id)?.attached).collect()
+            ids.iter()
+                .filter_map(|id| registry.listeners.remove(id)?.attached)
+                .collect()
         };
         for attached in detached {
             attached.detach().await;
@@ -317,7 +400,9 @@ impl Transport for AmqpTransport {
         let session = self.session().await?;
         // A channel of its own, so a failure cannot take the publisher down.
         let channel = session.connection.create_channel().await.map_err(amqp)?;
-        let deleted = channel.queue_delete(pool_queue(pool).into(), QueueDeleteOptions::default()).await;
+        let deleted = channel
+            .queue_delete(pool_queue(pool).into(), QueueDeleteOptions::default())
+            .await;
         let _ = timeout(CLOSE_TIMEOUT, channel.close(200, "OK".into())).await;
         deleted.map(|_| ()).map_err(amqp)
     }
@@ -339,11 +424,21 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Session>, Error> {
     for listener in registry.listeners.values_mut() {
         listener.attached = None;
     }
-    let properties = ConnectionProperties::default().with_connection_name(shared.connection_name.clone().into());
-    let connection = match timeout(CONNECT_TIMEOUT, Connection::connect(&shared.url, properties)).await {
+    let properties =
+        ConnectionProperties::default().with_connection_name(shared.connection_name.clone().into());
+    let connection = match timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(&shared.url, properties),
+    )
+    .await
+    {
         Ok(Ok(connection)) => connection,
         Ok(Err(error)) => return Err(Error::Unavailable(error.to_string())),
-        Err(_) => return Err(Error::Unavailable("timed out connecting to the message broker".into())),
+        Err(_) => {
+            return Err(Error::Unavailable(
+                "timed out connecting to the message broker".into(),
+            ));
+        }
     };
     let lost = Arc::new(Notify::new());
     let channels = open_channels(shared, &connection, &lost).await;
@@ -354,7 +449,12 @@ async fn establish(shared: &Arc<Shared>) -> Result<Arc<Session>, Error> {
             return Err(amqp(error));
         }
     };
-    let session = Arc::new(Session { connection, publisher, _replies: replies, lost });
+    let session = Arc::new(Session {
+        connection,
+        publisher,
+        _replies: replies,
+        lost,
+    });
 
     let mut failure = None;
     for listener in registry.listeners.values_mut() {
@@ -387,19 +487,46 @@ async fn open_channels(
     lost: &Arc<Notify>,
 ) -> Result<(Channel, Channel), lapin::Error> {
     let publisher = connection.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     for exchange in [RPC_EXCHANGE, NOTIFY_EXCHANGE] {
-        publisher.exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+        publisher
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
     }
 
     let replies = connection.create_channel().await?;
     let queue = shared.reply_queue.as_str();
-    let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-    replies.queue_declare(queue.into(), exclusive, FieldTable::default()).await?;
-    let options = BasicConsumeOptions { no_ack: true, ..Default::default() };
-    let consumer = replies.basic_consume(queue.into(), "".into(), options, FieldTable::default()).await?;
-    tokio::spawn(forward_replies(consumer, shared.pending.clone(), lost.clone()));
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    replies
+        .queue_declare(queue.into(), exclusive, FieldTable::default())
+        .await?;
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = replies
+        .basic_consume(queue.into(), "".into(), options, FieldTable::default())
+        .await?;
+    tokio::spawn(forward_replies(
+        consumer,
+        shared.pending.clone(),
+        lost.clone(),
+    ));
     Ok((publisher, replies))
 }
 
@@ -408,22 +535,56 @@ async fn open_channels(
 /// Uses a channel of its own: publishing to a missing exchange is a channel error, and the
 /// exchange may vanish with its last server at any moment. Closing the channel waits until the
 /// broker has processed the publish.
-async fn fanout(session: &Session, exchange: &str, body: &[u8], properties: BasicProperties) -> Result<(), lapin::Error> {
+async fn fanout(
+    session: &Session,
+    exchange: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), lapin::Error> {
     let channel = session.connection.create_channel().await?;
-    let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
-    match channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, passive, FieldTable::default()).await {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Fanout,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    {
         Ok(()) => {}
         // Not found (the broker closed the channel): nobody listens.
         Err(error) if is_not_found(&error) => return Ok(()),
         Err(error) => return Err(error),
     }
-    channel.basic_publish(exchange.into(), "".into(), BasicPublishOptions::default(), body, properties).await?;
+    channel
+        .basic_publish(
+            exchange.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await?;
     channel.close(200, "OK".into()).await
 }
 
 async fn declare_fanout(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
-    let options = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
-    channel.exchange_declare(exchange.into(), ExchangeKind::Fanout, options, FieldTable::default()).await
+    let options = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Fanout,
+            options,
+            FieldTable::default(),
+        )
+        .await
 }
 
 async fn declare_bound(
@@ -434,46 +595,113 @@ async fn declare_bound(
     exchange: &str,
     key: &str,
 ) -> Result<(), lapin::Error> {
-    channel.queue_declare(queue.into(), options, arguments).await?;
     channel
-        .queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_declare(queue.into(), options, arguments)
+        .await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await
 }
 
 /// Declares a listener's queues on a channel of its own and starts forwarding to its sink.
-async fn attach(session: &Session, what: &Listen, sink: &UnboundedSender<Incoming>) -> Result<Attached, Error> {
+async fn attach(
+    session: &Session,
+    what: &Listen,
+    sink: &UnboundedSender<Incoming>,
+) -> Result<Attached, Error> {
     let channel = session.connection.create_channel().await.map_err(amqp)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let started = async {
-        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
         let queues = match what {
             Listen::Server { topic, server } => {
                 // Durable so they do not count as transient queues; they still go with their last consumer.
-                let shared = QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() };
+                let shared = QueueDeclareOptions {
+                    durable: true,
+                    auto_delete: true,
+                    ..Default::default()
+                };
                 let own = format!("{topic}.{server}");
-                declare_bound(&channel, topic, shared, FieldTable::default(), RPC_EXCHANGE, topic).await?;
-                declare_bound(&channel, &own, shared, FieldTable::default(), RPC_EXCHANGE, &own).await?;
+                declare_bound(
+                    &channel,
+                    topic,
+                    shared,
+                    FieldTable::default(),
+                    RPC_EXCHANGE,
+                    topic,
+                )
+                .await?;
+                declare_bound(
+                    &channel,
+                    &own,
+                    shared,
+                    FieldTable::default(),
+                    RPC_EXCHANGE,
+                    &own,
+                )
+                .await?;
                 let exchange = format!("{topic}_fanout");
                 declare_fanout(&channel, &exchange).await?;
                 let fanout = format!("{exchange}_{}", uuid::Uuid::new_v4().simple());
-                let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-                declare_bound(&channel, &fanout, exclusive, FieldTable::default(), &exchange, "").await?;
+                let exclusive = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                };
+                declare_bound(
+                    &channel,
+                    &fanout,
+                    exclusive,
+                    FieldTable::default(),
+                    &exchange,
+                    "",
+                )
+                .await?;
                 vec![topic.clone(), own, fanout]
             }
             Listen::Pool(pool) => {
                 let queue = pool_queue(pool);
                 let mut arguments = FieldTable::default();
                 arguments.insert("x-expires".into(), AMQPValue::LongInt(POOL_EXPIRY_MS));
-                let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-                declare_bound(&channel, &queue, durable, arguments, NOTIFY_EXCHANGE, NOTIFY_KEY).await?;
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                };
+                declare_bound(
+                    &channel,
+                    &queue,
+                    durable,
+                    arguments,
+                    NOTIFY_EXCHANGE,
+                    NOTIFY_KEY,
+                )
+                .await?;
                 vec![queue]
             }
         };
         for queue in queues {
             let consumer = channel
-                .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
-            tokio::spawn(forward(consumer, sink.clone(), stopping.clone(), session.lost.clone()));
+            tokio::spawn(forward(
+                consumer,
+                sink.clone(),
+                stopping.clone(),
+                session.lost.clone(),
+            ));
         }
         Ok::<_, lapin::Error>(())
     }
@@ -489,7 +717,12 @@ async fn attach(session: &Session, what: &Listen, sink: &UnboundedSender<Incomin
 }
 
 /// Moves deliveries from a consumer to a listener's sink until either side ends.
-async fn forward(mut consumer: Consumer, sink: UnboundedSender<Incoming>, stopping: Arc<AtomicBool>, lost: Arc<Notify>) {
+async fn forward(
+    mut consumer: Consumer,
+    sink: UnboundedSender<Incoming>,
+    stopping: Arc<AtomicBool>,
+    lost: Arc<Notify>,
+) {
     while let Some(delivery) = consumer.next().await {
         match delivery {
             Ok(Delivery { data, acker, .. }) => {
@@ -620,14 +853,22 @@ mod tests {
     #[test]
     fn connection_name_from_query() {
         assert_eq!(connection_name("amqp://h/%2f"), "stratus");
-        assert_eq!(connection_name("amqp://h/%2f?heartbeat=10&connection_name=api-1"), "api-1");
+        assert_eq!(
+            connection_name("amqp://h/%2f?heartbeat=10&connection_name=api-1"),
+            "api-1"
+        );
         assert_eq!(connection_name("amqp://h/%2f?connection_name="), "stratus");
     }
 
     #[tokio::test]
     async fn unreachable_broker_is_unavailable() {
         // Port 1 on loopback: nothing listens there.
-        let result = AmqpTransport::connect("amqp://guest:guest@127.0.0.1:1/%2f", Arc::default()).await;
-        assert!(matches!(result, Err(Error::Unavailable(_))), "{:?}", result.err());
+        let result =
+            AmqpTransport::connect("amqp://guest:guest@127.0.0.1:1/%2f", Arc::default()).await;
+        assert!(
+            matches!(result, Err(Error::Unavailable(_))),
+            "{:?}",
+            result.err()
+        );
     }
 }

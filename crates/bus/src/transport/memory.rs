@@ -49,7 +49,12 @@ impl State {
     /// Delivers `body` to one of the listeners `pick` selects, taking turns per `key`.
     /// Returns false if none could take it.
     fn deliver_one(&mut self, key: &str, body: &[u8], pick: impl Fn(&Listen) -> bool) -> bool {
-        let sinks: Vec<_> = self.listeners.values().filter(|l| pick(&l.what)).map(|l| l.sink.clone()).collect();
+        let sinks: Vec<_> = self
+            .listeners
+            .values()
+            .filter(|l| pick(&l.what))
+            .map(|l| l.sink.clone())
+            .collect();
         if sinks.is_empty() {
             return false;
         }
@@ -57,7 +62,11 @@ impl State {
         let start = *turn;
         *turn = turn.wrapping_add(1);
         // A listener whose receiver is gone is on its way out; try the next one.
-        (0..sinks.len()).any(|i| sinks[(start + i) % sinks.len()].send(Incoming::local(body.to_vec())).is_ok())
+        (0..sinks.len()).any(|i| {
+            sinks[(start + i) % sinks.len()]
+                .send(Incoming::local(body.to_vec()))
+                .is_ok()
+        })
     }
 
     /// Removes listeners, and the turn counters nobody needs any more.
@@ -67,7 +76,11 @@ impl State {
         self.turns.retain(|key, _| {
             listeners.values().any(|l| match &l.what {
                 Listen::Server { topic, server } => {
-                    key == topic || key.strip_prefix(topic.as_str()).and_then(|k| k.strip_prefix('.')) == Some(server)
+                    key == topic
+                        || key
+                            .strip_prefix(topic.as_str())
+                            .and_then(|k| k.strip_prefix('.'))
+                            == Some(server)
                 }
                 Listen::Pool(pool) => key.strip_prefix("pool ") == Some(pool),
             })
@@ -97,12 +110,23 @@ impl MemoryTransport {
             }
         };
         let address = format!("reply_{}", uuid::Uuid::new_v4().simple());
-        lock(&broker.state).replies.insert(address.clone(), Arc::downgrade(&pending));
-        Self { broker, address, own: Mutex::default(), closed: AtomicBool::new(false) }
+        lock(&broker.state)
+            .replies
+            .insert(address.clone(), Arc::downgrade(&pending));
+        Self {
+            broker,
+            address,
+            own: Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -116,7 +140,12 @@ impl Transport for MemoryTransport {
         &self.address
     }
 
-    async fn send(&self, to: Destination<'_>, body: Vec<u8>, _ttl: Option<Duration>) -> Result<(), Error> {
+    async fn send(
+        &self,
+        to: Destination<'_>,
+        body: Vec<u8>,
+        _ttl: Option<Duration>,
+    ) -> Result<(), Error> {
         self.check_open()?;
         let mut state = lock(&self.broker.state);
         let delivered = match to {
@@ -135,11 +164,18 @@ impl Transport for MemoryTransport {
                 true
             }
         };
-        if delivered { Ok(()) } else { Err(Error::NoListener(to.to_string())) }
+        if delivered {
+            Ok(())
+        } else {
+            Err(Error::NoListener(to.to_string()))
+        }
     }
 
     async fn reply(&self, address: &str, body: Vec<u8>) -> Result<(), Error> {
-        let pending = lock(&self.broker.state).replies.get(address).and_then(Weak::upgrade);
+        let pending = lock(&self.broker.state)
+            .replies
+            .get(address)
+            .and_then(Weak::upgrade);
         match pending {
             Some(pending) => pending.deliver(&body),
             None => tracing::debug!("dropping reply to a bus that is gone"),
@@ -159,12 +195,20 @@ impl Transport for MemoryTransport {
             })
             .collect();
         for pool in pools {
-            state.deliver_one(&format!("pool {pool}"), &body, |l| matches!(l, Listen::Pool(p) if *p == pool));
+            state.deliver_one(
+                &format!("pool {pool}"),
+                &body,
+                |l| matches!(l, Listen::Pool(p) if *p == pool),
+            );
         }
         Ok(())
     }
 
-    async fn listen(&self, what: Listen, sink: UnboundedSender<Incoming>) -> Result<ListenId, Error> {
+    async fn listen(
+        &self,
+        what: Listen,
+        sink: UnboundedSender<Incoming>,
+    ) -> Result<ListenId, Error> {
         self.check_open()?;
         let mut state = lock(&self.broker.state);
         state.next_id += 1;

@@ -62,7 +62,10 @@ impl Incoming {
     }
 
     pub fn with_acker(body: Vec<u8>, acker: lapin::Acker) -> Self {
-        Self { body, acker: Some(acker) }
+        Self {
+            body,
+            acker: Some(acker),
+        }
     }
 
     pub async fn accept(&self) {
@@ -90,13 +93,22 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn reply_address(&self) -> &str;
     /// Delivers a request. `ttl` is how long a call's caller waits; a request still undelivered by
     /// then may be dropped.
-    async fn send(&self, to: Destination<'_>, body: Vec<u8>, ttl: Option<Duration>) -> Result<(), Error>;
+    async fn send(
+        &self,
+        to: Destination<'_>,
+        body: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), Error>;
     /// Delivers a reply to the bus whose [`Transport::reply_address`] is `address`.
     async fn reply(&self, address: &str, body: Vec<u8>) -> Result<(), Error>;
     /// Delivers a notification to every pool.
     async fn notify(&self, body: Vec<u8>) -> Result<(), Error>;
     /// Starts delivering what `what` describes to `sink`, until [`Transport::unlisten`].
-    async fn listen(&self, what: Listen, sink: UnboundedSender<Incoming>) -> Result<ListenId, Error>;
+    async fn listen(
+        &self,
+        what: Listen,
+        sink: UnboundedSender<Incoming>,
+    ) -> Result<ListenId, Error>;
     async fn unlisten(&self, id: ListenId);
     /// Deletes a notification pool and ends this transport's subscriptions to it.
     async fn delete_pool(&self, pool: &str) -> Result<(), Error>;
@@ -117,7 +129,11 @@ impl Pending {
     pub fn register(self: &Arc<Self>, msg_id: String) -> Waiter {
         let (tx, rx) = oneshot::channel();
         lock(&self.waiters).insert(msg_id.clone(), tx);
-        Waiter { pending: self.clone(), msg_id, rx }
+        Waiter {
+            pending: self.clone(),
+            msg_id,
+            rx,
+        }
     }
 
     /// Hands a received reply to its caller; replies nobody waits for (any more) are dropped.
@@ -133,7 +149,9 @@ impl Pending {
             Some(waiter) => {
                 let _ = waiter.send(reply);
             }
-            None => tracing::debug!(msg_id = %reply.msg_id, "dropping reply to a call that has ended"),
+            None => {
+                tracing::debug!(msg_id = %reply.msg_id, "dropping reply to a call that has ended")
+            }
         }
     }
 

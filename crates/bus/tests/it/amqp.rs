@@ -15,7 +15,9 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-use crate::support::{Echo, Note, Sleep, bounded, dispatcher, reachable_amqp_url, skip_amqp, unique};
+use crate::support::{
+    Echo, Note, Sleep, bounded, dispatcher, reachable_amqp_url, skip_amqp, unique,
+};
 
 /// `url` with `connection_name=name` added to its query.
 fn named(url: &str, name: &str) -> String {
@@ -31,7 +33,10 @@ enum Killer {
 
 impl Killer {
     async fn find() -> Option<Killer> {
-        let probe = Command::new("rabbitmqctl").args(["-q", "list_connections", "pid"]).output().await;
+        let probe = Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid"])
+            .output()
+            .await;
         if probe.is_ok_and(|out| out.status.success()) {
             return Some(Killer::Rabbitmqctl);
         }
@@ -42,8 +47,8 @@ impl Killer {
         }
     }
 
-    /// Closes every connection called `name`; returns how many.
-    async fn close_connections(&self, name: &str) -> usize {
+    /// The broker's ids of the connections called `name`.
+    async fn connections(&self, name: &str) -> Vec<String> {
         match self {
             Killer::Rabbitmqctl => {
                 let out = Command::new("rabbitmqctl")
@@ -51,37 +56,52 @@ impl Killer {
                     .output()
                     .await
                     .expect("run rabbitmqctl list_connections");
-                let listing = String::from_utf8_lossy(&out.stdout);
-                let pids: Vec<&str> = listing
+                String::from_utf8_lossy(&out.stdout)
                     .lines()
                     .filter(|line| line.contains(name))
-                    .filter_map(|line| line.split_whitespace().next())
-                    .collect();
-                for pid in &pids {
-                    let status = Command::new("rabbitmqctl")
-                        .args(["-q", "close_connection", pid, "test"])
-                        .status()
-                        .await
-                        .expect("run rabbitmqctl close_connection");
-                    assert!(status.success(), "rabbitmqctl close_connection {pid} failed");
-                }
-                pids.len()
+                    .filter_map(|line| Some(line.split_whitespace().next()?.to_owned()))
+                    .collect()
             }
             Killer::Management(api) => {
-                let (status, body) = api.request("GET", "/api/connections").await.expect("list connections");
+                let (status, body) = api
+                    .request("GET", "/api/connections")
+                    .await
+                    .expect("list connections");
                 assert_eq!(status, 200, "{body}");
                 let connections: Vec<Value> = serde_json::from_str(&body).expect("connection list");
-                let ours: Vec<&str> = connections
+                connections
                     .iter()
                     .filter(|c| c["client_properties"]["connection_name"] == name)
-                    .filter_map(|c| c["name"].as_str())
-                    .collect();
-                for connection in &ours {
-                    let path = format!("/api/connections/{}", percent_encode(connection));
-                    let (status, body) = api.request("DELETE", &path).await.expect("close connection");
-                    assert!(status == 204 || status == 200, "closing {connection}: {status} {body}");
-                }
-                ours.len()
+                    .filter_map(|c| Some(c["name"].as_str()?.to_owned()))
+                    .collect()
+            }
+        }
+    }
+
+    /// Closes a connection broker-side, as an operator or a broker failure would.
+    async fn close(&self, connection: &str) {
+        match self {
+            Killer::Rabbitmqctl => {
+                let status = Command::new("rabbitmqctl")
+                    .args(["-q", "close_connection", connection, "test"])
+                    .status()
+                    .await
+                    .expect("run rabbitmqctl close_connection");
+                assert!(
+                    status.success(),
+                    "rabbitmqctl close_connection {connection} failed"
+                );
+            }
+            Killer::Management(api) => {
+                let path = format!("/api/connections/{}", percent_encode(connection));
+                let (status, body) = api
+                    .request("DELETE", &path)
+                    .await
+                    .expect("close connection");
+                assert!(
+                    status == 204 || status == 200,
+                    "closing {connection}: {status} {body}"
+                );
             }
         }
     }
@@ -95,15 +115,23 @@ struct Management {
 
 impl Management {
     fn from_env() -> Option<Management> {
-        let url = std::env::var("STRATUS_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
+        let url = std::env::var("STRATUS_TEST_RABBITMQ_API")
+            .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672".into());
         let rest = url.strip_prefix("http://")?.trim_end_matches('/');
         let (credentials, address) = rest.rsplit_once('@')?;
-        Some(Management { address: address.to_owned(), authorization: base64(credentials.as_bytes()) })
+        Some(Management {
+            address: address.to_owned(),
+            authorization: base64(credentials.as_bytes()),
+        })
     }
 
     async fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&self.address)).await??;
+        let mut stream = timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&self.address),
+        )
+        .await??;
         let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Basic {}\r\nX-Reason: test\r\n\r\n",
             self.address, self.authorization
@@ -113,7 +141,11 @@ impl Management {
         timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
         let response = String::from_utf8_lossy(&response);
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Ok((status, body.to_owned()))
     }
 }
@@ -122,7 +154,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let bytes = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -137,7 +173,13 @@ fn base64(input: &[u8]) -> String {
 
 fn percent_encode(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -145,14 +187,22 @@ fn percent_encode(text: &str) -> String {
 fn test_helpers() {
     assert_eq!(base64(b"guest:guest"), "Z3Vlc3Q6Z3Vlc3Q=");
     assert_eq!(base64(b"ab"), "YWI=");
-    assert_eq!(percent_encode("127.0.0.1:5 -> x"), "127.0.0.1%3A5%20-%3E%20x");
+    assert_eq!(
+        percent_encode("127.0.0.1:5 -> x"),
+        "127.0.0.1%3A5%20-%3E%20x"
+    );
     assert_eq!(named("amqp://h/%2f", "n"), "amqp://h/%2f?connection_name=n");
-    assert_eq!(named("amqp://h/%2f?heartbeat=5", "n"), "amqp://h/%2f?heartbeat=5&connection_name=n");
+    assert_eq!(
+        named("amqp://h/%2f?heartbeat=5", "n"),
+        "amqp://h/%2f?heartbeat=5&connection_name=n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovers_after_the_broker_drops_connections() {
-    let Some(url) = reachable_amqp_url().await else { return };
+    let Some(url) = reachable_amqp_url().await else {
+        return;
+    };
     let Some(killer) = Killer::find().await else {
         skip_amqp("neither rabbitmqctl nor the management API is available to close connections");
         return;
@@ -160,27 +210,63 @@ async fn recovers_after_the_broker_drops_connections() {
     bounded(async {
         let name = unique("it-reconnect");
         let url = named(&url, &name);
-        let (server_bus, client) = (Bus::connect(&url).await.unwrap(), Bus::connect(&url).await.unwrap());
+        let (server_bus, client) = (
+            Bus::connect(&url).await.unwrap(),
+            Bus::connect(&url).await.unwrap(),
+        );
         let topic = unique("reconnect");
         let target = Target::topic(&topic);
         let (tx, mut notes) = mpsc::unbounded_channel();
-        let server = server_bus.serve(&topic, "host1", dispatcher("host1", tx)).await.unwrap();
+        let server = server_bus
+            .serve(&topic, "host1", dispatcher("host1", tx))
+            .await
+            .unwrap();
         let pool = unique("pool");
         let mut stream = client.subscribe_notifications(&pool).await.unwrap();
-        assert_eq!(client.call(&target, &Echo { text: "before".into() }, Duration::from_secs(10)).await.unwrap(), "before");
+        assert_eq!(
+            client
+                .call(
+                    &target,
+                    &Echo {
+                        text: "before".into()
+                    },
+                    Duration::from_secs(10)
+                )
+                .await
+                .unwrap(),
+            "before"
+        );
 
-        // A call in flight while the connections go away.
+        let connections = killer.connections(&name).await;
+        assert_eq!(
+            connections.len(),
+            2,
+            "expected the two buses' connections, found {connections:?}"
+        );
+
+        // A call in flight while the connections go away: its handler outlasts the closing.
         let in_flight = tokio::spawn({
             let (client, target) = (client.clone(), target.clone());
-            async move { client.call(&target, &Sleep { ms: 1_000 }, Duration::from_secs(3)).await }
+            async move {
+                client
+                    .call(&target, &Sleep { ms: 4_000 }, Duration::from_secs(6))
+                    .await
+            }
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-
-        assert_eq!(killer.close_connections(&name).await, 2, "both buses' connections should have been closed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for connection in &connections {
+            killer.close(connection).await;
+        }
         let outage = Instant::now();
+        assert!(
+            !in_flight.is_finished(),
+            "the in-flight call should still be running when the connections close"
+        );
 
         // It ends by its own timeout at the latest, whatever the outcome.
-        let outcome = timeout(Duration::from_secs(5), in_flight).await.expect("in-flight call outlived its timeout");
+        let outcome = timeout(Duration::from_secs(7), in_flight)
+            .await
+            .expect("in-flight call outlived its timeout");
         eprintln!("call in flight during the outage: {:?}", outcome.unwrap());
 
         // Calls succeed again once both sides are back.
@@ -189,7 +275,16 @@ async fn recovers_after_the_broker_drops_connections() {
             if outage.elapsed() > Duration::from_secs(30) {
                 break false;
             }
-            match client.call(&target, &Echo { text: "after".into() }, Duration::from_secs(2)).await {
+            match client
+                .call(
+                    &target,
+                    &Echo {
+                        text: "after".into(),
+                    },
+                    Duration::from_secs(2),
+                )
+                .await
+            {
                 Ok(reply) => {
                     assert_eq!(reply, "after");
                     break true;
@@ -200,22 +295,40 @@ async fn recovers_after_the_broker_drops_connections() {
                 }
             }
         };
-        assert!(recovered, "no successful call within 30 s of the outage; errors: {attempts:?}");
-        eprintln!("recovered after {:?} ({} failed attempts)", outage.elapsed(), attempts.len());
+        assert!(
+            recovered,
+            "no successful call within 30 s of the outage; errors: {attempts:?}"
+        );
+        eprintln!(
+            "recovered after {:?} ({} failed attempts)",
+            outage.elapsed(),
+            attempts.len()
+        );
 
         // Casts, fan-outs and notification pools are back too.
         client.cast(&target, &Note { seq: 1 }).await.unwrap();
         client.fanout(&topic, &Note { seq: 2 }).await.unwrap();
-        let got = crate::support::collect(&mut notes, 2, Duration::from_secs(10), Duration::from_millis(200)).await;
+        let got = crate::support::collect(
+            &mut notes,
+            2,
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+        )
+        .await;
         let mut seqs: Vec<u32> = got.iter().map(|(_, seq)| *seq).collect();
         seqs.sort_unstable();
         assert_eq!(seqs, [1, 2]);
 
         let publisher = unique("reconnect");
-        server_bus.notify(&publisher, "test.recovered", &json!({})).await.unwrap();
+        server_bus
+            .notify(&publisher, "test.recovered", &json!({}))
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let next = tokio::time::timeout_at(deadline, stream.next()).await.expect("notification after recovery");
+            let next = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .expect("notification after recovery");
             if next.expect("stream still open").publisher_id == publisher {
                 break;
             }
@@ -231,21 +344,45 @@ async fn recovers_after_the_broker_drops_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_rejected_not_fatal() {
-    let Some(url) = reachable_amqp_url().await else { return };
+    let Some(url) = reachable_amqp_url().await else {
+        return;
+    };
     bounded(async {
         let bus = Bus::connect(&url).await.unwrap();
         let topic = unique("malformed");
-        let server = bus.serve(&topic, "host1", dispatcher("host1", mpsc::unbounded_channel().0)).await.unwrap();
+        let server = bus
+            .serve(
+                &topic,
+                "host1",
+                dispatcher("host1", mpsc::unbounded_channel().0),
+            )
+            .await
+            .unwrap();
         let pool = unique("pool");
         let mut stream = bus.subscribe_notifications(&pool).await.unwrap();
 
-        let raw = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+        let raw = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap();
         let channel = raw.create_channel().await.unwrap();
-        let garbage: [&[u8]; 3] = [b"{not json", br#"{"version":"9.0","method":"test.echo","args":{}}"#, b"\xff\xfe"];
+        let garbage: [&[u8]; 3] = [
+            b"{not json",
+            br#"{"version":"9.0","method":"test.echo","args":{}}"#,
+            b"\xff\xfe",
+        ];
         for body in garbage {
-            for (exchange, key) in [("stratus", topic.as_str()), ("stratus.notifications", "notifications.info")] {
+            for (exchange, key) in [
+                ("stratus", topic.as_str()),
+                ("stratus.notifications", "notifications.info"),
+            ] {
                 channel
-                    .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, BasicProperties::default())
+                    .basic_publish(
+                        exchange.into(),
+                        key.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        BasicProperties::default(),
+                    )
                     .await
                     .unwrap()
                     .await
@@ -254,13 +391,28 @@ async fn malformed_messages_are_rejected_not_fatal() {
         }
 
         let target = Target::topic(&topic);
-        assert_eq!(bus.call(&target, &Echo { text: "still here".into() }, Duration::from_secs(10)).await.unwrap(), "still here");
+        assert_eq!(
+            bus.call(
+                &target,
+                &Echo {
+                    text: "still here".into()
+                },
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap(),
+            "still here"
+        );
 
         let publisher = unique("malformed");
-        bus.notify(&publisher, "test.valid", &json!({"ok": true})).await.unwrap();
+        bus.notify(&publisher, "test.valid", &json!({"ok": true}))
+            .await
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let next = tokio::time::timeout_at(deadline, stream.next()).await.expect("valid notification");
+            let next = tokio::time::timeout_at(deadline, stream.next())
+                .await
+                .expect("valid notification");
             let notification = next.expect("stream still open");
             if notification.publisher_id == publisher {
                 assert_eq!(notification.payload, json!({"ok": true}));
@@ -269,7 +421,13 @@ async fn malformed_messages_are_rejected_not_fatal() {
         }
 
         let _ = raw.close(200, "OK".into()).await;
-        let result = bus.call(&Target::topic(unique("none")), &Echo { text: "x".into() }, Duration::from_secs(5)).await;
+        let result = bus
+            .call(
+                &Target::topic(unique("none")),
+                &Echo { text: "x".into() },
+                Duration::from_secs(5),
+            )
+            .await;
         assert!(matches!(result, Err(Error::NoListener(_))), "{result:?}");
         bus.delete_notification_pool(&pool).await.unwrap();
         server.stop().await;

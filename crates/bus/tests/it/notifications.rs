@@ -10,7 +10,11 @@ use tokio::sync::mpsc;
 use crate::support::{collect, connect, unique};
 
 /// Forwards the notifications of `publisher` that `stream` receives, tagged with `who`.
-fn drain(mut stream: NotificationStream, publisher: String, who: &'static str) -> mpsc::UnboundedReceiver<(&'static str, Notification)> {
+fn drain(
+    mut stream: NotificationStream,
+    publisher: String,
+    who: &'static str,
+) -> mpsc::UnboundedReceiver<(&'static str, Notification)> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         // Ends when the stream does, or when the test drops the receiver.
@@ -25,7 +29,9 @@ fn drain(mut stream: NotificationStream, publisher: String, who: &'static str) -
 }
 
 /// Merges receivers into one.
-fn merge<T: Send + 'static>(receivers: Vec<mpsc::UnboundedReceiver<T>>) -> mpsc::UnboundedReceiver<T> {
+fn merge<T: Send + 'static>(
+    receivers: Vec<mpsc::UnboundedReceiver<T>>,
+) -> mpsc::UnboundedReceiver<T> {
     let (tx, rx) = mpsc::unbounded_channel();
     for mut receiver in receivers {
         let tx = tx.clone();

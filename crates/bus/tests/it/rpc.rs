@@ -7,7 +7,9 @@ use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::support::{Echo, EchoBadArgs, Fail, Sleep, Unhandled, WhoAmI, connect, dispatcher, unique};
+use crate::support::{
+    Echo, EchoBadArgs, Fail, Sleep, Unhandled, WhoAmI, connect, dispatcher, unique,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -142,8 +144,9 @@ bus_tests! {
             async move { client.call(&target, &Sleep { ms: 500 }, WAIT).await }
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopping = Instant::now();
         server.stop().await;
-        assert!(running.is_finished(), "stop returned before the running handler finished");
+        assert!(stopping.elapsed() >= Duration::from_millis(200), "stop returned after {:?}, before the handler finished", stopping.elapsed());
         running.await.unwrap().unwrap();
 
         for target in [target, Target::server(&topic, "host1")] {

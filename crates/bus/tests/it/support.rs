@@ -43,7 +43,9 @@ pub async fn reachable_amqp_url() -> Option<String> {
 }
 
 pub async fn bounded(test: impl Future<Output = ()>) {
-    timeout(TEST_LIMIT, test).await.expect("test did not finish in time");
+    timeout(TEST_LIMIT, test)
+        .await
+        .expect("test did not finish in time");
 }
 
 pub async fn connect(url: &str) -> Bus {
@@ -144,7 +146,12 @@ pub fn dispatcher(name: &str, notes: mpsc::UnboundedSender<(String, u32)>) -> Di
 
 /// Receives until `expected` items arrived or `within` passed, then keeps listening for `grace`
 /// to catch extra (duplicate) deliveries.
-pub async fn collect<T>(rx: &mut mpsc::UnboundedReceiver<T>, expected: usize, within: Duration, grace: Duration) -> Vec<T> {
+pub async fn collect<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    expected: usize,
+    within: Duration,
+    grace: Duration,
+) -> Vec<T> {
     let mut got = Vec::new();
     let deadline = Instant::now() + within;
     while got.len() < expected {
