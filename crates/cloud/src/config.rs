@@ -81,6 +81,8 @@ pub struct IdentitySection {
     pub max_active_keys: usize,
     /// bcrypt cost for password hashes.
     pub password_hash_rounds: u32,
+    /// Policy overrides (upstream's `policy.yaml` format); defaults are secure RBAC.
+    pub policy_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -147,7 +149,13 @@ impl Default for LogConfig {
 
 impl Default for IdentitySection {
     fn default() -> Self {
-        IdentitySection { key_repository: None, token_expiration: 3600, max_active_keys: 3, password_hash_rounds: 12 }
+        IdentitySection {
+            key_repository: None,
+            token_expiration: 3600,
+            max_active_keys: 3,
+            password_hash_rounds: 12,
+            policy_file: None,
+        }
     }
 }
 

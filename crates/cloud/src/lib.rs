@@ -168,10 +168,12 @@ impl Cloud {
     }
 
     /// One HTTP router for every service of this process, each under its prefix.
-    pub fn router(&self) -> Router {
+    pub fn router(&self) -> Result<Router, Error> {
         let mut router = Router::new();
         if let Some(identity) = &self.identity {
-            router = router.nest(Service::Identity.prefix(), identity::api::router(identity.clone(), &self.service_url(Service::Identity)));
+            let policy = identity::api::load_policy(self.config.identity.policy_file.as_deref())?;
+            let api = identity::api::router_with_policy(identity.clone(), &self.service_url(Service::Identity), policy)?;
+            router = router.nest(Service::Identity.prefix(), api);
         }
         let services: Vec<_> = self
             .services
@@ -186,7 +188,7 @@ impl Cloud {
             }),
         );
         // The root router's wire layer also renders the 404 of any path no service claims.
-        router.merge(api_common::wire::apply(root, WireConfig::new(ErrorStyle::Keystone)))
+        Ok(router.merge(api_common::wire::apply(root, WireConfig::new(ErrorStyle::Keystone))))
     }
 
     /// Bootstraps the cloud as `keystone-manage bootstrap` does, registering this process's services.
@@ -284,7 +286,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     } else {
         None
     };
-    let router = cloud.router();
+    let router = cloud.router()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)

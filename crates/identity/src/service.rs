@@ -75,7 +75,8 @@ impl TokenInfo {
             system_scope: matches!(self.payload.scope, Scope::System).then(|| "all".to_string()),
             roles: self.roles.iter().map(|r| r.name.clone()).collect(),
             role_ids: self.roles.iter().map(|r| r.id.clone()).collect(),
-            is_admin_project: false,
+            // No admin project is configured, so every project counts as one (keystonemiddleware's default).
+            is_admin_project: true,
             audit_ids: self.payload.audit_ids.clone(),
             expires_at: self.payload.expires_at,
             auth_methods: self.payload.methods.clone(),
@@ -210,8 +211,19 @@ impl Identity {
         Ok(())
     }
 
-    /// Something identity-relevant changed: cached validations and the catalog are stale.
-    fn changed(&self) {
+    /// Records a revocation event (honoured at once by this process, persisted for others and restarts) and drops
+    /// cached validations. Upstream's triggers: explicit revoke (audit id), user disabled/deleted/password changed
+    /// (user id), project disabled/deleted (project id), role unassigned (user + project).
+    pub(crate) async fn revoke_event(&self, ev: RevocationRow) -> Result<(), Error> {
+        self.inner.store.revocation_create(&ev).await?;
+        write(&self.inner.revocations).events.push(ev);
+        self.changed();
+        Ok(())
+    }
+
+    /// Something identity-relevant changed: cached validations and the catalog are stale. Every mutation of users,
+    /// projects, domains, roles, assignments or the catalog calls this.
+    pub(crate) fn changed(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         write(&self.inner.cache).clear();
         *write(&self.inner.catalog) = None;
@@ -445,10 +457,7 @@ impl Identity {
         let info = self.validate(token).await?;
         let audit = info.payload.audit_ids.first().cloned().ok_or(Error::InvalidToken)?;
         let ev = RevocationRow { audit_id: Some(audit), user_id: None, project_id: None, issued_before: Utc::now().timestamp() };
-        self.inner.store.revocation_create(&ev).await?;
-        write(&self.inner.revocations).events.push(ev);
-        self.changed();
-        Ok(())
+        self.revoke_event(ev).await
     }
 
     // ---- catalog

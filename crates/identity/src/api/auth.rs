@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use api_common::{ApiError, ErrorStyle, Json, QueryPairs, WireConfig, version::VersionDoc};
+use api_common::{ApiError, Json, QueryPairs, version::VersionDoc};
 use axum::{
     Router,
     extract::State,
@@ -14,27 +14,24 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
+use super::{AppState, caller, header};
 use crate::{
     error::Error,
-    service::{Credentials, DomainRef, Identity, ScopeRequest, TokenInfo, UserRef},
+    service::{Credentials, DomainRef, ScopeRequest, TokenInfo, UserRef},
 };
 
 const SUBJECT_TOKEN: &str = "x-subject-token";
-const AUTH_TOKEN: &str = "x-auth-token";
 const V3_UPDATED: &str = "2020-04-07T00:00:00Z";
 const V3_ID: &str = "v3.14";
 
-#[derive(Clone)]
-struct AppState {
-    identity: Identity,
-    /// This service's public base URL, e.g. `http://127.0.0.1:8800/identity`.
-    base_url: Arc<str>,
-}
+pub(super) const POLICIES: &[(&str, &str)] = &[
+    ("identity:validate_token", "rule:service_admin_or_token_subject"),
+    ("identity:check_token", "rule:admin_or_token_subject"),
+    ("identity:revoke_token", "rule:admin_or_token_subject"),
+];
 
-/// The identity API, to be nested at `/identity` (or served at the root of its own listener).
-pub fn router(identity: Identity, base_url: &str) -> Router {
-    let state = AppState { identity, base_url: base_url.trim_end_matches('/').into() };
-    let router = Router::new()
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
         .route("/", get(versions))
         .route("/v3", get(version_v3))
         .route("/v3/", get(version_v3))
@@ -43,8 +40,6 @@ pub fn router(identity: Identity, base_url: &str) -> Router {
         .route("/v3/auth/projects", get(auth_projects))
         .route("/v3/auth/domains", get(auth_domains))
         .route("/v3/auth/system", get(auth_system))
-        .with_state(state);
-    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Keystone))
 }
 
 fn v3_doc(base: &str) -> VersionDoc {
@@ -214,21 +209,9 @@ async fn token_issue(State(s): State<AppState>, q: QueryPairs, Json(req): Json<A
     token_response(StatusCode::CREATED, &token, body)
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
-}
-
-/// The caller (from `X-Auth-Token`); 401 if absent or invalid.
-async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Arc<TokenInfo>, Error> {
-    let token = header(headers, AUTH_TOKEN).ok_or(Error::Unauthorized)?;
-    s.identity.validate(token).await.map_err(|e| match e {
-        Error::InvalidToken => Error::Unauthorized,
-        other => other,
-    })
-}
-
-/// Validates `X-Subject-Token` on behalf of the caller: admins and services may validate any token, anyone their own.
-async fn subject(s: &AppState, headers: &HeaderMap) -> Result<Arc<TokenInfo>, Error> {
+/// Validates `X-Subject-Token` on behalf of the caller, as policy `rule` allows (admins and services any token,
+/// anyone their own).
+async fn subject(s: &AppState, headers: &HeaderMap, rule: &str) -> Result<Arc<TokenInfo>, ApiError> {
     let caller = caller(s, headers).await?;
     let subject_token = header(headers, SUBJECT_TOKEN)
         .ok_or_else(|| Error::BadRequest("X-Subject-Token header is required.".into()))?;
@@ -236,10 +219,7 @@ async fn subject(s: &AppState, headers: &HeaderMap) -> Result<Arc<TokenInfo>, Er
         Error::InvalidToken => Error::not_found("token", subject_token_hint(subject_token)),
         other => other,
     })?;
-    let privileged = caller.roles.iter().any(|r| r.name == "admin" || r.name == "service");
-    if !privileged && caller.user.id != subject.user.id {
-        return Err(Error::Forbidden("You are not authorized to perform the requested action: identity:validate_token.".into()));
-    }
+    super::enforce(s, &caller, rule, &json!({"token": {"user_id": subject.user.id}}))?;
     Ok(subject)
 }
 
@@ -250,19 +230,19 @@ fn subject_token_hint(token: &str) -> String {
 }
 
 async fn token_validate(State(s): State<AppState>, q: QueryPairs, headers: HeaderMap) -> Result<Response, ApiError> {
-    let info = subject(&s, &headers).await?;
+    let info = subject(&s, &headers, "identity:validate_token").await?;
     let body = s.identity.token_body(&info, !nocatalog(&q)).await?;
     let token = header(&headers, SUBJECT_TOKEN).unwrap_or_default();
     token_response(StatusCode::OK, token, body)
 }
 
 async fn token_check(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    subject(&s, &headers).await?;
+    subject(&s, &headers, "identity:check_token").await?;
     Ok(StatusCode::OK)
 }
 
 async fn token_revoke(State(s): State<AppState>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
-    subject(&s, &headers).await?;
+    subject(&s, &headers, "identity:revoke_token").await?;
     let token = header(&headers, SUBJECT_TOKEN).unwrap_or_default();
     s.identity.revoke(token).await?;
     Ok(StatusCode::NO_CONTENT)
