@@ -7,7 +7,14 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
+mod groups;
+
+pub use groups::GroupRow;
+
+/// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION];
+
+const INITIAL: Migration = Migration {
     version: 1,
     name: "initial identity schema",
     sql: "
@@ -87,7 +94,7 @@ CREATE TABLE identity_revocation_event (
     issued_before {int} NOT NULL,
     revoked_at {int} NOT NULL
 )",
-}];
+};
 
 /// The empty-string domain id that marks a global role (a NULL would defeat the unique constraint).
 pub const GLOBAL_ROLE_DOMAIN: &str = "";

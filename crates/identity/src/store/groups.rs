@@ -1,0 +1,96 @@
+//! Groups and group membership (`identity_group`, `identity_user_group`).
+
+use db::Migration;
+use sqlx::{Row, any::AnyRow};
+
+use super::Store;
+use crate::error::Error;
+
+pub(super) const MIGRATION: Migration = Migration {
+    version: 2,
+    name: "groups and memberships",
+    sql: "
+CREATE TABLE identity_group (
+    id {id} PRIMARY KEY,
+    name {name} NOT NULL,
+    domain_id {id} NOT NULL,
+    description {text},
+    UNIQUE (domain_id, name)
+);
+CREATE TABLE identity_user_group (
+    user_id {id} NOT NULL,
+    group_id {id} NOT NULL,
+    PRIMARY KEY (user_id, group_id)
+)",
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRow {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub description: Option<String>,
+}
+
+fn group(row: &AnyRow) -> Result<GroupRow, Error> {
+    Ok(GroupRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        domain_id: row.try_get("domain_id")?,
+        description: row.try_get("description")?,
+    })
+}
+
+impl Store {
+    pub async fn group_get(&self, id: &str) -> Result<Option<GroupRow>, Error> {
+        self.db
+            .query("SELECT id, name, domain_id, description FROM identity_group WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(group)
+            .transpose()
+    }
+
+    pub async fn group_create(&self, g: &GroupRow) -> Result<(), Error> {
+        self.db
+            .query("INSERT INTO identity_group (id, name, domain_id, description) VALUES (?, ?, ?, ?)")
+            .bind(&g.id)
+            .bind(&g.name)
+            .bind(&g.domain_id)
+            .bind(&g.description)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds a user to a group; adding twice is not an error.
+    pub async fn group_add_user(&self, group_id: &str, user_id: &str) -> Result<(), Error> {
+        let r = self
+            .db
+            .query("INSERT INTO identity_user_group (user_id, group_id) VALUES (?, ?)")
+            .bind(user_id)
+            .bind(group_id)
+            .execute(self.db.pool())
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = db::Error::from(e);
+                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
+            }
+        }
+    }
+
+    /// Ids of the groups a user belongs to (what effective role computation needs).
+    pub async fn group_ids_for_user(&self, user_id: &str) -> Result<Vec<String>, Error> {
+        let rows = self
+            .db
+            .query("SELECT group_id FROM identity_user_group WHERE user_id = ? ORDER BY group_id")
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("group_id")?)).collect()
+    }
+}
