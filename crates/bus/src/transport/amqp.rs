@@ -187,7 +187,9 @@ impl AmqpTransport {
         });
         let session = match timeout(ESTABLISH_TIMEOUT, establish(&shared)).await {
             Ok(Ok(session)) => session,
-            Ok(Err(error)) => return Err(Error::Unavailable(error.to_string())),
+            // Declaring or consuming failed on a fresh connection: the broker is not usable.
+            Ok(Err(Error::Transport(reason))) => return Err(Error::Unavailable(reason)),
+            Ok(Err(error)) => return Err(error),
             Err(_) => {
                 return Err(Error::Unavailable(
                     "timed out connecting to the message broker".into(),
