@@ -2,6 +2,7 @@
 //! minimal identity path (token issue/validate/revoke, catalog, version discovery), the files `stratus up` writes,
 //! restarts on the same data, and token validation over HTTP as split deployments do it.
 
+use auth::TokenValidator;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use test_utils::{TestCloud, password_auth};
@@ -220,7 +221,6 @@ async fn client_files_are_written_private_and_restart_reuses_data() {
 
 #[tokio::test]
 async fn tokens_validate_over_http_as_split_services_do() {
-    use auth::TokenValidator;
     let cloud = TestCloud::start().await;
     let creds = cloud.running.credentials.clone().unwrap();
     let validator = auth::HttpValidator::new(auth::ServiceCredentials {
@@ -247,4 +247,50 @@ async fn reader_holds_only_reader() {
         cloud.reader.token_body["token"]["roles"].as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
     assert_eq!(roles, vec![Value::from("reader")]);
     cloud.shutdown().await;
+}
+
+/// A split deployment as `stratus serve` runs it: identity on PostgreSQL and MariaDB with the AMQP bus, and a
+/// second process without identity that validates tokens over HTTP through its `[auth]` credentials.
+#[tokio::test]
+async fn split_deployment_on_server_databases_and_amqp() {
+    let amqp = std::env::var("STRATUS_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    for backend in [db::Backend::Postgres, db::Backend::MySql] {
+        let Some(test_db) = db::testing::test_database(backend).await else { continue };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = cloud::Config::default();
+        config.data_dir = dir.path().to_path_buf();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.database.url = Some(test_db.url().to_string());
+        config.bus.url = amqp.clone();
+        config.identity.password_hash_rounds = 4;
+        let identity = cloud::start(config.clone(), cloud::StartOptions::all_in_one()).await.expect("identity process");
+        let creds = identity.credentials.clone().unwrap();
+        let admin = test_utils::Client::new(&identity.url, None).login("admin", &creds.admin_password, "admin").await;
+        let member = test_utils::Client::new(&identity.url, None).login("demo", &creds.demo_password, "demo").await;
+
+        // The other process: no identity in it, tokens validated over HTTP.
+        let mut other = config.clone();
+        other.auth = Some(cloud::config::ServiceAuth {
+            url: format!("{}/identity", identity.url),
+            username: "admin".into(),
+            password: creds.admin_password.clone(),
+            user_domain_name: "Default".into(),
+            project_name: "admin".into(),
+            project_domain_name: "Default".into(),
+        });
+        let remote = cloud::start(other, cloud::StartOptions { services: vec![], migrate: false, bootstrap: false })
+            .await
+            .expect("second process");
+        assert!(remote.cloud.identity.is_none());
+        let ctx = remote.cloud.validator.validate(member.token.as_deref().unwrap()).await.expect("validates over HTTP");
+        assert_eq!(ctx.project_name.as_deref(), Some("demo"), "{backend:?}");
+        assert!(remote.cloud.validator.validate("garbage").await.is_err());
+        // The second process serves its root and styled 404s too.
+        let r = test_utils::Client::new(&remote.url, None).get("/identity/v3").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(admin.get("/identity/v3/auth/catalog").await.status.is_success());
+        remote.shutdown().await.unwrap();
+        identity.shutdown().await.unwrap();
+        test_db.cleanup().await;
+    }
 }
