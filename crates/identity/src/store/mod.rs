@@ -8,11 +8,13 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 mod groups;
+mod users;
 
 pub use groups::GroupRow;
+pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, users::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
