@@ -385,6 +385,17 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("user_id")?, r.try_get("group_id")?))).collect()
     }
 
+    /// Ids of a group's members (whose tokens an unassignment from the group revokes).
+    pub async fn membership_user_ids(&self, group_id: &str) -> Result<Vec<String>, Error> {
+        let rows = self
+            .db
+            .query("SELECT user_id FROM identity_user_group WHERE group_id = ?")
+            .bind(group_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("user_id")?)).collect()
+    }
+
     /// Every project that is not a domain, with its parent and domain.
     pub async fn project_nodes(&self) -> Result<Vec<ProjectNode>, Error> {
         let rows = self
