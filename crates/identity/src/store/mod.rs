@@ -8,11 +8,13 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 mod groups;
+mod projects;
 
 pub use groups::GroupRow;
+pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, projects::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
