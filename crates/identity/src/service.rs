@@ -507,6 +507,10 @@ impl Identity {
         }
         let user_domain =
             store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        // A disabled domain disables its users, and with them their tokens.
+        if !user_domain.enabled {
+            return Err(Error::InvalidToken);
+        }
         let (project, domain, roles) = match &payload.scope {
             Scope::Unscoped => (None, None, Vec::new()),
             Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } => {
@@ -520,6 +524,9 @@ impl Identity {
             }
             Scope::Domain(did) => {
                 let d = store.domain_get(did).await?.ok_or_else(|| Error::not_found("domain", did))?;
+                if !d.enabled {
+                    return Err(Error::InvalidToken);
+                }
                 let roles = self.roles_on(&user.id, kind::USER_DOMAIN, did).await?;
                 (None, Some(d), roles)
             }

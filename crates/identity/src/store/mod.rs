@@ -8,13 +8,15 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 mod groups;
+mod projects;
 mod roles;
 
 pub use groups::GroupRow;
+pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, roles::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
