@@ -30,9 +30,6 @@ CREATE TABLE identity_password_history (
 CREATE INDEX identity_password_history_user ON identity_password_history (user_id)",
 };
 
-/// Assignment kind of a role granted to a group on a project (upstream's name).
-const GROUP_PROJECT: &str = "GroupProject";
-
 /// A user with everything the API shows and the security rules need.
 #[derive(Clone, Debug)]
 pub struct UserDetail {
@@ -312,7 +309,7 @@ impl Store {
             )
             .bind(super::kind::USER_PROJECT)
             .bind(user_id)
-            .bind(GROUP_PROJECT)
+            .bind(super::kind::GROUP_PROJECT)
             .bind(user_id)
             .fetch_all(self.db.pool())
             .await?;
