@@ -448,7 +448,7 @@ impl Identity {
     /// Upstream's `validate_password`: the configured regular expression must match at the start of the password.
     pub fn validate_password_rules(&self, password: &str) -> Result<(), Error> {
         if let Some(re) = &self.inner.password_regex
-            && !re.find(password).is_some_and(|m| m.start() == 0)
+            && re.find(password).is_none_or(|m| m.start() != 0)
         {
             let detail = self
                 .inner
