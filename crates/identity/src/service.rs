@@ -796,13 +796,21 @@ impl Identity {
 
     /// The token body (`{"token": {...}}`) for a validated token.
     pub async fn token_body(&self, info: &TokenInfo, with_catalog: bool) -> Result<Value, Error> {
+        let password_expires_at = self
+            .inner
+            .store
+            .user_detail_get(&info.user.id)
+            .await?
+            .and_then(|u| u.password_expires_at)
+            .and_then(|t| Utc.timestamp_opt(t, 0).single())
+            .map(format_time);
         let mut token = json!({
             "methods": info.payload.methods,
             "user": {
                 "id": info.user.id,
                 "name": info.user.name,
                 "domain": {"id": info.user_domain.id, "name": info.user_domain.name},
-                "password_expires_at": Value::Null,
+                "password_expires_at": password_expires_at,
             },
             "audit_ids": info.payload.audit_ids,
             "expires_at": format_time(info.payload.expires_at),

@@ -262,6 +262,7 @@ async fn minimum_password_age_regex_and_first_use() {
         c.identity.password_regex = Some("^.{10,}$".into());
         c.identity.password_regex_description = Some("at least ten characters".into());
         c.identity.change_password_upon_first_use = true;
+        c.identity.password_expires_days = Some(30);
     })
     .await;
     let admin = &cloud.admin;
@@ -285,8 +286,14 @@ async fn minimum_password_age_regex_and_first_use() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let r = change_password(&cloud.anonymous, &uid, "fay-password-0", "fay-password-1").await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-    assert_eq!(auth(&cloud.anonymous, &uid, "fay-password-1").await.status, StatusCode::CREATED);
-    assert_eq!(admin.get(&format!("{V3}/users/{uid}")).await.json()["user"]["password_expires_at"], Value::Null);
+    let r = auth(&cloud.anonymous, &uid, "fay-password-1").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Now the password expires after password_expires_days; the user and token bodies say when.
+    let expires = admin.get(&format!("{V3}/users/{uid}")).await.json()["user"]["password_expires_at"].clone();
+    let at = chrono::DateTime::parse_from_rfc3339(expires.as_str().expect("expiry shown")).unwrap();
+    let days = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "{expires}");
+    assert_eq!(r.json()["token"]["user"]["password_expires_at"], expires);
 
     // A self-chosen password must be kept for a day.
     let r = change_password(&cloud.anonymous, &uid, "fay-password-1", "fay-password-2").await;
@@ -300,8 +307,15 @@ async fn minimum_password_age_regex_and_first_use() {
         json!({"name": "gil", "password": "gil-password-0", "options": {"ignore_change_password_upon_first_use": true}}),
     )
     .await;
-    assert_eq!(v["password_expires_at"], Value::Null);
+    assert!(v["password_expires_at"].is_string(), "expires in 30 days, not now");
     assert_eq!(auth(&cloud.anonymous, &id(&v), "gil-password-0").await.status, StatusCode::CREATED);
+    let w = create_user(
+        admin,
+        json!({"name": "gus", "password": "gus-password-0", "options": {"ignore_password_expiry": true,
+               "ignore_change_password_upon_first_use": true}}),
+    )
+    .await;
+    assert_eq!(w["password_expires_at"], Value::Null);
     cloud.shutdown().await;
 }
 
@@ -490,6 +504,63 @@ async fn lockout_and_history_store_functions_on_every_backend() {
         assert!(store.group_list_for_user("u1").await.unwrap().is_empty());
         assert!(store.group_delete("g1").await.unwrap());
         assert!(store.group_list(None, None).await.unwrap().is_empty());
+        eprintln!("passed on {:?}", db.backend());
+        db.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn service_lockout_and_history_on_every_backend() {
+    use identity::{
+        Error, Identity, IdentityConfig,
+        service::{Credentials, ScopeRequest, SecurityCompliance, UserRef},
+    };
+    for db in test_databases().await {
+        let keys = tempfile::tempdir().unwrap();
+        let mut config = IdentityConfig::new(keys.path().to_path_buf());
+        config.password_hash_rounds = 4;
+        config.security = SecurityCompliance {
+            lockout_failure_attempts: 2,
+            lockout_duration: 3600,
+            unique_last_password_count: 2,
+            ..Default::default()
+        };
+        let identity = Identity::new((*db).clone(), config).await.unwrap();
+        identity.migrate().await.unwrap();
+        identity
+            .bootstrap(&identity::BootstrapSpec {
+                admin_password: "admin-pw".into(),
+                admin_username: "admin".into(),
+                admin_project: "admin".into(),
+                region: "RegionOne".into(),
+                services: vec![],
+                members: vec![("demo".into(), "demo".into(), "demo-pw".into(), "member".into())],
+                reset_passwords: false,
+            })
+            .await
+            .unwrap();
+        let demo = identity.store().user_get_by_name("default", "demo").await.unwrap().unwrap().id;
+        let login = |pw: &str| Credentials::Password { user: UserRef::Id(demo.clone()), password: pw.into() };
+
+        // History: the bootstrap password counts; a change must differ from the last two.
+        let err = identity.change_password(&demo, "demo-pw", "demo-pw").await.unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+        identity.change_password(&demo, "demo-pw", "demo-pw-1").await.unwrap();
+        let err = identity.change_password(&demo, "demo-pw-1", "demo-pw").await.unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+        identity.authenticate(login("demo-pw-1"), ScopeRequest::Unscoped).await.unwrap();
+
+        // Lockout: two failures lock the account for an hour, whatever the password.
+        for _ in 0..2 {
+            let err = identity.authenticate(login("wrong"), ScopeRequest::Unscoped).await.unwrap_err();
+            assert!(matches!(err, Error::Unauthorized), "{err:?}");
+        }
+        let err = identity.authenticate(login("demo-pw-1"), ScopeRequest::Unscoped).await.unwrap_err();
+        assert!(matches!(err, Error::AuthRefused(ref m) if m.contains("locked")), "{err:?}");
+        // An administrator's reset unlocks.
+        let detail = identity.store().user_detail_get(&demo).await.unwrap().unwrap();
+        identity.set_password_by_admin(&detail, "demo-pw-2").await.unwrap();
+        identity.authenticate(login("demo-pw-2"), ScopeRequest::Unscoped).await.unwrap();
         eprintln!("passed on {:?}", db.backend());
         db.cleanup().await;
     }
