@@ -4,3 +4,4 @@
 
 mod projects;
 mod service;
+mod roles;
