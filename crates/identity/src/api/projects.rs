@@ -514,6 +514,8 @@ async fn create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<
         Error::Db(ref d) if d.is_unique_violation() => duplicate(&record.row.name),
         other => other,
     })?;
+    // Inherited grants reach new projects: computed roles are stale.
+    s.identity.changed();
     Ok((StatusCode::CREATED, Json(json!({"project": project_json(&s, &record)}))).into_response())
 }
 

@@ -4,4 +4,5 @@
 
 mod projects;
 mod service;
+mod roles;
 mod users;
