@@ -138,11 +138,11 @@ async fn project_crud_hierarchy_and_filters() {
 
     // Filters.
     let by_parent = admin.get(&format!("{V3}/projects?parent_id={top_id}")).await.json();
-    assert_eq!(ids(&by_parent, "projects"), [child_id.clone()]);
+    assert_eq!(ids(&by_parent, "projects"), [child_id.as_str()]);
     let disabled = admin.get(&format!("{V3}/projects?enabled=false")).await.json();
-    assert_eq!(ids(&disabled, "projects"), [gc_id.clone()]);
+    assert_eq!(ids(&disabled, "projects"), [gc_id.as_str()]);
     let by_name = admin.get(&format!("{V3}/projects?name=child&domain_id=default")).await.json();
-    assert_eq!(ids(&by_name, "projects"), [child_id.clone()]);
+    assert_eq!(ids(&by_name, "projects"), [child_id.as_str()]);
     let domains = admin.get(&format!("{V3}/projects?is_domain=true")).await.json();
     assert!(ids(&domains, "projects").contains(&"default".to_string()));
     assert!(domains["projects"].as_array().unwrap().iter().all(|p| p["is_domain"] == true));
