@@ -10,13 +10,16 @@ use crate::error::Error;
 mod groups;
 mod projects;
 mod roles;
+mod users;
 
 pub use groups::GroupRow;
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
+pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION];
+pub const MIGRATIONS: &[Migration] =
+    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
