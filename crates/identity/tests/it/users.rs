@@ -189,6 +189,12 @@ async fn groups_memberships_and_user_projects() {
     let mut want = vec![demo, pid];
     want.sort();
     assert_eq!(projects, want, "own projects, via groups too");
+    let mut scopes = ids(&dave.get(&format!("{V3}/auth/projects")).await.json(), "projects");
+    scopes.sort();
+    assert_eq!(scopes, want, "projects a token can be scoped to, via groups too");
+    let r = put(admin, &format!("{V3}/domains/default/groups/{gid}/roles/{role}")).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(ids(&dave.get(&format!("{V3}/auth/domains")).await.json(), "domains"), vec!["default".to_string()]);
     assert_eq!(dave.get(&format!("{V3}/users/{uid}/groups")).await.status, StatusCode::OK, "own groups");
 
     // Removing the member revokes their tokens; the membership is gone.
