@@ -629,6 +629,9 @@ impl Identity {
             }
             Scope::Domain(did) => {
                 let d = store.domain_get(did).await?.ok_or_else(|| Error::not_found("domain", did))?;
+                if !d.enabled {
+                    return Err(Error::InvalidToken);
+                }
                 let roles = self.roles_on(&user.id, kind::USER_DOMAIN, did).await?;
                 (None, Some(d), roles)
             }
@@ -639,6 +642,10 @@ impl Identity {
         }
         let user_domain =
             store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        // A disabled domain disables its users, and with them their tokens.
+        if !user_domain.enabled {
+            return Err(Error::InvalidToken);
+        }
         Ok(TokenInfo { payload, issued_at, user, user_domain, project, domain, roles, application_credential, trust })
     }
 

@@ -9,14 +9,16 @@ use crate::error::Error;
 
 mod application_credentials;
 mod groups;
+mod projects;
 mod trusts;
 
 pub use application_credentials::{AccessRuleRow, AppCredRow};
 pub use groups::GroupRow;
+pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use trusts::TrustRow;
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, application_credentials::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, projects::MIGRATION, application_credentials::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,

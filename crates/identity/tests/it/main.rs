@@ -3,4 +3,5 @@
 //! One module per resource family.
 
 mod appcreds;
+mod projects;
 mod service;
