@@ -10,15 +10,18 @@ use crate::error::Error;
 mod application_credentials;
 mod groups;
 mod projects;
+mod roles;
 mod trusts;
 
 pub use application_credentials::{AccessRuleRow, AppCredRow};
 pub use groups::GroupRow;
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
+pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 pub use trusts::TrustRow;
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, projects::MIGRATION, application_credentials::MIGRATION];
+pub const MIGRATIONS: &[Migration] =
+    &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION, application_credentials::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -110,6 +113,9 @@ pub mod kind {
     pub const USER_PROJECT: &str = "UserProject";
     pub const USER_DOMAIN: &str = "UserDomain";
     pub const USER_SYSTEM: &str = "UserSystem";
+    pub const GROUP_PROJECT: &str = "GroupProject";
+    pub const GROUP_DOMAIN: &str = "GroupDomain";
+    pub const GROUP_SYSTEM: &str = "GroupSystem";
 }
 
 /// The system scope's target id in assignments.
