@@ -286,6 +286,31 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes every credential a user owns, or every credential bound to a project (upstream's clean-up when a
+    /// user or project is deleted). Returns how many went.
+    pub async fn application_credential_delete_for(&self, user_id: Option<&str>, project_id: Option<&str>) -> Result<usize, Error> {
+        let mut ids: Vec<String> = Vec::new();
+        if let Some(u) = user_id {
+            ids.extend(self.application_credential_list(u, None).await?.into_iter().map(|c| c.id));
+        }
+        if let Some(p) = project_id {
+            let rows = self
+                .db
+                .query("SELECT id FROM identity_application_credential WHERE project_id = ?")
+                .bind(p)
+                .fetch_all(self.db.pool())
+                .await?;
+            for r in &rows {
+                ids.push(r.try_get("id")?);
+            }
+        }
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(self.application_credential_delete(&id).await?);
+        }
+        Ok(n)
+    }
+
     pub async fn access_rule_list(&self, user_id: &str) -> Result<Vec<AccessRuleRow>, Error> {
         let rows = self
             .db

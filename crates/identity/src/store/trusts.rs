@@ -146,6 +146,15 @@ impl Store {
         Ok(unlimited > 0)
     }
 
+    /// Deletes every trust a user is trustor or trustee of (upstream's clean-up when a user is deleted).
+    pub async fn trust_delete_for_user(&self, user_id: &str) -> Result<usize, Error> {
+        let mut n = 0;
+        for t in self.trust_list(Some(user_id), None).await?.into_iter().chain(self.trust_list(None, Some(user_id)).await?) {
+            n += usize::from(self.trust_delete(&t.id).await?);
+        }
+        Ok(n)
+    }
+
     /// Deletes a trust and its roles; returns whether it existed.
     pub async fn trust_delete(&self, id: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;

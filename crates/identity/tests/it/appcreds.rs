@@ -197,6 +197,17 @@ async fn store_and_service_on_every_backend() {
         identity.reload_revocations().await.unwrap();
         assert!(matches!(identity.validate(&trust_token).await, Err(Error::InvalidToken)));
         assert!(store.trust_get("trust-1").await.unwrap().is_none());
+        // Clean-up helpers for user and project deletion.
+        store.trust_create(&TrustRow { id: "trust-2".into(), ..trust.clone() }).await.unwrap();
+        assert_eq!(store.trust_delete_for_user(&ids.demo).await.unwrap(), 1, "as trustee");
+        assert!(store.trust_get("trust-2").await.unwrap().is_none());
+        for (id, name) in [("ac-4", "four"), ("ac-5", "five")] {
+            let mut c = AppCredRow { id: id.into(), name: name.into(), access_rules: vec![], ..first.clone() };
+            store.application_credential_create(&mut c).await.unwrap();
+        }
+        assert_eq!(store.application_credential_delete_for(None, Some(&ids.admin_project)).await.unwrap(), 0);
+        assert_eq!(store.application_credential_delete_for(None, Some(&ids.demo_project)).await.unwrap(), 2);
+        assert!(store.application_credential_list(&ids.demo, None).await.unwrap().is_empty());
         eprintln!("passed on {:?}", db.backend());
         db.cleanup().await;
     }
