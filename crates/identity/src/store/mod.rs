@@ -12,16 +12,24 @@ mod groups;
 mod projects;
 mod roles;
 mod trusts;
+mod users;
 
 pub use application_credentials::{AccessRuleRow, AppCredRow};
 pub use groups::GroupRow;
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 pub use trusts::TrustRow;
+pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] =
-    &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION, application_credentials::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    INITIAL,
+    groups::MIGRATION,
+    projects::MIGRATION,
+    users::MIGRATION,
+    roles::MIGRATION,
+    application_credentials::MIGRATION,
+];
 
 const INITIAL: Migration = Migration {
     version: 1,
