@@ -53,6 +53,8 @@ pub(super) const POLICIES: &[(&str, &str)] = &[
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v3/OS-TRUST/trusts", get(list).post(create))
+        // Tempest's trusts client lists with a trailing slash; Keystone's router accepts both.
+        .route("/v3/OS-TRUST/trusts/", get(list).post(create))
         .route("/v3/OS-TRUST/trusts/{trust_id}", get(show).delete(remove))
         .route("/v3/OS-TRUST/trusts/{trust_id}/roles", get(list_roles))
         .route("/v3/OS-TRUST/trusts/{trust_id}/roles/{role_id}", get(show_role))

@@ -411,7 +411,7 @@ async fn trusts_over_http() {
     assert_eq!(cloud.reader.get(&one).await.status, StatusCode::FORBIDDEN);
     assert_eq!(cloud.reader.get(&format!("{TRUSTS}?trustor_user_id={trustor_id}")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(cloud.reader.get(TRUSTS).await.status, StatusCode::FORBIDDEN);
-    let listed = trustor.get(&format!("{TRUSTS}?trustor_user_id={trustor_id}")).await.json();
+    let listed = trustor.get(&format!("{TRUSTS}/?trustor_user_id={trustor_id}")).await.json();
     assert_eq!(listed["trusts"].as_array().unwrap().len(), 1);
     assert!(listed["trusts"][0].get("roles").is_none(), "lists summarise");
     let roles = trustor.get(&format!("{one}/roles")).await.json();
