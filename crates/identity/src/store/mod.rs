@@ -7,12 +7,18 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
+mod catalog;
+mod credentials;
 mod groups;
+mod limits;
 
+pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
+pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
+pub use limits::{LimitRow, RegisteredLimitRow};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, catalog::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
