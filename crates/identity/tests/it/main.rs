@@ -2,4 +2,5 @@
 //! PostgreSQL and MariaDB when reachable, required in CI), and the HTTP API through the whole-cloud harness.
 //! One module per resource family.
 
+mod catalog;
 mod service;
