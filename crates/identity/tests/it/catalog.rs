@@ -374,3 +374,111 @@ async fn limits_follow_the_flat_model_rules() {
     assert_eq!(admin.get(&format!("{reg}/{cores_id}")).await.status, StatusCode::NOT_FOUND);
     cloud.shutdown().await;
 }
+
+/// The catalog, credential and limit queries on every database backend.
+#[tokio::test]
+async fn datastore_on_every_backend() {
+    use identity::{
+        Identity, IdentityConfig,
+        store::{Credential, EndpointRecord, LimitRow, RegionRow, RegisteredLimitRow, ServiceRecord},
+    };
+    use serde_json::Map;
+
+    for db in db::testing::test_databases().await {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = IdentityConfig::new(dir.path().join("fernet-keys"));
+        config.password_hash_rounds = 4;
+        let identity = Identity::new((*db).clone(), config).await.unwrap();
+        identity.migrate().await.unwrap();
+        let store = identity.store();
+
+        let mut extra = Map::new();
+        extra.insert("color".into(), json!("blue"));
+        let parent = RegionRow { id: "p".into(), description: Some("d".into()), parent_region_id: None, extra };
+        store.region_create(&parent).await.unwrap();
+        let mut child = RegionRow { id: "c".into(), description: None, parent_region_id: Some("p".into()), extra: Map::new() };
+        store.region_create(&child).await.unwrap();
+        child.description = Some("changed".into());
+        store.region_update(&child).await.unwrap();
+        assert_eq!(store.region_get("c").await.unwrap(), Some(child.clone()));
+        assert_eq!(store.region_get("p").await.unwrap(), Some(parent.clone()));
+        store.region_delete_all(&["c".into(), "p".into()]).await.unwrap();
+        assert!(store.region_list().await.unwrap().is_empty());
+
+        let mut svc = ServiceRecord {
+            id: "s1".into(),
+            service_type: "compute".into(),
+            name: Some("nova".into()),
+            description: None,
+            enabled: true,
+            extra: Map::new(),
+        };
+        store.service_insert(&svc).await.unwrap();
+        svc.enabled = false;
+        svc.description = Some("x".into());
+        store.service_update(&svc).await.unwrap();
+        assert_eq!(store.service_get("s1").await.unwrap(), Some(svc.clone()));
+        let mut ep = EndpointRecord {
+            id: "e1".into(),
+            service_id: "s1".into(),
+            interface: "public".into(),
+            region_id: None,
+            url: "http://x".into(),
+            enabled: true,
+            extra: Map::new(),
+        };
+        store.endpoint_insert(&ep).await.unwrap();
+        ep.url = "http://y".into();
+        store.endpoint_update(&ep).await.unwrap();
+        assert_eq!(store.endpoint_list_full().await.unwrap(), vec![ep.clone()]);
+        assert!(store.service_delete("s1").await.unwrap());
+        assert!(store.endpoint_get("e1").await.unwrap().is_none(), "endpoints go with their service");
+        assert!(!store.endpoint_delete("e1").await.unwrap());
+
+        let mut cred = Credential {
+            id: "k1".into(),
+            user_id: "u1".into(),
+            project_id: None,
+            cred_type: "cert".into(),
+            blob: "secret-blob".into(),
+            extra: Map::new(),
+        };
+        identity.credential_create(&cred).await.unwrap();
+        assert!(!store.credential_get("k1").await.unwrap().unwrap().encrypted_blob.contains("secret-blob"));
+        cred.blob = "new-blob".into();
+        identity.credential_update(&cred).await.unwrap();
+        assert_eq!(identity.credential_list(Some("u1")).await.unwrap(), vec![cred.clone()]);
+        assert!(identity.credential_list(Some("u2")).await.unwrap().is_empty());
+        assert!(dir.path().join("credential-keys").is_dir(), "credential keys live beside the token keys");
+        assert!(store.credential_delete("k1").await.unwrap());
+
+        let reg = RegisteredLimitRow {
+            id: "r1".into(),
+            service_id: "s".into(),
+            region_id: None,
+            resource_name: "cores".into(),
+            default_limit: 2_147_483_647,
+            description: None,
+        };
+        store.registered_limit_create_all(&[reg.clone()]).await.unwrap();
+        assert_eq!(store.registered_limit_list().await.unwrap(), vec![reg.clone()]);
+        let mut lim = LimitRow {
+            id: "l1".into(),
+            project_id: Some("p".into()),
+            domain_id: None,
+            service_id: "s".into(),
+            region_id: None,
+            resource_name: "cores".into(),
+            resource_limit: -1,
+            description: Some("d".into()),
+        };
+        store.limit_create_all(&[lim.clone()]).await.unwrap();
+        lim.resource_limit = 3;
+        store.limit_update(&lim).await.unwrap();
+        assert_eq!(store.limit_get("l1").await.unwrap(), Some(lim));
+        assert!(store.limit_delete("l1").await.unwrap());
+        assert!(store.registered_limit_delete("r1").await.unwrap());
+        eprintln!("passed on {:?}", db.backend());
+        db.cleanup().await;
+    }
+}
