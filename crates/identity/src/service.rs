@@ -160,6 +160,71 @@ struct Inner {
     cache: RwLock<HashMap<String, (u64, Arc<TokenInfo>)>>,
     generation: AtomicU64,
     catalog: RwLock<Option<Arc<Vec<CatalogService>>>>,
+    /// Roles and implication rules, tagged with the `generation` they were read at.
+    role_graph: RwLock<Option<(u64, Arc<RoleGraph>)>>,
+}
+
+/// Every role and implication rule: what effective-role computation expands grants with.
+#[derive(Debug, Default)]
+pub struct RoleGraph {
+    roles: HashMap<String, RoleRow>,
+    implies: HashMap<String, Vec<String>>,
+}
+
+impl RoleGraph {
+    pub fn new(roles: Vec<RoleRow>, rules: Vec<(String, String)>) -> Self {
+        let mut implies: HashMap<String, Vec<String>> = HashMap::new();
+        for (prior, implied) in rules {
+            implies.entry(prior).or_default().push(implied);
+        }
+        RoleGraph { roles: roles.into_iter().map(|r| (r.id.clone(), r)).collect(), implies }
+    }
+
+    pub fn role(&self, id: &str) -> Option<&RoleRow> {
+        self.roles.get(id)
+    }
+
+    /// Roles `id` implies directly.
+    pub fn implied_by(&self, id: &str) -> &[String] {
+        self.implies.get(id).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// `ids` and every role they imply, transitively (cycles are harmless), as (role id, the role that implied it
+    /// or `None` for the grant itself), breadth first. Domain-specific roles are included: callers drop them.
+    pub fn expand<'a>(&'a self, ids: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, Option<&'a str>)> {
+        let mut seen = BTreeSet::new();
+        let mut out: Vec<(&str, Option<&str>)> = Vec::new();
+        for id in ids {
+            if seen.insert(id) {
+                out.push((id, None));
+            }
+        }
+        let mut i = 0;
+        while i < out.len() {
+            let (id, _) = out[i];
+            for implied in self.implied_by(id) {
+                if seen.insert(implied.as_str()) {
+                    out.push((implied.as_str(), Some(id)));
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The roles that end up in a token for these grants: the grants and everything they imply, without
+    /// domain-specific roles, ordered by name.
+    pub fn effective<'a>(&'a self, ids: impl IntoIterator<Item = &'a str>) -> Vec<RoleRow> {
+        let mut roles: Vec<RoleRow> = self
+            .expand(ids)
+            .into_iter()
+            .filter_map(|(id, _)| self.roles.get(id))
+            .filter(|r| r.domain_id.is_none())
+            .cloned()
+            .collect();
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        roles
+    }
 }
 
 const CACHE_CAPACITY: usize = 50_000;
@@ -177,6 +242,7 @@ impl Identity {
                 cache: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 catalog: RwLock::new(None),
+                role_graph: RwLock::new(None),
             }),
         };
         Ok(identity)
@@ -343,27 +409,40 @@ impl Identity {
         Ok(Scope::Project(p.id.clone()))
     }
 
-    /// Effective roles of a user on a target: direct grants plus implied roles, transitively.
-    async fn roles_on(&self, user_id: &str, kind: &str, target: &str) -> Result<Vec<RoleRow>, Error> {
-        let direct = self.inner.store.assignment_role_ids(kind, user_id, target).await?;
+    /// Effective roles of a user on a target (`kind` is [`kind::USER_PROJECT`], [`kind::USER_DOMAIN`] or
+    /// [`kind::USER_SYSTEM`]): grants to the user and to their groups, on a project also those inherited from its
+    /// ancestors and its domain, then implied roles transitively. Domain-specific roles only contribute what they
+    /// imply. One database round trip; the role graph is cached until identity data changes.
+    pub(crate) async fn roles_on(&self, user_id: &str, kind: &str, target: &str) -> Result<Vec<RoleRow>, Error> {
+        let store = &self.inner.store;
+        let direct = match kind {
+            kind::USER_PROJECT => store.assignment_role_ids_on_project(user_id, target).await?,
+            kind::USER_DOMAIN => store.assignment_role_ids_on(user_id, kind::USER_DOMAIN, kind::GROUP_DOMAIN, target).await?,
+            kind::USER_SYSTEM => store.assignment_role_ids_on(user_id, kind::USER_SYSTEM, kind::GROUP_SYSTEM, target).await?,
+            other => return Err(Error::Internal(format!("roles_on: unknown assignment kind {other}"))),
+        };
         if direct.is_empty() {
             return Ok(Vec::new());
         }
-        let implications = self.inner.store.implied_role_list().await?;
-        let mut ids: BTreeSet<String> = direct.into_iter().collect();
-        loop {
-            let before = ids.len();
-            for (prior, implied) in &implications {
-                if ids.contains(prior) {
-                    ids.insert(implied.clone());
-                }
-            }
-            if ids.len() == before {
-                break;
-            }
+        let graph = self.role_graph().await?;
+        Ok(graph.effective(direct.iter().map(String::as_str)))
+    }
+
+    /// Every role and implication rule, cached until identity data changes.
+    pub(crate) async fn role_graph(&self) -> Result<Arc<RoleGraph>, Error> {
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        if let Some((g, graph)) = read(&self.inner.role_graph).clone()
+            && g == generation
+        {
+            return Ok(graph);
         }
-        let all = self.inner.store.role_list().await?;
-        Ok(all.into_iter().filter(|r| ids.contains(&r.id)).collect())
+        let roles = self.inner.store.role_list().await?;
+        let rules = self.inner.store.implied_role_list().await?;
+        let graph = Arc::new(RoleGraph::new(roles, rules));
+        if self.inner.generation.load(Ordering::SeqCst) == generation {
+            *write(&self.inner.role_graph) = Some((generation, graph.clone()));
+        }
+        Ok(graph)
     }
 
     // ---- validation
@@ -428,6 +507,10 @@ impl Identity {
         }
         let user_domain =
             store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        // A disabled domain disables its users, and with them their tokens.
+        if !user_domain.enabled {
+            return Err(Error::InvalidToken);
+        }
         let (project, domain, roles) = match &payload.scope {
             Scope::Unscoped => (None, None, Vec::new()),
             Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } => {
@@ -441,6 +524,9 @@ impl Identity {
             }
             Scope::Domain(did) => {
                 let d = store.domain_get(did).await?.ok_or_else(|| Error::not_found("domain", did))?;
+                if !d.enabled {
+                    return Err(Error::InvalidToken);
+                }
                 let roles = self.roles_on(&user.id, kind::USER_DOMAIN, did).await?;
                 (None, Some(d), roles)
             }

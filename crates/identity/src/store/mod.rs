@@ -11,14 +11,19 @@ mod catalog;
 mod credentials;
 mod groups;
 mod limits;
+mod projects;
+mod roles;
 
 pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
 pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
 pub use limits::{LimitRow, RegisteredLimitRow};
+pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
+pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION, catalog::MIGRATION];
+pub const MIGRATIONS: &[Migration] =
+    &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION, catalog::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -110,6 +115,9 @@ pub mod kind {
     pub const USER_PROJECT: &str = "UserProject";
     pub const USER_DOMAIN: &str = "UserDomain";
     pub const USER_SYSTEM: &str = "UserSystem";
+    pub const GROUP_PROJECT: &str = "GroupProject";
+    pub const GROUP_DOMAIN: &str = "GroupDomain";
+    pub const GROUP_SYSTEM: &str = "GroupSystem";
 }
 
 /// The system scope's target id in assignments.

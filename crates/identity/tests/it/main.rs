@@ -3,4 +3,5 @@
 //! One module per resource family.
 
 mod catalog;
+mod projects;
 mod service;
