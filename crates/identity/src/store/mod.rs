@@ -13,6 +13,7 @@ mod groups;
 mod limits;
 mod projects;
 mod roles;
+mod users;
 
 pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
 pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
@@ -20,10 +21,11 @@ pub use groups::GroupRow;
 pub use limits::{LimitRow, RegisteredLimitRow};
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
+pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
 pub const MIGRATIONS: &[Migration] =
-    &[INITIAL, groups::MIGRATION, projects::MIGRATION, roles::MIGRATION, catalog::MIGRATION];
+    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION, catalog::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,

@@ -5,3 +5,4 @@
 mod catalog;
 mod projects;
 mod service;
+mod users;
