@@ -126,6 +126,18 @@ impl TokenKeys {
         let bytes = self.fernet.decrypt(&padded).map_err(|_| Error::InvalidToken)?;
         unpack(&bytes)
     }
+
+    /// Encrypts arbitrary data with the primary key (the credential key repository stores blobs this way).
+    pub fn encrypt(&self, data: &[u8]) -> String {
+        self.fernet.encrypt(data)
+    }
+
+    /// Decrypts what [`TokenKeys::encrypt`] produced with any key of the repository.
+    pub fn decrypt(&self, data: &str) -> Result<Vec<u8>, Error> {
+        self.fernet
+            .decrypt(data)
+            .map_err(|_| Error::Internal(format!("data cannot be decrypted with the keys in {}", self.dir.display())))
+    }
 }
 
 fn read_keys(dir: &Path) -> Result<Vec<(u64, String)>, Error> {

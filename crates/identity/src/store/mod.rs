@@ -8,14 +8,20 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 mod application_credentials;
+mod catalog;
+mod credentials;
 mod groups;
+mod limits;
 mod projects;
 mod roles;
 mod trusts;
 mod users;
 
 pub use application_credentials::{AccessRuleRow, AppCredRow};
+pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
+pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
+pub use limits::{LimitRow, RegisteredLimitRow};
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 pub use trusts::TrustRow;
@@ -28,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     projects::MIGRATION,
     users::MIGRATION,
     roles::MIGRATION,
+    catalog::MIGRATION,
     application_credentials::MIGRATION,
 ];
 

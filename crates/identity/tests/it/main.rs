@@ -3,6 +3,7 @@
 //! One module per resource family.
 
 mod appcreds;
+mod catalog;
 mod projects;
 mod service;
 mod roles;
