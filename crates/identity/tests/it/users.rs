@@ -101,6 +101,9 @@ async fn user_crud_filters_and_extra_attributes() {
     let enabled = ids(&admin.get(&format!("{V3}/users?enabled=true")).await.json(), "users");
     assert!(enabled.contains(&id(&bob)) && !enabled.contains(&uid));
     assert!(ids(&admin.get(&format!("{V3}/users?domain_id=nope")).await.json(), "users").is_empty());
+    assert_eq!(ids(&admin.get(&format!("{V3}/users?name__startswith=ali")).await.json(), "users"), vec![uid.clone()]);
+    assert_eq!(ids(&admin.get(&format!("{V3}/users?name__icontains=LIC")).await.json(), "users"), vec![uid.clone()]);
+    assert!(ids(&admin.get(&format!("{V3}/users?name__contains=LIC")).await.json(), "users").is_empty());
     let never_expiring = admin.get(&format!("{V3}/users?password_expires_at=lt:2100-01-01T00:00:00Z")).await;
     assert_eq!(never_expiring.status, StatusCode::OK);
     assert!(ids(&never_expiring.json(), "users").is_empty(), "no password expires here");
@@ -156,6 +159,7 @@ async fn groups_memberships_and_user_projects() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     let other = create_group(admin, json!({"name": "devs"})).await;
     assert_eq!(ids(&admin.get(&format!("{V3}/groups?name=ops")).await.json(), "groups"), vec![gid.clone()]);
+    assert_eq!(ids(&admin.get(&format!("{V3}/groups?name__endswith=vs")).await.json(), "groups"), vec![id(&other)]);
     assert_eq!(ids(&admin.get(&format!("{V3}/groups?domain_id=default")).await.json(), "groups").len(), 2);
 
     let r = patch(admin, &format!("{V3}/groups/{gid}"), &json!({"group": {"name": "operators"}})).await;
