@@ -320,7 +320,26 @@ async fn application_credentials_over_http() {
     assert_eq!(restricted.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(cloud.member.get(&format!("{path}/{id}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(cloud.member.delete(&format!("{path}/{id}")).await.status, StatusCode::NOT_FOUND);
+
+    // The owner losing the role on the project takes the credential's roles, and so its tokens, away.
+    let r = cloud.member.post(&path, &json!({"application_credential": {"name": "doomed", "secret": "doomed"}})).await;
+    let doomed = json!({"id": r.json()["application_credential"]["id"], "secret": "doomed"});
+    let r = app_cred_login(&cloud, doomed.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let doomed_client = cloud.member.with_token(r.header("x-subject-token").map(str::to_string));
+    assert_eq!(doomed_client.get("/identity/v3/auth/catalog").await.status, StatusCode::OK);
+    unassign_member(&cloud, &cloud.member).await;
+    assert_eq!(doomed_client.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app_cred_login(&cloud, doomed).await.status, StatusCode::UNAUTHORIZED);
     cloud.shutdown().await;
+}
+
+/// The admin removes `member` (which implies `reader`) from the client's user on its project.
+async fn unassign_member(cloud: &TestCloud, c: &Client) {
+    let roles = cloud.admin.get("/identity/v3/roles?name=member").await.json();
+    let member = roles["roles"][0]["id"].as_str().expect("member role").to_string();
+    let grant = format!("/identity/v3/projects/{}/users/{}/roles/{member}", project_id(c), user_id(c));
+    assert_eq!(cloud.admin.delete(&grant).await.status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
@@ -453,5 +472,16 @@ async fn trusts_over_http() {
     assert_eq!(r.json()["token"]["user"]["id"], trustor_id.as_str());
     assert_eq!(r.json()["token"]["OS-TRUST:trust"]["impersonation"], true);
     assert_eq!(trust_login(&cloud, trustee, &trust_id).await.status, StatusCode::NOT_FOUND, "uses exhausted");
+
+    // The trustor losing the delegated role takes it away from the trust's tokens.
+    let r = trustor.post(TRUSTS, &trust_body(false, json!({}))).await;
+    let trust_id = r.json()["trust"]["id"].as_str().unwrap().to_string();
+    let r = trust_login(&cloud, trustee, &trust_id).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let with_trust = trustee.with_token(r.header("x-subject-token").map(str::to_string));
+    assert_eq!(with_trust.get("/identity/v3/auth/catalog").await.status, StatusCode::OK);
+    unassign_member(&cloud, trustor).await;
+    assert_eq!(with_trust.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(trust_login(&cloud, trustee, &trust_id).await.status, StatusCode::UNAUTHORIZED);
     cloud.shutdown().await;
 }
