@@ -120,12 +120,18 @@ async fn store_and_service_on_every_backend() {
         // Authenticating: by id and by name + user; wrong secret and expired credentials are refused.
         let (token, info) = identity
             .authenticate(
-                Credentials::ApplicationCredential { credential: AppCredRef::Id("ac-1".into()), secret: "s3cret".into() },
+                Credentials::ApplicationCredential {
+                    credential: AppCredRef::Id("ac-1".into()),
+                    secret: "s3cret".into(),
+                },
                 ScopeRequest::Default,
             )
             .await
             .unwrap();
-        assert_eq!(info.payload.scope, Scope::ApplicationCredential { project_id: ids.demo_project.clone(), app_cred_id: "ac-1".into() });
+        assert_eq!(
+            info.payload.scope,
+            Scope::ApplicationCredential { project_id: ids.demo_project.clone(), app_cred_id: "ac-1".into() }
+        );
         assert_eq!(info.roles.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids.reader.as_str()]);
         assert_eq!(info.payload.methods, ["application_credential"]);
         assert!(info.context().application_credential_id.is_some());
@@ -135,12 +141,17 @@ async fn store_and_service_on_every_backend() {
         };
         let creds = |c: AppCredRef, s: &str| Credentials::ApplicationCredential { credential: c, secret: s.into() };
         identity.authenticate(creds(by_name.clone(), "s3cret"), ScopeRequest::Default).await.unwrap();
-        for (c, secret) in [(by_name, "wrong"), (AppCredRef::Id("ac-2".into()), "s3cret"), (AppCredRef::Id("nope".into()), "x")] {
+        for (c, secret) in
+            [(by_name, "wrong"), (AppCredRef::Id("ac-2".into()), "s3cret"), (AppCredRef::Id("nope".into()), "x")]
+        {
             let r = identity.authenticate(creds(c, secret), ScopeRequest::Default).await;
             assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
         }
         let scoped = identity
-            .authenticate(creds(AppCredRef::Id("ac-1".into()), "s3cret"), ScopeRequest::ProjectId(ids.demo_project.clone()))
+            .authenticate(
+                creds(AppCredRef::Id("ac-1".into()), "s3cret"),
+                ScopeRequest::ProjectId(ids.demo_project.clone()),
+            )
             .await;
         assert!(matches!(scoped, Err(Error::BadRequest(_))), "app creds cannot ask for a scope");
         // Deleting the credential kills its tokens.
@@ -266,7 +277,8 @@ async fn application_credentials_over_http() {
     assert!(!shown.text.contains(&secret));
     let dup = cloud.member.post(&path, &json!({"application_credential": {"name": "monitor"}})).await;
     assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.text);
-    let unassigned = cloud.member.post(&path, &json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}})).await;
+    let unassigned =
+        cloud.member.post(&path, &json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}})).await;
     assert_eq!(unassigned.status, StatusCode::BAD_REQUEST, "{}", unassigned.text);
 
     // Authenticate by id + secret: the credential's project and exactly its roles.
@@ -304,10 +316,16 @@ async fn application_credentials_over_http() {
     assert_eq!(cloud.admin.get(&path).await.status, StatusCode::OK);
 
     // List, and filter by name.
-    let r = cloud.member.post(&path, &json!({"application_credential": {"name": "other", "secret": "my-own-secret"}})).await;
+    let r = cloud
+        .member
+        .post(&path, &json!({"application_credential": {"name": "other", "secret": "my-own-secret"}}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json()["application_credential"]["secret"], "my-own-secret");
-    assert_eq!(role_names(&json!({"token": {"roles": r.json()["application_credential"]["roles"]}})), ["member", "reader"]);
+    assert_eq!(
+        role_names(&json!({"token": {"roles": r.json()["application_credential"]["roles"]}})),
+        ["member", "reader"]
+    );
     let all = cloud.member.get(&path).await.json();
     assert_eq!(all["application_credentials"].as_array().unwrap().len(), 2);
     let one = cloud.member.get(&format!("{path}?name=other")).await.json();
