@@ -424,7 +424,6 @@ impl Identity {
                 if !self.inner.store.trust_consume_use(&trust.id).await? {
                     return Err(Error::not_found("trust", trust.id));
                 }
-                self.changed();
                 Scope::Trust { project_id, trust_id: trust.id }
             }
             other => self.resolve_scope(&user, other).await?,

@@ -82,7 +82,9 @@ fn string_field<'a>(body: &'a Value, field: &str, max: usize) -> Result<Option<&
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s)),
         Some(Value::String(_)) => Err(Error::BadRequest(format!("Invalid input for field '{field}': is too long"))),
-        Some(other) => Err(Error::BadRequest(format!("Invalid input for field '{field}': {other} is not of type 'string'"))),
+        Some(other) => {
+            Err(Error::BadRequest(format!("Invalid input for field '{field}': {other} is not of type 'string'")))
+        }
     }
 }
 
@@ -164,7 +166,10 @@ async fn create(
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            return Err(Error::BadRequest(format!("Invalid input for field 'unrestricted': {other} is not of type 'boolean'")).into());
+            return Err(Error::BadRequest(format!(
+                "Invalid input for field 'unrestricted': {other} is not of type 'boolean'"
+            ))
+            .into());
         }
     };
     // Roles: by id or name, each one the creating token carries; all of the token's by default.
@@ -175,13 +180,18 @@ async fn create(
             let mut ids = Vec::new();
             for item in items {
                 let role = match (item.get("id").and_then(Value::as_str), item.get("name").and_then(Value::as_str)) {
-                    (Some(id), _) => all_roles.iter().find(|r| r.id == id).ok_or_else(|| Error::not_found("role", id))?,
+                    (Some(id), _) => {
+                        all_roles.iter().find(|r| r.id == id).ok_or_else(|| Error::not_found("role", id))?
+                    }
                     (None, Some(name)) => all_roles
                         .iter()
                         .find(|r| r.name == name && r.domain_id.is_none())
                         .ok_or_else(|| Error::not_found("role", name))?,
                     _ => {
-                        return Err(Error::BadRequest("Invalid input for field 'roles': each role needs an id or a name".into()).into());
+                        return Err(Error::BadRequest(
+                            "Invalid input for field 'roles': each role needs an id or a name".into(),
+                        )
+                        .into());
                     }
                 };
                 if !info.roles.iter().any(|r| r.id == role.id) {
@@ -199,7 +209,9 @@ async fn create(
         }
         Some(Value::Array(_)) => info.roles.iter().map(|r| r.id.clone()).collect(),
         Some(other) => {
-            return Err(Error::BadRequest(format!("Invalid input for field 'roles': {other} is not of type 'array'")).into());
+            return Err(
+                Error::BadRequest(format!("Invalid input for field 'roles': {other} is not of type 'array'")).into()
+            );
         }
     };
     let access_rules = parse_access_rules(&s, &user_id, body.get("access_rules")).await?;
@@ -232,7 +244,9 @@ async fn parse_access_rules(s: &AppState, user_id: &str, v: Option<&Value>) -> R
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(other) => {
-            return Err(Error::BadRequest(format!("Invalid input for field 'access_rules': {other} is not of type 'array'")));
+            return Err(Error::BadRequest(format!(
+                "Invalid input for field 'access_rules': {other} is not of type 'array'"
+            )));
         }
     };
     let mut rules = Vec::with_capacity(items.len());
@@ -250,7 +264,9 @@ async fn parse_access_rules(s: &AppState, user_id: &str, v: Option<&Value>) -> R
                     )));
                 }
                 if service.len() > 64 || path.len() > 255 || service.is_empty() || !path.starts_with('/') {
-                    return Err(Error::BadRequest("Invalid input for field 'access_rules': bad service or path".into()));
+                    return Err(Error::BadRequest(
+                        "Invalid input for field 'access_rules': bad service or path".into(),
+                    ));
                 }
                 rules.push(AccessRuleRow { id: new_id(), user_id: user_id.to_string(), service, path, method });
             }
@@ -373,7 +389,9 @@ mod tests {
     #[test]
     fn expiry_formats_clients_send() {
         let want = Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
-        for s in ["2030-01-02T03:04:05Z", "2030-01-02T03:04:05", "2030-01-02T03:04:05.000000", "2030-01-02T03:04:05+00:00"] {
+        for s in
+            ["2030-01-02T03:04:05Z", "2030-01-02T03:04:05", "2030-01-02T03:04:05.000000", "2030-01-02T03:04:05+00:00"]
+        {
             assert_eq!(parse_expiry("expires_at", &json!(s)).unwrap(), Some(want), "{s}");
         }
         assert_eq!(parse_expiry("expires_at", &Value::Null).unwrap(), None);

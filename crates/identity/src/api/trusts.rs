@@ -14,9 +14,9 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    AppState, authorize,
+    AppState,
     application_credentials::{check_unrestricted, parse_expiry},
-    caller, enforce,
+    authorize, caller, enforce,
 };
 use crate::{
     error::Error,
@@ -27,8 +27,7 @@ use crate::{
 /// Upstream's default `[trust] max_redelegation_count`.
 const MAX_REDELEGATION_COUNT: i64 = 3;
 
-const TRUSTOR_OR_TRUSTEE: &str =
-    "rule:admin_required or rule:system_reader or user_id:%(target.trust.trustor_user_id)s or \
+const TRUSTOR_OR_TRUSTEE: &str = "rule:admin_required or rule:system_reader or user_id:%(target.trust.trustor_user_id)s or \
      user_id:%(target.trust.trustee_user_id)s";
 
 /// Default policy rules (upstream names, secure-RBAC defaults; admins in any scope, as upstream's deprecated
@@ -192,7 +191,9 @@ async fn create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<
                 return Err(forbidden("Redelegation is not allowed for this trust").into());
             }
             if parent.project_id != project_id || role_ids.iter().any(|r| !parent.role_ids.contains(r)) {
-                return Err(forbidden("Redelegated trusts may only narrow the project and roles of their parent").into());
+                return Err(
+                    forbidden("Redelegated trusts may only narrow the project and roles of their parent").into()
+                );
             }
             let count = redelegation_count.unwrap_or(depth - 1);
             if count > depth - 1 {

@@ -207,9 +207,16 @@ impl Store {
         }
     }
 
-    pub async fn application_credential_get_by_name(&self, user_id: &str, name: &str) -> Result<Option<AppCredRow>, Error> {
-        let sql =
-            concat!("SELECT ", app_cred_cols!(), " FROM identity_application_credential WHERE user_id = ? AND name = ?");
+    pub async fn application_credential_get_by_name(
+        &self,
+        user_id: &str,
+        name: &str,
+    ) -> Result<Option<AppCredRow>, Error> {
+        let sql = concat!(
+            "SELECT ",
+            app_cred_cols!(),
+            " FROM identity_application_credential WHERE user_id = ? AND name = ?"
+        );
         let row = self.db.query(sql).bind(user_id).bind(name).fetch_optional(self.db.pool()).await?;
         match row.as_ref().map(app_cred).transpose()? {
             Some(c) => Ok(Some(self.application_credential_fill(c).await?)),
@@ -218,7 +225,11 @@ impl Store {
     }
 
     /// A user's credentials, by name, optionally only the one named `name`.
-    pub async fn application_credential_list(&self, user_id: &str, name: Option<&str>) -> Result<Vec<AppCredRow>, Error> {
+    pub async fn application_credential_list(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<AppCredRow>, Error> {
         let rows = match name {
             Some(name) => {
                 let sql = concat!(
@@ -280,15 +291,23 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let done =
-            self.db.query("DELETE FROM identity_application_credential WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        let done = self
+            .db
+            .query("DELETE FROM identity_application_credential WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Deletes every credential a user owns, or every credential bound to a project (upstream's clean-up when a
     /// user or project is deleted). Returns how many went.
-    pub async fn application_credential_delete_for(&self, user_id: Option<&str>, project_id: Option<&str>) -> Result<usize, Error> {
+    pub async fn application_credential_delete_for(
+        &self,
+        user_id: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<usize, Error> {
         let mut ids: Vec<String> = Vec::new();
         if let Some(u) = user_id {
             ids.extend(self.application_credential_list(u, None).await?.into_iter().map(|c| c.id));
@@ -344,7 +363,8 @@ impl Store {
     }
 
     pub async fn access_rule_delete(&self, id: &str) -> Result<bool, Error> {
-        let done = self.db.query("DELETE FROM identity_access_rule WHERE id = ?").bind(id).execute(self.db.pool()).await?;
+        let done =
+            self.db.query("DELETE FROM identity_access_rule WHERE id = ?").bind(id).execute(self.db.pool()).await?;
         Ok(done.rows_affected() > 0)
     }
 }

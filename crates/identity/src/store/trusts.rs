@@ -52,7 +52,11 @@ impl Store {
     pub async fn trust_create(&self, t: &TrustRow) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
         self.db
-            .query(concat!("INSERT INTO identity_trust (", trust_cols!(), ", created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .query(concat!(
+                "INSERT INTO identity_trust (",
+                trust_cols!(),
+                ", created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
             .bind(&t.id)
             .bind(&t.trustor_user_id)
             .bind(&t.trustee_user_id)
@@ -92,11 +96,13 @@ impl Store {
     pub async fn trust_list(&self, trustor: Option<&str>, trustee: Option<&str>) -> Result<Vec<TrustRow>, Error> {
         let rows = match (trustor, trustee) {
             (Some(u), _) => {
-                let sql = concat!("SELECT ", trust_cols!(), " FROM identity_trust WHERE trustor_user_id = ? ORDER BY id");
+                let sql =
+                    concat!("SELECT ", trust_cols!(), " FROM identity_trust WHERE trustor_user_id = ? ORDER BY id");
                 self.db.query(sql).bind(u).fetch_all(self.db.pool()).await?
             }
             (None, Some(u)) => {
-                let sql = concat!("SELECT ", trust_cols!(), " FROM identity_trust WHERE trustee_user_id = ? ORDER BY id");
+                let sql =
+                    concat!("SELECT ", trust_cols!(), " FROM identity_trust WHERE trustee_user_id = ? ORDER BY id");
                 self.db.query(sql).bind(u).fetch_all(self.db.pool()).await?
             }
             (None, None) => {
@@ -149,7 +155,9 @@ impl Store {
     /// Deletes every trust a user is trustor or trustee of (upstream's clean-up when a user is deleted).
     pub async fn trust_delete_for_user(&self, user_id: &str) -> Result<usize, Error> {
         let mut n = 0;
-        for t in self.trust_list(Some(user_id), None).await?.into_iter().chain(self.trust_list(None, Some(user_id)).await?) {
+        for t in
+            self.trust_list(Some(user_id), None).await?.into_iter().chain(self.trust_list(None, Some(user_id)).await?)
+        {
             n += usize::from(self.trust_delete(&t.id).await?);
         }
         Ok(n)

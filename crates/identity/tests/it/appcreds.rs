@@ -120,12 +120,18 @@ async fn store_and_service_on_every_backend() {
         // Authenticating: by id and by name + user; wrong secret and expired credentials are refused.
         let (token, info) = identity
             .authenticate(
-                Credentials::ApplicationCredential { credential: AppCredRef::Id("ac-1".into()), secret: "s3cret".into() },
+                Credentials::ApplicationCredential {
+                    credential: AppCredRef::Id("ac-1".into()),
+                    secret: "s3cret".into(),
+                },
                 ScopeRequest::Default,
             )
             .await
             .unwrap();
-        assert_eq!(info.payload.scope, Scope::ApplicationCredential { project_id: ids.demo_project.clone(), app_cred_id: "ac-1".into() });
+        assert_eq!(
+            info.payload.scope,
+            Scope::ApplicationCredential { project_id: ids.demo_project.clone(), app_cred_id: "ac-1".into() }
+        );
         assert_eq!(info.roles.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [ids.reader.as_str()]);
         assert_eq!(info.payload.methods, ["application_credential"]);
         assert!(info.context().application_credential_id.is_some());
@@ -135,12 +141,17 @@ async fn store_and_service_on_every_backend() {
         };
         let creds = |c: AppCredRef, s: &str| Credentials::ApplicationCredential { credential: c, secret: s.into() };
         identity.authenticate(creds(by_name.clone(), "s3cret"), ScopeRequest::Default).await.unwrap();
-        for (c, secret) in [(by_name, "wrong"), (AppCredRef::Id("ac-2".into()), "s3cret"), (AppCredRef::Id("nope".into()), "x")] {
+        for (c, secret) in
+            [(by_name, "wrong"), (AppCredRef::Id("ac-2".into()), "s3cret"), (AppCredRef::Id("nope".into()), "x")]
+        {
             let r = identity.authenticate(creds(c, secret), ScopeRequest::Default).await;
             assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
         }
         let scoped = identity
-            .authenticate(creds(AppCredRef::Id("ac-1".into()), "s3cret"), ScopeRequest::ProjectId(ids.demo_project.clone()))
+            .authenticate(
+                creds(AppCredRef::Id("ac-1".into()), "s3cret"),
+                ScopeRequest::ProjectId(ids.demo_project.clone()),
+            )
             .await;
         assert!(matches!(scoped, Err(Error::BadRequest(_))), "app creds cannot ask for a scope");
         // Deleting the credential kills its tokens.
@@ -266,7 +277,8 @@ async fn application_credentials_over_http() {
     assert!(!shown.text.contains(&secret));
     let dup = cloud.member.post(&path, &json!({"application_credential": {"name": "monitor"}})).await;
     assert_eq!(dup.status, StatusCode::CONFLICT, "{}", dup.text);
-    let unassigned = cloud.member.post(&path, &json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}})).await;
+    let unassigned =
+        cloud.member.post(&path, &json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}})).await;
     assert_eq!(unassigned.status, StatusCode::BAD_REQUEST, "{}", unassigned.text);
 
     // Authenticate by id + secret: the credential's project and exactly its roles.
@@ -304,10 +316,16 @@ async fn application_credentials_over_http() {
     assert_eq!(cloud.admin.get(&path).await.status, StatusCode::OK);
 
     // List, and filter by name.
-    let r = cloud.member.post(&path, &json!({"application_credential": {"name": "other", "secret": "my-own-secret"}})).await;
+    let r = cloud
+        .member
+        .post(&path, &json!({"application_credential": {"name": "other", "secret": "my-own-secret"}}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.json()["application_credential"]["secret"], "my-own-secret");
-    assert_eq!(role_names(&json!({"token": {"roles": r.json()["application_credential"]["roles"]}})), ["member", "reader"]);
+    assert_eq!(
+        role_names(&json!({"token": {"roles": r.json()["application_credential"]["roles"]}})),
+        ["member", "reader"]
+    );
     let all = cloud.member.get(&path).await.json();
     assert_eq!(all["application_credentials"].as_array().unwrap().len(), 2);
     let one = cloud.member.get(&format!("{path}?name=other")).await.json();
@@ -320,7 +338,26 @@ async fn application_credentials_over_http() {
     assert_eq!(restricted.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(cloud.member.get(&format!("{path}/{id}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(cloud.member.delete(&format!("{path}/{id}")).await.status, StatusCode::NOT_FOUND);
+
+    // The owner losing the role on the project takes the credential's roles, and so its tokens, away.
+    let r = cloud.member.post(&path, &json!({"application_credential": {"name": "doomed", "secret": "doomed"}})).await;
+    let doomed = json!({"id": r.json()["application_credential"]["id"], "secret": "doomed"});
+    let r = app_cred_login(&cloud, doomed.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let doomed_client = cloud.member.with_token(r.header("x-subject-token").map(str::to_string));
+    assert_eq!(doomed_client.get("/identity/v3/auth/catalog").await.status, StatusCode::OK);
+    unassign_member(&cloud, &cloud.member).await;
+    assert_eq!(doomed_client.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app_cred_login(&cloud, doomed).await.status, StatusCode::UNAUTHORIZED);
     cloud.shutdown().await;
+}
+
+/// The admin removes `member` (which implies `reader`) from the client's user on its project.
+async fn unassign_member(cloud: &TestCloud, c: &Client) {
+    let roles = cloud.admin.get("/identity/v3/roles?name=member").await.json();
+    let member = roles["roles"][0]["id"].as_str().expect("member role").to_string();
+    let grant = format!("/identity/v3/projects/{}/users/{}/roles/{member}", project_id(c), user_id(c));
+    assert_eq!(cloud.admin.delete(&grant).await.status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]
@@ -453,5 +490,16 @@ async fn trusts_over_http() {
     assert_eq!(r.json()["token"]["user"]["id"], trustor_id.as_str());
     assert_eq!(r.json()["token"]["OS-TRUST:trust"]["impersonation"], true);
     assert_eq!(trust_login(&cloud, trustee, &trust_id).await.status, StatusCode::NOT_FOUND, "uses exhausted");
+
+    // The trustor losing the delegated role takes it away from the trust's tokens.
+    let r = trustor.post(TRUSTS, &trust_body(false, json!({}))).await;
+    let trust_id = r.json()["trust"]["id"].as_str().unwrap().to_string();
+    let r = trust_login(&cloud, trustee, &trust_id).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let with_trust = trustee.with_token(r.header("x-subject-token").map(str::to_string));
+    assert_eq!(with_trust.get("/identity/v3/auth/catalog").await.status, StatusCode::OK);
+    unassign_member(&cloud, trustor).await;
+    assert_eq!(with_trust.get("/identity/v3/auth/catalog").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(trust_login(&cloud, trustee, &trust_id).await.status, StatusCode::UNAUTHORIZED);
     cloud.shutdown().await;
 }
