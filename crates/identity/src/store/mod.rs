@@ -7,19 +7,29 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
+mod application_credentials;
 mod groups;
 mod projects;
 mod roles;
+mod trusts;
 mod users;
 
+pub use application_credentials::{AccessRuleRow, AppCredRow};
 pub use groups::GroupRow;
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
+pub use trusts::TrustRow;
 pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] =
-    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    INITIAL,
+    groups::MIGRATION,
+    projects::MIGRATION,
+    users::MIGRATION,
+    roles::MIGRATION,
+    application_credentials::MIGRATION,
+];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -322,18 +332,37 @@ impl Store {
         Ok(())
     }
 
-    /// Projects on which the user holds any role directly.
+    /// Projects on which the user holds any role directly or through one of their groups.
     pub async fn project_list_for_user(&self, user_id: &str) -> Result<Vec<ProjectRow>, Error> {
         let sql = concat!("SELECT ", project_cols!(), " FROM identity_project WHERE id IN \
-             (SELECT target_id FROM identity_assignment WHERE kind = ? AND actor_id = ?) ORDER BY name");
-        let rows = self.db.query(sql).bind(kind::USER_PROJECT).bind(user_id).fetch_all(self.db.pool()).await?;
+             (SELECT target_id FROM identity_assignment WHERE (kind = ? AND actor_id = ?) OR (kind = ? AND actor_id IN \
+             (SELECT group_id FROM identity_user_group WHERE user_id = ?))) ORDER BY name");
+        let rows = self
+            .db
+            .query(sql)
+            .bind(kind::USER_PROJECT)
+            .bind(user_id)
+            .bind(kind::GROUP_PROJECT)
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter().map(project).collect()
     }
 
+    /// Domains on which the user holds any role directly or through one of their groups.
     pub async fn domain_list_for_user(&self, user_id: &str) -> Result<Vec<DomainRow>, Error> {
         let sql = concat!("SELECT ", domain_cols!(), " FROM identity_domain WHERE id IN \
-             (SELECT target_id FROM identity_assignment WHERE kind = ? AND actor_id = ?) ORDER BY name");
-        let rows = self.db.query(sql).bind(kind::USER_DOMAIN).bind(user_id).fetch_all(self.db.pool()).await?;
+             (SELECT target_id FROM identity_assignment WHERE (kind = ? AND actor_id = ?) OR (kind = ? AND actor_id IN \
+             (SELECT group_id FROM identity_user_group WHERE user_id = ?))) ORDER BY name");
+        let rows = self
+            .db
+            .query(sql)
+            .bind(kind::USER_DOMAIN)
+            .bind(user_id)
+            .bind(kind::GROUP_DOMAIN)
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter().map(domain).collect()
     }
 
