@@ -18,4 +18,4 @@ pub mod service;
 pub mod store;
 
 pub use error::Error;
-pub use service::{Caller, Image, ImageConfig};
+pub use service::{Caller, Image, ImageConfig, ImportRequest};

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     error::Error,
-    store::{ImageRow, MemberRow},
+    store::{ImageRow, MemberRow, TaskRow},
 };
 
 /// Disk formats Glance accepts by default.
@@ -98,6 +98,25 @@ pub fn member_json(m: &MemberRow) -> Value {
         "created_at": format_time(m.created_at),
         "updated_at": format_time(m.updated_at),
         "schema": "/v2/schemas/member",
+    })
+}
+
+/// A task as `GET /v2/images/{id}/tasks` shows it.
+pub fn task_json(t: &TaskRow) -> Value {
+    json!({
+        "id": t.id,
+        "image_id": t.image_id,
+        "type": t.kind,
+        "status": t.status,
+        "owner": t.owner,
+        "user_id": t.user_id,
+        "request_id": t.request_id,
+        "input": serde_json::from_str::<Value>(&t.input).unwrap_or(Value::Null),
+        "result": null,
+        "message": t.message,
+        "created_at": format_time(t.created_at),
+        "updated_at": format_time(t.updated_at),
+        "expires_at": null,
     })
 }
 

@@ -18,7 +18,7 @@ use crate::{
     adapter::{AdapterError, ByteRange, ByteStream, FileAdapter, StoreAdapter},
     error::Error,
     model::{ListQuery, sort_images},
-    store::{DataRecord, ImageRow, MemberRow, Store, now_micros},
+    store::{DataRecord, ImageRow, MemberRow, Store, TaskRow, now_micros},
 };
 
 /// How the image service runs.
@@ -46,6 +46,16 @@ impl ImageConfig {
             image_size_cap: 1 << 40,
         }
     }
+}
+
+/// An import request: the method, and what the task records about it.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    pub method: String,
+    /// The request body, kept as the task's input.
+    pub input: serde_json::Value,
+    pub request_id: Option<String>,
+    pub user_id: Option<String>,
 }
 
 /// Who is asking, as far as visibility goes.
@@ -447,8 +457,9 @@ impl Image {
     }
 
     /// `POST /v2/images/{id}/import` with `glance-direct`: moves staged data into the store in the background
-    /// (uploading → importing → active).
-    pub async fn import(&self, img: &ImageRow, method: &str) -> Result<(), Error> {
+    /// (uploading → importing → active), recorded as an `api_image_import` task.
+    pub async fn import(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
+        let method = request.method.as_str();
         if method != "glance-direct" {
             return Err(Error::BadRequest(format!("Import method {method} is not supported.")));
         }
@@ -468,16 +479,43 @@ impl Image {
             }
         };
         let limit = self.upload_limit(img).await?;
+        let now = now_micros();
+        let task = TaskRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            image_id: img.id.clone(),
+            kind: "api_image_import".into(),
+            status: "processing".into(),
+            owner: img.owner.clone(),
+            user_id: request.user_id,
+            request_id: request.request_id,
+            input: request.input.to_string(),
+            message: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.task_insert(&task).await?;
         let this = self.clone();
         let img = img.clone();
         tokio::spawn(async move {
             let result = this.store_data(img.clone(), data, limit, "importing").await;
-            if let Err(e) = &result {
-                tracing::warn!(image_id = %img.id, error = %e, "glance-direct import failed");
+            let (status, message) = match &result {
+                Ok(()) => ("success", "Import complete".to_string()),
+                Err(e) => {
+                    tracing::warn!(image_id = %img.id, error = %e, "glance-direct import failed");
+                    ("failure", e.to_string())
+                }
+            };
+            if let Err(e) = this.inner.store.task_finish(&task.id, status, &message).await {
+                tracing::error!(task_id = %task.id, error = %e, "cannot record the end of an import task");
             }
             let _ = this.inner.staging.delete(&staging_location(&this.inner.staging, &img.id)).await;
         });
         Ok(())
+    }
+
+    /// The tasks run on an image, oldest first.
+    pub async fn tasks(&self, img: &ImageRow) -> Result<Vec<TaskRow>, Error> {
+        self.inner.store.task_list(&img.id).await
     }
 
     pub async fn add_tag(&self, img: &ImageRow, tag: &str) -> Result<(), Error> {

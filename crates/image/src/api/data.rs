@@ -2,14 +2,14 @@
 //! `glance-direct` import (`PUT /v2/images/{id}/stage`, `POST /v2/images/{id}/import`).
 
 use ::auth::Context;
-use api_common::ApiError;
+use api_common::{ApiError, wire::RequestId};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, State},
+    extract::{DefaultBodyLimit, Extension, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{post, put},
+    routing::{get, post, put},
 };
 use futures::StreamExt;
 
@@ -17,6 +17,8 @@ use super::{AppState, authorized_image, parse_json};
 use crate::{
     adapter::{ByteRange, ByteStream},
     error::Error,
+    model::task_json,
+    service::ImportRequest,
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -24,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2/images/{id}/file", put(upload).get(download).layer(DefaultBodyLimit::disable()))
         .route("/v2/images/{id}/stage", put(stage).layer(DefaultBodyLimit::disable()))
         .route("/v2/images/{id}/import", post(import))
+        .route("/v2/images/{id}/tasks", get(tasks))
 }
 
 fn check_octet_stream(headers: &HeaderMap) -> Result<(), Error> {
@@ -70,6 +73,7 @@ async fn import(
     State(s): State<AppState>,
     ctx: Context,
     Path(id): Path<String>,
+    request_id: Option<Extension<RequestId>>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let (_, img) = authorized_image(&s, &ctx, &id, "modify_image").await?;
@@ -78,7 +82,13 @@ async fn import(
         .pointer("/method/name")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::BadRequest("Import request requires a 'method' with a 'name'.".into()))?;
-    s.image.import(&img, method).await?;
+    let request = ImportRequest {
+        method: method.to_string(),
+        input: serde_json::json!({"import_req": body}),
+        request_id: request_id.map(|Extension(RequestId(r))| r),
+        user_id: Some(ctx.user_id.clone()),
+    };
+    s.image.import(&img, request).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -151,4 +161,15 @@ async fn download(
         }
     }
     Ok(response)
+}
+
+/// `GET /v2/images/{id}/tasks` (v2.12): the image's import tasks.
+async fn tasks(
+    State(s): State<AppState>,
+    ctx: Context,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let (_, img) = authorized_image(&s, &ctx, &id, "get_image").await?;
+    let tasks = s.image.tasks(&img).await?;
+    Ok(axum::Json(serde_json::json!({"tasks": tasks.iter().map(task_json).collect::<Vec<_>>()})))
 }

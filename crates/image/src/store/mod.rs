@@ -12,7 +12,7 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 /// Every image migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, TASKS];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -62,6 +62,44 @@ CREATE TABLE image_member (
 );
 CREATE INDEX image_member_member ON image_member (member_id)",
 };
+
+const TASKS: Migration = Migration {
+    version: 2,
+    name: "image import tasks",
+    sql: "
+CREATE TABLE image_task (
+    id {id} PRIMARY KEY,
+    image_id {id} NOT NULL,
+    type {name} NOT NULL,
+    status {id} NOT NULL,
+    owner {id},
+    user_id {id},
+    request_id {name},
+    input {text} NOT NULL,
+    message {text} NOT NULL,
+    created_at {int} NOT NULL,
+    updated_at {int} NOT NULL
+);
+CREATE INDEX image_task_image ON image_task (image_id)",
+};
+
+/// An asynchronous task on an image (an import), as `GET /v2/images/{id}/tasks` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    pub id: String,
+    pub image_id: String,
+    pub kind: String,
+    /// `pending`, `processing`, `success` or `failure`.
+    pub status: String,
+    pub owner: Option<String>,
+    pub user_id: Option<String>,
+    pub request_id: Option<String>,
+    /// The request body that started the task, as JSON text.
+    pub input: String,
+    pub message: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
 
 /// One image: its row plus properties and tags.
 #[derive(Clone, Debug, PartialEq)]
@@ -433,6 +471,7 @@ impl Store {
     pub async fn image_delete(&self, id: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;
         self.db.query("DELETE FROM image_member WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
+        self.db.query("DELETE FROM image_task WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
         self.db.query("DELETE FROM image_tag WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
         self.db.query("DELETE FROM image_property WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
         let n = self.db.query("DELETE FROM image_image WHERE id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
@@ -495,6 +534,70 @@ impl Store {
             .execute(self.db.pool())
             .await?;
         Ok(())
+    }
+
+    pub async fn task_insert(&self, t: &TaskRow) -> Result<(), Error> {
+        self.db
+            .query(
+                "INSERT INTO image_task (id, image_id, type, status, owner, user_id, request_id, input, message, \
+                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&t.id)
+            .bind(&t.image_id)
+            .bind(&t.kind)
+            .bind(&t.status)
+            .bind(&t.owner)
+            .bind(&t.user_id)
+            .bind(&t.request_id)
+            .bind(&t.input)
+            .bind(&t.message)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a task with `status` and a message.
+    pub async fn task_finish(&self, id: &str, status: &str, message: &str) -> Result<(), Error> {
+        self.db
+            .query("UPDATE image_task SET status = ?, message = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(message)
+            .bind(now_micros())
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn task_list(&self, image_id: &str) -> Result<Vec<TaskRow>, Error> {
+        let rows = self
+            .db
+            .query(
+                "SELECT id, image_id, type, status, owner, user_id, request_id, input, message, created_at, \
+                 updated_at FROM image_task WHERE image_id = ? ORDER BY created_at, id",
+            )
+            .bind(image_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TaskRow {
+                    id: r.try_get("id")?,
+                    image_id: r.try_get("image_id")?,
+                    kind: r.try_get("type")?,
+                    status: r.try_get("status")?,
+                    owner: r.try_get("owner")?,
+                    user_id: r.try_get("user_id")?,
+                    request_id: r.try_get("request_id")?,
+                    input: r.try_get("input")?,
+                    message: r.try_get("message")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Adds a member (status `pending`); a duplicate is a conflict.

@@ -185,6 +185,7 @@ async fn glance_direct_import() {
     assert_eq!(r.status, 400);
     let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}})).await;
     assert_eq!(r.status, 202, "{}", r.text);
+    let request_id = r.header("x-openstack-request-id").unwrap().to_string();
     let mut v = serde_json::Value::Null;
     for _ in 0..100 {
         v = cloud.member.get(&format!("/image/v2/images/{id}")).await.json();
@@ -197,5 +198,22 @@ async fn glance_direct_import() {
     assert_eq!(v["checksum"], hex(&Md5::digest(b"staged bytes")));
     let (_, _, body) = get_bytes(&cloud, &cloud.member, &format!("/image/v2/images/{id}/file"), &[]).await;
     assert_eq!(body, b"staged bytes");
+    // The import is recorded as a task (v2.12), finished by the time the image is active.
+    let mut tasks = serde_json::Value::Null;
+    for _ in 0..100 {
+        tasks = cloud.member.get(&format!("/image/v2/images/{id}/tasks")).await.json()["tasks"].clone();
+        if tasks[0]["status"] == "success" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
+    assert_eq!(tasks[0]["status"], "success");
+    assert_eq!(tasks[0]["type"], "api_image_import");
+    assert_eq!(tasks[0]["request_id"], request_id.as_str());
+    assert_eq!(tasks[0]["input"]["import_req"]["method"]["name"], "glance-direct");
+    // Importing again is refused: the image is active.
+    let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}})).await;
+    assert_eq!(r.status, 409);
     cloud.shutdown().await;
 }
