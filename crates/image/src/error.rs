@@ -52,15 +52,13 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::conflict(m),
             Error::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
             Error::UnsupportedMediaType(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
-            Error::RangeNotSatisfiable { size } => ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "Requested range not satisfiable.",
-            )
-            .with_header(
-                http::header::CONTENT_RANGE,
-                http::HeaderValue::from_str(&format!("bytes */{size}"))
-                    .unwrap_or(http::HeaderValue::from_static("bytes */0")),
-            ),
+            Error::RangeNotSatisfiable { size } => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "Requested range not satisfiable.").with_header(
+                    http::header::CONTENT_RANGE,
+                    http::HeaderValue::from_str(&format!("bytes */{size}"))
+                        .unwrap_or(http::HeaderValue::from_static("bytes */0")),
+                )
+            }
             Error::UploadInterrupted(m) => ApiError::bad_request(format!("The image upload was interrupted: {m}")),
             Error::Db(e) => {
                 tracing::error!(error = %e, "image database error");

@@ -13,8 +13,7 @@ use crate::{
 };
 
 /// Disk formats Glance accepts by default.
-pub const DISK_FORMATS: &[&str] =
-    &["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
+pub const DISK_FORMATS: &[&str] = &["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
 /// Container formats Glance accepts by default.
 pub const CONTAINER_FORMATS: &[&str] = &["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
 pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
@@ -304,9 +303,7 @@ pub fn parse_patch(body: &Value) -> Result<Vec<PatchOp>, Error> {
     items
         .iter()
         .map(|item| {
-            let obj = item
-                .as_object()
-                .ok_or_else(|| Error::BadRequest("Operations must be JSON objects.".into()))?;
+            let obj = item.as_object().ok_or_else(|| Error::BadRequest("Operations must be JSON objects.".into()))?;
             let (op, path) = match (obj.get("op"), obj.get("path")) {
                 (Some(op), Some(path)) => (op.as_str(), path.as_str()),
                 _ => {
@@ -466,16 +463,17 @@ impl ListQuery {
                 usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)
             }
         };
-        let sort = parse_sort(q, SORT_KEYS, &[("created_at", SortDir::Desc)])
-            .map_err(|e| Error::BadRequest(e.message))?;
+        let sort =
+            parse_sort(q, SORT_KEYS, &[("created_at", SortDir::Desc)]).map_err(|e| Error::BadRequest(e.message))?;
         let mut times = Vec::new();
         for field in ["created_at", "updated_at"] {
             for v in q.get_all(field) {
-                let (op, value) = v.split_once(':').filter(|(op, _)| {
-                    ["gt", "gte", "lt", "lte", "eq", "neq"].contains(op)
-                }).unwrap_or(("eq", v));
-                let micros = parse_time(value)
-                    .ok_or_else(|| Error::BadRequest(format!("Invalid time format for {field}.")))?;
+                let (op, value) = v
+                    .split_once(':')
+                    .filter(|(op, _)| ["gt", "gte", "lt", "lte", "eq", "neq"].contains(op))
+                    .unwrap_or(("eq", v));
+                let micros =
+                    parse_time(value).ok_or_else(|| Error::BadRequest(format!("Invalid time format for {field}.")))?;
                 times.push(TimeFilter { field, op: op.to_string(), micros });
             }
         }
@@ -571,7 +569,7 @@ impl ListQuery {
                 Some(Value::Null) | None => return false,
                 Some(other) => other.to_string(),
             };
-            values.iter().any(|v| *v == have)
+            values.contains(&have)
         })
     }
 }

@@ -249,7 +249,9 @@ impl Image {
         let start = match &q.marker {
             None => 0,
             Some(m) => {
-                out.iter().position(|i| &i.id == m).ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?
+                out.iter()
+                    .position(|i| &i.id == m)
+                    .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?
                     + 1
             }
         };
@@ -275,10 +277,10 @@ impl Image {
         if !self.inner.store.image_delete(&img.id).await? {
             return Err(not_found(&img.id));
         }
-        if let Some(location) = &img.location {
-            if let Err(e) = self.inner.adapter.delete(location).await {
-                tracing::warn!(image_id = %img.id, error = %e, "cannot delete image data");
-            }
+        if let Some(location) = &img.location
+            && let Err(e) = self.inner.adapter.delete(location).await
+        {
+            tracing::warn!(image_id = %img.id, error = %e, "cannot delete image data");
         }
         let _ = self.inner.staging.delete(&staging_location(&self.inner.staging, &img.id)).await;
         Ok(())
@@ -408,11 +410,7 @@ impl Image {
     }
 
     /// Streams an image's data (or a range of it). `None` when the image has no data yet.
-    pub async fn download(
-        &self,
-        img: &ImageRow,
-        range: Option<ByteRange>,
-    ) -> Result<Option<ByteStream>, Error> {
+    pub async fn download(&self, img: &ImageRow, range: Option<ByteRange>) -> Result<Option<ByteStream>, Error> {
         let Some(location) = &img.location else { return Ok(None) };
         match self.inner.adapter.get(location, range).await {
             Ok(s) => Ok(Some(s)),
@@ -424,7 +422,10 @@ impl Image {
     /// `PUT /v2/images/{id}/stage`: keeps the data in the staging area; the image goes queued → uploading.
     pub async fn stage(&self, img: &ImageRow, data: ByteStream) -> Result<(), Error> {
         if img.status != "queued" {
-            return Err(Error::Conflict(format!("Image status transition from {} to uploading is not allowed", img.status)));
+            return Err(Error::Conflict(format!(
+                "Image status transition from {} to uploading is not allowed",
+                img.status
+            )));
         }
         if !self.inner.store.image_transition(&img.id, "queued", "uploading").await? {
             return Err(Error::Conflict("Image status transition from uploading to uploading is not allowed".into()));
@@ -465,7 +466,10 @@ impl Image {
         }
         Self::check_formats(img)?;
         if img.status != "uploading" {
-            return Err(Error::Conflict(format!("Image status {} is not valid for glance-direct import; stage the data first.", img.status)));
+            return Err(Error::Conflict(format!(
+                "Image status {} is not valid for glance-direct import; stage the data first.",
+                img.status
+            )));
         }
         if !self.inner.store.image_transition(&img.id, "uploading", "importing").await? {
             return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));

@@ -50,7 +50,7 @@ impl ByteRange {
         self.end - self.start + 1
     }
     pub fn is_empty(&self) -> bool {
-        false
+        self.end < self.start
     }
 }
 

@@ -111,7 +111,11 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Erro
         ByteRange { start: size.saturating_sub(n), end: size - 1 }
     } else {
         let start: u64 = a.parse().map_err(|_| Error::RangeNotSatisfiable { size })?;
-        let end: u64 = if b.is_empty() { size.saturating_sub(1) } else { b.parse().map_err(|_| Error::RangeNotSatisfiable { size })? };
+        let end: u64 = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse().map_err(|_| Error::RangeNotSatisfiable { size })?
+        };
         if start >= size || end < start {
             return Err(unsatisfiable);
         }

@@ -16,7 +16,11 @@ use crate::model::{CONTAINER_FORMATS, DISK_FORMATS, MEMBER_STATUSES, VISIBILITIE
 const CURRENT: u32 = 16;
 
 pub(super) fn open_routes() -> Router<AppState> {
-    Router::new().route("/", get(versions_multiple)).route("/versions", get(versions)).route("/v2", get(versions_multiple)).route("/v2/", get(versions_multiple))
+    Router::new()
+        .route("/", get(versions_multiple))
+        .route("/versions", get(versions))
+        .route("/v2", get(versions_multiple))
+        .route("/v2/", get(versions_multiple))
 }
 
 pub(super) fn routes() -> Router<AppState> {
@@ -87,8 +91,7 @@ fn nullable_enum(values: &[&str]) -> Value {
     json!(all)
 }
 
-const UUID_PATTERN: &str =
-    "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
+const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
 /// The image schema: base attributes with their types; any other property is a string.
 pub fn image_schema() -> Value {

@@ -62,10 +62,8 @@ async fn list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<
     } else {
         format!("/v2/images?{}", QueryPairs(without_marker).with("limit", &query.limit.to_string()))
     });
-    if more {
-        if let Some(last) = images.last() {
-            body["next"] = json!(format!("/v2/images?{}", q.with("marker", &last.id)));
-        }
+    if more && let Some(last) = images.last() {
+        body["next"] = json!(format!("/v2/images?{}", q.with("marker", &last.id)));
     }
     Ok(Json(body))
 }

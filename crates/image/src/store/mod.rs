@@ -464,7 +464,12 @@ impl Store {
 
     /// Every image left in `status` (for recovery after a crash).
     pub async fn image_ids_with_status(&self, status: &str) -> Result<Vec<String>, Error> {
-        Ok(self.db.query_scalar("SELECT id FROM image_image WHERE status = ?").bind(status).fetch_all(self.db.pool()).await?)
+        Ok(self
+            .db
+            .query_scalar("SELECT id FROM image_image WHERE status = ?")
+            .bind(status)
+            .fetch_all(self.db.pool())
+            .await?)
     }
 
     /// Deletes an image and everything hanging off it. Returns whether it existed.
@@ -604,7 +609,9 @@ impl Store {
     pub async fn member_insert(&self, member: &MemberRow) -> Result<(), Error> {
         let r = self
             .db
-            .query("INSERT INTO image_member (image_id, member_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+            .query(
+                "INSERT INTO image_member (image_id, member_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            )
             .bind(&member.image_id)
             .bind(&member.member_id)
             .bind(&member.status)

@@ -94,8 +94,15 @@ async fn upload_rules() {
     assert_eq!(r.status, 400, "{}", r.text);
     let img = create_named(&cloud.member, "ct").await;
     let id = img["id"].as_str().unwrap();
-    let r = raw(&cloud, &cloud.member, Method::PUT, &format!("/image/v2/images/{id}/file"), b"x".to_vec(),
-        &[("Content-Type", "application/json")]).await;
+    let r = raw(
+        &cloud,
+        &cloud.member,
+        Method::PUT,
+        &format!("/image/v2/images/{id}/file"),
+        b"x".to_vec(),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
     assert_eq!(r.status, 415);
     // qcow2 virtual size comes from the header.
     let q = create(&cloud.member, json!({"name": "q", "disk_format": "qcow2", "container_format": "bare"})).await;
@@ -109,7 +116,9 @@ async fn upload_rules() {
     assert_eq!(v["virtual_size"], 1u64 << 30);
     assert_eq!(v["size"], 1024);
     // Format changes are refused once there is data.
-    let r = crate::patch(&cloud, &cloud.member, qid, json!([{"op": "replace", "path": "/disk_format", "value": "raw"}])).await;
+    let r =
+        crate::patch(&cloud, &cloud.member, qid, json!([{"op": "replace", "path": "/disk_format", "value": "raw"}]))
+            .await;
     assert_eq!(r.status, 403);
     cloud.shutdown().await;
 }
@@ -132,7 +141,8 @@ async fn interrupted_upload_leaves_the_image_queued_and_no_file() {
     // Wait until the server is receiving (the image is saving), then hang up mid-body.
     let mut status = String::new();
     for _ in 0..100 {
-        status = cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"].as_str().unwrap().to_string();
+        status =
+            cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"].as_str().unwrap().to_string();
         if status == "saving" {
             break;
         }
@@ -141,7 +151,8 @@ async fn interrupted_upload_leaves_the_image_queued_and_no_file() {
     assert_eq!(status, "saving");
     drop(sock);
     for _ in 0..200 {
-        status = cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"].as_str().unwrap().to_string();
+        status =
+            cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"].as_str().unwrap().to_string();
         if status == "queued" {
             break;
         }
@@ -177,13 +188,24 @@ async fn glance_direct_import() {
     let cloud = TestCloud::start().await;
     let img = create_named(&cloud.member, "imp").await;
     let id = img["id"].as_str().unwrap();
-    let r = raw(&cloud, &cloud.member, Method::PUT, &format!("/image/v2/images/{id}/stage"), b"staged bytes".to_vec(),
-        &[("Content-Type", "application/octet-stream")]).await;
+    let r = raw(
+        &cloud,
+        &cloud.member,
+        Method::PUT,
+        &format!("/image/v2/images/{id}/stage"),
+        b"staged bytes".to_vec(),
+        &[("Content-Type", "application/octet-stream")],
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"], "uploading");
-    let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "web-download"}})).await;
+    let r =
+        cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "web-download"}})).await;
     assert_eq!(r.status, 400);
-    let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}})).await;
+    let r = cloud
+        .member
+        .post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}}))
+        .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let request_id = r.header("x-openstack-request-id").unwrap().to_string();
     let mut v = serde_json::Value::Null;
@@ -213,7 +235,10 @@ async fn glance_direct_import() {
     assert_eq!(tasks[0]["request_id"], request_id.as_str());
     assert_eq!(tasks[0]["input"]["import_req"]["method"]["name"], "glance-direct");
     // Importing again is refused: the image is active.
-    let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}})).await;
+    let r = cloud
+        .member
+        .post(&format!("/image/v2/images/{id}/import"), &json!({"method": {"name": "glance-direct"}}))
+        .await;
     assert_eq!(r.status, 409);
     cloud.shutdown().await;
 }

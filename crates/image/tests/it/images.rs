@@ -76,13 +76,18 @@ async fn create_show_update_delete() {
     assert_eq!(r.json()["name"], "cirros");
 
     // JSON Patch.
-    let r = patch(&cloud, &cloud.member, id, json!([
-        {"op": "replace", "path": "/name", "value": "renamed"},
-        {"op": "add", "path": "/hw_disk_bus", "value": "scsi"},
-        {"op": "remove", "path": "/os_distro"},
-        {"op": "replace", "path": "/tags", "value": ["x"]},
-        {"op": "replace", "path": "/protected", "value": true},
-    ]))
+    let r = patch(
+        &cloud,
+        &cloud.member,
+        id,
+        json!([
+            {"op": "replace", "path": "/name", "value": "renamed"},
+            {"op": "add", "path": "/hw_disk_bus", "value": "scsi"},
+            {"op": "remove", "path": "/os_distro"},
+            {"op": "replace", "path": "/tags", "value": ["x"]},
+            {"op": "replace", "path": "/protected", "value": true},
+        ]),
+    )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let v = r.json();
@@ -109,11 +114,19 @@ async fn create_show_update_delete() {
     let now = cloud.member.get(&format!("/image/v2/images/{id}")).await.json();
     assert_eq!(now["name"], "renamed");
     // The wrong media type is 415.
-    let r = raw(&cloud, &cloud.member, Method::PATCH, &format!("/image/v2/images/{id}"), b"[]".to_vec(),
-        &[("Content-Type", "application/json")]).await;
+    let r = raw(
+        &cloud,
+        &cloud.member,
+        Method::PATCH,
+        &format!("/image/v2/images/{id}"),
+        b"[]".to_vec(),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
     assert_eq!(r.status, 415);
     // Only admins publicize.
-    let r = patch(&cloud, &cloud.member, id, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
+    let r =
+        patch(&cloud, &cloud.member, id, json!([{"op": "replace", "path": "/visibility", "value": "public"}])).await;
     assert_eq!(r.status, 403, "{}", r.text);
 
     // Tags.
@@ -142,9 +155,15 @@ async fn create_show_update_delete() {
 async fn list_filters_sorting_and_paging() {
     let cloud = TestCloud::start().await;
     let mut made = Vec::new();
-    for (i, (disk, container)) in [("raw", "bare"), ("qcow2", "bare"), ("raw", "ovf"), ("iso", "bare")].iter().enumerate() {
-        let img = create(&cloud.member, json!({"name": format!("img-{i}"), "disk_format": disk,
-            "container_format": container, "visibility": "private", "tags": [format!("t{i}"), "common"]})).await;
+    for (i, (disk, container)) in
+        [("raw", "bare"), ("qcow2", "bare"), ("raw", "ovf"), ("iso", "bare")].iter().enumerate()
+    {
+        let img = create(
+            &cloud.member,
+            json!({"name": format!("img-{i}"), "disk_format": disk,
+            "container_format": container, "visibility": "private", "tags": [format!("t{i}"), "common"]}),
+        )
+        .await;
         let id = img["id"].as_str().unwrap().to_string();
         let r = upload(&cloud, &cloud.member, &id, vec![7u8; 100 * (i + 1)]).await;
         assert_eq!(r.status, 204, "{}", r.text);
@@ -195,8 +214,16 @@ async fn list_filters_sorting_and_paging() {
     assert_eq!(sizes(&q("sort=size:desc").await), [400, 300, 200, 100]);
     assert_eq!(sizes(&q("sort_key=size&sort_dir=asc").await), [100, 200, 300, 400]);
     assert_eq!(sizes(&q("sort_key=size&sort_dir=desc&status=active").await), [400, 300, 200, 100]);
-    for bad in ["sort_key=color", "sort_dir=sideways", "visibility=everyone", "limit=x", "size_min=big",
-                "created_at=gt:soon", "member_status=maybe", "marker=00000000-0000-0000-0000-000000000000"] {
+    for bad in [
+        "sort_key=color",
+        "sort_dir=sideways",
+        "visibility=everyone",
+        "limit=x",
+        "size_min=big",
+        "created_at=gt:soon",
+        "member_status=maybe",
+        "marker=00000000-0000-0000-0000-000000000000",
+    ] {
         let r = cloud.member.get(&format!("/image/v2/images?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text);
     }

@@ -31,8 +31,15 @@ pub async fn patch(cloud: &TestCloud, client: &Client, id: &str, ops: Value) -> 
 
 /// Uploads `data` to an image's file.
 pub async fn upload(cloud: &TestCloud, client: &Client, id: &str, data: Vec<u8>) -> Response {
-    raw(cloud, client, Method::PUT, &format!("/image/v2/images/{id}/file"), data, &[("Content-Type", "application/octet-stream")])
-        .await
+    raw(
+        cloud,
+        client,
+        Method::PUT,
+        &format!("/image/v2/images/{id}/file"),
+        data,
+        &[("Content-Type", "application/octet-stream")],
+    )
+    .await
 }
 
 pub async fn raw(
@@ -54,7 +61,12 @@ pub async fn raw(
 }
 
 /// GET returning the raw bytes.
-pub async fn get_bytes(cloud: &TestCloud, client: &Client, path: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+pub async fn get_bytes(
+    cloud: &TestCloud,
+    client: &Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let mut req = reqwest::Client::new().get(format!("{}{path}", cloud.url));
     if let Some(t) = &client.token {
         req = req.header("X-Auth-Token", t);
@@ -80,5 +92,10 @@ pub fn project_of(client: &Client) -> String {
 }
 
 pub fn ids(list: &Value) -> Vec<String> {
-    list["images"].as_array().expect("images").iter().map(|i| i["id"].as_str().unwrap_or_default().to_string()).collect()
+    list["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

@@ -19,8 +19,10 @@ async fn members_flow_across_projects() {
 
     // Only shared images have members; only the owner adds them.
     let private = create(&cloud.admin, json!({"name": "p", "visibility": "private"})).await;
-    let r = cloud.admin.post(&format!("/image/v2/images/{}/members", private["id"].as_str().unwrap()),
-        &json!({"member": demo})).await;
+    let r = cloud
+        .admin
+        .post(&format!("/image/v2/images/{}/members", private["id"].as_str().unwrap()), &json!({"member": demo}))
+        .await;
     assert_eq!(r.status, 403, "{}", r.text);
 
     let r = cloud.admin.post(&members, &json!({"member": demo})).await;
@@ -58,7 +60,8 @@ async fn members_flow_across_projects() {
     assert_eq!(r.status, 200, "admins may do everything: {}", r.text);
     let r = cloud.reader.request(Method::PUT, &format!("{members}/{demo}"), Some(&accept), &[]).await;
     assert_eq!(r.status, 403, "{}", r.text);
-    let r = cloud.member.request(Method::PUT, &format!("{members}/{demo}"), Some(&json!({"status": "maybe"})), &[]).await;
+    let r =
+        cloud.member.request(Method::PUT, &format!("{members}/{demo}"), Some(&json!({"status": "maybe"})), &[]).await;
     assert_eq!(r.status, 400);
     let r = cloud.member.request(Method::PUT, &format!("{members}/{demo}"), Some(&accept), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -57,7 +57,13 @@ async fn datastore_round_trips_on_every_backend() {
         store.image_insert(&row("img-b", "p2", "shared", 2)).await.unwrap();
         store.image_insert(&row("img-c", "p2", "public", 3)).await.unwrap();
         store.image_insert(&row("img-d", "p2", "private", 4)).await.unwrap();
-        let member = MemberRow { image_id: "img-b".into(), member_id: "p1".into(), status: "pending".into(), created_at: 5, updated_at: 5 };
+        let member = MemberRow {
+            image_id: "img-b".into(),
+            member_id: "p1".into(),
+            status: "pending".into(),
+            created_at: 5,
+            updated_at: 5,
+        };
         store.member_insert(&member).await.unwrap();
         assert!(matches!(store.member_insert(&member).await, Err(image::Error::Conflict(_))));
         let mut seen: Vec<String> = store.image_list(Some("p1")).await.unwrap().into_iter().map(|i| i.id).collect();
