@@ -113,6 +113,8 @@ pub struct ImageSection {
     pub image_size_total: i64,
     /// Largest single image, in bytes (upstream's `image_size_cap`).
     pub image_size_cap: u64,
+    /// Import methods offered: `glance-direct` and/or `web-download` (upstream's `enabled_import_methods`).
+    pub enabled_import_methods: Vec<String>,
     /// Policy overrides (upstream's `policy.yaml` format); defaults are secure RBAC.
     pub policy_file: Option<PathBuf>,
 }
@@ -124,6 +126,7 @@ impl Default for ImageSection {
             image_count_total: -1,
             image_size_total: -1,
             image_size_cap: 1 << 40,
+            enabled_import_methods: vec!["glance-direct".into()],
             policy_file: None,
         }
     }
@@ -280,6 +283,7 @@ impl Config {
         c.image_count_total = self.image.image_count_total;
         c.image_size_total = self.image.image_size_total;
         c.image_size_cap = self.image.image_size_cap;
+        c.import_methods = self.image.enabled_import_methods.clone();
         c
     }
 

@@ -161,6 +161,11 @@ impl Cloud {
                 ));
             }
         };
+        for method in &config.image.enabled_import_methods {
+            if !["glance-direct", "web-download"].contains(&method.as_str()) {
+                return Err(Error::Config(format!("[image] enabled_import_methods: unknown method '{method}'")));
+            }
+        }
         let image = if services.contains(&Service::Image) {
             Some(image::Image::new(db.clone(), config.image_config())?)
         } else {

@@ -15,7 +15,7 @@ use md5::{Digest as _, Md5};
 use sha2::Sha512;
 
 use crate::{
-    adapter::{AdapterError, ByteRange, ByteStream, FileAdapter, StoreAdapter},
+    adapter::{AdapterError, ByteRange, ByteStream, FileAdapter, HttpAdapter, StoreAdapter},
     error::Error,
     model::{ListQuery, sort_images},
     store::{DataRecord, ImageRow, MemberRow, Store, TaskRow, now_micros},
@@ -34,6 +34,8 @@ pub struct ImageConfig {
     pub image_size_total: i64,
     /// Largest single image, in bytes.
     pub image_size_cap: u64,
+    /// Import methods offered (`glance-direct`, `web-download`), as upstream's `enabled_import_methods`.
+    pub import_methods: Vec<String>,
 }
 
 impl ImageConfig {
@@ -44,6 +46,7 @@ impl ImageConfig {
             image_count_total: -1,
             image_size_total: -1,
             image_size_cap: 1 << 40,
+            import_methods: vec!["glance-direct".into()],
         }
     }
 }
@@ -52,6 +55,8 @@ impl ImageConfig {
 #[derive(Clone, Debug)]
 pub struct ImportRequest {
     pub method: String,
+    /// The source URL of a `web-download` import.
+    pub uri: Option<String>,
     /// The request body, kept as the task's input.
     pub input: serde_json::Value,
     pub request_id: Option<String>,
@@ -82,6 +87,7 @@ struct Inner {
     store: Store,
     adapter: Arc<dyn StoreAdapter>,
     staging: FileAdapter,
+    http: HttpAdapter,
     config: ImageConfig,
 }
 
@@ -140,7 +146,10 @@ impl Image {
     pub fn new(db: db::Database, config: ImageConfig) -> Result<Image, Error> {
         let adapter = FileAdapter::new("file", &config.images_dir)?;
         let staging = FileAdapter::new("staging", &config.staging_dir)?;
-        Ok(Image { inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, config }) })
+        let http = HttpAdapter::new().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Image {
+            inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, http, config }),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -149,6 +158,11 @@ impl Image {
 
     pub fn adapters(&self) -> Vec<Arc<dyn StoreAdapter>> {
         vec![self.inner.adapter.clone()]
+    }
+
+    /// The import methods this service offers.
+    pub fn import_methods(&self) -> &[String] {
+        &self.inner.config.import_methods
     }
 
     pub async fn migrate(&self) -> Result<(), Error> {
@@ -457,31 +471,32 @@ impl Image {
         task.await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
     }
 
-    /// `POST /v2/images/{id}/import` with `glance-direct`: moves staged data into the store in the background
-    /// (uploading → importing → active), recorded as an `api_image_import` task.
+    /// `POST /v2/images/{id}/import`: `glance-direct` moves staged data (uploading → importing → active),
+    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the default
+    /// store in the background, recorded as an `api_image_import` task.
     pub async fn import(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
         let method = request.method.as_str();
-        if method != "glance-direct" {
+        if !self.inner.config.import_methods.iter().any(|m| m == method) {
             return Err(Error::BadRequest(format!("Import method {method} is not supported.")));
         }
         Self::check_formats(img)?;
-        if img.status != "uploading" {
+        let from = if method == "web-download" { "queued" } else { "uploading" };
+        if img.status != from {
             return Err(Error::Conflict(format!(
-                "Image status {} is not valid for glance-direct import; stage the data first.",
+                "Image status {} is not valid for the {method} import: it must be {from}.",
                 img.status
             )));
         }
-        if !self.inner.store.image_transition(&img.id, "uploading", "importing").await? {
+        let uri = match (method, &request.uri) {
+            ("web-download", Some(uri)) if self.inner.http.owns(uri) => Some(uri.clone()),
+            ("web-download", _) => {
+                return Err(Error::BadRequest("web-download needs a 'uri' with an http or https URL.".into()));
+            }
+            _ => None,
+        };
+        if !self.inner.store.image_transition(&img.id, from, "importing").await? {
             return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));
         }
-        let staged = staging_location(&self.inner.staging, &img.id);
-        let data = match self.inner.staging.get(&staged, None).await {
-            Ok(d) => d,
-            Err(e) => {
-                self.inner.store.image_transition(&img.id, "importing", "queued").await?;
-                return Err(Error::Conflict(format!("No staged data for image {}: {e}", img.id)));
-            }
-        };
         let limit = self.upload_limit(img).await?;
         let now = now_micros();
         let task = TaskRow {
@@ -501,11 +516,21 @@ impl Image {
         let this = self.clone();
         let img = img.clone();
         tokio::spawn(async move {
-            let result = this.store_data(img.clone(), data, limit, "importing").await;
+            let source = match &uri {
+                Some(uri) => this.inner.http.get(uri, None).await,
+                None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+            };
+            let result = match source {
+                Ok(data) => this.store_data(img.clone(), data, limit, "importing").await,
+                Err(e) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
+                    Ok(_) => Err(Error::BadRequest(format!("Cannot read the data to import: {e}"))),
+                    Err(db) => Err(db),
+                },
+            };
             let (status, message) = match &result {
                 Ok(()) => ("success", "Import complete".to_string()),
                 Err(e) => {
-                    tracing::warn!(image_id = %img.id, error = %e, "glance-direct import failed");
+                    tracing::warn!(image_id = %img.id, error = %e, "image import failed");
                     ("failure", e.to_string())
                 }
             };

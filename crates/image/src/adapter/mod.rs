@@ -12,6 +12,7 @@
 //! * Read-only adapters (such as `http`) refuse `add` and `delete` with [`AdapterError::ReadOnly`].
 
 mod file;
+mod http;
 
 use std::pin::Pin;
 
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use file::FileAdapter;
+pub use http::HttpAdapter;
 
 /// A stream of data chunks. Errors end the stream.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;

@@ -84,6 +84,7 @@ async fn import(
         .ok_or_else(|| Error::BadRequest("Import request requires a 'method' with a 'name'.".into()))?;
     let request = ImportRequest {
         method: method.to_string(),
+        uri: body.pointer("/method/uri").and_then(|v| v.as_str()).map(str::to_string),
         input: serde_json::json!({"import_req": body}),
         request_id: request_id.map(|Extension(RequestId(r))| r),
         user_id: Some(ctx.user_id.clone()),

@@ -57,11 +57,11 @@ async fn versions(State(s): State<AppState>) -> Json<Value> {
     Json(version_list(&s))
 }
 
-async fn info_import() -> Json<Value> {
+async fn info_import(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"import-methods": {
         "description": "Import methods available.",
         "type": "array",
-        "value": ["glance-direct"],
+        "value": s.image.import_methods(),
     }}))
 }
 

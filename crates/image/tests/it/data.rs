@@ -242,3 +242,71 @@ async fn glance_direct_import() {
     assert_eq!(r.status, 409);
     cloud.shutdown().await;
 }
+
+/// A loopback HTTP server answering every request with `body`; returns its URL.
+async fn serve(body: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body).await;
+        }
+    });
+    format!("http://{addr}/disk.raw")
+}
+
+async fn wait_for_task(cloud: &TestCloud, id: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let tasks = cloud.member.get(&format!("/image/v2/images/{id}/tasks")).await.json()["tasks"].clone();
+        if tasks[0]["status"] == "success" || tasks[0]["status"] == "failure" {
+            return tasks[0].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the import task of {id} did not finish");
+}
+
+#[tokio::test]
+async fn web_download_import_when_enabled() {
+    // Off by default.
+    let cloud = TestCloud::start().await;
+    let img = create_named(&cloud.member, "web").await;
+    let id = img["id"].as_str().unwrap();
+    let body = json!({"method": {"name": "web-download", "uri": "http://127.0.0.1:1/x"}});
+    assert_eq!(cloud.member.post(&format!("/image/v2/images/{id}/import"), &body).await.status, 400);
+    cloud.shutdown().await;
+
+    let cloud = TestCloud::start_with(|c| {
+        c.image.enabled_import_methods = vec!["glance-direct".into(), "web-download".into()];
+    })
+    .await;
+    let methods = cloud.member.get("/image/v2/info/import").await.json()["import-methods"]["value"].clone();
+    assert_eq!(methods, json!(["glance-direct", "web-download"]));
+    let url = serve(b"downloaded disk").await;
+    let img = create_named(&cloud.member, "web").await;
+    let id = img["id"].as_str().unwrap();
+    let bad = json!({"method": {"name": "web-download", "uri": "file:///etc/passwd"}});
+    assert_eq!(cloud.member.post(&format!("/image/v2/images/{id}/import"), &bad).await.status, 400);
+    let body = json!({"method": {"name": "web-download", "uri": url}});
+    let r = cloud.member.post(&format!("/image/v2/images/{id}/import"), &body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(wait_for_task(&cloud, id).await["status"], "success");
+    let v = cloud.member.get(&format!("/image/v2/images/{id}")).await.json();
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["checksum"], hex(&Md5::digest(b"downloaded disk")));
+    let (_, _, data) = get_bytes(&cloud, &cloud.member, &format!("/image/v2/images/{id}/file"), &[]).await;
+    assert_eq!(data, b"downloaded disk");
+
+    // An unreachable URL: accepted, then the task fails and the image is back to queued.
+    let img = create_named(&cloud.member, "web-bad").await;
+    let id = img["id"].as_str().unwrap();
+    let body = json!({"method": {"name": "web-download", "uri": "http://127.0.0.1:1/nothing"}});
+    assert_eq!(cloud.member.post(&format!("/image/v2/images/{id}/import"), &body).await.status, 202);
+    assert_eq!(wait_for_task(&cloud, id).await["status"], "failure");
+    assert_eq!(cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"], "queued");
+    cloud.shutdown().await;
+}
