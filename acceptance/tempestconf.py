@@ -351,6 +351,15 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
         _discover_compute(cloud, compute_url, sections["compute"])
     image_url = url_of("image")
     if image_url:
+        # Stratus stores image data as given (no format inspection) and has only the file store, no http store.
+        sections["image-feature-enabled"] = {
+            "api_v2": "True",
+            "import_image": "True",
+            "image_format_enforcement": "False",
+            "manage_locations": "False",
+            "http_store_enabled": "False",
+            "do_secure_hash": "True",
+        }
         _discover_images(cloud, image_url, sections.get("compute"))
     network_url = url_of("network")
     if network_url:

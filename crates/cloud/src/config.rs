@@ -27,6 +27,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub log: LogConfig,
     pub identity: IdentitySection,
+    pub image: ImageSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -102,6 +103,36 @@ pub struct IdentitySection {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageSection {
+    /// Directory of the `file` image store; defaults to `<data_dir>/images`.
+    pub images_dir: Option<PathBuf>,
+    /// Most images one project may own; -1: unlimited (upstream's `image_count_total`).
+    pub image_count_total: i64,
+    /// Most image data one project may store, in MiB; -1: unlimited (upstream's `image_size_total`).
+    pub image_size_total: i64,
+    /// Largest single image, in bytes (upstream's `image_size_cap`).
+    pub image_size_cap: u64,
+    /// Import methods offered: `glance-direct` and/or `web-download` (upstream's `enabled_import_methods`).
+    pub enabled_import_methods: Vec<String>,
+    /// Policy overrides (upstream's `policy.yaml` format); defaults are secure RBAC.
+    pub policy_file: Option<PathBuf>,
+}
+
+impl Default for ImageSection {
+    fn default() -> Self {
+        ImageSection {
+            images_dir: None,
+            image_count_total: -1,
+            image_size_total: -1,
+            image_size_cap: 1 << 40,
+            enabled_import_methods: vec!["glance-direct".into()],
+            policy_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceAuth {
     pub url: String,
@@ -139,6 +170,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             log: LogConfig::default(),
             identity: IdentitySection::default(),
+            image: ImageSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -190,7 +222,8 @@ impl Default for BootstrapSection {
 }
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
-const SECTIONS: &[&str] = &["data_dir", "region", "server", "database", "bus", "log", "identity", "auth", "bootstrap"];
+const SECTIONS: &[&str] =
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.
@@ -238,6 +271,20 @@ impl Config {
 
     pub fn key_repository(&self) -> PathBuf {
         self.identity.key_repository.clone().unwrap_or_else(|| self.data_dir.join("fernet-keys"))
+    }
+
+    /// The image service's settings, with paths resolved against the data dir.
+    pub fn image_config(&self) -> image::ImageConfig {
+        let mut c = image::ImageConfig::new(&self.data_dir);
+        if let Some(dir) = &self.image.images_dir {
+            c.images_dir = dir.clone();
+            c.staging_dir = dir.join("staging");
+        }
+        c.image_count_total = self.image.image_count_total;
+        c.image_size_total = self.image.image_size_total;
+        c.image_size_cap = self.image.image_size_cap;
+        c.import_methods = self.image.enabled_import_methods.clone();
+        c
     }
 
     pub fn public_url(&self, bound: SocketAddr) -> String {

@@ -30,6 +30,8 @@ pub enum Error {
     Bus(#[from] bus::Error),
     #[error("identity: {0}")]
     Identity(#[from] identity::Error),
+    #[error("image: {0}")]
+    Image(#[from] image::Error),
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -42,45 +44,51 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Service {
     Identity,
+    Image,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
+            Service::Image => "image",
         }
     }
     /// The catalog's service type.
     pub fn service_type(self) -> &'static str {
         match self {
             Service::Identity => "identity",
+            Service::Image => "image",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
     pub fn prefix(self) -> &'static str {
         match self {
             Service::Identity => "/identity",
+            Service::Image => "/image",
         }
     }
     /// The catalog's service name (upstream's project names).
     pub fn catalog_name(self) -> &'static str {
         match self {
             Service::Identity => "keystone",
+            Service::Image => "glance",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["compute", "placement", "image", "volume", "network", "object-store", "orchestration"];
+const PLANNED: &[&str] = &["compute", "placement", "volume", "network", "object-store", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         match s.trim() {
             "identity" | "keystone" => Ok(Service::Identity),
+            "image" | "glance" => Ok(Service::Image),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -111,6 +119,7 @@ pub struct Cloud {
     pub db: Database,
     pub bus: Bus,
     pub identity: Option<Identity>,
+    pub image: Option<image::Image>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -152,13 +161,26 @@ impl Cloud {
                 ));
             }
         };
-        Ok(Cloud { config, services, db, bus, identity, validator, public_url })
+        for method in &config.image.enabled_import_methods {
+            if !["glance-direct", "web-download"].contains(&method.as_str()) {
+                return Err(Error::Config(format!("[image] enabled_import_methods: unknown method '{method}'")));
+            }
+        }
+        let image = if services.contains(&Service::Image) {
+            Some(image::Image::new(db.clone(), config.image_config())?)
+        } else {
+            None
+        };
+        Ok(Cloud { config, services, db, bus, identity, image, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
     pub async fn migrate(&self) -> Result<(), Error> {
         if let Some(identity) = &self.identity {
             identity.migrate().await?;
+        }
+        if let Some(image) = &self.image {
+            image.migrate().await?;
         }
         Ok(())
     }
@@ -168,6 +190,14 @@ impl Cloud {
         format!("{}{}", self.public_url, service.prefix())
     }
 
+    /// Where clients authenticate: this process's identity service, or the one `[auth]` names.
+    pub fn identity_url(&self) -> String {
+        match (&self.identity, &self.config.auth) {
+            (None, Some(a)) => a.url.clone(),
+            _ => self.service_url(Service::Identity),
+        }
+    }
+
     /// One HTTP router for every service of this process, each under its prefix.
     pub fn router(&self) -> Result<Router, Error> {
         let mut router = Router::new();
@@ -175,6 +205,17 @@ impl Cloud {
             let policy = identity::api::load_policy(self.config.identity.policy_file.as_deref())?;
             let api = identity::api::router_with_policy(identity.clone(), &self.service_url(Service::Identity), policy)?;
             router = router.nest(Service::Identity.prefix(), api);
+        }
+        if let Some(image) = &self.image {
+            let policy = image::api::load_policy(self.config.image.policy_file.as_deref())?;
+            let api = image::api::router(
+                image.clone(),
+                &self.service_url(Service::Image),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Image.prefix(), api);
         }
         let services: Vec<_> = self
             .services
@@ -209,6 +250,16 @@ impl Cloud {
             .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.service_url(*s)))
             .collect()
     }
+}
+
+/// Nests `api` at `prefix`, also answering `prefix/` with the API's root (axum's `nest` matches only `prefix`).
+fn nest_with_root(router: Router, prefix: &str, api: Router) -> Router {
+    use tower::ServiceExt;
+    let root = api.clone().map_request(|mut req: axum::extract::Request| {
+        *req.uri_mut() = axum::http::Uri::from_static("/");
+        req
+    });
+    router.nest(prefix, api).route_service(&format!("{prefix}/"), root)
 }
 
 /// How a process starts.
@@ -278,6 +329,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     let cloud = Cloud::build(config, opts.services.clone(), public_url.clone()).await?;
     if opts.migrate {
         cloud.migrate().await?;
+        // All-in-one: no other process can be mid-upload, so unfinished uploads of a crash go back to queued.
+        if let Some(image) = &cloud.image {
+            image.recover().await?;
+        }
     }
     let credentials = if opts.bootstrap {
         let creds = clients::Credentials::load_or_generate(&cloud.config)?;

@@ -1,0 +1,202 @@
+//! The `file` store: image data as files in one directory (`<data_dir>/images` by default).
+//!
+//! Uploads go to a hidden temporary file in the same directory, which is fsynced and then renamed to the image id
+//! (and the directory fsynced), so a crash or an interrupted upload never leaves a partial file under an image's
+//! name. A temporary file is removed when its upload fails or its future is dropped; [`FileAdapter::new`] removes
+//! any left behind by a crash.
+
+use std::{
+    io::SeekFrom,
+    path::{Path, PathBuf},
+};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::{AdapterError, ByteRange, ByteStream, StoreAdapter};
+
+const TEMP_PREFIX: &str = ".upload-";
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Stores image data as files under one directory.
+#[derive(Debug, Clone)]
+pub struct FileAdapter {
+    id: String,
+    dir: PathBuf,
+}
+
+/// Removes a temporary file unless the upload committed it.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl FileAdapter {
+    /// A store `id` over `dir` (created if missing). Leftover temporary files of interrupted uploads are removed.
+    pub fn new(id: &str, dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(FileAdapter { id: id.to_string(), dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn location(&self, image_id: &str) -> String {
+        format!("file://{}", self.dir.join(image_id).display())
+    }
+
+    /// The file behind a location of this store; `None` if the location is not one of ours.
+    fn path_of(&self, location: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(location.strip_prefix("file://")?);
+        let name = path.file_name()?.to_str()?;
+        (path.parent() == Some(self.dir.as_path()) && !name.starts_with('.')).then_some(path)
+    }
+}
+
+fn valid_image_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+#[async_trait]
+impl StoreAdapter for FileAdapter {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn description(&self) -> &str {
+        "Image data in files on the local disk."
+    }
+
+    fn owns(&self, location: &str) -> bool {
+        self.path_of(location).is_some()
+    }
+
+    async fn add(&self, image_id: &str, mut data: ByteStream) -> Result<String, AdapterError> {
+        if !valid_image_id(image_id) {
+            return Err(AdapterError::Storage(std::io::Error::other("invalid image id")));
+        }
+        let temp = self.dir.join(format!("{TEMP_PREFIX}{image_id}-{}", uuid::Uuid::new_v4().simple()));
+        let mut guard = TempGuard(Some(temp.clone()));
+        let mut file = tokio::fs::File::create(&temp).await.map_err(AdapterError::Storage)?;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(AdapterError::Source)?;
+            file.write_all(&chunk).await.map_err(AdapterError::Storage)?;
+        }
+        file.flush().await.map_err(AdapterError::Storage)?;
+        file.sync_all().await.map_err(AdapterError::Storage)?;
+        drop(file);
+        let target = self.dir.join(image_id);
+        tokio::fs::rename(&temp, &target).await.map_err(AdapterError::Storage)?;
+        guard.0 = None;
+        let dir = self.dir.clone();
+        // Make the rename itself durable.
+        tokio::task::spawn_blocking(move || std::fs::File::open(dir).and_then(|d| d.sync_all()))
+            .await
+            .map_err(|e| AdapterError::Storage(std::io::Error::other(e)))?
+            .map_err(AdapterError::Storage)?;
+        Ok(self.location(image_id))
+    }
+
+    async fn get(&self, location: &str, range: Option<ByteRange>) -> Result<ByteStream, AdapterError> {
+        let path = self.path_of(location).ok_or_else(|| AdapterError::NotFound(location.to_string()))?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AdapterError::NotFound(location.to_string()));
+            }
+            Err(e) => return Err(AdapterError::Storage(e)),
+        };
+        let remaining = match range {
+            Some(r) => {
+                file.seek(SeekFrom::Start(r.start)).await.map_err(AdapterError::Storage)?;
+                Some(r.len())
+            }
+            None => None,
+        };
+        let stream = futures::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
+            let want = match remaining {
+                Some(0) => return Ok(None),
+                Some(n) => READ_CHUNK.min(usize::try_from(n).unwrap_or(READ_CHUNK)),
+                None => READ_CHUNK,
+            };
+            let mut buf = BytesMut::zeroed(want);
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            let chunk: Bytes = buf.freeze();
+            Ok(Some((chunk, (file, remaining.map(|r| r - n as u64)))))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn delete(&self, location: &str) -> Result<(), AdapterError> {
+        let path = self.path_of(location).ok_or_else(|| AdapterError::NotFound(location.to_string()))?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(AdapterError::Storage(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: Vec<Result<&'static [u8], std::io::Error>>) -> ByteStream {
+        Box::pin(futures::stream::iter(parts.into_iter().map(|p| p.map(Bytes::from_static))))
+    }
+
+    async fn read_all(s: ByteStream) -> Vec<u8> {
+        s.map(|c| c.unwrap().to_vec()).concat().await
+    }
+
+    #[tokio::test]
+    async fn add_get_range_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileAdapter::new("file", dir.path()).unwrap();
+        let loc = store.add("img-1", chunks(vec![Ok(b"hello "), Ok(b"world")])).await.unwrap();
+        assert!(store.owns(&loc));
+        assert_eq!(read_all(store.get(&loc, None).await.unwrap()).await, b"hello world");
+        let part = store.get(&loc, Some(ByteRange { start: 2, end: 7 })).await.unwrap();
+        assert_eq!(read_all(part).await, b"llo wo");
+        store.delete(&loc).await.unwrap();
+        assert!(matches!(store.get(&loc, None).await, Err(AdapterError::NotFound(_))));
+        store.delete(&loc).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failed_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileAdapter::new("file", dir.path()).unwrap();
+        let err = store.add("img-2", chunks(vec![Ok(b"part"), Err(std::io::Error::other("gone"))])).await.unwrap_err();
+        assert!(matches!(err, AdapterError::Source(_)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn foreign_locations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileAdapter::new("file", dir.path()).unwrap();
+        assert!(!store.owns("file:///etc/passwd"));
+        assert!(!store.owns("http://example.com/x"));
+        assert!(matches!(store.get("file:///etc/passwd", None).await, Err(AdapterError::NotFound(_))));
+        assert!(store.add("../escape", chunks(vec![])).await.is_err());
+    }
+}

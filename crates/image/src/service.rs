@@ -1,0 +1,650 @@
+//! The image service's logic: visibility, image life cycle (queued → saving → active ⇄ deactivated; queued →
+//! uploading → importing → active), data streaming with hashing and quotas, members.
+//!
+//! Policy is enforced by the API layer; this layer enforces what is not policy: who can see an image, state
+//! transitions, protection, quotas.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::{Digest as _, Md5};
+use sha2::Sha512;
+
+use crate::{
+    adapter::{AdapterError, ByteRange, ByteStream, FileAdapter, HttpAdapter, StoreAdapter},
+    error::Error,
+    model::{ListQuery, sort_images},
+    store::{DataRecord, ImageRow, MemberRow, Store, TaskRow, now_micros},
+};
+
+/// How the image service runs.
+#[derive(Clone, Debug)]
+pub struct ImageConfig {
+    /// Directory of the `file` store.
+    pub images_dir: PathBuf,
+    /// Directory where `glance-direct` imports stage their data.
+    pub staging_dir: PathBuf,
+    /// Most images a project may own; negative: unlimited.
+    pub image_count_total: i64,
+    /// Most image data (MiB) a project may store; negative: unlimited.
+    pub image_size_total: i64,
+    /// Largest single image, in bytes.
+    pub image_size_cap: u64,
+    /// Import methods offered (`glance-direct`, `web-download`), as upstream's `enabled_import_methods`.
+    pub import_methods: Vec<String>,
+}
+
+impl ImageConfig {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        ImageConfig {
+            images_dir: data_dir.join("images"),
+            staging_dir: data_dir.join("images").join("staging"),
+            image_count_total: -1,
+            image_size_total: -1,
+            image_size_cap: 1 << 40,
+            import_methods: vec!["glance-direct".into()],
+        }
+    }
+}
+
+/// An import request: the method, and what the task records about it.
+#[derive(Clone, Debug)]
+pub struct ImportRequest {
+    pub method: String,
+    /// The source URL of a `web-download` import.
+    pub uri: Option<String>,
+    /// The request body, kept as the task's input.
+    pub input: serde_json::Value,
+    pub request_id: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// Who is asking, as far as visibility goes.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub project_id: Option<String>,
+    /// The `context_is_admin` outcome: admins see every image.
+    pub is_admin: bool,
+}
+
+impl Caller {
+    pub fn owns(&self, img: &ImageRow) -> bool {
+        self.project_id.is_some() && self.project_id == img.owner
+    }
+}
+
+/// The image service. Cheap to clone.
+#[derive(Clone)]
+pub struct Image {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    adapter: Arc<dyn StoreAdapter>,
+    staging: FileAdapter,
+    http: HttpAdapter,
+    config: ImageConfig,
+}
+
+/// Hashes and counts bytes as they stream through, and cuts the stream off past a size limit.
+#[derive(Default)]
+struct Meter {
+    md5: Md5,
+    sha512: Sha512,
+    size: u64,
+    head: Vec<u8>,
+    over_limit: bool,
+}
+
+const HEAD_BYTES: usize = 512;
+
+impl Meter {
+    fn record(&mut self, chunk: &[u8], limit: u64) -> Result<(), std::io::Error> {
+        self.size += chunk.len() as u64;
+        if self.size > limit {
+            self.over_limit = true;
+            return Err(std::io::Error::other("image size limit exceeded"));
+        }
+        self.md5.update(chunk);
+        self.sha512.update(chunk);
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The virtual size of a disk image from its first bytes: qcow2's header field, or the data size for raw images.
+pub fn virtual_size(head: &[u8], size: u64, disk_format: Option<&str>) -> Option<i64> {
+    if head.len() >= 32 && head.starts_with(b"QFI\xfb") {
+        let mut field = [0u8; 8];
+        field.copy_from_slice(&head[24..32]);
+        return i64::try_from(u64::from_be_bytes(field)).ok();
+    }
+    match disk_format {
+        Some("raw") | Some("iso") => i64::try_from(size).ok(),
+        _ => None,
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("No image found with ID {id}"))
+}
+
+impl Image {
+    /// The service over `db`, with the `file` store in `config.images_dir`.
+    pub fn new(db: db::Database, config: ImageConfig) -> Result<Image, Error> {
+        let adapter = FileAdapter::new("file", &config.images_dir)?;
+        let staging = FileAdapter::new("staging", &config.staging_dir)?;
+        let http = HttpAdapter::new().map_err(|e| Error::Config(e.to_string()))?;
+        Ok(Image {
+            inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, http, config }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn adapters(&self) -> Vec<Arc<dyn StoreAdapter>> {
+        vec![self.inner.adapter.clone()]
+    }
+
+    /// The import methods this service offers.
+    pub fn import_methods(&self) -> &[String] {
+        &self.inner.config.import_methods
+    }
+
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.inner.store.migrate().await
+    }
+
+    /// After a restart: uploads that were in flight did not finish, so their images go back to `queued`.
+    pub async fn recover(&self) -> Result<(), Error> {
+        for (from, to) in [("saving", "queued"), ("importing", "queued"), ("uploading", "queued")] {
+            for id in self.inner.store.image_ids_with_status(from).await? {
+                if self.inner.store.image_transition(&id, from, to).await? {
+                    tracing::warn!(image_id = %id, from, "interrupted image upload reset to queued");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The caller's membership status on `img`, if any.
+    pub async fn membership(&self, caller: &Caller, img: &ImageRow) -> Result<Option<String>, Error> {
+        match &caller.project_id {
+            Some(p) => Ok(self.inner.store.member_get(&img.id, p).await?.map(|m| m.status)),
+            None => Ok(None),
+        }
+    }
+
+    /// An image the caller may see; 404 otherwise, as upstream hides what one may not see.
+    pub async fn get_visible(&self, caller: &Caller, id: &str) -> Result<ImageRow, Error> {
+        let img = self.inner.store.image_get(id).await?.ok_or_else(|| not_found(id))?;
+        if caller.is_admin || caller.owns(&img) || matches!(img.visibility.as_str(), "public" | "community") {
+            return Ok(img);
+        }
+        if img.visibility == "shared" && self.membership(caller, &img).await?.is_some() {
+            return Ok(img);
+        }
+        Err(not_found(id))
+    }
+
+    /// Creates an image after checking the owner's image-count quota.
+    pub async fn create(&self, img: ImageRow) -> Result<ImageRow, Error> {
+        if let Some(owner) = &img.owner {
+            let limit = self.inner.config.image_count_total;
+            if limit >= 0 {
+                let (count, _) = self.inner.store.project_usage(owner).await?;
+                if count + 1 > limit {
+                    return Err(Error::TooLarge(format!(
+                        "Resource image_count_total is over limit of {limit} due to current usage {count} and delta 1"
+                    )));
+                }
+            }
+        }
+        self.inner.store.image_insert(&img).await?;
+        Ok(img)
+    }
+
+    /// The caller's view of the image list: visibility rules, then filters, sorting and the page.
+    /// Returns the page and whether more follow.
+    pub async fn list(&self, caller: &Caller, q: &ListQuery) -> Result<(Vec<ImageRow>, bool), Error> {
+        let scope = if caller.is_admin { None } else { caller.project_id.as_deref() };
+        if !caller.is_admin && scope.is_none() {
+            return Ok((Vec::new(), false));
+        }
+        let images = self.inner.store.image_list(scope).await?;
+        let memberships = match &caller.project_id {
+            Some(p) => self.inner.store.member_statuses(p).await?,
+            None => Default::default(),
+        };
+        let member_ok = |img: &ImageRow| {
+            memberships.get(&img.id).is_some_and(|s| q.member_status == "all" || *s == q.member_status)
+        };
+        let mut out: Vec<ImageRow> = images
+            .into_iter()
+            .filter(|img| {
+                let owned = caller.owns(img);
+                let listed = match q.visibility.as_deref() {
+                    None => {
+                        if img.visibility == "community" {
+                            owned
+                        } else if caller.is_admin || owned || img.visibility == "public" {
+                            true
+                        } else {
+                            img.visibility == "shared" && member_ok(img)
+                        }
+                    }
+                    Some(v) => {
+                        let vis_ok = v == "all" || img.visibility == v;
+                        vis_ok
+                            && (caller.is_admin
+                                || owned
+                                || matches!(img.visibility.as_str(), "public" | "community")
+                                || (img.visibility == "shared" && member_ok(img)))
+                    }
+                };
+                listed && q.matches(img)
+            })
+            .collect();
+        sort_images(&mut out, &q.sort);
+        let start = match &q.marker {
+            None => 0,
+            Some(m) => {
+                out.iter()
+                    .position(|i| &i.id == m)
+                    .ok_or_else(|| Error::BadRequest(format!("marker [{m}] not found")))?
+                    + 1
+            }
+        };
+        let rest: Vec<ImageRow> = out.into_iter().skip(start).collect();
+        let more = rest.len() > q.limit;
+        Ok((rest.into_iter().take(q.limit).collect(), more))
+    }
+
+    /// Writes changed metadata, unless an upload changed the image's status meanwhile.
+    pub async fn update(&self, mut img: ImageRow, status_seen: &str) -> Result<ImageRow, Error> {
+        img.updated_at = now_micros();
+        if !self.inner.store.image_update(&img, status_seen).await? {
+            return Err(Error::Conflict(format!("Image {} was changed by another request; retry.", img.id)));
+        }
+        self.inner.store.image_get(&img.id).await?.ok_or_else(|| not_found(&img.id))
+    }
+
+    /// Deletes an image and its data. Protected images cannot be deleted.
+    pub async fn delete(&self, img: &ImageRow) -> Result<(), Error> {
+        if img.protected {
+            return Err(Error::Forbidden(format!("Image {} is protected and cannot be deleted.", img.id)));
+        }
+        if !self.inner.store.image_delete(&img.id).await? {
+            return Err(not_found(&img.id));
+        }
+        if let Some(location) = &img.location
+            && let Err(e) = self.inner.adapter.delete(location).await
+        {
+            tracing::warn!(image_id = %img.id, error = %e, "cannot delete image data");
+        }
+        let _ = self.inner.staging.delete(&staging_location(&self.inner.staging, &img.id)).await;
+        Ok(())
+    }
+
+    pub async fn deactivate(&self, img: &ImageRow) -> Result<(), Error> {
+        match img.status.as_str() {
+            "deactivated" => Ok(()),
+            "active" => {
+                if self.inner.store.image_transition(&img.id, "active", "deactivated").await? {
+                    Ok(())
+                } else {
+                    Err(Error::Conflict("The image changed state meanwhile; retry.".into()))
+                }
+            }
+            s => Err(Error::Forbidden(format!("Not allowed to deactivate image in status '{s}'"))),
+        }
+    }
+
+    pub async fn reactivate(&self, img: &ImageRow) -> Result<(), Error> {
+        match img.status.as_str() {
+            "active" => Ok(()),
+            "deactivated" => {
+                if self.inner.store.image_transition(&img.id, "deactivated", "active").await? {
+                    Ok(())
+                } else {
+                    Err(Error::Conflict("The image changed state meanwhile; retry.".into()))
+                }
+            }
+            s => Err(Error::Forbidden(format!("Not allowed to reactivate image in status '{s}'"))),
+        }
+    }
+
+    /// Bytes the owner may still store, under both the size cap and the project's total-size quota.
+    async fn upload_limit(&self, img: &ImageRow) -> Result<u64, Error> {
+        let mut limit = self.inner.config.image_size_cap;
+        let quota = self.inner.config.image_size_total;
+        if quota >= 0 {
+            let owner = img.owner.as_deref().unwrap_or_default();
+            let (_, used) = self.inner.store.project_usage(owner).await?;
+            let remaining = (quota.saturating_mul(1024 * 1024) - used).max(0);
+            limit = limit.min(remaining as u64);
+        }
+        Ok(limit)
+    }
+
+    fn check_formats(img: &ImageRow) -> Result<(), Error> {
+        if img.disk_format.is_none() || img.container_format.is_none() {
+            return Err(Error::BadRequest(
+                "Properties disk_format, container_format must be set prior to saving data.".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `PUT /v2/images/{id}/file`: streams `data` into the store while hashing it. The image goes queued → saving →
+    /// active; on any failure it returns to queued and no data is kept. A second upload is a conflict.
+    pub async fn upload(&self, img: &ImageRow, data: ByteStream) -> Result<(), Error> {
+        Self::check_formats(img)?;
+        if img.status != "queued" {
+            return Err(Error::Conflict(format!(
+                "Image status transition from {} to saving is not allowed",
+                img.status
+            )));
+        }
+        let limit = self.upload_limit(img).await?;
+        if !self.inner.store.image_transition(&img.id, "queued", "saving").await? {
+            return Err(Error::Conflict("Image status transition from saving to saving is not allowed".into()));
+        }
+        self.store_data(img.clone(), data, limit, "saving").await
+    }
+
+    /// Streams `data` to the store and activates the image (status `from` → active), or puts it back to queued.
+    /// Runs as its own task, so a client that disconnects cannot leave the image half-way.
+    async fn store_data(&self, img: ImageRow, data: ByteStream, limit: u64, from: &'static str) -> Result<(), Error> {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let meter = Arc::new(Mutex::new(Meter::default()));
+            let m = meter.clone();
+            let metered: ByteStream = Box::pin(data.map(move |chunk| {
+                let chunk: Bytes = chunk?;
+                let mut meter = m.lock().map_err(|_| std::io::Error::other("meter poisoned"))?;
+                meter.record(&chunk, limit)?;
+                Ok(chunk)
+            }));
+            let adapter = this.inner.adapter.clone();
+            let stored = adapter.add(&img.id, metered).await;
+            let finished = {
+                let mut meter = meter.lock().map_err(|_| Error::Io(std::io::Error::other("meter poisoned")))?;
+                let meter = std::mem::take(&mut *meter);
+                (meter.over_limit, meter)
+            };
+            let (over_limit, meter) = finished;
+            match stored {
+                Ok(location) => {
+                    let record = DataRecord {
+                        size: meter.size as i64,
+                        virtual_size: virtual_size(&meter.head, meter.size, img.disk_format.as_deref()),
+                        checksum: hex(&meter.md5.finalize()),
+                        os_hash_algo: "sha512".into(),
+                        os_hash_value: hex(&meter.sha512.finalize()),
+                        store_id: adapter.id().to_string(),
+                        location: location.clone(),
+                    };
+                    if this.inner.store.image_activate(&img.id, from, &record).await? {
+                        Ok(())
+                    } else {
+                        // Deleted (or otherwise moved on) while uploading: drop the data.
+                        let _ = adapter.delete(&location).await;
+                        Err(Error::Conflict(format!("Image {} was deleted or changed during the upload.", img.id)))
+                    }
+                }
+                Err(e) => {
+                    this.inner.store.image_transition(&img.id, from, "queued").await?;
+                    Err(match e {
+                        AdapterError::Source(_) if over_limit => Error::TooLarge(format!(
+                            "Image exceeds the storage quota: at most {limit} more bytes may be stored."
+                        )),
+                        AdapterError::Source(e) => Error::UploadInterrupted(e.to_string()),
+                        AdapterError::Storage(e) => Error::Io(e),
+                        other => Error::Io(std::io::Error::other(other.to_string())),
+                    })
+                }
+            }
+        });
+        task.await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    /// Streams an image's data (or a range of it). `None` when the image has no data yet.
+    pub async fn download(&self, img: &ImageRow, range: Option<ByteRange>) -> Result<Option<ByteStream>, Error> {
+        let Some(location) = &img.location else { return Ok(None) };
+        match self.inner.adapter.get(location, range).await {
+            Ok(s) => Ok(Some(s)),
+            Err(AdapterError::NotFound(_)) => Err(Error::NotFound(format!("Image data for {} is missing.", img.id))),
+            Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// `PUT /v2/images/{id}/stage`: keeps the data in the staging area; the image goes queued → uploading.
+    pub async fn stage(&self, img: &ImageRow, data: ByteStream) -> Result<(), Error> {
+        if img.status != "queued" {
+            return Err(Error::Conflict(format!(
+                "Image status transition from {} to uploading is not allowed",
+                img.status
+            )));
+        }
+        if !self.inner.store.image_transition(&img.id, "queued", "uploading").await? {
+            return Err(Error::Conflict("Image status transition from uploading to uploading is not allowed".into()));
+        }
+        let limit = self.upload_limit(img).await?;
+        let this = self.clone();
+        let id = img.id.clone();
+        let task = tokio::spawn(async move {
+            let mut size = 0u64;
+            let limited: ByteStream = Box::pin(data.map(move |c| {
+                let c = c?;
+                size += c.len() as u64;
+                if size > limit { Err(std::io::Error::other("image size limit exceeded")) } else { Ok(c) }
+            }));
+            match this.inner.staging.add(&id, limited).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    this.inner.store.image_transition(&id, "uploading", "queued").await?;
+                    Err(match e {
+                        AdapterError::Source(e) if e.to_string().contains("limit") => {
+                            Error::TooLarge("Image exceeds the storage quota.".into())
+                        }
+                        AdapterError::Source(e) => Error::UploadInterrupted(e.to_string()),
+                        other => Error::Io(std::io::Error::other(other.to_string())),
+                    })
+                }
+            }
+        });
+        task.await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    /// `POST /v2/images/{id}/import`: `glance-direct` moves staged data (uploading → importing → active),
+    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the default
+    /// store in the background, recorded as an `api_image_import` task.
+    pub async fn import(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
+        let method = request.method.as_str();
+        if !self.inner.config.import_methods.iter().any(|m| m == method) {
+            return Err(Error::BadRequest(format!("Import method {method} is not supported.")));
+        }
+        Self::check_formats(img)?;
+        let from = if method == "web-download" { "queued" } else { "uploading" };
+        if img.status != from {
+            return Err(Error::Conflict(format!(
+                "Image status {} is not valid for the {method} import: it must be {from}.",
+                img.status
+            )));
+        }
+        let uri = match (method, &request.uri) {
+            ("web-download", Some(uri)) if self.inner.http.owns(uri) => Some(uri.clone()),
+            ("web-download", _) => {
+                return Err(Error::BadRequest("web-download needs a 'uri' with an http or https URL.".into()));
+            }
+            _ => None,
+        };
+        if !self.inner.store.image_transition(&img.id, from, "importing").await? {
+            return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));
+        }
+        let limit = self.upload_limit(img).await?;
+        let now = now_micros();
+        let task = TaskRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            image_id: img.id.clone(),
+            kind: "api_image_import".into(),
+            status: "processing".into(),
+            owner: img.owner.clone(),
+            user_id: request.user_id,
+            request_id: request.request_id,
+            input: request.input.to_string(),
+            message: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.task_insert(&task).await?;
+        let this = self.clone();
+        let img = img.clone();
+        tokio::spawn(async move {
+            let source = match &uri {
+                Some(uri) => this.inner.http.get(uri, None).await,
+                None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+            };
+            let result = match source {
+                Ok(data) => this.store_data(img.clone(), data, limit, "importing").await,
+                Err(e) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
+                    Ok(_) => Err(Error::BadRequest(format!("Cannot read the data to import: {e}"))),
+                    Err(db) => Err(db),
+                },
+            };
+            let (status, message) = match &result {
+                Ok(()) => ("success", "Import complete".to_string()),
+                Err(e) => {
+                    tracing::warn!(image_id = %img.id, error = %e, "image import failed");
+                    ("failure", e.to_string())
+                }
+            };
+            if let Err(e) = this.inner.store.task_finish(&task.id, status, &message).await {
+                tracing::error!(task_id = %task.id, error = %e, "cannot record the end of an import task");
+            }
+            let _ = this.inner.staging.delete(&staging_location(&this.inner.staging, &img.id)).await;
+        });
+        Ok(())
+    }
+
+    /// The tasks run on an image, oldest first.
+    pub async fn tasks(&self, img: &ImageRow) -> Result<Vec<TaskRow>, Error> {
+        self.inner.store.task_list(&img.id).await
+    }
+
+    pub async fn add_tag(&self, img: &ImageRow, tag: &str) -> Result<(), Error> {
+        self.inner.store.tag_add(&img.id, tag).await
+    }
+
+    pub async fn delete_tag(&self, img: &ImageRow, tag: &str) -> Result<(), Error> {
+        if self.inner.store.tag_delete(&img.id, tag).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("Tag {tag} not found.")))
+        }
+    }
+
+    /// Shares a `shared` image with another project (status `pending`).
+    pub async fn add_member(&self, img: &ImageRow, member_id: &str) -> Result<MemberRow, Error> {
+        if img.visibility != "shared" {
+            return Err(Error::Forbidden(format!(
+                "Image members can only be added to images with visibility 'shared'; image {} is '{}'.",
+                img.id, img.visibility
+            )));
+        }
+        if member_id.is_empty() || member_id.chars().count() > 255 {
+            return Err(Error::BadRequest("Invalid member id.".into()));
+        }
+        let now = now_micros();
+        let member = MemberRow {
+            image_id: img.id.clone(),
+            member_id: member_id.to_string(),
+            status: "pending".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.member_insert(&member).await?;
+        Ok(member)
+    }
+
+    /// Members the caller may see: all for the owner and admins, its own membership for a member.
+    pub async fn members(&self, caller: &Caller, img: &ImageRow) -> Result<Vec<MemberRow>, Error> {
+        if img.visibility != "shared" {
+            return Err(Error::Forbidden("Only shared images have members.".into()));
+        }
+        let all = self.inner.store.member_list(&img.id).await?;
+        if caller.is_admin || caller.owns(img) {
+            return Ok(all);
+        }
+        Ok(all.into_iter().filter(|m| Some(&m.member_id) == caller.project_id.as_ref()).collect())
+    }
+
+    pub async fn member(&self, caller: &Caller, img: &ImageRow, member_id: &str) -> Result<MemberRow, Error> {
+        let missing = || Error::NotFound(format!("{member_id} is not a member of image {}", img.id));
+        if !(caller.is_admin || caller.owns(img) || caller.project_id.as_deref() == Some(member_id)) {
+            return Err(missing());
+        }
+        self.inner.store.member_get(&img.id, member_id).await?.ok_or_else(missing)
+    }
+
+    pub async fn update_member(&self, img: &ImageRow, member_id: &str, status: &str) -> Result<MemberRow, Error> {
+        if !crate::model::MEMBER_STATUSES.contains(&status) {
+            return Err(Error::BadRequest(format!("Invalid status: {status}")));
+        }
+        if !self.inner.store.member_update(&img.id, member_id, status).await? {
+            return Err(Error::NotFound(format!("{member_id} is not a member of image {}", img.id)));
+        }
+        self.inner.store.member_get(&img.id, member_id).await?.ok_or_else(|| not_found(&img.id))
+    }
+
+    pub async fn delete_member(&self, img: &ImageRow, member_id: &str) -> Result<(), Error> {
+        if self.inner.store.member_delete(&img.id, member_id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("{member_id} is not a member of image {}", img.id)))
+        }
+    }
+}
+
+fn staging_location(staging: &FileAdapter, id: &str) -> String {
+    format!("file://{}", staging.dir().join(id).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qcow2_virtual_size_from_header() {
+        let mut head = vec![0u8; 64];
+        head[..4].copy_from_slice(b"QFI\xfb");
+        head[24..32].copy_from_slice(&(10u64 << 30).to_be_bytes());
+        assert_eq!(virtual_size(&head, 1234, Some("qcow2")), Some(10 << 30));
+        assert_eq!(virtual_size(b"plain", 5, Some("raw")), Some(5));
+        assert_eq!(virtual_size(b"plain", 5, Some("vmdk")), None);
+    }
+
+    #[test]
+    fn meter_hashes_and_limits() {
+        let mut m = Meter::default();
+        m.record(b"abc", 10).unwrap();
+        assert_eq!(hex(&m.md5.clone().finalize()), "900150983cd24fb0d6963f7d28e17f72");
+        assert!(m.record(b"12345678", 10).is_err());
+        assert!(m.over_limit);
+    }
+}
