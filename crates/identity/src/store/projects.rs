@@ -1,6 +1,7 @@
 //! Domains and projects beyond the v1 basics: listing with filters, updates, deletes (a domain's delete cascades
 //! to everything it owns), extra attributes (`extra`, a JSON object as text) and project tags
-//! (`identity_project_tag`).
+//! (`identity_project_tag`), and domain-specific configuration (`identity_domain_config`, one JSON document per
+//! domain).
 
 use chrono::Utc;
 use db::{Bool, Migration, sqlx::AssertSqlSafe};
@@ -19,6 +20,10 @@ CREATE TABLE identity_project_tag (
     project_id {id} NOT NULL,
     name {name} NOT NULL,
     PRIMARY KEY (project_id, name)
+);
+CREATE TABLE identity_domain_config (
+    domain_id {id} PRIMARY KEY,
+    config {text} NOT NULL
 )",
 };
 
@@ -171,6 +176,7 @@ impl Store {
             "DELETE FROM identity_implied_role WHERE implied_role_id IN (SELECT id FROM identity_role WHERE domain_id = ?)",
             "DELETE FROM identity_role WHERE domain_id = ?",
             "DELETE FROM identity_project WHERE domain_id = ?",
+            "DELETE FROM identity_domain_config WHERE domain_id = ?",
             "DELETE FROM identity_domain WHERE id = ?",
         ];
         for sql in statements {
@@ -370,6 +376,44 @@ impl Store {
             .query("DELETE FROM identity_project_tag WHERE project_id = ? AND name = ?")
             .bind(project_id)
             .bind(tag)
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- domain-specific configuration
+
+    /// A domain's configuration document (JSON text), if it has one.
+    pub async fn domain_config_get(&self, domain_id: &str) -> Result<Option<String>, Error> {
+        let row = self
+            .db
+            .query("SELECT config FROM identity_domain_config WHERE domain_id = ?")
+            .bind(domain_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok(r.try_get("config")?)).transpose()
+    }
+
+    /// Stores (creates or replaces) a domain's configuration document.
+    pub async fn domain_config_set(&self, domain_id: &str, config: &str) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        self.db.query("DELETE FROM identity_domain_config WHERE domain_id = ?").bind(domain_id).execute(&mut *tx).await?;
+        self.db
+            .query("INSERT INTO identity_domain_config (domain_id, config) VALUES (?, ?)")
+            .bind(domain_id)
+            .bind(config)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a domain's configuration; `false` if it had none.
+    pub async fn domain_config_delete(&self, domain_id: &str) -> Result<bool, Error> {
+        let done = self
+            .db
+            .query("DELETE FROM identity_domain_config WHERE domain_id = ?")
+            .bind(domain_id)
             .execute(self.db.pool())
             .await?;
         Ok(done.rows_affected() > 0)

@@ -383,7 +383,13 @@ async fn store_queries_on_every_backend() {
         store.project_update(&p1).await.unwrap();
         assert_eq!(store.project_record_get("p1").await.unwrap().unwrap().row.name, "renamed");
 
+        store.domain_config_set("d1", r#"{"identity":{"driver":"x"}}"#).await.unwrap();
+        store.domain_config_set("d1", r#"{"identity":{"driver":"ldap"}}"#).await.unwrap();
+        assert_eq!(store.domain_config_get("d1").await.unwrap().as_deref(), Some(r#"{"identity":{"driver":"ldap"}}"#));
+
         let gone = store.domain_delete_cascade("d1").await.unwrap();
+        assert_eq!(store.domain_config_get("d1").await.unwrap(), None);
+        assert!(!store.domain_config_delete("d1").await.unwrap());
         let mut ids = gone.project_ids.clone();
         ids.sort();
         assert_eq!(ids, ["p1", "p2"]);
@@ -397,4 +403,43 @@ async fn store_queries_on_every_backend() {
         eprintln!("passed on {backend:?}");
         db.cleanup().await;
     }
+}
+
+#[tokio::test]
+async fn domain_configuration() {
+    let cloud = TestCloud::start().await;
+    let admin = &cloud.admin;
+    let d = create_domain(admin, "configured").await;
+    let base = format!("{V3}/domains/{}/config", d["id"].as_str().unwrap());
+    assert_eq!(admin.get(&base).await.status, StatusCode::NOT_FOUND);
+
+    let config = json!({"identity": {"driver": "ldap"}, "ldap": {"url": "ldap://x", "password": "secret"}});
+    let r = put(admin, &base, Some(&json!({ "config": config }))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["config"], json!({"identity": {"driver": "ldap"}, "ldap": {"url": "ldap://x"}}), "no secrets shown");
+    let r = put(admin, &base, Some(&json!({"config": {"nova": {"x": 1}}}))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "unsupported groups are refused");
+
+    let r = patch(admin, &format!("{base}/identity"), &json!({"config": {"identity": {"list_limit": 5}}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["config"]["identity"], json!({"driver": "ldap", "list_limit": 5}));
+    let r = patch(admin, &format!("{base}/identity/driver"), &json!({"config": {"driver": "sql"}})).await;
+    assert_eq!(r.json()["config"]["identity"]["driver"], "sql");
+    assert_eq!(admin.get(&format!("{base}/ldap/url")).await.json()["config"], json!({"url": "ldap://x"}));
+    assert_eq!(admin.delete(&format!("{base}/identity/driver")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&format!("{base}/identity/driver")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(admin.delete(&format!("{base}/identity")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&format!("{base}/identity")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(cloud.member.get(&base).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.delete(&base).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&base).await.status, StatusCode::NOT_FOUND);
+
+    let defaults = admin.get(&format!("{V3}/domains/config/default")).await.json();
+    assert!(defaults["config"]["ldap"]["url"].is_string());
+    let r = admin.get(&format!("{V3}/domains/config/identity/list_limit/default")).await;
+    assert_eq!(r.json()["config"], json!({"list_limit": null}));
+    let r = cloud.member.get(&format!("{V3}/domains/default/config/security_compliance")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.json()["config"].as_object().unwrap().contains_key("password_regex"));
+    cloud.shutdown().await;
 }
