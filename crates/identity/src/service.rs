@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use crate::{
     error::Error,
     store::{
-        DomainRow, EndpointRow, ProjectRow, RevocationRow, RoleRow, SYSTEM_ALL, ServiceRow, Store, UserDetail, UserRow,
-        kind,
+        AppCredRow, DomainRow, EndpointRow, ProjectRow, RevocationRow, RoleRow, SYSTEM_ALL, ServiceRow, Store,
+        TrustRow, UserDetail, UserRow, kind,
     },
     token::{Payload, Scope, TokenKeys, new_audit_id},
 };
@@ -80,14 +80,25 @@ pub struct SecurityCompliance {
 pub struct TokenInfo {
     pub payload: Payload,
     pub issued_at: DateTime<Utc>,
+    /// The user the token acts as: for a trust-scoped token with impersonation, the trustor.
     pub user: UserRow,
     pub user_domain: DomainRow,
     pub project: Option<(ProjectRow, DomainRow)>,
     pub domain: Option<DomainRow>,
     pub roles: Vec<RoleRow>,
+    /// The credential of an `application_credential` token.
+    pub application_credential: Option<AppCredRow>,
+    /// The trust of a trust-scoped token.
+    pub trust: Option<TrustRow>,
 }
 
 impl TokenInfo {
+    /// Whether this token came from a restricted application credential, which may not manage application
+    /// credentials or trusts.
+    pub fn is_restricted_application_credential(&self) -> bool {
+        self.application_credential.as_ref().is_some_and(|c| !c.unrestricted)
+    }
+
     pub fn context(&self) -> auth::Context {
         let (project, project_domain) = match &self.project {
             Some((p, d)) => (Some(p), Some(d)),
@@ -116,7 +127,10 @@ impl TokenInfo {
                 Scope::ApplicationCredential { app_cred_id, .. } => Some(app_cred_id.clone()),
                 _ => None,
             },
-            trust_id: None,
+            trust_id: match &self.payload.scope {
+                Scope::Trust { trust_id, .. } => Some(trust_id.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -126,6 +140,14 @@ impl TokenInfo {
 pub enum Credentials {
     Password { user: UserRef, password: String },
     Token { token: String },
+    ApplicationCredential { credential: AppCredRef, secret: String },
+}
+
+/// How an `application_credential` auth request names the credential: by id, or by name and owner.
+#[derive(Clone, Debug)]
+pub enum AppCredRef {
+    Id(String),
+    Name { name: String, user: UserRef },
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +171,8 @@ pub enum ScopeRequest {
     ProjectName { name: String, domain: DomainRef },
     Domain(DomainRef),
     System,
+    /// `{"OS-TRUST:trust": {"id": ...}}`: the trust's project, as its trustee.
+    Trust(String),
 }
 
 /// A catalog entry as token bodies show it.
@@ -338,11 +362,12 @@ impl Identity {
 
     /// Authenticates and issues a token for the requested scope.
     pub async fn authenticate(&self, creds: Credentials, scope: ScopeRequest) -> Result<(String, TokenInfo), Error> {
-        let (user, methods, audit_ids, expires_at) = match creds {
+        let now = Utc::now();
+        let default_expiry = now + Duration::seconds(self.inner.config.token_expiration);
+        let (user, methods, audit_ids, mut expires_at, scope) = match creds {
             Credentials::Password { user, password } => {
                 let user = self.check_password(&user, &password).await?;
-                let expires = Utc::now() + Duration::seconds(self.inner.config.token_expiration);
-                (user, vec!["password".to_string()], vec![new_audit_id()], expires)
+                (user, vec!["password".to_string()], vec![new_audit_id()], default_expiry, scope)
             }
             Credentials::Token { token } => {
                 // Rescoping keeps the original expiry and chains the audit id, as upstream. An invalid (revoked,
@@ -351,8 +376,17 @@ impl Identity {
                     Error::InvalidToken => Error::not_found("token", format!("{}…", token.chars().take(8).collect::<String>())),
                     other => other,
                 })?;
-                if matches!(info.payload.scope, Scope::ApplicationCredential { .. }) {
-                    return Err(Error::Forbidden("Cannot rescope an application credential token.".into()));
+                match info.payload.scope {
+                    Scope::ApplicationCredential { .. } => {
+                        return Err(Error::Forbidden("Cannot rescope an application credential token.".into()));
+                    }
+                    Scope::Trust { .. } => {
+                        return Err(Error::Forbidden(
+                            "You are not authorized to perform the requested action: rescope a trust-scoped token."
+                                .into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 let mut audit = vec![new_audit_id()];
                 audit.extend(info.payload.audit_ids.first().cloned());
@@ -360,17 +394,131 @@ impl Identity {
                 if !methods.iter().any(|m| m == "token") {
                     methods.push("token".into());
                 }
-                (info.user.clone(), methods, audit, info.payload.expires_at)
+                (info.user.clone(), methods, audit, info.payload.expires_at, scope)
+            }
+            Credentials::ApplicationCredential { credential, secret } => {
+                if !matches!(scope, ScopeRequest::Default) {
+                    return Err(Error::BadRequest("Application credentials cannot request a scope.".into()));
+                }
+                let (user, cred) = self.check_application_credential(&credential, &secret).await?;
+                let mut expires = default_expiry;
+                if let Some(cap) = cred.expires_at.and_then(|us| Utc.timestamp_micros(us).single()) {
+                    expires = expires.min(cap);
+                }
+                let scope = Scope::ApplicationCredential { project_id: cred.project_id, app_cred_id: cred.id };
+                let methods = vec!["application_credential".to_string()];
+                return self.issue(user, methods, vec![new_audit_id()], expires, scope).await;
             }
         };
-        let scope = self.resolve_scope(&user, scope).await?;
+        let scope = match scope {
+            ScopeRequest::Trust(trust_id) => {
+                let trust = self.trust_for_trustee(&user, &trust_id).await?;
+                if let Some(cap) = trust.expires_at.and_then(|us| Utc.timestamp_micros(us).single()) {
+                    expires_at = expires_at.min(cap);
+                }
+                let project_id = trust.project_id.clone().ok_or_else(|| {
+                    Error::Forbidden("A trust without a project cannot scope a token.".into())
+                })?;
+                // Checks the roles still hold before spending a use.
+                self.trust_roles(&trust, &project_id).await?;
+                if !self.inner.store.trust_consume_use(&trust.id).await? {
+                    return Err(Error::not_found("trust", trust.id));
+                }
+                self.changed();
+                Scope::Trust { project_id, trust_id: trust.id }
+            }
+            other => self.resolve_scope(&user, other).await?,
+        };
+        self.issue(user, methods, audit_ids, expires_at, scope).await
+    }
+
+    async fn issue(
+        &self,
+        user: UserRow,
+        methods: Vec<String>,
+        audit_ids: Vec<String>,
+        expires_at: DateTime<Utc>,
+        scope: Scope,
+    ) -> Result<(String, TokenInfo), Error> {
         // Tokens carry microseconds; so does the body of the response that issues them.
         let expires_at = Utc.timestamp_micros(expires_at.timestamp_micros()).single().unwrap_or(expires_at);
         let payload = Payload { user_id: user.id.clone(), methods, scope, expires_at, audit_ids };
         let keys = read(&self.inner.keys).clone();
         let token = keys.issue(&payload)?;
-        let info = self.build_info(payload, fernet_issued_at(&token).unwrap_or_else(Utc::now)).await?;
+        let info = self.build_info(payload, fernet_issued_at(&token).unwrap_or_else(Utc::now)).await.map_err(|e| match e {
+            Error::InvalidToken | Error::NotFound { .. } => Error::Unauthorized,
+            other => other,
+        })?;
         Ok((token, info))
+    }
+
+    /// Checks an application credential's secret and expiry and that its owner may still log in. Any failure is a
+    /// plain 401, as upstream.
+    async fn check_application_credential(&self, r: &AppCredRef, secret: &str) -> Result<(UserRow, AppCredRow), Error> {
+        let store = &self.inner.store;
+        let cred = match r {
+            AppCredRef::Id(id) => store.application_credential_get(id).await?,
+            AppCredRef::Name { name, user } => {
+                let owner = match user {
+                    UserRef::Id(id) => store.user_get(id).await?,
+                    UserRef::Name { name, domain } => match self.find_domain(domain).await? {
+                        Some(d) => store.user_get_by_name(&d.id, name).await?,
+                        None => None,
+                    },
+                };
+                match owner {
+                    Some(u) => store.application_credential_get_by_name(&u.id, name).await?,
+                    None => None,
+                }
+            }
+        };
+        let Some(cred) = cred else {
+            let _ = self.hash_password(secret).await;
+            return Err(Error::Unauthorized.with_log("no such application credential"));
+        };
+        if !bcrypt_verify(secret.to_string(), cred.secret_hash.clone()).await? {
+            return Err(Error::Unauthorized.with_log(&format!("wrong secret for application credential {}", cred.id)));
+        }
+        if cred.expires_at.is_some_and(|e| e <= Utc::now().timestamp_micros()) {
+            return Err(Error::Unauthorized.with_log(&format!("application credential {} has expired", cred.id)));
+        }
+        let user = store.user_get(&cred.user_id).await?.filter(|u| u.enabled).ok_or(Error::Unauthorized)?;
+        if !store.domain_get(&user.domain_id).await?.is_some_and(|d| d.enabled) {
+            return Err(Error::Unauthorized);
+        }
+        Ok((user, cred))
+    }
+
+    /// A trust that is neither expired nor used up; `None` otherwise (upstream then answers 404).
+    pub async fn active_trust(&self, id: &str) -> Result<Option<TrustRow>, Error> {
+        let Some(t) = self.inner.store.trust_get(id).await? else { return Ok(None) };
+        if t.expires_at.is_some_and(|e| e <= Utc::now().timestamp_micros()) || t.remaining_uses.is_some_and(|n| n <= 0) {
+            return Ok(None);
+        }
+        Ok(Some(t))
+    }
+
+    /// The trust `trust_id`, checked for use by `user` as its trustee.
+    async fn trust_for_trustee(&self, user: &UserRow, trust_id: &str) -> Result<TrustRow, Error> {
+        let trust = self.active_trust(trust_id).await?.ok_or_else(|| Error::not_found("trust", trust_id))?;
+        if trust.trustee_user_id != user.id {
+            return Err(Error::Forbidden("You are not authorized to perform the requested action: user is not a trustee.".into()));
+        }
+        let trustor = self.inner.store.user_get(&trust.trustor_user_id).await?;
+        if !trustor.is_some_and(|u| u.enabled) {
+            return Err(Error::Forbidden("You are not authorized to perform the requested action: trustor is disabled.".into()));
+        }
+        Ok(trust)
+    }
+
+    /// The roles a trust confers on `project_id` now: its roles the trustor still holds there. Empty is an error.
+    async fn trust_roles(&self, trust: &TrustRow, project_id: &str) -> Result<Vec<RoleRow>, Error> {
+        let held = self.roles_on(&trust.trustor_user_id, kind::USER_PROJECT, project_id).await?;
+        let roles: Vec<RoleRow> = held.into_iter().filter(|r| trust.role_ids.contains(&r.id)).collect();
+        if roles.is_empty() {
+            return Err(Error::InvalidToken);
+        }
+        Ok(roles)
     }
 
     /// Checks a password as upstream's password method does: account lockout first (a locked account is refused
@@ -448,7 +596,7 @@ impl Identity {
     /// Upstream's `validate_password`: the configured regular expression must match at the start of the password.
     pub fn validate_password_rules(&self, password: &str) -> Result<(), Error> {
         if let Some(re) = &self.inner.password_regex
-            && !re.find(password).is_some_and(|m| m.start() == 0)
+            && re.find(password).is_none_or(|m| m.start() != 0)
         {
             let detail = self
                 .inner
@@ -595,6 +743,7 @@ impl Identity {
                 }
                 Ok(Scope::Domain(d.id))
             }
+            ScopeRequest::Trust(_) => Err(Error::Internal("trust scope resolved elsewhere".into())),
             ScopeRequest::System => {
                 if self.roles_on(&user.id, kind::USER_SYSTEM, SYSTEM_ALL).await?.is_empty() {
                     return Err(no_access("the system scope"));
@@ -689,7 +838,9 @@ impl Identity {
     fn is_revoked(&self, payload: &Payload, issued_at: DateTime<Utc>) -> bool {
         let issued = issued_at.timestamp();
         let project_id = match &payload.scope {
-            Scope::Project(p) | Scope::ApplicationCredential { project_id: p, .. } => Some(p.as_str()),
+            Scope::Project(p)
+            | Scope::ApplicationCredential { project_id: p, .. }
+            | Scope::Trust { project_id: p, .. } => Some(p.as_str()),
             _ => None,
         };
         read(&self.inner.revocations).events.iter().any(|ev| {
@@ -704,25 +855,57 @@ impl Identity {
 
     async fn build_info(&self, payload: Payload, issued_at: DateTime<Utc>) -> Result<TokenInfo, Error> {
         let store = &self.inner.store;
-        let user = store.user_get(&payload.user_id).await?.ok_or_else(|| Error::not_found("user", &payload.user_id))?;
+        let mut user =
+            store.user_get(&payload.user_id).await?.ok_or_else(|| Error::not_found("user", &payload.user_id))?;
         if !user.enabled {
             return Err(Error::InvalidToken);
         }
-        let user_domain =
-            store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
-        // A disabled domain disables its users, and with them their tokens.
-        if !user_domain.enabled {
-            return Err(Error::InvalidToken);
-        }
+        let mut application_credential = None;
+        let mut trust = None;
         let (project, domain, roles) = match &payload.scope {
             Scope::Unscoped => (None, None, Vec::new()),
-            Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } => {
+            Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } | Scope::Trust { project_id: pid, .. } => {
                 let p = store.project_get(pid).await?.ok_or_else(|| Error::not_found("project", pid))?;
                 let d = store.domain_get(&p.domain_id).await?.ok_or_else(|| Error::not_found("domain", &p.domain_id))?;
                 if !p.enabled || !d.enabled {
                     return Err(Error::InvalidToken);
                 }
-                let roles = self.roles_on(&user.id, kind::USER_PROJECT, pid).await?;
+                let roles = match &payload.scope {
+                    Scope::ApplicationCredential { app_cred_id, .. } => {
+                        // Deleted, expired or moved credentials take their tokens with them; the roles are those
+                        // the credential was given that the user still holds.
+                        let cred = store.application_credential_get(app_cred_id).await?.ok_or(Error::InvalidToken)?;
+                        if cred.user_id != user.id
+                            || &cred.project_id != pid
+                            || cred.expires_at.is_some_and(|e| e <= Utc::now().timestamp_micros())
+                        {
+                            return Err(Error::InvalidToken);
+                        }
+                        let held = self.roles_on(&user.id, kind::USER_PROJECT, pid).await?;
+                        let roles = held.into_iter().filter(|r| cred.role_ids.contains(&r.id)).collect();
+                        application_credential = Some(cred);
+                        roles
+                    }
+                    Scope::Trust { trust_id, .. } => {
+                        // Issued tokens outlive the trust's remaining uses, not the trust itself.
+                        let t = store.trust_get(trust_id).await?.ok_or(Error::InvalidToken)?;
+                        if t.trustee_user_id != user.id
+                            || t.project_id.as_deref() != Some(pid.as_str())
+                            || t.expires_at.is_some_and(|e| e <= Utc::now().timestamp_micros())
+                        {
+                            return Err(Error::InvalidToken);
+                        }
+                        let trustor = store.user_get(&t.trustor_user_id).await?.filter(|u| u.enabled);
+                        let trustor = trustor.ok_or(Error::InvalidToken)?;
+                        let roles = self.trust_roles(&t, pid).await?;
+                        if t.impersonation {
+                            user = trustor;
+                        }
+                        trust = Some(t);
+                        roles
+                    }
+                    _ => self.roles_on(&user.id, kind::USER_PROJECT, pid).await?,
+                };
                 (Some((p, d)), None, roles)
             }
             Scope::Domain(did) => {
@@ -738,7 +921,13 @@ impl Identity {
         if !matches!(payload.scope, Scope::Unscoped) && roles.is_empty() {
             return Err(Error::InvalidToken);
         }
-        Ok(TokenInfo { payload, issued_at, user, user_domain, project, domain, roles })
+        let user_domain =
+            store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        // A disabled domain disables its users, and with them their tokens.
+        if !user_domain.enabled {
+            return Err(Error::InvalidToken);
+        }
+        Ok(TokenInfo { payload, issued_at, user, user_domain, project, domain, roles, application_credential, trust })
     }
 
     /// Revokes one token (by its audit id), as `DELETE /v3/auth/tokens`.
@@ -796,13 +985,21 @@ impl Identity {
 
     /// The token body (`{"token": {...}}`) for a validated token.
     pub async fn token_body(&self, info: &TokenInfo, with_catalog: bool) -> Result<Value, Error> {
+        let password_expires_at = self
+            .inner
+            .store
+            .user_detail_get(&info.user.id)
+            .await?
+            .and_then(|u| u.password_expires_at)
+            .and_then(|t| Utc.timestamp_opt(t, 0).single())
+            .map(format_time);
         let mut token = json!({
             "methods": info.payload.methods,
             "user": {
                 "id": info.user.id,
                 "name": info.user.name,
                 "domain": {"id": info.user_domain.id, "name": info.user_domain.name},
-                "password_expires_at": Value::Null,
+                "password_expires_at": password_expires_at,
             },
             "audit_ids": info.payload.audit_ids,
             "expires_at": format_time(info.payload.expires_at),
@@ -819,8 +1016,28 @@ impl Identity {
         if matches!(info.payload.scope, Scope::System) {
             obj.insert("system".into(), json!({"all": true}));
         }
-        if let Scope::ApplicationCredential { app_cred_id, .. } = &info.payload.scope {
-            obj.insert("application_credential".into(), json!({"id": app_cred_id, "restricted": true}));
+        if let Some(c) = &info.application_credential {
+            let mut block = json!({"id": c.id, "name": c.name, "restricted": !c.unrestricted});
+            if !c.access_rules.is_empty() {
+                block["access_rules"] = Value::Array(
+                    c.access_rules
+                        .iter()
+                        .map(|r| json!({"id": r.id, "service": r.service, "path": r.path, "method": r.method}))
+                        .collect(),
+                );
+            }
+            obj.insert("application_credential".into(), block);
+        }
+        if let Some(t) = &info.trust {
+            obj.insert(
+                "OS-TRUST:trust".into(),
+                json!({
+                    "id": t.id,
+                    "impersonation": t.impersonation,
+                    "trustee_user": {"id": t.trustee_user_id},
+                    "trustor_user": {"id": t.trustor_user_id},
+                }),
+            );
         }
         if !matches!(info.payload.scope, Scope::Unscoped) {
             obj.insert(

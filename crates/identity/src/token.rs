@@ -40,11 +40,14 @@ pub enum Scope {
     Project(String),
     System,
     ApplicationCredential { project_id: String, app_cred_id: String },
+    /// A trust-scoped token: the trust's project, through trust `trust_id`.
+    Trust { project_id: String, trust_id: String },
 }
 
 const VERSION_UNSCOPED: u64 = 0;
 const VERSION_DOMAIN: u64 = 1;
 const VERSION_PROJECT: u64 = 2;
+const VERSION_TRUST: u64 = 3;
 const VERSION_SYSTEM: u64 = 8;
 const VERSION_APP_CRED: u64 = 9;
 
@@ -122,6 +125,18 @@ impl TokenKeys {
         }
         let bytes = self.fernet.decrypt(&padded).map_err(|_| Error::InvalidToken)?;
         unpack(&bytes)
+    }
+
+    /// Encrypts arbitrary data with the primary key (the credential key repository stores blobs this way).
+    pub fn encrypt(&self, data: &[u8]) -> String {
+        self.fernet.encrypt(data)
+    }
+
+    /// Decrypts what [`TokenKeys::encrypt`] produced with any key of the repository.
+    pub fn decrypt(&self, data: &str) -> Result<Vec<u8>, Error> {
+        self.fernet
+            .decrypt(data)
+            .map_err(|_| Error::Internal(format!("data cannot be decrypted with the keys in {}", self.dir.display())))
     }
 }
 
@@ -227,6 +242,15 @@ fn pack(p: &Payload) -> Result<Vec<u8>, Error> {
             audit,
             pack_id(app_cred_id),
         ],
+        Scope::Trust { project_id, trust_id } => vec![
+            Value::from(VERSION_TRUST),
+            user,
+            methods,
+            pack_id(project_id),
+            Value::F64(expires),
+            audit,
+            pack_id(trust_id),
+        ],
     };
     let mut buf = Vec::with_capacity(96);
     rmpv::encode::write_value(&mut buf, &Value::Array(items)).map_err(|e| Error::Internal(e.to_string()))?;
@@ -246,6 +270,7 @@ fn unpack(bytes: &[u8]) -> Result<Payload, Error> {
         VERSION_DOMAIN => (Scope::Domain(unpack_id(get(3)?)?), 4),
         VERSION_PROJECT => (Scope::Project(unpack_id(get(3)?)?), 4),
         VERSION_SYSTEM => (Scope::System, 4),
+        VERSION_TRUST => (Scope::Trust { project_id: unpack_id(get(3)?)?, trust_id: unpack_id(get(6)?)? }, 4),
         VERSION_APP_CRED => (
             Scope::ApplicationCredential { project_id: unpack_id(get(3)?)?, app_cred_id: unpack_id(get(6)?)? },
             4,
@@ -288,6 +313,7 @@ mod tests {
             Scope::Project(pid.clone()),
             Scope::System,
             Scope::ApplicationCredential { project_id: pid.clone(), app_cred_id: "ac1".into() },
+            Scope::Trust { project_id: pid.clone(), trust_id: uuid::Uuid::new_v4().simple().to_string() },
         ] {
             let p = payload(scope);
             let token = keys.issue(&p).unwrap();

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::{AppState, caller, header};
 use crate::{
     error::Error,
-    service::{Credentials, DomainRef, ScopeRequest, TokenInfo, UserRef},
+    service::{AppCredRef, Credentials, DomainRef, ScopeRequest, TokenInfo, UserRef},
 };
 
 const SUBJECT_TOKEN: &str = "x-subject-token";
@@ -78,6 +78,29 @@ struct IdentityBody {
     password: Option<PasswordBody>,
     #[serde(default)]
     token: Option<TokenBody>,
+    #[serde(default)]
+    application_credential: Option<AppCredBody>,
+}
+
+#[derive(Deserialize)]
+struct AppCredBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    user: Option<AppCredUser>,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+struct AppCredUser {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    domain: Option<NamedRef>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +150,8 @@ struct ScopeBody {
     domain: Option<NamedRef>,
     #[serde(default)]
     system: Option<serde_json::Value>,
+    #[serde(default, rename = "OS-TRUST:trust")]
+    trust: Option<NamedRef>,
 }
 
 fn domain_ref(d: Option<NamedRef>, what: &str) -> Result<DomainRef, Error> {
@@ -152,6 +177,33 @@ fn parse_credentials(identity: IdentityBody) -> Result<Credentials, Error> {
         };
         return Ok(Credentials::Password { user, password: p.user.password });
     }
+    if identity.methods.iter().any(|m| m == "application_credential") {
+        let a = identity.application_credential.ok_or_else(|| {
+            Error::BadRequest("Invalid input for field 'identity': 'application_credential' is a required property".into())
+        })?;
+        let credential = match (a.id, a.name) {
+            (Some(id), _) => AppCredRef::Id(id),
+            (None, Some(name)) => {
+                let u = a.user.ok_or_else(|| {
+                    Error::BadRequest("Could not find user for application credential: a user is required with a name.".into())
+                })?;
+                let user = match (u.id, u.name) {
+                    (Some(id), _) => UserRef::Id(id),
+                    (None, Some(name)) => UserRef::Name { name, domain: domain_ref(u.domain, "user")? },
+                    (None, None) => {
+                        return Err(Error::BadRequest("Invalid input for field 'user': an id or a name is required".into()));
+                    }
+                };
+                AppCredRef::Name { name, user }
+            }
+            (None, None) => {
+                return Err(Error::BadRequest(
+                    "Invalid input for field 'application_credential': an id or a name is required".into(),
+                ));
+            }
+        };
+        return Ok(Credentials::ApplicationCredential { credential, secret: a.secret });
+    }
     if identity.methods.iter().any(|m| m == "token") {
         let t = identity
             .token
@@ -167,9 +219,18 @@ fn parse_scope(scope: Option<serde_json::Value>) -> Result<ScopeRequest, Error> 
         return Ok(ScopeRequest::Unscoped);
     }
     let body: ScopeBody = serde_json::from_value(scope).map_err(|e| Error::BadRequest(format!("Invalid input for field 'scope': {e}")))?;
-    let given = [body.project.is_some(), body.domain.is_some(), body.system.is_some()].iter().filter(|x| **x).count();
+    let given = [body.project.is_some(), body.domain.is_some(), body.system.is_some(), body.trust.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
     if given > 1 {
         return Err(Error::BadRequest("Specifying more than one scope is not allowed.".into()));
+    }
+    if let Some(t) = body.trust {
+        return match t.id {
+            Some(id) => Ok(ScopeRequest::Trust(id)),
+            None => Err(Error::BadRequest("Invalid input for field 'scope/OS-TRUST:trust': 'id' is a required property".into())),
+        };
     }
     if let Some(p) = body.project {
         return match (p.id, p.name) {

@@ -11,7 +11,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, caller, enforce, users::user_json};
+use super::{
+    AppState, caller, enforce,
+    users::{inexact_match, user_json},
+};
 use crate::{
     error::Error,
     service::{DEFAULT_DOMAIN_ID, new_id},
@@ -163,7 +166,8 @@ async fn list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> R
     if domain_id.is_none() && let Some(d) = &info.domain {
         domain_id = Some(d.id.clone());
     }
-    let groups = s.identity.store().group_list(domain_id.as_deref(), q.get("name")).await?;
+    let mut groups = s.identity.store().group_list(domain_id.as_deref(), q.get("name")).await?;
+    groups.retain(|g| inexact_match(&q, "name", &g.name));
     let items = groups.iter().map(|g| group_json(&s, g)).collect();
     Ok(s.collection("groups", items, "groups"))
 }

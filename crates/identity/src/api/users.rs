@@ -282,6 +282,23 @@ async fn check_default_project(s: &AppState, id: Option<&str>) -> Result<(), Err
     Ok(())
 }
 
+/// Keystone's inexact filters on a string attribute: `<attr>__contains`, `__startswith`, `__endswith` and their
+/// case-insensitive `__i…` forms.
+pub(super) fn inexact_match(q: &QueryPairs, attr: &str, value: &str) -> bool {
+    let lower = value.to_lowercase();
+    let check = |op: &str, f: &dyn Fn(&str, &str) -> bool, insensitive: bool| {
+        q.get_all(&format!("{attr}__{op}")).all(|want| {
+            if insensitive { f(&lower, &want.to_lowercase()) } else { f(value, want) }
+        })
+    };
+    check("contains", &|v, w| v.contains(w), false)
+        && check("icontains", &|v, w| v.contains(w), true)
+        && check("startswith", &|v, w| v.starts_with(w), false)
+        && check("istartswith", &|v, w| v.starts_with(w), true)
+        && check("endswith", &|v, w| v.ends_with(w), false)
+        && check("iendswith", &|v, w| v.ends_with(w), true)
+}
+
 /// `password_expires_at` filter: `[op:]timestamp` with op one of lt, lte, gt, gte, eq, neq (default eq).
 fn expiry_filter(q: &str) -> Result<impl Fn(Option<i64>) -> bool, Error> {
     let (op, ts) = match q.split_once(':') {
@@ -316,6 +333,7 @@ async fn list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> R
         filter.domain_id = Some(d.id.clone());
     }
     let mut users = s.identity.store().user_detail_list(&filter).await?;
+    users.retain(|u| inexact_match(&q, "name", &u.user.name));
     if let Some(expiry) = q.get("password_expires_at") {
         let keep = expiry_filter(expiry)?;
         users.retain(|u| keep(u.password_expires_at));

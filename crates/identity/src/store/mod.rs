@@ -7,19 +7,36 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
+mod application_credentials;
+mod catalog;
+mod credentials;
 mod groups;
+mod limits;
 mod projects;
 mod roles;
+mod trusts;
 mod users;
 
+pub use application_credentials::{AccessRuleRow, AppCredRow};
+pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
+pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
+pub use limits::{LimitRow, RegisteredLimitRow};
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
+pub use trusts::TrustRow;
 pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] =
-    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    INITIAL,
+    groups::MIGRATION,
+    projects::MIGRATION,
+    users::MIGRATION,
+    roles::MIGRATION,
+    catalog::MIGRATION,
+    application_credentials::MIGRATION,
+];
 
 const INITIAL: Migration = Migration {
     version: 1,

@@ -6,7 +6,7 @@ use chrono::Utc;
 use db::{Bool, Migration, sqlx::AssertSqlSafe};
 use sqlx::{Row, any::AnyRow};
 
-use super::{DomainRow, ProjectRow, Store, domain, project};
+use super::{DomainRow, ProjectRow, Store, UserFilter, domain, project};
 use crate::error::Error;
 
 pub(super) const MIGRATION: Migration = Migration {
@@ -132,10 +132,23 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a domain and everything it owns, in one transaction: its projects (with their tags and role
-    /// assignments), its users and groups (with memberships and assignments), its domain-specific roles (with their
+    /// Deletes a domain and everything it owns: its users and groups (through their own deletes), then in one
+    /// transaction its projects (with their tags and role assignments), its domain-specific roles (with their
     /// assignments and implications), and assignments on the domain itself.
     pub async fn domain_delete_cascade(&self, id: &str) -> Result<DomainDeletion, Error> {
+        // Users and groups go through their own deletes (memberships, grants, password history, …).
+        let user_ids: Vec<String> = self
+            .user_detail_list(&UserFilter { domain_id: Some(id.to_string()), ..Default::default() })
+            .await?
+            .into_iter()
+            .map(|u| u.user.id)
+            .collect();
+        for u in &user_ids {
+            self.user_delete(u).await?;
+        }
+        for g in self.group_list(Some(id), None).await? {
+            self.group_delete(&g.id).await?;
+        }
         let mut tx = self.db.begin().await?;
         let project_ids: Vec<String> = self
             .db
@@ -146,33 +159,17 @@ impl Store {
             .iter()
             .map(|r| r.try_get("id"))
             .collect::<Result<_, _>>()?;
-        let user_ids: Vec<String> = self
-            .db
-            .query("SELECT id FROM identity_user WHERE domain_id = ?")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
         let statements = [
-            // Grants on the domain's projects and on the domain itself.
+            // Grants on the domain's projects and on the domain itself, and their tags.
             "DELETE FROM identity_assignment WHERE target_id IN (SELECT id FROM identity_project WHERE domain_id = ?)",
             "DELETE FROM identity_project_tag WHERE project_id IN (SELECT id FROM identity_project WHERE domain_id = ?)",
             "DELETE FROM identity_assignment WHERE target_id = ?",
             "DELETE FROM identity_project_tag WHERE project_id = ?",
-            // Grants held by the domain's users and groups, and group memberships.
-            "DELETE FROM identity_assignment WHERE actor_id IN (SELECT id FROM identity_user WHERE domain_id = ?)",
-            "DELETE FROM identity_assignment WHERE actor_id IN (SELECT id FROM identity_group WHERE domain_id = ?)",
-            "DELETE FROM identity_user_group WHERE user_id IN (SELECT id FROM identity_user WHERE domain_id = ?)",
-            "DELETE FROM identity_user_group WHERE group_id IN (SELECT id FROM identity_group WHERE domain_id = ?)",
             // Domain-specific roles, their grants and implications.
             "DELETE FROM identity_assignment WHERE role_id IN (SELECT id FROM identity_role WHERE domain_id = ?)",
             "DELETE FROM identity_implied_role WHERE prior_role_id IN (SELECT id FROM identity_role WHERE domain_id = ?)",
             "DELETE FROM identity_implied_role WHERE implied_role_id IN (SELECT id FROM identity_role WHERE domain_id = ?)",
             "DELETE FROM identity_role WHERE domain_id = ?",
-            "DELETE FROM identity_user WHERE domain_id = ?",
-            "DELETE FROM identity_group WHERE domain_id = ?",
             "DELETE FROM identity_project WHERE domain_id = ?",
             "DELETE FROM identity_domain WHERE id = ?",
         ];

@@ -2,6 +2,9 @@
 //! PostgreSQL and MariaDB when reachable, required in CI), and the HTTP API through the whole-cloud harness.
 //! One module per resource family.
 
+mod appcreds;
+mod catalog;
 mod projects;
 mod service;
 mod roles;
+mod users;

@@ -138,11 +138,11 @@ async fn project_crud_hierarchy_and_filters() {
 
     // Filters.
     let by_parent = admin.get(&format!("{V3}/projects?parent_id={top_id}")).await.json();
-    assert_eq!(ids(&by_parent, "projects"), [child_id.clone()]);
+    assert_eq!(ids(&by_parent, "projects"), [child_id.as_str()]);
     let disabled = admin.get(&format!("{V3}/projects?enabled=false")).await.json();
-    assert_eq!(ids(&disabled, "projects"), [gc_id.clone()]);
+    assert_eq!(ids(&disabled, "projects"), [gc_id.as_str()]);
     let by_name = admin.get(&format!("{V3}/projects?name=child&domain_id=default")).await.json();
-    assert_eq!(ids(&by_name, "projects"), [child_id.clone()]);
+    assert_eq!(ids(&by_name, "projects"), [child_id.as_str()]);
     let domains = admin.get(&format!("{V3}/projects?is_domain=true")).await.json();
     assert!(ids(&domains, "projects").contains(&"default".to_string()));
     assert!(domains["projects"].as_array().unwrap().iter().all(|p| p["is_domain"] == true));
@@ -321,7 +321,7 @@ async fn disabled_or_deleted_project_tokens_are_refused() {
 /// The domain/project queries on every database backend.
 #[tokio::test]
 async fn store_queries_on_every_backend() {
-    use identity::store::{DomainRecord, DomainRow, ProjectFilter, ProjectRecord, ProjectRow, Store, kind};
+    use identity::store::{DomainRecord, DomainRow, GroupRow, ProjectFilter, ProjectRecord, ProjectRow, Store, UserRow, kind};
 
     for db in db::testing::test_databases().await {
         let backend = db.backend();
@@ -348,6 +348,17 @@ async fn store_queries_on_every_backend() {
         store.project_record_create(&project("p1", "d1", true)).await.unwrap();
         store.project_record_create(&project("p2", "p1", false)).await.unwrap();
         store.assignment_create(kind::USER_PROJECT, "u1", "p2", "r1").await.unwrap();
+        let user = UserRow {
+            id: "u1".into(),
+            name: "alice".into(),
+            domain_id: "d1".into(),
+            enabled: true,
+            password_hash: None,
+            default_project_id: None,
+        };
+        store.user_create(&user).await.unwrap();
+        store.group_create(&GroupRow { id: "g1".into(), name: "grp".into(), domain_id: "d1".into(), description: None }).await.unwrap();
+        store.group_add_user("g1", "u1").await.unwrap();
 
         let got = store.domain_list(Some("D1"), Some(true)).await.unwrap();
         assert_eq!((got.len(), got[0].extra.as_deref()), (1, Some(r#"{"k":"v"}"#)), "{backend:?}");
@@ -380,6 +391,9 @@ async fn store_queries_on_every_backend() {
         assert!(store.domain_record_get("d1").await.unwrap().is_none());
         assert!(store.assignment_role_ids(kind::USER_PROJECT, "u1", "p2").await.unwrap().is_empty());
         assert!(store.project_tags("p1").await.unwrap().is_empty());
+        assert_eq!(gone.user_ids, ["u1"]);
+        assert!(store.user_get("u1").await.unwrap().is_none());
+        assert!(store.group_get("g1").await.unwrap().is_none());
         eprintln!("passed on {backend:?}");
         db.cleanup().await;
     }
