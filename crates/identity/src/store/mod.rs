@@ -339,38 +339,26 @@ impl Store {
         Ok(())
     }
 
-    /// Projects on which the user holds any role directly or through one of their groups.
+    /// Projects on which the user holds any role: directly, through a group, or inherited.
     pub async fn project_list_for_user(&self, user_id: &str) -> Result<Vec<ProjectRow>, Error> {
-        let sql = concat!("SELECT ", project_cols!(), " FROM identity_project WHERE id IN \
-             (SELECT target_id FROM identity_assignment WHERE (kind = ? AND actor_id = ?) OR (kind = ? AND actor_id IN \
-             (SELECT group_id FROM identity_user_group WHERE user_id = ?))) ORDER BY name");
-        let rows = self
-            .db
-            .query(sql)
-            .bind(kind::USER_PROJECT)
-            .bind(user_id)
-            .bind(kind::GROUP_PROJECT)
-            .bind(user_id)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter().map(project).collect()
+        let ids = self.assignment_project_ids_for_user(user_id).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = concat!("SELECT ", project_cols!(), " FROM identity_project WHERE is_domain = ? ORDER BY name");
+        let rows = self.db.query(sql).bind(Bool(false)).fetch_all(self.db.pool()).await?;
+        rows.iter().map(project).filter(|p| p.as_ref().map_or(true, |p| ids.contains(&p.id))).collect()
     }
 
-    /// Domains on which the user holds any role directly or through one of their groups.
+    /// Domains on which the user holds any role, directly or through a group.
     pub async fn domain_list_for_user(&self, user_id: &str) -> Result<Vec<DomainRow>, Error> {
-        let sql = concat!("SELECT ", domain_cols!(), " FROM identity_domain WHERE id IN \
-             (SELECT target_id FROM identity_assignment WHERE (kind = ? AND actor_id = ?) OR (kind = ? AND actor_id IN \
-             (SELECT group_id FROM identity_user_group WHERE user_id = ?))) ORDER BY name");
-        let rows = self
-            .db
-            .query(sql)
-            .bind(kind::USER_DOMAIN)
-            .bind(user_id)
-            .bind(kind::GROUP_DOMAIN)
-            .bind(user_id)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter().map(domain).collect()
+        let ids = self.assignment_domain_ids_for_user(user_id).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = concat!("SELECT ", domain_cols!(), " FROM identity_domain ORDER BY name");
+        let rows = self.db.query(sql).fetch_all(self.db.pool()).await?;
+        rows.iter().map(domain).filter(|d| d.as_ref().map_or(true, |d| ids.contains(&d.id))).collect()
     }
 
     // ---- users

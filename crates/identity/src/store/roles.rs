@@ -3,6 +3,8 @@
 //! Migration 5 adds the role's `options` and `extra` attributes (JSON text) and the indexes effective-role
 //! computation needs.
 
+use std::collections::{HashMap, HashSet};
+
 use db::{Bool, Migration};
 use sqlx::{Row, any::AnyRow};
 
@@ -366,6 +368,85 @@ impl Store {
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get("role_id")?)).collect()
+    }
+
+    /// Assignments that reach a user: their own and their groups' (every kind and target).
+    async fn assignment_list_reaching(&self, user_id: &str) -> Result<Vec<AssignmentRow>, Error> {
+        let rows = self
+            .db
+            .query(
+                "SELECT kind, actor_id, target_id, role_id, inherited FROM identity_assignment WHERE \
+                 actor_id = ? OR actor_id IN (SELECT group_id FROM identity_user_group WHERE user_id = ?)",
+            )
+            .bind(user_id)
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        let all: Vec<AssignmentRow> = rows.iter().map(assignment).collect::<Result<_, _>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|a| {
+                let user_kind = [kind::USER_PROJECT, kind::USER_DOMAIN, kind::USER_SYSTEM].contains(&a.kind.as_str());
+                (a.actor_id == user_id) == user_kind
+            })
+            .collect())
+    }
+
+    /// Ids of the projects a user has a role on, directly, through a group, or inherited from a parent project
+    /// or the project's domain (what `GET /v3/auth/projects` lists).
+    pub async fn assignment_project_ids_for_user(&self, user_id: &str) -> Result<HashSet<String>, Error> {
+        let reaching = self.assignment_list_reaching(user_id).await?;
+        let mut ids = HashSet::new();
+        let mut inherited_from_projects = HashSet::new();
+        let mut inherited_from_domains = HashSet::new();
+        for a in &reaching {
+            match (a.kind.as_str(), a.inherited) {
+                (kind::USER_PROJECT | kind::GROUP_PROJECT, false) => {
+                    ids.insert(a.target_id.clone());
+                }
+                (kind::USER_PROJECT | kind::GROUP_PROJECT, true) => {
+                    inherited_from_projects.insert(a.target_id.clone());
+                }
+                (kind::USER_DOMAIN | kind::GROUP_DOMAIN, true) => {
+                    inherited_from_domains.insert(a.target_id.clone());
+                }
+                _ => {}
+            }
+        }
+        if inherited_from_projects.is_empty() && inherited_from_domains.is_empty() {
+            return Ok(ids);
+        }
+        let nodes = self.project_nodes().await?;
+        let parents: HashMap<&str, Option<&str>> =
+            nodes.iter().map(|n| (n.id.as_str(), n.parent_id.as_deref())).collect();
+        for n in &nodes {
+            if inherited_from_domains.contains(&n.domain_id) {
+                ids.insert(n.id.clone());
+                continue;
+            }
+            // Walk up the ancestors (bounded, in case of a corrupt cycle).
+            let mut cur = n.parent_id.as_deref();
+            for _ in 0..64 {
+                let Some(p) = cur else { break };
+                if inherited_from_projects.contains(p) {
+                    ids.insert(n.id.clone());
+                    break;
+                }
+                cur = parents.get(p).copied().flatten();
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Ids of the domains a user has a role on, directly or through a group (not inherited).
+    pub async fn assignment_domain_ids_for_user(&self, user_id: &str) -> Result<HashSet<String>, Error> {
+        Ok(self
+            .assignment_list_reaching(user_id)
+            .await?
+            .into_iter()
+            .filter(|a| !a.inherited && (a.kind == kind::USER_DOMAIN || a.kind == kind::GROUP_DOMAIN))
+            .map(|a| a.target_id)
+            .collect())
     }
 
     // ---- what assignment listing needs

@@ -325,8 +325,10 @@ async fn grants_for_users_and_groups_reach_tokens() {
     assert_eq!(ids(&get(a, &format!("/domains/default/groups/{group}/roles")).await.json()["roles"]), vec![reader.clone()]);
     let (_, roles) = token(&cloud, &user, json!({"domain": {"id": "default"}})).await.unwrap();
     assert_eq!(roles, vec!["operator"]);
-    let (_, roles) = token(&cloud, &member, json!({"domain": {"id": "default"}})).await.unwrap();
+    let (mtok, roles) = token(&cloud, &member, json!({"domain": {"id": "default"}})).await.unwrap();
     assert_eq!(roles, vec!["reader"]);
+    let scopes = get(&cloud.anonymous.with_token(Some(mtok)), "/auth/domains").await.json();
+    assert_eq!(ids(&scopes["domains"]), vec!["default"], "group grants make a domain available");
     assert_eq!(put(a, &format!("/domains/nope/users/{user}/roles/{rid}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(token(&cloud, &user, project_scope(&project)).await.unwrap_err(), StatusCode::UNAUTHORIZED, "domain grants are not inherited");
 
@@ -387,6 +389,11 @@ async fn inherited_grants_reach_child_projects() {
     assert_eq!(token(&cloud, &member, project_scope(&grandchild)).await.unwrap().1, vec!["heir"]);
     assert_eq!(token(&cloud, &member, project_scope(&parent)).await.unwrap().1, vec!["heir"]);
     assert_eq!(token(&cloud, &member, json!({"domain": {"id": "default"}})).await.unwrap_err(), StatusCode::UNAUTHORIZED);
+    let (mtok, _) = token(&cloud, &member, project_scope(&child)).await.unwrap();
+    let available = ids(&get(&cloud.anonymous.with_token(Some(mtok)), "/auth/projects").await.json()["projects"]);
+    for p in [&parent, &child, &grandchild] {
+        assert!(available.contains(p), "inherited grants make {p} available: {available:?}");
+    }
 
     // Effective assignments show the inheritance on each project.
     let q = format!("/role_assignments?user.id={member}&scope.project.id={grandchild}&effective");
