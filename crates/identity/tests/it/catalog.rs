@@ -293,6 +293,53 @@ async fn credentials_are_private_encrypted_and_ec2_keyed() {
 }
 
 #[tokio::test]
+async fn os_ec2_credentials_per_user() {
+    let cloud = TestCloud::start().await;
+    let member = &cloud.member;
+    let member_id = member.token_body["token"]["user"]["id"].as_str().unwrap().to_string();
+    let admin_id = cloud.admin.token_body["token"]["user"]["id"].as_str().unwrap().to_string();
+    let project = member.token_body["token"]["project"]["id"].as_str().unwrap().to_string();
+    let base = format!("{V3}/users/{member_id}/credentials/OS-EC2");
+
+    let r = member.post(&base, &json!({"tenant_id": project})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let cred = r.json()["credential"].clone();
+    let access = cred["access"].as_str().unwrap().to_string();
+    assert_eq!((cred["user_id"].as_str(), cred["tenant_id"].as_str()), (Some(member_id.as_str()), Some(project.as_str())));
+    assert!(!cred["secret"].as_str().unwrap().is_empty());
+    assert_eq!(member.post(&base, &json!({"tenant_id": "nope"})).await.status, StatusCode::NOT_FOUND);
+
+    // The same credential in the generic API and for the S3 look-up.
+    let generic = member.get(&format!("{V3}/credentials/{}", identity::store::ec2_credential_id(&access))).await;
+    assert_eq!(generic.status, StatusCode::OK);
+    assert_eq!(generic.json()["credential"]["type"], "ec2");
+    let identity = cloud.running.cloud.identity.clone().expect("identity service");
+    let found = identity.ec2_credential(&access).await.unwrap().expect("by access key");
+    assert_eq!(found.secret, cred["secret"].as_str().unwrap());
+
+    let shown = member.get(&format!("{base}/{access}")).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["credential"]["secret"], cred["secret"]);
+    assert_eq!(ids_of_access(&member.get(&base).await.json()), vec![access.clone()]);
+
+    // Someone else's: 403 for the member; under the wrong user, 404 even for admin.
+    let other = format!("{V3}/users/{admin_id}/credentials/OS-EC2");
+    assert_eq!(member.post(&other, &json!({"tenant_id": project})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(member.get(&other).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(cloud.admin.get(&format!("{other}/{access}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(cloud.admin.get(&format!("{base}/{access}")).await.status, StatusCode::OK);
+
+    assert_eq!(member.delete(&format!("{base}/{access}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(member.get(&format!("{base}/{access}")).await.status, StatusCode::NOT_FOUND);
+    assert!(identity.ec2_credential(&access).await.unwrap().is_none());
+    cloud.shutdown().await;
+}
+
+fn ids_of_access(v: &Value) -> Vec<String> {
+    v["credentials"].as_array().unwrap().iter().filter_map(|c| c["access"].as_str().map(str::to_string)).collect()
+}
+
+#[tokio::test]
 async fn limits_follow_the_flat_model_rules() {
     let cloud = TestCloud::start().await;
     let admin = &cloud.admin;
