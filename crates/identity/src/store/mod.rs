@@ -15,7 +15,7 @@ mod projects;
 mod roles;
 mod users;
 
-pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
+pub use catalog::{EndpointGroupRow, EndpointRecord, PolicyRow, RegionRow, ServiceRecord};
 pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
 pub use limits::{LimitRow, RegisteredLimitRow};
@@ -24,8 +24,15 @@ pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] =
-    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION, catalog::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    INITIAL,
+    groups::MIGRATION,
+    projects::MIGRATION,
+    users::MIGRATION,
+    roles::MIGRATION,
+    catalog::MIGRATION,
+    catalog::MIGRATION_POLICIES,
+];
 
 const INITIAL: Migration = Migration {
     version: 1,

@@ -176,6 +176,47 @@ async fn services_and_endpoints_crud_validation_and_policy() {
     cloud.shutdown().await;
 }
 
+#[tokio::test]
+async fn policy_blobs_and_endpoint_groups() {
+    let cloud = TestCloud::start().await;
+    let admin = &cloud.admin;
+
+    let url = format!("{V3}/policies");
+    assert_eq!(admin.post(&url, &json!({"policy": {"type": "application/json"}})).await.status, StatusCode::BAD_REQUEST);
+    let r = admin.post(&url, &json!({"policy": {"type": "application/json", "blob": "{\"a\": 1}"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let pid = r.json()["policy"]["id"].as_str().unwrap().to_string();
+    let r = patch(admin, &format!("{url}/{pid}"), &json!({"policy": {"type": "text/yaml"}})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let shown = admin.get(&format!("{url}/{pid}")).await.json();
+    assert_eq!((shown["policy"]["type"].as_str(), shown["policy"]["blob"].as_str()), (Some("text/yaml"), Some("{\"a\": 1}")));
+    assert_eq!(cloud.member.post(&url, &json!({"policy": {"type": "t", "blob": "b"}})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(cloud.member.delete(&format!("{url}/{pid}")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(ids(&admin.get(&url).await.json(), "policies"), vec![pid.clone()]);
+    assert_eq!(admin.delete(&format!("{url}/{pid}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&format!("{url}/{pid}")).await.status, StatusCode::NOT_FOUND);
+
+    let url = format!("{V3}/OS-EP-FILTER/endpoint_groups");
+    let bad = json!({"endpoint_group": {"name": "g", "filters": {"colour": "red"}}});
+    assert_eq!(admin.post(&url, &bad).await.status, StatusCode::BAD_REQUEST);
+    let r = admin
+        .post(&url, &json!({"endpoint_group": {"name": "g", "description": "d", "filters": {"interface": "public"}}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let group = r.json()["endpoint_group"].clone();
+    let gid = group["id"].as_str().unwrap().to_string();
+    assert!(admin.get(&url).await.json()["endpoint_groups"].as_array().unwrap().contains(&group));
+    let r = admin.request(Method::HEAD, &format!("{url}/{gid}"), None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = patch(admin, &format!("{url}/{gid}"), &json!({"endpoint_group": {"name": "g2", "filters": {"service_id": "s"}}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["endpoint_group"]["filters"], json!({"service_id": "s"}));
+    assert_eq!(cloud.member.get(&url).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.delete(&format!("{url}/{gid}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.request(Method::HEAD, &format!("{url}/{gid}"), None, &[]).await.status, StatusCode::NOT_FOUND);
+    cloud.shutdown().await;
+}
+
 fn catalog_types(token_body: &Value) -> Vec<String> {
     token_body["token"]["catalog"]
         .as_array()
@@ -427,7 +468,9 @@ async fn limits_follow_the_flat_model_rules() {
 async fn datastore_on_every_backend() {
     use identity::{
         Identity, IdentityConfig,
-        store::{Credential, EndpointRecord, LimitRow, RegionRow, RegisteredLimitRow, ServiceRecord},
+        store::{
+            Credential, EndpointGroupRow, EndpointRecord, LimitRow, PolicyRow, RegionRow, RegisteredLimitRow, ServiceRecord,
+        },
     };
     use serde_json::Map;
 
@@ -525,6 +568,21 @@ async fn datastore_on_every_backend() {
         assert_eq!(store.limit_get("l1").await.unwrap(), Some(lim));
         assert!(store.limit_delete("l1").await.unwrap());
         assert!(store.registered_limit_delete("r1").await.unwrap());
+
+        let mut pol = PolicyRow { id: "pol".into(), policy_type: "t".into(), blob: "b".into(), extra: Map::new() };
+        store.policy_save(&pol, true).await.unwrap();
+        pol.blob = "b2".into();
+        store.policy_save(&pol, false).await.unwrap();
+        assert_eq!(store.policy_list().await.unwrap(), vec![pol]);
+        assert!(store.policy_delete("pol").await.unwrap());
+        let mut filters = Map::new();
+        filters.insert("interface".into(), json!("public"));
+        let mut group = EndpointGroupRow { id: "g".into(), name: "n".into(), description: None, filters };
+        store.endpoint_group_save(&group, true).await.unwrap();
+        group.description = Some("d".into());
+        store.endpoint_group_save(&group, false).await.unwrap();
+        assert_eq!(store.endpoint_group_get("g").await.unwrap(), Some(group));
+        assert!(store.endpoint_group_delete("g").await.unwrap());
         eprintln!("passed on {:?}", db.backend());
         db.cleanup().await;
     }
