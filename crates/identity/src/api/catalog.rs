@@ -230,7 +230,11 @@ async fn region_get(
     Ok(Json(json!({"region": region_json(&s, &r)})))
 }
 
-async fn region_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn region_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_region", &json!({})).await?;
     let m = entity(body, "region")?;
     let id = match string_field(&m, "id", true, false, 255)? {
@@ -252,10 +256,7 @@ async fn region_put(
     if let Some(Some(body_id)) = string_field(&m, "id", true, false, 255)?
         && body_id != id
     {
-        return Err(Error::BadRequest(format!(
-            "Conflicting region IDs specified: \"{id}\" and \"{body_id}\""
-        ))
-        .into());
+        return Err(Error::BadRequest(format!("Conflicting region IDs specified: \"{id}\" and \"{body_id}\"")).into());
     }
     let r = create_region(&s, id, &m).await?;
     Ok(created(json!({"region": region_json(&s, &r)})))
@@ -286,9 +287,7 @@ async fn create_region(s: &AppState, id: String, m: &Map<String, Value>) -> Resu
 }
 
 fn circular(parent: &str) -> Error {
-    Error::BadRequest(format!(
-        "The specified parent region {parent} would create a circular region hierarchy."
-    ))
+    Error::BadRequest(format!("The specified parent region {parent} would create a circular region hierarchy."))
 }
 
 async fn region_update(
@@ -416,7 +415,11 @@ async fn service_get(
     Ok(Json(json!({"service": service_json(&s, &r)})))
 }
 
-async fn service_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn service_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_service", &json!({})).await?;
     let m = entity(body, "service")?;
     required(&m, "type")?;
@@ -579,12 +582,7 @@ async fn check_endpoint_refs(s: &AppState, e: &EndpointRecord, legacy_region: bo
             return Err(expecting("endpoint region_id", "region table"));
         }
         store
-            .region_create(&RegionRow {
-                id: r.clone(),
-                description: None,
-                parent_region_id: None,
-                extra: Map::new(),
-            })
+            .region_create(&RegionRow { id: r.clone(), description: None, parent_region_id: None, extra: Map::new() })
             .await?;
     }
     if store.service_get(&e.service_id).await?.is_none() {
@@ -593,7 +591,11 @@ async fn check_endpoint_refs(s: &AppState, e: &EndpointRecord, legacy_region: bo
     Ok(())
 }
 
-async fn endpoint_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn endpoint_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_endpoint", &json!({})).await?;
     let m = entity(body, "endpoint")?;
     for f in ["service_id", "interface", "url"] {
@@ -711,7 +713,11 @@ async fn policy_get(
     Ok(Json(json!({"policy": policy_json(&s, &p)})))
 }
 
-async fn policy_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn policy_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_policy", &json!({})).await?;
     let m = entity(body, "policy")?;
     required(&m, "blob")?;
@@ -837,7 +843,11 @@ async fn group_check(
     Ok(StatusCode::OK)
 }
 
-async fn group_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn group_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_endpoint_group", &json!({})).await?;
     let m = entity(body, "endpoint_group")?;
     required(&m, "name")?;

@@ -96,7 +96,11 @@ fn ec2_blob(blob: &str) -> Result<Map<String, Value>, Error> {
     }
 }
 
-async fn credential_list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn credential_list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     let info = caller(&s, &headers).await?;
     let own = json!({"credential": {"user_id": info.user.id}});
     enforce(&s, &info, "identity:list_credentials", &own)?;
@@ -133,7 +137,11 @@ async fn credential_get(
     Ok(Json(json!({"credential": credential_json(&s, &c)})))
 }
 
-async fn credential_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn credential_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     let info = caller(&s, &headers).await?;
     let target = match body.get("credential") {
         Some(c @ Value::Object(_)) => json!({"credential": c}),
@@ -167,8 +175,7 @@ async fn credential_create(State(s): State<AppState>, headers: HeaderMap, Json(b
     }
     let c = Credential { id, user_id, project_id, cred_type, blob, extra: extras(&m, FIELDS) };
     s.identity.credential_create(&c).await?;
-    Ok((StatusCode::CREATED, Json(json!({"credential": credential_json(&s, &c)})))
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({"credential": credential_json(&s, &c)}))).into_response())
 }
 
 async fn credential_update(

@@ -260,7 +260,9 @@ impl Store {
 
     pub async fn service_insert(&self, s: &ServiceRecord) -> Result<(), Error> {
         self.db
-            .query("INSERT INTO identity_service (id, type, name, description, enabled, extra) VALUES (?, ?, ?, ?, ?, ?)")
+            .query(
+                "INSERT INTO identity_service (id, type, name, description, enabled, extra) VALUES (?, ?, ?, ?, ?, ?)",
+            )
             .bind(&s.id)
             .bind(&s.service_type)
             .bind(&s.name)
@@ -274,7 +276,9 @@ impl Store {
 
     pub async fn service_update(&self, s: &ServiceRecord) -> Result<(), Error> {
         self.db
-            .query("UPDATE identity_service SET type = ?, name = ?, description = ?, enabled = ?, extra = ? WHERE id = ?")
+            .query(
+                "UPDATE identity_service SET type = ?, name = ?, description = ?, enabled = ?, extra = ? WHERE id = ?",
+            )
             .bind(&s.service_type)
             .bind(&s.name)
             .bind(&s.description)
@@ -299,7 +303,9 @@ impl Store {
 
     pub async fn endpoint_get(&self, id: &str) -> Result<Option<EndpointRecord>, Error> {
         self.db
-            .query("SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint WHERE id = ?")
+            .query(
+                "SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint WHERE id = ?",
+            )
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -311,7 +317,9 @@ impl Store {
     pub async fn endpoint_list_full(&self) -> Result<Vec<EndpointRecord>, Error> {
         let rows = self
             .db
-            .query("SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint ORDER BY id")
+            .query(
+                "SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint ORDER BY id",
+            )
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(endpoint).collect()
@@ -373,8 +381,11 @@ impl Store {
     }
 
     pub async fn policy_list(&self) -> Result<Vec<PolicyRow>, Error> {
-        let rows =
-            self.db.query("SELECT id, type, policy_blob, extra FROM identity_policy ORDER BY id").fetch_all(self.db.pool()).await?;
+        let rows = self
+            .db
+            .query("SELECT id, type, policy_blob, extra FROM identity_policy ORDER BY id")
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter().map(policy).collect()
     }
 
