@@ -5,6 +5,9 @@
 //! `region_id`) creates that region when missing, as upstream does for v2-style clients; an unknown `region_id` is
 //! a 400. Every change invalidates cached token validations and the catalog (`Identity::changed`).
 //!
+//! Also policy blobs (`/v3/policies`: opaque documents with a type, kept for other services) and endpoint groups
+//! (`/v3/OS-EP-FILTER/endpoint_groups`: named endpoint filters; project associations are not implemented).
+//!
 //! Also home of the small body-validation helpers the credential and limit modules share: they produce Keystone's
 //! JSON-schema style messages ("Invalid input for field 'enabled': 'False' is not of type 'boolean'").
 
@@ -24,7 +27,7 @@ use super::{AppState, authorize};
 use crate::{
     error::Error,
     service::new_id,
-    store::{EndpointRecord, RegionRow, ServiceRecord},
+    store::{EndpointGroupRow, EndpointRecord, PolicyRow, RegionRow, ServiceRecord},
 };
 
 /// Default policy rules (upstream names, secure-RBAC defaults; admin in any scope writes).
@@ -45,6 +48,16 @@ pub(super) const POLICIES: &[(&str, &str)] = &[
     ("identity:create_endpoint", "rule:admin_required"),
     ("identity:update_endpoint", "rule:admin_required"),
     ("identity:delete_endpoint", "rule:admin_required"),
+    ("identity:get_policy", "rule:admin_or_system_reader"),
+    ("identity:list_policies", "rule:admin_or_system_reader"),
+    ("identity:create_policy", "rule:admin_required"),
+    ("identity:update_policy", "rule:admin_required"),
+    ("identity:delete_policy", "rule:admin_required"),
+    ("identity:get_endpoint_group", "rule:admin_or_system_reader"),
+    ("identity:list_endpoint_groups", "rule:admin_or_system_reader"),
+    ("identity:create_endpoint_group", "rule:admin_required"),
+    ("identity:update_endpoint_group", "rule:admin_required"),
+    ("identity:delete_endpoint_group", "rule:admin_required"),
 ];
 
 pub(super) fn routes() -> Router<AppState> {
@@ -55,6 +68,13 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v3/services/{service_id}", get(service_get).patch(service_update).delete(service_delete))
         .route("/v3/endpoints", get(endpoint_list).post(endpoint_create))
         .route("/v3/endpoints/{endpoint_id}", get(endpoint_get).patch(endpoint_update).delete(endpoint_delete))
+        .route("/v3/policies", get(policy_list).post(policy_create))
+        .route("/v3/policies/{policy_id}", get(policy_get).patch(policy_update).delete(policy_delete))
+        .route("/v3/OS-EP-FILTER/endpoint_groups", get(group_list).post(group_create))
+        .route(
+            "/v3/OS-EP-FILTER/endpoint_groups/{endpoint_group_id}",
+            get(group_get).head(group_check).patch(group_update).delete(group_delete),
+        )
 }
 
 const INTERFACES: &[&str] = &["public", "internal", "admin"];
@@ -210,7 +230,11 @@ async fn region_get(
     Ok(Json(json!({"region": region_json(&s, &r)})))
 }
 
-async fn region_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn region_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_region", &json!({})).await?;
     let m = entity(body, "region")?;
     let id = match string_field(&m, "id", true, false, 255)? {
@@ -232,10 +256,7 @@ async fn region_put(
     if let Some(Some(body_id)) = string_field(&m, "id", true, false, 255)?
         && body_id != id
     {
-        return Err(Error::BadRequest(format!(
-            "Conflicting region IDs specified: \"{id}\" and \"{body_id}\""
-        ))
-        .into());
+        return Err(Error::BadRequest(format!("Conflicting region IDs specified: \"{id}\" and \"{body_id}\"")).into());
     }
     let r = create_region(&s, id, &m).await?;
     Ok(created(json!({"region": region_json(&s, &r)})))
@@ -266,9 +287,7 @@ async fn create_region(s: &AppState, id: String, m: &Map<String, Value>) -> Resu
 }
 
 fn circular(parent: &str) -> Error {
-    Error::BadRequest(format!(
-        "The specified parent region {parent} would create a circular region hierarchy."
-    ))
+    Error::BadRequest(format!("The specified parent region {parent} would create a circular region hierarchy."))
 }
 
 async fn region_update(
@@ -396,7 +415,11 @@ async fn service_get(
     Ok(Json(json!({"service": service_json(&s, &r)})))
 }
 
-async fn service_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn service_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_service", &json!({})).await?;
     let m = entity(body, "service")?;
     required(&m, "type")?;
@@ -559,12 +582,7 @@ async fn check_endpoint_refs(s: &AppState, e: &EndpointRecord, legacy_region: bo
             return Err(expecting("endpoint region_id", "region table"));
         }
         store
-            .region_create(&RegionRow {
-                id: r.clone(),
-                description: None,
-                parent_region_id: None,
-                extra: Map::new(),
-            })
+            .region_create(&RegionRow { id: r.clone(), description: None, parent_region_id: None, extra: Map::new() })
             .await?;
     }
     if store.service_get(&e.service_id).await?.is_none() {
@@ -573,7 +591,11 @@ async fn check_endpoint_refs(s: &AppState, e: &EndpointRecord, legacy_region: bo
     Ok(())
 }
 
-async fn endpoint_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn endpoint_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_endpoint", &json!({})).await?;
     let m = entity(body, "endpoint")?;
     for f in ["service_id", "interface", "url"] {
@@ -647,6 +669,234 @@ async fn endpoint_delete(
         return Err(Error::not_found("endpoint", &id).into());
     }
     s.identity.changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- policy blobs
+
+fn policy_json(s: &AppState, p: &PolicyRow) -> Value {
+    with_extra(
+        json!({
+            "id": p.id,
+            "type": p.policy_type,
+            "blob": p.blob,
+            "links": {"self": s.url(&format!("policies/{}", p.id))},
+        }),
+        &p.extra,
+    )
+}
+
+const POLICY_FIELDS: &[&str] = &["type", "blob"];
+
+async fn policy_list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:list_policies", &json!({})).await?;
+    let ty = q.get("type");
+    let items = s
+        .identity
+        .store()
+        .policy_list()
+        .await?
+        .iter()
+        .filter(|p| ty.is_none_or(|t| p.policy_type == t))
+        .map(|p| policy_json(&s, p))
+        .collect();
+    Ok(s.collection("policies", items, "policies"))
+}
+
+async fn policy_get(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:get_policy", &json!({"policy_id": id})).await?;
+    let p = s.identity.store().policy_get(&id).await?.ok_or_else(|| Error::not_found("policy", &id))?;
+    Ok(Json(json!({"policy": policy_json(&s, &p)})))
+}
+
+async fn policy_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, "identity:create_policy", &json!({})).await?;
+    let m = entity(body, "policy")?;
+    required(&m, "blob")?;
+    required(&m, "type")?;
+    let p = PolicyRow {
+        id: new_id(),
+        policy_type: string_field(&m, "type", false, false, 255)?.flatten().unwrap_or_default(),
+        blob: string_field(&m, "blob", false, true, usize::MAX)?.flatten().unwrap_or_default(),
+        extra: extras(&m, POLICY_FIELDS),
+    };
+    s.identity.store().policy_save(&p, true).await?;
+    Ok(created(json!({"policy": policy_json(&s, &p)})))
+}
+
+async fn policy_update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:update_policy", &json!({"policy_id": id})).await?;
+    let m = entity(body, "policy")?;
+    let ty = string_field(&m, "type", false, false, 255)?.flatten();
+    let blob = string_field(&m, "blob", false, true, usize::MAX)?.flatten();
+    let store = s.identity.store();
+    let mut p = store.policy_get(&id).await?.ok_or_else(|| Error::not_found("policy", &id))?;
+    if let Some(t) = ty {
+        p.policy_type = t;
+    }
+    if let Some(b) = blob {
+        p.blob = b;
+    }
+    for (k, v) in extras(&m, POLICY_FIELDS) {
+        p.extra.insert(k, v);
+    }
+    store.policy_save(&p, false).await?;
+    Ok(Json(json!({"policy": policy_json(&s, &p)})))
+}
+
+async fn policy_delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&s, &headers, "identity:delete_policy", &json!({"policy_id": id})).await?;
+    if !s.identity.store().policy_delete(&id).await? {
+        return Err(Error::not_found("policy", &id).into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- endpoint groups (OS-EP-FILTER)
+
+const GROUP_FILTERS: &[&str] = &["interface", "service_id", "region_id"];
+
+fn group_json(s: &AppState, g: &EndpointGroupRow) -> Value {
+    json!({
+        "id": g.id,
+        "name": g.name,
+        "description": g.description,
+        "filters": g.filters,
+        "links": {"self": s.url(&format!("OS-EP-FILTER/endpoint_groups/{}", g.id))},
+    })
+}
+
+/// `filters` must be a non-empty object over `interface`, `service_id` and `region_id` (400 otherwise).
+fn group_filters(m: &Map<String, Value>) -> Result<Option<Map<String, Value>>, Error> {
+    match m.get("filters") {
+        None => Ok(None),
+        Some(Value::Object(f)) => {
+            if f.is_empty() {
+                return Err(invalid("filters", "{} does not have enough properties"));
+            }
+            if let Some(k) = f.keys().find(|k| !GROUP_FILTERS.contains(&k.as_str())) {
+                return Err(Error::BadRequest(format!(
+                    "Invalid input for field 'filters': '{k}' is not a valid endpoint group filter: expected \
+                     interface, service_id or region_id."
+                )));
+            }
+            if let Some(Value::String(i)) = f.get("interface")
+                && !INTERFACES.contains(&i.as_str())
+            {
+                return Err(invalid("filters", format!("'{i}' is not one of ['admin', 'internal', 'public']")));
+            }
+            Ok(Some(f.clone()))
+        }
+        Some(other) => Err(invalid("filters", format!("{} is not of type 'object'", repr(other)))),
+    }
+}
+
+async fn group_list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:list_endpoint_groups", &json!({})).await?;
+    let name = q.get("name");
+    let items = s
+        .identity
+        .store()
+        .endpoint_group_list()
+        .await?
+        .iter()
+        .filter(|g| name.is_none_or(|n| g.name == n))
+        .map(|g| group_json(&s, g))
+        .collect();
+    Ok(s.collection("endpoint_groups", items, "OS-EP-FILTER/endpoint_groups"))
+}
+
+async fn group_get(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:get_endpoint_group", &json!({"endpoint_group_id": id})).await?;
+    let g = s.identity.store().endpoint_group_get(&id).await?.ok_or_else(|| Error::not_found("endpoint group", &id))?;
+    Ok(Json(json!({"endpoint_group": group_json(&s, &g)})))
+}
+
+async fn group_check(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&s, &headers, "identity:get_endpoint_group", &json!({"endpoint_group_id": id})).await?;
+    s.identity.store().endpoint_group_get(&id).await?.ok_or_else(|| Error::not_found("endpoint group", &id))?;
+    Ok(StatusCode::OK)
+}
+
+async fn group_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, "identity:create_endpoint_group", &json!({})).await?;
+    let m = entity(body, "endpoint_group")?;
+    required(&m, "name")?;
+    required(&m, "filters")?;
+    let g = EndpointGroupRow {
+        id: new_id(),
+        name: string_field(&m, "name", false, false, 255)?.flatten().unwrap_or_default(),
+        description: string_field(&m, "description", true, true, 255)?.flatten(),
+        filters: group_filters(&m)?.unwrap_or_default(),
+    };
+    s.identity.store().endpoint_group_save(&g, true).await?;
+    Ok(created(json!({"endpoint_group": group_json(&s, &g)})))
+}
+
+async fn group_update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:update_endpoint_group", &json!({"endpoint_group_id": id})).await?;
+    let m = entity(body, "endpoint_group")?;
+    let name = string_field(&m, "name", false, false, 255)?.flatten();
+    let description = string_field(&m, "description", true, true, 255)?;
+    let filters = group_filters(&m)?;
+    let store = s.identity.store();
+    let mut g = store.endpoint_group_get(&id).await?.ok_or_else(|| Error::not_found("endpoint group", &id))?;
+    if let Some(n) = name {
+        g.name = n;
+    }
+    if let Some(d) = description {
+        g.description = d;
+    }
+    if let Some(f) = filters {
+        g.filters = f;
+    }
+    store.endpoint_group_save(&g, false).await?;
+    Ok(Json(json!({"endpoint_group": group_json(&s, &g)})))
+}
+
+async fn group_delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&s, &headers, "identity:delete_endpoint_group", &json!({"endpoint_group_id": id})).await?;
+    if !s.identity.store().endpoint_group_delete(&id).await? {
+        return Err(Error::not_found("endpoint group", &id).into());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

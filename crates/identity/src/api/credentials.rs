@@ -4,6 +4,9 @@
 //! `access` key (so the key finds it, see [`crate::Identity::ec2_credential`]) and needs a `project_id`. Blobs are
 //! encrypted at rest (see `store::credentials`). Owners manage their own credentials; admins any; system readers
 //! read. Policy is checked before the credential's existence, as upstream, so a stranger gets 403, not 404.
+//!
+//! Also the OS-EC2 view, `/v3/users/{user_id}/credentials/OS-EC2[/{access}]`: the server generates the access and
+//! secret, and entries are shown as `{user_id, tenant_id, access, secret, trust_id}`.
 
 use api_common::{ApiError, Json, QueryPairs};
 use axum::{
@@ -37,6 +40,10 @@ pub(super) const POLICIES: &[(&str, &str)] = &[
     ("identity:create_credential", ADMIN_OR_OWNER),
     ("identity:update_credential", ADMIN_OR_OWNER),
     ("identity:delete_credential", ADMIN_OR_OWNER),
+    ("identity:ec2_get_credential", ADMIN_OR_SYSTEM_READER_OR_OWNER),
+    ("identity:ec2_list_credentials", "rule:admin_required or (role:reader and system_scope:all) or rule:owner"),
+    ("identity:ec2_create_credential", "rule:admin_required or rule:owner"),
+    ("identity:ec2_delete_credential", ADMIN_OR_OWNER),
 ];
 
 pub(super) fn routes() -> Router<AppState> {
@@ -46,6 +53,8 @@ pub(super) fn routes() -> Router<AppState> {
             "/v3/credentials/{credential_id}",
             get(credential_get).patch(credential_update).delete(credential_delete),
         )
+        .route("/v3/users/{user_id}/credentials/OS-EC2", get(ec2_list).post(ec2_create))
+        .route("/v3/users/{user_id}/credentials/OS-EC2/{access}", get(ec2_get).delete(ec2_delete))
 }
 
 const FIELDS: &[&str] = &["user_id", "project_id", "type", "blob"];
@@ -87,7 +96,11 @@ fn ec2_blob(blob: &str) -> Result<Map<String, Value>, Error> {
     }
 }
 
-async fn credential_list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn credential_list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     let info = caller(&s, &headers).await?;
     let own = json!({"credential": {"user_id": info.user.id}});
     enforce(&s, &info, "identity:list_credentials", &own)?;
@@ -124,7 +137,11 @@ async fn credential_get(
     Ok(Json(json!({"credential": credential_json(&s, &c)})))
 }
 
-async fn credential_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn credential_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     let info = caller(&s, &headers).await?;
     let target = match body.get("credential") {
         Some(c @ Value::Object(_)) => json!({"credential": c}),
@@ -158,8 +175,7 @@ async fn credential_create(State(s): State<AppState>, headers: HeaderMap, Json(b
     }
     let c = Credential { id, user_id, project_id, cred_type, blob, extra: extras(&m, FIELDS) };
     s.identity.credential_create(&c).await?;
-    Ok((StatusCode::CREATED, Json(json!({"credential": credential_json(&s, &c)})))
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({"credential": credential_json(&s, &c)}))).into_response())
 }
 
 async fn credential_update(
@@ -218,6 +234,104 @@ async fn credential_delete(
     if !s.identity.store().credential_delete(&id).await? {
         return Err(Error::not_found("credential", &id).into());
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- OS-EC2: EC2 credentials under the user, by access key (what `openstack ec2 credentials` uses)
+
+/// Upstream's EC2 view of a credential: `{user_id, tenant_id, access, secret, trust_id, links}`.
+fn ec2_json(s: &AppState, c: &Credential) -> Value {
+    let blob: Value = serde_json::from_str(&c.blob).unwrap_or_default();
+    let access = blob.get("access").cloned().unwrap_or(Value::Null);
+    let link = s.url(&format!("users/{}/credentials/OS-EC2/{}", c.user_id, access.as_str().unwrap_or_default()));
+    json!({
+        "user_id": c.user_id,
+        "tenant_id": c.project_id,
+        "access": access,
+        "secret": blob.get("secret").cloned().unwrap_or(Value::Null),
+        "trust_id": blob.get("trust_id").cloned().unwrap_or(Value::Null),
+        "links": {"self": link},
+    })
+}
+
+async fn ec2_list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &headers, "identity:ec2_list_credentials", &json!({"user_id": user_id})).await?;
+    s.identity.store().user_get(&user_id).await?.ok_or_else(|| Error::not_found("user", &user_id))?;
+    let creds = s.identity.credential_list(Some(&user_id)).await?;
+    let items = creds.iter().filter(|c| c.cred_type == EC2).map(|c| ec2_json(&s, c)).collect();
+    Ok(s.collection("credentials", items, &format!("users/{user_id}/credentials/OS-EC2")))
+}
+
+async fn ec2_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &headers, "identity:ec2_create_credential", &json!({"user_id": user_id})).await?;
+    let store = s.identity.store();
+    store.user_get(&user_id).await?.ok_or_else(|| Error::not_found("user", &user_id))?;
+    let tenant_id = match body.get("tenant_id") {
+        Some(Value::String(t)) => t.clone(),
+        _ => return Err(Error::BadRequest("'tenant_id' is a required property".into()).into()),
+    };
+    store.project_get(&tenant_id).await?.ok_or_else(|| Error::not_found("project", &tenant_id))?;
+    let access = new_id();
+    let blob = json!({"access": access, "secret": new_id(), "trust_id": null}).to_string();
+    let c = Credential {
+        id: ec2_credential_id(&access),
+        user_id,
+        project_id: Some(tenant_id),
+        cred_type: EC2.into(),
+        blob,
+        extra: Map::new(),
+    };
+    s.identity.credential_create(&c).await?;
+    Ok((StatusCode::CREATED, Json(json!({"credential": ec2_json(&s, &c)}))).into_response())
+}
+
+/// The user's EC2 credential with this access key. As upstream, a missing one is a 404 before policy (the target
+/// is built from it); one under another user is a 404 after.
+async fn ec2_lookup(
+    s: &AppState,
+    headers: &HeaderMap,
+    rule: &str,
+    user_id: &str,
+    access: &str,
+) -> Result<Credential, ApiError> {
+    let info = caller(s, headers).await?;
+    let id = ec2_credential_id(access);
+    let c = match s.identity.credential_get(&id).await? {
+        Some(c) if c.cred_type == EC2 => c,
+        _ => return Err(Error::not_found("credential", id).into()),
+    };
+    enforce(s, &info, rule, &json!({"user_id": user_id, "credential_id": id, "credential": target_of(&c)}))?;
+    if c.user_id != user_id {
+        return Err(Error::not_found("credential", id).into());
+    }
+    Ok(c)
+}
+
+async fn ec2_get(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((user_id, access)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let c = ec2_lookup(&s, &headers, "identity:ec2_get_credential", &user_id, &access).await?;
+    Ok(Json(json!({"credential": ec2_json(&s, &c)})))
+}
+
+async fn ec2_delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((user_id, access)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let c = ec2_lookup(&s, &headers, "identity:ec2_delete_credential", &user_id, &access).await?;
+    s.identity.store().credential_delete(&c.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

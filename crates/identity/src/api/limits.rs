@@ -140,7 +140,11 @@ fn duplicate(kind: &'static str, service_id: &str, region_id: Option<&str>, reso
     }
 }
 
-async fn registered_list(State(s): State<AppState>, headers: HeaderMap, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn registered_list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     authorize(&s, &headers, "identity:list_registered_limits", &json!({})).await?;
     let all = s.identity.store().registered_limit_list().await?;
     let (svc, region, res) = (q.get("service_id"), q.get("region_id"), q.get("resource_name"));
@@ -162,7 +166,8 @@ async fn registered_get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&s, &headers, "identity:get_registered_limit", &json!({"registered_limit_id": id})).await?;
-    let r = s.identity.store().registered_limit_get(&id).await?.ok_or_else(|| Error::not_found("registered limit", &id))?;
+    let r =
+        s.identity.store().registered_limit_get(&id).await?.ok_or_else(|| Error::not_found("registered limit", &id))?;
     Ok(Json(json!({"registered_limit": registered_json(&s, &r)})))
 }
 
@@ -181,16 +186,21 @@ fn registered_from(m: &Map<String, Value>) -> Result<RegisteredLimitRow, Error> 
     })
 }
 
-async fn registered_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn registered_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_registered_limits", &json!({})).await?;
     let rows = items(body, "registered_limits")?.iter().map(registered_from).collect::<Result<Vec<_>, _>>()?;
     let existing = s.identity.store().registered_limit_list().await?;
     for (i, r) in rows.iter().enumerate() {
         check_refs(&s, &r.service_id, r.region_id.as_deref(), "registered_limit").await?;
         let triple = (r.service_id.as_str(), r.region_id.as_deref(), r.resource_name.as_str());
-        let clash = existing.iter().chain(&rows[..i]).any(|x| {
-            same_triple(triple, (x.service_id.as_str(), x.region_id.as_deref(), x.resource_name.as_str()))
-        });
+        let clash = existing
+            .iter()
+            .chain(&rows[..i])
+            .any(|x| same_triple(triple, (x.service_id.as_str(), x.region_id.as_deref(), x.resource_name.as_str())));
         if clash {
             return Err(duplicate("registered_limit", triple.0, triple.1, triple.2).into());
         }
@@ -203,7 +213,9 @@ async fn registered_create(State(s): State<AppState>, headers: HeaderMap, Json(b
 /// Project limits that refer to this registered limit (same service, region and resource).
 async fn referring_limits(s: &AppState, r: &RegisteredLimitRow) -> Result<bool, Error> {
     let limits = s.identity.store().limit_list().await?;
-    Ok(limits.iter().any(|l| l.service_id == r.service_id && l.region_id == r.region_id && l.resource_name == r.resource_name))
+    Ok(limits
+        .iter()
+        .any(|l| l.service_id == r.service_id && l.region_id == r.region_id && l.resource_name == r.resource_name))
 }
 
 fn registered_in_use(id: &str) -> Error {
@@ -242,7 +254,8 @@ async fn registered_update(
     if let Some(v) = string_field(&m, "description", true, true, 255)? {
         r.description = v;
     }
-    let moved = (r.service_id != old.service_id) || (r.region_id != old.region_id) || (r.resource_name != old.resource_name);
+    let moved =
+        (r.service_id != old.service_id) || (r.region_id != old.region_id) || (r.resource_name != old.resource_name);
     if moved {
         check_refs(&s, &r.service_id, r.region_id.as_deref(), "registered_limit").await?;
         if referring_limits(&s, &old).await? {
@@ -250,7 +263,10 @@ async fn registered_update(
         }
         let existing = store.registered_limit_list().await?;
         if existing.iter().any(|x| {
-            x.id != r.id && x.service_id == r.service_id && x.region_id == r.region_id && x.resource_name == r.resource_name
+            x.id != r.id
+                && x.service_id == r.service_id
+                && x.region_id == r.region_id
+                && x.resource_name == r.resource_name
         }) {
             return Err(duplicate("registered_limit", &r.service_id, r.region_id.as_deref(), &r.resource_name).into());
         }
@@ -372,7 +388,11 @@ fn limit_from(m: &Map<String, Value>) -> Result<LimitRow, Error> {
     })
 }
 
-async fn limit_create(State(s): State<AppState>, headers: HeaderMap, Json(body): Json<Value>) -> Result<Response, ApiError> {
+async fn limit_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
     authorize(&s, &headers, "identity:create_limits", &json!({})).await?;
     let rows = items(body, "limits")?.iter().map(limit_from).collect::<Result<Vec<_>, _>>()?;
     let store = s.identity.store();
@@ -390,9 +410,10 @@ async fn limit_create(State(s): State<AppState>, headers: HeaderMap, Json(body):
         {
             return Err(expecting("domain_id", "limit").into());
         }
-        if !registered.iter().any(|r| {
-            r.service_id == l.service_id && r.region_id == l.region_id && r.resource_name == l.resource_name
-        }) {
+        if !registered
+            .iter()
+            .any(|r| r.service_id == l.service_id && r.region_id == l.region_id && r.resource_name == l.resource_name)
+        {
             return Err(Error::Forbidden(
                 "Unable to create a limit that has no corresponding registered limit.".into(),
             )

@@ -1,6 +1,9 @@
 //! The service catalog as an API resource: regions (with parents), services and endpoints, each with Keystone's
 //! "extra" attributes (unknown fields a client sent, kept as a JSON object). The v1 tables come from the initial
-//! schema; this module's migration adds the `extra` columns and the credential and limit tables.
+//! schema; this module's migrations add the `extra` columns, the credential and limit tables (v6), and policy
+//! blobs and endpoint groups (v8).
+//!
+//! Also policy blobs (`/v3/policies`, opaque documents stored for other services) and endpoint groups.
 
 use db::{Bool, Migration};
 use serde_json::{Map, Value};
@@ -45,6 +48,43 @@ CREATE TABLE identity_limit (
     description {text}
 )",
 };
+
+/// Policy blobs (`/v3/policies`) and endpoint groups (OS-EP-FILTER).
+pub(super) const MIGRATION_POLICIES: Migration = Migration {
+    version: 8,
+    name: "policy blobs and endpoint groups",
+    sql: "
+CREATE TABLE identity_policy (
+    id {id} PRIMARY KEY,
+    type {name} NOT NULL,
+    policy_blob {text} NOT NULL,
+    extra {text}
+);
+CREATE TABLE identity_endpoint_group (
+    id {id} PRIMARY KEY,
+    name {name} NOT NULL,
+    description {text},
+    filters {text} NOT NULL
+)",
+};
+
+/// A policy blob as upstream's policy API stores it (opaque to the service).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyRow {
+    pub id: String,
+    pub policy_type: String,
+    pub blob: String,
+    pub extra: Map<String, Value>,
+}
+
+/// An endpoint group: a named filter (`interface`, `service_id`, `region_id`) over endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointGroupRow {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub filters: Map<String, Value>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegionRow {
@@ -117,6 +157,25 @@ fn endpoint(row: &AnyRow) -> Result<EndpointRecord, Error> {
         url: row.try_get("url")?,
         enabled: flag(row, "enabled")?,
         extra: extra(row)?,
+    })
+}
+
+fn policy(row: &AnyRow) -> Result<PolicyRow, Error> {
+    Ok(PolicyRow {
+        id: row.try_get("id")?,
+        policy_type: row.try_get("type")?,
+        blob: row.try_get("policy_blob")?,
+        extra: extra(row)?,
+    })
+}
+
+fn endpoint_group(row: &AnyRow) -> Result<EndpointGroupRow, Error> {
+    let filters: String = row.try_get("filters")?;
+    Ok(EndpointGroupRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        filters: serde_json::from_str(&filters).unwrap_or_default(),
     })
 }
 
@@ -201,7 +260,9 @@ impl Store {
 
     pub async fn service_insert(&self, s: &ServiceRecord) -> Result<(), Error> {
         self.db
-            .query("INSERT INTO identity_service (id, type, name, description, enabled, extra) VALUES (?, ?, ?, ?, ?, ?)")
+            .query(
+                "INSERT INTO identity_service (id, type, name, description, enabled, extra) VALUES (?, ?, ?, ?, ?, ?)",
+            )
             .bind(&s.id)
             .bind(&s.service_type)
             .bind(&s.name)
@@ -215,7 +276,9 @@ impl Store {
 
     pub async fn service_update(&self, s: &ServiceRecord) -> Result<(), Error> {
         self.db
-            .query("UPDATE identity_service SET type = ?, name = ?, description = ?, enabled = ?, extra = ? WHERE id = ?")
+            .query(
+                "UPDATE identity_service SET type = ?, name = ?, description = ?, enabled = ?, extra = ? WHERE id = ?",
+            )
             .bind(&s.service_type)
             .bind(&s.name)
             .bind(&s.description)
@@ -240,7 +303,9 @@ impl Store {
 
     pub async fn endpoint_get(&self, id: &str) -> Result<Option<EndpointRecord>, Error> {
         self.db
-            .query("SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint WHERE id = ?")
+            .query(
+                "SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint WHERE id = ?",
+            )
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -252,7 +317,9 @@ impl Store {
     pub async fn endpoint_list_full(&self) -> Result<Vec<EndpointRecord>, Error> {
         let rows = self
             .db
-            .query("SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint ORDER BY id")
+            .query(
+                "SELECT id, service_id, interface, region_id, url, enabled, extra FROM identity_endpoint ORDER BY id",
+            )
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(endpoint).collect()
@@ -297,6 +364,97 @@ impl Store {
     /// Returns whether the endpoint existed.
     pub async fn endpoint_delete(&self, id: &str) -> Result<bool, Error> {
         let n = self.db.query("DELETE FROM identity_endpoint WHERE id = ?").bind(id).execute(self.db.pool()).await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    // ---- policy blobs
+
+    pub async fn policy_get(&self, id: &str) -> Result<Option<PolicyRow>, Error> {
+        self.db
+            .query("SELECT id, type, policy_blob, extra FROM identity_policy WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(policy)
+            .transpose()
+    }
+
+    pub async fn policy_list(&self) -> Result<Vec<PolicyRow>, Error> {
+        let rows = self
+            .db
+            .query("SELECT id, type, policy_blob, extra FROM identity_policy ORDER BY id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(policy).collect()
+    }
+
+    /// Inserts or replaces (by id).
+    pub async fn policy_save(&self, p: &PolicyRow, new: bool) -> Result<(), Error> {
+        let sql = if new {
+            "INSERT INTO identity_policy (type, policy_blob, extra, id) VALUES (?, ?, ?, ?)"
+        } else {
+            "UPDATE identity_policy SET type = ?, policy_blob = ?, extra = ? WHERE id = ?"
+        };
+        self.db
+            .query(db::sqlx::AssertSqlSafe(sql))
+            .bind(&p.policy_type)
+            .bind(&p.blob)
+            .bind(extra_text(&p.extra))
+            .bind(&p.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn policy_delete(&self, id: &str) -> Result<bool, Error> {
+        let n = self.db.query("DELETE FROM identity_policy WHERE id = ?").bind(id).execute(self.db.pool()).await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    // ---- endpoint groups
+
+    pub async fn endpoint_group_get(&self, id: &str) -> Result<Option<EndpointGroupRow>, Error> {
+        self.db
+            .query("SELECT id, name, description, filters FROM identity_endpoint_group WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(endpoint_group)
+            .transpose()
+    }
+
+    pub async fn endpoint_group_list(&self) -> Result<Vec<EndpointGroupRow>, Error> {
+        let rows = self
+            .db
+            .query("SELECT id, name, description, filters FROM identity_endpoint_group ORDER BY id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(endpoint_group).collect()
+    }
+
+    /// Inserts or replaces (by id).
+    pub async fn endpoint_group_save(&self, g: &EndpointGroupRow, new: bool) -> Result<(), Error> {
+        let sql = if new {
+            "INSERT INTO identity_endpoint_group (name, description, filters, id) VALUES (?, ?, ?, ?)"
+        } else {
+            "UPDATE identity_endpoint_group SET name = ?, description = ?, filters = ? WHERE id = ?"
+        };
+        self.db
+            .query(db::sqlx::AssertSqlSafe(sql))
+            .bind(&g.name)
+            .bind(&g.description)
+            .bind(Value::Object(g.filters.clone()).to_string())
+            .bind(&g.id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn endpoint_group_delete(&self, id: &str) -> Result<bool, Error> {
+        let n =
+            self.db.query("DELETE FROM identity_endpoint_group WHERE id = ?").bind(id).execute(self.db.pool()).await?;
         Ok(n.rows_affected() > 0)
     }
 }

@@ -70,9 +70,7 @@ fn credential(row: &AnyRow) -> Result<CredentialRow, Error> {
 impl Store {
     pub async fn credential_get(&self, id: &str) -> Result<Option<CredentialRow>, Error> {
         self.db
-            .query(
-                "SELECT id, user_id, project_id, type, encrypted_blob, extra FROM identity_credential WHERE id = ?",
-            )
+            .query("SELECT id, user_id, project_id, type, encrypted_blob, extra FROM identity_credential WHERE id = ?")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -150,7 +148,11 @@ impl Store {
 
     /// Deletes every credential of a user (upstream does when the user is deleted).
     pub async fn credential_delete_for_user(&self, user_id: &str) -> Result<(), Error> {
-        self.db.query("DELETE FROM identity_credential WHERE user_id = ?").bind(user_id).execute(self.db.pool()).await?;
+        self.db
+            .query("DELETE FROM identity_credential WHERE user_id = ?")
+            .bind(user_id)
+            .execute(self.db.pool())
+            .await?;
         Ok(())
     }
 }

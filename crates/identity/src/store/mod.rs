@@ -18,7 +18,7 @@ mod trusts;
 mod users;
 
 pub use application_credentials::{AccessRuleRow, AppCredRow};
-pub use catalog::{EndpointRecord, RegionRow, ServiceRecord};
+pub use catalog::{EndpointGroupRow, EndpointRecord, PolicyRow, RegionRow, ServiceRecord};
 pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
 pub use limits::{LimitRow, RegisteredLimitRow};
@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     roles::MIGRATION,
     catalog::MIGRATION,
     application_credentials::MIGRATION,
+    catalog::MIGRATION_POLICIES,
 ];
 
 const INITIAL: Migration = Migration {

@@ -16,7 +16,10 @@ async fn put(c: &Client, path: &str, body: &Value) -> test_utils::Response {
 }
 
 fn ids(v: &Value, key: &str) -> Vec<String> {
-    v[key].as_array().map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["id"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 async fn create_service(c: &Client, ty: &str) -> String {
@@ -57,7 +60,8 @@ async fn regions_crud_hierarchy_and_rules() {
     assert_eq!(ids(&children, "regions"), vec!["child-1".to_string()]);
 
     // Cycles are refused: parent under its own child.
-    let r = patch(admin, &format!("{V3}/regions/{parent_id}"), &json!({"region": {"parent_region_id": "child-1"}})).await;
+    let r =
+        patch(admin, &format!("{V3}/regions/{parent_id}"), &json!({"region": {"parent_region_id": "child-1"}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.text.contains("circular"), "{}", r.text);
     let r = patch(admin, &format!("{V3}/regions/child-1"), &json!({"region": {"description": "renamed"}})).await;
@@ -105,14 +109,21 @@ async fn services_and_endpoints_crud_validation_and_policy() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     let r = admin
-        .post(&format!("{V3}/services"), &json!({"service": {"type": "widget", "name": "w", "description": "d", "tier": 2}}))
+        .post(
+            &format!("{V3}/services"),
+            &json!({"service": {"type": "widget", "name": "w", "description": "d", "tier": 2}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let svc = r.json()["service"].clone();
     let sid = svc["id"].as_str().unwrap().to_string();
-    assert_eq!((svc["type"].as_str(), svc["name"].as_str(), svc["enabled"].as_bool()), (Some("widget"), Some("w"), Some(true)));
+    assert_eq!(
+        (svc["type"].as_str(), svc["name"].as_str(), svc["enabled"].as_bool()),
+        (Some("widget"), Some("w"), Some(true))
+    );
     assert_eq!(svc["tier"], 2);
-    let r = patch(admin, &format!("{V3}/services/{sid}"), &json!({"service": {"description": "d2", "enabled": false}})).await;
+    let r = patch(admin, &format!("{V3}/services/{sid}"), &json!({"service": {"description": "d2", "enabled": false}}))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["service"]["description"], "d2");
     assert_eq!(r.json()["service"]["enabled"], false);
@@ -149,10 +160,14 @@ async fn services_and_endpoints_crud_validation_and_policy() {
     let eid = e["id"].as_str().unwrap().to_string();
     assert_eq!((e["region"].as_str(), e["region_id"].as_str()), (Some("auto-region"), Some("auto-region")));
     assert_eq!(admin.get(&format!("{V3}/regions/auto-region")).await.status, StatusCode::OK);
-    let r = patch(admin, &format!("{url}/{eid}"), &json!({"endpoint": {"interface": "internal", "url": "http://new"}})).await;
+    let r = patch(admin, &format!("{url}/{eid}"), &json!({"endpoint": {"interface": "internal", "url": "http://new"}}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json()["endpoint"]["interface"], "internal");
-    assert_eq!(patch(admin, &format!("{url}/{eid}"), &json!({"endpoint": {"enabled": "True"}})).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        patch(admin, &format!("{url}/{eid}"), &json!({"endpoint": {"enabled": "True"}})).await.status,
+        StatusCode::BAD_REQUEST
+    );
     let list = admin.get(&format!("{url}?service_id={sid}&interface=internal")).await.json();
     assert_eq!(ids(&list, "endpoints"), vec![eid.clone()]);
     let list = admin.get(&format!("{url}?service_id={sid}&interface=public")).await.json();
@@ -163,8 +178,14 @@ async fn services_and_endpoints_crud_validation_and_policy() {
     // Members neither read nor write services/endpoints (secure RBAC), and nothing changes.
     assert_eq!(cloud.member.get(&format!("{V3}/services")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(cloud.reader.get(&url).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(cloud.member.post(&format!("{V3}/services"), &json!({"service": {"type": "evil"}})).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(patch(&cloud.member, &format!("{url}/{eid}"), &json!({"endpoint": {"url": "http://evil"}})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        cloud.member.post(&format!("{V3}/services"), &json!({"service": {"type": "evil"}})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        patch(&cloud.member, &format!("{url}/{eid}"), &json!({"endpoint": {"url": "http://evil"}})).await.status,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(cloud.member.delete(&format!("{V3}/services/{sid}")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(admin.get(&format!("{url}/{eid}")).await.json()["endpoint"]["url"], "http://new");
     assert!(ids(&admin.get(&format!("{V3}/services?type=evil")).await.json(), "services").is_empty());
@@ -173,6 +194,61 @@ async fn services_and_endpoints_crud_validation_and_policy() {
     assert_eq!(admin.delete(&format!("{V3}/services/{sid}")).await.status, StatusCode::NO_CONTENT);
     assert_eq!(admin.get(&format!("{V3}/services/{sid}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(admin.get(&format!("{url}/{eid}")).await.status, StatusCode::NOT_FOUND);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn policy_blobs_and_endpoint_groups() {
+    let cloud = TestCloud::start().await;
+    let admin = &cloud.admin;
+
+    let url = format!("{V3}/policies");
+    assert_eq!(
+        admin.post(&url, &json!({"policy": {"type": "application/json"}})).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let r = admin.post(&url, &json!({"policy": {"type": "application/json", "blob": "{\"a\": 1}"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let pid = r.json()["policy"]["id"].as_str().unwrap().to_string();
+    let r = patch(admin, &format!("{url}/{pid}"), &json!({"policy": {"type": "text/yaml"}})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let shown = admin.get(&format!("{url}/{pid}")).await.json();
+    assert_eq!(
+        (shown["policy"]["type"].as_str(), shown["policy"]["blob"].as_str()),
+        (Some("text/yaml"), Some("{\"a\": 1}"))
+    );
+    assert_eq!(
+        cloud.member.post(&url, &json!({"policy": {"type": "t", "blob": "b"}})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(cloud.member.delete(&format!("{url}/{pid}")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(ids(&admin.get(&url).await.json(), "policies"), vec![pid.clone()]);
+    assert_eq!(admin.delete(&format!("{url}/{pid}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&format!("{url}/{pid}")).await.status, StatusCode::NOT_FOUND);
+
+    let url = format!("{V3}/OS-EP-FILTER/endpoint_groups");
+    let bad = json!({"endpoint_group": {"name": "g", "filters": {"colour": "red"}}});
+    assert_eq!(admin.post(&url, &bad).await.status, StatusCode::BAD_REQUEST);
+    let r = admin
+        .post(&url, &json!({"endpoint_group": {"name": "g", "description": "d", "filters": {"interface": "public"}}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let group = r.json()["endpoint_group"].clone();
+    let gid = group["id"].as_str().unwrap().to_string();
+    assert!(admin.get(&url).await.json()["endpoint_groups"].as_array().unwrap().contains(&group));
+    let r = admin.request(Method::HEAD, &format!("{url}/{gid}"), None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = patch(
+        admin,
+        &format!("{url}/{gid}"),
+        &json!({"endpoint_group": {"name": "g2", "filters": {"service_id": "s"}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["endpoint_group"]["filters"], json!({"service_id": "s"}));
+    assert_eq!(cloud.member.get(&url).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(admin.delete(&format!("{url}/{gid}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(admin.request(Method::HEAD, &format!("{url}/{gid}"), None, &[]).await.status, StatusCode::NOT_FOUND);
     cloud.shutdown().await;
 }
 
@@ -232,7 +308,10 @@ async fn credentials_are_private_encrypted_and_ec2_keyed() {
     let r = member.post(&url, &json!({"credential": {"user_id": member_id, "type": "ec2", "blob": blob}})).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     let r = member
-        .post(&url, &json!({"credential": {"user_id": member_id, "type": "ec2", "blob": "nope", "project_id": project}}))
+        .post(
+            &url,
+            &json!({"credential": {"user_id": member_id, "type": "ec2", "blob": "nope", "project_id": project}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = member
@@ -269,7 +348,10 @@ async fn credentials_are_private_encrypted_and_ec2_keyed() {
     let all = ids(&admin.get(&url).await.json(), "credentials");
     assert!(all.contains(&ec2_id) && all.contains(&admin_cred));
     assert_eq!(ids(&admin.get(&format!("{url}?type=cert")).await.json(), "credentials"), vec![admin_cred.clone()]);
-    assert_eq!(ids(&admin.get(&format!("{url}?user_id={member_id}")).await.json(), "credentials"), vec![ec2_id.clone()]);
+    assert_eq!(
+        ids(&admin.get(&format!("{url}?user_id={member_id}")).await.json(), "credentials"),
+        vec![ec2_id.clone()]
+    );
     assert_eq!(member.get(&format!("{url}/{admin_cred}")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(member.delete(&format!("{url}/{admin_cred}")).await.status, StatusCode::FORBIDDEN);
     let r = patch(member, &format!("{url}/{admin_cred}"), &json!({"credential": {"blob": "mine now"}})).await;
@@ -293,6 +375,56 @@ async fn credentials_are_private_encrypted_and_ec2_keyed() {
 }
 
 #[tokio::test]
+async fn os_ec2_credentials_per_user() {
+    let cloud = TestCloud::start().await;
+    let member = &cloud.member;
+    let member_id = member.token_body["token"]["user"]["id"].as_str().unwrap().to_string();
+    let admin_id = cloud.admin.token_body["token"]["user"]["id"].as_str().unwrap().to_string();
+    let project = member.token_body["token"]["project"]["id"].as_str().unwrap().to_string();
+    let base = format!("{V3}/users/{member_id}/credentials/OS-EC2");
+
+    let r = member.post(&base, &json!({"tenant_id": project})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let cred = r.json()["credential"].clone();
+    let access = cred["access"].as_str().unwrap().to_string();
+    assert_eq!(
+        (cred["user_id"].as_str(), cred["tenant_id"].as_str()),
+        (Some(member_id.as_str()), Some(project.as_str()))
+    );
+    assert!(!cred["secret"].as_str().unwrap().is_empty());
+    assert_eq!(member.post(&base, &json!({"tenant_id": "nope"})).await.status, StatusCode::NOT_FOUND);
+
+    // The same credential in the generic API and for the S3 look-up.
+    let generic = member.get(&format!("{V3}/credentials/{}", identity::store::ec2_credential_id(&access))).await;
+    assert_eq!(generic.status, StatusCode::OK);
+    assert_eq!(generic.json()["credential"]["type"], "ec2");
+    let identity = cloud.running.cloud.identity.clone().expect("identity service");
+    let found = identity.ec2_credential(&access).await.unwrap().expect("by access key");
+    assert_eq!(found.secret, cred["secret"].as_str().unwrap());
+
+    let shown = member.get(&format!("{base}/{access}")).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["credential"]["secret"], cred["secret"]);
+    assert_eq!(ids_of_access(&member.get(&base).await.json()), vec![access.clone()]);
+
+    // Someone else's: 403 for the member; under the wrong user, 404 even for admin.
+    let other = format!("{V3}/users/{admin_id}/credentials/OS-EC2");
+    assert_eq!(member.post(&other, &json!({"tenant_id": project})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(member.get(&other).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(cloud.admin.get(&format!("{other}/{access}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(cloud.admin.get(&format!("{base}/{access}")).await.status, StatusCode::OK);
+
+    assert_eq!(member.delete(&format!("{base}/{access}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(member.get(&format!("{base}/{access}")).await.status, StatusCode::NOT_FOUND);
+    assert!(identity.ec2_credential(&access).await.unwrap().is_none());
+    cloud.shutdown().await;
+}
+
+fn ids_of_access(v: &Value) -> Vec<String> {
+    v["credentials"].as_array().unwrap().iter().filter_map(|c| c["access"].as_str().map(str::to_string)).collect()
+}
+
+#[tokio::test]
 async fn limits_follow_the_flat_model_rules() {
     let cloud = TestCloud::start().await;
     let admin = &cloud.admin;
@@ -306,7 +438,8 @@ async fn limits_follow_the_flat_model_rules() {
     assert_eq!(r.json()["model"]["name"], "flat");
 
     // A project limit needs a registered limit first: 403.
-    let limit = json!({"limits": [{"project_id": project, "service_id": svc, "resource_name": "cores", "resource_limit": 8}]});
+    let limit =
+        json!({"limits": [{"project_id": project, "service_id": svc, "resource_name": "cores", "resource_limit": 8}]});
     assert_eq!(admin.post(&lim, &limit).await.status, StatusCode::FORBIDDEN);
 
     let body = json!({"registered_limits": [
@@ -337,7 +470,10 @@ async fn limits_follow_the_flat_model_rules() {
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        admin.post(&reg, &bad(json!({"service_id": svc, "resource_name": "x", "default_limit": 1, "foo": 1}))).await.status,
+        admin
+            .post(&reg, &bad(json!({"service_id": svc, "resource_name": "x", "default_limit": 1, "foo": 1})))
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     // Anyone authenticated reads registered limits, filtered.
@@ -358,11 +494,17 @@ async fn limits_follow_the_flat_model_rules() {
     let r = cloud.member.get(&format!("{lim}/{limit_id}")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(ids(&cloud.member.get(&lim).await.json(), "limits"), vec![limit_id.clone()]);
-    assert_eq!(patch(&cloud.member, &format!("{lim}/{limit_id}"), &json!({"limit": {"resource_limit": 99}})).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        patch(&cloud.member, &format!("{lim}/{limit_id}"), &json!({"limit": {"resource_limit": 99}})).await.status,
+        StatusCode::FORBIDDEN
+    );
     let r = patch(admin, &format!("{lim}/{limit_id}"), &json!({"limit": {"resource_limit": 16}})).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["limit"]["resource_limit"], 16);
-    assert_eq!(patch(admin, &format!("{lim}/{limit_id}"), &json!({"limit": {"service_id": "x"}})).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        patch(admin, &format!("{lim}/{limit_id}"), &json!({"limit": {"service_id": "x"}})).await.status,
+        StatusCode::BAD_REQUEST
+    );
 
     // A registered limit in use cannot be deleted; once the project limit is gone it can.
     assert_eq!(admin.delete(&format!("{reg}/{cores_id}")).await.status, StatusCode::FORBIDDEN);
@@ -380,7 +522,10 @@ async fn limits_follow_the_flat_model_rules() {
 async fn datastore_on_every_backend() {
     use identity::{
         Identity, IdentityConfig,
-        store::{Credential, EndpointRecord, LimitRow, RegionRow, RegisteredLimitRow, ServiceRecord},
+        store::{
+            Credential, EndpointGroupRow, EndpointRecord, LimitRow, PolicyRow, RegionRow, RegisteredLimitRow,
+            ServiceRecord,
+        },
     };
     use serde_json::Map;
 
@@ -396,7 +541,8 @@ async fn datastore_on_every_backend() {
         extra.insert("color".into(), json!("blue"));
         let parent = RegionRow { id: "p".into(), description: Some("d".into()), parent_region_id: None, extra };
         store.region_create(&parent).await.unwrap();
-        let mut child = RegionRow { id: "c".into(), description: None, parent_region_id: Some("p".into()), extra: Map::new() };
+        let mut child =
+            RegionRow { id: "c".into(), description: None, parent_region_id: Some("p".into()), extra: Map::new() };
         store.region_create(&child).await.unwrap();
         child.description = Some("changed".into());
         store.region_update(&child).await.unwrap();
@@ -460,7 +606,7 @@ async fn datastore_on_every_backend() {
             default_limit: 2_147_483_647,
             description: None,
         };
-        store.registered_limit_create_all(&[reg.clone()]).await.unwrap();
+        store.registered_limit_create_all(std::slice::from_ref(&reg)).await.unwrap();
         assert_eq!(store.registered_limit_list().await.unwrap(), vec![reg.clone()]);
         let mut lim = LimitRow {
             id: "l1".into(),
@@ -478,6 +624,21 @@ async fn datastore_on_every_backend() {
         assert_eq!(store.limit_get("l1").await.unwrap(), Some(lim));
         assert!(store.limit_delete("l1").await.unwrap());
         assert!(store.registered_limit_delete("r1").await.unwrap());
+
+        let mut pol = PolicyRow { id: "pol".into(), policy_type: "t".into(), blob: "b".into(), extra: Map::new() };
+        store.policy_save(&pol, true).await.unwrap();
+        pol.blob = "b2".into();
+        store.policy_save(&pol, false).await.unwrap();
+        assert_eq!(store.policy_list().await.unwrap(), vec![pol]);
+        assert!(store.policy_delete("pol").await.unwrap());
+        let mut filters = Map::new();
+        filters.insert("interface".into(), json!("public"));
+        let mut group = EndpointGroupRow { id: "g".into(), name: "n".into(), description: None, filters };
+        store.endpoint_group_save(&group, true).await.unwrap();
+        group.description = Some("d".into());
+        store.endpoint_group_save(&group, false).await.unwrap();
+        assert_eq!(store.endpoint_group_get("g").await.unwrap(), Some(group));
+        assert!(store.endpoint_group_delete("g").await.unwrap());
         eprintln!("passed on {:?}", db.backend());
         db.cleanup().await;
     }
