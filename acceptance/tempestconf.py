@@ -16,6 +16,7 @@ import argparse
 import configparser
 import datetime
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -50,6 +51,28 @@ TEMPEST_MODULES: dict[str, str] = {
     "volumev3": "tempest.api.volume",
     "volume": "tempest.api.volume",
 }
+
+
+# Stratus' [identity] security-compliance defaults (crates/cloud/src/config.rs), as Tempest names them. `stratus up`
+# inherits the environment of the acceptance run, so STRATUS_IDENTITY__<KEY> overrides apply to both.
+SECURITY_COMPLIANCE: dict[str, tuple[str, int]] = {
+    "user_lockout_failure_attempts": ("LOCKOUT_FAILURE_ATTEMPTS", 5),
+    "user_lockout_duration": ("LOCKOUT_DURATION", 300),
+    "user_unique_last_password_count": ("UNIQUE_LAST_PASSWORD_COUNT", 4),
+    "user_minimum_password_age": ("MINIMUM_PASSWORD_AGE", 0),
+}
+
+
+def security_compliance() -> dict[str, str]:
+    """The cloud's lockout and password-history settings, for Tempest's [identity] section."""
+    out = {}
+    for option, (key, default) in SECURITY_COMPLIANCE.items():
+        raw = os.environ.get(f"STRATUS_IDENTITY__{key}", "").strip()
+        try:
+            out[option] = str(int(raw)) if raw else str(default)
+        except ValueError as e:
+            raise ConfError(f"STRATUS_IDENTITY__{key}={raw!r} is not an integer") from e
+    return out
 
 
 class ConfError(Exception):
@@ -298,7 +321,13 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
         "region": cloud.region,
         "v3_endpoint_type": "public",
     }
-    conf["identity-feature-enabled"] = {"api_v2": "False", "api_v2_admin": "False", "api_v3": "True"}
+    conf["identity"].update(security_compliance())
+    conf["identity-feature-enabled"] = {
+        "api_v2": "False",
+        "api_v2_admin": "False",
+        "api_v3": "True",
+        "security_compliance": "True",
+    }
     conf["service-clients"] = {"http_timeout": "60"}
     # No guest images or SSH reachability on a laptop cloud: keep Tempest from trying to log into servers.
     conf["validation"] = {"run_validation": "False"}

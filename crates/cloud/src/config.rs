@@ -83,6 +83,22 @@ pub struct IdentitySection {
     pub password_hash_rounds: u32,
     /// Policy overrides (upstream's `policy.yaml` format); defaults are secure RBAC.
     pub policy_file: Option<PathBuf>,
+    /// Consecutive failed password authentications that lock an account (0: no lockout).
+    pub lockout_failure_attempts: u32,
+    /// Seconds a locked account stays locked (0: until an administrator resets the password).
+    pub lockout_duration: u32,
+    /// A self-service password change must differ from this many most recent passwords (0: no history).
+    pub unique_last_password_count: u32,
+    /// Days a password must be in use before its owner may change it (0: any time).
+    pub minimum_password_age: u32,
+    /// Days after which passwords expire (unset: never).
+    pub password_expires_days: Option<u32>,
+    /// Passwords must match this regular expression (at their start, as upstream's `re.match`).
+    pub password_regex: Option<String>,
+    /// What clients are told when a password does not match `password_regex`.
+    pub password_regex_description: Option<String>,
+    /// Passwords set by an administrator must be changed by their owner before first use.
+    pub change_password_upon_first_use: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -155,6 +171,14 @@ impl Default for IdentitySection {
             max_active_keys: 3,
             password_hash_rounds: 12,
             policy_file: None,
+            lockout_failure_attempts: 5,
+            lockout_duration: 300,
+            unique_last_password_count: 4,
+            minimum_password_age: 0,
+            password_expires_days: None,
+            password_regex: None,
+            password_regex_description: None,
+            change_password_upon_first_use: false,
         }
     }
 }
@@ -167,6 +191,22 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] = &["data_dir", "region", "server", "database", "bus", "log", "identity", "auth", "bootstrap"];
+
+impl IdentitySection {
+    /// The security-compliance rules in the identity service's terms.
+    pub fn security(&self) -> identity::service::SecurityCompliance {
+        identity::service::SecurityCompliance {
+            lockout_failure_attempts: self.lockout_failure_attempts,
+            lockout_duration: self.lockout_duration,
+            unique_last_password_count: self.unique_last_password_count,
+            minimum_password_age: self.minimum_password_age,
+            password_expires_days: self.password_expires_days,
+            password_regex: self.password_regex.clone(),
+            password_regex_description: self.password_regex_description.clone(),
+            change_password_upon_first_use: self.change_password_upon_first_use,
+        }
+    }
+}
 
 impl Config {
     /// Defaults, then `file` (if any), then `STRATUS_*` environment variables.

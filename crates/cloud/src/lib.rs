@@ -131,6 +131,7 @@ impl Cloud {
             ic.token_expiration = config.identity.token_expiration;
             ic.max_active_keys = config.identity.max_active_keys;
             ic.password_hash_rounds = config.identity.password_hash_rounds;
+            ic.security = config.identity.security();
             Some(Identity::new(db.clone(), ic).await?)
         } else {
             None

@@ -8,6 +8,9 @@ pub enum Error {
     /// The request was authenticated by nothing we accept.
     #[error("The request you have made requires authentication.")]
     Unauthorized,
+    /// Authentication refused for a reason upstream tells the client (account locked, password expired).
+    #[error("{0}")]
+    AuthRefused(String),
     /// A subject token that is garbled, expired, revoked or signed by a key we don't hold.
     #[error("The token is invalid or has expired.")]
     InvalidToken,
@@ -42,7 +45,9 @@ impl From<sqlx::Error> for Error {
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match &e {
-            Error::Unauthorized | Error::InvalidToken => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            Error::Unauthorized | Error::InvalidToken | Error::AuthRefused(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
             Error::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
             Error::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             Error::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use crate::{
     error::Error,
     store::{
-        DomainRow, EndpointRow, ProjectRow, RevocationRow, RoleRow, SYSTEM_ALL, ServiceRow, Store, UserRow, kind,
+        DomainRow, EndpointRow, ProjectRow, RevocationRow, RoleRow, SYSTEM_ALL, ServiceRow, Store, UserDetail, UserRow,
+        kind,
     },
     token::{Payload, Scope, TokenKeys, new_audit_id},
 };
@@ -35,12 +36,43 @@ pub struct IdentityConfig {
     pub max_active_keys: usize,
     /// bcrypt cost (upstream default 12).
     pub password_hash_rounds: u32,
+    /// Account lockout, password history, age, expiry and strength rules.
+    pub security: SecurityCompliance,
 }
 
 impl IdentityConfig {
     pub fn new(key_repository: PathBuf) -> Self {
-        IdentityConfig { key_repository, token_expiration: 3600, max_active_keys: 3, password_hash_rounds: 12 }
+        IdentityConfig {
+            key_repository,
+            token_expiration: 3600,
+            max_active_keys: 3,
+            password_hash_rounds: 12,
+            security: SecurityCompliance::default(),
+        }
     }
+}
+
+/// Upstream's `[security_compliance]` options. Zero (or `None`) disables a rule, as upstream. The defaults here are
+/// upstream's (everything off); deployments choose theirs in the cloud configuration.
+#[derive(Clone, Debug, Default)]
+pub struct SecurityCompliance {
+    /// Consecutive failed password authentications that lock an account (0: never).
+    pub lockout_failure_attempts: u32,
+    /// Seconds an account stays locked; 0 with a non-zero `lockout_failure_attempts` locks until an admin resets
+    /// the password or re-enables the user.
+    pub lockout_duration: u32,
+    /// A new password (self-service change) must differ from this many most recent passwords (0: no history).
+    pub unique_last_password_count: u32,
+    /// Days a password must be in use before its owner may change it (0: any time).
+    pub minimum_password_age: u32,
+    /// Days after which a password expires (`None`: never).
+    pub password_expires_days: Option<u32>,
+    /// Passwords must match this regular expression (whole string).
+    pub password_regex: Option<String>,
+    /// Shown to clients whose password does not match `password_regex`.
+    pub password_regex_description: Option<String>,
+    /// Passwords set by an administrator (create or reset) must be changed by their owner before first use.
+    pub change_password_upon_first_use: bool,
 }
 
 /// A validated token with everything its body shows.
@@ -160,6 +192,73 @@ struct Inner {
     cache: RwLock<HashMap<String, (u64, Arc<TokenInfo>)>>,
     generation: AtomicU64,
     catalog: RwLock<Option<Arc<Vec<CatalogService>>>>,
+    /// `security.password_regex`, compiled.
+    password_regex: Option<regex::Regex>,
+    /// Roles and implication rules, tagged with the `generation` they were read at.
+    role_graph: RwLock<Option<(u64, Arc<RoleGraph>)>>,
+}
+
+/// Every role and implication rule: what effective-role computation expands grants with.
+#[derive(Debug, Default)]
+pub struct RoleGraph {
+    roles: HashMap<String, RoleRow>,
+    implies: HashMap<String, Vec<String>>,
+}
+
+impl RoleGraph {
+    pub fn new(roles: Vec<RoleRow>, rules: Vec<(String, String)>) -> Self {
+        let mut implies: HashMap<String, Vec<String>> = HashMap::new();
+        for (prior, implied) in rules {
+            implies.entry(prior).or_default().push(implied);
+        }
+        RoleGraph { roles: roles.into_iter().map(|r| (r.id.clone(), r)).collect(), implies }
+    }
+
+    pub fn role(&self, id: &str) -> Option<&RoleRow> {
+        self.roles.get(id)
+    }
+
+    /// Roles `id` implies directly.
+    pub fn implied_by(&self, id: &str) -> &[String] {
+        self.implies.get(id).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// `ids` and every role they imply, transitively (cycles are harmless), as (role id, the role that implied it
+    /// or `None` for the grant itself), breadth first. Domain-specific roles are included: callers drop them.
+    pub fn expand<'a>(&'a self, ids: impl IntoIterator<Item = &'a str>) -> Vec<(&'a str, Option<&'a str>)> {
+        let mut seen = BTreeSet::new();
+        let mut out: Vec<(&str, Option<&str>)> = Vec::new();
+        for id in ids {
+            if seen.insert(id) {
+                out.push((id, None));
+            }
+        }
+        let mut i = 0;
+        while i < out.len() {
+            let (id, _) = out[i];
+            for implied in self.implied_by(id) {
+                if seen.insert(implied.as_str()) {
+                    out.push((implied.as_str(), Some(id)));
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// The roles that end up in a token for these grants: the grants and everything they imply, without
+    /// domain-specific roles, ordered by name.
+    pub fn effective<'a>(&'a self, ids: impl IntoIterator<Item = &'a str>) -> Vec<RoleRow> {
+        let mut roles: Vec<RoleRow> = self
+            .expand(ids)
+            .into_iter()
+            .filter_map(|(id, _)| self.roles.get(id))
+            .filter(|r| r.domain_id.is_none())
+            .cloned()
+            .collect();
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        roles
+    }
 }
 
 const CACHE_CAPACITY: usize = 50_000;
@@ -167,6 +266,10 @@ const CACHE_CAPACITY: usize = 50_000;
 impl Identity {
     pub async fn new(db: Database, config: IdentityConfig) -> Result<Identity, Error> {
         let keys = TokenKeys::load_or_create(&config.key_repository)?;
+        let password_regex = match &config.security.password_regex {
+            Some(re) => Some(regex::Regex::new(re).map_err(|e| Error::Config(format!("password_regex: {e}")))?),
+            None => None,
+        };
         let store = Store::new(db);
         let identity = Identity {
             inner: Arc::new(Inner {
@@ -177,6 +280,8 @@ impl Identity {
                 cache: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 catalog: RwLock::new(None),
+                password_regex,
+                role_graph: RwLock::new(None),
             }),
         };
         Ok(identity)
@@ -240,8 +345,12 @@ impl Identity {
                 (user, vec!["password".to_string()], vec![new_audit_id()], expires)
             }
             Credentials::Token { token } => {
-                // Rescoping keeps the original expiry and chains the audit id, as upstream.
-                let info = self.validate(&token).await?;
+                // Rescoping keeps the original expiry and chains the audit id, as upstream. An invalid (revoked,
+                // expired) token is not found (404), as upstream.
+                let info = self.validate(&token).await.map_err(|e| match e {
+                    Error::InvalidToken => Error::not_found("token", format!("{}…", token.chars().take(8).collect::<String>())),
+                    other => other,
+                })?;
                 if matches!(info.payload.scope, Scope::ApplicationCredential { .. }) {
                     return Err(Error::Forbidden("Cannot rescope an application credential token.".into()));
                 }
@@ -264,31 +373,191 @@ impl Identity {
         Ok((token, info))
     }
 
+    /// Checks a password as upstream's password method does: account lockout first (a locked account is refused
+    /// even with the right password), then the password (a failure counts towards lockout, a success resets the
+    /// count), then that user and domain are enabled and the password has not expired.
     async fn check_password(&self, user: &UserRef, password: &str) -> Result<UserRow, Error> {
         let row = match user {
-            UserRef::Id(id) => self.inner.store.user_get(id).await?,
+            UserRef::Id(id) => self.inner.store.user_detail_get(id).await?,
             UserRef::Name { name, domain } => match self.find_domain(domain).await? {
-                Some(d) => self.inner.store.user_get_by_name(&d.id, name).await?,
+                Some(d) => match self.inner.store.user_get_by_name(&d.id, name).await? {
+                    Some(u) => self.inner.store.user_detail_get(&u.id).await?,
+                    None => None,
+                },
                 None => None,
             },
         };
-        let Some(row) = row else {
+        let Some(detail) = row else {
             // Spend the same effort as a real check so user existence does not leak through timing.
             let _ = self.hash_password(password).await;
             return Err(Error::Unauthorized);
         };
-        let Some(hash) = row.password_hash.clone() else { return Err(Error::Unauthorized) };
-        if !bcrypt_verify(password.to_string(), hash).await? {
-            return Err(Error::Unauthorized);
-        }
+        self.verify_current_password(&detail, password).await?;
+        let row = detail.user.clone();
         if !row.enabled {
-            return Err(Error::Unauthorized);
+            return Err(Error::Unauthorized.with_log(&format!("user {} is disabled", row.id)));
         }
         let domain = self.inner.store.domain_get(&row.domain_id).await?;
         if !domain.is_some_and(|d| d.enabled) {
             return Err(Error::Unauthorized);
         }
+        if self.password_expired(&detail) {
+            return Err(Error::AuthRefused(format!(
+                "The password is expired and needs to be changed for user: {}.",
+                row.id
+            )));
+        }
         Ok(row)
+    }
+
+    /// Lockout and password verification shared by authentication and self-service password change.
+    async fn verify_current_password(&self, detail: &UserDetail, password: &str) -> Result<(), Error> {
+        let sc = &self.inner.config.security;
+        let store = &self.inner.store;
+        let now = Utc::now().timestamp();
+        let lockout = sc.lockout_failure_attempts > 0 && !option_set(detail, "ignore_lockout_failure_attempts");
+        if lockout && detail.failed_auth_count >= i64::from(sc.lockout_failure_attempts) {
+            let until = detail.failed_auth_at.unwrap_or(now) + i64::from(sc.lockout_duration);
+            if sc.lockout_duration == 0 || until > now {
+                tracing::info!(user_id = %detail.user.id, "authentication refused: account locked");
+                return Err(Error::AuthRefused(format!("The account is locked for user: {}.", detail.user.id)));
+            }
+            store.user_auth_failure_reset(&detail.user.id).await?;
+        }
+        let ok = match detail.user.password_hash.clone() {
+            Some(hash) => bcrypt_verify(password.to_string(), hash).await?,
+            None => false,
+        };
+        if !ok {
+            if lockout {
+                store.user_auth_failure_record(&detail.user.id, now).await?;
+            }
+            return Err(Error::Unauthorized.with_log(&format!("wrong password for user {}", detail.user.id)));
+        }
+        if detail.failed_auth_count > 0 {
+            store.user_auth_failure_reset(&detail.user.id).await?;
+        }
+        Ok(())
+    }
+
+    fn password_expired(&self, detail: &UserDetail) -> bool {
+        !option_set(detail, "ignore_password_expiry")
+            && detail.password_expires_at.is_some_and(|t| t <= Utc::now().timestamp())
+    }
+
+    /// Upstream's `validate_password`: the configured regular expression must match at the start of the password.
+    pub fn validate_password_rules(&self, password: &str) -> Result<(), Error> {
+        if let Some(re) = &self.inner.password_regex
+            && !re.find(password).is_some_and(|m| m.start() == 0)
+        {
+            let detail = self
+                .inner
+                .config
+                .security
+                .password_regex_description
+                .clone()
+                .unwrap_or_else(|| "the password does not match the required pattern".into());
+            return Err(Error::BadRequest(format!("The password does not meet the requirements: {detail}.")));
+        }
+        Ok(())
+    }
+
+    /// When a password set now expires: at once when an administrator set it and owners must change such passwords
+    /// on first use; after `password_expires_days` otherwise; never when the user's options exempt them.
+    pub fn password_expiry(&self, options: &serde_json::Map<String, Value>, by_admin: bool) -> Option<i64> {
+        let sc = &self.inner.config.security;
+        let flag = |name: &str| options.get(name).and_then(Value::as_bool).unwrap_or(false);
+        let now = Utc::now().timestamp();
+        if by_admin && sc.change_password_upon_first_use && !flag("ignore_change_password_upon_first_use") {
+            return Some(now);
+        }
+        match sc.password_expires_days {
+            Some(days) if days > 0 && !flag("ignore_password_expiry") => Some(now + i64::from(days) * 86_400),
+            _ => None,
+        }
+    }
+
+    /// How many passwords the history keeps.
+    fn history_len(&self) -> usize {
+        usize::try_from(self.inner.config.security.unique_last_password_count).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Sets a password on an administrator's behalf (create or reset): strength rules apply, history and minimum
+    /// age do not (as upstream). The caller revokes tokens and calls `changed()`.
+    pub async fn set_password_by_admin(&self, detail: &UserDetail, password: &str) -> Result<(), Error> {
+        self.validate_password_rules(password)?;
+        let hash = self.hash_password(password).await?;
+        let expires = self.password_expiry(&detail.options, true);
+        self.inner.store.user_password_set(&detail.user.id, &hash, expires, false, self.history_len()).await
+    }
+
+    /// Self-service password change (`POST /v3/users/{id}/password`): the original password authenticates (an
+    /// expired one is fine, as upstream, so expired users can recover), then `lock_password`, minimum age, the
+    /// strength rules and the history apply. Revokes the user's tokens.
+    pub async fn change_password(&self, user_id: &str, original: &str, new: &str) -> Result<(), Error> {
+        let store = &self.inner.store;
+        let Some(detail) = store.user_detail_get(user_id).await? else {
+            let _ = self.hash_password(original).await;
+            return Err(Error::Unauthorized);
+        };
+        self.verify_current_password(&detail, original).await.map_err(|e| match e {
+            Error::Unauthorized => Error::AuthRefused("Error when changing user password: Invalid user / password".into()),
+            other => other,
+        })?;
+        if !detail.user.enabled {
+            return Err(Error::Unauthorized);
+        }
+        if option_set(&detail, "lock_password") {
+            return Err(Error::Forbidden(
+                "You cannot change your password at this time due to password policy disallowing password changes. \
+                 Please contact your administrator to reset your password."
+                    .into(),
+            ));
+        }
+        let sc = &self.inner.config.security;
+        if sc.minimum_password_age > 0
+            && detail.password_self_service
+            && let Some(created) = detail.password_created_at
+        {
+            let min_age = i64::from(sc.minimum_password_age) * 86_400;
+            let left = created + min_age - Utc::now().timestamp();
+            if left > 0 {
+                let days_left = (left + 86_399) / 86_400;
+                return Err(Error::BadRequest(format!(
+                    "You cannot change your password at this time due to the minimum password age. Once you change \
+                     your password, it must be used for {} day(s) before it can be changed. Please try again in \
+                     {days_left} day(s) or contact your administrator to reset your password.",
+                    sc.minimum_password_age
+                )));
+            }
+        }
+        self.validate_password_rules(new)?;
+        let unique = sc.unique_last_password_count;
+        if unique > 0 {
+            for hash in store.user_password_history(user_id, self.history_len()).await? {
+                if bcrypt_verify(new.to_string(), hash).await? {
+                    return Err(Error::BadRequest(format!(
+                        "The new password cannot be identical to a previous password. The total number which \
+                         includes the new password must be unique is {unique}."
+                    )));
+                }
+            }
+        }
+        let hash = self.hash_password(new).await?;
+        let expires = self.password_expiry(&detail.options, false);
+        store.user_password_set(user_id, &hash, expires, true, self.history_len()).await?;
+        self.revoke_user(user_id).await
+    }
+
+    /// Revokes every token of a user issued until now (disabled, deleted, password changed, removed from a group).
+    pub async fn revoke_user(&self, user_id: &str) -> Result<(), Error> {
+        let ev = RevocationRow {
+            audit_id: None,
+            user_id: Some(user_id.to_string()),
+            project_id: None,
+            issued_before: Utc::now().timestamp(),
+        };
+        self.revoke_event(ev).await
     }
 
     async fn find_domain(&self, d: &DomainRef) -> Result<Option<DomainRow>, Error> {
@@ -343,27 +612,40 @@ impl Identity {
         Ok(Scope::Project(p.id.clone()))
     }
 
-    /// Effective roles of a user on a target: direct grants plus implied roles, transitively.
-    async fn roles_on(&self, user_id: &str, kind: &str, target: &str) -> Result<Vec<RoleRow>, Error> {
-        let direct = self.inner.store.assignment_role_ids(kind, user_id, target).await?;
+    /// Effective roles of a user on a target (`kind` is [`kind::USER_PROJECT`], [`kind::USER_DOMAIN`] or
+    /// [`kind::USER_SYSTEM`]): grants to the user and to their groups, on a project also those inherited from its
+    /// ancestors and its domain, then implied roles transitively. Domain-specific roles only contribute what they
+    /// imply. One database round trip; the role graph is cached until identity data changes.
+    pub(crate) async fn roles_on(&self, user_id: &str, kind: &str, target: &str) -> Result<Vec<RoleRow>, Error> {
+        let store = &self.inner.store;
+        let direct = match kind {
+            kind::USER_PROJECT => store.assignment_role_ids_on_project(user_id, target).await?,
+            kind::USER_DOMAIN => store.assignment_role_ids_on(user_id, kind::USER_DOMAIN, kind::GROUP_DOMAIN, target).await?,
+            kind::USER_SYSTEM => store.assignment_role_ids_on(user_id, kind::USER_SYSTEM, kind::GROUP_SYSTEM, target).await?,
+            other => return Err(Error::Internal(format!("roles_on: unknown assignment kind {other}"))),
+        };
         if direct.is_empty() {
             return Ok(Vec::new());
         }
-        let implications = self.inner.store.implied_role_list().await?;
-        let mut ids: BTreeSet<String> = direct.into_iter().collect();
-        loop {
-            let before = ids.len();
-            for (prior, implied) in &implications {
-                if ids.contains(prior) {
-                    ids.insert(implied.clone());
-                }
-            }
-            if ids.len() == before {
-                break;
-            }
+        let graph = self.role_graph().await?;
+        Ok(graph.effective(direct.iter().map(String::as_str)))
+    }
+
+    /// Every role and implication rule, cached until identity data changes.
+    pub(crate) async fn role_graph(&self) -> Result<Arc<RoleGraph>, Error> {
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        if let Some((g, graph)) = read(&self.inner.role_graph).clone()
+            && g == generation
+        {
+            return Ok(graph);
         }
-        let all = self.inner.store.role_list().await?;
-        Ok(all.into_iter().filter(|r| ids.contains(&r.id)).collect())
+        let roles = self.inner.store.role_list().await?;
+        let rules = self.inner.store.implied_role_list().await?;
+        let graph = Arc::new(RoleGraph::new(roles, rules));
+        if self.inner.generation.load(Ordering::SeqCst) == generation {
+            *write(&self.inner.role_graph) = Some((generation, graph.clone()));
+        }
+        Ok(graph)
     }
 
     // ---- validation
@@ -428,6 +710,10 @@ impl Identity {
         }
         let user_domain =
             store.domain_get(&user.domain_id).await?.ok_or_else(|| Error::not_found("domain", &user.domain_id))?;
+        // A disabled domain disables its users, and with them their tokens.
+        if !user_domain.enabled {
+            return Err(Error::InvalidToken);
+        }
         let (project, domain, roles) = match &payload.scope {
             Scope::Unscoped => (None, None, Vec::new()),
             Scope::Project(pid) | Scope::ApplicationCredential { project_id: pid, .. } => {
@@ -441,6 +727,9 @@ impl Identity {
             }
             Scope::Domain(did) => {
                 let d = store.domain_get(did).await?.ok_or_else(|| Error::not_found("domain", did))?;
+                if !d.enabled {
+                    return Err(Error::InvalidToken);
+                }
                 let roles = self.roles_on(&user.id, kind::USER_DOMAIN, did).await?;
                 (None, Some(d), roles)
             }
@@ -655,20 +944,29 @@ impl Identity {
         if let Some(u) = store.user_get_by_name(DEFAULT_DOMAIN_ID, name).await? {
             if reset {
                 let hash = self.hash_password(password).await?;
-                store.user_set_password_hash(&u.id, &hash).await?;
+                store.user_password_set(&u.id, &hash, None, false, self.history_len()).await?;
             }
             return Ok(u.id);
         }
-        let u = UserRow {
-            id: new_id(),
-            name: name.into(),
-            domain_id: DEFAULT_DOMAIN_ID.into(),
-            enabled: true,
-            password_hash: Some(self.hash_password(password).await?),
-            default_project_id: Some(project.into()),
+        let u = UserDetail {
+            user: UserRow {
+                id: new_id(),
+                name: name.into(),
+                domain_id: DEFAULT_DOMAIN_ID.into(),
+                enabled: true,
+                password_hash: Some(self.hash_password(password).await?),
+                default_project_id: Some(project.into()),
+            },
+            extra: serde_json::Map::new(),
+            options: serde_json::Map::new(),
+            password_created_at: Some(Utc::now().timestamp()),
+            password_expires_at: None,
+            password_self_service: false,
+            failed_auth_count: 0,
+            failed_auth_at: None,
         };
-        store.user_create(&u).await?;
-        Ok(u.id)
+        store.user_detail_create(&u).await?;
+        Ok(u.user.id)
     }
 
     pub async fn hash_password(&self, password: &str) -> Result<String, Error> {
@@ -690,6 +988,11 @@ impl auth::TokenValidator for Identity {
             Err(e) => Err(auth::AuthError::Unavailable(e.to_string())),
         }
     }
+}
+
+/// Whether a boolean resource option is set on the user.
+fn option_set(detail: &UserDetail, name: &str) -> bool {
+    detail.options.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
 async fn bcrypt_verify(password: String, hash: String) -> Result<bool, Error> {

@@ -8,11 +8,18 @@ use sqlx::{Row, any::AnyRow};
 use crate::error::Error;
 
 mod groups;
+mod projects;
+mod roles;
+mod users;
 
 pub use groups::GroupRow;
+pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
+pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
+pub use users::{UserDetail, UserFilter};
 
 /// Every identity migration, in order. Each resource module owns its migration; versions are unique and increasing.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, groups::MIGRATION];
+pub const MIGRATIONS: &[Migration] =
+    &[INITIAL, groups::MIGRATION, projects::MIGRATION, users::MIGRATION, roles::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -104,6 +111,9 @@ pub mod kind {
     pub const USER_PROJECT: &str = "UserProject";
     pub const USER_DOMAIN: &str = "UserDomain";
     pub const USER_SYSTEM: &str = "UserSystem";
+    pub const GROUP_PROJECT: &str = "GroupProject";
+    pub const GROUP_DOMAIN: &str = "GroupDomain";
+    pub const GROUP_SYSTEM: &str = "GroupSystem";
 }
 
 /// The system scope's target id in assignments.

@@ -2,4 +2,6 @@
 //! PostgreSQL and MariaDB when reachable, required in CI), and the HTTP API through the whole-cloud harness.
 //! One module per resource family.
 
+mod projects;
 mod service;
+mod users;
