@@ -1,4 +1,8 @@
-//! Repository chores: `cargo xtask bench` (start-up and memory benchmark of `stratus up`).
+//! Repository chores: `cargo xtask bench` (start-up and memory benchmark of `stratus up`) and
+//! `cargo xtask bench identity` (token issue/validate and user-list latency and throughput, against upstream
+//! Keystone too when `bench/keystone/setup` has been run; see [`identity`]).
+
+mod identity;
 
 use std::{
     io::{Read, Write},
@@ -21,7 +25,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Benchmarks `stratus up`: exec → ready on a new and an existing data dir, and idle resident memory.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        suite: Option<Suite>,
         /// Runs per case.
         #[arg(long, default_value_t = 5)]
         runs: usize,
@@ -31,14 +38,31 @@ enum Task {
     },
 }
 
+#[derive(Subcommand)]
+enum Suite {
+    /// Token issue, token validation and `GET /v3/users` (1,000 users) at 1 and 4 clients, Stratus vs Keystone.
+    Identity(identity::Args),
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Task::Bench { runs, bin } => bench(runs, bin),
+        Task::Bench {
+            suite: Some(Suite::Identity(args)),
+            ..
+        } => identity::run(args),
+        Task::Bench {
+            suite: None,
+            runs,
+            bin,
+        } => bench(runs, bin),
     }
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn bench(runs: usize, bin: Option<PathBuf>) -> Result<()> {
@@ -92,7 +116,11 @@ fn bench(runs: usize, bin: Option<PathBuf>) -> Result<()> {
 fn row(name: &str, values: &mut [f64], goal: &str) {
     values.sort_by(|a, b| a.total_cmp(b));
     let p50 = values[values.len() / 2];
-    println!("| {name:<31} | {:>6.1} | {p50:>6.1} | {:>6.1} | {goal:<8} |", values[0], values[values.len() - 1]);
+    println!(
+        "| {name:<31} | {:>6.1} | {p50:>6.1} | {:>6.1} | {goal:<8} |",
+        values[0],
+        values[values.len() - 1]
+    );
 }
 
 fn free_port() -> Result<u16> {
@@ -129,7 +157,10 @@ fn start_and_wait(bin: &Path, dir: &Path) -> Result<(f64, Child)> {
 fn http_status(port: u16, path: &str) -> Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf)?;
     let text = std::str::from_utf8(&buf)?;
@@ -138,13 +169,22 @@ fn http_status(port: u16, path: &str) -> Result<u16> {
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 /// SIGTERM, then wait (bounded) for a clean exit.
 fn stop(mut child: Child) -> Result<()> {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
