@@ -67,19 +67,20 @@ def test_domain_project_user_lifecycle(openstack: Cli, http: Http, clouds_yaml: 
     # An application credential, shown once with its secret, authenticates on its own.
     ac = _cli_with(clouds, tmp_path, "application", "credential", "create", f"scen-ac-{suffix}", "-f", "json",
                    cloud="scen-user").json()
-    assert ac["secret"], ac
+    # This client prints the columns of `application credential` commands capitalised.
+    assert ac["Secret"], ac
     clouds["scen-ac"] = {
         "auth_type": "v3applicationcredential",
-        "auth": {"auth_url": auth_url, "application_credential_id": ac["id"],
-                 "application_credential_secret": ac["secret"]},
+        "auth": {"auth_url": auth_url, "application_credential_id": ac["ID"],
+                 "application_credential_secret": ac["Secret"]},
         "region_name": base.get("region_name", "RegionOne"),
         "identity_api_version": 3,
     }
     ac_token = _cli_with(clouds, tmp_path, "token", "issue", "-f", "json", cloud="scen-ac").json()
     assert ac_token["project_id"] == project["id"], ac_token
-    listed = _cli_with(clouds, tmp_path, "application", "credential", "show", ac["id"], "-f", "json",
+    listed = _cli_with(clouds, tmp_path, "application", "credential", "show", ac["ID"], "-f", "json",
                        cloud="scen-user").json()
-    assert not listed.get("secret"), "the secret is shown only at creation"
+    assert listed["ID"] == ac["ID"] and not listed.get("Secret"), "the secret is shown only at creation"
 
     admin_token = openstack("token", "issue", "-f", "json").json()["id"]
 
