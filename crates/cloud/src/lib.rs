@@ -204,7 +204,7 @@ impl Cloud {
         if let Some(identity) = &self.identity {
             let policy = identity::api::load_policy(self.config.identity.policy_file.as_deref())?;
             let api = identity::api::router_with_policy(identity.clone(), &self.service_url(Service::Identity), policy)?;
-            router = router.nest(Service::Identity.prefix(), api);
+            router = nest_with_root(router, Service::Identity.prefix(), api);
         }
         if let Some(image) = &self.image {
             let policy = image::api::load_policy(self.config.image.policy_file.as_deref())?;

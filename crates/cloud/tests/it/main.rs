@@ -65,6 +65,10 @@ async fn version_discovery() {
     let v = &r.json()["versions"]["values"][0];
     assert_eq!(v["status"], "stable");
     assert_eq!(v["links"][0]["href"], format!("{}/identity/v3/", cloud.url));
+    // Clients strip the version from the catalog URL and ask the prefix with a trailing slash (Tempest does).
+    let r = cloud.anonymous.get("/identity/").await;
+    assert_eq!(r.status, StatusCode::MULTIPLE_CHOICES, "{}", r.text);
+    assert_eq!(r.json()["versions"]["values"][0]["id"], v["id"]);
     let r = cloud.anonymous.get("/identity/v3").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.json()["version"]["id"].as_str().unwrap().starts_with("v3."));
