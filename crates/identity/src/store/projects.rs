@@ -285,7 +285,7 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a project with its tags and every role assignment on it.
+    /// Deletes a project with its tags, every role assignment on it and the application credentials bound to it.
     pub async fn project_delete(&self, id: &str) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
         for sql in [
@@ -296,6 +296,7 @@ impl Store {
             self.db.query(sql).bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.application_credential_delete_for(None, Some(id)).await?;
         Ok(())
     }
 

@@ -182,7 +182,8 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a user with its memberships, role assignments and password history. False if there was none.
+    /// Deletes a user with its memberships, role assignments, password history, application credentials, trusts and
+    /// credentials. False if there was none.
     pub async fn user_delete(&self, id: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;
         let n = self.db.query("DELETE FROM identity_user WHERE id = ?").bind(id).execute(&mut *tx).await?;
@@ -193,6 +194,10 @@ impl Store {
         self.db.query("DELETE FROM identity_assignment WHERE actor_id = ?").bind(id).execute(&mut *tx).await?;
         self.db.query("DELETE FROM identity_password_history WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
+        // What the user owned goes with them, as upstream: application credentials, trusts, credentials.
+        self.application_credential_delete_for(Some(id), None).await?;
+        self.trust_delete_for_user(id).await?;
+        self.credential_delete_for_user(id).await?;
         Ok(true)
     }
 

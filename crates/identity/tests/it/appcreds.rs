@@ -503,3 +503,50 @@ async fn trusts_over_http() {
     assert_eq!(trust_login(&cloud, trustee, &trust_id).await.status, StatusCode::UNAUTHORIZED);
     cloud.shutdown().await;
 }
+
+/// Upstream's clean-up: a project takes its application credentials with it; a user their credentials and trusts.
+#[tokio::test]
+async fn deleting_a_user_or_project_removes_what_they_owned() {
+    let cloud = TestCloud::start().await;
+    let admin = &cloud.admin;
+    let r = admin.post("/identity/v3/projects", &json!({"project": {"name": "owned", "domain_id": "default"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let p = r.json()["project"]["id"].as_str().unwrap().to_string();
+    let body = json!({"user": {"name": "owner", "password": "Owner-pw-1", "domain_id": "default"}});
+    let r = admin.post("/identity/v3/users", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let u = r.json()["user"]["id"].as_str().unwrap().to_string();
+    let member_role = admin.get("/identity/v3/roles?name=member").await.json()["roles"][0]["id"].as_str().unwrap().to_string();
+    let r = admin.request(Method::PUT, &format!("/identity/v3/projects/{p}/users/{u}/roles/{member_role}"), None, &[]).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let owner = cloud.anonymous.login("owner", "Owner-pw-1", "owned").await;
+
+    let r = owner.post(&format!("/identity/v3/users/{u}/application_credentials"), &json!({"application_credential": {"name": "ac"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let blob = json!({"access": "owned-access", "secret": "owned-secret"}).to_string();
+    let r = owner
+        .post("/identity/v3/credentials", &json!({"credential": {"type": "ec2", "user_id": u, "project_id": p, "blob": blob}}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let demo_id = cloud.member.token_body["token"]["user"]["id"].as_str().unwrap().to_string();
+    let trust = json!({"trust": {"trustor_user_id": u, "trustee_user_id": demo_id, "project_id": p,
+        "impersonation": false, "roles": [{"name": "member"}]}});
+    let r = owner.post("/identity/v3/OS-TRUST/trusts", &trust).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let app_creds = format!("/identity/v3/users/{u}/application_credentials");
+    let credentials = format!("/identity/v3/credentials?user_id={u}");
+    let trusts = format!("/identity/v3/OS-TRUST/trusts?trustor_user_id={u}");
+    let count = |r: test_utils::Response, key: &str| r.json()[key].as_array().map(Vec::len).unwrap_or(usize::MAX);
+    assert_eq!(count(admin.get(&app_creds).await, "application_credentials"), 1);
+    assert_eq!(count(admin.get(&credentials).await, "credentials"), 1);
+    assert_eq!(count(admin.get(&trusts).await, "trusts"), 1);
+
+    assert_eq!(admin.delete(&format!("/identity/v3/projects/{p}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(count(admin.get(&app_creds).await, "application_credentials"), 0, "bound to the deleted project");
+
+    assert_eq!(admin.delete(&format!("/identity/v3/users/{u}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(count(admin.get(&credentials).await, "credentials"), 0);
+    assert_eq!(count(admin.get(&trusts).await, "trusts"), 0);
+    cloud.shutdown().await;
+}
