@@ -178,12 +178,12 @@ pub(super) fn expecting(attribute: &str, target: &str) -> Error {
     ))
 }
 
-fn created(v: Value) -> Response {
+pub(super) fn created(v: Value) -> Response {
     (StatusCode::CREATED, Json(v)).into_response()
 }
 
 /// The body after `entity` with the extras merged in at top level, as upstream renders them.
-fn with_extra(mut v: Value, extra: &Map<String, Value>) -> Value {
+pub(super) fn with_extra(mut v: Value, extra: &Map<String, Value>) -> Value {
     if let Value::Object(m) = &mut v {
         for (k, x) in extra {
             m.entry(k.clone()).or_insert_with(|| x.clone());

@@ -9,6 +9,7 @@ mod credentials;
 mod domains;
 mod groups;
 mod limits;
+mod oauth;
 mod projects;
 mod roles;
 mod trusts;
@@ -61,6 +62,7 @@ pub fn default_policies() -> Vec<(&'static str, &'static str)> {
         application_credentials::POLICIES,
         trusts::POLICIES,
         limits::POLICIES,
+        oauth::POLICIES,
     ];
     modules.iter().flat_map(|m| m.iter().copied()).collect()
 }
@@ -98,6 +100,7 @@ pub fn router_with_policy(identity: Identity, base_url: &str, policy: Policy) ->
         .merge(application_credentials::routes())
         .merge(trusts::routes())
         .merge(limits::routes())
+        .merge(oauth::routes())
         .with_state(state);
     Ok(api_common::wire::apply(router, WireConfig::new(ErrorStyle::Keystone)))
 }

@@ -168,7 +168,7 @@ impl Identity {
     }
 
     /// Loaded per use, so a rotation by another process is seen at once (credential calls are rare).
-    fn credential_keys(&self) -> Result<TokenKeys, Error> {
+    pub(crate) fn credential_keys(&self) -> Result<TokenKeys, Error> {
         TokenKeys::load_or_create(&self.credential_key_repository())
     }
 

@@ -12,6 +12,7 @@ mod catalog;
 mod credentials;
 mod groups;
 mod limits;
+mod oauth;
 mod projects;
 mod roles;
 mod trusts;
@@ -22,6 +23,7 @@ pub use catalog::{EndpointGroupRow, EndpointRecord, PolicyRow, RegionRow, Servic
 pub use credentials::{Credential, CredentialRow, EC2, Ec2Credential, ec2_credential_id};
 pub use groups::GroupRow;
 pub use limits::{LimitRow, RegisteredLimitRow};
+pub use oauth::ConsumerRow;
 pub use projects::{DomainDeletion, DomainRecord, ProjectFilter, ProjectRecord};
 pub use roles::{AssignmentRow, ProjectNode, RoleRecord};
 pub use trusts::TrustRow;
@@ -37,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     catalog::MIGRATION,
     application_credentials::MIGRATION,
     catalog::MIGRATION_POLICIES,
+    oauth::MIGRATION,
 ];
 
 const INITIAL: Migration = Migration {

@@ -4,6 +4,7 @@
 
 mod appcreds;
 mod catalog;
+mod oauth;
 mod projects;
 mod service;
 mod roles;
