@@ -372,3 +372,15 @@ mod tests {
         assert!(!err.to_string().contains("tiger"));
     }
 }
+
+/// For inserts where an existing row is as good as a new one (granting a role twice, adding a tag twice): `true` if
+/// the row was inserted, `false` if a unique key already held it; other failures are errors.
+pub fn insert_unless_duplicate(result: Result<sqlx::any::AnyQueryResult, sqlx::Error>) -> Result<bool, Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let e = Error::from(e);
+            if e.is_unique_violation() { Ok(false) } else { Err(e) }
+        }
+    }
+}

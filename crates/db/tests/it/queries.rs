@@ -132,6 +132,10 @@ async fn constraint_violations_are_classified() {
         grant("u1").execute(db.pool()).await.unwrap();
         let err = Error::from(grant("u1").execute(db.pool()).await.unwrap_err());
         assert!(err.is_unique_violation(), "{b}: {err}");
+        // Inserts where an existing row will do: the duplicate is reported, not raised; other errors still are.
+        assert!(!db::insert_unless_duplicate(grant("u1").execute(db.pool()).await).unwrap(), "{b}");
+        assert!(db::insert_unless_duplicate(insert_user("u9").execute(db.pool()).await).unwrap(), "{b}");
+        assert!(db::insert_unless_duplicate(grant("ghost").execute(db.pool()).await).is_err(), "{b}");
 
         // Foreign key (SQLite enforces it only with the pragma set by `connect`).
         let err = Error::from(grant("ghost").execute(db.pool()).await.unwrap_err());

@@ -74,13 +74,8 @@ impl Store {
             .bind(group_id)
             .execute(self.db.pool())
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = db::Error::from(e);
-                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
-            }
-        }
+        db::insert_unless_duplicate(r)?;
+        Ok(())
     }
 
     /// Ids of the groups a user belongs to (what effective role computation needs).

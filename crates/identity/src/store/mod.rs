@@ -479,13 +479,8 @@ impl Store {
             .bind(Bool(false))
             .execute(self.db.pool())
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = db::Error::from(e);
-                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
-            }
-        }
+        db::insert_unless_duplicate(result)?;
+        Ok(())
     }
 
     /// Role ids granted directly to the user on a target.

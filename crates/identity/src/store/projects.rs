@@ -361,13 +361,8 @@ impl Store {
             .bind(tag)
             .execute(self.db.pool())
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = db::Error::from(e);
-                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
-            }
-        }
+        db::insert_unless_duplicate(r)?;
+        Ok(())
     }
 
     /// Removes one tag; `false` if the project did not have it.

@@ -202,13 +202,8 @@ impl Store {
             .bind(Bool(a.inherited))
             .execute(self.db.pool())
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = db::Error::from(e);
-                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
-            }
-        }
+        db::insert_unless_duplicate(result)?;
+        Ok(())
     }
 
     pub async fn assignment_exists(&self, a: &AssignmentRow) -> Result<bool, Error> {

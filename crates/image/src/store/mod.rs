@@ -506,13 +506,8 @@ impl Store {
             .execute(self.db.pool())
             .await;
         self.touch(image_id).await?;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = db::Error::from(e);
-                if e.is_unique_violation() { Ok(()) } else { Err(e.into()) }
-            }
-        }
+        db::insert_unless_duplicate(r)?;
+        Ok(())
     }
 
     /// Removes a tag; false if the image had no such tag.
