@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub identity: IdentitySection,
     pub image: ImageSection,
+    pub object: ObjectSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -119,6 +120,26 @@ pub struct ImageSection {
     pub policy_file: Option<PathBuf>,
 }
 
+/// The object store (Swift) on this node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectSection {
+    /// Directory holding the device directories; defaults to `<data_dir>/object`.
+    pub devices_dir: Option<PathBuf>,
+    /// Device directory names, one ring device each (weight 1, own zone).
+    pub devices: Vec<String>,
+    /// The ring's partition power (2^n partitions).
+    pub part_power: u8,
+    /// Copies of each object, on distinct devices; at most the number of devices.
+    pub replicas: usize,
+}
+
+impl Default for ObjectSection {
+    fn default() -> Self {
+        ObjectSection { devices_dir: None, devices: vec!["d1".into()], part_power: 10, replicas: 1 }
+    }
+}
+
 impl Default for ImageSection {
     fn default() -> Self {
         ImageSection {
@@ -171,6 +192,7 @@ impl Default for Config {
             log: LogConfig::default(),
             identity: IdentitySection::default(),
             image: ImageSection::default(),
+            object: ObjectSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -223,7 +245,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.
@@ -271,6 +293,18 @@ impl Config {
 
     pub fn key_repository(&self) -> PathBuf {
         self.identity.key_repository.clone().unwrap_or_else(|| self.data_dir.join("fernet-keys"))
+    }
+
+    /// The object service's settings, with paths resolved against the data dir.
+    pub fn object_config(&self) -> object::ObjectConfig {
+        let mut c = object::ObjectConfig::new(&self.data_dir);
+        if let Some(dir) = &self.object.devices_dir {
+            c.devices_dir = dir.clone();
+        }
+        c.devices = self.object.devices.clone();
+        c.part_power = self.object.part_power;
+        c.replicas = self.object.replicas;
+        c
     }
 
     /// The image service's settings, with paths resolved against the data dir.

@@ -32,6 +32,8 @@ pub enum Error {
     Identity(#[from] identity::Error),
     #[error("image: {0}")]
     Image(#[from] image::Error),
+    #[error("object: {0}")]
+    Object(#[from] object::Error),
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -45,16 +47,18 @@ pub enum Error {
 pub enum Service {
     Identity,
     Image,
+    Object,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Object];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
             Service::Image => "image",
+            Service::Object => "object",
         }
     }
     /// The catalog's service type.
@@ -62,6 +66,7 @@ impl Service {
         match self {
             Service::Identity => "identity",
             Service::Image => "image",
+            Service::Object => "object-store",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -69,6 +74,7 @@ impl Service {
         match self {
             Service::Identity => "/identity",
             Service::Image => "/image",
+            Service::Object => "/object-store",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -76,12 +82,13 @@ impl Service {
         match self {
             Service::Identity => "keystone",
             Service::Image => "glance",
+            Service::Object => "swift",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["compute", "placement", "volume", "network", "object-store", "orchestration"];
+const PLANNED: &[&str] = &["compute", "placement", "volume", "network", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -89,6 +96,7 @@ impl FromStr for Service {
         match s.trim() {
             "identity" | "keystone" => Ok(Service::Identity),
             "image" | "glance" => Ok(Service::Image),
+            "object" | "object-store" | "swift" => Ok(Service::Object),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -120,6 +128,7 @@ pub struct Cloud {
     pub bus: Bus,
     pub identity: Option<Identity>,
     pub image: Option<image::Image>,
+    pub object: Option<object::ObjectStore>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -171,7 +180,12 @@ impl Cloud {
         } else {
             None
         };
-        Ok(Cloud { config, services, db, bus, identity, image, validator, public_url })
+        let object = if services.contains(&Service::Object) {
+            Some(object::ObjectStore::new(db.clone(), &config.object_config())?)
+        } else {
+            None
+        };
+        Ok(Cloud { config, services, db, bus, identity, image, object, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -182,12 +196,24 @@ impl Cloud {
         if let Some(image) = &self.image {
             image.migrate().await?;
         }
+        if let Some(object) = &self.object {
+            object.migrate().await?;
+        }
         Ok(())
     }
 
     /// The public URL of a service under this listener.
     pub fn service_url(&self, service: Service) -> String {
         format!("{}{}", self.public_url, service.prefix())
+    }
+
+    /// The URL the catalog lists for a service: Swift's is per account, `…/v1/AUTH_%(project_id)s`, which identity
+    /// renders for each token's project.
+    pub fn catalog_url(&self, service: Service) -> String {
+        match service {
+            Service::Object => format!("{}/v1/AUTH_%(project_id)s", self.service_url(service)),
+            _ => self.service_url(service),
+        }
     }
 
     /// Where clients authenticate: this process's identity service, or the one `[auth]` names.
@@ -216,6 +242,10 @@ impl Cloud {
                 &self.identity_url(),
             );
             router = nest_with_root(router, Service::Image.prefix(), api);
+        }
+        if let Some(object) = &self.object {
+            let api = object::api::router(object.clone(), self.validator.clone(), &self.identity_url());
+            router = router.nest(Service::Object.prefix(), api);
         }
         let services: Vec<_> = self
             .services
@@ -247,7 +277,7 @@ impl Cloud {
     pub fn catalog_entries(&self) -> Vec<(String, String, String)> {
         self.services
             .iter()
-            .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.service_url(*s)))
+            .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.catalog_url(*s)))
             .collect()
     }
 }

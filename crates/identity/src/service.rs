@@ -959,8 +959,13 @@ impl Identity {
     }
 
     /// The catalog in token-body form.
-    pub async fn catalog_json(&self) -> Result<Value, Error> {
+    ///
+    /// Endpoint URLs are rendered for the token as Keystone does: `%(project_id)s`/`$(project_id)s` (and the older
+    /// `tenant_id`) become the token's project, `%(user_id)s` its user; an endpoint naming a value the token does not
+    /// have (a project in an unscoped, domain or system token) is left out.
+    pub async fn catalog_json(&self, info: &TokenInfo) -> Result<Value, Error> {
         let catalog = self.catalog().await?;
+        let project_id = info.project.as_ref().map(|(p, _)| p.id.as_str());
         Ok(Value::Array(
             catalog
                 .iter()
@@ -969,13 +974,16 @@ impl Identity {
                         "id": c.service.id,
                         "type": c.service.service_type,
                         "name": c.service.name.clone().unwrap_or_default(),
-                        "endpoints": c.endpoints.iter().map(|e| json!({
-                            "id": e.id,
-                            "interface": e.interface,
-                            "region": e.region_id,
-                            "region_id": e.region_id,
-                            "url": e.url,
-                        })).collect::<Vec<_>>(),
+                        "endpoints": c.endpoints.iter().filter_map(|e| {
+                            let url = render_endpoint_url(&e.url, project_id, &info.user.id)?;
+                            Some(json!({
+                                "id": e.id,
+                                "interface": e.interface,
+                                "region": e.region_id,
+                                "region_id": e.region_id,
+                                "url": url,
+                            }))
+                        }).collect::<Vec<_>>(),
                     })
                 })
                 .collect(),
@@ -1044,7 +1052,7 @@ impl Identity {
                 Value::Array(info.roles.iter().map(|r| json!({"id": r.id, "name": r.name})).collect()),
             );
             if with_catalog {
-                obj.insert("catalog".into(), self.catalog_json().await?);
+                obj.insert("catalog".into(), self.catalog_json(info).await?);
             }
         }
         Ok(json!({ "token": token }))
@@ -1228,6 +1236,33 @@ fn fernet_issued_at(token: &str) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(i64::try_from(u64::from_be_bytes(ts)).ok()?, 0).single()
 }
 
+/// Renders an endpoint URL template for one token, as Keystone's `format_url`: `%(name)s` and `$(name)s` with
+/// `project_id`/`tenant_id` and `user_id`. `None` when the template names a value the token lacks or an unknown one.
+pub fn render_endpoint_url(template: &str, project_id: Option<&str>, user_id: &str) -> Option<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    loop {
+        let next = [rest.find("%("), rest.find("$(")].into_iter().flatten().min();
+        let Some(start) = next else {
+            out.push_str(rest);
+            return Some(out);
+        };
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find(")s") else {
+            out.push_str(&rest[start..]);
+            return Some(out);
+        };
+        let value = match &after[..end] {
+            "project_id" | "tenant_id" => project_id?,
+            "user_id" => user_id,
+            _ => return None,
+        };
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+}
+
 /// Upstream's timestamp format: microseconds, `Z`.
 pub fn format_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -1250,5 +1285,22 @@ impl Error {
     fn with_log(self, why: &str) -> Self {
         tracing::info!(reason = why, "authentication refused");
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_endpoint_url;
+
+    #[test]
+    fn endpoint_urls_are_rendered_per_token() {
+        let t = "http://h/object-store/v1/AUTH_%(project_id)s";
+        assert_eq!(render_endpoint_url(t, Some("p1"), "u").as_deref(), Some("http://h/object-store/v1/AUTH_p1"));
+        assert_eq!(render_endpoint_url("http://h/v1/$(tenant_id)s/x", Some("p1"), "u").as_deref(), Some("http://h/v1/p1/x"));
+        assert_eq!(render_endpoint_url("http://h/%(user_id)s", None, "u1").as_deref(), Some("http://h/u1"));
+        assert_eq!(render_endpoint_url(t, None, "u"), None, "no project in scope: left out");
+        assert_eq!(render_endpoint_url("http://h/%(other)s", Some("p"), "u"), None);
+        assert_eq!(render_endpoint_url("http://h/image", None, "u").as_deref(), Some("http://h/image"));
+        assert_eq!(render_endpoint_url("http://h/%(x", None, "u").as_deref(), Some("http://h/%(x"));
     }
 }

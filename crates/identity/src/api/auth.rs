@@ -314,7 +314,7 @@ async fn auth_catalog(State(s): State<AppState>, headers: HeaderMap) -> Result<J
     if info.roles.is_empty() {
         return Err(Error::Forbidden("The service catalog is not available for unscoped tokens.".into()).into());
     }
-    let catalog = s.identity.catalog_json().await?;
+    let catalog = s.identity.catalog_json(&info).await?;
     Ok(Json(json!({"catalog": catalog, "links": {"self": format!("{}/v3/auth/catalog", s.base_url), "previous": null, "next": null}})))
 }
 

@@ -1,0 +1,615 @@
+//! The Swift proxy API under `/object-store`: `GET /info` (no token) and `/v1/{account}[/{container}[/{object}]]`
+//! with Keystone tokens. Project members own `AUTH_<project_id>` (readers read it), `admin` reaches every account,
+//! anyone else gets 403. Errors are Swift's short HTML bodies; every response carries `X-Trans-Id` and
+//! `X-Openstack-Request-Id`.
+
+use std::sync::Arc;
+
+use ::auth::{AuthLayerState, Context, TokenValidator};
+use api_common::{ApiError, ErrorStyle, WireConfig};
+use axum::{
+    Router,
+    body::Body,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+};
+use chrono::{DateTime, TimeZone as _, Utc};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::{
+    error::Error,
+    server::{ByteRange, ByteStream},
+    service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
+    store::{Metadata, ObjectRow},
+};
+
+#[derive(Clone)]
+struct AppState {
+    store: ObjectStore,
+}
+
+/// The object-store API, to be nested at `/object-store`. `identity_url` is advertised in 401s.
+pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_url: &str) -> Router {
+    let auth = AuthLayerState::new(validator, identity_url);
+    let protected = Router::new()
+        .route("/v1/{account}", any(account))
+        .route("/v1/{account}/{container}", any(container))
+        .route("/v1/{account}/{container}/{*object}", any(object))
+        .layer(DefaultBodyLimit::disable())
+        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
+    let router = Router::new().route("/info", get(info)).merge(protected).with_state(AppState { store });
+    let mut wire = WireConfig::new(ErrorStyle::Swift);
+    wire.extra_request_id_header = Some(HeaderName::from_static("x-trans-id"));
+    api_common::wire::apply(router, wire)
+}
+
+async fn info() -> axum::Json<Value> {
+    axum::Json(json!({
+        "swift": {
+            "version": "2.35.0",
+            "max_file_size": limits::MAX_FILE_SIZE,
+            "max_meta_name_length": limits::MAX_META_NAME_LENGTH,
+            "max_meta_value_length": limits::MAX_META_VALUE_LENGTH,
+            "max_meta_count": limits::MAX_META_COUNT,
+            "max_meta_overall_size": limits::MAX_META_OVERALL_SIZE,
+            "max_header_size": 8192,
+            "max_object_name_length": limits::MAX_OBJECT_NAME_LENGTH,
+            "max_container_name_length": limits::MAX_CONTAINER_NAME_LENGTH,
+            "max_account_name_length": limits::MAX_ACCOUNT_NAME_LENGTH,
+            "container_listing_limit": limits::LISTING_LIMIT,
+            "account_listing_limit": limits::LISTING_LIMIT,
+            "extra_header_count": 0,
+            "strict_cors_mode": true,
+            "allow_account_management": false,
+            "account_autocreate": true,
+            "policies": [{"name": "Policy-0", "aliases": "Policy-0", "default": true}],
+        }
+    }))
+}
+
+/// Checks the caller may act on `account`: 403 unless admin, or a member (a reader, for reads) of its project.
+fn authorize(ctx: &Context, account: &str, write: bool) -> Result<(), Error> {
+    let denied = || Error::Forbidden("Access was denied to this resource.".into());
+    let project = account.strip_prefix("AUTH_").ok_or_else(denied)?;
+    if ctx.has_role("admin") {
+        return Ok(());
+    }
+    if ctx.project_id.as_deref() != Some(project) {
+        return Err(denied());
+    }
+    if ctx.has_role("member") || (!write && ctx.has_role("reader")) {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+}
+
+// ---- helpers: headers
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `X-<kind>-Meta-K: v` and `X-Remove-<kind>-Meta-K` as (k, v) updates, `v` empty for removal.
+fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
+    let set = format!("x-{kind}-meta-");
+    let remove = format!("x-remove-{kind}-meta-");
+    let mut out = Vec::new();
+    for (name, value) in h {
+        let n = name.as_str();
+        let v = String::from_utf8_lossy(value.as_bytes()).trim().to_string();
+        if let Some(k) = n.strip_prefix(&set) {
+            out.push((k.to_string(), v));
+        } else if let Some(k) = n.strip_prefix(&remove) {
+            out.push((k.to_string(), String::new()));
+        }
+    }
+    out
+}
+
+fn object_metadata(h: &HeaderMap) -> Metadata {
+    meta_updates(h, "object").into_iter().filter(|(_, v)| !v.is_empty()).collect()
+}
+
+fn http_date(micros: i64) -> String {
+    // Swift rounds up to whole seconds.
+    let secs = (micros + 999_999).div_euclid(1_000_000);
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn parse_http_date(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc2822(s.trim()).ok().map(|d| d.timestamp())
+}
+
+fn put_header(resp: &mut Response, name: &str, value: impl AsRef<str>) {
+    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value.as_ref())) {
+        resp.headers_mut().insert(n, v);
+    }
+}
+
+fn with_meta(resp: &mut Response, kind: &str, m: &Metadata) {
+    for (k, v) in m {
+        put_header(resp, &format!("x-{kind}-meta-{k}"), v);
+    }
+}
+
+fn status(code: StatusCode) -> Response {
+    let mut r = Body::empty().into_response();
+    *r.status_mut() = code;
+    if code != StatusCode::NOT_MODIFIED {
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=UTF-8"));
+    }
+    r
+}
+
+// ---- listings
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Plain,
+    Json,
+    Xml,
+}
+
+fn listing_query(q: &std::collections::HashMap<String, String>) -> Result<(ListQuery, Format), Error> {
+    let limit = match q.get("limit") {
+        Some(l) => {
+            let n: i64 = l.parse().map_err(|_| Error::PreconditionFailed("Value of limit must be a positive integer".into()))?;
+            if n < 0 {
+                return Err(Error::PreconditionFailed("Value of limit must be a positive integer".into()));
+            }
+            if n as usize > limits::LISTING_LIMIT {
+                return Err(Error::PreconditionFailed(format!("Maximum limit is {}", limits::LISTING_LIMIT)));
+            }
+            n as usize
+        }
+        None => limits::LISTING_LIMIT,
+    };
+    let reverse = q.get("reverse").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"));
+    let format = match q.get("format").map(String::as_str) {
+        Some("json") => Format::Json,
+        Some("xml") => Format::Xml,
+        _ => Format::Plain,
+    };
+    Ok((
+        ListQuery {
+            prefix: q.get("prefix").cloned().unwrap_or_default(),
+            delimiter: q.get("delimiter").cloned(),
+            marker: q.get("marker").cloned(),
+            end_marker: q.get("end_marker").cloned().filter(|m| !m.is_empty()),
+            limit,
+            reverse,
+        },
+        format,
+    ))
+}
+
+fn format_from_accept(format: Format, q: &std::collections::HashMap<String, String>, h: &HeaderMap) -> Format {
+    if q.contains_key("format") {
+        return format;
+    }
+    match header_str(h, "accept") {
+        Some(a) if a.contains("application/json") => Format::Json,
+        Some(a) if a.contains("application/xml") || a.contains("text/xml") => Format::Xml,
+        _ => Format::Plain,
+    }
+}
+
+fn iso(micros: i64) -> String {
+    Utc.timestamp_micros(micros).single().unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn listing_response<T>(
+    format: Format,
+    root: (&str, &str),
+    entries: &[Entry<T>],
+    name: impl Fn(&T) -> &str,
+    to_json: impl Fn(&T) -> Value,
+    to_xml: impl Fn(&T) -> String,
+) -> Response {
+    let (body, ct) = match format {
+        Format::Json => {
+            let items: Vec<Value> = entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Item(t) => to_json(t),
+                    Entry::Subdir(s) => json!({"subdir": s}),
+                })
+                .collect();
+            (Value::Array(items).to_string(), "application/json; charset=utf-8")
+        }
+        Format::Xml => {
+            let mut s = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{} name=\"{}\">", root.0, xml_escape(root.1));
+            for e in entries {
+                match e {
+                    Entry::Item(t) => s.push_str(&to_xml(t)),
+                    Entry::Subdir(d) => s.push_str(&format!("<subdir name=\"{0}\"><name>{0}</name></subdir>", xml_escape(d))),
+                }
+            }
+            s.push_str(&format!("</{}>", root.0));
+            (s, "application/xml; charset=utf-8")
+        }
+        Format::Plain => {
+            if entries.is_empty() {
+                return status(StatusCode::NO_CONTENT);
+            }
+            let mut s = String::new();
+            for e in entries {
+                match e {
+                    Entry::Item(t) => s.push_str(name(t)),
+                    Entry::Subdir(d) => s.push_str(d),
+                }
+                s.push('\n');
+            }
+            (s, "text/plain; charset=utf-8")
+        }
+    };
+    let mut r = Body::from(body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+// ---- accounts
+
+async fn account(
+    State(s): State<AppState>,
+    ctx: Context,
+    method: Method,
+    Path(account): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &account, !is_read(&method))?;
+    match method {
+        Method::GET | Method::HEAD => {
+            let (row, (containers, objects, bytes)) = s.store.account(&account).await?;
+            let mut resp = if method == Method::GET {
+                let (lq, f) = listing_query(&q)?;
+                let f = format_from_accept(f, &q, &headers);
+                let entries = s.store.list_containers(&account, &lq).await?;
+                listing_response(
+                    f,
+                    ("account", &account),
+                    &entries,
+                    |c| &c.name,
+                    |c| json!({"name": c.name, "count": c.object_count, "bytes": c.bytes_used, "last_modified": iso(c.updated_at)}),
+                    |c| format!(
+                        "<container><name>{}</name><count>{}</count><bytes>{}</bytes><last_modified>{}</last_modified></container>",
+                        xml_escape(&c.name), c.object_count, c.bytes_used, iso(c.updated_at)
+                    ),
+                )
+            } else {
+                status(StatusCode::NO_CONTENT)
+            };
+            put_header(&mut resp, "x-account-container-count", containers.to_string());
+            put_header(&mut resp, "x-account-object-count", objects.to_string());
+            put_header(&mut resp, "x-account-bytes-used", bytes.to_string());
+            let created = row.as_ref().map(|r| r.created_at).unwrap_or_else(crate::service::now_micros);
+            put_header(&mut resp, "x-timestamp", x_timestamp(created));
+            put_header(&mut resp, "x-put-timestamp", x_timestamp(created));
+            put_header(&mut resp, "x-account-storage-policy-policy-0-container-count", containers.to_string());
+            put_header(&mut resp, "x-account-storage-policy-policy-0-object-count", objects.to_string());
+            put_header(&mut resp, "x-account-storage-policy-policy-0-bytes-used", bytes.to_string());
+            if let Some(r) = &row {
+                with_meta(&mut resp, "account", &r.metadata);
+            }
+            Ok(resp)
+        }
+        Method::POST => {
+            s.store.update_account_metadata(&account, &meta_updates(&headers, "account")).await?;
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+    }
+}
+
+// ---- containers
+
+async fn container(
+    State(s): State<AppState>,
+    ctx: Context,
+    method: Method,
+    Path((account, container)): Path<(String, String)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &account, !is_read(&method))?;
+    match method {
+        Method::PUT => {
+            let created = s.store.put_container(&account, &container, &meta_updates(&headers, "container")).await?;
+            Ok(status(if created { StatusCode::CREATED } else { StatusCode::ACCEPTED }))
+        }
+        Method::GET | Method::HEAD => {
+            let row = s.store.container(&account, &container).await?;
+            let mut resp = if method == Method::GET {
+                let (lq, f) = listing_query(&q)?;
+                let f = format_from_accept(f, &q, &headers);
+                let entries = s.store.list_objects(&account, &container, &lq).await?;
+                listing_response(
+                    f,
+                    ("container", &container),
+                    &entries,
+                    |o: &ObjectRow| &o.name,
+                    |o| json!({"name": o.name, "hash": o.etag, "bytes": o.size, "content_type": o.content_type, "last_modified": iso(o.last_modified)}),
+                    |o| format!(
+                        "<object><name>{}</name><hash>{}</hash><bytes>{}</bytes><content_type>{}</content_type><last_modified>{}</last_modified></object>",
+                        xml_escape(&o.name), o.etag, o.size, xml_escape(&o.content_type), iso(o.last_modified)
+                    ),
+                )
+            } else {
+                status(StatusCode::NO_CONTENT)
+            };
+            put_header(&mut resp, "x-container-object-count", row.object_count.to_string());
+            put_header(&mut resp, "x-container-bytes-used", row.bytes_used.to_string());
+            put_header(&mut resp, "x-timestamp", x_timestamp(row.created_at));
+            put_header(&mut resp, "x-put-timestamp", x_timestamp(row.created_at));
+            put_header(&mut resp, "last-modified", http_date(row.updated_at));
+            put_header(&mut resp, "x-storage-policy", "Policy-0");
+            with_meta(&mut resp, "container", &row.metadata);
+            Ok(resp)
+        }
+        Method::POST => {
+            s.store.update_container_metadata(&account, &container, &meta_updates(&headers, "container")).await?;
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        Method::DELETE => {
+            s.store.delete_container(&account, &container).await?;
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+    }
+}
+
+// ---- objects
+
+fn byte_stream(body: Body) -> ByteStream {
+    Box::pin(body.into_data_stream().map(|c| c.map_err(std::io::Error::other)))
+}
+
+/// `/container/object` (a leading slash optional) split in two, as `X-Copy-From` and `Destination` give it.
+fn split_copy_path(v: &str) -> Result<(String, String), Error> {
+    let bad = || Error::PreconditionFailed("X-Copy-From header must be of the form <container name>/<object name>".into());
+    let v = v.trim().trim_start_matches('/');
+    let (c, o) = v.split_once('/').ok_or_else(bad)?;
+    if c.is_empty() || o.is_empty() {
+        return Err(bad());
+    }
+    Ok((percent_decode(c), percent_decode(o)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Error> {
+    let Some(value) = header_str(h, "range") else { return Ok(None) };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let unsatisfiable = || Error::RangeNotSatisfiable { size };
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else { return Ok(None) };
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable());
+        }
+        return Ok(Some(ByteRange { start: size.saturating_sub(n), end: size - 1 }));
+    }
+    let Ok(start) = a.parse::<u64>() else { return Ok(None) };
+    let end = if b.is_empty() {
+        size.saturating_sub(1)
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => e,
+            _ => return Ok(None),
+        }
+    };
+    if start >= size {
+        return Err(unsatisfiable());
+    }
+    Ok(Some(ByteRange { start, end: end.min(size - 1) }))
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',').map(|t| t.trim().trim_start_matches("W/").trim_matches('"')).any(|t| t == "*" || t == etag)
+}
+
+/// 304/412 for conditional requests, `None` to go on.
+fn conditional(h: &HeaderMap, row: &ObjectRow) -> Result<Option<Response>, Error> {
+    let last_modified = (row.last_modified + 999_999).div_euclid(1_000_000);
+    if let Some(m) = header_str(h, "if-match") {
+        if !etag_matches(m, &row.etag) {
+            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
+        }
+    }
+    if let Some(since) = header_str(h, "if-unmodified-since").and_then(parse_http_date) {
+        if last_modified > since {
+            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
+        }
+    }
+    let mut not_modified = false;
+    if let Some(m) = header_str(h, "if-none-match") {
+        not_modified = etag_matches(m, &row.etag);
+    } else if let Some(since) = header_str(h, "if-modified-since").and_then(parse_http_date) {
+        not_modified = last_modified <= since;
+    }
+    if not_modified {
+        let mut r = status(StatusCode::NOT_MODIFIED);
+        object_headers(&mut r, row);
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+        return Ok(Some(r));
+    }
+    Ok(None)
+}
+
+fn object_headers(r: &mut Response, row: &ObjectRow) {
+    put_header(r, "etag", &row.etag);
+    put_header(r, "last-modified", http_date(row.last_modified));
+    put_header(r, "x-timestamp", x_timestamp(row.last_modified));
+    put_header(r, "accept-ranges", "bytes");
+    put_header(r, "content-type", &row.content_type);
+    with_meta(r, "object", &row.metadata);
+}
+
+fn content_type_of(h: &HeaderMap, name: &str) -> Option<String> {
+    let ct = header_str(h, "content-type").map(str::trim).filter(|c| !c.is_empty())?;
+    if ct.eq_ignore_ascii_case("application/x-www-form-urlencoded") && h.get("content-length").is_none() {
+        return None;
+    }
+    let _ = name;
+    Some(ct.to_string())
+}
+
+fn created(row: &ObjectRow) -> Response {
+    let mut r = status(StatusCode::CREATED);
+    put_header(&mut r, "etag", &row.etag);
+    put_header(&mut r, "last-modified", http_date(row.last_modified));
+    r
+}
+
+async fn object(
+    State(s): State<AppState>,
+    ctx: Context,
+    method: Method,
+    Path((account, container, object)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&ctx, &account, !is_read(&method))?;
+    match method.as_str() {
+        "PUT" => {
+            if let Some(src) = header_str(&headers, "x-copy-from") {
+                let (sc, so) = split_copy_path(src)?;
+                let row = s
+                    .store
+                    .copy_object(
+                        (&account, &sc, &so),
+                        (&account, &container, &object),
+                        content_type_of(&headers, &object),
+                        object_metadata(&headers),
+                    )
+                    .await?;
+                return Ok(created(&row));
+            }
+            let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+            let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
+            match length {
+                Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into()).into()),
+                Some(Ok(n)) if n > limits::MAX_FILE_SIZE => {
+                    return Err(Error::TooLarge("Your request is too large.".into()).into());
+                }
+                None if !chunked => return Err(Error::LengthRequired("Length Required".into()).into()),
+                _ => {}
+            }
+            let req = PutRequest {
+                content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
+                expected_etag: header_str(&headers, "etag").map(str::to_string),
+                metadata: object_metadata(&headers),
+            };
+            let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
+            Ok(created(&row))
+        }
+        "COPY" => {
+            let dest = header_str(&headers, "destination")
+                .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
+            let (dc, dob) = split_copy_path(dest)?;
+            let row = s
+                .store
+                .copy_object(
+                    (&account, &container, &object),
+                    (&account, &dc, &dob),
+                    content_type_of(&headers, &dob),
+                    object_metadata(&headers),
+                )
+                .await?;
+            Ok(created(&row))
+        }
+        "GET" | "HEAD" => {
+            let row = s.store.object(&account, &container, &object).await?;
+            if let Some(r) = conditional(&headers, &row)? {
+                return Ok(r);
+            }
+            let size = row.size as u64;
+            let range = parse_range(&headers, size)?;
+            let mut resp = if method == Method::HEAD {
+                Body::empty().into_response()
+            } else {
+                Body::from_stream(s.store.read_object(&row, range).await?).into_response()
+            };
+            object_headers(&mut resp, &row);
+            match range {
+                Some(r) => {
+                    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+                    put_header(&mut resp, "content-range", format!("bytes {}-{}/{size}", r.start, r.end));
+                }
+                None => {
+                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                }
+            }
+            Ok(resp)
+        }
+        "POST" => {
+            let ct = content_type_of(&headers, &object);
+            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)).await?;
+            Ok(status(StatusCode::ACCEPTED))
+        }
+        "DELETE" => {
+            s.store.delete_object(&account, &container, &object).await?;
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let mut h = HeaderMap::new();
+        h.insert("range", HeaderValue::from_static("bytes=2-5"));
+        assert_eq!(parse_range(&h, 10).unwrap(), Some(ByteRange { start: 2, end: 5 }));
+        h.insert("range", HeaderValue::from_static("bytes=-3"));
+        assert_eq!(parse_range(&h, 10).unwrap(), Some(ByteRange { start: 7, end: 9 }));
+        h.insert("range", HeaderValue::from_static("bytes=8-"));
+        assert_eq!(parse_range(&h, 10).unwrap(), Some(ByteRange { start: 8, end: 9 }));
+        h.insert("range", HeaderValue::from_static("bytes=10-20"));
+        assert!(matches!(parse_range(&h, 10), Err(Error::RangeNotSatisfiable { size: 10 })));
+    }
+
+    #[test]
+    fn copy_paths() {
+        assert_eq!(split_copy_path("/c/o/p%20q").unwrap(), ("c".into(), "o/p q".into()));
+        assert!(split_copy_path("c").is_err());
+    }
+}

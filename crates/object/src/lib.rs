@@ -1,0 +1,23 @@
+//! Object storage: OpenStack Swift's API v1, single node, laid out as Swift is so that more nodes can follow.
+//!
+//! * [`api`] — the proxy: thin axum handlers under `/object-store` (`/info`, `/v1/AUTH_<project>/…`), Keystone
+//!   authentication, Swift's status codes, headers and short HTML error bodies;
+//! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
+//!   fanned out to the replicas the ring chooses;
+//! * [`ring`] — Swift's ring: partition power, replicas, weighted devices in regions and zones, placement;
+//! * [`server`] — the proxy ↔ storage-server interface ([`server::ObjectServer`]) and the local implementation that
+//!   keeps object data files on device directories under `<data_dir>/object/<device>/`, written crash-safely;
+//! * [`store`] — the account and container databases: the `object_account`, `object_container` and
+//!   `object_object` tables (portable SQL through `db`).
+//!
+//! Tokens are validated through the `auth::TokenValidator` the process hands in.
+
+pub mod api;
+mod error;
+pub mod ring;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::Error;
+pub use service::{ObjectConfig, ObjectStore};

@@ -1,0 +1,242 @@
+//! The proxy ↔ storage-server interface and its local implementation.
+//!
+//! A storage server keeps object data on its devices, addressed as Swift's object servers do by
+//! `(device, partition, hash, timestamp)`. The proxy ([`crate::service`]) opens one [`DataWriter`] per replica the
+//! ring chooses, streams the body to all of them, and commits only when the whole body arrived and its ETag
+//! checks; only then is the listing row written. Over the network, an implementation of [`ObjectServer`] would
+//! speak to remote nodes; [`LocalServer`] is the one node of `stratus up`.
+//!
+//! On disk (per device): `<root>/<device>/objects/<partition>/<hash[29..]>/<hash>/<timestamp>.data`, written to
+//! `<root>/<device>/tmp/` first, fsynced, renamed into place, and the directory fsynced. A server killed mid-write
+//! leaves only a temp file, which no listing names.
+
+use std::{
+    path::{Path, PathBuf},
+    pin::Pin,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+
+use crate::error::Error;
+
+/// A stream of body bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Where one replica of an object lives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataLocation {
+    pub device: String,
+    pub partition: u32,
+    /// MD5 of the object path, hex.
+    pub hash: String,
+    /// The object's `X-Timestamp`, which names the data file.
+    pub timestamp: String,
+}
+
+/// An inclusive byte range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A data file being written. Dropping it without [`DataWriter::commit`] discards what was written.
+#[async_trait]
+pub trait DataWriter: Send {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Error>;
+    /// Makes the data durable and visible at its location.
+    async fn commit(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// A storage server: object data by location.
+#[async_trait]
+pub trait ObjectServer: Send + Sync + 'static {
+    async fn create(&self, at: &DataLocation) -> Result<Box<dyn DataWriter>, Error>;
+    /// The data, or a range of it; `NotFound` when this replica is missing.
+    async fn read(&self, at: &DataLocation, range: Option<ByteRange>) -> Result<ByteStream, Error>;
+    /// Removes the data file; a missing one is not an error.
+    async fn delete(&self, at: &DataLocation) -> Result<(), Error>;
+}
+
+/// The storage server of this node: devices are directories under `root`.
+#[derive(Clone, Debug)]
+pub struct LocalServer {
+    root: PathBuf,
+}
+
+impl LocalServer {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalServer { root: root.into() }
+    }
+
+    /// The path of a data file.
+    pub fn data_path(&self, at: &DataLocation) -> Result<PathBuf, Error> {
+        let dev = check_component(&at.device)?;
+        let hash = check_component(&at.hash)?;
+        let ts = check_component(&at.timestamp)?;
+        let suffix = hash.get(hash.len().saturating_sub(3)..).unwrap_or(hash);
+        Ok(self
+            .root
+            .join(dev)
+            .join("objects")
+            .join(at.partition.to_string())
+            .join(suffix)
+            .join(hash)
+            .join(format!("{ts}.data")))
+    }
+}
+
+fn check_component(s: &str) -> Result<&str, Error> {
+    if s.is_empty() || s.contains(['/', '\\']) || s == "." || s == ".." {
+        return Err(Error::BadRequest(format!("invalid storage path component {s:?}")));
+    }
+    Ok(s)
+}
+
+struct LocalWriter {
+    file: Option<tokio::fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+#[async_trait]
+impl DataWriter for LocalWriter {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        match self.file.as_mut() {
+            Some(f) => Ok(f.write_all(chunk).await?),
+            None => Err(Error::Io(std::io::Error::other("writer already finished"))),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), Error> {
+        let Some(mut file) = self.file.take() else {
+            return Err(Error::Io(std::io::Error::other("writer already finished")));
+        };
+        file.flush().await?;
+        file.sync_all().await?;
+        drop(file);
+        let dir = self.dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(&self.tmp, &self.dest).await?;
+        // The rename is durable once the directory entry is.
+        tokio::fs::File::open(&dir).await?.sync_all().await?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectServer for LocalServer {
+    async fn create(&self, at: &DataLocation) -> Result<Box<dyn DataWriter>, Error> {
+        let dest = self.data_path(at)?;
+        let tmp_dir = self.root.join(check_component(&at.device)?).join("tmp");
+        tokio::fs::create_dir_all(&tmp_dir).await?;
+        let tmp = tmp_dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let file = tokio::fs::File::create(&tmp).await?;
+        Ok(Box::new(LocalWriter { file: Some(file), tmp, dest }))
+    }
+
+    async fn read(&self, at: &DataLocation, range: Option<ByteRange>) -> Result<ByteStream, Error> {
+        let path = self.data_path(at)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound("object data is missing on this device".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let reader: Pin<Box<dyn tokio::io::AsyncRead + Send>> = match range {
+            Some(r) => {
+                file.seek(std::io::SeekFrom::Start(r.start)).await?;
+                Box::pin(file.take(r.len()))
+            }
+            None => Box::pin(file),
+        };
+        Ok(Box::pin(tokio_util_stream(reader)))
+    }
+
+    async fn delete(&self, at: &DataLocation) -> Result<(), Error> {
+        let path = self.data_path(at)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Empty hash directories are left for a later cleaner; they hold nothing listable.
+        Ok(())
+    }
+}
+
+/// Reads an `AsyncRead` as a stream of 64 KiB chunks.
+fn tokio_util_stream(
+    reader: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    futures::stream::try_unfold(reader, |mut r| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), r)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt as _;
+
+    use super::*;
+
+    fn loc(ts: &str) -> DataLocation {
+        DataLocation { device: "d1".into(), partition: 7, hash: "0123456789abcdef0123456789abcdef".into(), timestamp: ts.into() }
+    }
+
+    #[tokio::test]
+    async fn committed_data_is_readable_and_uncommitted_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalServer::new(dir.path());
+        let mut w = server.create(&loc("1.00000")).await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        w.commit().await.unwrap();
+        let path = server.data_path(&loc("1.00000")).unwrap();
+        assert!(path.ends_with("d1/objects/7/def/0123456789abcdef0123456789abcdef/1.00000.data"), "{path:?}");
+        let got: Vec<Bytes> = server.read(&loc("1.00000"), None).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(got.concat(), b"hello world");
+        let part: Vec<Bytes> =
+            server.read(&loc("1.00000"), Some(ByteRange { start: 6, end: 9 })).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(part.concat(), b"worl");
+
+        let mut w = server.create(&loc("2.00000")).await.unwrap();
+        w.write(b"partial").await.unwrap();
+        drop(w);
+        assert!(matches!(server.read(&loc("2.00000"), None).await, Err(Error::NotFound(_))));
+        assert_eq!(std::fs::read_dir(dir.path().join("d1/tmp")).unwrap().count(), 0, "temp file removed");
+
+        server.delete(&loc("1.00000")).await.unwrap();
+        server.delete(&loc("1.00000")).await.unwrap();
+        assert!(matches!(server.read(&loc("1.00000"), None).await, Err(Error::NotFound(_))));
+        assert!(server.data_path(&DataLocation { device: "..".into(), ..loc("1") }).is_err());
+    }
+}

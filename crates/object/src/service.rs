@@ -1,0 +1,546 @@
+//! The proxy logic: accounts, containers and objects over the account/container databases ([`Store`]) and the
+//! storage servers the ring places data on ([`ObjectServer`]).
+//!
+//! An object PUT streams the body once, hashing it with MD5 and writing it to one [`crate::server::DataWriter`]
+//! per replica; the data is committed (fsync, rename) on every replica only after the whole body arrived and its
+//! ETag checks, and only then is the listing row written. A failure anywhere before that leaves nothing listed.
+
+use std::{path::PathBuf, sync::Arc};
+
+use futures::{StreamExt as _, future::BoxFuture};
+use md5::{Digest as _, Md5};
+
+use crate::{
+    error::Error,
+    ring::{Device, Ring, hex},
+    server::{ByteRange, ByteStream, DataLocation, LocalServer, ObjectServer},
+    store::{AccountRow, ContainerRow, Metadata, ObjectRow, Page, Store},
+};
+
+/// Swift's constraints (`swift.common.constraints`), as `/info` reports them.
+pub mod limits {
+    pub const MAX_FILE_SIZE: u64 = 5 * 1024 * 1024 * 1024 + 2;
+    pub const MAX_META_NAME_LENGTH: usize = 128;
+    pub const MAX_META_VALUE_LENGTH: usize = 256;
+    pub const MAX_META_COUNT: usize = 90;
+    pub const MAX_META_OVERALL_SIZE: usize = 4096;
+    pub const MAX_OBJECT_NAME_LENGTH: usize = 1024;
+    pub const MAX_CONTAINER_NAME_LENGTH: usize = 256;
+    pub const MAX_ACCOUNT_NAME_LENGTH: usize = 256;
+    pub const LISTING_LIMIT: usize = 10000;
+}
+
+/// How the object service runs on this node.
+#[derive(Clone, Debug)]
+pub struct ObjectConfig {
+    /// Where the device directories live (`<data_dir>/object`).
+    pub devices_dir: PathBuf,
+    pub part_power: u8,
+    pub replicas: usize,
+    /// Device directory names; each becomes a ring device of weight 1 in its own zone.
+    pub devices: Vec<String>,
+}
+
+impl ObjectConfig {
+    /// One device, one replica, 2^10 partitions, under `<data_dir>/object`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        ObjectConfig { devices_dir: data_dir.join("object"), part_power: 10, replicas: 1, devices: vec!["d1".into()] }
+    }
+
+    fn ring(&self) -> Result<Ring, Error> {
+        let devices = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Device { id: i as u32, name: name.clone(), region: 1, zone: i as u32 + 1, weight: 1.0 })
+            .collect();
+        Ring::build(self.part_power, self.replicas, devices)
+    }
+}
+
+/// A listing entry: an item, or a `subdir` rolled up by a delimiter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Entry<T> {
+    Item(T),
+    Subdir(String),
+}
+
+/// Listing parameters, as the query string gives them.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub marker: Option<String>,
+    pub end_marker: Option<String>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+/// What a PUT carries besides its body.
+#[derive(Clone, Debug, Default)]
+pub struct PutRequest {
+    pub content_type: String,
+    /// The client's `ETag`: the body's MD5 must match it.
+    pub expected_etag: Option<String>,
+    pub metadata: Metadata,
+}
+
+trait Named {
+    fn name(&self) -> &str;
+}
+impl Named for ContainerRow {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+impl Named for ObjectRow {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Microseconds since the epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Swift's `X-Timestamp` of a time in microseconds: seconds with five decimals.
+pub fn x_timestamp(micros: i64) -> String {
+    format!("{}.{:05}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000) / 10)
+}
+
+/// The object service of one process.
+#[derive(Clone)]
+pub struct ObjectStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ring: Ring,
+    server: Arc<dyn ObjectServer>,
+}
+
+impl ObjectStore {
+    /// The single-node service: data on local devices under `config.devices_dir`.
+    pub fn new(db: db::Database, config: &ObjectConfig) -> Result<Self, Error> {
+        let server = Arc::new(LocalServer::new(config.devices_dir.clone()));
+        Self::with_server(db, config, server)
+    }
+
+    /// The service over any storage server.
+    pub fn with_server(db: db::Database, config: &ObjectConfig, server: Arc<dyn ObjectServer>) -> Result<Self, Error> {
+        Ok(ObjectStore { inner: Arc::new(Inner { store: Store::new(db), ring: config.ring()?, server }) })
+    }
+
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.inner.store.migrate().await
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.inner.ring
+    }
+
+    // ---- accounts
+
+    /// The account (if it was ever written) and its (containers, objects, bytes).
+    pub async fn account(&self, account: &str) -> Result<(Option<AccountRow>, (i64, i64, i64)), Error> {
+        let row = self.inner.store.account_get(account).await?;
+        let usage = self.inner.store.account_usage(account).await?;
+        Ok((row, usage))
+    }
+
+    /// Applies metadata updates (an empty value removes a key); creates the account if needed.
+    pub async fn update_account_metadata(&self, account: &str, updates: &[(String, String)]) -> Result<(), Error> {
+        let now = now_micros();
+        let row = self.inner.store.account_ensure(account, now).await?;
+        let metadata = apply_updates(row.metadata, updates)?;
+        self.inner.store.account_set_metadata(account, &metadata, now).await
+    }
+
+    pub async fn list_containers(&self, account: &str, q: &ListQuery) -> Result<Vec<Entry<ContainerRow>>, Error> {
+        let store = self.inner.store.clone();
+        let account = account.to_string();
+        list(q, move |after, from, reverse, limit| {
+            let (store, account) = (store.clone(), account.clone());
+            Box::pin(async move {
+                store.container_page(&account, &Page { after: after.as_deref(), from: &from, reverse, limit }).await
+            })
+        })
+        .await
+    }
+
+    // ---- containers
+
+    /// Creates a container (`true`) or updates an existing one's metadata (`false`).
+    pub async fn put_container(&self, account: &str, name: &str, updates: &[(String, String)]) -> Result<bool, Error> {
+        check_container_name(name)?;
+        let now = now_micros();
+        self.inner.store.account_ensure(account, now).await?;
+        let metadata = apply_updates(Metadata::new(), updates)?;
+        if self.inner.store.container_create(account, name, &metadata, now).await? {
+            return Ok(true);
+        }
+        self.update_container_metadata(account, name, updates).await?;
+        Ok(false)
+    }
+
+    pub async fn container(&self, account: &str, name: &str) -> Result<ContainerRow, Error> {
+        check_container_name(name)?;
+        self.inner.store.container_get(account, name).await?.ok_or_else(not_found)
+    }
+
+    pub async fn update_container_metadata(
+        &self,
+        account: &str,
+        name: &str,
+        updates: &[(String, String)],
+    ) -> Result<(), Error> {
+        let row = self.container(account, name).await?;
+        let metadata = apply_updates(row.metadata, updates)?;
+        self.inner.store.container_set_metadata(account, name, &metadata, now_micros()).await
+    }
+
+    pub async fn delete_container(&self, account: &str, name: &str) -> Result<(), Error> {
+        check_container_name(name)?;
+        self.inner.store.container_delete(account, name).await
+    }
+
+    pub async fn list_objects(&self, account: &str, container: &str, q: &ListQuery) -> Result<Vec<Entry<ObjectRow>>, Error> {
+        self.container(account, container).await?;
+        let store = self.inner.store.clone();
+        let (account, container) = (account.to_string(), container.to_string());
+        list(q, move |after, from, reverse, limit| {
+            let (store, account, container) = (store.clone(), account.clone(), container.clone());
+            Box::pin(async move {
+                let page = Page { after: after.as_deref(), from: &from, reverse, limit };
+                store.object_page(&account, &container, &page).await
+            })
+        })
+        .await
+    }
+
+    // ---- objects
+
+    fn locations(&self, account: &str, container: &str, name: &str, timestamp: &str) -> Vec<DataLocation> {
+        let ring = &self.inner.ring;
+        let partition = ring.partition(account, Some(container), Some(name));
+        let hash = Ring::hash_path(account, Some(container), Some(name));
+        ring.nodes(partition)
+            .into_iter()
+            .map(|d| DataLocation { device: d.name.clone(), partition, hash: hash.clone(), timestamp: timestamp.into() })
+            .collect()
+    }
+
+    /// Stores an object from a stream, durable on a write quorum before it is listed.
+    pub async fn put_object(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        mut body: ByteStream,
+        req: PutRequest,
+    ) -> Result<ObjectRow, Error> {
+        check_object_name(name)?;
+        check_metadata(&req.metadata)?;
+        self.container(account, container).await?;
+        let micros = now_micros();
+        let timestamp = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+        let locations = self.locations(account, container, name, &timestamp);
+        let mut writers = Vec::with_capacity(locations.len());
+        for at in &locations {
+            writers.push(self.inner.server.create(at).await?);
+        }
+        let mut md5 = Md5::new();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::UploadInterrupted(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > limits::MAX_FILE_SIZE {
+                return Err(Error::TooLarge("Your request is too large.".into()));
+            }
+            md5.update(&chunk);
+            for w in writers.iter_mut() {
+                w.write(&chunk).await?;
+            }
+        }
+        let etag = hex(&md5.finalize());
+        if let Some(expected) = &req.expected_etag {
+            if !expected.trim_matches('"').eq_ignore_ascii_case(&etag) {
+                return Err(Error::Unprocessable(
+                    "The server was unable to process the request because the ETag did not match the data.".into(),
+                ));
+            }
+        }
+        let quorum = locations.len() / 2 + 1;
+        let mut durable = 0;
+        for w in writers {
+            match w.commit().await {
+                Ok(()) => durable += 1,
+                Err(e) => tracing::error!(error = %e, "object replica write failed"),
+            }
+        }
+        if durable < quorum {
+            for at in &locations {
+                let _ = self.inner.server.delete(at).await;
+            }
+            return Err(Error::Unavailable("The object could not be stored on enough replicas.".into()));
+        }
+        let row = ObjectRow {
+            account: account.into(),
+            container: container.into(),
+            name: name.into(),
+            size: size as i64,
+            etag,
+            content_type: req.content_type,
+            last_modified: micros,
+            timestamp: timestamp.clone(),
+            metadata: req.metadata,
+        };
+        let listed = self.inner.store.object_put(&row).await;
+        match listed {
+            Ok(Some(old)) if old.timestamp != timestamp => self.remove_data(&old).await,
+            Ok(_) => {}
+            Err(e) => {
+                for at in &locations {
+                    let _ = self.inner.server.delete(at).await;
+                }
+                return Err(e);
+            }
+        }
+        Ok(row)
+    }
+
+    async fn remove_data(&self, row: &ObjectRow) {
+        for at in self.locations(&row.account, &row.container, &row.name, &row.timestamp) {
+            if let Err(e) = self.inner.server.delete(&at).await {
+                tracing::warn!(error = %e, "cannot remove replaced object data");
+            }
+        }
+    }
+
+    pub async fn object(&self, account: &str, container: &str, name: &str) -> Result<ObjectRow, Error> {
+        check_container_name(container)?;
+        check_object_name(name)?;
+        self.inner.store.object_get(account, container, name).await?.ok_or_else(not_found)
+    }
+
+    /// The object's data (or a range of it), from the first replica that has it.
+    pub async fn read_object(&self, row: &ObjectRow, range: Option<ByteRange>) -> Result<ByteStream, Error> {
+        let mut last = None;
+        for at in self.locations(&row.account, &row.container, &row.name, &row.timestamp) {
+            match self.inner.server.read(&at, range).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        tracing::error!(error = ?last, "no replica of a listed object could be read");
+        Err(Error::Unavailable("The object data is not available.".into()))
+    }
+
+    /// Replaces an object's user metadata (and content type when given), as Swift's POST does.
+    pub async fn post_object(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        content_type: Option<&str>,
+        metadata: &Metadata,
+    ) -> Result<(), Error> {
+        check_metadata(metadata)?;
+        let row = self.object(account, container, name).await?;
+        let ct = content_type.unwrap_or(&row.content_type);
+        if !self.inner.store.object_set_metadata(account, container, name, ct, metadata, now_micros()).await? {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    pub async fn delete_object(&self, account: &str, container: &str, name: &str) -> Result<(), Error> {
+        check_container_name(container)?;
+        check_object_name(name)?;
+        let row = self.inner.store.object_delete(account, container, name).await?.ok_or_else(not_found)?;
+        self.remove_data(&row).await;
+        Ok(())
+    }
+
+    /// Copies an object server-side (streamed), merging `metadata` over the source's.
+    pub async fn copy_object(
+        &self,
+        src: (&str, &str, &str),
+        dest: (&str, &str, &str),
+        content_type: Option<String>,
+        metadata: Metadata,
+    ) -> Result<ObjectRow, Error> {
+        let source = self.object(src.0, src.1, src.2).await?;
+        let body = self.read_object(&source, None).await?;
+        let mut merged = source.metadata.clone();
+        merged.extend(metadata);
+        let req = PutRequest {
+            content_type: content_type.unwrap_or(source.content_type.clone()),
+            expected_etag: Some(source.etag.clone()),
+            metadata: merged,
+        };
+        self.put_object(dest.0, dest.1, dest.2, body, req).await
+    }
+}
+
+fn not_found() -> Error {
+    Error::NotFound("The resource could not be found.".into())
+}
+
+fn check_container_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::BadRequest("Container name is invalid".into()));
+    }
+    if name.len() > limits::MAX_CONTAINER_NAME_LENGTH {
+        return Err(Error::BadRequest(format!(
+            "Container name length of {} longer than {}",
+            name.len(),
+            limits::MAX_CONTAINER_NAME_LENGTH
+        )));
+    }
+    Ok(())
+}
+
+fn check_object_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::BadRequest("Object name is invalid".into()));
+    }
+    if name.len() > limits::MAX_OBJECT_NAME_LENGTH {
+        return Err(Error::BadRequest(format!(
+            "Object name length of {} longer than {}",
+            name.len(),
+            limits::MAX_OBJECT_NAME_LENGTH
+        )));
+    }
+    Ok(())
+}
+
+/// Swift's metadata constraints: name and value lengths, count, overall size.
+pub fn check_metadata(m: &Metadata) -> Result<(), Error> {
+    let mut total = 0;
+    for (k, v) in m {
+        if k.is_empty() {
+            return Err(Error::BadRequest("Metadata name cannot be empty".into()));
+        }
+        if k.len() > limits::MAX_META_NAME_LENGTH {
+            return Err(Error::BadRequest(format!("Metadata name too long; max {}", limits::MAX_META_NAME_LENGTH)));
+        }
+        if v.len() > limits::MAX_META_VALUE_LENGTH {
+            return Err(Error::BadRequest(format!("Metadata value longer than {}", limits::MAX_META_VALUE_LENGTH)));
+        }
+        total += k.len() + v.len();
+    }
+    if m.len() > limits::MAX_META_COUNT {
+        return Err(Error::BadRequest(format!("Too many metadata items; max {}", limits::MAX_META_COUNT)));
+    }
+    if total > limits::MAX_META_OVERALL_SIZE {
+        return Err(Error::BadRequest(format!("Total metadata too large; max {}", limits::MAX_META_OVERALL_SIZE)));
+    }
+    Ok(())
+}
+
+fn apply_updates(mut m: Metadata, updates: &[(String, String)]) -> Result<Metadata, Error> {
+    for (k, v) in updates {
+        if v.is_empty() {
+            m.remove(k);
+        } else {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    check_metadata(&m)?;
+    Ok(m)
+}
+
+/// Swift's listing over name-ordered pages: prefix, delimiter roll-up into `subdir`s, markers, limit, reverse.
+async fn list<T: Named>(
+    q: &ListQuery,
+    mut fetch: impl FnMut(Option<String>, String, bool, i64) -> BoxFuture<'static, Result<Vec<T>, Error>>,
+) -> Result<Vec<Entry<T>>, Error> {
+    let limit = q.limit.clamp(1, limits::LISTING_LIMIT);
+    let batch = (limit + 1).clamp(100, limits::LISTING_LIMIT) as i64;
+    let mut out: Vec<Entry<T>> = Vec::new();
+    let mut cursor: Option<String> = q.marker.clone().filter(|m| !m.is_empty());
+    let prefix = q.prefix.as_str();
+    let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+    'pages: loop {
+        let from = if q.reverse { "" } else { prefix };
+        let rows = fetch(cursor.clone(), from.to_string(), q.reverse, batch).await?;
+        let full = rows.len() as i64 == batch;
+        let mut jumped = false;
+        for row in rows {
+            let name = row.name().to_string();
+            cursor = Some(name.clone());
+            if let Some(end) = q.end_marker.as_deref() {
+                if (!q.reverse && name.as_str() >= end) || (q.reverse && name.as_str() <= end) {
+                    break 'pages;
+                }
+            }
+            if !name.starts_with(prefix) {
+                if (!q.reverse && name.as_str() > prefix) || (q.reverse && name.as_str() < prefix) {
+                    break 'pages;
+                }
+                continue;
+            }
+            if let Some(d) = delimiter {
+                if let Some(i) = name[prefix.len()..].find(d) {
+                    let subdir = name[..prefix.len() + i + d.len()].to_string();
+                    if !matches!(out.last(), Some(Entry::Subdir(s)) if *s == subdir) {
+                        out.push(Entry::Subdir(subdir.clone()));
+                    }
+                    // Skip the rest of the rolled-up names.
+                    cursor = Some(if q.reverse { subdir } else { format!("{subdir}\u{10FFFF}") });
+                    jumped = true;
+                    if out.len() >= limit {
+                        break 'pages;
+                    }
+                    break;
+                }
+            }
+            out.push(Entry::Item(row));
+            if out.len() >= limit {
+                break 'pages;
+            }
+        }
+        if !full && !jumped {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_timestamps_look_like_swifts() {
+        assert_eq!(x_timestamp(1_700_000_000_123_456), "1700000000.12345");
+        assert_eq!(x_timestamp(1_000_000), "1.00000");
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let mut m = Metadata::new();
+        m.insert("a".repeat(129), "v".into());
+        assert!(check_metadata(&m).is_err());
+        let m: Metadata = (0..91).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert!(check_metadata(&m).is_err());
+        let m: Metadata = (0..20).map(|i| (format!("k{i}"), "v".repeat(250))).collect();
+        assert!(check_metadata(&m).is_err(), "over 4096 bytes in total");
+        assert!(check_metadata(&Metadata::from([("k".into(), "v".into())])).is_ok());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_container_name(&"c".repeat(256)).is_ok());
+        assert!(check_container_name(&"c".repeat(257)).is_err());
+        assert!(check_container_name("a/b").is_err());
+        assert!(check_object_name(&"o".repeat(1025)).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The Swift API over HTTP, as clients use it.
+
+use md5::{Digest as _, Md5};
+use reqwest::Method;
+use serde_json::Value;
+use test_utils::{Client, TestCloud};
+
+struct R {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl R {
+    fn h(&self, n: &str) -> &str {
+        self.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("json body")
+    }
+}
+
+fn account_of(c: &Client) -> String {
+    format!("/object-store/v1/AUTH_{}", c.token_body["token"]["project"]["id"].as_str().expect("project token"))
+}
+
+async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
+    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(m, format!("{}{path}", cloud.url)).body(body);
+    if let Some(t) = &c.token {
+        req = req.header("X-Auth-Token", t);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("sent");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    R { status, headers, body: r.bytes().await.expect("body").to_vec() }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// PUTs `data` with `Transfer-Encoding: chunked` in 300 kB chunks over a raw connection; returns the response head.
+async fn chunked_put(cloud: &TestCloud, c: &Client, path: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = cloud.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n",
+        c.token.clone().unwrap()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    for chunk in data.chunks(300_000) {
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        s.write_all(chunk).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn info_catalog_and_containers() {
+    let cloud = TestCloud::start().await;
+    let info = call(&cloud, &cloud.anonymous, "GET", "/object-store/info", vec![], &[]).await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.json()["swift"]["max_container_name_length"], 256);
+
+    // The catalog names this token's account.
+    let catalog = &cloud.member.token_body["token"]["catalog"];
+    let swift = catalog.as_array().unwrap().iter().find(|s| s["type"] == "object-store").expect("object-store");
+    let url = swift["endpoints"][0]["url"].as_str().unwrap();
+    assert!(url.ends_with(&account_of(&cloud.member)), "{url}");
+
+    let acct = account_of(&cloud.member);
+    assert_eq!(call(&cloud, &cloud.anonymous, "GET", &acct, vec![], &[]).await.status, 401);
+    let empty = call(&cloud, &cloud.member, "GET", &acct, vec![], &[]).await;
+    assert_eq!(empty.status, 204);
+    assert!(!empty.h("x-trans-id").is_empty() && !empty.h("x-openstack-request-id").is_empty());
+
+    let put = call(&cloud, &cloud.member, "PUT", &format!("{acct}/photos"), vec![], &[("X-Container-Meta-Color", "blue")]).await;
+    assert_eq!(put.status, 201);
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/photos"), vec![], &[]).await.status, 202);
+    let head = call(&cloud, &cloud.member, "HEAD", &format!("{acct}/photos"), vec![], &[]).await;
+    assert_eq!(head.status, 204);
+    assert_eq!(head.h("x-container-meta-color"), "blue");
+    assert_eq!(head.h("x-container-object-count"), "0");
+    let post = call(&cloud, &cloud.member, "POST", &format!("{acct}/photos"), vec![], &[("X-Remove-Container-Meta-Color", "x")]).await;
+    assert_eq!(post.status, 204);
+    let head = call(&cloud, &cloud.member, "HEAD", &format!("{acct}/photos"), vec![], &[]).await;
+    assert!(head.headers.get("x-container-meta-color").is_none());
+
+    let long = "c".repeat(257);
+    let bad = call(&cloud, &cloud.member, "PUT", &format!("{acct}/{long}"), vec![], &[]).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.h("content-type").starts_with("text/html"), "Swift's HTML error body");
+
+    assert_eq!(call(&cloud, &cloud.member, "POST", &acct, vec![], &[("X-Account-Meta-Owner", "me")]).await.status, 204);
+    let head = call(&cloud, &cloud.member, "HEAD", &acct, vec![], &[]).await;
+    assert_eq!(head.h("x-account-meta-owner"), "me");
+    assert_eq!(head.h("x-account-container-count"), "1");
+    let list = call(&cloud, &cloud.member, "GET", &format!("{acct}?format=json"), vec![], &[]).await;
+    assert_eq!(list.json()[0]["name"], "photos");
+
+    // Cross-project: 403, and nothing changes; readers read but do not write; admin reaches any account.
+    assert_eq!(call(&cloud, &cloud.admin, "GET", &acct, vec![], &[]).await.status, 200);
+    let admin_acct = account_of(&cloud.admin);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &admin_acct, vec![], &[]).await.status, 403);
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{admin_acct}/x"), vec![], &[]).await.status, 403);
+    assert_eq!(call(&cloud, &cloud.admin, "GET", &admin_acct, vec![], &[]).await.status, 204);
+    assert_eq!(call(&cloud, &cloud.reader, "GET", &acct, vec![], &[]).await.status, 200);
+    assert_eq!(call(&cloud, &cloud.reader, "PUT", &format!("{acct}/r"), vec![], &[]).await.status, 403);
+
+    assert_eq!(call(&cloud, &cloud.member, "DELETE", &format!("{acct}/photos"), vec![], &[]).await.status, 204);
+    assert_eq!(call(&cloud, &cloud.member, "DELETE", &format!("{acct}/photos"), vec![], &[]).await.status, 404);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn objects_round_trip_and_conditions() {
+    let cloud = TestCloud::start().await;
+    let acct = account_of(&cloud.member);
+    let c = format!("{acct}/box");
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &c, vec![], &[]).await.status, 201);
+
+    // A multi-MiB body, streamed in chunks (chunked transfer encoding), comes back byte-identical.
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 17).map(|i| (i * 31 % 251) as u8).collect();
+    let etag = hex(&Md5::digest(&data));
+    let head = chunked_put(&cloud, &cloud.member, &format!("{c}/big.bin"), &data, &[
+        ("X-Object-Meta-Kind", "blob"),
+        ("Content-Type", "application/x-test"),
+    ])
+    .await;
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("etag: {etag}")), "{head}");
+    let got = call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[]).await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == data, "byte-identical");
+    assert_eq!(got.h("etag"), etag);
+    assert_eq!(got.h("content-type"), "application/x-test");
+    assert_eq!(got.h("x-object-meta-kind"), "blob");
+    assert!(got.h("x-timestamp").contains('.'));
+    assert!(got.h("last-modified").ends_with("GMT"));
+
+    // Ranges.
+    let part = call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("Range", "bytes=10-19")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, data[10..20]);
+    assert_eq!(part.h("content-range"), format!("bytes 10-19/{}", data.len()));
+    let far = call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("Range", "bytes=99999999-")]).await;
+    assert_eq!(far.status, 416);
+
+    // Conditional GETs.
+    let lm = got.h("last-modified").to_string();
+    let quoted = format!("\"{etag}\"");
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("If-None-Match", &quoted)]).await.status, 304);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("If-Match", "nope")]).await.status, 412);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("If-Modified-Since", &lm)]).await.status, 304);
+    let old = "Mon, 01 Jan 2001 00:00:00 GMT";
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[("If-Unmodified-Since", old)]).await.status, 412);
+    assert_eq!(call(&cloud, &cloud.member, "HEAD", &format!("{c}/big.bin"), vec![], &[("If-Match", &quoted)]).await.status, 200);
+
+    // ETag mismatch: 422 and nothing listed.
+    let bad = call(&cloud, &cloud.member, "PUT", &format!("{c}/bad"), b"abc".to_vec(), &[("ETag", "0123")]).await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(call(&cloud, &cloud.member, "HEAD", &format!("{c}/bad"), vec![], &[]).await.status, 404);
+
+    // Metadata POST replaces; COPY and X-Copy-From copy data and metadata.
+    let post = call(&cloud, &cloud.member, "POST", &format!("{c}/big.bin"), vec![], &[("X-Object-Meta-New", "1")]).await;
+    assert_eq!(post.status, 202);
+    let head = call(&cloud, &cloud.member, "HEAD", &format!("{c}/big.bin"), vec![], &[]).await;
+    assert_eq!(head.h("x-object-meta-new"), "1");
+    assert!(head.headers.get("x-object-meta-kind").is_none());
+    assert_eq!(head.h("content-length"), data.len().to_string());
+    let copy = call(&cloud, &cloud.member, "COPY", &format!("{c}/big.bin"), vec![], &[("Destination", "/box/copy1")]).await;
+    assert_eq!(copy.status, 201);
+    let put_copy = call(&cloud, &cloud.member, "PUT", &format!("{c}/copy2"), vec![], &[("X-Copy-From", "box/big.bin")]).await;
+    assert_eq!(put_copy.status, 201);
+    let copied = call(&cloud, &cloud.member, "GET", &format!("{c}/copy2"), vec![], &[]).await;
+    assert!(copied.body == data);
+    assert_eq!(copied.h("x-object-meta-new"), "1");
+
+    // Non-empty container: 409; usage counted.
+    assert_eq!(call(&cloud, &cloud.member, "DELETE", &c, vec![], &[]).await.status, 409);
+    let head = call(&cloud, &cloud.member, "HEAD", &c, vec![], &[]).await;
+    assert_eq!(head.h("x-container-object-count"), "3");
+    assert_eq!(head.h("x-container-bytes-used"), (3 * data.len()).to_string());
+    for o in ["big.bin", "copy1", "copy2"] {
+        assert_eq!(call(&cloud, &cloud.member, "DELETE", &format!("{c}/{o}"), vec![], &[]).await.status, 204);
+    }
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}/big.bin"), vec![], &[]).await.status, 404);
+    assert_eq!(call(&cloud, &cloud.member, "DELETE", &c, vec![], &[]).await.status, 204);
+
+    // Without a length nor chunked encoding: 411. Other projects' objects: 403.
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/nope/o"), b"x".to_vec(), &[]).await.status, 404);
+    let admin_acct = account_of(&cloud.admin);
+    assert_eq!(call(&cloud, &cloud.admin, "PUT", &format!("{admin_acct}/a"), vec![], &[]).await.status, 201);
+    assert_eq!(call(&cloud, &cloud.admin, "PUT", &format!("{admin_acct}/a/o"), b"x".to_vec(), &[]).await.status, 201);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{admin_acct}/a/o"), vec![], &[]).await.status, 403);
+    assert_eq!(call(&cloud, &cloud.member, "DELETE", &format!("{admin_acct}/a/o"), vec![], &[]).await.status, 403);
+    assert_eq!(call(&cloud, &cloud.admin, "GET", &format!("{admin_acct}/a/o"), vec![], &[]).await.body, b"x");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn listings() {
+    let cloud = TestCloud::start().await;
+    let acct = account_of(&cloud.member);
+    let c = format!("{acct}/docs");
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &c, vec![], &[]).await.status, 201);
+    for o in ["a.txt", "b/1", "b/2", "b/c/3", "d.txt", "e"] {
+        assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{c}/{o}"), o.as_bytes().to_vec(), &[]).await.status, 201);
+    }
+    let plain = |q: &'static str| {
+        let (cloud, c) = (&cloud, c.clone());
+        async move { call(cloud, &cloud.member, "GET", &format!("{c}?{q}"), vec![], &[]).await.text() }
+    };
+    assert_eq!(plain("").await, "a.txt\nb/1\nb/2\nb/c/3\nd.txt\ne\n");
+    assert_eq!(plain("prefix=b/").await, "b/1\nb/2\nb/c/3\n");
+    assert_eq!(plain("delimiter=/").await, "a.txt\nb/\nd.txt\ne\n");
+    assert_eq!(plain("prefix=b/&delimiter=/").await, "b/1\nb/2\nb/c/\n");
+    assert_eq!(plain("marker=b/2").await, "b/c/3\nd.txt\ne\n");
+    assert_eq!(plain("marker=a.txt&end_marker=d.txt").await, "b/1\nb/2\nb/c/3\n");
+    assert_eq!(plain("limit=2").await, "a.txt\nb/1\n");
+    assert_eq!(plain("reverse=true&limit=3").await, "e\nd.txt\nb/c/3\n");
+    assert_eq!(plain("reverse=true&marker=b/2").await, "b/1\na.txt\n");
+    assert_eq!(plain("reverse=true&delimiter=/").await, "e\nd.txt\nb/\na.txt\n");
+    let json = call(&cloud, &cloud.member, "GET", &format!("{c}?format=json&delimiter=/&prefix=b/"), vec![], &[]).await.json();
+    assert_eq!(json[0]["name"], "b/1");
+    assert_eq!(json[0]["bytes"], 3);
+    assert_eq!(json[0]["hash"], hex(&Md5::digest(b"b/1")));
+    assert_eq!(json[2]["subdir"], "b/c/");
+    let xml = call(&cloud, &cloud.member, "GET", &format!("{c}?format=xml&limit=1"), vec![], &[]).await;
+    assert!(xml.text().starts_with("<?xml"), "{}", xml.text());
+    assert!(xml.text().contains("<name>a.txt</name>"));
+    assert_eq!(call(&cloud, &cloud.member, "GET", &format!("{c}?limit=10001"), vec![], &[]).await.status, 412);
+    let accept = call(&cloud, &cloud.member, "GET", &c, vec![], &[("Accept", "application/json")]).await;
+    assert_eq!(accept.json().as_array().unwrap().len(), 6);
+    cloud.shutdown().await;
+}

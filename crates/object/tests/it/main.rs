@@ -1,0 +1,5 @@
+//! Integration tests of the object store: HTTP tests through the whole-cloud harness, and datastore tests on every
+//! database backend.
+
+mod http;
+mod store;
