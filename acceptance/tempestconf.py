@@ -278,6 +278,18 @@ def _discover_images(cloud: Cloud, url: str, compute: dict[str, str] | None) -> 
         _warn("no active images found; [compute] image_ref left unset")
 
 
+def _image_cache_enabled(cloud: Cloud, url: str) -> bool:
+    base = url.rstrip("/")
+    if not base.endswith("/v2"):
+        base += "/v2"
+    try:
+        status, _, _ = _request("GET", f"{base}/cache", token=cloud.token)
+    except OSError as e:
+        _warn(f"GET {base}/cache: {e}")
+        return False
+    return status == 200
+
+
 def _discover_network(cloud: Cloud, url: str, section: dict[str, str], features: dict[str, str]) -> None:
     base = url.rstrip("/")
     if not base.endswith("/v2.0"):
@@ -361,6 +373,11 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "do_secure_hash": "True",
         }
         _discover_images(cloud, image_url, sections.get("compute"))
+        # Tempest's cache tests (tempest.api.image.v2.admin.test_image_caching) are switched on by
+        # [image] image_caching_enabled, not by an [image-feature-enabled] option; enable them when the node answers
+        # the cache API (Image API 2.14+), i.e. when its image cache is on.
+        if _image_cache_enabled(cloud, image_url):
+            sections["image"]["image_caching_enabled"] = "True"
     network_url = url_of("network")
     if network_url:
         sections["network-feature-enabled"] = {}

@@ -1,8 +1,10 @@
 //! Repository chores: `cargo xtask bench` (start-up and memory benchmark of `stratus up`) and
 //! `cargo xtask bench identity` (token issue/validate and user-list latency and throughput, against upstream
-//! Keystone too when `bench/keystone/setup` has been run; see [`identity`]).
+//! Keystone too when `bench/keystone/setup` has been run; see [`identity`]) and `cargo xtask bench image` (image
+//! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]).
 
 mod identity;
+mod image;
 
 use std::{
     io::{Read, Write},
@@ -42,6 +44,8 @@ enum Task {
 enum Suite {
     /// Token issue, token validation and `GET /v3/users` (1,000 users) at 1 and 4 clients, Stratus vs Keystone.
     Identity(identity::Args),
+    /// Upload and download of a 1 GiB image (cold, image-cache hit cold and hot) vs `cat`, and peak RSS.
+    Image(image::Args),
 }
 
 fn main() -> Result<()> {
@@ -50,6 +54,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Identity(args)),
             ..
         } => identity::run(args),
+        Task::Bench {
+            suite: Some(Suite::Image(args)),
+            ..
+        } => image::run(args),
         Task::Bench {
             suite: None,
             runs,

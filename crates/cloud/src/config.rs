@@ -118,6 +118,17 @@ pub struct ImageSection {
     pub enabled_import_methods: Vec<String>,
     /// Policy overrides (upstream's `policy.yaml` format); defaults are secure RBAC.
     pub policy_file: Option<PathBuf>,
+    /// Keep an image cache on this API node (the cache API and `stratus image cache`).
+    pub cache: bool,
+    /// Directory of the image cache; defaults to `<data_dir>/image-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the cache may hold; the pruner evicts least recently used images beyond it
+    /// (upstream's `image_cache_max_size`).
+    pub cache_max_size: u64,
+    /// Seconds between prune/clean passes and checks for images queued by another process.
+    pub cache_prune_interval: u64,
+    /// Seconds after which an unfinished cache file counts as abandoned (upstream's `image_cache_stall_time`).
+    pub cache_stall_time: u64,
 }
 
 /// The object store (Swift) on this node.
@@ -149,6 +160,11 @@ impl Default for ImageSection {
             image_size_cap: 1 << 40,
             enabled_import_methods: vec!["glance-direct".into()],
             policy_file: None,
+            cache: true,
+            cache_dir: None,
+            cache_max_size: 10 << 30,
+            cache_prune_interval: 300,
+            cache_stall_time: 86_400,
         }
     }
 }
@@ -318,6 +334,16 @@ impl Config {
         c.image_size_total = self.image.image_size_total;
         c.image_size_cap = self.image.image_size_cap;
         c.import_methods = self.image.enabled_import_methods.clone();
+        c.cache = self.image.cache.then(|| self.image_cache_config());
+        c
+    }
+
+    /// The image cache's settings (also used by `stratus image cache`).
+    pub fn image_cache_config(&self) -> image::cache::CacheConfig {
+        let dir = self.image.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("image-cache"));
+        let mut c = image::cache::CacheConfig::new(&dir);
+        c.max_size = self.image.cache_max_size;
+        c.stall_time = std::time::Duration::from_secs(self.image.cache_stall_time);
         c
     }
 

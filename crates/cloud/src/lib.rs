@@ -319,6 +319,8 @@ pub struct RunningCloud {
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Background upkeep (the image cache's pruner and pre-caching), stopped on shutdown.
+    maintenance: Vec<JoinHandle<()>>,
 }
 
 impl RunningCloud {
@@ -328,6 +330,9 @@ impl RunningCloud {
             let _ = tx.send(());
         }
         let result = (&mut self.task).await;
+        for task in self.maintenance.drain(..) {
+            task.abort();
+        }
         self.cloud.bus.close().await;
         self.cloud.db.close().await;
         match result {
@@ -381,5 +386,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
             })
             .await
     });
-    Ok(RunningCloud { addr, url: public_url, cloud: Arc::new(cloud), credentials, data_dir, shutdown: Some(tx), task })
+    let mut maintenance = Vec::new();
+    if let Some(image) = &cloud.image
+        && image.cache().is_some()
+    {
+        let interval = std::time::Duration::from_secs(cloud.config.image.cache_prune_interval.max(1));
+        maintenance.push(tokio::spawn(image.clone().maintain_cache(interval)));
+    }
+    let cloud = Arc::new(cloud);
+    Ok(RunningCloud { addr, url: public_url, cloud, credentials, data_dir, shutdown: Some(tx), task, maintenance })
 }

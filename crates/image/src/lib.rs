@@ -6,6 +6,8 @@
 //! * [`store`] — the `image_*` tables (portable SQL through `db`);
 //! * [`adapter`] — where image data lives: the [`adapter::StoreAdapter`] trait, the `file` store, and the read-only
 //!   `http` store that `web-download` imports read from;
+//! * [`cache`] — the API node's image cache: downloads fill it, later downloads are served from it, an LRU pruner
+//!   keeps it under its size limit, and queued images are pre-cached;
 //! * [`model`] — wire validation and representations (create bodies, JSON Patch, list queries).
 //!
 //! Tokens are validated through the `auth::TokenValidator` the process hands in; this crate never reaches into the
@@ -13,6 +15,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod cache;
 mod error;
 pub mod model;
 pub mod service;

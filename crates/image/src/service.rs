@@ -16,6 +16,7 @@ use sha2::Sha512;
 
 use crate::{
     adapter::{AdapterError, ByteRange, ByteStream, FileAdapter, HttpAdapter, StoreAdapter},
+    cache::{CacheConfig, ImageCache},
     error::Error,
     model::{ListQuery, sort_images},
     store::{DataRecord, ImageRow, MemberRow, Store, TaskRow, now_micros},
@@ -36,6 +37,8 @@ pub struct ImageConfig {
     pub image_size_cap: u64,
     /// Import methods offered (`glance-direct`, `web-download`), as upstream's `enabled_import_methods`.
     pub import_methods: Vec<String>,
+    /// The API node's image cache; `None` disables it.
+    pub cache: Option<CacheConfig>,
 }
 
 impl ImageConfig {
@@ -47,6 +50,7 @@ impl ImageConfig {
             image_size_total: -1,
             image_size_cap: 1 << 40,
             import_methods: vec!["glance-direct".into()],
+            cache: Some(CacheConfig::new(&data_dir.join("image-cache"))),
         }
     }
 }
@@ -88,6 +92,7 @@ struct Inner {
     adapter: Arc<dyn StoreAdapter>,
     staging: FileAdapter,
     http: HttpAdapter,
+    cache: Option<ImageCache>,
     config: ImageConfig,
 }
 
@@ -147,9 +152,15 @@ impl Image {
         let adapter = FileAdapter::new("file", &config.images_dir)?;
         let staging = FileAdapter::new("staging", &config.staging_dir)?;
         let http = HttpAdapter::new().map_err(|e| Error::Config(e.to_string()))?;
+        let cache = config.cache.clone().map(ImageCache::open).transpose()?;
         Ok(Image {
-            inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, http, config }),
+            inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, http, cache, config }),
         })
+    }
+
+    /// The API node's image cache, when enabled.
+    pub fn cache(&self) -> Option<&ImageCache> {
+        self.inner.cache.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -297,6 +308,10 @@ impl Image {
             tracing::warn!(image_id = %img.id, error = %e, "cannot delete image data");
         }
         let _ = self.inner.staging.delete(&staging_location(&self.inner.staging, &img.id)).await;
+        if let Some(cache) = &self.inner.cache {
+            cache.delete(&img.id);
+            cache.dequeue(&img.id);
+        }
         Ok(())
     }
 
@@ -424,12 +439,97 @@ impl Image {
     }
 
     /// Streams an image's data (or a range of it). `None` when the image has no data yet.
+    /// With the cache enabled, a cached copy is served instead of the store's, and a whole-image download of an
+    /// uncached image is written into the cache as it streams.
     pub async fn download(&self, img: &ImageRow, range: Option<ByteRange>) -> Result<Option<ByteStream>, Error> {
-        let Some(location) = &img.location else { return Ok(None) };
+        let Some(location) = &img.location else {
+            return Ok(None);
+        };
+        let size = img.size.and_then(|s| u64::try_from(s).ok());
+        let mut writer = None;
+        if let (Some(cache), Some(size)) = (&self.inner.cache, size) {
+            if let Some(stream) = cache.serve(&img.id, size, range).await {
+                return Ok(Some(stream));
+            }
+            if range.is_none() && img.status == "active" {
+                writer = cache.writer(&img.id, size, img.checksum.as_deref()).await;
+            }
+        }
         match self.inner.adapter.get(location, range).await {
-            Ok(s) => Ok(Some(s)),
+            Ok(s) => match (writer, &self.inner.cache) {
+                (Some(w), Some(cache)) => Ok(Some(cache.tee(w, s))),
+                _ => Ok(Some(s)),
+            },
             Err(AdapterError::NotFound(_)) => Err(Error::NotFound(format!("Image data for {} is missing.", img.id))),
             Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// `PUT /v2/cache/{id}`: queues an active image for pre-caching. 404 for an unknown image, 400 unless active.
+    pub async fn cache_queue(&self, id: &str) -> Result<(), Error> {
+        let cache = self.inner.cache.as_ref().ok_or_else(cache_disabled)?;
+        let img = self.inner.store.image_get(id).await?.ok_or_else(|| not_found(id))?;
+        if img.status != "active" {
+            return Err(Error::BadRequest(format!(
+                "Only images with status active can be targeted for queueing; image {id} is {}.",
+                img.status
+            )));
+        }
+        cache.queue(id)?;
+        Ok(())
+    }
+
+    /// Fetches every queued image into the cache (images gone or not active are dropped from the queue);
+    /// how many were cached.
+    pub async fn precache_queued(&self) -> Result<usize, Error> {
+        let Some(cache) = &self.inner.cache else {
+            return Ok(0);
+        };
+        let mut cached = 0;
+        for id in cache.queued()? {
+            let img = self.inner.store.image_get(&id).await?;
+            if let Some(img) = img.filter(|i| i.status == "active")
+                && let (Some(location), Some(size)) = (&img.location, img.size.and_then(|s| u64::try_from(s).ok()))
+                && let Some(writer) = cache.writer(&id, size, img.checksum.as_deref()).await
+            {
+                let result = match self.inner.adapter.get(location, None).await {
+                    Ok(source) => writer.fill(source).await.map(|_| ()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                match result {
+                    Ok(()) => cached += 1,
+                    Err(e) => tracing::warn!(image_id = %id, error = %e, "cannot pre-cache image"),
+                }
+            }
+            cache.dequeue(&id);
+        }
+        Ok(cached)
+    }
+
+    /// The cache's upkeep, forever: pre-caches queued images as soon as they are queued (and every `interval`,
+    /// for images queued by another process), prunes to the size limit and cleans stalled files every `interval`.
+    pub async fn maintain_cache(self, interval: std::time::Duration) {
+        let Some(cache) = self.inner.cache.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let periodic = tokio::select! {
+                _ = tick.tick() => true,
+                _ = cache.wait_queued() => false,
+            };
+            if let Err(e) = self.precache_queued().await {
+                tracing::warn!(error = %e, "image pre-caching failed");
+            }
+            if periodic {
+                if let Err(e) = cache.prune() {
+                    tracing::warn!(error = %e, "image cache prune failed");
+                }
+                if let Err(e) = cache.clean().await {
+                    tracing::warn!(error = %e, "image cache clean failed");
+                }
+            }
         }
     }
 
@@ -619,6 +719,10 @@ impl Image {
             Err(Error::NotFound(format!("{member_id} is not a member of image {}", img.id)))
         }
     }
+}
+
+fn cache_disabled() -> Error {
+    Error::NotFound("The image cache is not enabled on this node.".into())
 }
 
 fn staging_location(staging: &FileAdapter, id: &str) -> String {

@@ -62,8 +62,41 @@ enum Command {
         #[command(subcommand)]
         command: IdentityCommand,
     },
+    /// Image service administration.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// The image cache of this API node (`[image] cache_dir`, default `<data_dir>/image-cache`).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// The data dir (overrides the configuration's).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Cached and queued images.
+    List,
+    /// Queue images for pre-caching; the running server fetches them on its next maintenance pass.
+    Queue { image_ids: Vec<String> },
+    /// Remove images from the cache and the queue.
+    Delete { image_ids: Vec<String> },
+    /// Evict least recently used images until the cache fits `[image] cache_max_size`.
+    Prune,
+    /// Remove invalid entries (wrong size or checksum) and abandoned incomplete files.
+    Clean,
 }
 
 #[derive(Subcommand)]
@@ -188,11 +221,76 @@ async fn run(cli: Cli) -> Result<()> {
             println!("Rotated the Fernet keys in {}.", config.key_repository().display());
             Ok(())
         }
+        Command::Image { command: ImageCommand::Cache { command, config, data_dir } } => {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            image_cache(&config, command).await
+        }
         Command::Version => {
             println!("stratus {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+async fn image_cache(config: &Config, command: CacheCommand) -> Result<()> {
+    let settings = config.image_cache_config();
+    let cache = image::cache::ImageCache::open(settings.clone())
+        .with_context(|| format!("cannot open the image cache in {}", settings.dir.display()))?;
+    match command {
+        CacheCommand::List => {
+            let entries = cache.list()?;
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            println!("{:<36}  {:>14}  {:>6}  last accessed", "image", "size", "hits");
+            for e in &entries {
+                let accessed = format_time(e.last_accessed);
+                println!("{:<36}  {:>14}  {:>6}  {accessed}", e.image_id, e.size, e.hits);
+            }
+            println!("{} cached, {total} of {} bytes", entries.len(), cache.max_size());
+            for id in cache.queued()? {
+                println!("queued: {id}");
+            }
+        }
+        CacheCommand::Queue { image_ids } => {
+            for id in image_ids {
+                cache.queue(&id).with_context(|| format!("cannot queue {id}"))?;
+                println!("Queued {id}.");
+            }
+        }
+        CacheCommand::Delete { image_ids } => {
+            for id in image_ids {
+                let cached = cache.delete(&id);
+                let queued = cache.dequeue(&id);
+                if !cached && !queued {
+                    anyhow::bail!("{id} is neither cached nor queued");
+                }
+                println!("Deleted {id}.");
+            }
+        }
+        CacheCommand::Prune => {
+            let removed = cache.prune()?;
+            println!(
+                "Pruned {} images ({} bytes); {} bytes cached.",
+                removed.entries,
+                removed.bytes,
+                cache.total_size()?
+            );
+        }
+        CacheCommand::Clean => {
+            let removed = cache.clean().await?;
+            println!("Removed {} invalid or abandoned files ({} bytes).", removed.entries, removed.bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as `YYYY-MM-DD hh:mm:ss` UTC.
+fn format_time(secs: f64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 fn init_logging(config: &Config) {

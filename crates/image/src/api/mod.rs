@@ -3,6 +3,7 @@
 //!
 //! Every route but version discovery requires a token (`auth::require_auth`).
 
+mod cache;
 mod data;
 mod discovery;
 mod images;
@@ -60,6 +61,9 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("get_members", ADMIN_OR_READER_OR_SHARED_MEMBER),
     ("modify_member", "role:admin or (role:member and project_id:%(member_id)s)"),
     ("stores_info_detail", "role:admin"),
+    ("cache_list", "role:admin"),
+    ("cache_image", "role:admin"),
+    ("cache_delete", "role:admin"),
 ];
 
 /// Loads the default policy, overridden by `policy_file` (upstream's `policy.yaml`) when given.
@@ -91,6 +95,7 @@ pub fn router(
         .merge(images::routes())
         .merge(data::routes())
         .merge(members::routes())
+        .merge(cache::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new().merge(discovery::open_routes()).merge(protected).with_state(state);
     api_common::wire::apply(router, WireConfig::new(ErrorStyle::Glance))

@@ -1,6 +1,7 @@
 //! Integration tests of the image service: HTTP tests through the whole-cloud harness, and datastore tests on every
 //! database backend.
 
+mod cache;
 mod data;
 mod images;
 mod members;
