@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub identity: IdentitySection,
     pub image: ImageSection,
+    pub placement: PlacementSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -119,6 +120,14 @@ pub struct ImageSection {
     pub policy_file: Option<PathBuf>,
 }
 
+/// The placement service's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementSection {
+    /// Policy overrides (upstream's `policy.yaml` format); defaults allow admins and services only, as upstream.
+    pub policy_file: Option<PathBuf>,
+}
+
 impl Default for ImageSection {
     fn default() -> Self {
         ImageSection {
@@ -171,6 +180,7 @@ impl Default for Config {
             log: LogConfig::default(),
             identity: IdentitySection::default(),
             image: ImageSection::default(),
+            placement: PlacementSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -223,7 +233,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "placement", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.

@@ -32,6 +32,8 @@ pub enum Error {
     Identity(#[from] identity::Error),
     #[error("image: {0}")]
     Image(#[from] image::Error),
+    #[error("placement: {0}")]
+    Placement(#[from] placement::Error),
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -45,16 +47,18 @@ pub enum Error {
 pub enum Service {
     Identity,
     Image,
+    Placement,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
             Service::Image => "image",
+            Service::Placement => "placement",
         }
     }
     /// The catalog's service type.
@@ -62,6 +66,7 @@ impl Service {
         match self {
             Service::Identity => "identity",
             Service::Image => "image",
+            Service::Placement => "placement",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -69,6 +74,7 @@ impl Service {
         match self {
             Service::Identity => "/identity",
             Service::Image => "/image",
+            Service::Placement => "/placement",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -76,12 +82,13 @@ impl Service {
         match self {
             Service::Identity => "keystone",
             Service::Image => "glance",
+            Service::Placement => "placement",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["compute", "placement", "volume", "network", "object-store", "orchestration"];
+const PLANNED: &[&str] = &["compute", "volume", "network", "object-store", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -89,6 +96,7 @@ impl FromStr for Service {
         match s.trim() {
             "identity" | "keystone" => Ok(Service::Identity),
             "image" | "glance" => Ok(Service::Image),
+            "placement" => Ok(Service::Placement),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -120,6 +128,7 @@ pub struct Cloud {
     pub bus: Bus,
     pub identity: Option<Identity>,
     pub image: Option<image::Image>,
+    pub placement: Option<placement::Placement>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -171,7 +180,9 @@ impl Cloud {
         } else {
             None
         };
-        Ok(Cloud { config, services, db, bus, identity, image, validator, public_url })
+        let placement =
+            if services.contains(&Service::Placement) { Some(placement::Placement::new(db.clone())) } else { None };
+        Ok(Cloud { config, services, db, bus, identity, image, placement, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -181,6 +192,9 @@ impl Cloud {
         }
         if let Some(image) = &self.image {
             image.migrate().await?;
+        }
+        if let Some(placement) = &self.placement {
+            placement.migrate().await?;
         }
         Ok(())
     }
@@ -216,6 +230,17 @@ impl Cloud {
                 &self.identity_url(),
             );
             router = nest_with_root(router, Service::Image.prefix(), api);
+        }
+        if let Some(placement) = &self.placement {
+            let policy = placement::api::load_policy(self.config.placement.policy_file.as_deref())?;
+            let api = placement::api::router(
+                placement.clone(),
+                &self.service_url(Service::Placement),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Placement.prefix(), api);
         }
         let services: Vec<_> = self
             .services
