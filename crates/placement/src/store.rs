@@ -630,19 +630,20 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             for p in old.into_iter().chain(w.allocations.keys().cloned()) {
-                if !touched.contains_key(&p) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = touched.entry(p) {
                     let g: Option<i64> = self
                         .db
                         .query_scalar("SELECT generation FROM placement_provider WHERE uuid = ?")
-                        .bind(&p)
+                        .bind(slot.key())
                         .fetch_optional(&mut *tx)
                         .await?;
                     let g = g.ok_or_else(|| {
                         Error::BadRequest(format!(
-                            "Unable to allocate inventory: Resource provider {p} not found"
+                            "Unable to allocate inventory: Resource provider {} not found",
+                            slot.key()
                         ))
                     })?;
-                    touched.insert(p, g);
+                    slot.insert(g);
                 }
             }
             self.db
