@@ -29,6 +29,7 @@ pub struct Config {
     pub identity: IdentitySection,
     pub image: ImageSection,
     pub object: ObjectSection,
+    pub placement: PlacementSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -151,6 +152,14 @@ impl Default for ObjectSection {
     }
 }
 
+/// The placement service's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementSection {
+    /// Policy overrides (upstream's `policy.yaml` format); defaults allow admins and services only, as upstream.
+    pub policy_file: Option<PathBuf>,
+}
+
 impl Default for ImageSection {
     fn default() -> Self {
         ImageSection {
@@ -209,6 +218,7 @@ impl Default for Config {
             identity: IdentitySection::default(),
             image: ImageSection::default(),
             object: ObjectSection::default(),
+            placement: PlacementSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -261,7 +271,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.

@@ -34,6 +34,8 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error("object: {0}")]
     Object(#[from] object::Error),
+    #[error("placement: {0}")]
+    Placement(#[from] placement::Error),
     #[error("auth: {0}")]
     Auth(#[from] auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
@@ -48,17 +50,19 @@ pub enum Service {
     Identity,
     Image,
     Object,
+    Placement,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Object];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Object];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
             Service::Image => "image",
             Service::Object => "object",
+            Service::Placement => "placement",
         }
     }
     /// The catalog's service type.
@@ -67,6 +71,7 @@ impl Service {
             Service::Identity => "identity",
             Service::Image => "image",
             Service::Object => "object-store",
+            Service::Placement => "placement",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -75,6 +80,7 @@ impl Service {
             Service::Identity => "/identity",
             Service::Image => "/image",
             Service::Object => "/object-store",
+            Service::Placement => "/placement",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -83,12 +89,13 @@ impl Service {
             Service::Identity => "keystone",
             Service::Image => "glance",
             Service::Object => "swift",
+            Service::Placement => "placement",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["compute", "placement", "volume", "network", "orchestration"];
+const PLANNED: &[&str] = &["compute", "volume", "network", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -97,6 +104,7 @@ impl FromStr for Service {
             "identity" | "keystone" => Ok(Service::Identity),
             "image" | "glance" => Ok(Service::Image),
             "object" | "object-store" | "swift" => Ok(Service::Object),
+            "placement" => Ok(Service::Placement),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -129,6 +137,7 @@ pub struct Cloud {
     pub identity: Option<Identity>,
     pub image: Option<image::Image>,
     pub object: Option<object::ObjectStore>,
+    pub placement: Option<placement::Placement>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -185,7 +194,9 @@ impl Cloud {
         } else {
             None
         };
-        Ok(Cloud { config, services, db, bus, identity, image, object, validator, public_url })
+        let placement =
+            if services.contains(&Service::Placement) { Some(placement::Placement::new(db.clone())) } else { None };
+        Ok(Cloud { config, services, db, bus, identity, image, object, placement, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -198,6 +209,9 @@ impl Cloud {
         }
         if let Some(object) = &self.object {
             object.migrate().await?;
+        }
+        if let Some(placement) = &self.placement {
+            placement.migrate().await?;
         }
         Ok(())
     }
@@ -245,7 +259,18 @@ impl Cloud {
         }
         if let Some(object) = &self.object {
             let api = object::api::router(object.clone(), self.validator.clone(), &self.identity_url());
-            router = router.nest(Service::Object.prefix(), api);
+            router = nest_with_root(router, Service::Object.prefix(), api);
+        }
+        if let Some(placement) = &self.placement {
+            let policy = placement::api::load_policy(self.config.placement.policy_file.as_deref())?;
+            let api = placement::api::router(
+                placement.clone(),
+                &self.service_url(Service::Placement),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Placement.prefix(), api);
         }
         let services: Vec<_> = self
             .services

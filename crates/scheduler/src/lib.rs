@@ -1,0 +1,258 @@
+//! The compute scheduler's decision core: filters and weighers as upstream Nova has them, as pure code over a
+//! snapshot of host states (no IO), so they are unit-testable and cheap per decision.
+//!
+//! A decision ([`Scheduler::select`]) runs every configured [`Filter`], then every [`Weigher`]: each weigher's raw
+//! weights are normalised to `0.0..=1.0` over the surviving hosts, multiplied by the weigher's multiplier and
+//! summed; hosts are ordered by weight, and the pick is random among the best `host_subset_size` (upstream's
+//! `[filter_scheduler] host_subset_size`), the rest of the order being the alternates.
+//!
+//! The placement pre-filter (allocation candidates) and the claim of allocations happen before and after this, in
+//! the conductor; hosts given here are the candidates placement returned.
+
+pub mod filters;
+pub mod weighers;
+
+use serde::{Deserialize, Serialize};
+
+pub use filters::{AvailabilityZoneFilter, ComputeFilter, Filter};
+pub use weighers::{CpuWeigher, DiskWeigher, RamWeigher, Weigher};
+
+/// What the scheduler knows about one compute host (one node, one resource provider).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostState {
+    pub host: String,
+    pub node: String,
+    /// The host's resource provider in placement.
+    pub provider_uuid: String,
+    pub availability_zone: String,
+    /// The compute service is not disabled by an operator.
+    pub enabled: bool,
+    /// The compute service heartbeats recently enough.
+    pub up: bool,
+    pub vcpus_total: i64,
+    pub vcpus_used: i64,
+    pub memory_mb_total: i64,
+    pub memory_mb_used: i64,
+    pub memory_mb_reserved: i64,
+    pub disk_gb_total: i64,
+    pub disk_gb_used: i64,
+    pub disk_gb_reserved: i64,
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    pub num_instances: i64,
+}
+
+impl HostState {
+    /// Free RAM counting overcommit, as Nova's `free_ram_mb` after the allocation ratio.
+    pub fn free_ram_mb(&self) -> f64 {
+        (self.memory_mb_total - self.memory_mb_reserved) as f64 * self.ram_allocation_ratio - self.memory_mb_used as f64
+    }
+    /// Free vCPUs counting overcommit.
+    pub fn free_vcpus(&self) -> f64 {
+        self.vcpus_total as f64 * self.cpu_allocation_ratio - self.vcpus_used as f64
+    }
+    /// Free disk in MB counting overcommit.
+    pub fn free_disk_mb(&self) -> f64 {
+        ((self.disk_gb_total - self.disk_gb_reserved) as f64 * self.disk_allocation_ratio - self.disk_gb_used as f64)
+            * 1024.0
+    }
+}
+
+/// The part of a boot request the filters and weighers read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub root_gb: i64,
+    pub ephemeral_gb: i64,
+    pub swap_mb: i64,
+    /// The zone the user asked for, if any.
+    pub availability_zone: Option<String>,
+    pub num_instances: u32,
+}
+
+/// A host with its total weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weighed<'a> {
+    pub host: &'a HostState,
+    pub weight: f64,
+}
+
+/// Filters, weighers and the subset size: one scheduler configuration.
+pub struct Scheduler {
+    pub filters: Vec<Box<dyn Filter>>,
+    pub weighers: Vec<Box<dyn Weigher>>,
+    /// Pick randomly among this many best hosts (at least 1).
+    pub host_subset_size: usize,
+}
+
+impl Default for Scheduler {
+    /// Nova's defaults for what exists here: Compute and AvailabilityZone filters; RAM, CPU and disk weighers with
+    /// multiplier 1.0 (spreading); `host_subset_size` 1.
+    fn default() -> Self {
+        Scheduler {
+            filters: vec![Box::new(ComputeFilter), Box::new(AvailabilityZoneFilter)],
+            weighers: vec![Box::new(RamWeigher::new(1.0)), Box::new(CpuWeigher::new(1.0)), Box::new(DiskWeigher::new(1.0))],
+            host_subset_size: 1,
+        }
+    }
+}
+
+impl Scheduler {
+    /// Hosts passing every filter.
+    pub fn filter<'a>(&self, hosts: &'a [HostState], spec: &RequestSpec) -> Vec<&'a HostState> {
+        hosts.iter().filter(|h| self.filters.iter().all(|f| f.passes(h, spec))).collect()
+    }
+
+    /// Hosts ordered by total weight, best first (ties keep input order).
+    pub fn weigh<'a>(&self, hosts: &[&'a HostState], spec: &RequestSpec) -> Vec<Weighed<'a>> {
+        let mut out: Vec<Weighed<'a>> = hosts.iter().map(|h| Weighed { host: h, weight: 0.0 }).collect();
+        for w in &self.weighers {
+            let raw: Vec<f64> = hosts.iter().map(|h| w.weigh(h, spec)).collect();
+            for (entry, n) in out.iter_mut().zip(normalize(&raw)) {
+                entry.weight += w.multiplier() * n;
+            }
+        }
+        out.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        out
+    }
+
+    /// Filters and weighs, then moves a random one of the best `host_subset_size` hosts to the front; the rest
+    /// are alternates in weight order. `pick(n)` returns an index below `n` (random in production).
+    pub fn select_with<'a>(
+        &self,
+        hosts: &'a [HostState],
+        spec: &RequestSpec,
+        pick: impl FnOnce(usize) -> usize,
+    ) -> Vec<Weighed<'a>> {
+        let passing = self.filter(hosts, spec);
+        let mut weighed = self.weigh(&passing, spec);
+        let subset = self.host_subset_size.max(1).min(weighed.len());
+        if subset > 1 {
+            let chosen = pick(subset).min(subset - 1);
+            let best = weighed.remove(chosen);
+            weighed.insert(0, best);
+        }
+        weighed
+    }
+
+    /// [`Scheduler::select_with`] with a random pick.
+    pub fn select<'a>(&self, hosts: &'a [HostState], spec: &RequestSpec) -> Vec<Weighed<'a>> {
+        self.select_with(hosts, spec, |n| rand::random_range(0..n))
+    }
+}
+
+/// Nova's normalisation: `(w - min) / (max - min)`, or all zeros when every weight is equal.
+pub fn normalize(weights: &[f64]) -> Vec<f64> {
+    let min = weights.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let range = max - min;
+    if weights.is_empty() || range <= 0.0 || !range.is_finite() {
+        return vec![0.0; weights.len()];
+    }
+    weights.iter().map(|w| (w - min) / range).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn host(name: &str, free_ram: i64, free_vcpus: i64, free_disk_gb: i64) -> HostState {
+        HostState {
+            host: name.into(),
+            node: name.into(),
+            provider_uuid: format!("rp-{name}"),
+            availability_zone: "nova".into(),
+            enabled: true,
+            up: true,
+            vcpus_total: 64,
+            vcpus_used: 64 - free_vcpus,
+            memory_mb_total: 65536,
+            memory_mb_used: 65536 - free_ram,
+            memory_mb_reserved: 0,
+            disk_gb_total: 1000,
+            disk_gb_used: 1000 - free_disk_gb,
+            disk_gb_reserved: 0,
+            cpu_allocation_ratio: 1.0,
+            ram_allocation_ratio: 1.0,
+            disk_allocation_ratio: 1.0,
+            num_instances: 0,
+        }
+    }
+
+    fn names(w: &[Weighed<'_>]) -> Vec<String> {
+        w.iter().map(|w| w.host.host.clone()).collect()
+    }
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(normalize(&[1.0, 3.0, 2.0]), vec![0.0, 1.0, 0.5]);
+        assert_eq!(normalize(&[5.0, 5.0]), vec![0.0, 0.0]);
+        assert!(normalize(&[]).is_empty());
+    }
+
+    #[test]
+    fn spreads_by_default_and_stacks_with_negative_multipliers() {
+        let hosts = vec![host("a", 1024, 8, 100), host("b", 8192, 8, 100), host("c", 4096, 8, 100)];
+        let spec = RequestSpec { vcpus: 1, memory_mb: 512, ..Default::default() };
+        let s = Scheduler::default();
+        assert_eq!(names(&s.select_with(&hosts, &spec, |_| 0)), ["b", "c", "a"]);
+        let stack = Scheduler { weighers: vec![Box::new(RamWeigher::new(-1.0))], ..Scheduler::default() };
+        assert_eq!(names(&stack.select_with(&hosts, &spec, |_| 0)), ["a", "c", "b"]);
+    }
+
+    #[test]
+    fn multipliers_trade_weighers_off() {
+        // a: most RAM, b: most CPU. CPU counts double.
+        let hosts = vec![host("a", 8192, 2, 100), host("b", 1024, 32, 100)];
+        let spec = RequestSpec::default();
+        let s = Scheduler {
+            weighers: vec![Box::new(RamWeigher::new(1.0)), Box::new(CpuWeigher::new(2.0))],
+            ..Scheduler::default()
+        };
+        let w = s.select_with(&hosts, &spec, |_| 0);
+        assert_eq!(names(&w), ["b", "a"]);
+        assert_eq!(w[0].weight, 2.0);
+        assert_eq!(w[1].weight, 1.0);
+    }
+
+    #[test]
+    fn host_subset_size_picks_among_the_best() {
+        let hosts = vec![host("a", 1024, 8, 100), host("b", 8192, 8, 100), host("c", 4096, 8, 100)];
+        let spec = RequestSpec::default();
+        let s = Scheduler { host_subset_size: 2, ..Scheduler::default() };
+        let mut asked = 0;
+        let w = s.select_with(&hosts, &spec, |n| {
+            asked = n;
+            1
+        });
+        assert_eq!(asked, 2);
+        assert_eq!(names(&w), ["c", "b", "a"]);
+        // Larger than the host count: clamped; random picks stay in range.
+        let s = Scheduler { host_subset_size: 10, ..Scheduler::default() };
+        for _ in 0..20 {
+            let w = s.select(&hosts, &spec);
+            assert_eq!(w.len(), 3);
+        }
+    }
+
+    #[test]
+    fn filtered_hosts_are_not_selected() {
+        let mut down = host("down", 65536, 64, 1000);
+        down.up = false;
+        let hosts = vec![down, host("ok", 1024, 1, 1)];
+        assert_eq!(names(&Scheduler::default().select(&hosts, &RequestSpec::default())), ["ok"]);
+    }
+
+    #[test]
+    fn free_resources_count_overcommit_and_reserved() {
+        let mut h = host("a", 1024, 0, 10);
+        h.ram_allocation_ratio = 1.5;
+        h.memory_mb_reserved = 512;
+        assert_eq!(h.free_ram_mb(), (65536.0 - 512.0) * 1.5 - 64512.0);
+        h.cpu_allocation_ratio = 16.0;
+        assert_eq!(h.free_vcpus(), 64.0 * 16.0 - 64.0);
+        assert_eq!(h.free_disk_mb(), 10.0 * 1024.0);
+    }
+}
