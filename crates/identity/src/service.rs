@@ -211,6 +211,9 @@ struct Inner {
     store: Store,
     config: IdentityConfig,
     keys: RwLock<Arc<TokenKeys>>,
+    /// When the key repository was last looked at, and its modification time then: rotations by
+    /// `stratus identity fernet-rotate` (another process) are picked up within [`KEY_CHECK_INTERVAL`].
+    keys_seen: std::sync::Mutex<(std::time::Instant, Option<std::time::SystemTime>)>,
     revocations: RwLock<Revocations>,
     /// Validated tokens keyed by token. Cleared whenever identity data changes (`generation`).
     cache: RwLock<HashMap<String, (u64, Arc<TokenInfo>)>>,
@@ -290,6 +293,7 @@ const CACHE_CAPACITY: usize = 50_000;
 impl Identity {
     pub async fn new(db: Database, config: IdentityConfig) -> Result<Identity, Error> {
         let keys = TokenKeys::load_or_create(&config.key_repository)?;
+        let config_key_dir = config.key_repository.clone();
         let password_regex = match &config.security.password_regex {
             Some(re) => Some(regex::Regex::new(re).map_err(|e| Error::Config(format!("password_regex: {e}")))?),
             None => None,
@@ -300,6 +304,7 @@ impl Identity {
                 store,
                 config,
                 keys: RwLock::new(Arc::new(keys)),
+                keys_seen: std::sync::Mutex::new((std::time::Instant::now(), key_dir_mtime(&config_key_dir))),
                 revocations: RwLock::new(Revocations { events: Vec::new() }),
                 cache: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
@@ -333,11 +338,34 @@ impl Identity {
         Ok(())
     }
 
-    /// Re-reads the key repository (after `stratus identity fernet-rotate`).
+    /// Re-reads the key repository (after `stratus identity fernet-rotate`). Cached validations are dropped: a
+    /// pruned key must stop validating its tokens at once.
     pub fn reload_keys(&self) -> Result<(), Error> {
         let keys = TokenKeys::load(&self.inner.config.key_repository)?;
         *write(&self.inner.keys) = Arc::new(keys);
+        self.changed();
         Ok(())
+    }
+
+    /// The token keys, re-read when the repository changed on disk (checked at most every [`KEY_CHECK_INTERVAL`],
+    /// so the hot path costs no system call).
+    fn current_keys(&self) -> Result<Arc<TokenKeys>, Error> {
+        let changed = {
+            let mut seen = self.inner.keys_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.0.elapsed() < KEY_CHECK_INTERVAL {
+                false
+            } else {
+                let mtime = key_dir_mtime(&self.inner.config.key_repository);
+                let changed = mtime != seen.1;
+                *seen = (std::time::Instant::now(), mtime);
+                changed
+            }
+        };
+        if changed {
+            tracing::info!("token key repository changed on disk; reloading keys");
+            self.reload_keys()?;
+        }
+        Ok(read(&self.inner.keys).clone())
     }
 
     /// Records a revocation event (honoured at once by this process, persisted for others and restarts) and drops
@@ -442,7 +470,7 @@ impl Identity {
         // Tokens carry microseconds; so does the body of the response that issues them.
         let expires_at = Utc.timestamp_micros(expires_at.timestamp_micros()).single().unwrap_or(expires_at);
         let payload = Payload { user_id: user.id.clone(), methods, scope, expires_at, audit_ids };
-        let keys = read(&self.inner.keys).clone();
+        let keys = self.current_keys()?;
         let token = keys.issue(&payload)?;
         let info = self.build_info(payload, fernet_issued_at(&token).unwrap_or_else(Utc::now)).await.map_err(|e| match e {
             Error::InvalidToken | Error::NotFound { .. } => Error::Unauthorized,
@@ -801,13 +829,13 @@ impl Identity {
     /// Validates a token: signature, expiry, revocation, and that its user, project and roles still hold.
     /// Cached per token until identity data changes.
     pub async fn validate(&self, token: &str) -> Result<Arc<TokenInfo>, Error> {
+        let keys = self.current_keys()?;
         let generation = self.inner.generation.load(Ordering::SeqCst);
         if let Some((g, info)) = read(&self.inner.cache).get(token).cloned()
             && g == generation
         {
             return if info.payload.expires_at > Utc::now() { Ok(info) } else { Err(Error::InvalidToken) };
         }
-        let keys = read(&self.inner.keys).clone();
         let payload = keys.open(token)?;
         if payload.expires_at <= Utc::now() {
             return Err(Error::InvalidToken);
@@ -1223,6 +1251,13 @@ async fn bcrypt_verify(password: String, hash: String) -> Result<bool, Error> {
     tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
         .await
         .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// How often the key repository is checked for a rotation made by another process.
+const KEY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn key_dir_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
 
 /// Fernet tokens carry their creation time in clear (bytes 1..9, big-endian seconds).

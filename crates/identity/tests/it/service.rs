@@ -157,3 +157,36 @@ async fn expired_tokens_are_refused() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_rotation_by_another_process_is_picked_up() {
+    for db in test_databases().await {
+        let keys = tempfile::tempdir().unwrap();
+        let identity = identity_on(&db, keys.path()).await;
+        identity.bootstrap(&spec()).await.unwrap();
+        let (old, _) = identity.authenticate(password("admin", "secret-admin"), project("admin")).await.unwrap();
+        assert!(identity.validate(&old).await.is_ok());
+        // The primary alone, before the rotation (no staged key).
+        let before = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(keys.path()).unwrap().flatten() {
+            if entry.file_name() != "0" {
+                std::fs::copy(entry.path(), before.path().join(entry.file_name())).unwrap();
+            }
+        }
+        // One rotation (as `stratus identity fernet-rotate` does, from another process): old tokens stay valid.
+        identity::token::TokenKeys::rotate(keys.path(), 3).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (newer, _) = identity.authenticate(password("admin", "secret-admin"), project("admin")).await.unwrap();
+        assert!(identity.validate(&old).await.is_ok(), "the previous primary still validates");
+        // Tokens issued after the rotation are signed by the new primary, which the old primary cannot read.
+        let old_primary = identity::token::TokenKeys::load(before.path()).unwrap();
+        assert!(old_primary.open(&old).is_ok());
+        assert!(old_primary.open(&newer).is_err(), "issued with the rotated-in primary");
+        // Two more rotations prune the key `old` was signed with: it stops validating, cache or not.
+        identity::token::TokenKeys::rotate(keys.path(), 3).unwrap();
+        identity::token::TokenKeys::rotate(keys.path(), 3).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert!(matches!(identity.validate(&old).await, Err(Error::InvalidToken)));
+        db.cleanup().await;
+    }
+}
