@@ -30,6 +30,7 @@ pub struct Config {
     pub image: ImageSection,
     pub object: ObjectSection,
     pub placement: PlacementSection,
+    pub compute: ComputeSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -152,6 +153,14 @@ impl Default for ObjectSection {
     }
 }
 
+/// The compute service's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputeSection {
+    /// Policy overrides (upstream's `policy.yaml` format); defaults are Nova's secure-RBAC rules.
+    pub policy_file: Option<PathBuf>,
+}
+
 /// The placement service's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -219,6 +228,7 @@ impl Default for Config {
             image: ImageSection::default(),
             object: ObjectSection::default(),
             placement: PlacementSection::default(),
+            compute: ComputeSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -271,7 +281,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.

@@ -34,6 +34,8 @@ pub enum Error {
     Image(#[from] image::Error),
     #[error("object: {0}")]
     Object(#[from] object::Error),
+    #[error("compute: {0}")]
+    Compute(#[from] compute::Error),
     #[error("placement: {0}")]
     Placement(#[from] placement::Error),
     #[error("auth: {0}")]
@@ -51,11 +53,12 @@ pub enum Service {
     Image,
     Object,
     Placement,
+    Compute,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Object];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Compute, Service::Object];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +66,7 @@ impl Service {
             Service::Image => "image",
             Service::Object => "object",
             Service::Placement => "placement",
+            Service::Compute => "compute",
         }
     }
     /// The catalog's service type.
@@ -72,6 +76,7 @@ impl Service {
             Service::Image => "image",
             Service::Object => "object-store",
             Service::Placement => "placement",
+            Service::Compute => "compute",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -81,6 +86,7 @@ impl Service {
             Service::Image => "/image",
             Service::Object => "/object-store",
             Service::Placement => "/placement",
+            Service::Compute => "/compute",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -90,12 +96,22 @@ impl Service {
             Service::Image => "glance",
             Service::Object => "swift",
             Service::Placement => "placement",
+            Service::Compute => "nova",
+        }
+    }
+    /// The path under the service's prefix that the catalog lists, as clients expect it (Nova's `/v2.1`, Swift's
+    /// per-account `/v1/AUTH_%(project_id)s`, which identity renders for each token's project).
+    pub fn catalog_path(self) -> &'static str {
+        match self {
+            Service::Object => "/v1/AUTH_%(project_id)s",
+            Service::Compute => "/v2.1",
+            _ => "",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["compute", "volume", "network", "orchestration"];
+const PLANNED: &[&str] = &["volume", "network", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -105,6 +121,7 @@ impl FromStr for Service {
             "image" | "glance" => Ok(Service::Image),
             "object" | "object-store" | "swift" => Ok(Service::Object),
             "placement" => Ok(Service::Placement),
+            "compute" | "nova" => Ok(Service::Compute),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -138,6 +155,7 @@ pub struct Cloud {
     pub image: Option<image::Image>,
     pub object: Option<object::ObjectStore>,
     pub placement: Option<placement::Placement>,
+    pub compute: Option<compute::Compute>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -196,7 +214,8 @@ impl Cloud {
         };
         let placement =
             if services.contains(&Service::Placement) { Some(placement::Placement::new(db.clone())) } else { None };
-        Ok(Cloud { config, services, db, bus, identity, image, object, placement, validator, public_url })
+        let compute = if services.contains(&Service::Compute) { Some(compute::Compute::new(db.clone())) } else { None };
+        Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -213,6 +232,9 @@ impl Cloud {
         if let Some(placement) = &self.placement {
             placement.migrate().await?;
         }
+        if let Some(compute) = &self.compute {
+            compute.migrate().await?;
+        }
         Ok(())
     }
 
@@ -221,13 +243,9 @@ impl Cloud {
         format!("{}{}", self.public_url, service.prefix())
     }
 
-    /// The URL the catalog lists for a service: Swift's is per account, `…/v1/AUTH_%(project_id)s`, which identity
-    /// renders for each token's project.
+    /// The URL the catalog lists for a service: its public URL and [`Service::catalog_path`].
     pub fn catalog_url(&self, service: Service) -> String {
-        match service {
-            Service::Object => format!("{}/v1/AUTH_%(project_id)s", self.service_url(service)),
-            _ => self.service_url(service),
-        }
+        format!("{}{}", self.service_url(service), service.catalog_path())
     }
 
     /// Where clients authenticate: this process's identity service, or the one `[auth]` names.
@@ -271,6 +289,17 @@ impl Cloud {
                 &self.identity_url(),
             );
             router = nest_with_root(router, Service::Placement.prefix(), api);
+        }
+        if let Some(compute) = &self.compute {
+            let policy = compute::api::load_policy(self.config.compute.policy_file.as_deref())?;
+            let api = compute::api::router(
+                compute.clone(),
+                &self.service_url(Service::Compute),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Compute.prefix(), api);
         }
         let services: Vec<_> = self
             .services

@@ -1,0 +1,195 @@
+//! HTTP layer of the compute service: Nova's API v2.1 under `/compute`, microversions 2.1 – [`MAX_VERSION`]
+//! (`OpenStack-API-Version: compute 2.x` or the legacy `X-OpenStack-Nova-API-Version`), Nova's error bodies,
+//! `x-compute-request-id`, and Nova's policy rules with their secure-RBAC defaults.
+
+mod flavors;
+mod keypairs;
+
+use std::{path::Path, sync::Arc};
+
+use ::auth::{AuthLayerState, BASE_RULES, Context, Policy, TokenValidator};
+use api_common::{ApiError, ErrorStyle, Microversion, VersionRange, WireConfig, microversion};
+use axum::{Json, Router, extract::State, routing::get};
+use http::HeaderName;
+use serde_json::{Value, json};
+
+use crate::{error::Error, service::Compute};
+
+/// The newest microversion this service honours.
+pub const MAX_VERSION: Microversion = Microversion::new(2, 1);
+pub const MIN_VERSION: Microversion = Microversion::new(2, 1);
+
+/// The version range, as `api_common::microversion` negotiates it.
+pub fn version_range() -> VersionRange {
+    VersionRange {
+        service_type: "compute",
+        legacy_header: Some("x-openstack-nova-api-version"),
+        min: MIN_VERSION,
+        max: MAX_VERSION,
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub compute: Compute,
+    /// The public URL this API is mounted at (e.g. `http://host/compute`), for links.
+    pub base_url: Arc<str>,
+    pub policy: Arc<Policy>,
+}
+
+const ADMIN: &str = "rule:context_is_admin";
+const KEYPAIR_OWNER: &str = "(rule:context_is_admin) or user_id:%(user_id)s";
+
+/// Nova's policy rules for what exists here, with upstream's defaults.
+pub const POLICIES: &[(&str, &str)] = &[
+    ("os_compute_api:os-flavor-manage:create", ADMIN),
+    ("os_compute_api:os-flavor-manage:delete", ADMIN),
+    ("os_compute_api:os-flavor-extra-specs:index", "rule:project_reader_or_admin"),
+    ("os_compute_api:os-flavor-extra-specs:show", "rule:project_reader_or_admin"),
+    ("os_compute_api:os-flavor-extra-specs:create", ADMIN),
+    ("os_compute_api:os-flavor-extra-specs:update", ADMIN),
+    ("os_compute_api:os-flavor-extra-specs:delete", ADMIN),
+    ("os_compute_api:os-flavor-access", ADMIN),
+    ("os_compute_api:os-flavor-access:add_tenant_access", ADMIN),
+    ("os_compute_api:os-flavor-access:remove_tenant_access", ADMIN),
+    ("os_compute_api:os-keypairs:index", KEYPAIR_OWNER),
+    ("os_compute_api:os-keypairs:show", KEYPAIR_OWNER),
+    ("os_compute_api:os-keypairs:create", KEYPAIR_OWNER),
+    ("os_compute_api:os-keypairs:delete", KEYPAIR_OWNER),
+];
+
+/// Loads the default policy, overridden by `policy_file` when given.
+pub fn load_policy(policy_file: Option<&Path>) -> Result<Policy, Error> {
+    let defaults: Vec<(&str, &str)> = BASE_RULES.iter().chain(POLICIES).copied().collect();
+    let policy = match policy_file {
+        Some(path) => Policy::load(&defaults, path),
+        None => Policy::new(&defaults),
+    }
+    .map_err(|e| Error::Config(e.to_string()))?;
+    for w in policy.warnings() {
+        tracing::warn!(warning = %w, "compute policy");
+    }
+    Ok(policy)
+}
+
+/// The compute API, to be nested at the path of `base_url` (e.g. `http://host/compute`).
+pub fn router(
+    compute: Compute,
+    base_url: &str,
+    policy: Policy,
+    validator: Arc<dyn TokenValidator>,
+    identity_url: &str,
+) -> Router {
+    let state = AppState { compute, base_url: base_url.trim_end_matches('/').into(), policy: Arc::new(policy) };
+    let auth = AuthLayerState::new(validator, identity_url);
+    let protected = Router::new()
+        .merge(flavors::routes())
+        .merge(keypairs::routes())
+        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
+    let router = Router::new()
+        .route("/", get(versions))
+        .route("/v2.1", get(version))
+        .route("/v2.1/", get(version))
+        .merge(protected)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(version_range()), microversion::layer));
+    let mut wire = WireConfig::new(ErrorStyle::Nova);
+    wire.extra_request_id_header = Some(HeaderName::from_static("x-compute-request-id"));
+    api_common::wire::apply(router, wire)
+}
+
+const UPDATED: &str = "2013-07-23T11:33:21Z";
+
+fn version_doc(s: &AppState) -> Value {
+    json!({
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": MAX_VERSION.to_string(),
+        "min_version": MIN_VERSION.to_string(),
+        "updated": UPDATED,
+        "links": [{"rel": "self", "href": format!("{}/v2.1/", s.base_url)}],
+    })
+}
+
+/// `GET /compute/`: the versions list (200, as Nova answers it).
+async fn versions(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"versions": [version_doc(&s)]}))
+}
+
+/// `GET /compute/v2.1`: the version document with the microversion range.
+async fn version(State(s): State<AppState>) -> Json<Value> {
+    let mut doc = version_doc(&s);
+    doc["links"] = json!([
+        {"rel": "self", "href": format!("{}/v2.1/", s.base_url)},
+        {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+    ]);
+    doc["media-types"] =
+        json!([{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}]);
+    Json(json!({"version": doc}))
+}
+
+impl AppState {
+    /// Checks `rule` with Nova's usual target (the caller's project and user).
+    pub(crate) fn enforce(&self, ctx: &Context, rule: &str) -> Result<(), ApiError> {
+        let target = json!({"project_id": ctx.project_id, "user_id": ctx.user_id});
+        self.policy.enforce(rule, ctx, &target)
+    }
+
+    /// Whether the caller is an admin (`context_is_admin`, as Nova computes `context.is_admin`).
+    pub(crate) fn is_admin(&self, ctx: &Context) -> bool {
+        self.policy.check(::auth::policy::ADMIN_RULE, ctx, &json!({"project_id": ctx.project_id}))
+    }
+
+    /// `self` and `bookmark` links of a resource at `path` (e.g. `/flavors/1`).
+    pub(crate) fn links(&self, path: &str) -> Value {
+        json!([
+            {"rel": "self", "href": format!("{}/v2.1{path}", self.base_url)},
+            {"rel": "bookmark", "href": format!("{}{path}", self.base_url)},
+        ])
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/v2.1{path}", self.base_url)
+    }
+}
+
+/// 400 in Nova's schema-validation wording.
+pub(crate) fn invalid(field: &str, value: &Value, reason: &str) -> ApiError {
+    ApiError::bad_request(format!("Invalid input for field/attribute {field}. Value: {value}. {reason}"))
+}
+
+/// Parses a JSON object body.
+pub(crate) fn body(bytes: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = api_common::json::parse(bytes)?;
+    if v.is_object() { Ok(v) } else { Err(invalid("body", &v, &format!("{v} is not of type 'object'"))) }
+}
+
+/// The object under `key` of a body (`{"flavor": {...}}`).
+pub(crate) fn member<'a>(v: &'a Value, key: &str) -> Result<&'a serde_json::Map<String, Value>, ApiError> {
+    match v.get(key) {
+        Some(Value::Object(m)) => Ok(m),
+        Some(other) => Err(invalid(key, other, &format!("{other} is not of type 'object'"))),
+        None => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {key}. Value: None. '{key}' is a required property"
+        ))),
+    }
+}
+
+/// Rejects members outside `allowed` (Nova's schemas forbid additional properties).
+pub(crate) fn only(m: &serde_json::Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    if let Some(extra) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn policy_loads() {
+        let p = super::load_policy(None).unwrap();
+        assert!(p.contains("os_compute_api:os-keypairs:create"));
+    }
+}

@@ -1,0 +1,42 @@
+//! The compute service's one error type, and the one place its HTTP statuses are chosen.
+
+use api_common::ApiError;
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 404 with upstream's message.
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: invalid input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 409 with upstream's message.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[from] db::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Db(db::Error::from(e))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(m) => ApiError::not_found(m),
+            Error::BadRequest(m) => ApiError::bad_request(m),
+            Error::Conflict(m) => ApiError::conflict(m),
+            Error::Db(e) => {
+                tracing::error!(error = %e, "compute database error");
+                ApiError::internal(ApiError::default_message(StatusCode::INTERNAL_SERVER_ERROR))
+            }
+            Error::Config(m) => ApiError::internal(m),
+        }
+    }
+}
