@@ -73,6 +73,14 @@ snSA8wzBx3A/8y9Pp1B nova@ubuntu";
         assert_eq!(fp, ssh_fingerprint(&format!("  {RSA}\n")).unwrap());
     }
 
+    /// Clients (Tempest among them) import ECDSA keys; the fingerprint is the one `ssh-keygen -l -E md5` prints.
+    #[test]
+    fn ecdsa_keys_import_with_ssh_keygen_fingerprint() {
+        let key = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBOYXUjttnioo2D/d91bRuhRT9PFLFu\
+ymW4M++cFervMSl4WBtAlulPpRFElYwUwRrmYxM/CjZG58TuEJgvV7L+jeN+H+OpDH+dd8MC4YF1lxagyNZEITtc+ur88vgUf8dA== test@ec";
+        assert_eq!(ssh_fingerprint(key).unwrap(), "8c:31:fe:08:23:5b:93:e1:ce:6a:15:8e:89:9e:29:c5");
+    }
+
     #[test]
     fn garbage_is_rejected() {
         for bad in ["", "ssh-rsa", "ssh-rsa AAAA", "not a key at all", "ssh-rsa !!!! x"] {
