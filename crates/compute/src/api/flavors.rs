@@ -352,7 +352,8 @@ async fn spec_update(
 async fn spec_delete(State(s): State<AppState>, ctx: Context, Path((id, key)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-flavor-extra-specs:delete")?;
     s.compute.extra_spec_delete(&id, &key).await?;
-    Ok(StatusCode::ACCEPTED)
+    // Nova answers 200 here, unlike the 202 of deleting a flavor.
+    Ok(StatusCode::OK)
 }
 
 #[cfg(test)]
