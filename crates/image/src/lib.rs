@@ -8,6 +8,7 @@
 //!   `http` store that `web-download` imports read from;
 //! * [`cache`] — the API node's image cache: downloads fill it, later downloads are served from it, an LRU pruner
 //!   keeps it under its size limit, and queued images are pre-cached;
+//! * [`metadefs`] — metadata definitions: namespaces, resource types, objects, properties and tags;
 //! * [`model`] — wire validation and representations (create bodies, JSON Patch, list queries).
 //!
 //! Tokens are validated through the `auth::TokenValidator` the process hands in; this crate never reaches into the
@@ -17,6 +18,7 @@ pub mod adapter;
 pub mod api;
 pub mod cache;
 mod error;
+pub mod metadefs;
 pub mod model;
 pub mod service;
 pub mod store;

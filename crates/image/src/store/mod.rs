@@ -11,8 +11,11 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
+mod metadefs;
+pub use metadefs::{AssociationRow, ItemRow, NamespaceRow, ResourceTypeRow};
+
 /// Every image migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, TASKS];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, TASKS, metadefs::METADEFS];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -226,6 +229,7 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), Error> {
         self.db.migrate("image", MIGRATIONS).await?;
+        self.metadef_seed_resource_types().await?;
         Ok(())
     }
 

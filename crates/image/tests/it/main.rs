@@ -5,6 +5,7 @@ mod cache;
 mod data;
 mod images;
 mod members;
+mod metadefs;
 mod store;
 
 use reqwest::Method;
