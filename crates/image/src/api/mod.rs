@@ -9,6 +9,7 @@ mod discovery;
 mod images;
 mod members;
 mod metadefs;
+mod tasks;
 
 use std::{path::Path, sync::Arc};
 
@@ -65,6 +66,11 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("cache_list", "role:admin"),
     ("cache_image", "role:admin"),
     ("cache_delete", "role:admin"),
+    ("tasks_api_access", "role:admin"),
+    ("get_task", "rule:default"),
+    ("get_tasks", "rule:default"),
+    ("add_task", "rule:default"),
+    ("modify_task", "rule:default"),
     // Metadata definitions: everyone reads (visibility still applies), admins write.
     ("metadef_default", "@"),
     ("metadef_admin", "role:admin"),
@@ -126,6 +132,7 @@ pub fn router(
         .merge(data::routes())
         .merge(members::routes())
         .merge(metadefs::routes())
+        .merge(tasks::routes())
         .merge(cache::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new().merge(discovery::open_routes()).merge(protected).with_state(state);

@@ -7,6 +7,7 @@ mod images;
 mod members;
 mod metadefs;
 mod store;
+mod tasks;
 
 use reqwest::Method;
 use serde_json::{Value, json};
