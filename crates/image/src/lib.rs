@@ -2,7 +2,7 @@
 //!
 //! * [`api`] — thin axum handlers under `/image`, Glance's error bodies and policy rules;
 //! * [`service`] — [`Image`], the logic: visibility, the image life cycle, streaming uploads with hashing and
-//!   quotas, members, `glance-direct` and `web-download` imports (as tasks);
+//!   quotas, members, `glance-direct` and `web-download` imports (as tasks), and the legacy `/v2/tasks` imports;
 //! * [`store`] — the `image_*` tables (portable SQL through `db`);
 //! * [`adapter`] — where image data lives: the [`adapter::StoreAdapter`] trait, the `file` store, and the read-only
 //!   `http` store that `web-download` imports read from;
