@@ -613,8 +613,15 @@ impl Image {
             updated_at: now,
         };
         self.inner.store.task_insert(&task).await?;
+        self.spawn_import(img.clone(), uri, limit, task.id, false);
+        Ok(())
+    }
+
+    /// Fetches an import's data (from `uri`, or else the staging area) into the default store in the background,
+    /// then records the task's outcome. A failed legacy `import` task (`delete_on_failure`) deletes its image, as
+    /// upstream does; a failed interoperable import puts the image back to `queued`.
+    fn spawn_import(&self, img: ImageRow, uri: Option<String>, limit: u64, task_id: String, delete_on_failure: bool) {
         let this = self.clone();
-        let img = img.clone();
         tokio::spawn(async move {
             let source = match &uri {
                 Some(uri) => this.inner.http.get(uri, None).await,
@@ -634,12 +641,51 @@ impl Image {
                     ("failure", e.to_string())
                 }
             };
-            if let Err(e) = this.inner.store.task_finish(&task.id, status, &message).await {
-                tracing::error!(task_id = %task.id, error = %e, "cannot record the end of an import task");
+            if result.is_err()
+                && delete_on_failure
+                && let Err(e) = this.inner.store.image_delete(&img.id).await
+            {
+                tracing::error!(image_id = %img.id, error = %e, "cannot delete the image of a failed import task");
+            }
+            if let Err(e) = this.inner.store.task_finish(&task_id, status, &message).await {
+                tracing::error!(task_id = %task_id, error = %e, "cannot record the end of an import task");
             }
             let _ = this.inner.staging.delete(&staging_location(&this.inner.staging, &img.id)).await;
         });
-        Ok(())
+    }
+
+    /// `POST /v2/tasks` (type `import`): creates `img` (queued) and imports it from the http(s) URL `uri` in the
+    /// background. The task, whose id is returned, records the outcome and outlives a failed image.
+    pub async fn create_import_task(&self, img: ImageRow, uri: &str, mut task: TaskRow) -> Result<TaskRow, Error> {
+        if !self.inner.http.owns(uri) {
+            return Err(Error::BadRequest(format!(
+                "Invalid import_from {uri}: only http and https URLs are supported."
+            )));
+        }
+        Self::check_formats(&img)?;
+        let img = self.create(img).await?;
+        let limit = self.upload_limit(&img).await?;
+        if !self.inner.store.image_transition(&img.id, "queued", "importing").await? {
+            return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));
+        }
+        task.image_id = img.id.clone();
+        self.inner.store.task_insert(&task).await?;
+        self.spawn_import(img, Some(uri.to_string()), limit, task.id.clone(), true);
+        Ok(task)
+    }
+
+    /// A task by id; only admins and the task's owner see it.
+    pub async fn task(&self, caller: &Caller, id: &str) -> Result<TaskRow, Error> {
+        match self.inner.store.task_get(id).await? {
+            Some(t) if caller.is_admin || (caller.project_id.is_some() && caller.project_id == t.owner) => Ok(t),
+            _ => Err(Error::NotFound(format!("Task with identifier {id} not found"))),
+        }
+    }
+
+    /// The tasks the caller may see (admins: all), newest first.
+    pub async fn task_list(&self, caller: &Caller) -> Result<Vec<TaskRow>, Error> {
+        let owner = if caller.is_admin { None } else { Some(caller.project_id.as_deref().unwrap_or_default()) };
+        self.inner.store.task_list_all(owner).await
     }
 
     /// The tasks run on an image, oldest first.

@@ -8,6 +8,8 @@ mod data;
 mod discovery;
 mod images;
 mod members;
+mod metadefs;
+mod tasks;
 
 use std::{path::Path, sync::Arc};
 
@@ -64,6 +66,40 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("cache_list", "role:admin"),
     ("cache_image", "role:admin"),
     ("cache_delete", "role:admin"),
+    ("tasks_api_access", "role:admin"),
+    ("get_task", "rule:default"),
+    ("get_tasks", "rule:default"),
+    ("add_task", "rule:default"),
+    ("modify_task", "rule:default"),
+    // Metadata definitions: everyone reads (visibility still applies), admins write.
+    ("metadef_default", "@"),
+    ("metadef_admin", "role:admin"),
+    ("get_metadef_namespace", "rule:metadef_default"),
+    ("get_metadef_namespaces", "rule:metadef_default"),
+    ("modify_metadef_namespace", "rule:metadef_admin"),
+    ("add_metadef_namespace", "rule:metadef_admin"),
+    ("delete_metadef_namespace", "rule:metadef_admin"),
+    ("get_metadef_object", "rule:metadef_default"),
+    ("get_metadef_objects", "rule:metadef_default"),
+    ("modify_metadef_object", "rule:metadef_admin"),
+    ("add_metadef_object", "rule:metadef_admin"),
+    ("delete_metadef_object", "rule:metadef_admin"),
+    ("list_metadef_resource_types", "rule:metadef_default"),
+    ("get_metadef_resource_type", "rule:metadef_default"),
+    ("add_metadef_resource_type_association", "rule:metadef_admin"),
+    ("remove_metadef_resource_type_association", "rule:metadef_admin"),
+    ("get_metadef_property", "rule:metadef_default"),
+    ("get_metadef_properties", "rule:metadef_default"),
+    ("modify_metadef_property", "rule:metadef_admin"),
+    ("add_metadef_property", "rule:metadef_admin"),
+    ("remove_metadef_property", "rule:metadef_admin"),
+    ("get_metadef_tag", "rule:metadef_default"),
+    ("get_metadef_tags", "rule:metadef_default"),
+    ("modify_metadef_tag", "rule:metadef_admin"),
+    ("add_metadef_tag", "rule:metadef_admin"),
+    ("add_metadef_tags", "rule:metadef_admin"),
+    ("delete_metadef_tag", "rule:metadef_admin"),
+    ("delete_metadef_tags", "rule:metadef_admin"),
 ];
 
 /// Loads the default policy, overridden by `policy_file` (upstream's `policy.yaml`) when given.
@@ -95,6 +131,8 @@ pub fn router(
         .merge(images::routes())
         .merge(data::routes())
         .merge(members::routes())
+        .merge(metadefs::routes())
+        .merge(tasks::routes())
         .merge(cache::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new().merge(discovery::open_routes()).merge(protected).with_state(state);

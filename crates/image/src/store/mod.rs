@@ -11,8 +11,11 @@ use sqlx::{Row, any::AnyRow};
 
 use crate::error::Error;
 
+mod metadefs;
+pub use metadefs::{AssociationRow, ItemRow, NamespaceRow, ResourceTypeRow};
+
 /// Every image migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, TASKS];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, TASKS, metadefs::METADEFS];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -194,6 +197,22 @@ fn image_from_row(row: &AnyRow) -> Result<ImageRow, sqlx::Error> {
     })
 }
 
+fn task_from_row(r: &AnyRow) -> Result<TaskRow, sqlx::Error> {
+    Ok(TaskRow {
+        id: r.try_get("id")?,
+        image_id: r.try_get("image_id")?,
+        kind: r.try_get("type")?,
+        status: r.try_get("status")?,
+        owner: r.try_get("owner")?,
+        user_id: r.try_get("user_id")?,
+        request_id: r.try_get("request_id")?,
+        input: r.try_get("input")?,
+        message: r.try_get("message")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 fn member_from_row(row: &AnyRow) -> Result<MemberRow, sqlx::Error> {
     Ok(MemberRow {
         image_id: row.try_get("image_id")?,
@@ -226,6 +245,7 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), Error> {
         self.db.migrate("image", MIGRATIONS).await?;
+        self.metadef_seed_resource_types().await?;
         Ok(())
     }
 
@@ -476,7 +496,12 @@ impl Store {
     pub async fn image_delete(&self, id: &str) -> Result<bool, Error> {
         let mut tx = self.db.begin().await?;
         self.db.query("DELETE FROM image_member WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
-        self.db.query("DELETE FROM image_task WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
+        // Legacy `import` tasks outlive their image (they report its failure).
+        self.db
+            .query("DELETE FROM image_task WHERE image_id = ? AND type <> 'import'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         self.db.query("DELETE FROM image_tag WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
         self.db.query("DELETE FROM image_property WHERE image_id = ?").bind(id).execute(&mut *tx).await?;
         let n = self.db.query("DELETE FROM image_image WHERE id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
@@ -571,6 +596,45 @@ impl Store {
         Ok(())
     }
 
+    pub async fn task_get(&self, id: &str) -> Result<Option<TaskRow>, Error> {
+        let row = self
+            .db
+            .query(
+                "SELECT id, image_id, type, status, owner, user_id, request_id, input, message, created_at, \
+                 updated_at FROM image_task WHERE id = ?",
+            )
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.as_ref().map(task_from_row).transpose()?)
+    }
+
+    /// Every task, or those of one owner, newest first.
+    pub async fn task_list_all(&self, owner: Option<&str>) -> Result<Vec<TaskRow>, Error> {
+        let rows = match owner {
+            Some(o) => {
+                self.db
+                    .query(
+                        "SELECT id, image_id, type, status, owner, user_id, request_id, input, message, \
+                         created_at, updated_at FROM image_task WHERE owner = ? ORDER BY created_at DESC, id",
+                    )
+                    .bind(o)
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+            None => {
+                self.db
+                    .query(
+                        "SELECT id, image_id, type, status, owner, user_id, request_id, input, message, \
+                         created_at, updated_at FROM image_task ORDER BY created_at DESC, id",
+                    )
+                    .fetch_all(self.db.pool())
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(task_from_row).collect::<Result<_, _>>()?)
+    }
+
     pub async fn task_list(&self, image_id: &str) -> Result<Vec<TaskRow>, Error> {
         let rows = self
             .db
@@ -581,23 +645,7 @@ impl Store {
             .bind(image_id)
             .fetch_all(self.db.pool())
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TaskRow {
-                    id: r.try_get("id")?,
-                    image_id: r.try_get("image_id")?,
-                    kind: r.try_get("type")?,
-                    status: r.try_get("status")?,
-                    owner: r.try_get("owner")?,
-                    user_id: r.try_get("user_id")?,
-                    request_id: r.try_get("request_id")?,
-                    input: r.try_get("input")?,
-                    message: r.try_get("message")?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        Ok(rows.iter().map(task_from_row).collect::<Result<_, _>>()?)
     }
 
     /// Adds a member (status `pending`); a duplicate is a conflict.

@@ -244,7 +244,7 @@ async fn glance_direct_import() {
 }
 
 /// A loopback HTTP server answering every request with `body`; returns its URL.
-async fn serve(body: &'static [u8]) -> String {
+pub(crate) async fn serve(body: &'static [u8]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -5,7 +5,9 @@ mod cache;
 mod data;
 mod images;
 mod members;
+mod metadefs;
 mod store;
+mod tasks;
 
 use reqwest::Method;
 use serde_json::{Value, json};
