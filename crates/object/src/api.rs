@@ -1,6 +1,7 @@
-//! The Swift proxy API under `/object-store`: `GET /info` (no token) and `/v1/{account}[/{container}[/{object}]]`
-//! with Keystone tokens. Project members own `AUTH_<project_id>` (readers read it), `admin` reaches every account,
-//! anyone else gets 403. Errors are Swift's short HTML bodies; every response carries `X-Trans-Id` and
+//! The Swift proxy API under `/object-store`: `GET /info` and `GET /healthcheck` (no token) and
+//! `/v1/{account}[/{container}[/{object}]]` (also with a trailing slash) with Keystone tokens. Project members own
+//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account, anyone else gets 403.
+//! Errors are Swift's short HTML bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and
 //! `X-Openstack-Request-Id`.
 
 use std::sync::Arc;
@@ -36,14 +37,38 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
     let auth = AuthLayerState::new(validator, identity_url);
     let protected = Router::new()
         .route("/v1/{account}", any(account))
+        .route("/v1/{account}/", any(account))
         .route("/v1/{account}/{container}", any(container))
+        .route("/v1/{account}/{container}/", any(container))
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
-    let router = Router::new().route("/info", get(info)).merge(protected).with_state(AppState { store });
-    let mut wire = WireConfig::new(ErrorStyle::Swift);
-    wire.extra_request_id_header = Some(HeaderName::from_static("x-trans-id"));
-    api_common::wire::apply(router, wire)
+    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(protected).with_state(AppState { store });
+    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift)).layer(axum::middleware::map_response(trans_id))
+}
+
+/// Adds Swift's `X-Trans-Id` (`tx` + 21 hex digits + `-` + the time as 10 hex digits), derived from the request id
+/// the wire layer chose, so that both headers name the same request.
+async fn trans_id(mut resp: Response) -> Response {
+    let hex: String = resp
+        .headers()
+        .get(api_common::wire::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|id| id.chars().filter(char::is_ascii_hexdigit).map(|c| c.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let hex = if hex.len() >= 21 { hex[hex.len() - 21..].to_string() } else { uuid::Uuid::new_v4().simple().to_string()[..21].to_string() };
+    let id = format!("tx{hex}-{:010x}", Utc::now().timestamp());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HeaderName::from_static("x-trans-id"), v);
+    }
+    resp
+}
+
+/// Swift's healthcheck middleware: `200 OK` while the proxy serves.
+async fn healthcheck() -> Response {
+    let mut r = Body::from("OK").into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
 }
 
 async fn info() -> axum::Json<Value> {
@@ -70,11 +95,12 @@ async fn info() -> axum::Json<Value> {
     }))
 }
 
-/// Checks the caller may act on `account`: 403 unless admin, or a member (a reader, for reads) of its project.
+/// Checks the caller may act on `account`: 403 unless admin or `ResellerAdmin` (Swift's operator of every account),
+/// or a member (a reader, for reads) of its project.
 fn authorize(ctx: &Context, account: &str, write: bool) -> Result<(), Error> {
     let denied = || Error::Forbidden("Access was denied to this resource.".into());
     let project = account.strip_prefix("AUTH_").ok_or_else(denied)?;
-    if ctx.has_role("admin") {
+    if ctx.has_role("admin") || ctx.has_role("ResellerAdmin") {
         return Ok(());
     }
     if ctx.project_id.as_deref() != Some(project) {

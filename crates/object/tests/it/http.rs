@@ -250,3 +250,53 @@ async fn listings() {
     assert_eq!(accept.json().as_array().unwrap().len(), 6);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn swift_conventions_and_reseller_admin() {
+    let cloud = TestCloud::start().await;
+    let acct = account_of(&cloud.member);
+
+    // X-Trans-Id as Swift forms it, on successes and errors alike.
+    let ok = call(&cloud, &cloud.member, "GET", &acct, vec![], &[]).await;
+    let missing = call(&cloud, &cloud.member, "HEAD", &format!("{acct}/nope"), vec![], &[]).await;
+    assert_eq!(missing.status, 404);
+    for r in [&ok, &missing] {
+        let id = r.h("x-trans-id");
+        let (tx, time) = id.split_once('-').expect("tx…-time");
+        assert!(tx.len() == 23 && tx.starts_with("tx") && tx[2..].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(time.len() == 10 && time.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(r.h("x-openstack-request-id").starts_with("req-"));
+    }
+
+    let health = call(&cloud, &cloud.anonymous, "GET", "/object-store/healthcheck", vec![], &[]).await;
+    assert_eq!((health.status, health.text().as_str()), (200, "OK"));
+
+    // Trailing slashes name the account and the container.
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/slash/"), vec![], &[]).await.status, 201);
+    let listed = call(&cloud, &cloud.member, "GET", &format!("{acct}/?format=json"), vec![], &[]).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json()[0]["name"], "slash");
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/slash/o"), b"x".to_vec(), &[]).await.status, 201);
+    let objects = call(&cloud, &cloud.member, "GET", &format!("{acct}/slash/"), vec![], &[]).await;
+    assert_eq!((objects.status, objects.text().as_str()), (200, "o\n"));
+
+    // A ResellerAdmin of another project reaches the demo account; a plain member of that project does not.
+    let admin = &cloud.admin;
+    let role = admin.post("/identity/v3/roles", &serde_json::json!({"role": {"name": "ResellerAdmin"}})).await;
+    assert_eq!(role.status, 201, "{}", role.text);
+    let role_id = role.json()["role"]["id"].as_str().unwrap().to_string();
+    let admin_project = admin.token_body["token"]["project"]["id"].as_str().unwrap().to_string();
+    let user = admin
+        .post("/identity/v3/users", &serde_json::json!({"user": {"name": "reseller", "password": "reseller-pw"}}))
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let user_id = user.json()["user"]["id"].as_str().unwrap().to_string();
+    let path = format!("/identity/v3/projects/{admin_project}/users/{user_id}/roles/{role_id}");
+    assert_eq!(admin.request(Method::PUT, &path, None, &[]).await.status, 204);
+    let reseller = cloud.anonymous.login("reseller", "reseller-pw", "admin").await;
+    assert_eq!(call(&cloud, &reseller, "GET", &acct, vec![], &[]).await.status, 200);
+    assert_eq!(call(&cloud, &reseller, "PUT", &format!("{acct}/by-reseller"), vec![], &[]).await.status, 201);
+    let admin_acct = account_of(&cloud.admin);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &admin_acct, vec![], &[]).await.status, 403);
+    cloud.shutdown().await;
+}
