@@ -140,8 +140,19 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
     out
 }
 
+/// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
+/// them); `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces the whole set.
 fn object_metadata(h: &HeaderMap) -> Metadata {
-    meta_updates(h, "object").into_iter().filter(|(_, v)| !v.is_empty()).collect()
+    h.iter()
+        .filter_map(|(name, value)| {
+            let k = name.as_str().strip_prefix("x-object-meta-")?;
+            Some((k.to_string(), String::from_utf8_lossy(value.as_bytes()).trim().to_string()))
+        })
+        .collect()
+}
+
+fn is_true(v: Option<&str>) -> bool {
+    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"))
 }
 
 fn http_date(micros: i64) -> String {
@@ -199,7 +210,7 @@ fn listing_query(q: &std::collections::HashMap<String, String>) -> Result<(ListQ
         }
         None => limits::LISTING_LIMIT,
     };
-    let reverse = q.get("reverse").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"));
+    let reverse = is_true(q.get("reverse").map(String::as_str));
     let format = match q.get("format").map(String::as_str) {
         Some("json") => Format::Json,
         Some("xml") => Format::Xml,
@@ -514,6 +525,30 @@ fn content_type_of(h: &HeaderMap, name: &str) -> Option<String> {
     Some(ct.to_string())
 }
 
+/// The answer to a server-side copy: 201 with the copy's headers and where it came from.
+fn copied(account: &str, (source, copy): &(ObjectRow, ObjectRow), from: (&str, &str)) -> Response {
+    let mut r = created(copy);
+    put_header(&mut r, "content-type", &copy.content_type);
+    with_meta(&mut r, "object", &copy.metadata);
+    put_header(&mut r, "x-copied-from", format!("{}/{}", percent_encode(from.0), percent_encode(from.1)));
+    put_header(&mut r, "x-copied-from-account", account);
+    put_header(&mut r, "x-copied-from-last-modified", http_date(source.last_modified));
+    r
+}
+
+/// Percent-encodes all but unreserved characters and `/`, as Swift quotes names in headers.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn created(row: &ObjectRow) -> Response {
     let mut r = status(StatusCode::CREATED);
     put_header(&mut r, "etag", &row.etag);
@@ -534,16 +569,17 @@ async fn object(
         "PUT" => {
             if let Some(src) = header_str(&headers, "x-copy-from") {
                 let (sc, so) = split_copy_path(src)?;
-                let row = s
+                let rows = s
                     .store
                     .copy_object(
                         (&account, &sc, &so),
                         (&account, &container, &object),
                         content_type_of(&headers, &object),
                         object_metadata(&headers),
+                        is_true(header_str(&headers, "x-fresh-metadata")),
                     )
                     .await?;
-                return Ok(created(&row));
+                return Ok(copied(&account, &rows, (&sc, &so)));
             }
             let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
             let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
@@ -567,16 +603,17 @@ async fn object(
             let dest = header_str(&headers, "destination")
                 .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
             let (dc, dob) = split_copy_path(dest)?;
-            let row = s
+            let rows = s
                 .store
                 .copy_object(
                     (&account, &container, &object),
                     (&account, &dc, &dob),
                     content_type_of(&headers, &dob),
                     object_metadata(&headers),
+                    is_true(header_str(&headers, "x-fresh-metadata")),
                 )
                 .await?;
-            Ok(created(&row))
+            Ok(copied(&account, &rows, (&container, &object)))
         }
         "GET" | "HEAD" => {
             let row = s.store.object(&account, &container, &object).await?;

@@ -300,3 +300,42 @@ async fn swift_conventions_and_reseller_admin() {
     assert_eq!(call(&cloud, &cloud.member, "GET", &admin_acct, vec![], &[]).await.status, 403);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn blank_metadata_copies_and_empty_listings() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/m"), vec![], &[]).await.status, 201);
+    let put = call(&cloud, c, "PUT", &format!("{acct}/m/src"), b"data".to_vec(), &[("X-Object-Meta-Blank", ""), ("X-Object-Meta-Src", "v")]).await;
+    assert_eq!(put.status, 201);
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/src"), vec![], &[]).await;
+    assert_eq!(head.headers.get("x-object-meta-blank").map(|v| v.as_bytes()), Some(&b""[..]), "blank values are kept");
+
+    // COPY answers with the copy's metadata and its origin; X-Fresh-Metadata drops the source's metadata.
+    let copy = call(&cloud, c, "COPY", &format!("{acct}/m/src"), vec![], &[("Destination", "m/dst 1"), ("X-Object-Meta-New", "n")]).await;
+    assert_eq!(copy.status, 201);
+    assert_eq!(copy.h("x-copied-from"), "m/src");
+    assert_eq!(copy.h("x-object-meta-src"), "v");
+    assert_eq!(copy.h("x-object-meta-new"), "n");
+    assert!(!copy.h("x-copied-from-last-modified").is_empty());
+    let fresh = call(&cloud, c, "PUT", &format!("{acct}/m/fresh"), vec![], &[("X-Copy-From", "m/src"), ("X-Fresh-Metadata", "true")]).await;
+    assert_eq!(fresh.status, 201);
+    assert_eq!(fresh.h("x-copied-from"), "m/src");
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/fresh"), vec![], &[]).await;
+    assert!(head.headers.get("x-object-meta-src").is_none());
+    assert_eq!(call(&cloud, c, "GET", &format!("{acct}/m/fresh"), vec![], &[]).await.body, b"data");
+
+    // POST replaces the set, blank values included.
+    let post = call(&cloud, c, "POST", &format!("{acct}/m/src"), vec![], &[("X-Object-Meta-Only", "")]).await;
+    assert_eq!(post.status, 202);
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/src"), vec![], &[]).await;
+    assert!(head.headers.get("x-object-meta-only").is_some() && head.headers.get("x-object-meta-src").is_none());
+
+    // limit=0 lists nothing.
+    let none = call(&cloud, c, "GET", &format!("{acct}/m?limit=0"), vec![], &[]).await;
+    assert_eq!(none.status, 204);
+    let none = call(&cloud, c, "GET", &format!("{acct}?limit=0&format=json"), vec![], &[]).await;
+    assert_eq!(none.json(), serde_json::json!([]));
+    cloud.shutdown().await;
+}
