@@ -140,13 +140,24 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The object headers other than `X-Object-Meta-*` that Swift stores with an object and returns on GET/HEAD. They
+/// are kept in its metadata under `header:<name>` (no user key has a `:`, a header name cannot hold one).
+const STORED_HEADERS: &[&str] = &["content-disposition", "content-encoding"];
+const STORED_HEADER_KEY: &str = "header:";
+
 /// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
-/// them); `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces the whole set.
+/// them), and the [`STORED_HEADERS`]; `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces
+/// the whole set.
 fn object_metadata(h: &HeaderMap) -> Metadata {
     h.iter()
         .filter_map(|(name, value)| {
-            let k = name.as_str().strip_prefix("x-object-meta-")?;
-            Some((k.to_string(), String::from_utf8_lossy(value.as_bytes()).trim().to_string()))
+            let n = name.as_str();
+            let key = match n.strip_prefix("x-object-meta-") {
+                Some(k) => k.to_string(),
+                None if STORED_HEADERS.contains(&n) => format!("{STORED_HEADER_KEY}{n}"),
+                None => return None,
+            };
+            Some((key, String::from_utf8_lossy(value.as_bytes()).trim().to_string()))
         })
         .collect()
 }
@@ -173,7 +184,10 @@ fn put_header(resp: &mut Response, name: &str, value: impl AsRef<str>) {
 
 fn with_meta(resp: &mut Response, kind: &str, m: &Metadata) {
     for (k, v) in m {
-        put_header(resp, &format!("x-{kind}-meta-{k}"), v);
+        match k.strip_prefix(STORED_HEADER_KEY) {
+            Some(h) => put_header(resp, h, v),
+            None => put_header(resp, &format!("x-{kind}-meta-{k}"), v),
+        }
     }
 }
 

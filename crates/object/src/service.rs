@@ -427,7 +427,8 @@ fn check_object_name(name: &str) -> Result<(), Error> {
 /// Swift's metadata constraints: name and value lengths, count, overall size.
 pub fn check_metadata(m: &Metadata) -> Result<(), Error> {
     let mut total = 0;
-    for (k, v) in m {
+    // Keys with a `:` are headers the API stores with an object (`header:content-disposition`), not user metadata.
+    for (k, v) in m.iter().filter(|(k, _)| !k.contains(':')) {
         if k.is_empty() {
             return Err(Error::BadRequest("Metadata name cannot be empty".into()));
         }
@@ -439,7 +440,7 @@ pub fn check_metadata(m: &Metadata) -> Result<(), Error> {
         }
         total += k.len() + v.len();
     }
-    if m.len() > limits::MAX_META_COUNT {
+    if m.keys().filter(|k| !k.contains(':')).count() > limits::MAX_META_COUNT {
         return Err(Error::BadRequest(format!("Too many metadata items; max {}", limits::MAX_META_COUNT)));
     }
     if total > limits::MAX_META_OVERALL_SIZE {

@@ -339,3 +339,18 @@ async fn blank_metadata_copies_and_empty_listings() {
     assert_eq!(none.json(), serde_json::json!([]));
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn content_disposition_and_encoding_are_kept() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/h"), vec![], &[]).await.status, 201);
+    let headers = [("Content-Disposition", "attachment; filename=a.txt"), ("Content-Encoding", "gzip")];
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/h/o"), b"zz".to_vec(), &headers).await.status, 201);
+    let get = call(&cloud, c, "GET", &format!("{acct}/h/o"), vec![], &[]).await;
+    assert_eq!(get.h("content-disposition"), "attachment; filename=a.txt");
+    assert_eq!(get.h("content-encoding"), "gzip");
+    assert!(get.headers.keys().all(|k| !k.as_str().starts_with("x-object-meta-")), "not user metadata");
+    cloud.shutdown().await;
+}
