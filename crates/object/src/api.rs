@@ -146,10 +146,29 @@ const STORED_HEADERS: &[&str] = &["content-disposition", "content-encoding"];
 const STORED_HEADER_KEY: &str = "header:";
 
 /// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
-/// them), and the [`STORED_HEADERS`]; `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces
-/// the whole set.
-fn object_metadata(h: &HeaderMap) -> Metadata {
-    h.iter()
+/// them), the [`STORED_HEADERS`] and the expiry (`X-Delete-At`, or `X-Delete-After` seconds from now, kept as
+/// `header:x-delete-at`); `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces the whole set.
+fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
+    let now = Utc::now().timestamp();
+    let delete_at = match (header_str(h, "x-delete-at"), header_str(h, "x-delete-after")) {
+        (Some(at), _) => {
+            let at: i64 = at.trim().parse().map_err(|_| Error::BadRequest("Non-integer X-Delete-At".into()))?;
+            if at <= now {
+                return Err(Error::BadRequest("X-Delete-At in past".into()));
+            }
+            Some(at)
+        }
+        (None, Some(after)) => {
+            let after: i64 = after.trim().parse().map_err(|_| Error::BadRequest("Non-integer X-Delete-After".into()))?;
+            if after < 0 {
+                return Err(Error::BadRequest("X-Delete-After in past".into()));
+            }
+            Some(now + after)
+        }
+        (None, None) => None,
+    };
+    let mut m: Metadata = h
+        .iter()
         .filter_map(|(name, value)| {
             let n = name.as_str();
             let key = match n.strip_prefix("x-object-meta-") {
@@ -159,7 +178,19 @@ fn object_metadata(h: &HeaderMap) -> Metadata {
             };
             Some((key, String::from_utf8_lossy(value.as_bytes()).trim().to_string()))
         })
-        .collect()
+        .collect();
+    if let Some(at) = delete_at {
+        m.insert(format!("{STORED_HEADER_KEY}x-delete-at"), at.to_string());
+    }
+    Ok(m)
+}
+
+/// Whether the object's `X-Delete-At` has come: it is then gone for readers at once.
+fn expired(row: &ObjectRow) -> bool {
+    row.metadata
+        .get(&format!("{STORED_HEADER_KEY}x-delete-at"))
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|at| at <= Utc::now().timestamp())
 }
 
 fn is_true(v: Option<&str>) -> bool {
@@ -589,7 +620,7 @@ async fn object(
                         (&account, &sc, &so),
                         (&account, &container, &object),
                         content_type_of(&headers, &object),
-                        object_metadata(&headers),
+                        object_metadata(&headers)?,
                         is_true(header_str(&headers, "x-fresh-metadata")),
                     )
                     .await?;
@@ -608,7 +639,7 @@ async fn object(
             let req = PutRequest {
                 content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
                 expected_etag: header_str(&headers, "etag").map(str::to_string),
-                metadata: object_metadata(&headers),
+                metadata: object_metadata(&headers)?,
             };
             let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
             Ok(created(&row))
@@ -623,7 +654,7 @@ async fn object(
                     (&account, &container, &object),
                     (&account, &dc, &dob),
                     content_type_of(&headers, &dob),
-                    object_metadata(&headers),
+                    object_metadata(&headers)?,
                     is_true(header_str(&headers, "x-fresh-metadata")),
                 )
                 .await?;
@@ -631,6 +662,9 @@ async fn object(
         }
         "GET" | "HEAD" => {
             let row = s.store.object(&account, &container, &object).await?;
+            if expired(&row) {
+                return Err(Error::NotFound("The resource could not be found.".into()).into());
+            }
             if let Some(r) = conditional(&headers, &row)? {
                 return Ok(r);
             }
@@ -656,7 +690,7 @@ async fn object(
         }
         "POST" => {
             let ct = content_type_of(&headers, &object);
-            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)).await?;
+            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)?).await?;
             Ok(status(StatusCode::ACCEPTED))
         }
         "DELETE" => {

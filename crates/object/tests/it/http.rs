@@ -354,3 +354,24 @@ async fn content_disposition_and_encoding_are_kept() {
     assert!(get.headers.keys().all(|k| !k.as_str().starts_with("x-object-meta-")), "not user metadata");
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn expiring_objects_vanish_from_reads() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/e"), vec![], &[]).await.status, 201);
+    let o = format!("{acct}/e/o");
+    assert_eq!(call(&cloud, c, "PUT", &o, b"x".to_vec(), &[]).await.status, 201);
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-At", "100")]).await.status, 400, "in the past");
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-After", "soon")]).await.status, 400);
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-After", "1")]).await.status, 202);
+    let head = call(&cloud, c, "HEAD", &o, vec![], &[]).await;
+    assert_eq!(head.status, 200);
+    let at: i64 = head.h("x-delete-at").parse().expect("x-delete-at");
+    assert!(at > chrono::Utc::now().timestamp() - 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(call(&cloud, c, "GET", &o, vec![], &[]).await.status, 404);
+    assert_eq!(call(&cloud, c, "HEAD", &o, vec![], &[]).await.status, 404);
+    cloud.shutdown().await;
+}
