@@ -17,8 +17,10 @@ import configparser
 import datetime
 import json
 import os
+import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +315,42 @@ def _discover_volume(cloud: Cloud, url: str, section: dict[str, str], features: 
         section["max_microversion"] = hi
 
 
+def _ensure_role(cloud: Cloud, name: str) -> None:
+    """Creates the role `name` unless it exists (Tempest assigns it by name, as DevStack's Swift plugin creates it)."""
+    roles = (_get(cloud, f"{cloud.identity_v3}/roles?name={urllib.parse.quote(name)}") or {}).get("roles")
+    if roles is None or any(r.get("name", "").lower() == name.lower() for r in roles):
+        return
+    try:
+        status, _, payload = _request("POST", f"{cloud.identity_v3}/roles", token=cloud.token, body={"role": {"name": name}})
+    except OSError as e:
+        _warn(f"creating role {name}: {e}")
+        return
+    if status not in (201, 409):
+        _warn(f"creating role {name}: HTTP {status}: {payload}")
+
+
+def _discover_object_store(cloud: Cloud, url: str, section: dict[str, str], features: dict[str, str]) -> None:
+    """Swift's capabilities (`GET <root>/info`) decide which of Tempest's middleware tests run."""
+    root = re.split(r"(?:^|/)+v\d+(?:\.\d+)?", urllib.parse.urlsplit(url).path)[0]
+    parts = urllib.parse.urlsplit(url)
+    info = _get(cloud, urllib.parse.urlunsplit((parts.scheme, parts.netloc, root + "/info", "", "")))
+    # Tempest gives its object-storage users the operator role; `member` owns its project's account here.
+    section["operator_role"] = "member"
+    section["reseller_admin_role"] = "ResellerAdmin"
+    _ensure_role(cloud, "ResellerAdmin")
+    if not isinstance(info, dict):
+        features["discoverability"] = "False"
+        features["discoverable_apis"] = ""
+        features["container_sync"] = "False"
+        features["object_versioning"] = "False"
+        return
+    apis = sorted(k for k in info if k != "swift")
+    features["discoverability"] = "True"
+    features["discoverable_apis"] = ",".join(apis)
+    features["container_sync"] = str("container_sync" in info)
+    features["object_versioning"] = str("versioned_writes" in info)
+
+
 def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configparser.ConfigParser:
     conf = configparser.ConfigParser(interpolation=None)
     conf["DEFAULT"] = {"log_dir": str(workspace / "logs"), "log_file": "tempest.log"}
@@ -386,6 +424,11 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
     if volume_url:
         sections["volume-feature-enabled"] = {}
         _discover_volume(cloud, volume_url, sections["volume"], sections["volume-feature-enabled"])
+
+    object_url = url_of("object-storage")
+    if object_url:
+        sections["object-storage-feature-enabled"] = {}
+        _discover_object_store(cloud, object_url, sections["object-storage"], sections["object-storage-feature-enabled"])
 
     for name, values in sections.items():
         if values:

@@ -1,6 +1,7 @@
-//! The Swift proxy API under `/object-store`: `GET /info` (no token) and `/v1/{account}[/{container}[/{object}]]`
-//! with Keystone tokens. Project members own `AUTH_<project_id>` (readers read it), `admin` reaches every account,
-//! anyone else gets 403. Errors are Swift's short HTML bodies; every response carries `X-Trans-Id` and
+//! The Swift proxy API under `/object-store`: `GET /info` and `GET /healthcheck` (no token) and
+//! `/v1/{account}[/{container}[/{object}]]` (also with a trailing slash) with Keystone tokens. Project members own
+//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account, anyone else gets 403.
+//! Errors are Swift's short HTML bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and
 //! `X-Openstack-Request-Id`.
 
 use std::sync::Arc;
@@ -36,14 +37,38 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
     let auth = AuthLayerState::new(validator, identity_url);
     let protected = Router::new()
         .route("/v1/{account}", any(account))
+        .route("/v1/{account}/", any(account))
         .route("/v1/{account}/{container}", any(container))
+        .route("/v1/{account}/{container}/", any(container))
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
-    let router = Router::new().route("/info", get(info)).merge(protected).with_state(AppState { store });
-    let mut wire = WireConfig::new(ErrorStyle::Swift);
-    wire.extra_request_id_header = Some(HeaderName::from_static("x-trans-id"));
-    api_common::wire::apply(router, wire)
+    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(protected).with_state(AppState { store });
+    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift)).layer(axum::middleware::map_response(trans_id))
+}
+
+/// Adds Swift's `X-Trans-Id` (`tx` + 21 hex digits + `-` + the time as 10 hex digits), derived from the request id
+/// the wire layer chose, so that both headers name the same request.
+async fn trans_id(mut resp: Response) -> Response {
+    let hex: String = resp
+        .headers()
+        .get(api_common::wire::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|id| id.chars().filter(char::is_ascii_hexdigit).map(|c| c.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let hex = if hex.len() >= 21 { hex[hex.len() - 21..].to_string() } else { uuid::Uuid::new_v4().simple().to_string()[..21].to_string() };
+    let id = format!("tx{hex}-{:010x}", Utc::now().timestamp());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HeaderName::from_static("x-trans-id"), v);
+    }
+    resp
+}
+
+/// Swift's healthcheck middleware: `200 OK` while the proxy serves.
+async fn healthcheck() -> Response {
+    let mut r = Body::from("OK").into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
 }
 
 async fn info() -> axum::Json<Value> {
@@ -70,11 +95,12 @@ async fn info() -> axum::Json<Value> {
     }))
 }
 
-/// Checks the caller may act on `account`: 403 unless admin, or a member (a reader, for reads) of its project.
+/// Checks the caller may act on `account`: 403 unless admin or `ResellerAdmin` (Swift's operator of every account),
+/// or a member (a reader, for reads) of its project.
 fn authorize(ctx: &Context, account: &str, write: bool) -> Result<(), Error> {
     let denied = || Error::Forbidden("Access was denied to this resource.".into());
     let project = account.strip_prefix("AUTH_").ok_or_else(denied)?;
-    if ctx.has_role("admin") {
+    if ctx.has_role("admin") || ctx.has_role("ResellerAdmin") {
         return Ok(());
     }
     if ctx.project_id.as_deref() != Some(project) {
@@ -114,8 +140,61 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
     out
 }
 
-fn object_metadata(h: &HeaderMap) -> Metadata {
-    meta_updates(h, "object").into_iter().filter(|(_, v)| !v.is_empty()).collect()
+/// The object headers other than `X-Object-Meta-*` that Swift stores with an object and returns on GET/HEAD. They
+/// are kept in its metadata under `header:<name>` (no user key has a `:`, a header name cannot hold one).
+const STORED_HEADERS: &[&str] = &["content-disposition", "content-encoding"];
+const STORED_HEADER_KEY: &str = "header:";
+
+/// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
+/// them), the [`STORED_HEADERS`] and the expiry (`X-Delete-At`, or `X-Delete-After` seconds from now, kept as
+/// `header:x-delete-at`); `X-Remove-Object-Meta-*` simply leaves a key out, since the request replaces the whole set.
+fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
+    let now = Utc::now().timestamp();
+    let delete_at = match (header_str(h, "x-delete-at"), header_str(h, "x-delete-after")) {
+        (Some(at), _) => {
+            let at: i64 = at.trim().parse().map_err(|_| Error::BadRequest("Non-integer X-Delete-At".into()))?;
+            if at <= now {
+                return Err(Error::BadRequest("X-Delete-At in past".into()));
+            }
+            Some(at)
+        }
+        (None, Some(after)) => {
+            let after: i64 = after.trim().parse().map_err(|_| Error::BadRequest("Non-integer X-Delete-After".into()))?;
+            if after < 0 {
+                return Err(Error::BadRequest("X-Delete-After in past".into()));
+            }
+            Some(now + after)
+        }
+        (None, None) => None,
+    };
+    let mut m: Metadata = h
+        .iter()
+        .filter_map(|(name, value)| {
+            let n = name.as_str();
+            let key = match n.strip_prefix("x-object-meta-") {
+                Some(k) => k.to_string(),
+                None if STORED_HEADERS.contains(&n) => format!("{STORED_HEADER_KEY}{n}"),
+                None => return None,
+            };
+            Some((key, String::from_utf8_lossy(value.as_bytes()).trim().to_string()))
+        })
+        .collect();
+    if let Some(at) = delete_at {
+        m.insert(format!("{STORED_HEADER_KEY}x-delete-at"), at.to_string());
+    }
+    Ok(m)
+}
+
+/// Whether the object's `X-Delete-At` has come: it is then gone for readers at once.
+fn expired(row: &ObjectRow) -> bool {
+    row.metadata
+        .get(&format!("{STORED_HEADER_KEY}x-delete-at"))
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|at| at <= Utc::now().timestamp())
+}
+
+fn is_true(v: Option<&str>) -> bool {
+    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"))
 }
 
 fn http_date(micros: i64) -> String {
@@ -136,7 +215,10 @@ fn put_header(resp: &mut Response, name: &str, value: impl AsRef<str>) {
 
 fn with_meta(resp: &mut Response, kind: &str, m: &Metadata) {
     for (k, v) in m {
-        put_header(resp, &format!("x-{kind}-meta-{k}"), v);
+        match k.strip_prefix(STORED_HEADER_KEY) {
+            Some(h) => put_header(resp, h, v),
+            None => put_header(resp, &format!("x-{kind}-meta-{k}"), v),
+        }
     }
 }
 
@@ -173,7 +255,7 @@ fn listing_query(q: &std::collections::HashMap<String, String>) -> Result<(ListQ
         }
         None => limits::LISTING_LIMIT,
     };
-    let reverse = q.get("reverse").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on" | "t" | "y"));
+    let reverse = is_true(q.get("reverse").map(String::as_str));
     let format = match q.get("format").map(String::as_str) {
         Some("json") => Format::Json,
         Some("xml") => Format::Xml,
@@ -488,6 +570,30 @@ fn content_type_of(h: &HeaderMap, name: &str) -> Option<String> {
     Some(ct.to_string())
 }
 
+/// The answer to a server-side copy: 201 with the copy's headers and where it came from.
+fn copied(account: &str, (source, copy): &(ObjectRow, ObjectRow), from: (&str, &str)) -> Response {
+    let mut r = created(copy);
+    put_header(&mut r, "content-type", &copy.content_type);
+    with_meta(&mut r, "object", &copy.metadata);
+    put_header(&mut r, "x-copied-from", format!("{}/{}", percent_encode(from.0), percent_encode(from.1)));
+    put_header(&mut r, "x-copied-from-account", account);
+    put_header(&mut r, "x-copied-from-last-modified", http_date(source.last_modified));
+    r
+}
+
+/// Percent-encodes all but unreserved characters and `/`, as Swift quotes names in headers.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn created(row: &ObjectRow) -> Response {
     let mut r = status(StatusCode::CREATED);
     put_header(&mut r, "etag", &row.etag);
@@ -508,16 +614,17 @@ async fn object(
         "PUT" => {
             if let Some(src) = header_str(&headers, "x-copy-from") {
                 let (sc, so) = split_copy_path(src)?;
-                let row = s
+                let rows = s
                     .store
                     .copy_object(
                         (&account, &sc, &so),
                         (&account, &container, &object),
                         content_type_of(&headers, &object),
-                        object_metadata(&headers),
+                        object_metadata(&headers)?,
+                        is_true(header_str(&headers, "x-fresh-metadata")),
                     )
                     .await?;
-                return Ok(created(&row));
+                return Ok(copied(&account, &rows, (&sc, &so)));
             }
             let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
             let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
@@ -532,7 +639,7 @@ async fn object(
             let req = PutRequest {
                 content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
                 expected_etag: header_str(&headers, "etag").map(str::to_string),
-                metadata: object_metadata(&headers),
+                metadata: object_metadata(&headers)?,
             };
             let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
             Ok(created(&row))
@@ -541,19 +648,23 @@ async fn object(
             let dest = header_str(&headers, "destination")
                 .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
             let (dc, dob) = split_copy_path(dest)?;
-            let row = s
+            let rows = s
                 .store
                 .copy_object(
                     (&account, &container, &object),
                     (&account, &dc, &dob),
                     content_type_of(&headers, &dob),
-                    object_metadata(&headers),
+                    object_metadata(&headers)?,
+                    is_true(header_str(&headers, "x-fresh-metadata")),
                 )
                 .await?;
-            Ok(created(&row))
+            Ok(copied(&account, &rows, (&container, &object)))
         }
         "GET" | "HEAD" => {
             let row = s.store.object(&account, &container, &object).await?;
+            if expired(&row) {
+                return Err(Error::NotFound("The resource could not be found.".into()).into());
+            }
             if let Some(r) = conditional(&headers, &row)? {
                 return Ok(r);
             }
@@ -579,7 +690,7 @@ async fn object(
         }
         "POST" => {
             let ct = content_type_of(&headers, &object);
-            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)).await?;
+            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)?).await?;
             Ok(status(StatusCode::ACCEPTED))
         }
         "DELETE" => {

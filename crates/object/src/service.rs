@@ -368,24 +368,27 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// Copies an object server-side (streamed), merging `metadata` over the source's.
+    /// Copies an object server-side (streamed), merging `metadata` over the source's (over nothing when `fresh`,
+    /// as `X-Fresh-Metadata: true` asks); returns the source and the copy.
     pub async fn copy_object(
         &self,
         src: (&str, &str, &str),
         dest: (&str, &str, &str),
         content_type: Option<String>,
         metadata: Metadata,
-    ) -> Result<ObjectRow, Error> {
+        fresh: bool,
+    ) -> Result<(ObjectRow, ObjectRow), Error> {
         let source = self.object(src.0, src.1, src.2).await?;
         let body = self.read_object(&source, None).await?;
-        let mut merged = source.metadata.clone();
+        let mut merged = if fresh { Metadata::new() } else { source.metadata.clone() };
         merged.extend(metadata);
         let req = PutRequest {
             content_type: content_type.unwrap_or(source.content_type.clone()),
             expected_etag: Some(source.etag.clone()),
             metadata: merged,
         };
-        self.put_object(dest.0, dest.1, dest.2, body, req).await
+        let copy = self.put_object(dest.0, dest.1, dest.2, body, req).await?;
+        Ok((source, copy))
     }
 }
 
@@ -424,7 +427,8 @@ fn check_object_name(name: &str) -> Result<(), Error> {
 /// Swift's metadata constraints: name and value lengths, count, overall size.
 pub fn check_metadata(m: &Metadata) -> Result<(), Error> {
     let mut total = 0;
-    for (k, v) in m {
+    // Keys with a `:` are headers the API stores with an object (`header:content-disposition`), not user metadata.
+    for (k, v) in m.iter().filter(|(k, _)| !k.contains(':')) {
         if k.is_empty() {
             return Err(Error::BadRequest("Metadata name cannot be empty".into()));
         }
@@ -436,7 +440,7 @@ pub fn check_metadata(m: &Metadata) -> Result<(), Error> {
         }
         total += k.len() + v.len();
     }
-    if m.len() > limits::MAX_META_COUNT {
+    if m.keys().filter(|k| !k.contains(':')).count() > limits::MAX_META_COUNT {
         return Err(Error::BadRequest(format!("Too many metadata items; max {}", limits::MAX_META_COUNT)));
     }
     if total > limits::MAX_META_OVERALL_SIZE {
@@ -462,7 +466,10 @@ async fn list<T: Named>(
     q: &ListQuery,
     mut fetch: impl FnMut(Option<String>, String, bool, i64) -> BoxFuture<'static, Result<Vec<T>, Error>>,
 ) -> Result<Vec<Entry<T>>, Error> {
-    let limit = q.limit.clamp(1, limits::LISTING_LIMIT);
+    if q.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = q.limit.min(limits::LISTING_LIMIT);
     let batch = (limit + 1).clamp(100, limits::LISTING_LIMIT) as i64;
     let mut out: Vec<Entry<T>> = Vec::new();
     let mut cursor: Option<String> = q.marker.clone().filter(|m| !m.is_empty());

@@ -250,3 +250,128 @@ async fn listings() {
     assert_eq!(accept.json().as_array().unwrap().len(), 6);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn swift_conventions_and_reseller_admin() {
+    let cloud = TestCloud::start().await;
+    let acct = account_of(&cloud.member);
+
+    // X-Trans-Id as Swift forms it, on successes and errors alike.
+    let ok = call(&cloud, &cloud.member, "GET", &acct, vec![], &[]).await;
+    let missing = call(&cloud, &cloud.member, "HEAD", &format!("{acct}/nope"), vec![], &[]).await;
+    assert_eq!(missing.status, 404);
+    for r in [&ok, &missing] {
+        let id = r.h("x-trans-id");
+        let (tx, time) = id.split_once('-').expect("tx…-time");
+        assert!(tx.len() == 23 && tx.starts_with("tx") && tx[2..].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(time.len() == 10 && time.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(r.h("x-openstack-request-id").starts_with("req-"));
+    }
+
+    let health = call(&cloud, &cloud.anonymous, "GET", "/object-store/healthcheck", vec![], &[]).await;
+    assert_eq!((health.status, health.text().as_str()), (200, "OK"));
+
+    // Trailing slashes name the account and the container.
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/slash/"), vec![], &[]).await.status, 201);
+    let listed = call(&cloud, &cloud.member, "GET", &format!("{acct}/?format=json"), vec![], &[]).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json()[0]["name"], "slash");
+    assert_eq!(call(&cloud, &cloud.member, "PUT", &format!("{acct}/slash/o"), b"x".to_vec(), &[]).await.status, 201);
+    let objects = call(&cloud, &cloud.member, "GET", &format!("{acct}/slash/"), vec![], &[]).await;
+    assert_eq!((objects.status, objects.text().as_str()), (200, "o\n"));
+
+    // A ResellerAdmin of another project reaches the demo account; a plain member of that project does not.
+    let admin = &cloud.admin;
+    let role = admin.post("/identity/v3/roles", &serde_json::json!({"role": {"name": "ResellerAdmin"}})).await;
+    assert_eq!(role.status, 201, "{}", role.text);
+    let role_id = role.json()["role"]["id"].as_str().unwrap().to_string();
+    let admin_project = admin.token_body["token"]["project"]["id"].as_str().unwrap().to_string();
+    let user = admin
+        .post("/identity/v3/users", &serde_json::json!({"user": {"name": "reseller", "password": "reseller-pw"}}))
+        .await;
+    assert_eq!(user.status, 201, "{}", user.text);
+    let user_id = user.json()["user"]["id"].as_str().unwrap().to_string();
+    let path = format!("/identity/v3/projects/{admin_project}/users/{user_id}/roles/{role_id}");
+    assert_eq!(admin.request(Method::PUT, &path, None, &[]).await.status, 204);
+    let reseller = cloud.anonymous.login("reseller", "reseller-pw", "admin").await;
+    assert_eq!(call(&cloud, &reseller, "GET", &acct, vec![], &[]).await.status, 200);
+    assert_eq!(call(&cloud, &reseller, "PUT", &format!("{acct}/by-reseller"), vec![], &[]).await.status, 201);
+    let admin_acct = account_of(&cloud.admin);
+    assert_eq!(call(&cloud, &cloud.member, "GET", &admin_acct, vec![], &[]).await.status, 403);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn blank_metadata_copies_and_empty_listings() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/m"), vec![], &[]).await.status, 201);
+    let put = call(&cloud, c, "PUT", &format!("{acct}/m/src"), b"data".to_vec(), &[("X-Object-Meta-Blank", ""), ("X-Object-Meta-Src", "v")]).await;
+    assert_eq!(put.status, 201);
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/src"), vec![], &[]).await;
+    assert_eq!(head.headers.get("x-object-meta-blank").map(|v| v.as_bytes()), Some(&b""[..]), "blank values are kept");
+
+    // COPY answers with the copy's metadata and its origin; X-Fresh-Metadata drops the source's metadata.
+    let copy = call(&cloud, c, "COPY", &format!("{acct}/m/src"), vec![], &[("Destination", "m/dst 1"), ("X-Object-Meta-New", "n")]).await;
+    assert_eq!(copy.status, 201);
+    assert_eq!(copy.h("x-copied-from"), "m/src");
+    assert_eq!(copy.h("x-object-meta-src"), "v");
+    assert_eq!(copy.h("x-object-meta-new"), "n");
+    assert!(!copy.h("x-copied-from-last-modified").is_empty());
+    let fresh = call(&cloud, c, "PUT", &format!("{acct}/m/fresh"), vec![], &[("X-Copy-From", "m/src"), ("X-Fresh-Metadata", "true")]).await;
+    assert_eq!(fresh.status, 201);
+    assert_eq!(fresh.h("x-copied-from"), "m/src");
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/fresh"), vec![], &[]).await;
+    assert!(head.headers.get("x-object-meta-src").is_none());
+    assert_eq!(call(&cloud, c, "GET", &format!("{acct}/m/fresh"), vec![], &[]).await.body, b"data");
+
+    // POST replaces the set, blank values included.
+    let post = call(&cloud, c, "POST", &format!("{acct}/m/src"), vec![], &[("X-Object-Meta-Only", "")]).await;
+    assert_eq!(post.status, 202);
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/m/src"), vec![], &[]).await;
+    assert!(head.headers.get("x-object-meta-only").is_some() && head.headers.get("x-object-meta-src").is_none());
+
+    // limit=0 lists nothing.
+    let none = call(&cloud, c, "GET", &format!("{acct}/m?limit=0"), vec![], &[]).await;
+    assert_eq!(none.status, 204);
+    let none = call(&cloud, c, "GET", &format!("{acct}?limit=0&format=json"), vec![], &[]).await;
+    assert_eq!(none.json(), serde_json::json!([]));
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn content_disposition_and_encoding_are_kept() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/h"), vec![], &[]).await.status, 201);
+    let headers = [("Content-Disposition", "attachment; filename=a.txt"), ("Content-Encoding", "gzip")];
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/h/o"), b"zz".to_vec(), &headers).await.status, 201);
+    let get = call(&cloud, c, "GET", &format!("{acct}/h/o"), vec![], &[]).await;
+    assert_eq!(get.h("content-disposition"), "attachment; filename=a.txt");
+    assert_eq!(get.h("content-encoding"), "gzip");
+    assert!(get.headers.keys().all(|k| !k.as_str().starts_with("x-object-meta-")), "not user metadata");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn expiring_objects_vanish_from_reads() {
+    let cloud = TestCloud::start().await;
+    let c = &cloud.member;
+    let acct = account_of(c);
+    assert_eq!(call(&cloud, c, "PUT", &format!("{acct}/e"), vec![], &[]).await.status, 201);
+    let o = format!("{acct}/e/o");
+    assert_eq!(call(&cloud, c, "PUT", &o, b"x".to_vec(), &[]).await.status, 201);
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-At", "100")]).await.status, 400, "in the past");
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-After", "soon")]).await.status, 400);
+    assert_eq!(call(&cloud, c, "POST", &o, vec![], &[("X-Delete-After", "1")]).await.status, 202);
+    let head = call(&cloud, c, "HEAD", &o, vec![], &[]).await;
+    assert_eq!(head.status, 200);
+    let at: i64 = head.h("x-delete-at").parse().expect("x-delete-at");
+    assert!(at > chrono::Utc::now().timestamp() - 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(call(&cloud, c, "GET", &o, vec![], &[]).await.status, 404);
+    assert_eq!(call(&cloud, c, "HEAD", &o, vec![], &[]).await.status, 404);
+    cloud.shutdown().await;
+}
