@@ -1,10 +1,12 @@
 //! Repository chores: `cargo xtask bench` (start-up and memory benchmark of `stratus up`) and
 //! `cargo xtask bench identity` (token issue/validate and user-list latency and throughput, against upstream
 //! Keystone too when `bench/keystone/setup` has been run; see [`identity`]) and `cargo xtask bench image` (image
-//! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]).
+//! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]) and `cargo xtask bench
+//! placement` (allocation candidates latency and allocation write throughput; see [`placement`]).
 
 mod identity;
 mod image;
+mod placement;
 
 use std::{
     io::{Read, Write},
@@ -46,6 +48,8 @@ enum Suite {
     Identity(identity::Args),
     /// Upload and download of a 1 GiB image (cold, image-cache hit cold and hot) vs `cat`, and peak RSS.
     Image(image::Args),
+    /// Allocation candidates latency and allocation write throughput at 1,000 and 10,000 providers, 1 and 4 clients.
+    Placement(placement::Args),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +62,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Image(args)),
             ..
         } => image::run(args),
+        Task::Bench {
+            suite: Some(Suite::Placement(args)),
+            ..
+        } => placement::run(args),
         Task::Bench {
             suite: None,
             runs,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{model::Inventory, store::ProviderRow};
 
 /// One provider as candidates see it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProviderView {
     pub row: ProviderRow,
     pub inventories: BTreeMap<String, Inventory>,
@@ -42,7 +42,7 @@ impl ProviderView {
 }
 
 /// Every provider, at one moment.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub providers: Vec<ProviderView>,
 }

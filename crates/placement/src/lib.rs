@@ -4,12 +4,13 @@
 //!   bodies and policy rules;
 //! * [`service`] — [`Placement`]: resource providers, inventories, traits, aggregates, allocations with capacity and
 //!   generation checks, usages;
-//! * [`candidates`] — allocation candidates, a pure function over a [`candidates::Snapshot`] so the same code
-//!   serves a snapshot loaded from the database and, later, one kept in memory;
+//! * [`candidates`] — allocation candidates, a pure function over a [`candidates::Snapshot`] kept in memory by
+//!   `cache` (coherent across processes through a change counter in the database);
 //! * [`model`] — resource classes and traits (standard and `CUSTOM_*`), inventory records and their validation;
 //! * [`store`] — the `placement_*` tables (portable SQL through `db`).
 
 pub mod api;
+mod cache;
 pub mod candidates;
 mod error;
 pub mod model;

@@ -1,11 +1,17 @@
 //! The placement logic between the API and the store: validation that is not wire syntax, provider trees,
-//! resource class and trait existence, and retries of allocation writes that lost a generation race.
+//! resource class and trait existence, and retries of allocation writes that lost a generation race. Reads for
+//! candidates and provider listings go through the cached snapshot of `cache`; every write here reports what it
+//! touched to that cache.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use db::Database;
 
 use crate::{
+    cache::{SnapshotCache, Touched},
     candidates::{self, Request, Snapshot},
     error::Error,
     model::{self, Inventory},
@@ -20,11 +26,12 @@ const ALLOCATION_RETRIES: usize = 10;
 #[derive(Clone, Debug)]
 pub struct Placement {
     store: Store,
+    cache: SnapshotCache,
 }
 
 impl Placement {
     pub fn new(db: Database) -> Self {
-        Placement { store: Store::new(db) }
+        Placement { store: Store::new(db), cache: SnapshotCache::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -55,6 +62,7 @@ impl Placement {
         };
         let row = ProviderRow { uuid: uuid.clone(), name: name.to_string(), generation: 0, parent_uuid, root_uuid, updated_at: 0 };
         self.store.provider_insert(&row).await?;
+        self.touched(&uuid).await;
         self.provider(&uuid).await
     }
 
@@ -90,11 +98,14 @@ impl Placement {
             (parent, _) => (parent.clone(), current.root_uuid.clone()),
         };
         self.store.provider_update(uuid, generation, name, parent.as_deref(), &root).await?;
+        self.touched(uuid).await;
         self.provider(uuid).await
     }
 
     pub async fn provider_delete(&self, uuid: &str) -> Result<(), Error> {
-        self.store.provider_delete(uuid).await
+        self.store.provider_delete(uuid).await?;
+        self.touched(uuid).await;
+        Ok(())
     }
 
     // ----- inventories -----
@@ -105,7 +116,9 @@ impl Placement {
         for inv in &inventories {
             self.require_class(&inv.resource_class).await?;
         }
-        self.store.inventories_replace(uuid, generation, &inventories).await
+        let generation = self.store.inventories_replace(uuid, generation, &inventories).await?;
+        self.touched(uuid).await;
+        Ok(generation)
     }
 
     /// Sets or replaces one class's inventory, keeping the others.
@@ -125,7 +138,9 @@ impl Placement {
         if all.len() == before {
             return Err(Error::NotFound(format!("No inventory of class {class} found for delete")));
         }
-        self.store.inventories_replace(uuid, p.generation, &all).await.map(|_| ())
+        self.store.inventories_replace(uuid, p.generation, &all).await?;
+        self.touched(uuid).await;
+        Ok(())
     }
 
     // ----- resource classes and traits -----
@@ -168,7 +183,23 @@ impl Placement {
         if !missing.is_empty() {
             return Err(Error::BadRequest(format!("No such trait(s): {}.", missing.join(", "))));
         }
-        self.store.provider_traits_replace(uuid, generation, &traits).await
+        let generation = self.store.provider_traits_replace(uuid, generation, &traits).await?;
+        self.touched(uuid).await;
+        Ok(generation)
+    }
+
+    /// Replaces a provider's aggregates, checking and bumping `generation` when given; returns the generation
+    /// afterwards.
+    pub async fn provider_aggregates_set(&self, uuid: &str, generation: Option<i64>, aggregates: &BTreeSet<String>) -> Result<i64, Error> {
+        self.provider(uuid).await?;
+        let generation = self.store.provider_aggregates_replace(uuid, generation, aggregates).await?;
+        self.touched(uuid).await;
+        Ok(generation)
+    }
+
+    /// Brings the cached snapshot up to date with a committed write to one provider.
+    async fn touched(&self, uuid: &str) {
+        self.cache.committed(&self.store, Touched::Providers(&[uuid.to_string()])).await;
     }
 
     // ----- allocations -----
@@ -198,7 +229,11 @@ impl Placement {
                 Err(e) if e.is_provider_race() && attempt < ALLOCATION_RETRIES => {
                     tracing::debug!(attempt, "allocation write lost a provider generation race; retrying");
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(touched) => {
+                    self.cache.committed(&self.store, Touched::Usages(&touched)).await;
+                    return Ok(());
+                }
             }
         }
     }
@@ -223,12 +258,13 @@ impl Placement {
 
     // ----- candidates -----
 
-    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
-        self.store.snapshot().await
+    /// Every provider as candidates see it, current as of the last write committed by any process.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, Error> {
+        self.cache.get(&self.store).await
     }
 
     /// Allocation candidates: the matching providers (at most `limit`) and the snapshot they came from.
-    pub async fn allocation_candidates(&self, request: &Request, limit: Option<usize>) -> Result<(Snapshot, Vec<usize>), Error> {
+    pub async fn allocation_candidates(&self, request: &Request, limit: Option<usize>) -> Result<(Arc<Snapshot>, Vec<usize>), Error> {
         let snapshot = self.snapshot().await?;
         let picked = candidates::candidates(&snapshot, request, limit);
         Ok((snapshot, picked))

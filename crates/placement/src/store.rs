@@ -4,6 +4,10 @@
 //! Writes that change what a provider offers or what is allocated on it bump the provider's `generation` with
 //! `UPDATE … WHERE generation = ?` inside the writing transaction, so two writers that read the same state can
 //! never both commit: the loser gets [`Error::generation_conflict`].
+//!
+//! Every write that changes what allocation candidates see (providers, inventories, traits, aggregates,
+//! allocations) also bumps the single row of `placement_change` in the same transaction, so any process can tell
+//! with one tiny query ([`Store::change_counter`]) whether its cached [`Snapshot`] is still current.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -17,7 +21,18 @@ use crate::{
 };
 
 /// Every placement migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, CHANGE_COUNTER];
+
+const CHANGE_COUNTER: Migration = Migration {
+    version: 2,
+    name: "placement change counter",
+    sql: "
+CREATE TABLE placement_change (
+    id {int} PRIMARY KEY,
+    counter {int} NOT NULL
+);
+INSERT INTO placement_change (id, counter) VALUES (1, 0)",
+};
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -179,6 +194,7 @@ impl Store {
     /// Inserts a provider; a duplicate name or uuid is a 409 as upstream words it.
     pub async fn provider_insert(&self, p: &ProviderRow) -> Result<(), Error> {
         let now = now_micros();
+        let mut tx = self.begin().await?;
         let r = self
             .db
             .query(
@@ -192,11 +208,16 @@ impl Store {
             .bind(&p.root_uuid)
             .bind(now)
             .bind(now)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await;
         match r {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                bump_change(&self.db, &mut tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
             Err(e) => {
+                drop(tx);
                 let e = db::Error::from(e);
                 if e.is_unique_violation() {
                     let by_uuid = self.provider_get(&p.uuid).await?.is_some();
@@ -265,6 +286,7 @@ impl Store {
                 e.into()
             });
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -307,6 +329,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(provider_not_found(uuid));
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -364,6 +387,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(new_generation)
     }
@@ -458,6 +482,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(new_generation)
     }
@@ -507,6 +532,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(current)
     }
@@ -598,7 +624,8 @@ impl Store {
     /// Writes the allocations of several consumers atomically: consumer-generation checks, capacity checks
     /// against every touched provider's inventory (its other consumers' usage included), and a generation bump of
     /// every touched provider. Nothing is written unless everything passes.
-    pub async fn allocations_write(&self, writes: &[ConsumerWrite]) -> Result<(), Error> {
+    /// Returns every provider whose usage changed (those losing allocations included).
+    pub async fn allocations_write(&self, writes: &[ConsumerWrite]) -> Result<Vec<String>, Error> {
         let mut tx = self.begin().await?;
         let now = now_micros();
         let mut touched: BTreeMap<String, i64> = BTreeMap::new(); // provider → generation read
@@ -756,8 +783,25 @@ impl Store {
         for (provider, generation) in &touched {
             bump_generation(&self.db, &mut tx, provider, *generation).await?;
         }
+        bump_change(&self.db, &mut tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(touched.into_keys().collect())
+    }
+
+    /// The change counter: it moves with every committed write that candidates can see.
+    pub async fn change_counter(&self) -> Result<i64, Error> {
+        Ok(self.db.query_scalar("SELECT counter FROM placement_change WHERE id = 1").fetch_one(self.db.pool()).await?)
+    }
+
+    /// One provider as candidates see it, or `None` if it does not exist.
+    pub async fn provider_view(&self, uuid: &str) -> Result<Option<ProviderView>, Error> {
+        let Some(row) = self.provider_get(uuid).await? else { return Ok(None) };
+        let mut view = ProviderView::new(row);
+        view.inventories = self.inventories_get(uuid).await?.into_iter().map(|i| (i.resource_class.clone(), i)).collect();
+        view.usages = self.provider_usages(uuid).await?;
+        view.traits = self.provider_traits(uuid).await?.into_iter().collect();
+        view.aggregates = self.provider_aggregates(uuid).await?.into_iter().collect();
+        Ok(Some(view))
     }
 
     /// Everything allocation candidates and provider filters read, in five queries.
@@ -856,6 +900,12 @@ async fn bump_generation(db: &Database, conn: &mut AnyConnection, uuid: &str, ge
         Some(_) => Error::generation_conflict(uuid),
         None => provider_not_found(uuid),
     })
+}
+
+/// Bumps the change counter inside a writing transaction.
+async fn bump_change(db: &Database, conn: &mut AnyConnection) -> Result<(), Error> {
+    db.query("UPDATE placement_change SET counter = counter + 1 WHERE id = 1").execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn usage_of_provider(db: &Database, conn: &mut AnyConnection, uuid: &str) -> Result<BTreeMap<String, i64>, Error> {

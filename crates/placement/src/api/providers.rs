@@ -374,8 +374,7 @@ async fn aggregates_replace(State(s): State<AppState>, ctx: Context, Extension(v
         .iter()
         .map(|a| a.as_str().and_then(normalize_uuid).ok_or_else(|| bad(format!("JSON does not validate: {a} is not a 'uuid'"))))
         .collect::<Result<_, _>>()?;
-    s.placement.provider(&uuid).await?;
-    s.placement.store().provider_aggregates_replace(&uuid, generation, &aggs).await?;
+    s.placement.provider_aggregates_set(&uuid, generation, &aggs).await?;
     Ok(Json(aggregates_body(&s, &uuid, v).await?))
 }
 

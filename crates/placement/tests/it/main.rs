@@ -2,6 +2,7 @@
 //! every database backend.
 
 mod api;
+mod cache;
 mod store;
 
 use serde_json::Value;
