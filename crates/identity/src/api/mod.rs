@@ -17,7 +17,7 @@ mod users;
 
 use std::{path::Path, sync::Arc};
 
-use ::auth::{BASE_RULES, Policy};
+use ::auth::Policy;
 use api_common::{ApiError, ErrorStyle, Json, WireConfig};
 use axum::{Router, http::HeaderMap};
 use serde_json::{Value, json};
@@ -46,10 +46,9 @@ const COMMON_POLICIES: &[(&str, &str)] = &[
     ("admin_or_token_subject", "rule:admin_required or rule:token_subject"),
 ];
 
-/// Every default rule of the identity service: the shared base, then each module's own.
+/// The identity service's own default rules (after the shared base rules), module by module.
 pub fn default_policies() -> Vec<(&'static str, &'static str)> {
     let modules: &[&[(&str, &str)]] = &[
-        BASE_RULES,
         COMMON_POLICIES,
         auth::POLICIES,
         domains::POLICIES,
@@ -69,16 +68,7 @@ pub fn default_policies() -> Vec<(&'static str, &'static str)> {
 
 /// Loads the default policy, overridden by `policy_file` (upstream's `policy.yaml`) when given.
 pub fn load_policy(policy_file: Option<&Path>) -> Result<Policy, Error> {
-    let defaults = default_policies();
-    let policy = match policy_file {
-        Some(path) => Policy::load(&defaults, path),
-        None => Policy::new(&defaults),
-    }
-    .map_err(|e| Error::Config(e.to_string()))?;
-    for w in policy.warnings() {
-        tracing::warn!(warning = %w, "identity policy");
-    }
-    Ok(policy)
+    Policy::for_service("identity", &default_policies(), policy_file).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The identity API with the default policy, to be nested at `/identity`.

@@ -13,7 +13,7 @@ mod tasks;
 
 use std::{path::Path, sync::Arc};
 
-use ::auth::{AuthLayerState, BASE_RULES, Context, Policy, TokenValidator};
+use ::auth::{AuthLayerState, Context, Policy, TokenValidator};
 use api_common::{ApiError, ErrorStyle, WireConfig};
 use axum::Router;
 use serde_json::{Map, Value, json};
@@ -104,16 +104,7 @@ pub const POLICIES: &[(&str, &str)] = &[
 
 /// Loads the default policy, overridden by `policy_file` (upstream's `policy.yaml`) when given.
 pub fn load_policy(policy_file: Option<&Path>) -> Result<Policy, Error> {
-    let defaults: Vec<(&str, &str)> = BASE_RULES.iter().chain(POLICIES).copied().collect();
-    let policy = match policy_file {
-        Some(path) => Policy::load(&defaults, path),
-        None => Policy::new(&defaults),
-    }
-    .map_err(|e| Error::Config(e.to_string()))?;
-    for w in policy.warnings() {
-        tracing::warn!(warning = %w, "image policy");
-    }
-    Ok(policy)
+    Policy::for_service("image", POLICIES, policy_file).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The image API, to be nested at `/image`. `identity_url` is advertised in 401s.

@@ -10,7 +10,7 @@ mod providers;
 
 use std::{path::Path, sync::Arc};
 
-use ::auth::{AuthLayerState, BASE_RULES, Context, Policy, TokenValidator};
+use ::auth::{AuthLayerState, Context, Policy, TokenValidator};
 use api_common::{ApiError, ErrorStyle, Microversion, VersionRange, WireConfig, microversion};
 use axum::{
     Json, Router,
@@ -84,16 +84,7 @@ pub const POLICIES: &[(&str, &str)] = &[
 
 /// Loads the default policy, overridden by `policy_file` when given.
 pub fn load_policy(policy_file: Option<&Path>) -> Result<Policy, Error> {
-    let defaults: Vec<(&str, &str)> = BASE_RULES.iter().chain(POLICIES).copied().collect();
-    let policy = match policy_file {
-        Some(path) => Policy::load(&defaults, path),
-        None => Policy::new(&defaults),
-    }
-    .map_err(|e| Error::Config(e.to_string()))?;
-    for w in policy.warnings() {
-        tracing::warn!(warning = %w, "placement policy");
-    }
-    Ok(policy)
+    Policy::for_service("placement", POLICIES, policy_file).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The placement API, to be nested at the path of `base_url` (e.g. `http://host/placement`).
