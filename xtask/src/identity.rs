@@ -24,7 +24,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 /// Set in the environment of the re-executed release xtask: the binaries are already built.
-const REEXEC_ENV: &str = "XTASK_BENCH_RELEASE";
 const USER_PREFIX: &str = "bench-user-";
 
 #[derive(clap::Args, Clone, Debug)]
@@ -134,28 +133,10 @@ impl Results {
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
     let keystone_dir = root.join("bench/keystone");
-    let prebuilt = std::env::var_os(REEXEC_ENV).is_some();
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => {
-            if !prebuilt {
-                cargo_release(&root, "stratus")?;
-            }
-            root.join("target/release/stratus")
-        }
-    };
-    if cfg!(debug_assertions) && !prebuilt {
-        cargo_release(&root, "xtask")?;
-        let status = Command::new(root.join("target/release/xtask"))
-            .args(std::env::args_os().skip(1))
-            .env(REEXEC_ENV, "1")
-            .status()
-            .context("run the release xtask")?;
-        if !status.success() {
-            bail!("benchmark failed ({status})");
-        }
+    if crate::reexec_in_release(&root)? {
         return Ok(());
     }
+    let bin = crate::release_stratus(&root, args.bin.clone())?;
     if args.keystone {
         let status = Command::new(keystone_dir.join("setup"))
             .status()
@@ -211,17 +192,6 @@ pub fn run(args: Args) -> Result<()> {
     })
 }
 
-fn cargo_release(root: &Path, package: &str) -> Result<()> {
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", package])
-        .current_dir(root)
-        .status()
-        .context("cargo build")?;
-    if !status.success() {
-        bail!("release build of {package} failed");
-    }
-    Ok(())
-}
 
 /// Median wall time of one bcrypt hash at `cost`, in ms, measured in this process.
 async fn bcrypt_cost(cost: u32, runs: usize) -> Result<f64> {

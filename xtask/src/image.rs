@@ -41,20 +41,7 @@ struct Row {
 
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
-    let bin = match args.bin {
-        Some(b) => b,
-        None => {
-            let status = Command::new("cargo")
-                .args(["build", "--release", "-p", "stratus"])
-                .current_dir(&root)
-                .status()
-                .context("cargo build")?;
-            if !status.success() {
-                bail!("release build failed");
-            }
-            root.join("target/release/stratus")
-        }
-    };
+    let bin = crate::release_stratus(&root, args.bin)?;
     let work = std::env::temp_dir().join(format!("stratus-bench-image-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;

@@ -81,22 +81,54 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Builds `package` in release mode.
+fn cargo_release(root: &Path, package: &str) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-p", package])
+        .current_dir(root)
+        .status()
+        .context("cargo build")?;
+    if !status.success() {
+        bail!("release build of {package} failed");
+    }
+    Ok(())
+}
+
+/// The server binary to measure: `bin` when given, otherwise a fresh release build of `stratus`.
+fn release_stratus(root: &Path, bin: Option<PathBuf>) -> Result<PathBuf> {
+    match bin {
+        Some(b) => Ok(b),
+        None => {
+            cargo_release(root, "stratus")?;
+            Ok(root.join("target/release/stratus"))
+        }
+    }
+}
+
+/// Set in the environment of an xtask re-run in release mode.
+const REEXEC_ENV: &str = "XTASK_BENCH_RELEASE";
+
+/// Sub-millisecond requests need an optimised load generator: a debug xtask builds the release xtask and runs the
+/// same command with it. Returns true when it did, and the caller is done.
+fn reexec_in_release(root: &Path) -> Result<bool> {
+    if !cfg!(debug_assertions) || std::env::var_os(REEXEC_ENV).is_some() {
+        return Ok(false);
+    }
+    cargo_release(root, "xtask")?;
+    let status = Command::new(root.join("target/release/xtask"))
+        .args(std::env::args_os().skip(1))
+        .env(REEXEC_ENV, "1")
+        .status()
+        .context("run the release xtask")?;
+    if !status.success() {
+        bail!("benchmark failed ({status})");
+    }
+    Ok(true)
+}
+
 fn bench(runs: usize, bin: Option<PathBuf>) -> Result<()> {
     let root = workspace_root();
-    let bin = match bin {
-        Some(b) => b,
-        None => {
-            let status = Command::new("cargo")
-                .args(["build", "--release", "-p", "stratus"])
-                .current_dir(&root)
-                .status()
-                .context("cargo build")?;
-            if !status.success() {
-                bail!("release build failed");
-            }
-            root.join("target/release/stratus")
-        }
-    };
+    let bin = release_stratus(&root, bin)?;
     let work = std::env::temp_dir().join(format!("stratus-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;

@@ -19,7 +19,6 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-const REEXEC_ENV: &str = "XTASK_BENCH_RELEASE";
 const MICROVERSION: &str = "placement 1.20";
 const CANDIDATES: &str = "/allocation_candidates?resources=VCPU:1,MEMORY_MB:512,DISK_GB:10&limit=50";
 const CONCURRENCY: [usize; 2] = [1, 4];
@@ -58,28 +57,10 @@ struct Row {
 
 pub fn run(args: Args) -> Result<()> {
     let root = crate::workspace_root();
-    let prebuilt = std::env::var_os(REEXEC_ENV).is_some();
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => {
-            if !prebuilt {
-                cargo_release(&root, "stratus")?;
-            }
-            root.join("target/release/stratus")
-        }
-    };
-    if cfg!(debug_assertions) && !prebuilt {
-        cargo_release(&root, "xtask")?;
-        let status = Command::new(root.join("target/release/xtask"))
-            .args(std::env::args_os().skip(1))
-            .env(REEXEC_ENV, "1")
-            .status()
-            .context("run the release xtask")?;
-        if !status.success() {
-            bail!("benchmark failed ({status})");
-        }
+    if crate::reexec_in_release(&root)? {
         return Ok(());
     }
+    let bin = crate::release_stratus(&root, args.bin.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     runtime.block_on(async {
         let work = std::env::temp_dir().join(format!("stratus-bench-placement-{}", std::process::id()));
@@ -95,14 +76,6 @@ pub fn run(args: Args) -> Result<()> {
     })
 }
 
-fn cargo_release(root: &Path, package: &str) -> Result<()> {
-    let status =
-        Command::new("cargo").args(["build", "--release", "-p", package]).current_dir(root).status().context("cargo build")?;
-    if !status.success() {
-        bail!("release build of {package} failed");
-    }
-    Ok(())
-}
 
 /// The placement API of the server under test, with an admin token.
 struct Api {
