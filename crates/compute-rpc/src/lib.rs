@@ -1,0 +1,432 @@
+//! The bus contract between the compute controller (the conductor, in `compute`) and the per-host compute agents
+//! (`compute-agent`), as `nova/compute/rpcapi.py` and `nova/conductor/rpcapi.py` are upstream.
+//!
+//! * Agents serve [`COMPUTE_TOPIC`] as server `<host>`; the conductor sends them [`BuildAndRunInstance`],
+//!   [`TerminateInstance`], [`InstanceAction`] and [`GetConsoleOutput`].
+//! * The conductor serves [`CONDUCTOR_TOPIC`]; agents send it [`RegisterNode`], [`ReportResources`],
+//!   [`Heartbeat`], [`InstanceUpdate`], [`ActionEvent`], [`BuildFailed`] and [`InstanceTerminated`].
+//!
+//! Agents never touch the database: every change to an instance goes through the conductor, which applies it
+//! only if the instance is still in the task state the agent expects ([`InstanceUpdate::expected_task_state`]),
+//! so a delete that raced a build wins cleanly.
+//!
+//! Method names are part of the wire format and must stay stable.
+
+use std::collections::BTreeMap;
+
+use bus::Rpc;
+use serde::{Deserialize, Serialize};
+
+/// The topic compute agents serve, one server per host.
+pub const COMPUTE_TOPIC: &str = "compute";
+/// The topic the conductor serves.
+pub const CONDUCTOR_TOPIC: &str = "conductor";
+/// The binary name agents register under, as upstream (`openstack compute service list` shows it).
+pub const COMPUTE_BINARY: &str = "nova-compute";
+
+/// Upstream's `vm_state` values.
+pub mod vm_state {
+    pub const ACTIVE: &str = "active";
+    pub const BUILDING: &str = "building";
+    pub const PAUSED: &str = "paused";
+    pub const SUSPENDED: &str = "suspended";
+    pub const STOPPED: &str = "stopped";
+    pub const RESCUED: &str = "rescued";
+    pub const RESIZED: &str = "resized";
+    pub const SOFT_DELETED: &str = "soft-delete";
+    pub const DELETED: &str = "deleted";
+    pub const ERROR: &str = "error";
+    pub const SHELVED: &str = "shelved";
+    pub const SHELVED_OFFLOADED: &str = "shelved_offloaded";
+}
+
+/// Upstream's `task_state` values.
+pub mod task_state {
+    pub const SCHEDULING: &str = "scheduling";
+    pub const BLOCK_DEVICE_MAPPING: &str = "block_device_mapping";
+    pub const NETWORKING: &str = "networking";
+    pub const SPAWNING: &str = "spawning";
+    pub const IMAGE_SNAPSHOT: &str = "image_snapshot";
+    pub const IMAGE_SNAPSHOT_PENDING: &str = "image_snapshot_pending";
+    pub const IMAGE_PENDING_UPLOAD: &str = "image_pending_upload";
+    pub const IMAGE_UPLOADING: &str = "image_uploading";
+    pub const UPDATING_PASSWORD: &str = "updating_password";
+    pub const RESIZE_PREP: &str = "resize_prep";
+    pub const RESIZE_MIGRATING: &str = "resize_migrating";
+    pub const RESIZE_MIGRATED: &str = "resize_migrated";
+    pub const RESIZE_FINISH: &str = "resize_finish";
+    pub const RESIZE_REVERTING: &str = "resize_reverting";
+    pub const RESIZE_CONFIRMING: &str = "resize_confirming";
+    pub const REBOOTING: &str = "rebooting";
+    pub const REBOOT_PENDING: &str = "reboot_pending";
+    pub const REBOOT_STARTED: &str = "reboot_started";
+    pub const REBOOTING_HARD: &str = "rebooting_hard";
+    pub const REBOOT_PENDING_HARD: &str = "reboot_pending_hard";
+    pub const REBOOT_STARTED_HARD: &str = "reboot_started_hard";
+    pub const PAUSING: &str = "pausing";
+    pub const UNPAUSING: &str = "unpausing";
+    pub const SUSPENDING: &str = "suspending";
+    pub const RESUMING: &str = "resuming";
+    pub const POWERING_OFF: &str = "powering-off";
+    pub const POWERING_ON: &str = "powering-on";
+    pub const REBUILDING: &str = "rebuilding";
+    pub const REBUILD_BLOCK_DEVICE_MAPPING: &str = "rebuild_block_device_mapping";
+    pub const REBUILD_SPAWNING: &str = "rebuild_spawning";
+    pub const DELETING: &str = "deleting";
+    pub const SHELVING: &str = "shelving";
+    pub const SHELVING_IMAGE_PENDING_UPLOAD: &str = "shelving_image_pending_upload";
+    pub const SHELVING_IMAGE_UPLOADING: &str = "shelving_image_uploading";
+    pub const SHELVING_OFFLOADING: &str = "shelving_offloading";
+    pub const UNSHELVING: &str = "unshelving";
+}
+
+/// Upstream's power states (the numbers the API shows as `OS-EXT-STS:power_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(i64)]
+pub enum PowerState {
+    NoState = 0,
+    Running = 1,
+    Paused = 3,
+    Shutdown = 4,
+    Crashed = 6,
+    Suspended = 7,
+}
+
+impl PowerState {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+    pub fn from_code(code: i64) -> PowerState {
+        match code {
+            1 => PowerState::Running,
+            3 => PowerState::Paused,
+            4 => PowerState::Shutdown,
+            6 => PowerState::Crashed,
+            7 => PowerState::Suspended,
+            _ => PowerState::NoState,
+        }
+    }
+}
+
+// ----- shared records -----
+
+/// A flavor as an instance was built with (a copy: later flavor changes do not touch running instances).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlavorSpec {
+    pub flavorid: String,
+    pub name: String,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub root_gb: i64,
+    pub ephemeral_gb: i64,
+    pub swap: i64,
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
+}
+
+/// What an agent needs to build or act on an instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub uuid: String,
+    pub display_name: String,
+    pub hostname: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub flavor: FlavorSpec,
+    /// The image the root disk comes from (empty when booted from a volume).
+    pub image_ref: String,
+    /// The image's properties, as the image service showed them at boot.
+    #[serde(default)]
+    pub image_properties: BTreeMap<String, serde_json::Value>,
+    pub key_name: Option<String>,
+    pub key_data: Option<String>,
+    /// Base64, as the user gave it.
+    pub user_data: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub config_drive: bool,
+    pub availability_zone: Option<String>,
+    pub launch_index: i64,
+}
+
+/// A compute node's capacity and use, as its agent measures it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeResources {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub local_gb: i64,
+    pub vcpus_used: i64,
+    pub memory_mb_used: i64,
+    pub local_gb_used: i64,
+    pub running_vms: i64,
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    pub reserved_host_cpus: i64,
+    pub reserved_host_memory_mb: i64,
+    pub reserved_host_disk_mb: i64,
+}
+
+/// A compute node: one hypervisor of one host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub host: String,
+    /// The hypervisor host name (the node name), usually the host's.
+    pub node: String,
+    pub hypervisor_type: String,
+    pub hypervisor_version: i64,
+    pub host_ip: String,
+    pub cpu_info: serde_json::Value,
+    pub resources: NodeResources,
+}
+
+// ----- agent -> conductor -----
+
+/// An agent announces its service and node at start (and again after the conductor forgot it). The conductor
+/// creates or updates the service record, the compute node and its resource provider with inventory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub node: NodeInfo,
+    pub report_interval_secs: u64,
+}
+
+/// The conductor's answer: the node's stable uuid (also its resource provider's) and whether an operator
+/// disabled the service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRegistered {
+    pub node_uuid: String,
+    pub service_id: String,
+    pub disabled: bool,
+}
+
+impl Rpc for RegisterNode {
+    const METHOD: &'static str = "register_node";
+    type Reply = NodeRegistered;
+}
+
+/// The periodic resource audit's result; the conductor refreshes the node and its inventory when it changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportResources {
+    pub host: String,
+    pub node: String,
+    pub resources: NodeResources,
+}
+
+impl Rpc for ReportResources {
+    const METHOD: &'static str = "report_resources";
+    type Reply = ();
+}
+
+/// A service's liveness report, every `report_interval` seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub host: String,
+    pub binary: String,
+}
+
+impl Rpc for Heartbeat {
+    const METHOD: &'static str = "heartbeat";
+    type Reply = ();
+}
+
+/// Changes to one instance. `None` leaves a field alone; `task_state: Some(None)` clears it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceChanges {
+    pub vm_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub task_state: Option<Option<String>>,
+    pub power_state: Option<PowerState>,
+    /// Set `launched_at` to now.
+    #[serde(default)]
+    pub launched: bool,
+    /// Replaces the image the instance runs (rebuild).
+    pub image_ref: Option<String>,
+}
+
+/// Applies `changes` if the instance's task state is one of `expected_task_state` (any when `None`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceUpdate {
+    pub uuid: String,
+    pub expected_task_state: Option<Vec<Option<String>>>,
+    pub changes: InstanceChanges,
+}
+
+/// Whether the update applied; `false` when the instance is gone or in another task state.
+impl Rpc for InstanceUpdate {
+    const METHOD: &'static str = "instance_update";
+    type Reply = bool;
+}
+
+/// Where an instance action event is: started, or finished with `Success`/`Error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventPhase {
+    Start,
+    Finish { success: bool, details: Option<String> },
+}
+
+/// An instance action event (`compute__do_build_and_run_instance`, `compute_stop_instance`, …) of the action
+/// the request `request_id` started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionEvent {
+    pub instance_uuid: String,
+    pub request_id: String,
+    pub event: String,
+    pub host: String,
+    pub phase: EventPhase,
+}
+
+impl Rpc for ActionEvent {
+    const METHOD: &'static str = "action_event";
+    type Reply = ();
+}
+
+/// A build failed on `host`. With `reschedule` the conductor tries the next alternate host (freeing this
+/// host's allocation); otherwise, or with none left, the instance goes to ERROR with `reason` as its fault.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildFailed {
+    pub instance_uuid: String,
+    pub request_id: String,
+    pub host: String,
+    pub reason: String,
+    pub reschedule: bool,
+}
+
+impl Rpc for BuildFailed {
+    const METHOD: &'static str = "build_failed";
+    type Reply = ();
+}
+
+/// An instance's guest is gone from `host`: the conductor frees its allocations and marks it deleted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceTerminated {
+    pub instance_uuid: String,
+    pub host: String,
+}
+
+impl Rpc for InstanceTerminated {
+    const METHOD: &'static str = "instance_terminated";
+    type Reply = ();
+}
+
+/// A member that is present (even as `null`) is `Some`; an absent one is `None` through `#[serde(default)]`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// ----- conductor -> agent -----
+
+/// Build and boot an instance the scheduler placed on this host (`node`). The instance is in task state
+/// `scheduling`; the agent walks it through `networking`, `block_device_mapping`, `spawning` to ACTIVE, or sends
+/// [`BuildFailed`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildAndRunInstance {
+    pub instance: InstanceSpec,
+    pub node: String,
+    pub request_id: String,
+}
+
+impl Rpc for BuildAndRunInstance {
+    const METHOD: &'static str = "build_and_run_instance";
+    type Reply = ();
+}
+
+/// Destroy an instance's guest (task state `deleting`), then send [`InstanceTerminated`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TerminateInstance {
+    pub uuid: String,
+    pub request_id: String,
+}
+
+impl Rpc for TerminateInstance {
+    const METHOD: &'static str = "terminate_instance";
+    type Reply = ();
+}
+
+/// A lifecycle action on a built instance. The API has already checked the state and set the task state the
+/// action starts in; the agent performs it and reports the end state through [`InstanceUpdate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    Stop,
+    Start,
+    Reboot { hard: bool },
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+    Rebuild { image_ref: String },
+}
+
+impl Action {
+    /// The instance action event name upstream records for it.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            Action::Stop => "compute_stop_instance",
+            Action::Start => "compute_start_instance",
+            Action::Reboot { .. } => "compute_reboot_instance",
+            Action::Pause => "compute_pause_instance",
+            Action::Unpause => "compute_unpause_instance",
+            Action::Suspend => "compute_suspend_instance",
+            Action::Resume => "compute_resume_instance",
+            Action::Rebuild { .. } => "compute_rebuild_instance",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceAction {
+    pub instance: InstanceSpec,
+    pub action: Action,
+    pub request_id: String,
+}
+
+impl Rpc for InstanceAction {
+    const METHOD: &'static str = "instance_action";
+    type Reply = ();
+}
+
+/// The tail of an instance's console log (`length` lines, all when `None`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetConsoleOutput {
+    pub uuid: String,
+    pub length: Option<u64>,
+}
+
+impl Rpc for GetConsoleOutput {
+    const METHOD: &'static str = "get_console_output";
+    type Reply = String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_state_codes_round_trip() {
+        for p in [
+            PowerState::NoState,
+            PowerState::Running,
+            PowerState::Paused,
+            PowerState::Shutdown,
+            PowerState::Crashed,
+            PowerState::Suspended,
+        ] {
+            assert_eq!(PowerState::from_code(p.code()), p);
+        }
+        assert_eq!(PowerState::Shutdown.code(), 4);
+        assert_eq!(PowerState::from_code(99), PowerState::NoState);
+    }
+
+    #[test]
+    fn clearing_a_task_state_is_distinct_from_leaving_it() {
+        let clear = InstanceChanges { task_state: Some(None), ..Default::default() };
+        let json = serde_json::to_string(&clear).unwrap();
+        let back: InstanceChanges = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.task_state, Some(None));
+        let leave: InstanceChanges = serde_json::from_str("{}").unwrap();
+        assert_eq!(leave.task_state, None);
+    }
+}
