@@ -86,8 +86,10 @@ impl HttpValidator {
         format!("{}/v3/auth/tokens?nocatalog", self.identity_url)
     }
 
-    /// The current service token, issuing a new one when there is none, it is about to expire, or it is `rejected`.
-    async fn service_token(&self, rejected: Option<&str>) -> Result<String, AuthError> {
+    /// The service's own token (project-scoped, from its credentials), for calling other services' APIs: the
+    /// current one, or a new one when there is none, it is about to expire, or it is `rejected` (the caller got a
+    /// 401 with it).
+    pub async fn service_token(&self, rejected: Option<&str>) -> Result<String, AuthError> {
         let mut current = self.service_token.lock().await;
         if let Some(token) = current.as_ref() {
             let fresh = token.expires_at - Utc::now() > RENEW_BEFORE;

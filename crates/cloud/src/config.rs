@@ -154,11 +154,40 @@ impl Default for ObjectSection {
 }
 
 /// The compute service's settings.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComputeSection {
     /// Policy overrides (upstream's `policy.yaml` format); defaults are Nova's secure-RBAC rules.
     pub policy_file: Option<PathBuf>,
+    /// The placement endpoint the conductor uses; defaults to this listener's `/placement`.
+    pub placement_url: Option<String>,
+    /// The image endpoint the compute API uses; defaults to this listener's `/image`.
+    pub image_url: Option<String>,
+    /// Seconds without a heartbeat after which a compute service is down (upstream's `service_down_time`).
+    pub service_down_time: u64,
+    /// Hosts tried per build, the first included (upstream's `[scheduler] max_attempts`).
+    pub max_attempts: usize,
+    /// Pick randomly among this many best hosts (upstream's `[filter_scheduler] host_subset_size`).
+    pub host_subset_size: usize,
+    /// Allocation candidates asked of placement per decision (upstream's `max_placement_results`).
+    pub max_placement_results: usize,
+    /// The zone of hosts in no zone (upstream's `default_availability_zone`).
+    pub default_availability_zone: String,
+}
+
+impl Default for ComputeSection {
+    fn default() -> Self {
+        ComputeSection {
+            policy_file: None,
+            placement_url: None,
+            image_url: None,
+            service_down_time: 60,
+            max_attempts: 3,
+            host_subset_size: 1,
+            max_placement_results: 1000,
+            default_availability_zone: "nova".into(),
+        }
+    }
 }
 
 /// The placement service's settings.

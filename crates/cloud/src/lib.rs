@@ -183,14 +183,7 @@ impl Cloud {
         };
         let validator: Arc<dyn TokenValidator> = match (&identity, &config.auth) {
             (Some(identity), _) => Arc::new(identity.clone()),
-            (None, Some(a)) => Arc::new(auth::CachingValidator::new(auth::HttpValidator::new(auth::ServiceCredentials {
-                auth_url: a.url.clone(),
-                username: a.username.clone(),
-                password: a.password.clone(),
-                user_domain_name: a.user_domain_name.clone(),
-                project_name: a.project_name.clone(),
-                project_domain_name: a.project_domain_name.clone(),
-            })?)),
+            (None, Some(_)) => Arc::new(auth::CachingValidator::new(service_session(&config, &public_url, false)?)),
             (None, None) => {
                 return Err(Error::Config(
                     "identity does not run in this process: the [auth] section must say how to reach it".into(),
@@ -214,7 +207,24 @@ impl Cloud {
         };
         let placement =
             if services.contains(&Service::Placement) { Some(placement::Placement::new(db.clone())) } else { None };
-        let compute = if services.contains(&Service::Compute) { Some(compute::Compute::new(db.clone())) } else { None };
+        let compute = if services.contains(&Service::Compute) {
+            let session = Arc::new(service_session(&config, &public_url, identity.is_some())?);
+            let placement_url =
+                config.compute.placement_url.clone().unwrap_or_else(|| format!("{public_url}{}", Service::Placement.prefix()));
+            let placement = compute::PlacementClient::new(&placement_url, session)?;
+            let c = &config.compute;
+            let settings = compute::ConductorSettings {
+                service_down_time: std::time::Duration::from_secs(c.service_down_time.max(1)),
+                max_attempts: c.max_attempts.max(1),
+                max_placement_results: c.max_placement_results.max(1),
+                host_subset_size: c.host_subset_size.max(1),
+                default_availability_zone: c.default_availability_zone.clone(),
+                ..Default::default()
+            };
+            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, settings))
+        } else {
+            None
+        };
         Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, validator, public_url })
     }
 
@@ -292,12 +302,14 @@ impl Cloud {
         }
         if let Some(compute) = &self.compute {
             let policy = compute::api::load_policy(self.config.compute.policy_file.as_deref())?;
+            let image_url = self.config.compute.image_url.clone().unwrap_or_else(|| self.service_url(Service::Image));
             let api = compute::api::router(
                 compute.clone(),
                 &self.service_url(Service::Compute),
                 policy,
                 self.validator.clone(),
                 &self.identity_url(),
+                Some(compute::images::ImageClient::new(&image_url)?),
             );
             router = nest_with_root(router, Service::Compute.prefix(), api);
         }
@@ -334,6 +346,38 @@ impl Cloud {
             .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.catalog_url(*s)))
             .collect()
     }
+}
+
+/// How this process's services authenticate to other services (the conductor to placement): the `[auth]`
+/// service user, or, when identity runs here and `[auth]` is not set, the bootstrap admin.
+fn service_session(config: &Config, public_url: &str, identity_here: bool) -> Result<auth::HttpValidator, Error> {
+    let credentials = match (&config.auth, identity_here) {
+        (Some(a), _) => auth::ServiceCredentials {
+            auth_url: a.url.clone(),
+            username: a.username.clone(),
+            password: a.password.clone(),
+            user_domain_name: a.user_domain_name.clone(),
+            project_name: a.project_name.clone(),
+            project_domain_name: a.project_domain_name.clone(),
+        },
+        (None, true) => {
+            let creds = clients::Credentials::load_or_generate(config)?;
+            auth::ServiceCredentials {
+                auth_url: format!("{public_url}{}", Service::Identity.prefix()),
+                username: config.bootstrap.admin_username.clone(),
+                password: creds.admin_password,
+                user_domain_name: "Default".into(),
+                project_name: config.bootstrap.admin_project.clone(),
+                project_domain_name: "Default".into(),
+            }
+        }
+        (None, false) => {
+            return Err(Error::Config(
+                "compute needs service credentials to reach placement: set the [auth] section".into(),
+            ));
+        }
+    };
+    Ok(auth::HttpValidator::new(credentials)?)
 }
 
 /// Nests `api` at `prefix`, also answering `prefix/` with the API's root (axum's `nest` matches only `prefix`).
@@ -375,6 +419,8 @@ pub struct RunningCloud {
     task: JoinHandle<std::io::Result<()>>,
     /// Background upkeep (the image cache's pruner and pre-caching), stopped on shutdown.
     maintenance: Vec<JoinHandle<()>>,
+    /// Bus servers of this process (the conductor), stopped on shutdown.
+    bus_servers: Vec<bus::ServerHandle>,
 }
 
 impl RunningCloud {
@@ -386,6 +432,9 @@ impl RunningCloud {
         let result = (&mut self.task).await;
         for task in self.maintenance.drain(..) {
             task.abort();
+        }
+        for server in self.bus_servers.drain(..) {
+            server.stop().await;
         }
         self.cloud.bus.close().await;
         self.cloud.db.close().await;
@@ -447,6 +496,20 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         let interval = std::time::Duration::from_secs(cloud.config.image.cache_prune_interval.max(1));
         maintenance.push(tokio::spawn(image.clone().maintain_cache(interval)));
     }
+    let mut bus_servers = Vec::new();
+    if let Some(compute) = &cloud.compute {
+        bus_servers.push(compute.conductor()?.serve(&format!("conductor-{}", addr.port())).await?);
+    }
     let cloud = Arc::new(cloud);
-    Ok(RunningCloud { addr, url: public_url, cloud, credentials, data_dir, shutdown: Some(tx), task, maintenance })
+    Ok(RunningCloud {
+        addr,
+        url: public_url,
+        cloud,
+        credentials,
+        data_dir,
+        shutdown: Some(tx),
+        task,
+        maintenance,
+        bus_servers,
+    })
 }

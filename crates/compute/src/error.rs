@@ -14,8 +14,16 @@ pub enum Error {
     /// 409 with upstream's message.
     #[error("{0}")]
     Conflict(String),
+    /// 403 with upstream's message (quota exceeded, policy).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503: a service this one depends on (placement, an agent, the bus) cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database: {0}")]
     Db(#[from] db::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::Error),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -32,6 +40,15 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::BadRequest(m) => ApiError::bad_request(m),
             Error::Conflict(m) => ApiError::conflict(m),
+            Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::Unavailable(m) => {
+                tracing::error!(error = %m, "compute dependency unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+            }
+            Error::Bus(e) => {
+                tracing::error!(error = %e, "compute bus error");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ApiError::default_message(StatusCode::SERVICE_UNAVAILABLE))
+            }
             Error::Db(e) => {
                 tracing::error!(error = %e, "compute database error");
                 ApiError::internal(ApiError::default_message(StatusCode::INTERNAL_SERVER_ERROR))

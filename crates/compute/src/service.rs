@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use db::Database;
 
 use crate::{
+    conductor::{Conductor, ConductorSettings},
     error::Error,
+    placement::PlacementClient,
     keys,
     store::{FlavorRow, KeypairRow, Store},
 };
@@ -15,6 +17,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Compute {
     store: Store,
+    /// Present where servers can be built (a bus and placement are configured).
+    conductor: Option<Conductor>,
 }
 
 /// Who is looking at flavors: admins see every flavor; others see public ones and private ones their project was
@@ -62,7 +66,19 @@ pub fn flavor_not_found(id: &str) -> Error {
 
 impl Compute {
     pub fn new(db: Database) -> Self {
-        Compute { store: Store::new(db) }
+        Compute { store: Store::new(db), conductor: None }
+    }
+
+    /// A compute service that builds servers: its conductor talks to agents over `bus` and to `placement`.
+    pub fn with_conductor(db: Database, bus: bus::Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
+        let store = Store::new(db);
+        let conductor = Conductor::new(store.clone(), bus, placement, settings);
+        Compute { store, conductor: Some(conductor) }
+    }
+
+    /// The conductor, or 503 where this process cannot build servers.
+    pub fn conductor(&self) -> Result<&Conductor, Error> {
+        self.conductor.as_ref().ok_or_else(|| Error::Unavailable("Servers cannot be managed by this compute API: it has no conductor.".into()))
     }
 
     pub fn store(&self) -> &Store {

@@ -123,14 +123,7 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
 }
 
 fn page(q: &QueryPairs) -> Result<Page, ApiError> {
-    if let Some(v) = q.get("limit") {
-        match v.trim().parse::<i64>() {
-            Err(_) => return Err(ApiError::bad_request("limit param must be an integer")),
-            Ok(n) if n < 0 => return Err(ApiError::bad_request("limit param must be positive")),
-            Ok(_) => {}
-        }
-    }
-    Page::from_query(q, MAX_LIMIT)
+    super::page(q, MAX_LIMIT)
 }
 
 async fn list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {

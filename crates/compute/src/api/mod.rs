@@ -3,7 +3,9 @@
 //! `x-compute-request-id`, and Nova's policy rules with their secure-RBAC defaults.
 
 mod flavors;
+mod hosts;
 mod keypairs;
+mod servers;
 
 use std::{path::Path, sync::Arc};
 
@@ -35,9 +37,13 @@ pub(crate) struct AppState {
     /// The public URL this API is mounted at (e.g. `http://host/compute`), for links.
     pub base_url: Arc<str>,
     pub policy: Arc<Policy>,
+    /// The image service, for boots and rebuilds.
+    pub images: Option<crate::images::ImageClient>,
 }
 
 const ADMIN: &str = "rule:context_is_admin";
+const READER: &str = "rule:project_reader_or_admin";
+const MEMBER: &str = "rule:project_member_or_admin";
 const KEYPAIR_OWNER: &str = "(rule:context_is_admin) or user_id:%(user_id)s";
 
 /// Nova's policy rules for what exists here, with upstream's defaults.
@@ -56,6 +62,47 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-keypairs:show", KEYPAIR_OWNER),
     ("os_compute_api:os-keypairs:create", KEYPAIR_OWNER),
     ("os_compute_api:os-keypairs:delete", KEYPAIR_OWNER),
+    ("os_compute_api:servers:index", READER),
+    ("os_compute_api:servers:detail", READER),
+    ("os_compute_api:servers:index:get_all_tenants", ADMIN),
+    ("os_compute_api:servers:detail:get_all_tenants", ADMIN),
+    ("os_compute_api:servers:show", READER),
+    ("os_compute_api:servers:create", MEMBER),
+    ("os_compute_api:servers:update", MEMBER),
+    ("os_compute_api:servers:delete", MEMBER),
+    ("os_compute_api:servers:reboot", MEMBER),
+    ("os_compute_api:servers:rebuild", MEMBER),
+    ("os_compute_api:servers:start", MEMBER),
+    ("os_compute_api:servers:stop", MEMBER),
+    ("os_compute_api:os-pause-server:pause", MEMBER),
+    ("os_compute_api:os-pause-server:unpause", MEMBER),
+    ("os_compute_api:os-suspend-server:suspend", MEMBER),
+    ("os_compute_api:os-suspend-server:resume", MEMBER),
+    ("os_compute_api:os-lock-server:lock", MEMBER),
+    ("os_compute_api:os-lock-server:unlock", MEMBER),
+    ("os_compute_api:os-lock-server:unlock:unlock_override", ADMIN),
+    ("os_compute_api:os-deferred-delete:force", MEMBER),
+    ("os_compute_api:os-console-output", MEMBER),
+    ("os_compute_api:server-metadata:index", READER),
+    ("os_compute_api:server-metadata:show", READER),
+    ("os_compute_api:server-metadata:create", MEMBER),
+    ("os_compute_api:server-metadata:update", MEMBER),
+    ("os_compute_api:server-metadata:update_all", MEMBER),
+    ("os_compute_api:server-metadata:delete", MEMBER),
+    ("os_compute_api:os-instance-actions:list", READER),
+    ("os_compute_api:os-instance-actions:show", READER),
+    ("os_compute_api:os-instance-actions:events", ADMIN),
+    ("os_compute_api:os-services:list", ADMIN),
+    ("os_compute_api:os-services:update", ADMIN),
+    ("os_compute_api:os-services:delete", ADMIN),
+    ("os_compute_api:os-hypervisors:list", ADMIN),
+    ("os_compute_api:os-hypervisors:list-detail", ADMIN),
+    ("os_compute_api:os-hypervisors:show", ADMIN),
+    ("os_compute_api:os-hypervisors:statistics", ADMIN),
+    ("os_compute_api:os-hypervisors:servers", ADMIN),
+    ("os_compute_api:os-hypervisors:search", ADMIN),
+    ("os_compute_api:os-availability-zone:list", "@"),
+    ("os_compute_api:os-availability-zone:detail", ADMIN),
 ];
 
 /// Loads the default policy, overridden by `policy_file` when given.
@@ -70,12 +117,15 @@ pub fn router(
     policy: Policy,
     validator: Arc<dyn TokenValidator>,
     identity_url: &str,
+    images: Option<crate::images::ImageClient>,
 ) -> Router {
-    let state = AppState { compute, base_url: base_url.trim_end_matches('/').into(), policy: Arc::new(policy) };
+    let state = AppState { compute, base_url: base_url.trim_end_matches('/').into(), policy: Arc::new(policy), images };
     let auth = AuthLayerState::new(validator, identity_url);
     let protected = Router::new()
         .merge(flavors::routes())
         .merge(keypairs::routes())
+        .merge(servers::routes())
+        .merge(hosts::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new()
         .route("/", get(versions))
@@ -142,6 +192,18 @@ impl AppState {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/v2.1{path}", self.base_url)
     }
+}
+
+/// `limit`/`marker` with Nova's messages for a bad limit.
+pub(crate) fn page(q: &api_common::QueryPairs, max: usize) -> Result<api_common::Page, ApiError> {
+    if let Some(v) = q.get("limit") {
+        match v.trim().parse::<i64>() {
+            Err(_) => return Err(ApiError::bad_request("limit param must be an integer")),
+            Ok(n) if n < 0 => return Err(ApiError::bad_request("limit param must be positive")),
+            Ok(_) => {}
+        }
+    }
+    api_common::Page::from_query(q, max)
 }
 
 /// 400 in Nova's schema-validation wording.

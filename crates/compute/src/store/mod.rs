@@ -7,8 +7,14 @@ use sqlx::Row;
 
 use crate::error::Error;
 
+pub mod hosts;
+pub mod instances;
+
+pub use hosts::{NodeRow, ServiceRow};
+pub use instances::{ActionEventRow, ActionRow, InstanceFilter, InstanceRow};
+
 /// Every compute migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, DEFAULT_FLAVORS];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, DEFAULT_FLAVORS, instances::MIGRATION, hosts::MIGRATION];
 
 const INITIAL: Migration = Migration {
     version: 1,

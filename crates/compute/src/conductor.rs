@@ -1,0 +1,542 @@
+//! The conductor: drives builds, actions and deletes, and is the only writer of instance state. It serves
+//! [`compute_rpc::CONDUCTOR_TOPIC`] for the agents (registration, heartbeats, resource audits, instance updates,
+//! action events, build failures, terminations) and sends the agents their work on
+//! [`compute_rpc::COMPUTE_TOPIC`].
+//!
+//! A build: allocation candidates from placement (the pre-filter) → host states from the agents' node reports →
+//! the scheduler's filters and weighers → an atomic claim of the allocation in placement (the next host on a
+//! conflict) → host recorded on the instance (only if it is still `scheduling`: a delete that came first wins and
+//! the claim is freed) → `BuildAndRunInstance` cast to the host's agent. A failed spawn comes back as
+//! `BuildFailed` and is retried on the alternates, up to `max_attempts` hosts in all.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
+use compute_rpc::{
+    ActionEvent, BuildAndRunInstance, BuildFailed, COMPUTE_BINARY, COMPUTE_TOPIC, CONDUCTOR_TOPIC, EventPhase,
+    GetConsoleOutput, Heartbeat, InstanceAction, InstanceSpec, InstanceTerminated, InstanceUpdate, NodeRegistered,
+    PowerState, RegisterNode, ReportResources, TerminateInstance, task_state, vm_state,
+};
+use scheduler::{HostState, RequestSpec, Scheduler};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    error::Error,
+    placement::{Candidate, PlacementClient, Resources},
+    store::{InstanceRow, NodeRow, ServiceRow, Store, instances::Value},
+};
+
+/// The conductor's tunables, with upstream's defaults.
+#[derive(Clone, Debug)]
+pub struct ConductorSettings {
+    /// A service whose last heartbeat is older than this is down (`[DEFAULT] service_down_time`, 60 s).
+    pub service_down_time: Duration,
+    /// Hosts tried per build, the first included (`[scheduler] max_attempts`, 3).
+    pub max_attempts: usize,
+    /// Allocation candidates asked of placement per decision (`[scheduler] max_placement_results`, 1000).
+    pub max_placement_results: usize,
+    /// `[filter_scheduler] host_subset_size`.
+    pub host_subset_size: usize,
+    /// The zone of hosts in no zone (`[DEFAULT] default_availability_zone`, `nova`).
+    pub default_availability_zone: String,
+    /// How long to wait for an agent's answer to a call.
+    pub call_timeout: Duration,
+}
+
+impl Default for ConductorSettings {
+    fn default() -> Self {
+        ConductorSettings {
+            service_down_time: Duration::from_secs(60),
+            max_attempts: 3,
+            max_placement_results: 1000,
+            host_subset_size: 1,
+            default_availability_zone: "nova".into(),
+            call_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Conductor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    placement: PlacementClient,
+    settings: ConductorSettings,
+}
+
+impl std::fmt::Debug for Conductor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conductor").field("settings", &self.inner.settings).finish_non_exhaustive()
+    }
+}
+
+/// A host the scheduler picked, kept on the instance for reschedules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    pub host: String,
+    pub node: String,
+    pub provider_uuid: String,
+}
+
+/// What the conductor keeps on an instance while it builds (`InstanceRow::scheduling`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scheduling {
+    pub request_id: String,
+    pub attempts: usize,
+    pub alternates: Vec<Selection>,
+}
+
+fn remote(e: Error) -> RemoteError {
+    RemoteError::new("ConductorError", e.to_string())
+}
+
+/// Nova's fault record.
+pub fn fault(code: u16, message: &str, details: Option<&str>) -> serde_json::Value {
+    json!({
+        "code": code,
+        "message": message,
+        "details": details,
+        "created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// The resources an instance's flavor needs in placement.
+pub fn resources_of(f: &compute_rpc::FlavorSpec) -> Resources {
+    let mut r = Resources::new();
+    r.insert("VCPU".into(), f.vcpus);
+    r.insert("MEMORY_MB".into(), f.memory_mb);
+    let disk = f.root_gb + f.ephemeral_gb + (f.swap + 1023) / 1024;
+    if disk > 0 {
+        r.insert("DISK_GB".into(), disk);
+    }
+    r
+}
+
+/// What an agent needs of an instance.
+pub fn spec_of(i: &InstanceRow, metadata: std::collections::BTreeMap<String, String>) -> InstanceSpec {
+    InstanceSpec {
+        uuid: i.uuid.clone(),
+        display_name: i.display_name.clone(),
+        hostname: i.hostname.clone(),
+        project_id: i.project_id.clone(),
+        user_id: i.user_id.clone(),
+        flavor: i.flavor.clone(),
+        image_ref: i.image_ref.clone(),
+        image_properties: i.image_properties.clone(),
+        key_name: i.key_name.clone(),
+        key_data: i.key_data.clone(),
+        user_data: i.user_data.clone(),
+        metadata,
+        config_drive: i.config_drive,
+        availability_zone: i.availability_zone.clone(),
+        launch_index: i.launch_index,
+    }
+}
+
+impl Conductor {
+    pub fn new(store: Store, bus: Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
+        Conductor { inner: Arc::new(Inner { store, bus, placement, settings }) }
+    }
+
+    pub fn settings(&self) -> &ConductorSettings {
+        &self.inner.settings
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Whether a service is up: heartbeats within `service_down_time`, and not forced down.
+    pub fn is_up(&self, s: &ServiceRow) -> bool {
+        let window = self.inner.settings.service_down_time.as_micros() as i64;
+        !s.forced_down && s.last_seen_up.is_some_and(|t| crate::store::instances::now_us() - t <= window)
+    }
+
+    /// Starts serving the conductor topic as server `name`.
+    pub async fn serve(&self, name: &str) -> Result<ServerHandle, Error> {
+        let c = self.clone();
+        let d = Dispatcher::new()
+            .on({
+                let c = c.clone();
+                move |m: RegisterNode| {
+                    let c = c.clone();
+                    async move { c.register_node(m).await.map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: ReportResources| {
+                    let c = c.clone();
+                    async move { c.report_resources(m).await.map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: Heartbeat| {
+                    let c = c.clone();
+                    async move { c.store().service_heartbeat(&m.host, &m.binary).await.map(|_| ()).map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: InstanceUpdate| {
+                    let c = c.clone();
+                    async move { c.instance_update(m).await.map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: ActionEvent| {
+                    let c = c.clone();
+                    async move { c.action_event(m).await.map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: BuildFailed| {
+                    let c = c.clone();
+                    async move { c.build_failed(m).await.map_err(remote) }
+                }
+            })
+            .on({
+                let c = c.clone();
+                move |m: InstanceTerminated| {
+                    let c = c.clone();
+                    async move { c.terminated(&m.instance_uuid).await.map_err(remote) }
+                }
+            });
+        Ok(self.inner.bus.serve(CONDUCTOR_TOPIC, name, d).await.map_err(Error::from)?)
+    }
+
+    // ----- agent messages -----
+
+    async fn register_node(&self, m: RegisterNode) -> Result<NodeRegistered, Error> {
+        let service = self.store().service_ensure(&m.node.host, COMPUTE_BINARY, COMPUTE_TOPIC).await?;
+        self.store().service_heartbeat(&m.node.host, COMPUTE_BINARY).await?;
+        let node = self.store().node_upsert(&service.uuid, &m.node).await?;
+        self.inner.placement.ensure_node_provider(&node.uuid, &m.node.node, &m.node.resources).await?;
+        tracing::info!(host = %m.node.host, node = %m.node.node, uuid = %node.uuid, "compute node registered");
+        Ok(NodeRegistered { node_uuid: node.uuid, service_id: service.uuid, disabled: service.disabled })
+    }
+
+    async fn report_resources(&self, m: ReportResources) -> Result<(), Error> {
+        let Some(before) = self.store().node_find(&m.host, &m.node).await? else { return Ok(()) };
+        self.store().node_resources(&m.host, &m.node, &m.resources).await?;
+        let r = &before.info.resources;
+        let inventory_changed = (r.vcpus, r.memory_mb, r.local_gb, r.reserved_host_cpus, r.reserved_host_memory_mb)
+            != (m.resources.vcpus, m.resources.memory_mb, m.resources.local_gb, m.resources.reserved_host_cpus, m.resources.reserved_host_memory_mb)
+            || r.reserved_host_disk_mb != m.resources.reserved_host_disk_mb
+            || r.cpu_allocation_ratio != m.resources.cpu_allocation_ratio
+            || r.ram_allocation_ratio != m.resources.ram_allocation_ratio
+            || r.disk_allocation_ratio != m.resources.disk_allocation_ratio;
+        if inventory_changed {
+            self.inner.placement.set_inventory(&before.uuid, &m.resources).await?;
+        }
+        Ok(())
+    }
+
+    async fn instance_update(&self, m: InstanceUpdate) -> Result<bool, Error> {
+        let c = m.changes;
+        let mut set: Vec<(&str, Value)> = Vec::new();
+        if let Some(v) = c.vm_state {
+            set.push(("vm_state", Value::S(Some(v))));
+        }
+        if let Some(t) = c.task_state {
+            set.push(("task_state", Value::S(t)));
+        }
+        if let Some(p) = c.power_state {
+            set.push(("power_state", Value::I(Some(p.code()))));
+        }
+        if c.launched {
+            set.push(("launched_at", Value::I(Some(crate::store::instances::now_us()))));
+            set.push(("scheduling", Value::Json(None)));
+        }
+        if let Some(image) = c.image_ref {
+            set.push(("image_ref", Value::S(Some(image))));
+        }
+        self.store().instance_update(&m.uuid, m.expected_task_state.as_deref(), &set).await
+    }
+
+    async fn action_event(&self, m: ActionEvent) -> Result<(), Error> {
+        let finish = match &m.phase {
+            EventPhase::Start => None,
+            EventPhase::Finish { success, details } => Some((*success, details.as_deref())),
+        };
+        self.store().action_event(&m.instance_uuid, &m.request_id, &m.event, &m.host, finish).await
+    }
+
+    async fn terminated(&self, uuid: &str) -> Result<(), Error> {
+        self.inner.placement.free(uuid).await?;
+        self.store().instance_mark_deleted(uuid).await?;
+        Ok(())
+    }
+
+    // ----- builds -----
+
+    /// Schedules and starts building instances (all in task state `scheduling`), one after the other, in the
+    /// background.
+    pub fn build(&self, uuids: Vec<String>, request_id: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            for uuid in uuids {
+                if let Err(e) = c.schedule_and_build(&uuid, &request_id).await {
+                    tracing::error!(instance = %uuid, error = %e, "build failed");
+                    let _ = c.set_error(&uuid, 500, &e.to_string(), None).await;
+                }
+            }
+        });
+    }
+
+    async fn set_error(&self, uuid: &str, code: u16, message: &str, details: Option<&str>) -> Result<bool, Error> {
+        let set = [
+            ("vm_state", Value::S(Some(vm_state::ERROR.into()))),
+            ("task_state", Value::S(None)),
+            ("fault", Value::Json(Some(fault(code, message, details)))),
+            ("scheduling", Value::Json(None)),
+        ];
+        self.store().instance_update(uuid, None, &set).await
+    }
+
+    /// Host states of the candidates: the agents' node reports, their services' state, placement's usage.
+    async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<(HostState, NodeRow)>, Error> {
+        let nodes: HashMap<String, NodeRow> =
+            self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
+        let services: HashMap<String, ServiceRow> =
+            self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
+        let mut out = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let Some(node) = nodes.get(&c.provider_uuid) else { continue };
+            let service = services.get(&node.service_uuid);
+            let r = &node.info.resources;
+            let used = |class: &str| c.summary.get(class).map(|s| s.1).unwrap_or(0);
+            out.push((
+                HostState {
+                    host: node.info.host.clone(),
+                    node: node.info.node.clone(),
+                    provider_uuid: node.uuid.clone(),
+                    availability_zone: self.inner.settings.default_availability_zone.clone(),
+                    enabled: service.is_some_and(|s| !s.disabled),
+                    up: service.is_some_and(|s| self.is_up(s)),
+                    vcpus_total: r.vcpus,
+                    vcpus_used: used("VCPU"),
+                    memory_mb_total: r.memory_mb,
+                    memory_mb_used: used("MEMORY_MB"),
+                    memory_mb_reserved: r.reserved_host_memory_mb,
+                    disk_gb_total: r.local_gb,
+                    disk_gb_used: used("DISK_GB"),
+                    disk_gb_reserved: (r.reserved_host_disk_mb + 1023) / 1024,
+                    cpu_allocation_ratio: r.cpu_allocation_ratio,
+                    ram_allocation_ratio: r.ram_allocation_ratio,
+                    disk_allocation_ratio: r.disk_allocation_ratio,
+                    num_instances: r.running_vms,
+                },
+                node.clone(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn scheduler(&self) -> Scheduler {
+        Scheduler { host_subset_size: self.inner.settings.host_subset_size, ..Scheduler::default() }
+    }
+
+    /// Picks hosts for one instance: the chosen one first, then alternates, best first.
+    pub async fn select_destinations(&self, inst: &InstanceRow) -> Result<Vec<Selection>, Error> {
+        let resources = resources_of(&inst.flavor);
+        let candidates = self.inner.placement.candidates(&resources, self.inner.settings.max_placement_results).await?;
+        let hosts = self.host_states(&candidates).await?;
+        let states: Vec<HostState> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        let spec = RequestSpec {
+            vcpus: inst.flavor.vcpus,
+            memory_mb: inst.flavor.memory_mb,
+            root_gb: inst.flavor.root_gb,
+            ephemeral_gb: inst.flavor.ephemeral_gb,
+            swap_mb: inst.flavor.swap,
+            availability_zone: inst.availability_zone.clone(),
+            num_instances: 1,
+        };
+        let picked = self.scheduler().select(&states, &spec);
+        Ok(picked
+            .into_iter()
+            .map(|w| Selection { host: w.host.host.clone(), node: w.host.node.clone(), provider_uuid: w.host.provider_uuid.clone() })
+            .collect())
+    }
+
+    async fn schedule_and_build(&self, uuid: &str, request_id: &str) -> Result<(), Error> {
+        let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
+        if inst.deleted {
+            return Ok(());
+        }
+        self.store().action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", None).await?;
+        let selections = self.select_destinations(&inst).await?;
+        let max = self.inner.settings.max_attempts.max(1);
+        let resources = resources_of(&inst.flavor);
+        for (i, sel) in selections.iter().enumerate() {
+            if self.inner.placement.claim(uuid, &sel.provider_uuid, &resources, &inst.project_id, &inst.user_id).await? {
+                let alternates: Vec<Selection> = selections[i + 1..].iter().take(max - 1).cloned().collect();
+                let scheduling = Scheduling { request_id: request_id.to_string(), attempts: 1, alternates };
+                self.store()
+                    .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((true, None)))
+                    .await?;
+                return self.dispatch(&inst, sel, scheduling).await;
+            }
+        }
+        self.store()
+            .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((false, None)))
+            .await?;
+        self.set_error(uuid, 500, "No valid host was found. There are not enough hosts available.", None).await?;
+        Ok(())
+    }
+
+    /// Records the claimed host on the instance and hands the build to its agent.
+    async fn dispatch(&self, inst: &InstanceRow, sel: &Selection, scheduling: Scheduling) -> Result<(), Error> {
+        let set = [
+            ("host", Value::S(Some(sel.host.clone()))),
+            ("node", Value::S(Some(sel.node.clone()))),
+            ("node_uuid", Value::S(Some(sel.provider_uuid.clone()))),
+            ("scheduling", Value::Json(Some(serde_json::to_value(&scheduling).unwrap_or_default()))),
+        ];
+        let expected = [Some(task_state::SCHEDULING.to_string())];
+        if !self.store().instance_update(&inst.uuid, Some(&expected), &set).await? {
+            // Deleted (or otherwise moved on) while we scheduled: give the claim back.
+            self.inner.placement.free(&inst.uuid).await?;
+            return Ok(());
+        }
+        let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let msg = BuildAndRunInstance {
+            instance: spec_of(inst, metadata),
+            node: sel.node.clone(),
+            request_id: scheduling.request_id.clone(),
+        };
+        if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &sel.host), &msg).await {
+            tracing::warn!(host = %sel.host, error = %e, "cannot reach the compute agent; rescheduling");
+            Box::pin(self.build_failed(BuildFailed {
+                instance_uuid: inst.uuid.clone(),
+                request_id: scheduling.request_id,
+                host: sel.host.clone(),
+                reason: format!("compute agent on {} unreachable: {e}", sel.host),
+                reschedule: true,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A build failed on a host: free its claim and try the next alternate, or end in ERROR.
+    async fn build_failed(&self, m: BuildFailed) -> Result<(), Error> {
+        let uuid = &m.instance_uuid;
+        self.inner.placement.free(uuid).await?;
+        let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
+        if inst.deleted || inst.task_state.as_deref() == Some(task_state::DELETING) {
+            return Ok(());
+        }
+        let mut scheduling: Scheduling =
+            inst.scheduling.clone().and_then(|s| serde_json::from_value(s).ok()).unwrap_or_default();
+        let max = self.inner.settings.max_attempts.max(1);
+        if m.reschedule {
+            let building = [
+                Some(task_state::SCHEDULING.to_string()),
+                Some(task_state::NETWORKING.to_string()),
+                Some(task_state::BLOCK_DEVICE_MAPPING.to_string()),
+                Some(task_state::SPAWNING.to_string()),
+            ];
+            let back = [
+                ("task_state", Value::S(Some(task_state::SCHEDULING.into()))),
+                ("host", Value::S(None)),
+                ("node", Value::S(None)),
+                ("node_uuid", Value::S(None)),
+            ];
+            if !self.store().instance_update(uuid, Some(&building), &back).await? {
+                return Ok(());
+            }
+            let resources = resources_of(&inst.flavor);
+            while scheduling.attempts < max && !scheduling.alternates.is_empty() {
+                let alt = scheduling.alternates.remove(0);
+                scheduling.attempts += 1;
+                if self.inner.placement.claim(uuid, &alt.provider_uuid, &resources, &inst.project_id, &inst.user_id).await? {
+                    let inst = self.store().instance_get(uuid).await?.unwrap_or(inst);
+                    return self.dispatch(&inst, &alt, scheduling).await;
+                }
+            }
+            let message = format!(
+                "Exceeded maximum number of retries. Exceeded max scheduling attempts {} for instance {uuid}. \
+                 Last exception: {}",
+                scheduling.attempts.max(1),
+                m.reason
+            );
+            self.set_error(uuid, 500, &message, Some(&m.reason)).await?;
+        } else {
+            self.set_error(uuid, 500, &format!("Build of instance {uuid} aborted: {}", m.reason), Some(&m.reason))
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ----- lifecycle -----
+
+    /// The service of an instance's host, if it has one.
+    async fn host_service(&self, inst: &InstanceRow) -> Result<Option<ServiceRow>, Error> {
+        match &inst.host {
+            Some(h) => self.store().service_find(h, COMPUTE_BINARY).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes an instance: through its agent when its host is up, else locally (as upstream's local delete).
+    /// The caller has already checked locks and policy.
+    pub async fn delete(&self, inst: &InstanceRow, request_id: &str) -> Result<(), Error> {
+        let service = self.host_service(inst).await?;
+        let agent_up = service.as_ref().is_some_and(|s| self.is_up(s));
+        if !agent_up {
+            self.inner.placement.free(&inst.uuid).await?;
+            self.store().instance_mark_deleted(&inst.uuid).await?;
+            return Ok(());
+        }
+        let set = [("task_state", Value::S(Some(task_state::DELETING.into())))];
+        if !self.store().instance_update(&inst.uuid, None, &set).await? {
+            return Ok(());
+        }
+        let host = inst.host.clone().unwrap_or_default();
+        let msg = TerminateInstance { uuid: inst.uuid.clone(), request_id: request_id.to_string() };
+        if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &host), &msg).await {
+            tracing::warn!(%host, error = %e, "cannot reach the compute agent; deleting locally");
+            self.terminated(&inst.uuid).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a lifecycle action to an instance's agent (the API set its task state).
+    pub async fn action(&self, inst: &InstanceRow, action: compute_rpc::Action, request_id: &str) -> Result<(), Error> {
+        let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
+        let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let msg = InstanceAction { instance: spec_of(inst, metadata), action, request_id: request_id.to_string() };
+        if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &host), &msg).await {
+            // Give the instance back its previous task state so it is not stuck.
+            self.store().instance_update(&inst.uuid, None, &[("task_state", Value::S(None))]).await?;
+            return Err(Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The console log of an instance, from its agent.
+    pub async fn console_output(&self, inst: &InstanceRow, length: Option<u64>) -> Result<String, Error> {
+        let host = inst.host.clone().ok_or_else(|| {
+            Error::Conflict(format!("Cannot 'get_console_output' instance {} while it has no host", inst.uuid))
+        })?;
+        let msg = GetConsoleOutput { uuid: inst.uuid.clone(), length };
+        self.inner
+            .bus
+            .call(&Target::server(COMPUTE_TOPIC, &host), &msg, self.inner.settings.call_timeout)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")))
+    }
+}
+
+/// The power state an instance shows before its agent reports one.
+pub const NO_STATE: PowerState = PowerState::NoState;

@@ -1,0 +1,476 @@
+//! Server logic between the API and the conductor: who may see which instance, creation with quota checks,
+//! and the state rules of every action (upstream's `check_instance_state`), which set the task state an action
+//! starts in before the conductor hands it to the instance's agent.
+
+use std::collections::BTreeMap;
+
+use compute_rpc::{Action, FlavorSpec, task_state, vm_state};
+use rand::Rng;
+
+use crate::{
+    error::Error,
+    service::Compute,
+    store::{ActionRow, InstanceFilter, InstanceRow, instances::Value, instances::now_us},
+};
+
+/// Who is asking.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: String,
+    pub project_id: String,
+    pub admin: bool,
+}
+
+/// A validated boot request (the API has resolved the flavor and looked the image up).
+#[derive(Clone, Debug, Default)]
+pub struct Boot {
+    pub name: String,
+    pub description: Option<String>,
+    pub flavor: Option<FlavorSpec>,
+    pub image_ref: String,
+    pub image_properties: BTreeMap<String, serde_json::Value>,
+    pub key_name: Option<String>,
+    pub user_data: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub availability_zone: Option<String>,
+    pub config_drive: bool,
+    pub min_count: i64,
+    pub max_count: i64,
+    pub access_ip_v4: Option<String>,
+    pub access_ip_v6: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// Per-project limits, as Nova's defaults (`[quota]`): instances 10, cores 20, ram 51200 MB.
+#[derive(Clone, Debug)]
+pub struct Quotas {
+    pub instances: i64,
+    pub cores: i64,
+    pub ram: i64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas { instances: 10, cores: 20, ram: 51200 }
+    }
+}
+
+pub fn instance_not_found(uuid: &str) -> Error {
+    Error::NotFound(format!("Instance {uuid} could not be found."))
+}
+
+/// Upstream's 409 for an action in the wrong state.
+fn invalid_state(action: &str, uuid: &str, attr: &str, state: &str) -> Error {
+    Error::Conflict(format!("Cannot '{action}' instance {uuid} while it is in {attr} {state}"))
+}
+
+/// An RFC 952/1123 host name from a display name, as upstream sanitises it.
+pub fn sanitize_hostname(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c);
+        } else if c == ' ' || c == '_' || c == '.' {
+            out.push('-');
+        }
+    }
+    let trimmed: String = out.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-').to_string();
+    if trimmed.is_empty() { "server".into() } else { trimmed }
+}
+
+fn random_string(n: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// The states an action is allowed from, the task state it starts in, and its instance-action name.
+struct Rule {
+    name: &'static str,
+    vm_states: &'static [&'static str],
+    task_states: &'static [Option<&'static str>],
+    starts_in: &'static str,
+}
+
+fn rule_of(action: &Action) -> Rule {
+    use task_state as t;
+    use vm_state as v;
+    const NONE: &[Option<&str>] = &[None];
+    match action {
+        Action::Stop => Rule { name: "stop", vm_states: &[v::ACTIVE, v::ERROR], task_states: NONE, starts_in: t::POWERING_OFF },
+        Action::Start => Rule { name: "start", vm_states: &[v::STOPPED], task_states: NONE, starts_in: t::POWERING_ON },
+        Action::Reboot { hard: false } => {
+            Rule { name: "reboot", vm_states: &[v::ACTIVE], task_states: NONE, starts_in: t::REBOOTING }
+        }
+        Action::Reboot { hard: true } => Rule {
+            name: "reboot",
+            vm_states: &[v::ACTIVE, v::STOPPED, v::PAUSED, v::SUSPENDED, v::ERROR],
+            task_states: &[
+                None,
+                Some(t::REBOOTING),
+                Some(t::REBOOT_PENDING),
+                Some(t::REBOOT_STARTED),
+                Some(t::REBOOTING_HARD),
+                Some(t::REBOOT_PENDING_HARD),
+                Some(t::REBOOT_STARTED_HARD),
+            ],
+            starts_in: t::REBOOTING_HARD,
+        },
+        Action::Pause => Rule { name: "pause", vm_states: &[v::ACTIVE], task_states: NONE, starts_in: t::PAUSING },
+        Action::Unpause => Rule { name: "unpause", vm_states: &[v::PAUSED], task_states: NONE, starts_in: t::UNPAUSING },
+        Action::Suspend => Rule { name: "suspend", vm_states: &[v::ACTIVE], task_states: NONE, starts_in: t::SUSPENDING },
+        Action::Resume => Rule { name: "resume", vm_states: &[v::SUSPENDED], task_states: NONE, starts_in: t::RESUMING },
+        Action::Rebuild { .. } => Rule {
+            name: "rebuild",
+            vm_states: &[v::ACTIVE, v::STOPPED, v::ERROR],
+            task_states: NONE,
+            starts_in: t::REBUILDING,
+        },
+    }
+}
+
+impl Compute {
+    fn quotas(&self) -> Quotas {
+        Quotas::default()
+    }
+
+    /// An instance the caller may see (its project's, or any for admins); deleted ones are not found.
+    pub async fn instance(&self, caller: &Caller, uuid: &str) -> Result<InstanceRow, Error> {
+        match self.store().instance_get(uuid).await? {
+            Some(i) if !i.deleted && (caller.admin || i.project_id == caller.project_id) => Ok(i),
+            _ => Err(instance_not_found(uuid)),
+        }
+    }
+
+    pub async fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRow>, Error> {
+        self.store().instance_list(filter).await
+    }
+
+    /// Checks the project's quota for `count` more instances of `flavor`.
+    async fn check_quota(&self, project_id: &str, flavor: &FlavorSpec, min: i64, max: i64) -> Result<i64, Error> {
+        let q = self.quotas();
+        let (instances, cores, ram) = self.store().instance_usage(project_id).await?;
+        // As upstream: the largest count in [min, max] that fits, or 403 naming what min_count exceeds.
+        let fits = |n: i64| {
+            instances + n <= q.instances && cores + n * flavor.vcpus <= q.cores && ram + n * flavor.memory_mb <= q.ram
+        };
+        if let Some(n) = (min..=max).rev().find(|n| fits(*n)) {
+            return Ok(n);
+        }
+        let mut over = Vec::new();
+        let mut requested = Vec::new();
+        let mut used = Vec::new();
+        let mut limits = Vec::new();
+        for (name, have, per, limit) in
+            [("cores", cores, flavor.vcpus, q.cores), ("instances", instances, 1, q.instances), ("ram", ram, flavor.memory_mb, q.ram)]
+        {
+            if have + min * per > limit {
+                over.push(name);
+                requested.push(min * per);
+                used.push(have);
+                limits.push(limit);
+            }
+        }
+        let join = |v: &[i64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+        Err(Error::Forbidden(format!(
+            "Quota exceeded for {}: Requested {}, but already used {} of {} {}",
+            over.join(", "),
+            join(&requested),
+            join(&used),
+            join(&limits),
+            over.join(", ")
+        )))
+    }
+
+    /// Creates `min_count..=max_count` instances in `building`/`scheduling` and starts their builds. Returns the
+    /// instances and the reservation id.
+    pub async fn servers_create(
+        &self,
+        caller: &Caller,
+        boot: Boot,
+        key_data: Option<String>,
+        request_id: &str,
+    ) -> Result<(Vec<InstanceRow>, String), Error> {
+        let conductor = self.conductor()?;
+        let flavor = boot.flavor.clone().ok_or_else(|| Error::BadRequest("Flavor is required".into()))?;
+        let count = self.check_quota(&caller.project_id, &flavor, boot.min_count, boot.max_count).await?;
+        let reservation_id = format!("r-{}", random_string(8).to_lowercase());
+        let now = now_us();
+        let mut rows = Vec::new();
+        for index in 0..count {
+            let name = if count > 1 { format!("{}-{}", boot.name, index + 1) } else { boot.name.clone() };
+            rows.push(InstanceRow {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                hostname: sanitize_hostname(&name),
+                display_name: name,
+                description: boot.description.clone(),
+                project_id: caller.project_id.clone(),
+                user_id: caller.user_id.clone(),
+                flavor: flavor.clone(),
+                image_ref: boot.image_ref.clone(),
+                image_properties: boot.image_properties.clone(),
+                key_name: boot.key_name.clone(),
+                key_data: key_data.clone(),
+                user_data: boot.user_data.clone(),
+                config_drive: boot.config_drive,
+                availability_zone: boot.availability_zone.clone(),
+                launch_index: index,
+                reservation_id: reservation_id.clone(),
+                vm_state: vm_state::BUILDING.into(),
+                task_state: Some(task_state::SCHEDULING.into()),
+                power_state: 0,
+                host: None,
+                node: None,
+                node_uuid: None,
+                locked_by: None,
+                locked_reason: None,
+                access_ip_v4: boot.access_ip_v4.clone(),
+                access_ip_v6: boot.access_ip_v6.clone(),
+                progress: 0,
+                fault: None,
+                scheduling: None,
+                created_at: now,
+                updated_at: now,
+                launched_at: None,
+                terminated_at: None,
+                deleted_at: None,
+                deleted: false,
+            });
+        }
+        self.store().instances_insert(&rows, &boot.metadata, request_id).await?;
+        if !boot.tags.is_empty() {
+            for r in &rows {
+                self.store().tags_set(&r.uuid, &boot.tags).await?;
+            }
+        }
+        conductor.build(rows.iter().map(|r| r.uuid.clone()).collect(), request_id.to_string());
+        Ok((rows, reservation_id))
+    }
+
+    fn check_lock(&self, caller: &Caller, inst: &InstanceRow) -> Result<(), Error> {
+        if inst.locked_by.is_some() && !caller.admin {
+            return Err(Error::Conflict(format!("Instance {} is locked", inst.uuid)));
+        }
+        Ok(())
+    }
+
+    async fn record_action(&self, caller: &Caller, inst: &InstanceRow, name: &str, request_id: &str) -> Result<(), Error> {
+        let now = now_us();
+        self.store()
+            .action_start(&ActionRow {
+                id: 0,
+                instance_uuid: inst.uuid.clone(),
+                request_id: request_id.to_string(),
+                action: name.to_string(),
+                project_id: caller.project_id.clone(),
+                user_id: caller.user_id.clone(),
+                start_time: now,
+                finish_time: None,
+                message: None,
+                updated_at: now,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes an instance (`force` as `forceDelete`; both skip soft delete, which is not configured).
+    pub async fn server_delete(&self, caller: &Caller, uuid: &str, request_id: &str) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        self.check_lock(caller, &inst)?;
+        self.record_action(caller, &inst, "delete", request_id).await?;
+        self.conductor()?.delete(&inst, request_id).await
+    }
+
+    /// Starts a lifecycle action after checking the instance's state.
+    pub async fn server_action(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        action: Action,
+        request_id: &str,
+    ) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        self.check_lock(caller, &inst)?;
+        let rule = rule_of(&action);
+        if !rule.vm_states.contains(&inst.vm_state.as_str()) {
+            return Err(invalid_state(rule.name, uuid, "vm_state", &inst.vm_state));
+        }
+        if !rule.task_states.contains(&inst.task_state.as_deref()) {
+            return Err(invalid_state(rule.name, uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+        }
+        let expected: Vec<Option<String>> = rule.task_states.iter().map(|t| t.map(str::to_string)).collect();
+        let set = [("task_state", Value::S(Some(rule.starts_in.to_string())))];
+        if !self.store().instance_update(uuid, Some(&expected), &set).await? {
+            let now = self.instance(caller, uuid).await?;
+            return Err(invalid_state(rule.name, uuid, "task_state", now.task_state.as_deref().unwrap_or("None")));
+        }
+        self.record_action(caller, &inst, rule.name, request_id).await?;
+        let inst = self.instance(caller, uuid).await?;
+        self.conductor()?.action(&inst, action, request_id).await
+    }
+
+    /// Locks or unlocks an instance (`locked_by` is `admin` or `owner`, as upstream).
+    pub async fn server_lock(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        lock: bool,
+        reason: Option<String>,
+        request_id: &str,
+    ) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        if !lock && inst.locked_by.as_deref() == Some("admin") && !caller.admin {
+            return Err(Error::Forbidden("Unlocking an instance locked by an administrator requires an admin.".into()));
+        }
+        let by = if caller.admin && caller.project_id != inst.project_id { "admin" } else { "owner" };
+        let set = if lock {
+            [("locked_by", Value::S(Some(by.into()))), ("locked_reason", Value::S(reason))]
+        } else {
+            [("locked_by", Value::S(None)), ("locked_reason", Value::S(None))]
+        };
+        self.store().instance_update(uuid, None, &set).await?;
+        self.record_action(caller, &inst, if lock { "lock" } else { "unlock" }, request_id).await?;
+        Ok(())
+    }
+
+    /// Updates name, description and access addresses.
+    pub async fn server_update(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        name: Option<String>,
+        description: Option<Option<String>>,
+        access_ip_v4: Option<Option<String>>,
+        access_ip_v6: Option<Option<String>>,
+    ) -> Result<InstanceRow, Error> {
+        self.instance(caller, uuid).await?;
+        let mut set = Vec::new();
+        if let Some(n) = name {
+            set.push(("display_name", Value::S(Some(n))));
+        }
+        if let Some(d) = description {
+            set.push(("description", Value::S(d)));
+        }
+        if let Some(a) = access_ip_v4 {
+            set.push(("access_ip_v4", Value::S(a)));
+        }
+        if let Some(a) = access_ip_v6 {
+            set.push(("access_ip_v6", Value::S(a)));
+        }
+        self.store().instance_update(uuid, None, &set).await?;
+        self.instance(caller, uuid).await
+    }
+
+    pub async fn console_output(&self, caller: &Caller, uuid: &str, length: Option<u64>) -> Result<String, Error> {
+        let inst = self.instance(caller, uuid).await?;
+        if inst.vm_state != vm_state::ACTIVE {
+            return Err(invalid_state("get_console_output", uuid, "vm_state", &inst.vm_state));
+        }
+        self.conductor()?.console_output(&inst, length).await
+    }
+}
+
+/// Nova's API status of a vm_state/task_state pair (`nova.api.openstack.common._STATE_MAP`).
+pub fn status_of(vm: &str, task: Option<&str>) -> &'static str {
+    use task_state as t;
+    match (vm, task) {
+        (vm_state::ACTIVE, Some(t::REBOOTING | t::REBOOT_PENDING | t::REBOOT_STARTED)) => "REBOOT",
+        (vm_state::ACTIVE, Some(t::REBOOTING_HARD | t::REBOOT_PENDING_HARD | t::REBOOT_STARTED_HARD)) => "HARD_REBOOT",
+        (vm_state::ACTIVE, Some(t::UPDATING_PASSWORD)) => "PASSWORD",
+        (
+            vm_state::ACTIVE | vm_state::STOPPED | vm_state::ERROR,
+            Some(t::REBUILDING | t::REBUILD_BLOCK_DEVICE_MAPPING | t::REBUILD_SPAWNING),
+        ) => "REBUILD",
+        (
+            vm_state::ACTIVE | vm_state::STOPPED,
+            Some(t::RESIZE_PREP | t::RESIZE_MIGRATING | t::RESIZE_MIGRATED | t::RESIZE_FINISH),
+        ) => "RESIZE",
+        (vm_state::RESIZED, Some(t::RESIZE_REVERTING)) => "REVERT_RESIZE",
+        (vm_state::ACTIVE, _) => "ACTIVE",
+        (vm_state::BUILDING, _) => "BUILD",
+        (vm_state::STOPPED, _) => "SHUTOFF",
+        (vm_state::RESIZED, _) => "VERIFY_RESIZE",
+        (vm_state::PAUSED, _) => "PAUSED",
+        (vm_state::SUSPENDED, _) => "SUSPENDED",
+        (vm_state::RESCUED, _) => "RESCUE",
+        (vm_state::ERROR, _) => "ERROR",
+        (vm_state::DELETED, _) => "DELETED",
+        (vm_state::SOFT_DELETED, _) => "SOFT_DELETED",
+        (vm_state::SHELVED, _) => "SHELVED",
+        (vm_state::SHELVED_OFFLOADED, _) => "SHELVED_OFFLOADED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The vm_states an API status filter means (upstream's `task_and_vm_state_from_status`); `None` if the
+/// status is unknown.
+pub fn vm_states_of_status(status: &str) -> Option<Vec<&'static str>> {
+    let all = [
+        vm_state::ACTIVE,
+        vm_state::BUILDING,
+        vm_state::STOPPED,
+        vm_state::RESIZED,
+        vm_state::PAUSED,
+        vm_state::SUSPENDED,
+        vm_state::RESCUED,
+        vm_state::ERROR,
+        vm_state::DELETED,
+        vm_state::SOFT_DELETED,
+        vm_state::SHELVED,
+        vm_state::SHELVED_OFFLOADED,
+    ];
+    let upper = status.to_uppercase();
+    let states: Vec<&str> = all
+        .into_iter()
+        .filter(|vm| {
+            // A vm_state matches when its plain status or any task-specific one is the asked status.
+            status_of(vm, None) == upper
+                || matches!(
+                    (upper.as_str(), *vm),
+                    ("REBOOT" | "HARD_REBOOT" | "PASSWORD", vm_state::ACTIVE)
+                        | ("REBUILD", vm_state::ACTIVE | vm_state::STOPPED | vm_state::ERROR)
+                        | ("RESIZE", vm_state::ACTIVE | vm_state::STOPPED)
+                        | ("REVERT_RESIZE", vm_state::RESIZED)
+                )
+        })
+        .collect();
+    if states.is_empty() { None } else { Some(states) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_upstreams_map() {
+        assert_eq!(status_of("active", None), "ACTIVE");
+        assert_eq!(status_of("building", Some("spawning")), "BUILD");
+        assert_eq!(status_of("active", Some("rebooting_hard")), "HARD_REBOOT");
+        assert_eq!(status_of("stopped", Some("powering-on")), "SHUTOFF");
+        assert_eq!(status_of("error", Some("rebuilding")), "REBUILD");
+        assert_eq!(status_of("weird", None), "UNKNOWN");
+        assert_eq!(vm_states_of_status("shutoff"), Some(vec!["stopped"]));
+        assert_eq!(vm_states_of_status("ACTIVE"), Some(vec!["active"]));
+        assert_eq!(vm_states_of_status("REBUILD"), Some(vec!["active", "stopped", "error"]));
+        assert_eq!(vm_states_of_status("nonsense"), None);
+    }
+
+    #[test]
+    fn hostnames_are_sanitised() {
+        assert_eq!(sanitize_hostname("My Server_1.example"), "my-server-1-example");
+        assert_eq!(sanitize_hostname("--x--"), "x");
+        assert_eq!(sanitize_hostname("!!!"), "server");
+        assert_eq!(sanitize_hostname(&"a".repeat(100)).len(), 63);
+    }
+
+    #[test]
+    fn action_rules() {
+        let stop = rule_of(&Action::Stop);
+        assert!(stop.vm_states.contains(&"active") && !stop.vm_states.contains(&"stopped"));
+        assert_eq!(stop.starts_in, "powering-off");
+        assert_eq!(rule_of(&Action::Reboot { hard: true }).starts_in, "rebooting_hard");
+        assert!(rule_of(&Action::Reboot { hard: true }).vm_states.contains(&"stopped"));
+        assert!(!rule_of(&Action::Reboot { hard: false }).vm_states.contains(&"stopped"));
+    }
+}
