@@ -96,3 +96,127 @@ async fn flavors_specs_access_and_keypairs_on_every_database() {
         db.cleanup().await;
     }
 }
+
+fn instance(uuid: &str, project: &str, created_at: i64) -> compute::store::InstanceRow {
+    compute::store::InstanceRow {
+        uuid: uuid.into(),
+        display_name: format!("vm-{uuid}"),
+        hostname: format!("vm-{uuid}"),
+        description: None,
+        project_id: project.into(),
+        user_id: "u1".into(),
+        flavor: compute_rpc::FlavorSpec {
+            flavorid: "1".into(),
+            name: "m1.tiny".into(),
+            vcpus: 1,
+            memory_mb: 512,
+            root_gb: 1,
+            ephemeral_gb: 0,
+            swap: 0,
+            extra_specs: BTreeMap::new(),
+        },
+        image_ref: "img".into(),
+        image_properties: BTreeMap::new(),
+        key_name: None,
+        key_data: None,
+        user_data: None,
+        config_drive: false,
+        availability_zone: None,
+        launch_index: 0,
+        reservation_id: "r-1".into(),
+        vm_state: "building".into(),
+        task_state: Some("scheduling".into()),
+        power_state: 0,
+        host: None,
+        node: None,
+        node_uuid: None,
+        locked_by: None,
+        locked_reason: None,
+        access_ip_v4: None,
+        access_ip_v6: None,
+        progress: 0,
+        fault: None,
+        scheduling: None,
+        created_at,
+        updated_at: created_at,
+        launched_at: None,
+        terminated_at: None,
+        deleted_at: None,
+        deleted: false,
+    }
+}
+
+#[tokio::test]
+async fn instances_updates_actions_services_and_nodes_on_every_database() {
+    use compute::store::instances::Value;
+    for db in test_databases().await {
+        let c = Compute::new((*db).clone());
+        c.migrate().await.unwrap();
+        let s = c.store();
+        let md: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+        s.instances_insert(&[instance("a", "p1", 10), instance("b", "p1", 20), instance("c", "p2", 30)], &md, "req-1")
+            .await
+            .unwrap();
+        let p1 = s
+            .instance_list(&compute::store::InstanceFilter { project_id: Some("p1".into()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(p1.iter().map(|i| i.uuid.as_str()).collect::<Vec<_>>(), ["b", "a"], "{:?}", db.backend());
+        assert_eq!(p1[0].flavor.memory_mb, 512);
+        assert_eq!(s.metadata_of(&["a", "c"]).await.unwrap()["c"]["k"], "v");
+
+        // Compare-and-set on the task state: NULL and named states both match.
+        let to_net = [("task_state", Value::S(Some("networking".into())))];
+        assert!(!s.instance_update("a", Some(&[Some("spawning".into())]), &to_net).await.unwrap());
+        assert!(s.instance_update("a", Some(&[None, Some("scheduling".into())]), &to_net).await.unwrap());
+        let clear = [("task_state", Value::S(None)), ("vm_state", Value::S(Some("active".into())))];
+        assert!(s.instance_update("a", Some(&[Some("networking".into())]), &clear).await.unwrap());
+        assert!(s.instance_update("a", Some(&[None]), &[("power_state", Value::I(Some(1)))]).await.unwrap());
+        let a = s.instance_get("a").await.unwrap().unwrap();
+        assert_eq!((a.vm_state.as_str(), a.task_state.as_deref(), a.power_state), ("active", None, 1));
+        let filter = compute::store::InstanceFilter { vm_states: Some(vec!["active".into()]), ..Default::default() };
+        assert_eq!(s.instance_list(&filter).await.unwrap().len(), 1);
+        assert_eq!(s.instance_usage("p1").await.unwrap(), (2, 2, 1024));
+
+        // Actions and events.
+        s.action_event("a", "req-1", "compute__do_build_and_run_instance", "h1", None).await.unwrap();
+        s.action_event("a", "req-1", "compute__do_build_and_run_instance", "h1", Some((true, None))).await.unwrap();
+        let actions = s.actions("a").await.unwrap();
+        assert_eq!(actions.len(), 1);
+        assert_eq!(actions[0].action, "create");
+        let events = s.action_events(actions[0].id).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].result.as_deref(), Some("Success"));
+
+        // Tags, and deletion keeps the row but not its metadata.
+        assert!(s.tag_add("a", "t1").await.unwrap());
+        assert!(!s.tag_add("a", "t1").await.unwrap());
+        assert!(s.instance_mark_deleted("a").await.unwrap());
+        assert!(!s.instance_mark_deleted("a").await.unwrap());
+        assert!(s.instance_get("a").await.unwrap().unwrap().deleted);
+        assert!(s.metadata_of(&["a"]).await.unwrap().is_empty());
+        assert!(!s.instance_update("a", None, &to_net).await.unwrap(), "deleted instances do not change");
+
+        // Services and nodes.
+        let svc = s.service_ensure("h1", "nova-compute", "compute").await.unwrap();
+        assert_eq!(s.service_ensure("h1", "nova-compute", "compute").await.unwrap().uuid, svc.uuid);
+        assert!(s.service_heartbeat("h1", "nova-compute").await.unwrap());
+        assert!(!s.service_heartbeat("h9", "nova-compute").await.unwrap());
+        let info = compute_rpc::NodeInfo {
+            host: "h1".into(),
+            node: "h1".into(),
+            hypervisor_type: "fake".into(),
+            hypervisor_version: 1000,
+            host_ip: "127.0.0.1".into(),
+            cpu_info: serde_json::json!({"arch": "x86_64"}),
+            resources: compute_rpc::NodeResources { vcpus: 8, memory_mb: 4096, ..Default::default() },
+        };
+        let node = s.node_upsert(&svc.uuid, &info).await.unwrap();
+        assert_eq!(s.node_upsert(&svc.uuid, &info).await.unwrap().uuid, node.uuid, "node uuids are stable");
+        assert_eq!(s.node_get(node.id).await.unwrap().unwrap().info.resources.vcpus, 8);
+        assert!(s.service_set(&svc.uuid, Some((true, Some("maintenance".into()))), None).await.unwrap());
+        assert!(s.service_get(svc.id).await.unwrap().unwrap().disabled);
+        assert!(s.service_delete(&svc.uuid).await.unwrap());
+        assert!(s.node_list().await.unwrap().is_empty());
+    }
+}
