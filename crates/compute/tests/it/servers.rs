@@ -1,0 +1,257 @@
+//! Servers end to end in one process: the API, the conductor, placement and the in-process compute agent with the
+//! `fake` driver. Builds, state rules, actions, metadata, instance actions, deletes that free placement, services
+//! and hypervisors.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_utils::{Client, Response, TestCloud};
+
+/// Uploads a small active image as the member; returns its id.
+async fn image(c: &Client) -> String {
+    let r = c.post("/image/v2/images", &json!({"name": "boot", "disk_format": "raw", "container_format": "bare"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = c
+        .request(
+            reqwest::Method::PUT,
+            &format!("/image/v2/images/{id}/file"),
+            None,
+            &[("content-type", "application/octet-stream")],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    id
+}
+
+async fn wait_for(c: &Client, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let r = c.get(&format!("/compute/v2.1/servers/{id}")).await;
+        if r.status == 404 {
+            return Value::Null;
+        }
+        let s = r.json()["server"].clone();
+        if pred(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server {id} never reached the expected state");
+}
+
+async fn status(c: &Client, id: &str, want: &str) -> Value {
+    wait_for(c, id, |s| s["status"] == want && s["OS-EXT-STS:task_state"].is_null()).await
+}
+
+async fn boot(c: &Client, image: &str, name: &str) -> Response {
+    c.post("/compute/v2.1/servers", &json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}})).await
+}
+
+async fn action(c: &Client, id: &str, body: Value) -> Response {
+    c.post(&format!("/compute/v2.1/servers/{id}/action"), &body).await
+}
+
+async fn wait_agent(cloud: &TestCloud) {
+    for _ in 0..200 {
+        let r = cloud.admin.get("/compute/v2.1/os-hypervisors").await;
+        if r.json()["hypervisors"].as_array().is_some_and(|h| !h.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the compute agent never registered");
+}
+
+#[tokio::test]
+async fn boot_act_and_delete_through_the_fake_driver() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+
+    let r = boot(&cloud.member, &img, "web").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let created = r.json()["server"].clone();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["adminPass"].as_str().unwrap().len(), 12);
+    assert!(r.header("location").unwrap().ends_with(&format!("/servers/{id}")));
+
+    let s = status(&cloud.member, &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 1);
+    assert_eq!(s["OS-EXT-STS:vm_state"], "active");
+    assert_eq!(s["flavor"]["id"], "1");
+    assert_eq!(s["image"]["id"], img.as_str());
+    assert!(!s["hostId"].as_str().unwrap().is_empty());
+    assert!(s.get("OS-EXT-SRV-ATTR:host").is_none(), "host attributes are for admins");
+    let admin_view = cloud.admin.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"].clone();
+    assert!(admin_view["OS-EXT-SRV-ATTR:host"].is_string());
+
+    // The build went through placement: the consumer holds the flavor's resources.
+    let allocs = cloud.admin.request(reqwest::Method::GET, &format!("/placement/allocations/{id}"), None, &[]).await;
+    let allocations = allocs.json()["allocations"].clone();
+    let rp = allocations.as_object().unwrap().values().next().expect("an allocation").clone();
+    assert_eq!(rp["resources"], json!({"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}));
+
+    // Lists: summary, detail, filters; other projects and readers.
+    let list = cloud.member.get("/compute/v2.1/servers").await.json();
+    assert_eq!(list["servers"][0]["id"], id.as_str());
+    assert!(list["servers"][0].get("status").is_none());
+    let detail = cloud.member.get("/compute/v2.1/servers/detail?status=ACTIVE&name=^we").await.json();
+    assert_eq!(detail["servers"].as_array().unwrap().len(), 1);
+    let none = cloud.member.get("/compute/v2.1/servers/detail?status=SHUTOFF").await.json();
+    assert!(none["servers"].as_array().unwrap().is_empty());
+    assert!(cloud.admin.get("/compute/v2.1/servers").await.json()["servers"].as_array().unwrap().is_empty(), "admin's own project");
+    let all = cloud.admin.get("/compute/v2.1/servers?all_tenants=1").await.json();
+    assert_eq!(all["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(cloud.member.get("/compute/v2.1/servers?all_tenants=1").await.status, 403);
+    assert_eq!(cloud.reader.get(&format!("/compute/v2.1/servers/{id}")).await.status, 200);
+    assert_eq!(action(&cloud.reader, &id, json!({"os-stop": null})).await.status, 403);
+
+    // Actions walk the states; the wrong state is a 409 with upstream's message.
+    assert_eq!(action(&cloud.member, &id, json!({"os-stop": null})).await.status, 202);
+    let s = status(&cloud.member, &id, "SHUTOFF").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 4);
+    let r = action(&cloud.member, &id, json!({"os-stop": null})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.json()["conflictingRequest"]["message"], format!("Cannot 'stop' instance {id} while it is in vm_state stopped"));
+    assert_eq!(action(&cloud.member, &id, json!({"os-start": null})).await.status, 202);
+    status(&cloud.member, &id, "ACTIVE").await;
+    for (act, want) in [("pause", "PAUSED"), ("unpause", "ACTIVE"), ("suspend", "SUSPENDED"), ("resume", "ACTIVE")] {
+        let r = action(&cloud.member, &id, json!({act: null})).await;
+        assert_eq!(r.status, 202, "{act}: {}", r.text);
+        status(&cloud.member, &id, want).await;
+    }
+    assert_eq!(action(&cloud.member, &id, json!({"reboot": {"type": "HARD"}})).await.status, 202);
+    status(&cloud.member, &id, "ACTIVE").await;
+    assert_eq!(action(&cloud.member, &id, json!({"reboot": {"type": "sideways"}})).await.status, 400);
+    let r = action(&cloud.member, &id, json!({"os-getConsoleOutput": {"length": 3}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["output"].as_str().unwrap().lines().count() <= 3);
+    assert_eq!(action(&cloud.member, &id, json!({"fly": null})).await.status, 400);
+
+    // Lock: the owner's actions are refused until unlocked.
+    assert_eq!(action(&cloud.member, &id, json!({"lock": null})).await.status, 202);
+    let r = action(&cloud.member, &id, json!({"os-stop": null})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(action(&cloud.member, &id, json!({"unlock": null})).await.status, 202);
+
+    // Metadata and update.
+    let r = cloud.member.post(&format!("/compute/v2.1/servers/{id}/metadata"), &json!({"metadata": {"a": "1", "b": "2"}})).await;
+    assert_eq!(r.json()["metadata"], json!({"a": "1", "b": "2"}));
+    let r = cloud.member.request(reqwest::Method::PUT, &format!("/compute/v2.1/servers/{id}/metadata/a"), Some(&json!({"meta": {"b": "x"}})), &[]).await;
+    assert_eq!(r.status, 400);
+    let r = cloud.member.delete(&format!("/compute/v2.1/servers/{id}/metadata/b")).await;
+    assert_eq!(r.status, 204);
+    let r = cloud.member.request(reqwest::Method::PUT, &format!("/compute/v2.1/servers/{id}"), Some(&json!({"server": {"name": "renamed"}})), &[]).await;
+    assert_eq!(r.json()["server"]["name"], "renamed");
+    assert_eq!(r.json()["server"]["metadata"], json!({"a": "1"}));
+
+    // Instance actions, with events for admins.
+    let r = cloud.member.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await;
+    let actions: Vec<String> = r.json()["instanceActions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_string()).collect();
+    assert!(actions.contains(&"create".to_string()) && actions.contains(&"stop".to_string()), "{actions:?}");
+    let create = r.json()["instanceActions"].as_array().unwrap().iter().find(|a| a["action"] == "create").unwrap().clone();
+    let req = create["request_id"].as_str().unwrap();
+    let r = cloud.admin.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions/{req}")).await;
+    let events = r.json()["instanceAction"]["events"].clone();
+    assert!(events.as_array().unwrap().iter().any(|e| e["event"] == "compute__do_build_and_run_instance" && e["result"] == "Success"), "{events}");
+
+    // Delete frees the allocation; the server is gone.
+    assert_eq!(cloud.member.delete(&format!("/compute/v2.1/servers/{id}")).await.status, 204);
+    assert!(wait_for(&cloud.member, &id, |_| false).await.is_null());
+    let allocs = cloud.admin.request(reqwest::Method::GET, &format!("/placement/allocations/{id}"), None, &[]).await;
+    assert_eq!(allocs.json()["allocations"], json!({}));
+    assert_eq!(cloud.member.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await.status, 200, "actions outlive the server");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_boots_quotas_and_multi_create() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let post = |body: Value| {
+        let c = cloud.member.clone();
+        async move { c.post("/compute/v2.1/servers", &body).await }
+    };
+    for (body, fragment) in [
+        (json!({"server": {"name": "x", "imageRef": img, "flavorRef": "nope"}}), "Flavor nope could not be found."),
+        (json!({"server": {"name": "x", "imageRef": "6b2a4d4c-0000-0000-0000-000000000000", "flavorRef": "1"}}), "could not be found."),
+        (json!({"server": {"name": "x".repeat(256), "imageRef": img, "flavorRef": "1"}}), "is too long"),
+        (json!({"server": {"name": " x", "imageRef": img, "flavorRef": "1"}}), "Leading/trailing whitespace"),
+        (json!({"server": {"imageRef": img, "flavorRef": "1"}}), "'name' is a required property"),
+        (json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "key_name": "nokey"}}), "Invalid key_name provided."),
+        (json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "bogus": 1}}), "Additional properties are not allowed"),
+        (json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "min_count": 2, "max_count": 1}}), "min_count must be <= max_count"),
+        (json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "user_data": "not base64!"}}), "User data needs to be valid base 64."),
+    ] {
+        let r = post(body).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.json()["badRequest"]["message"].as_str().unwrap().contains(fragment), "{fragment}: {}", r.text);
+    }
+    // Quota: 10 instances, 20 cores, 51200 MB by default.
+    let r = post(json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "min_count": 11}})).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(
+        r.json()["forbidden"]["message"],
+        "Quota exceeded for instances: Requested 11, but already used 0 of 10 instances"
+    );
+    // Multi-create: names get suffixes, one reservation.
+    let r = post(json!({"server": {"name": "many", "imageRef": img, "flavorRef": "1", "min_count": 2, "max_count": 3, "return_reservation_id": true}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let rid = r.json()["reservation_id"].as_str().unwrap().to_string();
+    let list = cloud.member.get(&format!("/compute/v2.1/servers/detail?reservation_id={rid}")).await.json();
+    let mut names: Vec<String> = list["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["many-1", "many-2", "many-3"]);
+    for s in list["servers"].as_array().unwrap() {
+        status(&cloud.member, s["id"].as_str().unwrap(), "ACTIVE").await;
+    }
+    // Paging through the listing.
+    let page = cloud.member.get("/compute/v2.1/servers?limit=2").await.json();
+    assert_eq!(page["servers"].as_array().unwrap().len(), 2);
+    assert!(page["servers_links"][0]["href"].as_str().unwrap().contains("marker="));
+    assert_eq!(cloud.member.get("/compute/v2.1/servers?marker=nope").await.status, 400);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn services_hypervisors_and_zones() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let r = cloud.admin.get("/compute/v2.1/os-services").await;
+    let services = r.json()["services"].clone();
+    let compute = services.as_array().unwrap().iter().find(|s| s["binary"] == "nova-compute").expect("agent service").clone();
+    assert_eq!((compute["state"].as_str(), compute["status"].as_str()), (Some("up"), Some("enabled")));
+    assert_eq!(cloud.member.get("/compute/v2.1/os-services").await.status, 403);
+    let host = compute["host"].as_str().unwrap().to_string();
+    let r = cloud
+        .admin
+        .request(reqwest::Method::PUT, "/compute/v2.1/os-services/disable-log-reason", Some(&json!({"host": host, "binary": "nova-compute", "disabled_reason": "maintenance"})), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["service"]["status"], "disabled");
+    // A disabled host gets no new servers.
+    let img = image(&cloud.member).await;
+    let id = boot(&cloud.member, &img, "nowhere").await.json()["server"]["id"].as_str().unwrap().to_string();
+    let s = status(&cloud.member, &id, "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap().starts_with("No valid host was found"), "{s}");
+    let r = cloud.admin.request(reqwest::Method::PUT, "/compute/v2.1/os-services/enable", Some(&json!({"host": host, "binary": "nova-compute"})), &[]).await;
+    assert_eq!(r.json()["service"]["status"], "enabled");
+    // An ERROR server without a host deletes locally.
+    assert_eq!(cloud.member.delete(&format!("/compute/v2.1/servers/{id}")).await.status, 204);
+    assert!(wait_for(&cloud.member, &id, |_| false).await.is_null());
+
+    let r = cloud.admin.get("/compute/v2.1/os-hypervisors/detail").await;
+    let h = r.json()["hypervisors"][0].clone();
+    assert_eq!(h["hypervisor_type"], "fake");
+    assert_eq!(h["state"], "up");
+    let hid = h["id"].as_i64().unwrap();
+    assert_eq!(cloud.admin.get(&format!("/compute/v2.1/os-hypervisors/{hid}")).await.status, 200);
+    assert_eq!(cloud.admin.get("/compute/v2.1/os-hypervisors/999999").await.status, 404);
+    let stats = cloud.admin.get("/compute/v2.1/os-hypervisors/statistics").await.json();
+    assert_eq!(stats["hypervisor_statistics"]["count"], 1);
+    let zones = cloud.member.get("/compute/v2.1/os-availability-zone").await.json();
+    assert_eq!(zones["availabilityZoneInfo"][0]["zoneName"], "nova");
+    assert_eq!(zones["availabilityZoneInfo"][0]["zoneState"]["available"], true);
+    cloud.shutdown().await;
+}
