@@ -31,6 +31,8 @@ pub struct Config {
     pub object: ObjectSection,
     pub placement: PlacementSection,
     pub compute: ComputeSection,
+    /// This host's compute agent (`stratus compute-agent`).
+    pub compute_agent: ComputeAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -190,6 +192,68 @@ impl Default for ComputeSection {
     }
 }
 
+/// The compute agent of this host: upstream's `nova-compute` settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComputeAgentSection {
+    /// The host name the agent registers and serves as; defaults to this machine's host name.
+    pub host: Option<String>,
+    /// The address shown as the hypervisor's `host_ip` (upstream's `my_ip`); defaults to the address of the
+    /// default route.
+    pub my_ip: Option<String>,
+    /// The hypervisor driver: `fake` (guests in memory).
+    pub driver: String,
+    /// Seconds between heartbeats (upstream's `report_interval`).
+    pub report_interval: u64,
+    /// Seconds between resource reports.
+    pub resource_audit_interval: u64,
+    /// Overcommit ratios of the node's inventory. Upstream leaves them unset and then applies
+    /// `initial_*_allocation_ratio`: 16.0, 1.5 and 1.0.
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    /// Kept back for the host itself (upstream's defaults: 0 CPUs, 512 MB of memory, 0 MB of disk).
+    pub reserved_host_cpus: i64,
+    pub reserved_host_memory_mb: i64,
+    pub reserved_host_disk_mb: i64,
+    /// The capacity the `fake` driver reports.
+    pub fake: FakeDriverSection,
+}
+
+/// The `fake` driver's capacity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FakeDriverSection {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub local_gb: i64,
+}
+
+impl Default for ComputeAgentSection {
+    fn default() -> Self {
+        ComputeAgentSection {
+            host: None,
+            my_ip: None,
+            driver: "fake".into(),
+            report_interval: 10,
+            resource_audit_interval: 60,
+            cpu_allocation_ratio: 16.0,
+            ram_allocation_ratio: 1.5,
+            disk_allocation_ratio: 1.0,
+            reserved_host_cpus: 0,
+            reserved_host_memory_mb: 512,
+            reserved_host_disk_mb: 0,
+            fake: FakeDriverSection::default(),
+        }
+    }
+}
+
+impl Default for FakeDriverSection {
+    fn default() -> Self {
+        FakeDriverSection { vcpus: 16, memory_mb: 32768, local_gb: 1000 }
+    }
+}
+
 /// The placement service's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -258,6 +322,7 @@ impl Default for Config {
             object: ObjectSection::default(),
             placement: PlacementSection::default(),
             compute: ComputeSection::default(),
+            compute_agent: ComputeAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -310,7 +375,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "compute_agent", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.
@@ -418,6 +483,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure returns figment's error, as it must
     fn file_then_env_override() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stratus.toml");
@@ -441,6 +507,32 @@ mod tests {
         std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure returns figment's error, as it must
+    fn compute_agent_settings_from_file_and_env() {
+        let c = Config::default();
+        assert_eq!(c.compute_agent.host, None);
+        assert_eq!(c.compute_agent.driver, "fake");
+        assert_eq!((c.compute_agent.report_interval, c.compute_agent.resource_audit_interval), (10, 60));
+        assert_eq!(c.compute_agent.reserved_host_memory_mb, 512);
+        let fake = &c.compute_agent.fake;
+        assert_eq!((fake.vcpus, fake.memory_mb, fake.local_gb), (16, 32768, 1000));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        let toml = "[compute_agent]\nhost = \"cn1\"\ncpu_allocation_ratio = 4.0\n[compute_agent.fake]\nvcpus = 4\n";
+        std::fs::write(&path, toml).unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATUS_COMPUTE_AGENT__HOST", "cn2");
+            jail.set_env("STRATUS_COMPUTE_AGENT__FAKE__MEMORY_MB", "2048");
+            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(c.compute_agent.host.as_deref(), Some("cn2"));
+            assert_eq!(c.compute_agent.cpu_allocation_ratio, 4.0);
+            assert_eq!((c.compute_agent.fake.vcpus, c.compute_agent.fake.memory_mb), (4, 2048));
+            Ok(())
+        });
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `stratus up`, `stratus serve` and the test harness (`test-utils`) all go through [`start`]: one code path for a
 //! laptop, a split deployment and the tests.
 
+pub mod agent;
 pub mod clients;
 pub mod config;
 
@@ -36,6 +37,8 @@ pub enum Error {
     Object(#[from] object::Error),
     #[error("compute: {0}")]
     Compute(#[from] compute::Error),
+    #[error("compute agent: {0}")]
+    ComputeAgent(#[from] compute_agent::Error),
     #[error("placement: {0}")]
     Placement(#[from] placement::Error),
     #[error("auth: {0}")]

@@ -23,6 +23,9 @@ pub const COMPUTE_TOPIC: &str = "compute";
 pub const CONDUCTOR_TOPIC: &str = "conductor";
 /// The binary name agents register under, as upstream (`openstack compute service list` shows it).
 pub const COMPUTE_BINARY: &str = "nova-compute";
+/// The remote error kind the conductor answers a [`Heartbeat`] with when it has no record of the host (upstream's
+/// `ComputeHostNotFound`); the agent then sends [`RegisterNode`] again.
+pub const HOST_NOT_FOUND: &str = "ComputeHostNotFound";
 
 /// Upstream's `vm_state` values.
 pub mod vm_state {
@@ -149,7 +152,8 @@ pub struct InstanceSpec {
     pub launch_index: i64,
 }
 
-/// A compute node's capacity and use, as its agent measures it.
+/// A compute node's capacity and use, as its agent measures it. As in upstream's `compute_nodes` records, the
+/// `_used` figures include what is reserved for the host.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeResources {
     pub vcpus: i64,
@@ -217,7 +221,8 @@ impl Rpc for ReportResources {
     type Reply = ();
 }
 
-/// A service's liveness report, every `report_interval` seconds.
+/// A service's liveness report, every `report_interval` seconds. Agents send it as a call: a conductor that has
+/// no record of the host rejects it (with [`HOST_NOT_FOUND`]), and the agent registers again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub host: String,

@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         services: Option<String>,
     },
+    /// Run this host's compute agent (upstream's nova-compute) on the configured message bus.
+    ComputeAgent {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The host name to register as (default: [compute_agent] host, else this machine's host name).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Database administration.
     Db {
         #[command(subcommand)]
@@ -172,6 +180,27 @@ async fn run(cli: Cli) -> Result<()> {
                 r = running.wait() => r?,
                 _ = shutdown_signal() => running.shutdown().await?,
             }
+            Ok(())
+        }
+        Command::ComputeAgent { config, host } => {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(host) = host {
+                config.compute_agent.host = Some(host);
+            }
+            init_logging(&config);
+            if config.bus.url.starts_with("memory://") {
+                anyhow::bail!(
+                    "the compute agent needs a bus shared with the conductor: set [bus] url (or STRATUS_BUS__URL) to \
+                     an amqp:// URL; memory:// only reaches services in the same process"
+                );
+            }
+            let bus = bus::Bus::connect(&config.bus.url).await.context("cannot connect to the message bus")?;
+            let agent = cloud::agent::start_agent(&config, bus.clone()).await?;
+            println!("Compute agent of host {} started.", agent.host());
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            agent.stop().await;
+            bus.close().await;
             Ok(())
         }
         Command::Db { command: DbCommand::Migrate { config, services } } => {

@@ -262,8 +262,7 @@ async fn split_deployment_on_server_databases_and_amqp() {
     for backend in [db::Backend::Postgres, db::Backend::MySql] {
         let Some(test_db) = db::testing::test_database(backend).await else { continue };
         let dir = tempfile::tempdir().unwrap();
-        let mut config = cloud::Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = cloud::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.database.url = Some(test_db.url().to_string());
         config.bus.url = amqp.clone();

@@ -1,0 +1,138 @@
+//! The interface between the agent and a hypervisor driver, as `nova.virt.driver.ComputeDriver` is upstream.
+//!
+//! A driver owns the guests of one host: it creates them from an [`InstanceSpec`] and a [`GuestContext`], changes
+//! their power state, reports their console and the host's capacity. It knows nothing of the bus or of instance
+//! records: the agent decides what to do and reports the outcome to the conductor.
+//!
+//! Drivers keep whatever they need to act on a guest later (disk paths, the generated machine definition, tap
+//! devices) themselves, keyed by instance uuid: operations that only ever get a uuid over the bus (destroy, power
+//! state, console) take only that. Operations that (re)create the guest's process — spawn, power on, hard reboot,
+//! resume — also get the instance and its context, so a driver can regenerate its definition from them.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use compute_rpc::{InstanceSpec, PowerState};
+
+use crate::Error;
+
+/// The hypervisor of one host: identity and capacity, and what its guests use (without any reservation for the
+/// host itself; the agent adds that).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HypervisorInfo {
+    /// `hypervisor_type` as the API shows it (`fake`, `QEMU`).
+    pub hypervisor_type: String,
+    /// The hypervisor's version as an integer, upstream's encoding (`1.2.3` is 1002003).
+    pub hypervisor_version: i64,
+    /// CPU model, vendor, topology and features, as upstream's `cpu_info`.
+    pub cpu_info: serde_json::Value,
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub local_gb: i64,
+    pub vcpus_used: i64,
+    pub memory_mb_used: i64,
+    pub local_gb_used: i64,
+    /// Guests on the host, whatever their power state.
+    pub running_vms: i64,
+}
+
+/// One guest as the hypervisor sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestInfo {
+    pub uuid: String,
+    pub power_state: PowerState,
+}
+
+/// What a driver needs beyond the instance itself to create or re-create its guest. Built by the agent; new
+/// needs (block devices, injected files, …) become new fields.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct GuestContext {
+    /// The request the work is done for, for logs.
+    pub request_id: String,
+    /// The image the root disk is made from; `None` for an instance booted from a volume.
+    pub image: Option<ImageSource>,
+    /// Network interfaces to plug (tap devices on QEMU); empty until the network service exists.
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
+impl GuestContext {
+    /// The context for `instance`: its image (unless it boots from a volume), no network interfaces yet.
+    pub fn for_instance(instance: &InstanceSpec, request_id: &str) -> GuestContext {
+        let image = (!instance.image_ref.is_empty())
+            .then(|| ImageSource { id: instance.image_ref.clone(), properties: instance.image_properties.clone() });
+        GuestContext { request_id: request_id.to_owned(), image, network_interfaces: Vec::new() }
+    }
+}
+
+/// The image a guest's root disk comes from. A driver that needs the bytes fetches them by `id` through its own
+/// image cache (a base file that qcow2 overlays point at).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ImageSource {
+    pub id: String,
+    /// The image's properties (`disk_format`, `hw_*`, `os_*`), as the image service showed them at boot.
+    pub properties: BTreeMap<String, serde_json::Value>,
+}
+
+/// A virtual NIC, as upstream's VIF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NetworkInterface {
+    /// The network port's id.
+    pub port_id: String,
+    pub mac_address: String,
+    /// The host device to create (upstream names taps `tap` + the first 11 characters of the port id).
+    pub devname: String,
+    pub mtu: Option<u32>,
+}
+
+/// A hypervisor driver. Every method is safe to call concurrently for different instances; the agent never
+/// runs two operations on one instance at once.
+#[async_trait]
+pub trait Hypervisor: Send + Sync + 'static {
+    /// The driver's name, for logs (`fake`, `qemu`).
+    fn name(&self) -> &'static str;
+
+    /// The host's capacity and what its guests use.
+    async fn host_info(&self) -> Result<HypervisorInfo, Error>;
+
+    /// Every guest on the host, with its power state.
+    async fn list_guests(&self) -> Result<Vec<GuestInfo>, Error>;
+
+    /// Creates and boots the guest of `instance`. On failure the driver may leave parts behind; the agent calls
+    /// [`Hypervisor::destroy`] to clean up.
+    async fn spawn(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error>;
+
+    /// Stops the guest and removes everything the driver created for it. A guest that does not exist is not an
+    /// error: destroying twice, or after a failed spawn, succeeds.
+    async fn destroy(&self, uuid: &str) -> Result<(), Error>;
+
+    /// Powers the guest off (a shut-off guest stays off).
+    async fn power_off(&self, uuid: &str) -> Result<(), Error>;
+
+    /// Powers a shut-off guest on (a running guest stays on).
+    async fn power_on(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error>;
+
+    /// Restarts the guest: a soft reboot asks the guest OS, a hard one resets the machine (re-creating it from
+    /// `instance` and `context`). Either ends with the guest running.
+    async fn reboot(&self, instance: &InstanceSpec, context: &GuestContext, hard: bool) -> Result<(), Error>;
+
+    /// Freezes a running guest in memory.
+    async fn pause(&self, uuid: &str) -> Result<(), Error>;
+
+    /// Continues a paused guest.
+    async fn unpause(&self, uuid: &str) -> Result<(), Error>;
+
+    /// Saves a running or paused guest's memory to disk and stops it.
+    async fn suspend(&self, uuid: &str) -> Result<(), Error>;
+
+    /// Restores a suspended guest.
+    async fn resume(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error>;
+
+    /// The guest's power state; [`Error::NotFound`] when there is no guest.
+    async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
+
+    /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).
+    async fn console_output(&self, uuid: &str) -> Result<String, Error>;
+}

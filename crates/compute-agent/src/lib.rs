@@ -1,0 +1,22 @@
+//! The compute agent: the per-host service of the compute service, upstream's `nova-compute`.
+//!
+//! An [`Agent`] owns one host's guests through a [`Hypervisor`] driver. It registers its node with the
+//! conductor, serves the compute topic as server `<host>` (building, deleting and acting on instances, reading
+//! their consoles), and reports its liveness and resources. It never touches the database: every change to an
+//! instance goes through the conductor over the bus contract in `compute-rpc`.
+//!
+//! Drivers: [`fake`] (guests in memory). The driver trait is shaped for a QEMU driver to follow.
+
+mod agent;
+mod config;
+mod error;
+pub mod fake;
+pub mod hypervisor;
+mod manager;
+
+pub use agent::{Agent, AgentHandle};
+pub use config::{AgentConfig, DriverConfig, default_ip, hostname};
+pub use error::Error;
+pub use fake::{FakeConfig, FakeDriver, FakeFailures};
+pub use hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
+pub use manager::{BUILD_EVENT, TERMINATE_EVENT};

@@ -1,0 +1,482 @@
+//! The handlers of the compute topic, as upstream's `nova.compute.manager.ComputeManager`: build, terminate,
+//! lifecycle actions and console output.
+//!
+//! Every change to an instance goes to the conductor as an [`InstanceUpdate`] that names the task state the
+//! agent expects the instance in; a `false` answer means the instance was deleted (or moved on) meanwhile, and
+//! the agent stops what it was doing. Messages for one instance are handled one at a time ([`InstanceLocks`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bus::{Dispatcher, RemoteError};
+use compute_rpc::{
+    Action, ActionEvent, BuildAndRunInstance, BuildFailed, EventPhase, GetConsoleOutput, InstanceAction,
+    InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, task_state,
+    vm_state,
+};
+
+use crate::Error;
+use crate::agent::Inner;
+use crate::hypervisor::GuestContext;
+
+/// The instance action event of a build, upstream's name.
+pub const BUILD_EVENT: &str = "compute__do_build_and_run_instance";
+/// The instance action event of a delete, upstream's name.
+pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
+
+pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
+    let (build, terminate, action, console) = (inner.clone(), inner.clone(), inner.clone(), inner);
+    Dispatcher::new()
+        .on(move |m: BuildAndRunInstance| {
+            let inner = build.clone();
+            async move {
+                inner.build_and_run(m).await;
+                Ok::<_, RemoteError>(())
+            }
+        })
+        .on(move |m: TerminateInstance| {
+            let inner = terminate.clone();
+            async move {
+                inner.terminate(m).await;
+                Ok(())
+            }
+        })
+        .on(move |m: InstanceAction| {
+            let inner = action.clone();
+            async move {
+                inner.instance_action(m).await;
+                Ok(())
+            }
+        })
+        .on(move |m: GetConsoleOutput| {
+            let inner = console.clone();
+            async move { inner.console_output(m).await.map_err(|e| e.to_remote()) }
+        })
+}
+
+/// One lock per instance uuid, held while a message for that instance is handled. Entries go away with their
+/// last user.
+#[derive(Default)]
+pub(crate) struct InstanceLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) struct InstanceGuard<'a> {
+    locks: &'a InstanceLocks,
+    uuid: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl InstanceLocks {
+    pub(crate) async fn lock(&self, uuid: &str) -> InstanceGuard<'_> {
+        let lock = self.map().entry(uuid.to_owned()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        InstanceGuard { locks: self, uuid: uuid.to_owned(), guard: Some(guard) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.locks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+impl Drop for InstanceGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.map();
+        // Only the map holds it: nobody has or waits for the lock.
+        if map.get(&self.uuid).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            map.remove(&self.uuid);
+        }
+    }
+}
+
+/// How an operation on an instance ended, short of success.
+enum Stop {
+    /// An update was refused: the instance was deleted or changed task state meanwhile.
+    Gone,
+    /// The conductor could not be reached.
+    Bus(bus::Error),
+    /// The hypervisor failed; `guest_lost` when the instance's guest is gone because of it.
+    Driver { error: Error, guest_lost: bool },
+}
+
+impl From<bus::Error> for Stop {
+    fn from(error: bus::Error) -> Self {
+        Stop::Bus(error)
+    }
+}
+
+fn driver(error: Error) -> Stop {
+    Stop::Driver { error, guest_lost: false }
+}
+
+fn set_task(state: &str) -> InstanceChanges {
+    InstanceChanges { task_state: Some(Some(state.to_owned())), ..Default::default() }
+}
+
+/// The end of an action: a new vm state and power state, no task.
+fn settled(vm: &str, power: PowerState) -> InstanceChanges {
+    InstanceChanges {
+        vm_state: Some(vm.to_owned()),
+        task_state: Some(None),
+        power_state: Some(power),
+        ..Default::default()
+    }
+}
+
+/// The task states an instance may be in while the agent performs `action`: what the API set, and what the
+/// agent moves it through.
+fn action_task_states(action: &Action) -> &'static [&'static str] {
+    use task_state::*;
+    match action {
+        Action::Stop => &[POWERING_OFF],
+        Action::Start => &[POWERING_ON],
+        Action::Reboot { hard: false } => &[REBOOTING, REBOOT_PENDING, REBOOT_STARTED],
+        Action::Reboot { hard: true } => &[REBOOTING_HARD, REBOOT_PENDING_HARD, REBOOT_STARTED_HARD],
+        Action::Pause => &[PAUSING],
+        Action::Unpause => &[UNPAUSING],
+        Action::Suspend => &[SUSPENDING],
+        Action::Resume => &[RESUMING],
+        Action::Rebuild { .. } => &[REBUILDING, REBUILD_BLOCK_DEVICE_MAPPING, REBUILD_SPAWNING],
+    }
+}
+
+/// The last `length` lines of `output` (all when `None`), as upstream: lines split at `\n`, and bytes outside
+/// ASCII shown as U+FFFD.
+pub(crate) fn tail(output: &str, length: Option<u64>) -> String {
+    let kept = match length {
+        None => output,
+        Some(0) => "",
+        Some(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            let starts: Vec<usize> = std::iter::once(0).chain(output.match_indices('\n').map(|(i, _)| i + 1)).collect();
+            &output[starts[starts.len().saturating_sub(n)]..]
+        }
+    };
+    kept.bytes().map(|b| if b.is_ascii() { b as char } else { char::REPLACEMENT_CHARACTER }).collect()
+}
+
+impl Inner {
+    /// Applies `changes` if the instance is in one of the `expected` task states.
+    async fn update(&self, uuid: &str, expected: &[&str], changes: InstanceChanges) -> Result<bool, bus::Error> {
+        let msg = InstanceUpdate {
+            uuid: uuid.to_owned(),
+            expected_task_state: Some(expected.iter().map(|s| Some((*s).to_owned())).collect()),
+            changes,
+        };
+        let applied = self.call(&msg).await?;
+        if !applied {
+            tracing::info!(instance = %uuid, ?expected, "instance update refused: deleted or in another task state");
+        }
+        Ok(applied)
+    }
+
+    /// Like [`Inner::update`], with a refusal as [`Stop::Gone`].
+    async fn advance(&self, uuid: &str, expected: &[&str], changes: InstanceChanges) -> Result<(), Stop> {
+        if self.update(uuid, expected, changes).await? { Ok(()) } else { Err(Stop::Gone) }
+    }
+
+    async fn event(&self, uuid: &str, request_id: &str, event: &str, phase: EventPhase) {
+        let msg = ActionEvent {
+            instance_uuid: uuid.to_owned(),
+            request_id: request_id.to_owned(),
+            event: event.to_owned(),
+            host: self.config.host.clone(),
+            phase,
+        };
+        if let Err(error) = self.call(&msg).await {
+            tracing::warn!(instance = %uuid, %event, %error, "cannot record an instance action event");
+        }
+    }
+
+    fn finish(success: bool, details: Option<String>) -> EventPhase {
+        EventPhase::Finish { success, details }
+    }
+
+    /// The guest's power state, or `nominal` if the hypervisor cannot tell.
+    async fn power_or(&self, uuid: &str, nominal: PowerState) -> PowerState {
+        self.driver.power_state(uuid).await.unwrap_or(nominal)
+    }
+
+    // ----- build -----
+
+    pub(crate) async fn build_and_run(&self, msg: BuildAndRunInstance) {
+        let BuildAndRunInstance { instance, request_id, .. } = msg;
+        let uuid = instance.uuid.as_str();
+        let _guard = self.locks.lock(uuid).await;
+        tracing::info!(instance = %uuid, request_id = %request_id, "building instance");
+        self.event(uuid, &request_id, BUILD_EVENT, EventPhase::Start).await;
+        let phase = match self.build(&instance, &request_id).await {
+            Ok(()) => {
+                tracing::info!(instance = %uuid, "instance is active");
+                Self::finish(true, None)
+            }
+            Err(Stop::Gone) => {
+                // As upstream: the build ends without error, its guest removed.
+                tracing::info!(instance = %uuid, "instance disappeared during build");
+                if let Err(error) = self.driver.destroy(uuid).await {
+                    tracing::error!(instance = %uuid, %error, "cannot destroy the guest of a deleted instance");
+                }
+                Self::finish(true, None)
+            }
+            Err(Stop::Bus(error)) => self.build_failed(&instance, &request_id, format!("{error}")).await,
+            Err(Stop::Driver { error, .. }) => self.build_failed(&instance, &request_id, error.to_string()).await,
+        };
+        self.event(uuid, &request_id, BUILD_EVENT, phase).await;
+    }
+
+    async fn build(&self, instance: &InstanceSpec, request_id: &str) -> Result<(), Stop> {
+        use task_state::*;
+        let uuid = instance.uuid.as_str();
+        self.advance(uuid, &[SCHEDULING], set_task(NETWORKING)).await?;
+        self.advance(uuid, &[NETWORKING], set_task(BLOCK_DEVICE_MAPPING)).await?;
+        self.advance(uuid, &[BLOCK_DEVICE_MAPPING], set_task(SPAWNING)).await?;
+        let context = GuestContext::for_instance(instance, request_id);
+        self.driver.spawn(instance, &context).await.map_err(driver)?;
+        let power = self.power_or(uuid, PowerState::Running).await;
+        let active = InstanceChanges { launched: true, ..settled(vm_state::ACTIVE, power) };
+        self.advance(uuid, &[SPAWNING], active).await
+    }
+
+    /// Cleans up after a failed build and asks the conductor to reschedule it; only a guest that cannot be
+    /// removed keeps the instance here (no reschedule). Returns the build event's end.
+    async fn build_failed(&self, instance: &InstanceSpec, request_id: &str, reason: String) -> EventPhase {
+        let uuid = instance.uuid.as_str();
+        tracing::warn!(instance = %uuid, %reason, "build failed");
+        let (reason, reschedule) = match self.driver.destroy(uuid).await {
+            Ok(()) => (reason, true),
+            Err(error) => {
+                tracing::error!(instance = %uuid, %error, "cannot destroy the guest of a failed build");
+                (format!("{reason}; cleaning up failed: {error}"), false)
+            }
+        };
+        let msg = BuildFailed {
+            instance_uuid: uuid.to_owned(),
+            request_id: request_id.to_owned(),
+            host: self.config.host.clone(),
+            reason: reason.clone(),
+            reschedule,
+        };
+        if let Err(error) = self.call(&msg).await {
+            tracing::error!(instance = %uuid, %error, "cannot report a failed build");
+        }
+        Self::finish(false, Some(reason))
+    }
+
+    // ----- terminate -----
+
+    pub(crate) async fn terminate(&self, msg: TerminateInstance) {
+        let TerminateInstance { uuid, request_id } = msg;
+        let _guard = self.locks.lock(&uuid).await;
+        tracing::info!(instance = %uuid, request_id = %request_id, "terminating instance");
+        self.event(&uuid, &request_id, TERMINATE_EVENT, EventPhase::Start).await;
+        let phase = match self.driver.destroy(&uuid).await {
+            Ok(()) => {
+                let msg = InstanceTerminated { instance_uuid: uuid.clone(), host: self.config.host.clone() };
+                match self.call(&msg).await {
+                    Ok(()) => Self::finish(true, None),
+                    Err(error) => {
+                        tracing::error!(instance = %uuid, %error, "cannot report a terminated instance");
+                        Self::finish(false, Some(error.to_string()))
+                    }
+                }
+            }
+            Err(error) => {
+                // As upstream, an instance whose guest cannot be removed goes to ERROR.
+                tracing::error!(instance = %uuid, %error, "cannot destroy a guest");
+                let changes = InstanceChanges {
+                    vm_state: Some(vm_state::ERROR.to_owned()),
+                    task_state: Some(None),
+                    power_state: self.driver.power_state(&uuid).await.ok(),
+                    ..Default::default()
+                };
+                if let Err(error) = self.update(&uuid, &[task_state::DELETING], changes).await {
+                    tracing::error!(instance = %uuid, %error, "cannot set a failed delete's instance to ERROR");
+                }
+                Self::finish(false, Some(error.to_string()))
+            }
+        };
+        self.event(&uuid, &request_id, TERMINATE_EVENT, phase).await;
+    }
+
+    // ----- actions -----
+
+    pub(crate) async fn instance_action(&self, msg: InstanceAction) {
+        let InstanceAction { instance, action, request_id } = msg;
+        let uuid = instance.uuid.as_str();
+        let event = action.event_name();
+        let _guard = self.locks.lock(uuid).await;
+        tracing::info!(instance = %uuid, request_id = %request_id, ?action, "instance action");
+        self.event(uuid, &request_id, event, EventPhase::Start).await;
+        let phase = match self.act(&instance, &action, &request_id).await {
+            Ok(()) => Self::finish(true, None),
+            Err(Stop::Gone) => {
+                Self::finish(false, Some(format!("instance {uuid} was deleted or changed task state during {event}")))
+            }
+            Err(Stop::Bus(error)) => {
+                tracing::error!(instance = %uuid, %error, "cannot report an action's progress");
+                Self::finish(false, Some(error.to_string()))
+            }
+            Err(Stop::Driver { error, guest_lost }) => {
+                tracing::warn!(instance = %uuid, %error, ?action, "instance action failed");
+                self.revert(uuid, &action, guest_lost).await;
+                Self::finish(false, Some(error.to_string()))
+            }
+        };
+        self.event(uuid, &request_id, event, phase).await;
+    }
+
+    async fn act(&self, instance: &InstanceSpec, action: &Action, request_id: &str) -> Result<(), Stop> {
+        use vm_state::*;
+        let uuid = instance.uuid.as_str();
+        let expected = action_task_states(action);
+        let context = GuestContext::for_instance(instance, request_id);
+        let (end, nominal) = match action {
+            Action::Rebuild { image_ref } => return self.rebuild(instance, image_ref, request_id).await,
+            Action::Stop => (STOPPED, PowerState::Shutdown),
+            Action::Pause => (PAUSED, PowerState::Paused),
+            Action::Suspend => (SUSPENDED, PowerState::Suspended),
+            Action::Start | Action::Reboot { .. } | Action::Unpause | Action::Resume => (ACTIVE, PowerState::Running),
+        };
+        let done = match action {
+            Action::Stop => self.driver.power_off(uuid).await,
+            Action::Start => self.driver.power_on(instance, &context).await,
+            Action::Reboot { hard } => self.driver.reboot(instance, &context, *hard).await,
+            Action::Pause => self.driver.pause(uuid).await,
+            Action::Unpause => self.driver.unpause(uuid).await,
+            Action::Suspend => self.driver.suspend(uuid).await,
+            Action::Resume => self.driver.resume(instance, &context).await,
+            Action::Rebuild { .. } => unreachable!("handled above"),
+        };
+        done.map_err(driver)?;
+        let power = self.power_or(uuid, nominal).await;
+        self.advance(uuid, expected, settled(end, power)).await
+    }
+
+    /// Upstream's rebuild: record the power state, remove the guest, walk the task states, spawn from the new
+    /// image, and end ACTIVE on it.
+    async fn rebuild(&self, instance: &InstanceSpec, image_ref: &str, request_id: &str) -> Result<(), Stop> {
+        use task_state::*;
+        let uuid = instance.uuid.as_str();
+        let power = self.driver.power_state(uuid).await.ok();
+        self.advance(uuid, &[REBUILDING], InstanceChanges { power_state: power, ..set_task(REBUILDING) }).await?;
+        self.driver.destroy(uuid).await.map_err(driver)?;
+        self.advance(uuid, &[REBUILDING], set_task(REBUILD_BLOCK_DEVICE_MAPPING)).await?;
+        self.advance(uuid, &[REBUILD_BLOCK_DEVICE_MAPPING], set_task(REBUILD_SPAWNING)).await?;
+        let mut rebuilt = instance.clone();
+        if rebuilt.image_ref != image_ref {
+            // The properties were the old image's.
+            rebuilt.image_ref = image_ref.to_owned();
+            rebuilt.image_properties.clear();
+        }
+        let context = GuestContext::for_instance(&rebuilt, request_id);
+        if let Err(error) = self.driver.spawn(&rebuilt, &context).await {
+            return Err(Stop::Driver { error, guest_lost: true });
+        }
+        let power = self.power_or(uuid, PowerState::Running).await;
+        let changes = InstanceChanges {
+            launched: true,
+            image_ref: Some(image_ref.to_owned()),
+            ..settled(vm_state::ACTIVE, power)
+        };
+        self.advance(uuid, &[REBUILD_SPAWNING], changes).await
+    }
+
+    /// After a failed action: clear the task state, record the guest's real power state, and leave the vm
+    /// state, unless the guest is gone (a failed rebuild), which puts the instance in ERROR.
+    async fn revert(&self, uuid: &str, action: &Action, guest_lost: bool) {
+        let power = match self.driver.power_state(uuid).await {
+            Ok(power) => Some(power),
+            Err(Error::NotFound(_)) => Some(PowerState::NoState),
+            Err(_) => None,
+        };
+        let changes = InstanceChanges {
+            vm_state: guest_lost.then(|| vm_state::ERROR.to_owned()),
+            task_state: Some(None),
+            power_state: power,
+            ..Default::default()
+        };
+        if let Err(error) = self.update(uuid, action_task_states(action), changes).await {
+            tracing::error!(instance = %uuid, %error, "cannot clear the task state of a failed action");
+        }
+    }
+
+    // ----- console -----
+
+    pub(crate) async fn console_output(&self, msg: GetConsoleOutput) -> Result<String, Error> {
+        let output = self.driver.console_output(&msg.uuid).await?;
+        Ok(tail(&output, msg.length))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_counts_lines_as_upstream() {
+        let log = "one\ntwo\nthree";
+        assert_eq!(tail(log, None), log);
+        assert_eq!(tail(log, Some(0)), "");
+        assert_eq!(tail(log, Some(1)), "three");
+        assert_eq!(tail(log, Some(2)), "two\nthree");
+        assert_eq!(tail(log, Some(3)), log);
+        assert_eq!(tail(log, Some(u64::MAX)), log);
+        // A trailing newline ends in an empty last line.
+        assert_eq!(tail("a\nb\n", Some(1)), "");
+        assert_eq!(tail("a\nb\n", Some(2)), "b\n");
+        assert_eq!(tail("", Some(5)), "");
+    }
+
+    #[test]
+    fn tail_replaces_bytes_outside_ascii() {
+        assert_eq!(tail("caf\u{e9}\nok", None), "caf\u{fffd}\u{fffd}\nok");
+    }
+
+    #[test]
+    fn every_action_expects_the_task_state_the_api_sets() {
+        use task_state::*;
+        let api_sets = [
+            (Action::Stop, POWERING_OFF),
+            (Action::Start, POWERING_ON),
+            (Action::Reboot { hard: false }, REBOOTING),
+            (Action::Reboot { hard: true }, REBOOTING_HARD),
+            (Action::Pause, PAUSING),
+            (Action::Unpause, UNPAUSING),
+            (Action::Suspend, SUSPENDING),
+            (Action::Resume, RESUMING),
+            (Action::Rebuild { image_ref: "i".into() }, REBUILDING),
+        ];
+        for (action, state) in api_sets {
+            assert!(action_task_states(&action).contains(&state), "{action:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn instance_locks_serialise_one_uuid_and_clean_up() {
+        let locks = Arc::new(InstanceLocks::default());
+        let first = locks.lock("a").await;
+        let _other = locks.lock("b").await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _second = locks.lock("a").await;
+                tx.send(()).unwrap();
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_err(), "the second holder waits for the first");
+        drop(first);
+        waiter.await.unwrap();
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(locks.len(), 1, "only b's lock is left");
+        drop(_other);
+        assert_eq!(locks.len(), 0);
+    }
+}

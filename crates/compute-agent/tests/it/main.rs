@@ -1,0 +1,10 @@
+//! Behavioural tests of the compute agent: a real agent with the fake driver, on a real bus, against a stub
+//! conductor that records every message and answers as told.
+//!
+//! `lifecycle` covers builds, deletes, actions and consoles; `registration` the node's registration, heartbeats
+//! and resource reports; `amqp` one run over RabbitMQ.
+
+mod amqp;
+mod lifecycle;
+mod registration;
+mod support;
