@@ -401,12 +401,15 @@ pub struct StartOptions {
     pub migrate: bool,
     /// Bootstrap the cloud and write `clouds.yaml`/`openrc` into the data dir (`up` and tests).
     pub bootstrap: bool,
+    /// Run this host's compute agent in the process, next to the services (`up` and tests; split deployments run
+    /// `stratus compute-agent` on each compute host).
+    pub compute_agent: bool,
 }
 
 impl StartOptions {
     /// What `stratus up` does: everything, in one process.
     pub fn all_in_one() -> Self {
-        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true }
+        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true, compute_agent: true }
     }
 }
 
@@ -424,6 +427,8 @@ pub struct RunningCloud {
     maintenance: Vec<JoinHandle<()>>,
     /// Bus servers of this process (the conductor), stopped on shutdown.
     bus_servers: Vec<bus::ServerHandle>,
+    /// The in-process compute agent, if any.
+    pub agent: Option<compute_agent::AgentHandle>,
 }
 
 impl RunningCloud {
@@ -435,6 +440,9 @@ impl RunningCloud {
         let result = (&mut self.task).await;
         for task in self.maintenance.drain(..) {
             task.abort();
+        }
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
         }
         for server in self.bus_servers.drain(..) {
             server.stop().await;
@@ -503,6 +511,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     if let Some(compute) = &cloud.compute {
         bus_servers.push(compute.conductor()?.serve(&format!("conductor-{}", addr.port())).await?);
     }
+    let agent = if opts.compute_agent { Some(agent::start_agent(&cloud.config, cloud.bus.clone()).await?) } else { None };
     let cloud = Arc::new(cloud);
     Ok(RunningCloud {
         addr,
@@ -514,5 +523,6 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         task,
         maintenance,
         bus_servers,
+        agent,
     })
 }

@@ -180,7 +180,17 @@ impl Conductor {
                 let c = c.clone();
                 move |m: Heartbeat| {
                     let c = c.clone();
-                    async move { c.store().service_heartbeat(&m.host, &m.binary).await.map(|_| ()).map_err(remote) }
+                    async move {
+                        match c.store().service_heartbeat(&m.host, &m.binary).await {
+                            Ok(true) => Ok(()),
+                            // Deleted by an operator (or never registered): the agent registers again.
+                            Ok(false) => Err(RemoteError::new(
+                                compute_rpc::HOST_NOT_FOUND,
+                                format!("Compute host {} could not be found.", m.host),
+                            )),
+                            Err(e) => Err(remote(e)),
+                        }
+                    }
                 }
             })
             .on({

@@ -173,7 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let names: Vec<_> = services.iter().map(|s| s.name()).collect();
             let mut running =
-                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false }).await?;
+                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false, compute_agent: false }).await?;
             tracing::info!(url = %running.url, services = ?names, "serving");
             println!("Serving {} at {}", names.join(", "), running.url);
             tokio::select! {
