@@ -277,14 +277,25 @@ async fn create(
         Some(Value::String(t)) => api_common::query::parse_bool(t).unwrap_or(!t.is_empty()),
         Some(other) => return Err(invalid("config_drive", other, &format!("{other} is not of type 'boolean', 'string'"))),
     };
-    let boot_from_volume = m.get("block_device_mapping_v2").and_then(Value::as_array).is_some_and(|b| {
-        b.iter().any(|d| d["boot_index"] == json!(0) || d["boot_index"] == json!("0"))
-    });
-    if image_ref.is_empty() && !boot_from_volume {
-        return Err(ApiError::bad_request("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid."));
-    }
+    let bdms = m.get("block_device_mapping_v2").and_then(Value::as_array).cloned().unwrap_or_default();
+    let is_root = |d: &Value| d["boot_index"] == json!(0) || d["boot_index"] == json!("0");
+    let boot_from_volume = bdms.iter().any(|d| is_root(d) && d["destination_type"] == "volume")
+        || bdms.iter().any(|d| d["destination_type"] == "volume" || d["source_type"] == "volume");
+    // An image copied to a local disk as the root device is an image boot, as `openstack server create --image`
+    // may send it.
+    let image_ref = match bdms.iter().find(|d| is_root(d) && d["source_type"] == "image") {
+        Some(d) if image_ref.is_empty() && d["destination_type"] != "volume" => {
+            d["uuid"].as_str().map(ref_id).unwrap_or_default()
+        }
+        _ => image_ref,
+    };
     if boot_from_volume {
-        return Err(ApiError::bad_request("Block Device Mapping is Invalid: booting from volume needs the block storage service, which this cloud does not run."));
+        return Err(ApiError::bad_request(
+            "Block Device Mapping is Invalid: volumes need the block storage service, which this cloud does not run yet.",
+        ));
+    }
+    if image_ref.is_empty() {
+        return Err(ApiError::bad_request("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid."));
     }
     let caller = caller(&s, &ctx);
     let viewer = Viewer { admin: caller.admin, project_id: ctx.project_id.clone() };
