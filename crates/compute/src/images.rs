@@ -74,3 +74,92 @@ impl ImageClient {
         }))
     }
 }
+
+impl ImageClient {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), Error> {
+        let resp = req.send().await.map_err(|e| Error::Unavailable(format!("image service: {e}")))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::Unavailable(format!("image service: {e}")))?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// The raw image document (`None` if the caller cannot see it).
+    pub async fn raw(&self, token: &str, id: &str) -> Result<Option<Value>, Error> {
+        if id.is_empty() || id.contains('/') || id.contains('?') {
+            return Ok(None);
+        }
+        let (status, v) = self.send(self.http.get(format!("{}/v2/images/{id}", self.url)).header("x-auth-token", token)).await?;
+        match status {
+            s if s.is_success() => Ok(Some(v)),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(None),
+            s => Err(Error::Unavailable(format!("image service answered {s}"))),
+        }
+    }
+
+    /// Every image the caller sees (following the image service's pages), with `query` passed through.
+    pub async fn list(&self, token: &str, query: &[(String, String)]) -> Result<Vec<Value>, Error> {
+        let mut out = Vec::new();
+        let mut url = format!("{}/v2/images", self.url);
+        let mut first = true;
+        loop {
+            let mut target = url::Url::parse(&url).map_err(|e| Error::Unavailable(format!("image service URL: {e}")))?;
+            if first {
+                target.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            let req = self.http.get(target).header("x-auth-token", token);
+            let (status, v) = self.send(req).await?;
+            if !status.is_success() {
+                return Err(Error::Unavailable(format!("image service answered {status}")));
+            }
+            out.extend(v["images"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_str() {
+                Some(next) if !next.is_empty() => {
+                    // `next` is a path under the image endpoint's root.
+                    let root = self.url.trim_end_matches('/');
+                    let path = next.trim_start_matches('/');
+                    let path = path.strip_prefix("image/").unwrap_or(path);
+                    url = format!("{root}/{path}");
+                    first = false;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes an image; `Ok(false)` if it does not exist for the caller.
+    pub async fn delete(&self, token: &str, id: &str) -> Result<bool, Error> {
+        let (status, v) = self.send(self.http.delete(format!("{}/v2/images/{id}", self.url)).header("x-auth-token", token)).await?;
+        match status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::FORBIDDEN => Err(Error::Forbidden(v["message"].as_str().unwrap_or("Forbidden").to_string())),
+            StatusCode::CONFLICT => Err(Error::Conflict("Image is protected or in use.".into())),
+            s => Err(Error::Unavailable(format!("image service answered {s}"))),
+        }
+    }
+
+    /// Applies a JSON patch to an image (properties only).
+    pub async fn patch(&self, token: &str, id: &str, ops: &Value) -> Result<Option<Value>, Error> {
+        let req = self
+            .http
+            .patch(format!("{}/v2/images/{id}", self.url))
+            .header("x-auth-token", token)
+            .header("content-type", "application/openstack-images-v2.1-json-patch")
+            .body(ops.to_string());
+        let (status, v) = self.send(req).await?;
+        match status {
+            s if s.is_success() => Ok(Some(v)),
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::FORBIDDEN => Err(Error::Forbidden(v["message"].as_str().unwrap_or("Forbidden").to_string())),
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::BadRequest(v["message"].as_str().unwrap_or("Invalid image metadata").to_string()))
+            }
+            s => Err(Error::Unavailable(format!("image service answered {s}"))),
+        }
+    }
+}
+
+/// The image members that are not properties.
+pub fn is_core(key: &str) -> bool {
+    CORE.contains(&key)
+}

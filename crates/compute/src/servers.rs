@@ -334,6 +334,15 @@ impl Compute {
         Ok(())
     }
 
+    /// An administrator forces an instance's vm_state (`active` or `error`) and clears its task (`os-resetState`).
+    pub async fn server_reset_state(&self, caller: &Caller, uuid: &str, state: &str, request_id: &str) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        let set = [("vm_state", Value::S(Some(state.to_string()))), ("task_state", Value::S(None))];
+        self.store().instance_update(uuid, None, &set).await?;
+        self.record_action(caller, &inst, "reset_state", request_id).await?;
+        Ok(())
+    }
+
     /// Updates name, description and access addresses.
     pub async fn server_update(
         &self,

@@ -4,6 +4,7 @@
 
 mod flavors;
 mod hosts;
+mod images;
 mod keypairs;
 mod servers;
 
@@ -82,6 +83,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-lock-server:unlock", MEMBER),
     ("os_compute_api:os-lock-server:unlock:unlock_override", ADMIN),
     ("os_compute_api:os-deferred-delete:force", MEMBER),
+    ("os_compute_api:os-admin-actions:reset_state", ADMIN),
     ("os_compute_api:os-console-output", MEMBER),
     ("os_compute_api:server-metadata:index", READER),
     ("os_compute_api:server-metadata:show", READER),
@@ -126,6 +128,7 @@ pub fn router(
         .merge(keypairs::routes())
         .merge(servers::routes())
         .merge(hosts::routes())
+        .merge(images::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new()
         .route("/", get(versions))
@@ -154,7 +157,16 @@ fn version_doc(s: &AppState) -> Value {
 
 /// `GET /compute/`: the versions list (200, as Nova answers it).
 async fn versions(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": [version_doc(&s)]}))
+    // The legacy v2.0 API is listed first, as upstream lists it.
+    let v2 = json!({
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{}/v2/", s.base_url)}],
+    });
+    Json(json!({"versions": [v2, version_doc(&s)]}))
 }
 
 /// `GET /compute/v2.1`: the version document with the microversion range.

@@ -265,12 +265,14 @@ async fn create(
     {
         return Err(invalid("accessIPv4", &json!(a), &format!("'{a}' is not a 'ipv4'")));
     }
-    let access_ip_v6 = string_field(m, "accessIPv6", 255)?.filter(|a| !a.is_empty());
-    if let Some(a) = &access_ip_v6
-        && a.parse::<std::net::Ipv6Addr>().is_err()
-    {
-        return Err(invalid("accessIPv6", &json!(a), &format!("'{a}' is not a 'ipv6'")));
-    }
+    let access_ip_v6 = match string_field(m, "accessIPv6", 255)?.filter(|a| !a.is_empty()) {
+        // Stored in canonical form, as upstream's IP address fields normalise it.
+        Some(a) => match a.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Some(ip.to_string()),
+            Err(_) => return Err(invalid("accessIPv6", &json!(a), &format!("'{a}' is not a 'ipv6'"))),
+        },
+        None => None,
+    };
     let config_drive = match m.get("config_drive") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -513,8 +515,15 @@ async fn update(
             None => Ok(None),
             Some(Value::String(a)) if a.is_empty() => Ok(Some(None)),
             Some(val @ Value::String(a)) => {
-                let ok = if v6 { a.parse::<std::net::Ipv6Addr>().is_ok() } else { a.parse::<std::net::Ipv4Addr>().is_ok() };
-                if ok { Ok(Some(Some(a.clone()))) } else { Err(invalid(field, val, &format!("'{a}' is not a '{}'", if v6 { "ipv6" } else { "ipv4" }))) }
+                let parsed = if v6 {
+                    a.parse::<std::net::Ipv6Addr>().map(|ip| ip.to_string()).ok()
+                } else {
+                    a.parse::<std::net::Ipv4Addr>().map(|ip| ip.to_string()).ok()
+                };
+                match parsed {
+                    Some(ip) => Ok(Some(Some(ip))),
+                    None => Err(invalid(field, val, &format!("'{a}' is not a '{}'", if v6 { "ipv6" } else { "ipv4" }))),
+                }
             }
             Some(other) => Err(invalid(field, other, &format!("{other} is not of type 'string'"))),
         }
@@ -621,6 +630,17 @@ async fn action(
             s.compute.server_lock(&c, &inst.uuid, false, None, &rid.0).await?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
+        "os-resetState" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-admin-actions:reset_state").await?;
+            let state = match arg.get("state").and_then(Value::as_str) {
+                Some(st @ ("active" | "error")) => st.to_string(),
+                _ => {
+                    return Err(invalid("state", &arg["state"], &format!("{} is not one of ['active', 'error']", arg["state"])));
+                }
+            };
+            s.compute.server_reset_state(&c, &inst.uuid, &state, &rid.0).await?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
         "forceDelete" => {
             visible(&s, &ctx, &id, "os_compute_api:os-deferred-delete:force").await?;
             s.compute.server_delete(&c, &id, &rid.0).await?;
@@ -635,6 +655,13 @@ async fn action(
         let inst = s.compute.instance(&c, &id).await?;
         let metadata = s.compute.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
         let mut view = detail(&s, s.is_admin(&ctx), &inst, metadata);
+        // The rebuild response carries the base server view only.
+        if let Value::Object(o) = &mut view {
+            o.retain(|k, _| !k.starts_with("OS-EXT-") && !k.starts_with("OS-SRV-USG") && !k.starts_with("os-extended-volumes"));
+            for k in ["key_name", "config_drive", "security_groups", "fault"] {
+                o.remove(k);
+            }
+        }
         if let Some(Value::String(p)) = arg.get("adminPass") {
             view["adminPass"] = json!(p);
         }

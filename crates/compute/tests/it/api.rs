@@ -19,7 +19,8 @@ async fn version_documents_and_microversions() {
     let cloud = TestCloud::start().await;
     let r = cloud.anonymous.get("/compute/").await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["versions"][0]["id"], "v2.1");
+    assert_eq!(r.json()["versions"][1]["id"], "v2.1");
+    assert_eq!(r.json()["versions"][0]["id"], "v2.0");
     let r = cloud.anonymous.get("/compute/v2.1").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let v = &r.json()["version"];

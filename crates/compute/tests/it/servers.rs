@@ -255,3 +255,27 @@ async fn services_hypervisors_and_zones() {
     assert_eq!(zones["availabilityZoneInfo"][0]["zoneState"]["available"], true);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn image_proxy_lists_shows_and_sets_metadata() {
+    let cloud = TestCloud::start().await;
+    let img = image(&cloud.member).await;
+    let list = cloud.member.get("/compute/v2.1/images").await.json();
+    assert!(list["images"].as_array().unwrap().iter().any(|i| i["id"] == img.as_str()), "{list}");
+    let r = cloud.member.get(&format!("/compute/v2.1/images/{img}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let i = r.json()["image"].clone();
+    assert_eq!((i["status"].as_str(), i["progress"].as_i64()), (Some("ACTIVE"), Some(100)));
+    let r = cloud.member.post(&format!("/compute/v2.1/images/{img}/metadata"), &json!({"metadata": {"os_distro": "cirros"}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["metadata"]["os_distro"], "cirros");
+    let r = cloud.member.get(&format!("/compute/v2.1/images/{img}/metadata/os_distro")).await;
+    assert_eq!(r.json()["meta"]["os_distro"], "cirros");
+    assert_eq!(cloud.member.delete(&format!("/compute/v2.1/images/{img}/metadata/os_distro")).await.status, 204);
+    let detail = cloud.member.get("/compute/v2.1/images/detail?status=ACTIVE").await.json();
+    assert!(detail["images"].as_array().unwrap().iter().all(|i| i["status"] == "ACTIVE"));
+    assert_eq!(cloud.member.get("/compute/v2.1/images/nope").await.status, 404);
+    assert_eq!(cloud.member.delete(&format!("/compute/v2.1/images/{img}")).await.status, 204);
+    assert_eq!(cloud.member.get(&format!("/compute/v2.1/images/{img}")).await.status, 404);
+    cloud.shutdown().await;
+}
