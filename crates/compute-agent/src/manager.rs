@@ -378,11 +378,17 @@ impl Inner {
         if let Err(error) = self.driver.spawn(&rebuilt, &context).await {
             return Err(Stop::Driver { error, guest_lost: true });
         }
-        let power = self.power_or(uuid, PowerState::Running).await;
+        // A server stopped before its rebuild is stopped after it, as upstream.
+        let was_stopped = power == Some(PowerState::Shutdown);
+        if was_stopped && let Err(error) = self.driver.power_off(uuid).await {
+            return Err(Stop::Driver { error, guest_lost: false });
+        }
+        let end = if was_stopped { vm_state::STOPPED } else { vm_state::ACTIVE };
+        let power = self.power_or(uuid, if was_stopped { PowerState::Shutdown } else { PowerState::Running }).await;
         let changes = InstanceChanges {
             launched: true,
             image_ref: Some(image_ref.to_owned()),
-            ..settled(vm_state::ACTIVE, power)
+            ..settled(end, power)
         };
         self.advance(uuid, &[REBUILD_SPAWNING], changes).await
     }

@@ -300,7 +300,11 @@ impl Compute {
             return Err(invalid_state(rule.name, uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
         }
         let expected: Vec<Option<String>> = rule.task_states.iter().map(|t| t.map(str::to_string)).collect();
-        let set = [("task_state", Value::S(Some(rule.starts_in.to_string())))];
+        let mut set = vec![("task_state", Value::S(Some(rule.starts_in.to_string())))];
+        // A rebuild shows its new image at once, as upstream records it before casting.
+        if let Action::Rebuild { image_ref } = &action {
+            set.push(("image_ref", Value::S(Some(image_ref.clone()))));
+        }
         if !self.store().instance_update(uuid, Some(&expected), &set).await? {
             let now = self.instance(caller, uuid).await?;
             return Err(invalid_state(rule.name, uuid, "task_state", now.task_state.as_deref().unwrap_or("None")));

@@ -177,11 +177,13 @@ async fn a_rebuild_respawns_from_the_new_image() {
         let mut env = Env::start().await;
         let vm = instance("phoenix");
         env.build(&vm).await;
+        // A power cycle leaves lines in the old guest's console that a new guest's does not have.
         env.fake.power_off(&vm.uuid).await.unwrap();
+        env.fake.power_on(&vm, &compute_agent::GuestContext::for_instance(&vm, "req-cycle")).await.unwrap();
         let before = env.fake.console_output(&vm.uuid).await.unwrap();
         let action = Action::Rebuild { image_ref: "ubuntu-24.04".into() };
         let seen = env.act(&vm, action.clone()).await;
-        let rebuilding = InstanceChanges { power_state: Some(PowerState::Shutdown), ..task(REBUILDING) };
+        let rebuilding = InstanceChanges { power_state: Some(PowerState::Running), ..task(REBUILDING) };
         let end = InstanceChanges {
             launched: true,
             image_ref: Some("ubuntu-24.04".into()),
@@ -201,6 +203,23 @@ async fn a_rebuild_respawns_from_the_new_image() {
         let after = env.fake.console_output(&vm.uuid).await.unwrap();
         assert!(!after.starts_with(&before), "a new guest, a new console");
         assert_eq!(env.fake.power_state(&vm.uuid).await.unwrap(), PowerState::Running);
+        env.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_is_stopped_after_its_rebuild() {
+    bounded(async {
+        let mut env = Env::start().await;
+        let vm = instance("sleeper");
+        env.build(&vm).await;
+        env.fake.power_off(&vm.uuid).await.unwrap();
+        let seen = env.act(&vm, Action::Rebuild { image_ref: "ubuntu-24.04".into() }).await;
+        let last = updates(&seen).pop().expect("an end state");
+        assert_eq!(last.0.vm_state.as_deref(), Some(STOPPED));
+        assert_eq!(last.0.power_state, Some(PowerState::Shutdown));
+        assert_eq!(env.fake.power_state(&vm.uuid).await.unwrap(), PowerState::Shutdown);
         env.stop().await;
     })
     .await

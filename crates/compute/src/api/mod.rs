@@ -84,6 +84,8 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-lock-server:unlock:unlock_override", ADMIN),
     ("os_compute_api:os-deferred-delete:force", MEMBER),
     ("os_compute_api:os-admin-actions:reset_state", ADMIN),
+    ("os_compute_api:os-server-external-events:create", ADMIN),
+    ("os_compute_api:os-deferred-delete:restore", MEMBER),
     ("os_compute_api:os-console-output", MEMBER),
     ("os_compute_api:server-metadata:index", READER),
     ("os_compute_api:server-metadata:show", READER),
@@ -134,6 +136,8 @@ pub fn router(
         .route("/", get(versions))
         .route("/v2.1", get(version))
         .route("/v2.1/", get(version))
+        .route("/v2", get(version_v2))
+        .route("/v2/", get(version_v2))
         .merge(protected)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(Arc::new(version_range()), microversion::layer));
@@ -158,15 +162,29 @@ fn version_doc(s: &AppState) -> Value {
 /// `GET /compute/`: the versions list (200, as Nova answers it).
 async fn versions(State(s): State<AppState>) -> Json<Value> {
     // The legacy v2.0 API is listed first, as upstream lists it.
-    let v2 = json!({
+    Json(json!({"versions": [v2_doc(&s), version_doc(&s)]}))
+}
+
+fn v2_doc(s: &AppState) -> Value {
+    json!({
         "id": "v2.0",
         "status": "SUPPORTED",
         "version": "",
         "min_version": "",
         "updated": "2011-01-21T11:33:21Z",
         "links": [{"rel": "self", "href": format!("{}/v2/", s.base_url)}],
-    });
-    Json(json!({"versions": [v2, version_doc(&s)]}))
+    })
+}
+
+/// `GET /compute/v2`: the legacy API's version document (its requests are not served).
+async fn version_v2(State(s): State<AppState>) -> Json<Value> {
+    let mut doc = v2_doc(&s);
+    doc["links"] = json!([
+        {"rel": "self", "href": format!("{}/v2/", s.base_url)},
+        {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+    ]);
+    doc["media-types"] = json!([{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}]);
+    Json(json!({"version": doc}))
 }
 
 /// `GET /compute/v2.1`: the version document with the microversion range.

@@ -33,6 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
         .route("/v2.1/servers/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
+        .route("/v2.1/os-server-external-events", post(external_events))
         .route("/v2.1/servers/{id}/os-instance-actions/{request_id}", get(action_show))
 }
 
@@ -378,11 +379,7 @@ async fn create(
     let first = &rows[0];
     let admin_pass = match m.get("adminPass") {
         Some(Value::String(p)) => p.clone(),
-        _ => {
-            use rand::Rng;
-            let mut rng = rand::rng();
-            (0..12).map(|_| char::from(b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"[rng.random_range(0..57)])).collect()
-        }
+        _ => admin_password(),
     };
     let self_href = s.url(&format!("/servers/{}", first.uuid));
     let out = json!({"server": {
@@ -393,6 +390,14 @@ async fn create(
         "adminPass": admin_pass,
     }});
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, self_href)], Json(out)).into_response())
+}
+
+/// A generated admin password (12 characters without look-alikes), as upstream's `generate_password`.
+fn admin_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    (0..12).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
 }
 
 // ----- list and show -----
@@ -646,7 +651,19 @@ async fn action(
             s.compute.server_delete(&c, &id, &rid.0).await?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
-        other => return Err(ApiError::bad_request(format!("There is no such action: {other}"))),
+        "restore" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-deferred-delete:restore").await?;
+            // Soft delete is not configured, so nothing is ever in the state restore needs.
+            return Err(ApiError::conflict(format!(
+                "Cannot 'restore' instance {} while it is in vm_state {}",
+                inst.uuid, inst.vm_state
+            )));
+        }
+        other => {
+            // An unknown server is a 404 whatever the action, as upstream routes actions per server.
+            s.compute.instance(&c, &id).await?;
+            return Err(ApiError::bad_request(format!("There is no such action: {other}")));
+        }
     };
     visible(&s, &ctx, &id, rule).await?;
     let rebuild = matches!(act, Action::Rebuild { .. });
@@ -662,9 +679,10 @@ async fn action(
                 o.remove(k);
             }
         }
-        if let Some(Value::String(p)) = arg.get("adminPass") {
-            view["adminPass"] = json!(p);
-        }
+        view["adminPass"] = match arg.get("adminPass") {
+            Some(Value::String(p)) => json!(p),
+            _ => json!(admin_password()),
+        };
         return Ok((StatusCode::ACCEPTED, Json(json!({"server": view}))).into_response());
     }
     Ok(StatusCode::ACCEPTED.into_response())
@@ -818,4 +836,60 @@ async fn action_show(
         view["events"] = json!(events);
     }
     Ok(Json(json!({"instanceAction": view})))
+}
+
+// ----- external events -----
+
+/// `POST /os-server-external-events`: other services (the network and volume services) tell compute about an
+/// instance. Events for unknown instances, or instances without a host, are 404 each; the call is 200 when all were
+/// accepted, 207 when some were, 404 when none were.
+async fn external_events(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result<Response, ApiError> {
+    s.enforce(&ctx, "os_compute_api:os-server-external-events:create")?;
+    let v = body(&bytes)?;
+    let events = v.get("events").and_then(Value::as_array).ok_or_else(|| {
+        ApiError::bad_request("Invalid input for field/attribute events. Value: None. 'events' is a required property")
+    })?;
+    if events.is_empty() {
+        return Err(invalid("events", &json!([]), "[] is too short"));
+    }
+    const NAMES: &[&str] = &[
+        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted",
+        "volume-extended", "power-update", "accelerator-request-bound", "volume-reimaged",
+    ];
+    let mut out = Vec::new();
+    let mut accepted = 0;
+    for e in events {
+        let Some(m) = e.as_object() else { return Err(invalid("events", e, &format!("{e} is not of type 'object'"))) };
+        only(m, &["name", "server_uuid", "status", "tag"])?;
+        let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        if !NAMES.contains(&name) {
+            return Err(invalid("name", &m["name"], &format!("{} is not one of {NAMES:?}", m["name"])));
+        }
+        let uuid = m.get("server_uuid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let status = m.get("status").and_then(Value::as_str).unwrap_or("completed");
+        if !["failed", "completed", "in-progress"].contains(&status) {
+            return Err(invalid("status", &m["status"], "is not one of ['failed', 'completed', 'in-progress']"));
+        }
+        let found = s.compute.store().instance_get(&uuid).await?.filter(|i| !i.deleted && i.host.is_some());
+        let mut r = json!({"name": name, "server_uuid": uuid, "status": status});
+        if let Some(tag) = m.get("tag") {
+            r["tag"] = tag.clone();
+        }
+        if found.is_some() {
+            accepted += 1;
+            r["code"] = json!(200);
+        } else {
+            r["code"] = json!(404);
+            r["status"] = json!("failed");
+        }
+        out.push(r);
+    }
+    let code = if accepted == events.len() {
+        StatusCode::OK
+    } else if accepted > 0 {
+        StatusCode::MULTI_STATUS
+    } else {
+        return Err(ApiError::not_found("No instances found for any event"));
+    };
+    Ok((code, Json(json!({"events": out}))).into_response())
 }
