@@ -267,7 +267,8 @@ async fn split_deployment_on_server_databases_and_amqp() {
         config.database.url = Some(test_db.url().to_string());
         config.bus.url = amqp.clone();
         config.identity.password_hash_rounds = 4;
-        let identity = cloud::start(config.clone(), cloud::StartOptions::all_in_one()).await.expect("identity process");
+        let opts = cloud::StartOptions { compute_agent: false, ..cloud::StartOptions::all_in_one() };
+        let identity = cloud::start(config.clone(), opts).await.expect("identity process");
         let creds = identity.credentials.clone().unwrap();
         let admin = test_utils::Client::new(&identity.url, None).login("admin", &creds.admin_password, "admin").await;
         let member = test_utils::Client::new(&identity.url, None).login("demo", &creds.demo_password, "demo").await;
