@@ -6,6 +6,7 @@
 
 mod identity;
 mod image;
+mod compute;
 mod placement;
 
 use std::{
@@ -50,6 +51,8 @@ enum Suite {
     Image(image::Args),
     /// Allocation candidates latency and allocation write throughput at 1,000 and 10,000 providers, 1 and 4 clients.
     Placement(placement::Args),
+    /// Scheduling decisions over 1,000 and 10,000 fake hosts, API → ACTIVE with the fake driver, server listing.
+    Compute(compute::Args),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +69,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Placement(args)),
             ..
         } => placement::run(args),
+        Task::Bench {
+            suite: Some(Suite::Compute(args)),
+            ..
+        } => compute::run(args),
         Task::Bench {
             suite: None,
             runs,

@@ -68,7 +68,19 @@ struct Inner {
     bus: Bus,
     placement: PlacementClient,
     settings: ConductorSettings,
+    /// Compute nodes and services by uuid, as the scheduler reads them: reloaded when older than
+    /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise).
+    hosts: tokio::sync::Mutex<Option<HostCache>>,
 }
+
+struct HostCache {
+    loaded: std::time::Instant,
+    nodes: Arc<HashMap<String, NodeRow>>,
+    services: Arc<HashMap<String, ServiceRow>>,
+}
+
+/// How stale the scheduler's view of nodes and services may get (heartbeats, enable/disable, audits).
+const HOST_CACHE_TTL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Conductor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +153,7 @@ pub fn spec_of(i: &InstanceRow, metadata: std::collections::BTreeMap<String, Str
 
 impl Conductor {
     pub fn new(store: Store, bus: Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
-        Conductor { inner: Arc::new(Inner { store, bus, placement, settings }) }
+        Conductor { inner: Arc::new(Inner { store, bus, placement, settings, hosts: tokio::sync::Mutex::new(None) }) }
     }
 
     pub fn settings(&self) -> &ConductorSettings {
@@ -231,6 +243,7 @@ impl Conductor {
         self.store().service_heartbeat(&m.node.host, COMPUTE_BINARY).await?;
         let node = self.store().node_upsert(&service.uuid, &m.node).await?;
         self.inner.placement.ensure_node_provider(&node.uuid, &m.node.node, &m.node.resources).await?;
+        self.forget_hosts().await;
         tracing::info!(host = %m.node.host, node = %m.node.node, uuid = %node.uuid, "compute node registered");
         Ok(NodeRegistered { node_uuid: node.uuid, service_id: service.uuid, disabled: service.disabled })
     }
@@ -313,12 +326,37 @@ impl Conductor {
         self.store().instance_update(uuid, None, &set).await
     }
 
-    /// Host states of the candidates: the agents' node reports, their services' state, placement's usage.
-    async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<(HostState, NodeRow)>, Error> {
+    /// The placement client the conductor uses.
+    pub fn placement(&self) -> &PlacementClient {
+        &self.inner.placement
+    }
+
+    /// Nodes and services, from the cache when it is fresh.
+    async fn hosts(&self) -> Result<(Arc<HashMap<String, NodeRow>>, Arc<HashMap<String, ServiceRow>>), Error> {
+        let mut cache = self.inner.hosts.lock().await;
+        if let Some(c) = cache.as_ref()
+            && c.loaded.elapsed() < HOST_CACHE_TTL
+        {
+            return Ok((c.nodes.clone(), c.services.clone()));
+        }
         let nodes: HashMap<String, NodeRow> =
             self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
         let services: HashMap<String, ServiceRow> =
             self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
+        let fresh = HostCache { loaded: std::time::Instant::now(), nodes: Arc::new(nodes), services: Arc::new(services) };
+        let out = (fresh.nodes.clone(), fresh.services.clone());
+        *cache = Some(fresh);
+        Ok(out)
+    }
+
+    /// Drops the scheduler's cached view of nodes and services (after an operator changed a service).
+    pub async fn forget_hosts(&self) {
+        *self.inner.hosts.lock().await = None;
+    }
+
+    /// Host states of the candidates: the agents' node reports, their services' state, placement's usage.
+    async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<(HostState, NodeRow)>, Error> {
+        let (nodes, services) = self.hosts().await?;
         let mut out = Vec::with_capacity(candidates.len());
         for c in candidates {
             let Some(node) = nodes.get(&c.provider_uuid) else { continue };
@@ -378,24 +416,33 @@ impl Conductor {
             .collect())
     }
 
+    /// One scheduling decision: picks hosts and claims the instance's resources on the first that still has room.
+    /// Returns the chosen host and up to `max_attempts - 1` alternates, or `None` when no host fits.
+    pub async fn schedule(&self, inst: &InstanceRow) -> Result<Option<(Selection, Vec<Selection>)>, Error> {
+        let selections = self.select_destinations(inst).await?;
+        let max = self.inner.settings.max_attempts.max(1);
+        let resources = resources_of(&inst.flavor);
+        for (i, sel) in selections.iter().enumerate() {
+            if self.inner.placement.claim(&inst.uuid, &sel.provider_uuid, &resources, &inst.project_id, &inst.user_id).await? {
+                let alternates: Vec<Selection> = selections[i + 1..].iter().take(max - 1).cloned().collect();
+                return Ok(Some((sel.clone(), alternates)));
+            }
+        }
+        Ok(None)
+    }
+
     async fn schedule_and_build(&self, uuid: &str, request_id: &str) -> Result<(), Error> {
         let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
         if inst.deleted {
             return Ok(());
         }
         self.store().action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", None).await?;
-        let selections = self.select_destinations(&inst).await?;
-        let max = self.inner.settings.max_attempts.max(1);
-        let resources = resources_of(&inst.flavor);
-        for (i, sel) in selections.iter().enumerate() {
-            if self.inner.placement.claim(uuid, &sel.provider_uuid, &resources, &inst.project_id, &inst.user_id).await? {
-                let alternates: Vec<Selection> = selections[i + 1..].iter().take(max - 1).cloned().collect();
-                let scheduling = Scheduling { request_id: request_id.to_string(), attempts: 1, alternates };
-                self.store()
-                    .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((true, None)))
-                    .await?;
-                return self.dispatch(&inst, sel, scheduling).await;
-            }
+        if let Some((sel, alternates)) = self.schedule(&inst).await? {
+            let scheduling = Scheduling { request_id: request_id.to_string(), attempts: 1, alternates };
+            self.store()
+                .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((true, None)))
+                .await?;
+            return self.dispatch(&inst, &sel, scheduling).await;
         }
         self.store()
             .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((false, None)))

@@ -106,6 +106,9 @@ async fn service_update(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Service {binary} on host {host} not found.")))?;
     s.compute.store().service_set(&svc.uuid, Some((disabled, reason.clone())), None).await?;
+    if let Ok(c) = s.compute.conductor() {
+        c.forget_hosts().await;
+    }
     let mut out = json!({"host": host, "binary": binary, "status": if disabled { "disabled" } else { "enabled" }});
     if let Some(r) = reason {
         out["disabled_reason"] = json!(r);
@@ -127,6 +130,9 @@ async fn service_delete(State(s): State<AppState>, ctx: Context, Path(id): Path<
         }
     }
     s.compute.store().service_delete(&svc.uuid).await?;
+    if let Ok(c) = s.compute.conductor() {
+        c.forget_hosts().await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
