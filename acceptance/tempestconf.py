@@ -452,7 +452,7 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "pause": "True",
             "suspend": "True",
             "change_password": "False",
-            "resize": "False",
+            "resize": "True",
             "shelve": "False",
             "snapshot": "False",
             "rescue": "False",

@@ -84,6 +84,12 @@ def test_keypair_create_and_server_lifecycle(openstack: Cli, image_id: str, flav
         assert _server(openstack, name)["OS-EXT-STS:power_state"] in ("Running", 1)
         log = openstack("console", "log", "show", name)
         assert log.stdout.strip(), "the fake driver keeps a console log"
+        # Resize and confirm: the server runs the new flavor.
+        openstack("server", "resize", "--flavor", "m1.small", "--wait", name)
+        assert _server(openstack, name)["status"] == "VERIFY_RESIZE"
+        openstack("server", "resize", "confirm", name)
+        _wait_status(openstack, name, "ACTIVE")
+        assert "m1.small" in str(_server(openstack, name)["flavor"])
     finally:
         for name in names:
             openstack("server", "delete", "--wait", name, check=False)

@@ -307,6 +307,19 @@ impl Hypervisor for FakeDriver {
         })
     }
 
+    async fn resize(&self, instance: &InstanceSpec, flavor: &FlavorSpec, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = &instance.uuid;
+        self.with_guest(uuid, "resize", |g| {
+            let running = g.power == PowerState::Running;
+            g.flavor = flavor.clone();
+            if running {
+                // The guest restarts with its new resources, as a resize's power cycle.
+                g.boot(uuid);
+            }
+            Ok(())
+        })
+    }
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error> {
         self.state().guests.get(uuid).map(|g| g.power).ok_or_else(|| Error::NotFound(uuid.to_owned()))
     }

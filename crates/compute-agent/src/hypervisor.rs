@@ -131,6 +131,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn resume(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error>;
 
     /// The guest's power state; [`Error::NotFound`] when there is no guest.
+    /// Gives a guest the resources of `flavor` in place (same host), keeping its disk and power state.
+    async fn resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, context: &GuestContext) -> Result<(), Error>;
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
 
     /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).

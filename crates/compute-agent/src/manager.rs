@@ -143,6 +143,8 @@ fn action_task_states(action: &Action) -> &'static [&'static str] {
         Action::Suspend => &[SUSPENDING],
         Action::Resume => &[RESUMING],
         Action::Rebuild { .. } => &[REBUILDING, REBUILD_BLOCK_DEVICE_MAPPING, REBUILD_SPAWNING],
+        Action::Resize { .. } => &[RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH],
+        Action::RevertResize { .. } => &[RESIZE_REVERTING],
     }
 }
 
@@ -338,6 +340,8 @@ impl Inner {
         let context = GuestContext::for_instance(instance, request_id);
         let (end, nominal) = match action {
             Action::Rebuild { image_ref } => return self.rebuild(instance, image_ref, request_id).await,
+            Action::Resize { flavor } => return self.resize(instance, flavor, request_id).await,
+            Action::RevertResize { flavor } => return self.revert_resize(instance, flavor, request_id).await,
             Action::Stop => (STOPPED, PowerState::Shutdown),
             Action::Pause => (PAUSED, PowerState::Paused),
             Action::Suspend => (SUSPENDED, PowerState::Suspended),
@@ -351,7 +355,9 @@ impl Inner {
             Action::Unpause => self.driver.unpause(uuid).await,
             Action::Suspend => self.driver.suspend(uuid).await,
             Action::Resume => self.driver.resume(instance, &context).await,
-            Action::Rebuild { .. } => unreachable!("handled above"),
+            Action::Rebuild { .. } | Action::Resize { .. } | Action::RevertResize { .. } => {
+                unreachable!("handled above")
+            }
         };
         done.map_err(driver)?;
         let power = self.power_or(uuid, nominal).await;
@@ -391,6 +397,32 @@ impl Inner {
             ..settled(end, power)
         };
         self.advance(uuid, &[REBUILD_SPAWNING], changes).await
+    }
+
+    /// A resize in place: `resize_prep` → `resize_migrating` → `resize_migrated` → `resize_finish`, the driver
+    /// gives the guest the new flavor, and the instance waits in `resized` (VERIFY_RESIZE) for confirm or revert.
+    async fn resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, request_id: &str) -> Result<(), Stop> {
+        use task_state::*;
+        let uuid = instance.uuid.as_str();
+        self.advance(uuid, &[RESIZE_PREP], set_task(RESIZE_MIGRATING)).await?;
+        let context = GuestContext::for_instance(instance, request_id);
+        self.driver.resize(instance, flavor, &context).await.map_err(driver)?;
+        self.advance(uuid, &[RESIZE_MIGRATING], set_task(RESIZE_MIGRATED)).await?;
+        self.advance(uuid, &[RESIZE_MIGRATED], set_task(RESIZE_FINISH)).await?;
+        let power = self.power_or(uuid, PowerState::Running).await;
+        let changes = InstanceChanges { flavor: Some(flavor.clone()), ..settled(vm_state::RESIZED, power) };
+        self.advance(uuid, &[RESIZE_FINISH], changes).await
+    }
+
+    /// Back to the old flavor; the instance ends active, or stopped if its guest is off.
+    async fn revert_resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, request_id: &str) -> Result<(), Stop> {
+        let uuid = instance.uuid.as_str();
+        let context = GuestContext::for_instance(instance, request_id);
+        self.driver.resize(instance, flavor, &context).await.map_err(driver)?;
+        let power = self.power_or(uuid, PowerState::Running).await;
+        let end = if power == PowerState::Shutdown { vm_state::STOPPED } else { vm_state::ACTIVE };
+        let changes = InstanceChanges { flavor: Some(flavor.clone()), ..settled(end, power) };
+        self.advance(uuid, &[task_state::RESIZE_REVERTING], changes).await
     }
 
     /// After a failed action: clear the task state, record the guest's real power state, and leave the vm

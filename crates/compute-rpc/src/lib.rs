@@ -246,6 +246,9 @@ pub struct InstanceChanges {
     pub launched: bool,
     /// Replaces the image the instance runs (rebuild).
     pub image_ref: Option<String>,
+    /// Replaces the instance's flavor (resize, revert).
+    #[serde(default)]
+    pub flavor: Option<FlavorSpec>,
 }
 
 /// Applies `changes` if the instance's task state is one of `expected_task_state` (any when `None`).
@@ -363,6 +366,11 @@ pub enum Action {
     Suspend,
     Resume,
     Rebuild { image_ref: String },
+    /// Resize in place to `flavor` (the conductor has claimed it on this host); ends in `resized`
+    /// (VERIFY_RESIZE) until the user confirms or reverts.
+    Resize { flavor: FlavorSpec },
+    /// Back to the old `flavor` after a resize; ends as the guest's power state says (active or stopped).
+    RevertResize { flavor: FlavorSpec },
 }
 
 impl Action {
@@ -377,6 +385,8 @@ impl Action {
             Action::Suspend => "compute_suspend_instance",
             Action::Resume => "compute_resume_instance",
             Action::Rebuild { .. } => "compute_rebuild_instance",
+            Action::Resize { .. } => "compute_resize_instance",
+            Action::RevertResize { .. } => "compute_revert_resize",
         }
     }
 }

@@ -283,6 +283,10 @@ impl Conductor {
         if let Some(image) = c.image_ref {
             set.push(("image_ref", Value::S(Some(image))));
         }
+        if let Some(flavor) = c.flavor {
+            set.push(("flavorid", Value::S(Some(flavor.flavorid.clone()))));
+            set.push(("flavor", Value::Json(Some(serde_json::to_value(&flavor).unwrap_or_default()))));
+        }
         self.store().instance_update(&m.uuid, m.expected_task_state.as_deref(), &set).await
     }
 
@@ -579,6 +583,59 @@ impl Conductor {
             return Err(Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")));
         }
         Ok(())
+    }
+
+    /// Starts a resize in place (task state `resize_prep`, set by the API): the instance's allocation moves to a
+    /// migration consumer, the new flavor is claimed on the same node, and the agent gives the guest the new
+    /// flavor. With no room the instance goes back to its state without a task and the action records the error.
+    pub async fn resize(&self, inst: &InstanceRow, flavor: compute_rpc::FlavorSpec, request_id: &str) -> Result<(), Error> {
+        let node = inst.node_uuid.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
+        let migration = uuid::Uuid::new_v4().to_string();
+        let p = &self.inner.placement;
+        if !p.move_allocations(&inst.uuid, &migration, &inst.project_id, &inst.user_id).await? {
+            self.store().instance_update(&inst.uuid, None, &[("task_state", Value::S(None))]).await?;
+            return Err(Error::Conflict("The instance's allocation changed during the resize; try again.".into()));
+        }
+        if !p.claim(&inst.uuid, &node, &resources_of(&flavor), &inst.project_id, &inst.user_id).await? {
+            p.move_allocations(&migration, &inst.uuid, &inst.project_id, &inst.user_id).await?;
+            self.store().instance_update(&inst.uuid, None, &[("task_state", Value::S(None))]).await?;
+            self.store().action_event(&inst.uuid, request_id, "conductor_migrate_server", "conductor", Some((false, Some("No valid host was found. No room for the new flavor on the instance's host.")))).await?;
+            return Err(Error::BadRequest("No valid host was found. No room for the new flavor on the instance's host.".into()));
+        }
+        let resize = json!({"migration": migration, "old_flavor": inst.flavor, "new_flavor": flavor});
+        self.store().instance_update(&inst.uuid, None, &[("scheduling", Value::Json(Some(json!({"resize": resize}))))]).await?;
+        self.action(inst, compute_rpc::Action::Resize { flavor }, request_id).await
+    }
+
+    fn resize_of(inst: &InstanceRow) -> Result<(String, compute_rpc::FlavorSpec), Error> {
+        let r = inst.scheduling.as_ref().and_then(|s| s.get("resize")).cloned().unwrap_or_default();
+        let migration = r["migration"].as_str().map(str::to_string);
+        let old: Option<compute_rpc::FlavorSpec> = serde_json::from_value(r["old_flavor"].clone()).ok();
+        match (migration, old) {
+            (Some(m), Some(f)) => Ok((m, f)),
+            _ => Err(Error::BadRequest(format!("Instance {} has not been resized.", inst.uuid))),
+        }
+    }
+
+    /// Confirms a resize: the old flavor's allocation (held by the migration) is freed.
+    pub async fn confirm_resize(&self, inst: &InstanceRow) -> Result<(), Error> {
+        let (migration, _) = Self::resize_of(inst)?;
+        self.inner.placement.free(&migration).await?;
+        let end = if inst.power_state == PowerState::Shutdown.code() { vm_state::STOPPED } else { vm_state::ACTIVE };
+        let set = [("vm_state", Value::S(Some(end.into()))), ("task_state", Value::S(None)), ("scheduling", Value::Json(None))];
+        self.store().instance_update(&inst.uuid, Some(&[None]), &set).await?;
+        Ok(())
+    }
+
+    /// Reverts a resize (task state `resize_reverting`, set by the API): the new flavor's claim is freed, the
+    /// migration's allocation goes back to the instance, and the agent restores the old flavor.
+    pub async fn revert_resize(&self, inst: &InstanceRow, request_id: &str) -> Result<(), Error> {
+        let (migration, old) = Self::resize_of(inst)?;
+        let p = &self.inner.placement;
+        p.free(&inst.uuid).await?;
+        p.move_allocations(&migration, &inst.uuid, &inst.project_id, &inst.user_id).await?;
+        self.store().instance_update(&inst.uuid, None, &[("scheduling", Value::Json(None))]).await?;
+        self.action(inst, compute_rpc::Action::RevertResize { flavor: old }, request_id).await
     }
 
     /// The console log of an instance, from its agent.

@@ -193,6 +193,31 @@ impl PlacementClient {
         }
     }
 
+    /// Moves every allocation of consumer `from` to the new consumer `to` in one request (as nova moves an
+    /// instance's allocation to its migration during a resize). `Ok(false)` on a conflict.
+    pub async fn move_allocations(&self, from: &str, to: &str, project_id: &str, user_id: &str) -> Result<bool, Error> {
+        let (status, current) = self.send(Method::GET, &format!("/allocations/{from}"), None).await?;
+        if !status.is_success() {
+            return Err(Self::unexpected("an allocation read", status, &current));
+        }
+        let mut moved = serde_json::Map::new();
+        for (rp, a) in current["allocations"].as_object().cloned().unwrap_or_default() {
+            moved.insert(rp, json!({"resources": a["resources"]}));
+        }
+        let (status_to, target) = self.send(Method::GET, &format!("/allocations/{to}"), None).await?;
+        let to_generation = if status_to.is_success() { target["consumer_generation"].clone() } else { Value::Null };
+        let body = json!({
+            to: {"allocations": moved, "project_id": project_id, "user_id": user_id, "consumer_generation": to_generation},
+            from: {"allocations": {}, "project_id": project_id, "user_id": user_id, "consumer_generation": current["consumer_generation"]},
+        });
+        let (status, resp) = self.send(Method::POST, "/allocations", Some(&body)).await?;
+        match status {
+            s if s.is_success() => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            s => Err(Self::unexpected("an allocation move", s, &resp)),
+        }
+    }
+
     /// Frees every allocation of a consumer; none is fine.
     pub async fn free(&self, consumer: &str) -> Result<(), Error> {
         let (status, body) = self.send(Method::DELETE, &format!("/allocations/{consumer}"), None).await?;

@@ -127,6 +127,15 @@ fn rule_of(action: &Action) -> Rule {
             task_states: NONE,
             starts_in: t::REBUILDING,
         },
+        Action::Resize { .. } => {
+            Rule { name: "resize", vm_states: &[v::ACTIVE, v::STOPPED], task_states: NONE, starts_in: t::RESIZE_PREP }
+        }
+        Action::RevertResize { .. } => Rule {
+            name: "revertResize",
+            vm_states: &[v::RESIZED],
+            task_states: NONE,
+            starts_in: t::RESIZE_REVERTING,
+        },
     }
 }
 
@@ -311,7 +320,26 @@ impl Compute {
         }
         self.record_action(caller, &inst, rule.name, request_id).await?;
         let inst = self.instance(caller, uuid).await?;
-        self.conductor()?.action(&inst, action, request_id).await
+        let conductor = self.conductor()?;
+        match action {
+            Action::Resize { flavor } => conductor.resize(&inst, flavor, request_id).await,
+            Action::RevertResize { .. } => conductor.revert_resize(&inst, request_id).await,
+            other => conductor.action(&inst, other, request_id).await,
+        }
+    }
+
+    /// Confirms a resize (the instance is in `resized`, VERIFY_RESIZE).
+    pub async fn server_confirm_resize(&self, caller: &Caller, uuid: &str, request_id: &str) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        self.check_lock(caller, &inst)?;
+        if inst.vm_state != vm_state::RESIZED {
+            return Err(invalid_state("confirmResize", uuid, "vm_state", &inst.vm_state));
+        }
+        if inst.task_state.is_some() {
+            return Err(invalid_state("confirmResize", uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+        }
+        self.record_action(caller, &inst, "confirmResize", request_id).await?;
+        self.conductor()?.confirm_resize(&inst).await
     }
 
     /// Locks or unlocks an instance (`locked_by` is `admin` or `owner`, as upstream).

@@ -611,6 +611,58 @@ async fn action(
             }
             ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image })
         }
+        "resize" => {
+            let m = arg.as_object().ok_or_else(|| invalid("resize", arg, &format!("{arg} is not of type 'object'")))?;
+            only(m, &["flavorRef", "OS-DCF:diskConfig"])?;
+            let flavor_ref = match m.get("flavorRef") {
+                Some(Value::String(f)) if !f.is_empty() => ref_id(f),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(other) => return Err(invalid("flavorRef", other, &format!("{other} is not of type 'string', 'integer'"))),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "Invalid input for field/attribute resize. Value: None. 'flavorRef' is a required property",
+                    ));
+                }
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:servers:resize").await?;
+            let viewer = Viewer { admin: c.admin, project_id: ctx.project_id.clone() };
+            let flavor = match s.compute.flavor(&viewer, &flavor_ref).await {
+                Ok(f) => f,
+                Err(crate::Error::NotFound(_)) => return Err(ApiError::bad_request(format!("Unable to find flavor {flavor_ref}"))),
+                Err(e) => return Err(e.into()),
+            };
+            if flavor.flavorid == inst.flavor.flavorid {
+                return Err(ApiError::bad_request("When resizing, instances must change flavor!"));
+            }
+            if flavor.root_gb < inst.flavor.root_gb && flavor.root_gb != 0 {
+                return Err(ApiError::bad_request("Resize error: Unable to resize disk down."));
+            }
+            let specs = s.compute.extra_specs(&flavor.flavorid).await.unwrap_or_default();
+            let spec = compute_rpc::FlavorSpec {
+                flavorid: flavor.flavorid.clone(),
+                name: flavor.name.clone(),
+                vcpus: flavor.vcpus,
+                memory_mb: flavor.memory_mb,
+                root_gb: flavor.root_gb,
+                ephemeral_gb: flavor.ephemeral_gb,
+                swap: flavor.swap,
+                extra_specs: specs,
+            };
+            ("os_compute_api:servers:resize", Action::Resize { flavor: spec })
+        }
+        "confirmResize" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:servers:confirm_resize").await?;
+            s.compute.server_confirm_resize(&c, &inst.uuid, &rid.0).await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        "revertResize" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:servers:revert_resize").await?;
+            let old = inst.scheduling.as_ref().and_then(|x| x.get("resize")).and_then(|r| serde_json::from_value::<compute_rpc::FlavorSpec>(r["old_flavor"].clone()).ok());
+            let Some(old) = old else {
+                return Err(ApiError::conflict(format!("Cannot 'revertResize' instance {} while it is in vm_state {}", inst.uuid, inst.vm_state)));
+            };
+            ("os_compute_api:servers:revert_resize", Action::RevertResize { flavor: old })
+        }
         "os-getConsoleOutput" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-console-output").await?;
             let length = match arg.get("length") {

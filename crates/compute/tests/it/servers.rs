@@ -279,3 +279,51 @@ async fn image_proxy_lists_shows_and_sets_metadata() {
     assert_eq!(cloud.member.get(&format!("/compute/v2.1/images/{img}")).await.status, 404);
     cloud.shutdown().await;
 }
+
+async fn allocation(cloud: &TestCloud, id: &str) -> Value {
+    let r = cloud.admin.request(reqwest::Method::GET, &format!("/placement/allocations/{id}"), None, &[]).await;
+    r.json()["allocations"].as_object().unwrap().values().next().map(|a| a["resources"].clone()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn resize_confirm_and_revert() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let id = boot(&cloud.member, &img, "grow").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(&cloud.member, &id, "ACTIVE").await;
+
+    assert_eq!(action(&cloud.member, &id, json!({"resize": {"flavorRef": "1"}})).await.status, 400, "same flavor");
+    assert_eq!(action(&cloud.member, &id, json!({"resize": {"flavorRef": "nope"}})).await.status, 400);
+    let r = action(&cloud.member, &id, json!({"confirmResize": null})).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+
+    let r = action(&cloud.member, &id, json!({"resize": {"flavorRef": "2"}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = status(&cloud.member, &id, "VERIFY_RESIZE").await;
+    assert_eq!(s["flavor"]["id"], "2");
+    assert_eq!(allocation(&cloud, &id).await, json!({"VCPU": 1, "MEMORY_MB": 2048, "DISK_GB": 20}));
+    let r = action(&cloud.member, &id, json!({"confirmResize": null})).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let s = status(&cloud.member, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["id"], "2");
+    // Only the new flavor's allocation is left: the usage of the project is one m1.small.
+    let usages = cloud.admin.request(reqwest::Method::GET, &format!("/placement/usages?project_id={}", cloud.member.token_body["token"]["project"]["id"].as_str().unwrap()), None, &[("OpenStack-API-Version", "placement 1.9")]).await;
+    assert_eq!(usages.json()["usages"]["MEMORY_MB"], 2048, "{}", usages.text);
+
+    // Revert puts the old flavor and its allocation back.
+    assert_eq!(action(&cloud.member, &id, json!({"resize": {"flavorRef": "3"}})).await.status, 202);
+    status(&cloud.member, &id, "VERIFY_RESIZE").await;
+    assert_eq!(allocation(&cloud, &id).await, json!({"VCPU": 2, "MEMORY_MB": 4096, "DISK_GB": 40}));
+    let r = action(&cloud.member, &id, json!({"revertResize": null})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = status(&cloud.member, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["id"], "2");
+    assert_eq!(allocation(&cloud, &id).await, json!({"VCPU": 1, "MEMORY_MB": 2048, "DISK_GB": 20}));
+    let usages = cloud.admin.request(reqwest::Method::GET, &format!("/placement/usages?project_id={}", cloud.member.token_body["token"]["project"]["id"].as_str().unwrap()), None, &[("OpenStack-API-Version", "placement 1.9")]).await;
+    assert_eq!(usages.json()["usages"]["MEMORY_MB"], 2048, "no allocation is left behind: {}", usages.text);
+    let actions = cloud.member.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await.json();
+    let names: Vec<&str> = actions["instanceActions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(names.contains(&"resize") && names.contains(&"confirmResize") && names.contains(&"revertResize"), "{names:?}");
+    cloud.shutdown().await;
+}
