@@ -192,6 +192,31 @@ impl Compute {
         )))
     }
 
+    /// Checks the growth of cores and RAM a resize from `old` to `new` asks of the project's quota.
+    async fn check_resize_quota(&self, project_id: &str, old: &FlavorSpec, new: &FlavorSpec) -> Result<(), Error> {
+        let q = self.quotas();
+        let (_, cores, ram) = self.store().instance_usage(project_id).await?;
+        let mut over = Vec::new();
+        for (name, used, delta, limit) in [("cores", cores, new.vcpus - old.vcpus, q.cores), ("ram", ram, new.memory_mb - old.memory_mb, q.ram)] {
+            if delta > 0 && limit >= 0 && used + delta > limit {
+                over.push((name, delta, used, limit));
+            }
+        }
+        if over.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = over.iter().map(|o| o.0).collect();
+        let join = |f: fn(&(&str, i64, i64, i64)) -> i64| over.iter().map(|o| f(o).to_string()).collect::<Vec<_>>().join(", ");
+        Err(Error::Forbidden(format!(
+            "Quota exceeded for {}: Requested {}, but already used {} of {} {}",
+            names.join(", "),
+            join(|o| o.1),
+            join(|o| o.2),
+            join(|o| o.3),
+            names.join(", ")
+        )))
+    }
+
     /// Creates `min_count..=max_count` instances in `building`/`scheduling` and starts their builds. Returns the
     /// instances and the reservation id.
     pub async fn servers_create(
@@ -307,6 +332,9 @@ impl Compute {
         }
         if !rule.task_states.contains(&inst.task_state.as_deref()) {
             return Err(invalid_state(rule.name, uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+        }
+        if let Action::Resize { flavor } = &action {
+            self.check_resize_quota(&inst.project_id, &inst.flavor, flavor).await?;
         }
         let expected: Vec<Option<String>> = rule.task_states.iter().map(|t| t.map(str::to_string)).collect();
         let mut set = vec![("task_state", Value::S(Some(rule.starts_in.to_string())))];
