@@ -454,7 +454,7 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "change_password": "False",
             "resize": "True",
             "shelve": "False",
-            "snapshot": "False",
+            "snapshot": "True",
             "rescue": "False",
             "live_migration": "False",
             "cold_migration": "False",

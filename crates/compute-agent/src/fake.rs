@@ -320,6 +320,18 @@ impl Hypervisor for FakeDriver {
         })
     }
 
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<String, Error> {
+        let uuid = &instance.uuid;
+        // The fake guest has no disk: its snapshot is a small raw image naming it.
+        let data = self.with_guest(uuid, "snapshot", |g| {
+            Ok(format!("stratus fake snapshot of {uuid} ({} MB RAM, {} GB disk)\n", g.flavor.memory_mb, g.flavor.root_gb))
+        })?;
+        tokio::fs::write(dest, data.as_bytes())
+            .await
+            .map_err(|source| Error::Io { context: format!("writing the snapshot of {uuid}"), source })?;
+        Ok("raw".into())
+    }
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error> {
         self.state().guests.get(uuid).map(|g| g.power).ok_or_else(|| Error::NotFound(uuid.to_owned()))
     }

@@ -134,6 +134,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Gives a guest the resources of `flavor` in place (same host), keeping its disk and power state.
     async fn resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, context: &GuestContext) -> Result<(), Error>;
 
+    /// Writes a copy of the guest's root disk, as a standalone image, to `dest` (a real driver converts its disk
+    /// with qemu-img; the guest keeps running). Returns the disk format written (`qcow2`, `raw`).
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<String, Error>;
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
 
     /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).

@@ -12,6 +12,7 @@ mod config;
 mod error;
 pub mod fake;
 pub mod hypervisor;
+mod images;
 mod manager;
 
 pub use agent::{Agent, AgentHandle};

@@ -145,6 +145,7 @@ fn action_task_states(action: &Action) -> &'static [&'static str] {
         Action::Rebuild { .. } => &[REBUILDING, REBUILD_BLOCK_DEVICE_MAPPING, REBUILD_SPAWNING],
         Action::Resize { .. } => &[RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH],
         Action::RevertResize { .. } => &[RESIZE_REVERTING],
+        Action::Snapshot { .. } => &[IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING],
     }
 }
 
@@ -342,6 +343,9 @@ impl Inner {
             Action::Rebuild { image_ref } => return self.rebuild(instance, image_ref, request_id).await,
             Action::Resize { flavor } => return self.resize(instance, flavor, request_id).await,
             Action::RevertResize { flavor } => return self.revert_resize(instance, flavor, request_id).await,
+            Action::Snapshot { image_id, image_url, auth_token } => {
+                return self.snapshot(instance, image_id, image_url, &auth_token.0).await;
+            }
             Action::Stop => (STOPPED, PowerState::Shutdown),
             Action::Pause => (PAUSED, PowerState::Paused),
             Action::Suspend => (SUSPENDED, PowerState::Suspended),
@@ -355,7 +359,7 @@ impl Inner {
             Action::Unpause => self.driver.unpause(uuid).await,
             Action::Suspend => self.driver.suspend(uuid).await,
             Action::Resume => self.driver.resume(instance, &context).await,
-            Action::Rebuild { .. } | Action::Resize { .. } | Action::RevertResize { .. } => {
+            Action::Rebuild { .. } | Action::Resize { .. } | Action::RevertResize { .. } | Action::Snapshot { .. } => {
                 unreachable!("handled above")
             }
         };
@@ -412,6 +416,30 @@ impl Inner {
         let power = self.power_or(uuid, PowerState::Running).await;
         let changes = InstanceChanges { flavor: Some(flavor.clone()), ..settled(vm_state::RESIZED, power) };
         self.advance(uuid, &[RESIZE_FINISH], changes).await
+    }
+
+    /// A snapshot: `image_snapshot` → `image_pending_upload` → `image_uploading`, the driver writes the root disk
+    /// to a temporary file, which is streamed to the image service's `PUT /v2/images/{id}/file` with the user's
+    /// token; the task state is cleared and the vm state left alone.
+    async fn snapshot(&self, instance: &InstanceSpec, image_id: &str, image_url: &str, token: &str) -> Result<(), Stop> {
+        use task_state::*;
+        let uuid = instance.uuid.as_str();
+        self.advance(uuid, &[IMAGE_SNAPSHOT], set_task(IMAGE_PENDING_UPLOAD)).await?;
+        let dir = std::env::temp_dir().join(format!("stratus-snapshot-{image_id}"));
+        let _ = tokio::fs::create_dir_all(&dir).await;
+        let file = dir.join("disk");
+        let result = async {
+            let format = self.driver.snapshot(instance, &file).await?;
+            self.advance(uuid, &[IMAGE_PENDING_UPLOAD], set_task(IMAGE_UPLOADING)).await.map_err(|_| {
+                Error::Hypervisor(format!("instance {uuid} was deleted during its snapshot"))
+            })?;
+            crate::images::upload(image_url, token, image_id, &file, &format).await
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        result.map_err(driver)?;
+        let changes = InstanceChanges { task_state: Some(None), ..Default::default() };
+        self.advance(uuid, &[IMAGE_UPLOADING], changes).await
     }
 
     /// Back to the old flavor; the instance ends active, or stopped if its guest is off.

@@ -371,6 +371,21 @@ pub enum Action {
     Resize { flavor: FlavorSpec },
     /// Back to the old `flavor` after a resize; ends as the guest's power state says (active or stopped).
     RevertResize { flavor: FlavorSpec },
+    /// Snapshot the root disk into the image `image_id` (created, queued, by the API) of the image service at
+    /// `image_url`, uploading on the user's behalf with `auth_token` (as upstream's RPC carries the request's
+    /// context). The vm state is left as it is.
+    Snapshot { image_id: String, image_url: String, auth_token: Secret },
+}
+
+/// A credential carried in a message: serialised as is, never printed by `Debug`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Action {
@@ -387,6 +402,7 @@ impl Action {
             Action::Rebuild { .. } => "compute_rebuild_instance",
             Action::Resize { .. } => "compute_resize_instance",
             Action::RevertResize { .. } => "compute_revert_resize",
+            Action::Snapshot { .. } => "compute_snapshot_instance",
         }
     }
 }
@@ -433,6 +449,13 @@ mod tests {
         }
         assert_eq!(PowerState::Shutdown.code(), 4);
         assert_eq!(PowerState::from_code(99), PowerState::NoState);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let a = Action::Snapshot { image_id: "i".into(), image_url: "u".into(), auth_token: Secret("tok123".into()) };
+        assert!(!format!("{a:?}").contains("tok123"));
+        assert!(serde_json::to_string(&a).unwrap().contains("tok123"));
     }
 
     #[test]

@@ -159,6 +159,29 @@ impl ImageClient {
     }
 }
 
+impl ImageClient {
+    /// The image endpoint this client calls.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates an image record (queued) as the caller.
+    pub async fn create(&self, token: &str, body: &Value) -> Result<Value, Error> {
+        let req = self.http.post(format!("{}/v2/images", self.url)).header("x-auth-token", token).json(body);
+        let (status, v) = self.send(req).await?;
+        match status {
+            s if s.is_success() => Ok(v),
+            StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::Forbidden(v["message"].as_str().unwrap_or("Image quota exceeded").to_string()))
+            }
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
+                Err(Error::BadRequest(v["message"].as_str().unwrap_or("Invalid image").to_string()))
+            }
+            s => Err(Error::Unavailable(format!("image service answered {s}"))),
+        }
+    }
+}
+
 /// The image members that are not properties.
 pub fn is_core(key: &str) -> bool {
     CORE.contains(&key)

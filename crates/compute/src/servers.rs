@@ -130,6 +130,12 @@ fn rule_of(action: &Action) -> Rule {
         Action::Resize { .. } => {
             Rule { name: "resize", vm_states: &[v::ACTIVE, v::STOPPED], task_states: NONE, starts_in: t::RESIZE_PREP }
         }
+        Action::Snapshot { .. } => Rule {
+            name: "createImage",
+            vm_states: &[v::ACTIVE, v::STOPPED, v::PAUSED, v::SUSPENDED],
+            task_states: NONE,
+            starts_in: t::IMAGE_SNAPSHOT,
+        },
         Action::RevertResize { .. } => Rule {
             name: "revertResize",
             vm_states: &[v::RESIZED],
@@ -354,6 +360,58 @@ impl Compute {
             Action::RevertResize { .. } => conductor.revert_resize(&inst, request_id).await,
             other => conductor.action(&inst, other, request_id).await,
         }
+    }
+
+    /// Snapshots an instance into a new private image (`createImage`): the image is created queued as the caller,
+    /// and the instance's agent uploads the root disk with the caller's token. Returns the image id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn server_snapshot(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        images: &crate::images::ImageClient,
+        token: &str,
+        name: &str,
+        metadata: &BTreeMap<String, String>,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let inst = self.instance(caller, uuid).await?;
+        self.check_lock(caller, &inst)?;
+        let allowed = [vm_state::ACTIVE, vm_state::STOPPED, vm_state::PAUSED, vm_state::SUSPENDED];
+        if !allowed.contains(&inst.vm_state.as_str()) {
+            return Err(invalid_state("createImage", uuid, "vm_state", &inst.vm_state));
+        }
+        if inst.task_state.is_some() {
+            return Err(invalid_state("createImage", uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+        }
+        let mut body = serde_json::json!({
+            "name": name,
+            "container_format": "bare",
+            "disk_format": "qcow2",
+            "visibility": "private",
+            "instance_uuid": inst.uuid,
+            "image_type": "snapshot",
+            "base_image_ref": inst.image_ref,
+            "user_id": caller.user_id,
+        });
+        for (k, v) in metadata {
+            body[k] = serde_json::json!(v);
+        }
+        let image = images.create(token, &body).await?;
+        let image_id = image["id"].as_str().unwrap_or_default().to_string();
+        let set = [("task_state", Value::S(Some(task_state::IMAGE_SNAPSHOT.into())))];
+        if !self.store().instance_update(uuid, Some(&[None]), &set).await? {
+            return Err(invalid_state("createImage", uuid, "task_state", "busy"));
+        }
+        self.record_action(caller, &inst, "createImage", request_id).await?;
+        let action = Action::Snapshot {
+            image_id: image_id.clone(),
+            image_url: images.url().to_string(),
+            auth_token: compute_rpc::Secret(token.to_string()),
+        };
+        let inst = self.instance(caller, uuid).await?;
+        self.conductor()?.action(&inst, action, request_id).await?;
+        Ok(image_id)
     }
 
     /// Confirms a resize (the instance is in `resized`, VERIFY_RESIZE).

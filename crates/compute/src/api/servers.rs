@@ -663,6 +663,30 @@ async fn action(
             };
             ("os_compute_api:servers:revert_resize", Action::RevertResize { flavor: old })
         }
+        "createImage" => {
+            let m = arg.as_object().ok_or_else(|| invalid("createImage", arg, &format!("{arg} is not of type 'object'")))?;
+            only(m, &["name", "metadata"])?;
+            let name = match m.get("name") {
+                Some(Value::String(n)) if n.chars().count() <= 255 && n.trim() == n => n.clone(),
+                Some(v @ Value::String(_)) => return Err(invalid("name", v, "is too long or has leading/trailing whitespace")),
+                Some(v) => return Err(invalid("name", v, &format!("{v} is not of type 'string'"))),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "Invalid input for field/attribute createImage. Value: None. 'name' is a required property",
+                    ));
+                }
+            };
+            let metadata = match m.get("metadata") {
+                Some(md) => metadata_field(md, "metadata")?,
+                None => BTreeMap::new(),
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:servers:create_image").await?;
+            let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
+            let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
+            let image_id = s.compute.server_snapshot(&c, &inst.uuid, images, &token, &name, &metadata, &rid.0).await?;
+            let location = s.url(&format!("/images/{image_id}"));
+            return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response());
+        }
         "os-getConsoleOutput" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-console-output").await?;
             let length = match arg.get("length") {

@@ -327,3 +327,35 @@ async fn resize_confirm_and_revert() {
     assert!(names.contains(&"resize") && names.contains(&"confirmResize") && names.contains(&"revertResize"), "{names:?}");
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn create_image_uploads_a_snapshot() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let id = boot(&cloud.member, &img, "snap").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(&cloud.member, &id, "ACTIVE").await;
+    let r = action(&cloud.member, &id, json!({"createImage": {"name": "snap-1", "metadata": {"purpose": "backup"}}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let image_id = r.header("location").unwrap().rsplit('/').next().unwrap().to_string();
+    let mut shown = Value::Null;
+    for _ in 0..200 {
+        shown = cloud.member.get(&format!("/image/v2/images/{image_id}")).await.json();
+        if shown["status"] == "active" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!((shown["image_type"].as_str(), shown["instance_uuid"].as_str()), (Some("snapshot"), Some(id.as_str())));
+    assert_eq!(shown["purpose"], "backup");
+    assert!(shown["size"].as_i64().unwrap() > 0);
+    let s = status(&cloud.member, &id, "ACTIVE").await;
+    assert!(s["OS-EXT-STS:task_state"].is_null());
+    // The snapshot boots a new server.
+    let r = boot(&cloud.member, &image_id, "from-snap").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    status(&cloud.member, r.json()["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    assert_eq!(action(&cloud.member, &id, json!({"createImage": {}})).await.status, 400);
+    cloud.shutdown().await;
+}
