@@ -1,8 +1,9 @@
 //! The Swift proxy API under `/object-store`: `GET /info` and `GET /healthcheck` (no token) and
 //! `/v1/{account}[/{container}[/{object}]]` (also with a trailing slash) with Keystone tokens. Project members own
-//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account, anyone else gets 403.
-//! Errors are Swift's short HTML bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and
-//! `X-Openstack-Request-Id`.
+//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account; container ACLs
+//! ([`crate::acl`]) share containers with other identities and, by referrer, with anonymous callers, so requests
+//! without a token reach the ACL check; anyone else gets 403 (401 when anonymous). Errors are Swift's short HTML
+//! bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and `X-Openstack-Request-Id`.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::{
+    acl::{self, Decision},
     error::Error,
     server::{ByteRange, ByteStream},
     service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
@@ -35,16 +37,31 @@ struct AppState {
 /// The object-store API, to be nested at `/object-store`. `identity_url` is advertised in 401s.
 pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_url: &str) -> Router {
     let auth = AuthLayerState::new(validator, identity_url);
-    let protected = Router::new()
+    let www_authenticate = HeaderValue::from_str(&format!("Keystone uri=\"{identity_url}\""))
+        .unwrap_or(HeaderValue::from_static("Keystone"));
+    let storage = Router::new()
         .route("/v1/{account}", any(account))
         .route("/v1/{account}/", any(account))
         .route("/v1/{account}/{container}", any(container))
         .route("/v1/{account}/{container}/", any(container))
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
-        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
-    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(protected).with_state(AppState { store });
-    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift)).layer(axum::middleware::map_response(trans_id))
+        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth));
+    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(storage).with_state(AppState { store });
+    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift))
+        .layer(axum::middleware::map_response(trans_id))
+        .layer(axum::middleware::map_response(move |resp: Response| {
+            let value = www_authenticate.clone();
+            async move { with_www_authenticate(resp, value) }
+        }))
+}
+
+/// Every 401 names where to authenticate, as Keystone's auth_token middleware adds it to Swift's.
+fn with_www_authenticate(mut resp: Response, value: HeaderValue) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED && !resp.headers().contains_key(header::WWW_AUTHENTICATE) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    resp
 }
 
 /// Adds Swift's `X-Trans-Id` (`tx` + 21 hex digits + `-` + the time as 10 hex digits), derived from the request id
@@ -95,21 +112,82 @@ async fn info() -> axum::Json<Value> {
     }))
 }
 
-/// Checks the caller may act on `account`: 403 unless admin or `ResellerAdmin` (Swift's operator of every account),
-/// or a member (a reader, for reads) of its project.
-fn authorize(ctx: &Context, account: &str, write: bool) -> Result<(), Error> {
-    let denied = || Error::Forbidden("Access was denied to this resource.".into());
-    let project = account.strip_prefix("AUTH_").ok_or_else(denied)?;
-    if ctx.has_role("admin") || ctx.has_role("ResellerAdmin") {
-        return Ok(());
+/// Who is asking: the token's context (none when anonymous) and the `Referer` referrer ACLs look at.
+struct Caller {
+    ctx: Option<Context>,
+    referer: Option<String>,
+}
+
+impl Caller {
+    fn new(ctx: Option<Context>, headers: &HeaderMap) -> Caller {
+        Caller { ctx, referer: header_str(headers, "referer").map(str::to_string) }
     }
-    if ctx.project_id.as_deref() != Some(project) {
-        return Err(denied());
+
+    /// 401 for an anonymous caller, 403 for an authenticated one.
+    fn denied(&self) -> Error {
+        match self.ctx {
+            None => Error::Unauthorized("This server could not verify that you are authorized to access the document you requested.".into()),
+            Some(_) => Error::Forbidden("Access was denied to this resource.".into()),
+        }
     }
-    if ctx.has_role("member") || (!write && ctx.has_role("reader")) {
-        Ok(())
-    } else {
-        Err(denied())
+
+    /// Account requests and container changes: operators of the account only.
+    fn owner(&self, account: &str, write: bool) -> Result<(), Error> {
+        match acl::decide(self.ctx.as_ref(), account, write, None, false, None) {
+            Decision::Owner => Ok(()),
+            _ => Err(self.denied()),
+        }
+    }
+
+    /// A request on a container (`object` false: its listing or metadata) or on an object in it: operators, or
+    /// whoever the container's read (`write` false) or write ACL lets in.
+    async fn container_access(
+        &self,
+        store: &ObjectStore,
+        account: &str,
+        container: &str,
+        write: bool,
+        object: bool,
+    ) -> Result<Decision, Error> {
+        if let Some(ctx) = &self.ctx
+            && acl::is_owner(ctx, account, write)
+        {
+            return Ok(Decision::Owner);
+        }
+        let row = match store.container(account, container).await {
+            Ok(row) => row,
+            Err(Error::NotFound(_)) => return Err(self.denied()),
+            Err(e) => return Err(e),
+        };
+        let key = if write { ACL_WRITE } else { ACL_READ };
+        let acl = row.metadata.get(key).map(String::as_str);
+        match acl::decide(self.ctx.as_ref(), account, write, acl, object, self.referer.as_deref()) {
+            Decision::Denied => Err(self.denied()),
+            d => Ok(d),
+        }
+    }
+}
+
+/// Where a container keeps its ACLs: with its metadata, as headers it answers with (to operators only).
+const ACL_READ: &str = "header:x-container-read";
+const ACL_WRITE: &str = "header:x-container-write";
+
+/// Headers only operators of an account see (Swift's `swift_owner_headers`).
+const OWNER_HEADERS: &[&str] = &[
+    "x-container-read",
+    "x-container-write",
+    "x-container-sync-key",
+    "x-container-sync-to",
+    "x-account-meta-temp-url-key",
+    "x-account-meta-temp-url-key-2",
+    "x-container-meta-temp-url-key",
+    "x-container-meta-temp-url-key-2",
+    "x-account-access-control",
+];
+
+fn strip_owner_headers(resp: &mut Response) {
+    for h in OWNER_HEADERS {
+        resp.headers_mut().remove(*h);
     }
 }
 
@@ -138,6 +216,23 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// A container PUT's or POST's metadata updates: `X-Container-Meta-*` and the ACL headers (cleaned; a blank value or
+/// `X-Remove-Container-Read`/`-Write` removes one), as (key, value) pairs, an empty value for removal.
+fn container_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    let mut out = meta_updates(h, "container");
+    for (name, key) in [("x-container-read", ACL_READ), ("x-container-write", ACL_WRITE)] {
+        if h.contains_key(format!("x-remove-{}", &name[2..]).as_str()) {
+            out.push((key.to_string(), String::new()));
+        }
+        if let Some(value) = h.get(name) {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let cleaned = acl::clean_acl(name, &value).map_err(Error::BadRequest)?;
+            out.push((key.to_string(), cleaned));
+        }
+    }
+    Ok(out)
 }
 
 /// The object headers other than `X-Object-Meta-*` that Swift stores with an object and returns on GET/HEAD. They
@@ -347,13 +442,14 @@ fn listing_response<T>(
 
 async fn account(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path(account): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    let caller = Caller::new(ctx, &headers);
+    caller.owner(&account, !is_read(&method))?;
     match method {
         Method::GET | Method::HEAD => {
             let (row, (containers, objects, bytes)) = s.store.account(&account).await?;
@@ -401,16 +497,22 @@ async fn account(
 
 async fn container(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path((account, container)): Path<(String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    let caller = Caller::new(ctx, &headers);
+    let access = if is_read(&method) {
+        caller.container_access(&s.store, &account, &container, false, false).await?
+    } else {
+        caller.owner(&account, true)?;
+        Decision::Owner
+    };
     match method {
         Method::PUT => {
-            let created = s.store.put_container(&account, &container, &meta_updates(&headers, "container")).await?;
+            let created = s.store.put_container(&account, &container, &container_updates(&headers)?).await?;
             Ok(status(if created { StatusCode::CREATED } else { StatusCode::ACCEPTED }))
         }
         Method::GET | Method::HEAD => {
@@ -440,10 +542,13 @@ async fn container(
             put_header(&mut resp, "last-modified", http_date(row.updated_at));
             put_header(&mut resp, "x-storage-policy", "Policy-0");
             with_meta(&mut resp, "container", &row.metadata);
+            if access != Decision::Owner {
+                strip_owner_headers(&mut resp);
+            }
             Ok(resp)
         }
         Method::POST => {
-            s.store.update_container_metadata(&account, &container, &meta_updates(&headers, "container")).await?;
+            s.store.update_container_metadata(&account, &container, &container_updates(&headers)?).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
         Method::DELETE => {
@@ -476,12 +581,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -527,15 +633,15 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 /// 304/412 for conditional requests, `None` to go on.
 fn conditional(h: &HeaderMap, row: &ObjectRow) -> Result<Option<Response>, Error> {
     let last_modified = (row.last_modified + 999_999).div_euclid(1_000_000);
-    if let Some(m) = header_str(h, "if-match") {
-        if !etag_matches(m, &row.etag) {
-            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
-        }
+    if let Some(m) = header_str(h, "if-match")
+        && !etag_matches(m, &row.etag)
+    {
+        return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
     }
-    if let Some(since) = header_str(h, "if-unmodified-since").and_then(parse_http_date) {
-        if last_modified > since {
-            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
-        }
+    if let Some(since) = header_str(h, "if-unmodified-since").and_then(parse_http_date)
+        && last_modified > since
+    {
+        return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
     }
     let mut not_modified = false;
     if let Some(m) = header_str(h, "if-none-match") {
@@ -603,17 +709,21 @@ fn created(row: &ObjectRow) -> Response {
 
 async fn object(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path((account, container, object)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    let caller = Caller::new(ctx, &headers);
+    // A COPY reads its source here; its destination is checked below.
+    let write = !(is_read(&method) || method.as_str() == "COPY");
+    caller.container_access(&s.store, &account, &container, write, true).await?;
     match method.as_str() {
         "PUT" => {
             if let Some(src) = header_str(&headers, "x-copy-from") {
                 let (sc, so) = split_copy_path(src)?;
+                caller.container_access(&s.store, &account, &sc, false, true).await?;
                 let rows = s
                     .store
                     .copy_object(
@@ -648,6 +758,7 @@ async fn object(
             let dest = header_str(&headers, "destination")
                 .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
             let (dc, dob) = split_copy_path(dest)?;
+            caller.container_access(&s.store, &account, &dc, true, true).await?;
             let rows = s
                 .store
                 .copy_object(

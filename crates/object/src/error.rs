@@ -11,6 +11,9 @@ pub enum Error {
     /// 400: invalid input (names, headers, query parameters).
     #[error("{0}")]
     BadRequest(String),
+    /// 401: an anonymous caller (or a bad temporary URL or form signature) was refused.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403.
     #[error("{0}")]
     Forbidden(String),
@@ -57,6 +60,7 @@ impl From<Error> for ApiError {
         match e {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::BadRequest(m) => ApiError::bad_request(m),
+            Error::Unauthorized(m) => ApiError::unauthorized(m),
             Error::Forbidden(m) => ApiError::forbidden(m),
             Error::Conflict(m) => ApiError::conflict(m),
             Error::LengthRequired(m) => ApiError::new(StatusCode::LENGTH_REQUIRED, m),

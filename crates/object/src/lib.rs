@@ -1,7 +1,9 @@
 //! Object storage: OpenStack Swift's API v1, single node, laid out as Swift is so that more nodes can follow.
 //!
 //! * [`api`] — the proxy: thin axum handlers under `/object-store` (`/info`, `/v1/AUTH_<project>/…`), Keystone
-//!   authentication, Swift's status codes, headers and short HTML error bodies;
+//!   authentication (optional: anonymous requests reach the ACL check), Swift's status codes, headers and short HTML
+//!   error bodies;
+//! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
 //!   fanned out to the replicas the ring chooses;
 //! * [`ring`] — Swift's ring: partition power, replicas, weighted devices in regions and zones, placement;
@@ -13,6 +15,7 @@
 //! Tokens are validated through the `auth::TokenValidator` the process hands in.
 
 pub mod api;
+pub mod acl;
 mod error;
 pub mod ring;
 pub mod server;

@@ -269,12 +269,12 @@ impl ObjectStore {
             }
         }
         let etag = hex(&md5.finalize());
-        if let Some(expected) = &req.expected_etag {
-            if !expected.trim_matches('"').eq_ignore_ascii_case(&etag) {
-                return Err(Error::Unprocessable(
-                    "The server was unable to process the request because the ETag did not match the data.".into(),
-                ));
-            }
+        if let Some(expected) = &req.expected_etag
+            && !expected.trim_matches('"').eq_ignore_ascii_case(&etag)
+        {
+            return Err(Error::Unprocessable(
+                "The server was unable to process the request because the ETag did not match the data.".into(),
+            ));
         }
         let quorum = locations.len() / 2 + 1;
         let mut durable = 0;
@@ -483,10 +483,10 @@ async fn list<T: Named>(
         for row in rows {
             let name = row.name().to_string();
             cursor = Some(name.clone());
-            if let Some(end) = q.end_marker.as_deref() {
-                if (!q.reverse && name.as_str() >= end) || (q.reverse && name.as_str() <= end) {
-                    break 'pages;
-                }
+            if let Some(end) = q.end_marker.as_deref()
+                && ((!q.reverse && name.as_str() >= end) || (q.reverse && name.as_str() <= end))
+            {
+                break 'pages;
             }
             if !name.starts_with(prefix) {
                 if (!q.reverse && name.as_str() > prefix) || (q.reverse && name.as_str() < prefix) {
@@ -494,20 +494,20 @@ async fn list<T: Named>(
                 }
                 continue;
             }
-            if let Some(d) = delimiter {
-                if let Some(i) = name[prefix.len()..].find(d) {
-                    let subdir = name[..prefix.len() + i + d.len()].to_string();
-                    if !matches!(out.last(), Some(Entry::Subdir(s)) if *s == subdir) {
-                        out.push(Entry::Subdir(subdir.clone()));
-                    }
-                    // Skip the rest of the rolled-up names.
-                    cursor = Some(if q.reverse { subdir } else { format!("{subdir}\u{10FFFF}") });
-                    jumped = true;
-                    if out.len() >= limit {
-                        break 'pages;
-                    }
-                    break;
+            if let Some(d) = delimiter
+                && let Some(i) = name[prefix.len()..].find(d)
+            {
+                let subdir = name[..prefix.len() + i + d.len()].to_string();
+                if !matches!(out.last(), Some(Entry::Subdir(s)) if *s == subdir) {
+                    out.push(Entry::Subdir(subdir.clone()));
                 }
+                // Skip the rest of the rolled-up names.
+                cursor = Some(if q.reverse { subdir } else { format!("{subdir}\u{10FFFF}") });
+                jumped = true;
+                if out.len() >= limit {
+                    break 'pages;
+                }
+                break;
             }
             out.push(Entry::Item(row));
             if out.len() >= limit {

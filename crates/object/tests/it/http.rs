@@ -5,29 +5,29 @@ use reqwest::Method;
 use serde_json::Value;
 use test_utils::{Client, TestCloud};
 
-struct R {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct R {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl R {
-    fn h(&self, n: &str) -> &str {
+    pub fn h(&self, n: &str) -> &str {
         self.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("json body")
     }
 }
 
-fn account_of(c: &Client) -> String {
+pub(crate) fn account_of(c: &Client) -> String {
     format!("/object-store/v1/AUTH_{}", c.token_body["token"]["project"]["id"].as_str().expect("project token"))
 }
 
-async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
+pub(crate) async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
     let m = Method::from_bytes(method.as_bytes()).unwrap();
     let mut req = reqwest::Client::new().request(m, format!("{}{path}", cloud.url)).body(body);
     if let Some(t) = &c.token {
@@ -42,12 +42,12 @@ async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec
     R { status, headers, body: r.bytes().await.expect("body").to_vec() }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// PUTs `data` with `Transfer-Encoding: chunked` in 300 kB chunks over a raw connection; returns the response head.
-async fn chunked_put(cloud: &TestCloud, c: &Client, path: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
+pub(crate) async fn chunked_put(cloud: &TestCloud, c: &Client, path: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = cloud.url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -1,5 +1,6 @@
 //! Integration tests of the object store: HTTP tests through the whole-cloud harness, and datastore tests on every
 //! database backend.
 
+mod acl;
 mod http;
 mod store;
