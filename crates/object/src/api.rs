@@ -108,7 +108,9 @@ async fn info() -> axum::Json<Value> {
             "allow_account_management": false,
             "account_autocreate": true,
             "policies": [{"name": "Policy-0", "aliases": "Policy-0", "default": true}],
-        }
+        },
+        "account_quotas": {},
+        "container_quotas": {},
     }))
 }
 
@@ -218,9 +220,42 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Swift's account_quotas: only resellers (`ResellerAdmin`, or `admin` here) set or remove an account's byte quota,
+/// a non-negative integer.
+fn check_account_quota_change(caller: &Caller, h: &HeaderMap) -> Result<(), Error> {
+    let set = header_str(h, "x-account-meta-quota-bytes");
+    if set.is_none() && !h.contains_key("x-remove-account-meta-quota-bytes") {
+        return Ok(());
+    }
+    let reseller = caller.ctx.as_ref().is_some_and(|c| c.has_role("ResellerAdmin") || c.has_role("admin"));
+    if !reseller {
+        return Err(Error::Forbidden("Only a reseller may change an account's quota.".into()));
+    }
+    match set.map(str::trim) {
+        Some(v) if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(Error::BadRequest("Invalid quota value.".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Swift's container_quotas: quota values are non-negative integers.
+fn check_container_quotas(h: &HeaderMap) -> Result<(), Error> {
+    for (name, what) in [("x-container-meta-quota-bytes", "bytes"), ("x-container-meta-quota-count", "count")] {
+        if let Some(v) = header_str(h, name).map(str::trim)
+            && !v.is_empty()
+            && !v.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(Error::BadRequest(format!("Invalid {what} quota.")));
+        }
+    }
+    Ok(())
+}
+
 /// A container PUT's or POST's metadata updates: `X-Container-Meta-*` and the ACL headers (cleaned; a blank value or
 /// `X-Remove-Container-Read`/`-Write` removes one), as (key, value) pairs, an empty value for removal.
 fn container_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    check_container_quotas(h)?;
     let mut out = meta_updates(h, "container");
     for (name, key) in [("x-container-read", ACL_READ), ("x-container-write", ACL_WRITE)] {
         if h.contains_key(format!("x-remove-{}", &name[2..]).as_str()) {
@@ -486,6 +521,7 @@ async fn account(
             Ok(resp)
         }
         Method::POST => {
+            check_account_quota_change(&caller, &headers)?;
             s.store.update_account_metadata(&account, &meta_updates(&headers, "account")).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
@@ -750,6 +786,8 @@ async fn object(
                 content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
                 expected_etag: header_str(&headers, "etag").map(str::to_string),
                 metadata: object_metadata(&headers)?,
+                length: length.and_then(Result::ok),
+                bypass_quota: false,
             };
             let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
             Ok(created(&row))

@@ -83,6 +83,24 @@ pub struct PutRequest {
     /// The client's `ETag`: the body's MD5 must match it.
     pub expected_etag: Option<String>,
     pub metadata: Metadata,
+    /// The declared length (`Content-Length`, or the source's size for a copy), checked against quotas up front;
+    /// a body without one is checked as it streams.
+    pub length: Option<u64>,
+    /// Writes the service makes on its own behalf (archived versions) are not held to quotas.
+    pub bypass_quota: bool,
+}
+
+/// The container metadata keys of Swift's container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`) and the
+/// account's byte quota (`X-Account-Meta-Quota-Bytes`, set by resellers only).
+pub const QUOTA_BYTES: &str = "quota-bytes";
+pub const QUOTA_COUNT: &str = "quota-count";
+
+fn over_quota() -> Error {
+    Error::TooLarge("Upload exceeds quota.".into())
+}
+
+fn quota_of(m: &Metadata, key: &str) -> Option<i64> {
+    m.get(key).filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).and_then(|v| v.parse().ok())
 }
 
 trait Named {
@@ -247,7 +265,13 @@ impl ObjectStore {
     ) -> Result<ObjectRow, Error> {
         check_object_name(name)?;
         check_metadata(&req.metadata)?;
-        self.container(account, container).await?;
+        let target = self.container(account, container).await?;
+        let room = if req.bypass_quota { None } else { self.quota_room(account, &target).await? };
+        if let (Some(room), Some(len)) = (room, req.length)
+            && len as i64 > room
+        {
+            return Err(over_quota());
+        }
         let micros = now_micros();
         let timestamp = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
         let locations = self.locations(account, container, name, &timestamp);
@@ -262,6 +286,9 @@ impl ObjectStore {
             size += chunk.len() as u64;
             if size > limits::MAX_FILE_SIZE {
                 return Err(Error::TooLarge("Your request is too large.".into()));
+            }
+            if room.is_some_and(|room| size as i64 > room) {
+                return Err(over_quota());
             }
             md5.update(&chunk);
             for w in writers.iter_mut() {
@@ -313,6 +340,21 @@ impl ObjectStore {
             }
         }
         Ok(row)
+    }
+
+    /// How many bytes one more object may add under the container's and the account's quotas (`None`: no quota;
+    /// negative when already over); `TooLarge` when the container's object count quota is reached.
+    async fn quota_room(&self, account: &str, container: &ContainerRow) -> Result<Option<i64>, Error> {
+        if quota_of(&container.metadata, QUOTA_COUNT).is_some_and(|max| container.object_count + 1 > max) {
+            return Err(over_quota());
+        }
+        let mut room = quota_of(&container.metadata, QUOTA_BYTES).map(|max| max - container.bytes_used);
+        let account_quota = self.inner.store.account_get(account).await?.and_then(|a| quota_of(&a.metadata, QUOTA_BYTES));
+        if let Some(max) = account_quota {
+            let (_, _, used) = self.inner.store.account_usage(account).await?;
+            room = Some(room.map_or(max - used, |r| r.min(max - used)));
+        }
+        Ok(room)
     }
 
     async fn remove_data(&self, row: &ObjectRow) {
@@ -386,6 +428,8 @@ impl ObjectStore {
             content_type: content_type.unwrap_or(source.content_type.clone()),
             expected_etag: Some(source.etag.clone()),
             metadata: merged,
+            length: Some(source.size as u64),
+            bypass_quota: false,
         };
         let copy = self.put_object(dest.0, dest.1, dest.2, body, req).await?;
         Ok((source, copy))
@@ -541,6 +585,14 @@ mod tests {
         let m: Metadata = (0..20).map(|i| (format!("k{i}"), "v".repeat(250))).collect();
         assert!(check_metadata(&m).is_err(), "over 4096 bytes in total");
         assert!(check_metadata(&Metadata::from([("k".into(), "v".into())])).is_ok());
+    }
+
+    #[test]
+    fn quotas_are_non_negative_integers() {
+        let m = Metadata::from([("quota-bytes".into(), "10".into()), ("quota-count".into(), "-1".into())]);
+        assert_eq!(quota_of(&m, QUOTA_BYTES), Some(10));
+        assert_eq!(quota_of(&m, QUOTA_COUNT), None, "not a quota");
+        assert_eq!(quota_of(&Metadata::new(), QUOTA_BYTES), None);
     }
 
     #[test]

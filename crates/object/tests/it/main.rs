@@ -3,4 +3,5 @@
 
 mod acl;
 mod http;
+mod quota;
 mod store;
