@@ -5,6 +5,9 @@
 //! without a token reach the ACL check; anyone else gets 403 (401 when anonymous). Errors are Swift's short HTML
 //! bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and `X-Openstack-Request-Id`.
 
+mod formpost;
+mod tempurl;
+
 use std::sync::Arc;
 
 use ::auth::{AuthLayerState, Context, TokenValidator};
@@ -12,8 +15,8 @@ use api_common::{ApiError, ErrorStyle, WireConfig};
 use axum::{
     Router,
     body::Body,
-    extract::{DefaultBodyLimit, Path, Query, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    extract::{DefaultBodyLimit, OriginalUri, Path, Query, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
@@ -46,7 +49,8 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
         .route("/v1/{account}/{container}/", any(container))
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
-        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth));
+        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth))
+        .layer(axum::middleware::map_request(ignore_token_of_signed_requests));
     let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(storage).with_state(AppState { store });
     api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift))
         .layer(axum::middleware::map_response(trans_id))
@@ -54,6 +58,21 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
             let value = www_authenticate.clone();
             async move { with_www_authenticate(resp, value) }
         }))
+}
+
+/// Temporary URLs and form posts authorize themselves by their signature, whatever token comes along (Swift's
+/// middlewares run before authentication): the token is not even validated.
+async fn ignore_token_of_signed_requests(mut req: Request) -> Request {
+    let signed_url = req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("temp_url_sig=")));
+    if signed_url || formpost::boundary(req.method(), req.headers()).is_some() {
+        req.headers_mut().remove(::auth::AUTH_TOKEN_HEADER);
+    }
+    req
+}
+
+/// Where this API is mounted (`/object-store`), from the path clients used and the path it routes on.
+fn mount_of(original: &Uri, uri: &Uri) -> String {
+    original.path().strip_suffix(uri.path()).unwrap_or_default().to_string()
 }
 
 /// Every 401 names where to authenticate, as Keystone's auth_token middleware adds it to Swift's.
@@ -111,6 +130,8 @@ async fn info() -> axum::Json<Value> {
         },
         "account_quotas": {},
         "container_quotas": {},
+        "tempurl": tempurl::info(),
+        "formpost": formpost::info(),
     }))
 }
 
@@ -525,20 +546,34 @@ async fn account(
             s.store.update_account_metadata(&account, &meta_updates(&headers, "account")).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed.into()),
     }
 }
 
 // ---- containers
 
+#[allow(clippy::too_many_arguments)]
 async fn container(
     State(s): State<AppState>,
     ctx: Option<Context>,
     method: Method,
     Path((account, container)): Path<(String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    if let Some(boundary) = formpost::boundary(&method, &headers) {
+        let path = percent_decode(uri.path());
+        let target = formpost::Target {
+            account: &account,
+            container: &container,
+            prefix: "",
+            paths: signed_paths(&mount_of(&original, &uri), &path),
+        };
+        return Ok(formpost::handle(&s.store, target, boundary, body).await);
+    }
     let caller = Caller::new(ctx, &headers);
     let access = if is_read(&method) {
         caller.container_access(&s.store, &account, &container, false, false).await?
@@ -591,7 +626,7 @@ async fn container(
             s.store.delete_container(&account, &container).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed.into()),
     }
 }
 
@@ -743,18 +778,58 @@ fn created(row: &ObjectRow) -> Response {
     r
 }
 
+/// The paths a signature may cover: the one clients see (under the mount) and the one from `/v1` on.
+fn signed_paths(mount: &str, path: &str) -> Vec<String> {
+    if mount.is_empty() { vec![path.to_string()] } else { vec![format!("{mount}{path}"), path.to_string()] }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn object(
     State(s): State<AppState>,
     ctx: Option<Context>,
     method: Method,
     Path((account, container, object)): Path<(String, String, String)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let mount = mount_of(&original, &uri);
+    if let Some(boundary) = formpost::boundary(&method, &headers) {
+        let path = percent_decode(uri.path());
+        let target = formpost::Target { account: &account, container: &container, prefix: &object, paths: signed_paths(&mount, &path) };
+        return Ok(formpost::handle(&s.store, target, boundary, body).await);
+    }
     let caller = Caller::new(ctx, &headers);
-    // A COPY reads its source here; its destination is checked below.
-    let write = !(is_read(&method) || method.as_str() == "COPY");
-    caller.container_access(&s.store, &account, &container, write, true).await?;
+    match tempurl::TempUrl::from_query(&q) {
+        Some(temp) => {
+            temp.authorize(&s.store, &method, (&account, &container, &object), &mount, &headers).await?;
+            let mut resp = object_request(&s, &caller, &method, (&account, &container, &object), &headers, body).await?;
+            temp.finish(&mut resp, &method, &object);
+            Ok(resp)
+        }
+        None => {
+            // A COPY reads its source here; its destination is checked below.
+            let write = !(is_read(&method) || method.as_str() == "COPY");
+            caller.container_access(&s.store, &account, &container, write, true).await?;
+            Ok(object_request(&s, &caller, &method, (&account, &container, &object), &headers, body).await?)
+        }
+    }
+}
+
+/// An object request its caller may make.
+async fn object_request(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    (account, container, object): (&str, &str, &str),
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let (account, container, object) = (account.to_string(), container.to_string(), object.to_string());
+    let headers = headers.clone();
+    let method = method.clone();
     match method.as_str() {
         "PUT" => {
             if let Some(src) = header_str(&headers, "x-copy-from") {
@@ -775,11 +850,11 @@ async fn object(
             let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
             let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
             match length {
-                Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into()).into()),
+                Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into())),
                 Some(Ok(n)) if n > limits::MAX_FILE_SIZE => {
-                    return Err(Error::TooLarge("Your request is too large.".into()).into());
+                    return Err(Error::TooLarge("Your request is too large.".into()));
                 }
-                None if !chunked => return Err(Error::LengthRequired("Length Required".into()).into()),
+                None if !chunked => return Err(Error::LengthRequired("Length Required".into())),
                 _ => {}
             }
             let req = PutRequest {
@@ -812,7 +887,7 @@ async fn object(
         "GET" | "HEAD" => {
             let row = s.store.object(&account, &container, &object).await?;
             if expired(&row) {
-                return Err(Error::NotFound("The resource could not be found.".into()).into());
+                return Err(Error::NotFound("The resource could not be found.".into()));
             }
             if let Some(r) = conditional(&headers, &row)? {
                 return Ok(r);
@@ -846,7 +921,7 @@ async fn object(
             s.store.delete_object(&account, &container, &object).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed),
     }
 }
 

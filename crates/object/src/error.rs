@@ -17,6 +17,9 @@ pub enum Error {
     /// 403.
     #[error("{0}")]
     Forbidden(String),
+    /// 405.
+    #[error("The method is not allowed for this resource.")]
+    MethodNotAllowed,
     /// 409: e.g. deleting a container that still holds objects.
     #[error("{0}")]
     Conflict(String),
@@ -62,6 +65,7 @@ impl From<Error> for ApiError {
             Error::BadRequest(m) => ApiError::bad_request(m),
             Error::Unauthorized(m) => ApiError::unauthorized(m),
             Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::MethodNotAllowed => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Error::MethodNotAllowed.to_string()),
             Error::Conflict(m) => ApiError::conflict(m),
             Error::LengthRequired(m) => ApiError::new(StatusCode::LENGTH_REQUIRED, m),
             Error::PreconditionFailed(m) => ApiError::new(StatusCode::PRECONDITION_FAILED, m),

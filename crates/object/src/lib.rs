@@ -3,6 +3,7 @@
 //! * [`api`] — the proxy: thin axum handlers under `/object-store` (`/info`, `/v1/AUTH_<project>/…`), Keystone
 //!   authentication (optional: anonymous requests reach the ACL check), Swift's status codes, headers and short HTML
 //!   error bodies;
+//! * [`signature`] — the HMAC signatures of temporary URLs and form posts;
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
 //!   fanned out to the replicas the ring chooses;
@@ -20,6 +21,7 @@ mod error;
 pub mod ring;
 pub mod server;
 pub mod service;
+pub mod signature;
 pub mod store;
 
 pub use error::Error;

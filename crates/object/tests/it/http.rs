@@ -29,7 +29,9 @@ pub(crate) fn account_of(c: &Client) -> String {
 
 pub(crate) async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
     let m = Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new().request(m, format!("{}{path}", cloud.url)).body(body);
+    // Redirects (form posts answer 303) are the answer, not to be followed.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut req = client.request(m, format!("{}{path}", cloud.url)).body(body);
     if let Some(t) = &c.token {
         req = req.header("X-Auth-Token", t);
     }

@@ -5,3 +5,4 @@ mod acl;
 mod http;
 mod quota;
 mod store;
+mod tempurl;
