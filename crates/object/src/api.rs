@@ -5,6 +5,7 @@
 //! without a token reach the ACL check; anyone else gets 403 (401 when anonymous). Errors are Swift's short HTML
 //! bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and `X-Openstack-Request-Id`.
 
+mod bulk;
 mod formpost;
 mod tempurl;
 
@@ -22,11 +23,14 @@ use axum::{
 };
 use chrono::{DateTime, TimeZone as _, Utc};
 use futures::StreamExt as _;
+use md5::{Digest as _, Md5};
 use serde_json::{Value, json};
 
 use crate::{
     acl::{self, Decision},
     error::Error,
+    large::{self, percent_decode},
+    ring::hex,
     server::{ByteRange, ByteStream},
     service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
     store::{Metadata, ObjectRow},
@@ -130,6 +134,7 @@ async fn info() -> axum::Json<Value> {
         },
         "account_quotas": {},
         "container_quotas": {},
+        "slo": large::slo_info(),
         "tempurl": tempurl::info(),
         "formpost": formpost::info(),
     }))
@@ -293,7 +298,15 @@ fn container_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
 
 /// The object headers other than `X-Object-Meta-*` that Swift stores with an object and returns on GET/HEAD. They
 /// are kept in its metadata under `header:<name>` (no user key has a `:`, a header name cannot hold one).
-const STORED_HEADERS: &[&str] = &["content-disposition", "content-encoding"];
+const STORED_HEADERS: &[&str] = &[
+    "content-disposition",
+    "content-encoding",
+    "x-object-manifest",
+    "cache-control",
+    "content-language",
+    "expires",
+    "x-robots-tag",
+];
 const STORED_HEADER_KEY: &str = "header:";
 
 /// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
@@ -333,6 +346,9 @@ fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
     if let Some(at) = delete_at {
         m.insert(format!("{STORED_HEADER_KEY}x-delete-at"), at.to_string());
     }
+    if let Some(manifest) = m.get(large::DLO) {
+        large::check_dlo_manifest(manifest)?;
+    }
     Ok(m)
 }
 
@@ -364,8 +380,11 @@ fn put_header(resp: &mut Response, name: &str, value: impl AsRef<str>) {
     }
 }
 
+/// Metadata the service keeps for itself (an SLO's size and ETag), never shown.
+const SYSMETA_KEY: &str = "sysmeta:";
+
 fn with_meta(resp: &mut Response, kind: &str, m: &Metadata) {
-    for (k, v) in m {
+    for (k, v) in m.iter().filter(|(k, _)| !k.starts_with(SYSMETA_KEY)) {
         match k.strip_prefix(STORED_HEADER_KEY) {
             Some(h) => put_header(resp, h, v),
             None => put_header(resp, &format!("x-{kind}-meta-{k}"), v),
@@ -436,8 +455,13 @@ fn format_from_accept(format: Format, q: &std::collections::HashMap<String, Stri
     }
 }
 
-fn iso(micros: i64) -> String {
+pub(crate) fn iso(micros: i64) -> String {
     Utc.timestamp_micros(micros).single().unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// The size a listing shows: an SLO's is its assembled size, not its manifest's.
+fn listed_size(o: &ObjectRow) -> i64 {
+    o.metadata.get(large::SLO_SIZE).and_then(|v| v.parse().ok()).unwrap_or(o.size)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -597,10 +621,16 @@ async fn container(
                     ("container", &container),
                     &entries,
                     |o: &ObjectRow| &o.name,
-                    |o| json!({"name": o.name, "hash": o.etag, "bytes": o.size, "content_type": o.content_type, "last_modified": iso(o.last_modified)}),
+                    |o| {
+                        let mut j = json!({"name": o.name, "hash": o.etag, "bytes": listed_size(o), "content_type": o.content_type, "last_modified": iso(o.last_modified)});
+                        if let Some(e) = o.metadata.get(large::SLO_ETAG) {
+                            j["slo_etag"] = Value::String(large::quoted(e));
+                        }
+                        j
+                    },
                     |o| format!(
                         "<object><name>{}</name><hash>{}</hash><bytes>{}</bytes><content_type>{}</content_type><last_modified>{}</last_modified></object>",
-                        xml_escape(&o.name), o.etag, o.size, xml_escape(&o.content_type), iso(o.last_modified)
+                        xml_escape(&o.name), o.etag, listed_size(o), xml_escape(&o.content_type), iso(o.last_modified)
                     ),
                 )
             } else {
@@ -647,24 +677,6 @@ fn split_copy_path(v: &str) -> Result<(String, String), Error> {
     Ok((percent_decode(c), percent_decode(o)))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Error> {
     let Some(value) = header_str(h, "range") else { return Ok(None) };
@@ -805,7 +817,7 @@ async fn object(
     match tempurl::TempUrl::from_query(&q) {
         Some(temp) => {
             temp.authorize(&s.store, &method, (&account, &container, &object), &mount, &headers).await?;
-            let mut resp = object_request(&s, &caller, &method, (&account, &container, &object), &headers, body).await?;
+            let mut resp = object_request(&s, &caller, &method, (&account, &container, &object), &q, &headers, body).await?;
             temp.finish(&mut resp, &method, &object);
             Ok(resp)
         }
@@ -813,42 +825,43 @@ async fn object(
             // A COPY reads its source here; its destination is checked below.
             let write = !(is_read(&method) || method.as_str() == "COPY");
             caller.container_access(&s.store, &account, &container, write, true).await?;
-            Ok(object_request(&s, &caller, &method, (&account, &container, &object), &headers, body).await?)
+            Ok(object_request(&s, &caller, &method, (&account, &container, &object), &q, &headers, body).await?)
         }
     }
 }
 
 /// An object request its caller may make.
+#[allow(clippy::too_many_arguments)]
 async fn object_request(
     s: &AppState,
     caller: &Caller,
     method: &Method,
     (account, container, object): (&str, &str, &str),
+    q: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let (account, container, object) = (account.to_string(), container.to_string(), object.to_string());
-    let headers = headers.clone();
-    let method = method.clone();
+    let manifest = q.get("multipart-manifest").map(String::as_str);
     match method.as_str() {
         "PUT" => {
-            if let Some(src) = header_str(&headers, "x-copy-from") {
+            if let Some(src) = header_str(headers, "x-copy-from") {
                 let (sc, so) = split_copy_path(src)?;
-                caller.container_access(&s.store, &account, &sc, false, true).await?;
+                caller.container_access(&s.store, account, &sc, false, true).await?;
                 let rows = s
                     .store
                     .copy_object(
-                        (&account, &sc, &so),
-                        (&account, &container, &object),
-                        content_type_of(&headers, &object),
-                        object_metadata(&headers)?,
-                        is_true(header_str(&headers, "x-fresh-metadata")),
+                        (account, &sc, &so),
+                        (account, container, object),
+                        content_type_of(headers, object),
+                        object_metadata(headers)?,
+                        is_true(header_str(headers, "x-fresh-metadata")),
+                        manifest == Some("get"),
                     )
                     .await?;
-                return Ok(copied(&account, &rows, (&sc, &so)));
+                return Ok(copied(account, &rows, (&sc, &so)));
             }
-            let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-            let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
+            let chunked = header_str(headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+            let length = header_str(headers, "content-length").map(|l| l.trim().parse::<u64>());
             match length {
                 Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into())),
                 Some(Ok(n)) if n > limits::MAX_FILE_SIZE => {
@@ -858,71 +871,177 @@ async fn object_request(
                 _ => {}
             }
             let req = PutRequest {
-                content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
-                expected_etag: header_str(&headers, "etag").map(str::to_string),
-                metadata: object_metadata(&headers)?,
+                content_type: content_type_of(headers, object).unwrap_or_else(|| "application/octet-stream".into()),
+                expected_etag: header_str(headers, "etag").map(str::to_string),
+                metadata: object_metadata(headers)?,
                 length: length.and_then(Result::ok),
                 bypass_quota: false,
             };
-            let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
+            if manifest == Some("put") {
+                let limit = large::MAX_MANIFEST_SIZE;
+                let data = axum::body::to_bytes(body, limit + 1)
+                    .await
+                    .map_err(|_| Error::TooLarge(format!("Manifest File > {limit} bytes")))?;
+                let (row, slo_etag) = s.store.put_slo(account, container, object, &data, req).await?;
+                let mut r = created(&row);
+                put_header(&mut r, "etag", large::quoted(&slo_etag));
+                return Ok(r);
+            }
+            if headers.contains_key("x-static-large-object") {
+                return Err(Error::BadRequest(
+                    "X-Static-Large-Object is a reserved header. To create a static large object add query param \
+                     multipart-manifest=put."
+                        .into(),
+                ));
+            }
+            let row = s.store.put_object(account, container, object, byte_stream(body), req).await?;
             Ok(created(&row))
         }
         "COPY" => {
-            let dest = header_str(&headers, "destination")
+            let dest = header_str(headers, "destination")
                 .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
             let (dc, dob) = split_copy_path(dest)?;
-            caller.container_access(&s.store, &account, &dc, true, true).await?;
+            caller.container_access(&s.store, account, &dc, true, true).await?;
             let rows = s
                 .store
                 .copy_object(
-                    (&account, &container, &object),
-                    (&account, &dc, &dob),
-                    content_type_of(&headers, &dob),
-                    object_metadata(&headers)?,
-                    is_true(header_str(&headers, "x-fresh-metadata")),
+                    (account, container, object),
+                    (account, &dc, &dob),
+                    content_type_of(headers, &dob),
+                    object_metadata(headers)?,
+                    is_true(header_str(headers, "x-fresh-metadata")),
+                    manifest == Some("get"),
                 )
                 .await?;
-            Ok(copied(&account, &rows, (&container, &object)))
+            Ok(copied(account, &rows, (container, object)))
         }
         "GET" | "HEAD" => {
-            let row = s.store.object(&account, &container, &object).await?;
+            let row = s.store.object(account, container, object).await?;
             if expired(&row) {
                 return Err(Error::NotFound("The resource could not be found.".into()));
             }
-            if let Some(r) = conditional(&headers, &row)? {
+            if manifest == Some("get") {
+                return manifest_get(s, method, &row, q, headers).await;
+            }
+            if let Some(large) = s.store.large_object(&row).await? {
+                for c in &large.containers {
+                    caller.container_access(&s.store, account, c, false, true).await?;
+                }
+                return large_get(s, method, row, large, headers);
+            }
+            if let Some(r) = conditional(headers, &row)? {
                 return Ok(r);
             }
             let size = row.size as u64;
-            let range = parse_range(&headers, size)?;
-            let mut resp = if method == Method::HEAD {
+            let range = parse_range(headers, size)?;
+            let mut resp = if *method == Method::HEAD {
                 Body::empty().into_response()
             } else {
                 Body::from_stream(s.store.read_object(&row, range).await?).into_response()
             };
             object_headers(&mut resp, &row);
-            match range {
-                Some(r) => {
-                    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
-                    put_header(&mut resp, "content-range", format!("bytes {}-{}/{size}", r.start, r.end));
-                }
-                None => {
-                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-                }
-            }
+            sized(&mut resp, range, size);
             Ok(resp)
         }
         "POST" => {
-            let ct = content_type_of(&headers, &object);
-            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)?).await?;
+            let ct = content_type_of(headers, object);
+            s.store.post_object(account, container, object, ct.as_deref(), &object_metadata(headers)?).await?;
             Ok(status(StatusCode::ACCEPTED))
         }
         "DELETE" => {
-            s.store.delete_object(&account, &container, &object).await?;
+            if manifest == Some("delete") {
+                let outcome = s.store.delete_slo(account, container, object).await?;
+                return Ok(bulk::deleted(headers, &outcome));
+            }
+            s.store.delete_object(account, container, object).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
         _ => Err(Error::MethodNotAllowed),
     }
+}
+
+/// Content-Length, and for a range 206 with Content-Range.
+fn sized(resp: &mut Response, range: Option<ByteRange>, size: u64) {
+    match range {
+        Some(r) => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+            put_header(resp, "content-range", format!("bytes {}-{}/{size}", r.start, r.end));
+        }
+        None => {
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+}
+
+/// GET/HEAD of a large object: its segments' bytes, its own ETag (quoted) and length.
+fn large_get(
+    s: &AppState,
+    method: &Method,
+    row: ObjectRow,
+    large: large::LargeObject,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    let slo = large::is_slo(&row);
+    let manifest_etag = row.etag.clone();
+    let view = ObjectRow { etag: large.etag.clone(), size: large.size as i64, ..row };
+    if let Some(mut r) = conditional(headers, &view)? {
+        put_header(&mut r, "etag", large::quoted(&large.etag));
+        return Ok(r);
+    }
+    let range = parse_range(headers, large.size)?;
+    let mut resp = if *method == Method::HEAD {
+        Body::empty().into_response()
+    } else {
+        Body::from_stream(s.store.read_large(&large, range)).into_response()
+    };
+    object_headers(&mut resp, &view);
+    put_header(&mut resp, "etag", large::quoted(&large.etag));
+    if slo {
+        put_header(&mut resp, "x-static-large-object", "True");
+        put_header(&mut resp, "x-manifest-etag", manifest_etag);
+    }
+    sized(&mut resp, range, large.size);
+    Ok(resp)
+}
+
+/// `?multipart-manifest=get`: the manifest object itself; an SLO's as JSON (`&format=raw`: as a PUT takes it).
+async fn manifest_get(
+    s: &AppState,
+    method: &Method,
+    row: &ObjectRow,
+    q: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    if !large::is_slo(row) {
+        if let Some(r) = conditional(headers, row)? {
+            return Ok(r);
+        }
+        let mut resp = if *method == Method::HEAD {
+            Body::empty().into_response()
+        } else {
+            Body::from_stream(s.store.read_object(row, None).await?).into_response()
+        };
+        object_headers(&mut resp, row);
+        sized(&mut resp, None, row.size as u64);
+        return Ok(resp);
+    }
+    let data = s.store.slo_manifest(row).await?;
+    let (data, etag) = if q.get("format").map(String::as_str) == Some("raw") {
+        let raw = large::raw_manifest(&data)?.to_string().into_bytes();
+        let etag = hex(&Md5::digest(&raw));
+        (raw, etag)
+    } else {
+        (data, row.etag.clone())
+    };
+    let len = data.len() as u64;
+    let mut resp = if *method == Method::HEAD { Body::empty().into_response() } else { Body::from(data).into_response() };
+    object_headers(&mut resp, row);
+    put_header(&mut resp, "etag", etag);
+    put_header(&mut resp, "content-type", "application/json; charset=utf-8");
+    put_header(&mut resp, "x-static-large-object", "True");
+    sized(&mut resp, None, len);
+    Ok(resp)
 }
 
 #[cfg(test)]

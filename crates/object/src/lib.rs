@@ -3,6 +3,8 @@
 //! * [`api`] — the proxy: thin axum handlers under `/object-store` (`/info`, `/v1/AUTH_<project>/…`), Keystone
 //!   authentication (optional: anonymous requests reach the ACL check), Swift's status codes, headers and short HTML
 //!   error bodies;
+//! * [`large`] — dynamic and static large objects (`X-Object-Manifest`, `?multipart-manifest=`), streamed segment
+//!   by segment;
 //! * [`signature`] — the HMAC signatures of temporary URLs and form posts;
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
@@ -18,6 +20,7 @@
 pub mod api;
 pub mod acl;
 mod error;
+pub mod large;
 pub mod ring;
 pub mod server;
 pub mod service;

@@ -396,7 +396,10 @@ impl ObjectStore {
         check_metadata(metadata)?;
         let row = self.object(account, container, name).await?;
         let ct = content_type.unwrap_or(&row.content_type);
-        if !self.inner.store.object_set_metadata(account, container, name, ct, metadata, now_micros()).await? {
+        // What the service keeps for itself (an SLO's size and ETag) outlives metadata updates.
+        let mut metadata = metadata.clone();
+        metadata.extend(row.metadata.iter().filter(|(k, _)| k.starts_with("sysmeta:")).map(|(k, v)| (k.clone(), v.clone())));
+        if !self.inner.store.object_set_metadata(account, container, name, ct, &metadata, now_micros()).await? {
             return Err(not_found());
         }
         Ok(())
@@ -412,6 +415,8 @@ impl ObjectStore {
 
     /// Copies an object server-side (streamed), merging `metadata` over the source's (over nothing when `fresh`,
     /// as `X-Fresh-Metadata: true` asks); returns the source and the copy.
+    /// A large object is copied as its assembled content (a plain object), unless `manifest` asks for the manifest
+    /// object itself (`?multipart-manifest=get`).
     pub async fn copy_object(
         &self,
         src: (&str, &str, &str),
@@ -419,16 +424,28 @@ impl ObjectStore {
         content_type: Option<String>,
         metadata: Metadata,
         fresh: bool,
+        manifest: bool,
     ) -> Result<(ObjectRow, ObjectRow), Error> {
         let source = self.object(src.0, src.1, src.2).await?;
-        let body = self.read_object(&source, None).await?;
-        let mut merged = if fresh { Metadata::new() } else { source.metadata.clone() };
+        let large = if manifest { None } else { self.large_object(&source).await? };
+        let mut merged = if fresh {
+            source.metadata.iter().filter(|(k, _)| k.starts_with("sysmeta:")).map(|(k, v)| (k.clone(), v.clone())).collect()
+        } else {
+            source.metadata.clone()
+        };
         merged.extend(metadata);
+        let (body, expected_etag, length) = match &large {
+            Some(large) => {
+                crate::large::strip_manifest_metadata(&mut merged);
+                (self.read_large(large, None), None, large.size)
+            }
+            None => (self.read_object(&source, None).await?, Some(source.etag.clone()), source.size as u64),
+        };
         let req = PutRequest {
             content_type: content_type.unwrap_or(source.content_type.clone()),
-            expected_etag: Some(source.etag.clone()),
+            expected_etag,
             metadata: merged,
-            length: Some(source.size as u64),
+            length: Some(length),
             bypass_quota: false,
         };
         let copy = self.put_object(dest.0, dest.1, dest.2, body, req).await?;

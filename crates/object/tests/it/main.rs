@@ -3,6 +3,7 @@
 
 mod acl;
 mod http;
+mod large;
 mod quota;
 mod store;
 mod tempurl;
