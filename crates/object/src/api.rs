@@ -135,6 +135,7 @@ async fn info() -> axum::Json<Value> {
         "account_quotas": {},
         "container_quotas": {},
         "slo": large::slo_info(),
+        "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
         "tempurl": tempurl::info(),
         "formpost": formpost::info(),
     }))
@@ -278,11 +279,51 @@ fn check_container_quotas(h: &HeaderMap) -> Result<(), Error> {
     Ok(())
 }
 
+/// `X-Versions-Location` or `X-History-Location` (one at most; setting one drops the other; blank or
+/// `X-Remove-…` removes it), as container metadata updates.
+fn versioning_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    use crate::versions::{HISTORY_LOCATION, VERSIONS_LOCATION, check_location};
+    let value = |n: &str| header_str(h, n).map(|v| percent_decode(v.trim()));
+    let (versions, history) = (value("x-versions-location"), value("x-history-location"));
+    let mut out = Vec::new();
+    for (name, key) in [("x-remove-versions-location", VERSIONS_LOCATION), ("x-remove-history-location", HISTORY_LOCATION)] {
+        if h.contains_key(name) {
+            out.push((key.to_string(), String::new()));
+        }
+    }
+    match (versions.filter(|v| !v.is_empty()), history.filter(|v| !v.is_empty())) {
+        (Some(_), Some(_)) => {
+            return Err(Error::BadRequest(
+                "Only one of X-Versions-Location or X-History-Location may be specified".into(),
+            ));
+        }
+        (Some(v), None) => {
+            check_location(&v)?;
+            out.push((VERSIONS_LOCATION.into(), v));
+            out.push((HISTORY_LOCATION.into(), String::new()));
+        }
+        (None, Some(v)) => {
+            check_location(&v)?;
+            out.push((HISTORY_LOCATION.into(), v));
+            out.push((VERSIONS_LOCATION.into(), String::new()));
+        }
+        (None, None) => {
+            for (n, key) in [("x-versions-location", VERSIONS_LOCATION), ("x-history-location", HISTORY_LOCATION)] {
+                if h.contains_key(n) {
+                    out.push((key.into(), String::new()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A container PUT's or POST's metadata updates: `X-Container-Meta-*` and the ACL headers (cleaned; a blank value or
 /// `X-Remove-Container-Read`/`-Write` removes one), as (key, value) pairs, an empty value for removal.
 fn container_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
     check_container_quotas(h)?;
     let mut out = meta_updates(h, "container");
+    out.extend(versioning_updates(h)?);
     for (name, key) in [("x-container-read", ACL_READ), ("x-container-write", ACL_WRITE)] {
         if h.contains_key(format!("x-remove-{}", &name[2..]).as_str()) {
             out.push((key.to_string(), String::new()));
@@ -875,7 +916,7 @@ async fn object_request(
                 expected_etag: header_str(headers, "etag").map(str::to_string),
                 metadata: object_metadata(headers)?,
                 length: length.and_then(Result::ok),
-                bypass_quota: false,
+                internal: false,
             };
             if manifest == Some("put") {
                 let limit = large::MAX_MANIFEST_SIZE;

@@ -538,7 +538,7 @@ impl ObjectStore {
         }
         let mut outcome = BulkOutcome::default();
         self.delete_slo_segments(&row, 0, &mut outcome).await?;
-        match self.delete_object(account, container, name).await {
+        match self.remove_object(account, container, name).await {
             Ok(()) => outcome.deleted += 1,
             Err(Error::NotFound(_)) => outcome.not_found += 1,
             Err(e) => outcome.errors.push((format!("/{container}/{name}"), api_status(&e))),
@@ -566,7 +566,7 @@ impl ObjectStore {
                 {
                     self.delete_slo_segments(&sub, depth + 1, outcome).await?;
                 }
-                match self.delete_object(&row.account, c, o).await {
+                match self.remove_object(&row.account, c, o).await {
                     Ok(()) => outcome.deleted += 1,
                     Err(Error::NotFound(_)) => outcome.not_found += 1,
                     Err(e) => outcome.errors.push((name.to_string(), api_status(&e))),

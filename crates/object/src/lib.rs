@@ -5,6 +5,7 @@
 //!   error bodies;
 //! * [`large`] — dynamic and static large objects (`X-Object-Manifest`, `?multipart-manifest=`), streamed segment
 //!   by segment;
+//! * [`versions`] — object versioning (`X-Versions-Location`, `X-History-Location`);
 //! * [`signature`] — the HMAC signatures of temporary URLs and form posts;
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
@@ -26,6 +27,7 @@ pub mod server;
 pub mod service;
 pub mod signature;
 pub mod store;
+pub mod versions;
 
 pub use error::Error;
 pub use service::{ObjectConfig, ObjectStore};

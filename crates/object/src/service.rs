@@ -86,8 +86,9 @@ pub struct PutRequest {
     /// The declared length (`Content-Length`, or the source's size for a copy), checked against quotas up front;
     /// a body without one is checked as it streams.
     pub length: Option<u64>,
-    /// Writes the service makes on its own behalf (archived versions) are not held to quotas.
-    pub bypass_quota: bool,
+    /// A write the service makes on its own behalf (an archived or restored version): not held to quotas, and
+    /// not itself versioned.
+    pub internal: bool,
 }
 
 /// The container metadata keys of Swift's container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`) and the
@@ -266,11 +267,14 @@ impl ObjectStore {
         check_object_name(name)?;
         check_metadata(&req.metadata)?;
         let target = self.container(account, container).await?;
-        let room = if req.bypass_quota { None } else { self.quota_room(account, &target).await? };
+        let room = if req.internal { None } else { self.quota_room(account, &target).await? };
         if let (Some(room), Some(len)) = (room, req.length)
             && len as i64 > room
         {
             return Err(over_quota());
+        }
+        if !req.internal {
+            self.archive_current(&target, name).await?;
         }
         let micros = now_micros();
         let timestamp = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
@@ -405,7 +409,21 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// Deletes an object as a client asks: in a versioned container the previous version comes back (or, with a
+    /// history location, the object is archived first).
     pub async fn delete_object(&self, account: &str, container: &str, name: &str) -> Result<(), Error> {
+        check_container_name(container)?;
+        check_object_name(name)?;
+        if let Some(row) = self.inner.store.container_get(account, container).await?
+            && self.delete_versioned(&row, name).await?
+        {
+            return Ok(());
+        }
+        self.remove_object(account, container, name).await
+    }
+
+    /// Deletes an object and its data, whatever the container's versioning says.
+    pub async fn remove_object(&self, account: &str, container: &str, name: &str) -> Result<(), Error> {
         check_container_name(container)?;
         check_object_name(name)?;
         let row = self.inner.store.object_delete(account, container, name).await?.ok_or_else(not_found)?;
@@ -446,7 +464,7 @@ impl ObjectStore {
             expected_etag,
             metadata: merged,
             length: Some(length),
-            bypass_quota: false,
+            internal: false,
         };
         let copy = self.put_object(dest.0, dest.1, dest.2, body, req).await?;
         Ok((source, copy))
@@ -457,7 +475,7 @@ fn not_found() -> Error {
     Error::NotFound("The resource could not be found.".into())
 }
 
-fn check_container_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_container_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::BadRequest("Container name is invalid".into()));
     }

@@ -7,3 +7,4 @@ mod large;
 mod quota;
 mod store;
 mod tempurl;
+mod versions;
