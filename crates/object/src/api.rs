@@ -134,6 +134,8 @@ async fn info() -> axum::Json<Value> {
         },
         "account_quotas": {},
         "container_quotas": {},
+        "bulk_delete": bulk::delete_info(),
+        "bulk_upload": bulk::upload_info(),
         "slo": large::slo_info(),
         "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
         "tempurl": tempurl::info(),
@@ -568,8 +570,17 @@ async fn account(
     Path(account): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let caller = Caller::new(ctx, &headers);
+    if q.contains_key("bulk-delete") && matches!(method, Method::POST | Method::DELETE) {
+        return Ok(bulk::delete(&s.store, &caller, &account, &headers, body).await);
+    }
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        return Ok(bulk::extract(&s.store, &caller, &account, "", format, &headers, body).await);
+    }
     caller.owner(&account, !is_read(&method))?;
     match method {
         Method::GET | Method::HEAD => {
@@ -640,6 +651,11 @@ async fn container(
         return Ok(formpost::handle(&s.store, target, boundary, body).await);
     }
     let caller = Caller::new(ctx, &headers);
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        return Ok(bulk::extract(&s.store, &caller, &account, &container, format, &headers, body).await);
+    }
     let access = if is_read(&method) {
         caller.container_access(&s.store, &account, &container, false, false).await?
     } else {
@@ -855,6 +871,12 @@ async fn object(
         return Ok(formpost::handle(&s.store, target, boundary, body).await);
     }
     let caller = Caller::new(ctx, &headers);
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        let base = format!("{container}/{object}");
+        return Ok(bulk::extract(&s.store, &caller, &account, &base, format, &headers, body).await);
+    }
     match tempurl::TempUrl::from_query(&q) {
         Some(temp) => {
             temp.authorize(&s.store, &method, (&account, &container, &object), &mount, &headers).await?;

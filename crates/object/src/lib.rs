@@ -6,6 +6,7 @@
 //! * [`large`] — dynamic and static large objects (`X-Object-Manifest`, `?multipart-manifest=`), streamed segment
 //!   by segment;
 //! * [`versions`] — object versioning (`X-Versions-Location`, `X-History-Location`);
+//! * [`tar`] — a streaming reader of (compressed) tar archives, for archive extraction;
 //! * [`signature`] — the HMAC signatures of temporary URLs and form posts;
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
@@ -27,6 +28,7 @@ pub mod server;
 pub mod service;
 pub mod signature;
 pub mod store;
+pub mod tar;
 pub mod versions;
 
 pub use error::Error;

@@ -2,6 +2,7 @@
 //! database backend.
 
 mod acl;
+mod bulk;
 mod http;
 mod large;
 mod quota;
