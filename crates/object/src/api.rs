@@ -6,6 +6,7 @@
 //! bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and `X-Openstack-Request-Id`.
 
 mod bulk;
+mod cors;
 mod formpost;
 mod tempurl;
 
@@ -54,7 +55,8 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth))
-        .layer(axum::middleware::map_request(ignore_token_of_signed_requests));
+        .layer(axum::middleware::map_request(ignore_token_of_signed_requests))
+        .layer(axum::middleware::from_fn_with_state(AppState { store: store.clone() }, cors::layer));
     let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(storage).with_state(AppState { store });
     api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift))
         .layer(axum::middleware::map_response(trans_id))

@@ -3,6 +3,7 @@
 
 mod acl;
 mod bulk;
+mod cors;
 mod http;
 mod large;
 mod quota;
