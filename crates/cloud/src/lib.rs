@@ -373,7 +373,7 @@ pub struct RunningCloud {
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    /// Background upkeep (the image cache's pruner and pre-caching), stopped on shutdown.
+    /// Background upkeep (the image cache's pruner and pre-caching, the object expirer), stopped on shutdown.
     maintenance: Vec<JoinHandle<()>>,
 }
 
@@ -446,6 +446,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     {
         let interval = std::time::Duration::from_secs(cloud.config.image.cache_prune_interval.max(1));
         maintenance.push(tokio::spawn(image.clone().maintain_cache(interval)));
+    }
+    if let Some(object) = &cloud.object {
+        let interval = std::time::Duration::from_secs(cloud.config.object.expirer_interval.max(1));
+        maintenance.push(tokio::spawn(object.clone().run_expirer(interval)));
     }
     let cloud = Arc::new(cloud);
     Ok(RunningCloud { addr, url: public_url, cloud, credentials, data_dir, shutdown: Some(tx), task, maintenance })

@@ -34,7 +34,7 @@ use crate::{
     ring::hex,
     server::{ByteRange, ByteStream},
     service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
-    store::{Metadata, ObjectRow},
+    store::{DELETE_AT_KEY, Metadata, ObjectRow},
 };
 
 #[derive(Clone)]
@@ -389,7 +389,7 @@ fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
         })
         .collect();
     if let Some(at) = delete_at {
-        m.insert(format!("{STORED_HEADER_KEY}x-delete-at"), at.to_string());
+        m.insert(DELETE_AT_KEY.into(), at.to_string());
     }
     if let Some(manifest) = m.get(large::DLO) {
         large::check_dlo_manifest(manifest)?;
@@ -400,7 +400,7 @@ fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
 /// Whether the object's `X-Delete-At` has come: it is then gone for readers at once.
 fn expired(row: &ObjectRow) -> bool {
     row.metadata
-        .get(&format!("{STORED_HEADER_KEY}x-delete-at"))
+        .get(DELETE_AT_KEY)
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|at| at <= Utc::now().timestamp())
 }

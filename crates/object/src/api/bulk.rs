@@ -23,7 +23,7 @@ use crate::{
     large::{BulkOutcome, api_status, percent_decode},
     server::ByteStream,
     service::{ObjectStore, PutRequest, limits},
-    store::Metadata,
+    store::{DELETE_AT_KEY, Metadata},
     tar::{Compression, TarReader},
 };
 
@@ -233,9 +233,9 @@ pub(super) async fn extract(
     }
     let now = chrono::Utc::now().timestamp();
     if let Some(at) = header_str(headers, "x-delete-at").and_then(|v| v.trim().parse::<i64>().ok()) {
-        metadata.insert("header:x-delete-at".into(), at.to_string());
+        metadata.insert(DELETE_AT_KEY.into(), at.to_string());
     } else if let Some(after) = header_str(headers, "x-delete-after").and_then(|v| v.trim().parse::<i64>().ok()) {
-        metadata.insert("header:x-delete-at".into(), (now + after).to_string());
+        metadata.insert(DELETE_AT_KEY.into(), (now + after).to_string());
     }
     let reader = Arc::new(Mutex::new(TarReader::new(byte_stream(body), compression)));
     let mut containers: Vec<String> = Vec::new();

@@ -29,7 +29,7 @@ use crate::{
     server::ByteStream,
     service::{ObjectStore, PutRequest},
     signature,
-    store::Metadata,
+    store::{DELETE_AT_KEY, Metadata},
 };
 
 /// The longest value kept of a form field; the rest is read and dropped.
@@ -209,14 +209,14 @@ async fn upload(
     let mut metadata = Metadata::new();
     if let Some(at) = attributes.get("x_delete_at") {
         let at: i64 = at.trim().parse().map_err(|_| Failure::Invalid("x_delete_at not an integer: Unix timestamp required.".into()))?;
-        metadata.insert("header:x-delete-at".into(), at.to_string());
+        metadata.insert(DELETE_AT_KEY.into(), at.to_string());
     }
     if let Some(after) = attributes.get("x_delete_after") {
         let after: i64 = after
             .trim()
             .parse()
             .map_err(|_| Failure::Invalid("x_delete_after not an integer: Number of seconds required.".into()))?;
-        metadata.insert("header:x-delete-at".into(), (chrono::Utc::now().timestamp() + after).to_string());
+        metadata.insert(DELETE_AT_KEY.into(), (chrono::Utc::now().timestamp() + after).to_string());
     }
     let expires: i64 = match attributes.get("expires").map(|v| v.trim()).filter(|v| !v.is_empty()) {
         Some(v) => v.parse().map_err(|_| Failure::Invalid("expired not an integer".into()))?,
