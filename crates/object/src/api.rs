@@ -947,6 +947,10 @@ async fn object_request(
                 let data = axum::body::to_bytes(body, limit + 1)
                     .await
                     .map_err(|_| Error::TooLarge(format!("Manifest File > {limit} bytes")))?;
+                // Segments are looked up as their reader: only in containers the caller may read.
+                for c in large::manifest_containers(&data) {
+                    caller.container_access(&s.store, account, &c, false, true).await?;
+                }
                 let (row, slo_etag) = s.store.put_slo(account, container, object, &data, req).await?;
                 let mut r = created(&row);
                 put_header(&mut r, "etag", large::quoted(&slo_etag));

@@ -153,6 +153,23 @@ fn parse_range_spec(r: &str) -> Option<(Option<u64>, Option<u64>)> {
     }
 }
 
+/// The containers a manifest PUT's segments name (whatever else is wrong with it).
+pub fn manifest_containers(body: &[u8]) -> Vec<String> {
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for item in &items {
+        let Some(path) = item.get("path").and_then(Value::as_str) else { continue };
+        let decoded = percent_decode(path);
+        if let Some((c, _)) = decoded.trim_start_matches('/').split_once('/')
+            && !c.is_empty()
+            && !out.iter().any(|o| o == c)
+        {
+            out.push(c.to_string());
+        }
+    }
+    out
+}
+
 /// A range spec resolved against a segment of `size` bytes; `None` when unsatisfiable.
 fn resolve_range(spec: (Option<u64>, Option<u64>), size: u64) -> Option<ByteRange> {
     if size == 0 {
@@ -699,6 +716,8 @@ mod tests {
             json!([{"path": "/c/o", "etag": "h", "size_bytes": 5, "range": "0-1"}, {"data": "aGk="}])
         );
         assert_eq!(percent_decode("/c/a%20b"), "/c/a b");
+        let containers = manifest_containers(br#"[{"path": "/a/x"}, {"path": "b%20c/y"}, {"path": "/a/z"}, {"data": "eA=="}]"#);
+        assert_eq!(containers, vec!["a".to_string(), "b c".to_string()]);
         assert!(check_dlo_manifest("c/p").is_ok());
         for bad in ["c", "c/", "/p", "c//p", "c/p?x", "c/p&x"] {
             assert!(check_dlo_manifest(bad).is_err(), "{bad}");

@@ -133,6 +133,13 @@ async fn other_projects_get_what_acls_grant() {
     let copy = call(&cloud, &other, "COPY", &format!("{c}/theirs"), vec![], &[("Destination", "dst/copied")]).await;
     assert_eq!(copy.status, 201);
 
+    // A manifest may only name segments its writer can read.
+    let manifest = format!(r#"[{{"path": "/{}/o", "etag": null, "size_bytes": null}}]"#, "private");
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/private"), vec![], &[]).await.status, 201);
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/private/o"), b"secret".to_vec(), &[]).await.status, 201);
+    let slo = call(&cloud, &other, "PUT", &format!("{acct}/dst/slo?multipart-manifest=put"), manifest.into_bytes(), &[]).await;
+    assert_eq!(slo.status, 403);
+
     // A user of the demo project without the member role gets in by role name in the ACL.
     let reader = &cloud.reader;
     assert_eq!(call(&cloud, reader, "PUT", &format!("{c}/r"), b"r".to_vec(), &[]).await.status, 403);
