@@ -396,6 +396,10 @@ def _discover_object_store(cloud: Cloud, url: str, section: dict[str, str], feat
     features["discoverable_apis"] = ",".join(apis)
     features["container_sync"] = str("container_sync" in info)
     features["object_versioning"] = str("versioned_writes" in info)
+    # Tempest signs its temporary URLs with one digest; take one the cluster allows (SHA-256 when it can).
+    digests = (info.get("tempurl") or {}).get("allowed_digests") or []
+    if digests:
+        features["tempurl_digest_hashlib"] = "sha256" if "sha256" in digests else str(digests[0])
 
 
 def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configparser.ConfigParser:

@@ -99,10 +99,18 @@ async fn wire_middleware(State(config): State<Arc<WireConfig>>, mut req: Request
     .await
 }
 
+/// Marks an error response whose body is already the one upstream sends (e.g. Swift middlewares answer some errors
+/// in plain text): put it in the response's extensions and the wire layer leaves the body alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Verbatim;
+
 /// Gives every error response its service-style body: errors raised as [`ApiError`] are rendered as they are; bare
 /// or plain-text error responses (axum's 404/405/413 and extractor rejections) are rendered with their text, or the
-/// status's default message, keeping their headers (such as `Allow`).
+/// status's default message, keeping their headers (such as `Allow`); [`Verbatim`] responses are kept as they are.
 async fn render_errors(response: Response, style: ErrorStyle, request_id: &str) -> Response {
+    if response.extensions().get::<Verbatim>().is_some() {
+        return response;
+    }
     if let Some(PendingError(error)) = response.extensions().get::<PendingError>().cloned() {
         let (parts, _) = response.into_parts();
         let mut rendered = error.render(style, Some(request_id));
@@ -153,6 +161,14 @@ mod tests {
                 axum::Json(v)
             }))
             .route("/fail", get(|| async { Err::<(), _>(ApiError::conflict("in use")) }))
+            .route(
+                "/verbatim",
+                get(|| async {
+                    let mut r = (StatusCode::BAD_REQUEST, "as upstream says it").into_response();
+                    r.extensions_mut().insert(Verbatim);
+                    r
+                }),
+            )
             .route("/panic", get(|| async {
                 let v: Vec<u8> = Vec::new();
                 #[allow(clippy::indexing_slicing)]
@@ -172,6 +188,15 @@ mod tests {
 
     fn req(method: &str, uri: &str, body: &str) -> Request {
         Request::builder().method(method).uri(uri).body(Body::from(body.to_string())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn verbatim_errors_keep_their_body() {
+        let r = app().oneshot(req("GET", "/verbatim", "")).await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.headers().contains_key(REQUEST_ID_HEADER));
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"as upstream says it");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Authentication and authorisation for Stratus services: who is calling ([`Context`]), whether their token is
 //! good ([`TokenValidator`], [`HttpValidator`], [`CachingValidator`]), what they may do ([`Policy`]), and the axum
-//! glue ([`require_auth`], and [`Context`] as an extractor).
+//! glue ([`require_auth`], [`optional_auth`], and [`Context`] as an extractor).
 //!
 //! Handlers and middleware return [`api_common::ApiError`]; each service's wire layer renders it in that service's
 //! error style.
@@ -50,6 +50,6 @@ mod validator;
 pub use context::Context;
 pub use error::AuthError;
 pub use keystone::{HttpValidator, ServiceCredentials};
-pub use middleware::{AUTH_TOKEN_HEADER, AuthLayerState, SubjectToken, require_auth};
+pub use middleware::{AUTH_TOKEN_HEADER, AuthLayerState, SubjectToken, optional_auth, require_auth};
 pub use policy::{BASE_RULES, Policy};
 pub use validator::{CacheConfig, CachingValidator, TokenValidator};

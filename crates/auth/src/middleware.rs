@@ -63,17 +63,32 @@ impl std::fmt::Debug for SubjectToken {
 /// Requires `X-Auth-Token`, validates it, and inserts [`Context`] and [`SubjectToken`] into the request extensions.
 /// A missing or invalid token is a 401 (`The request you have made requires authentication.`) with
 /// `WWW-Authenticate: Keystone uri="<identity url>"`; an unavailable identity service is a 503.
-pub async fn require_auth(State(state): State<AuthLayerState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
+pub async fn require_auth(State(state): State<AuthLayerState>, req: Request, next: Next) -> Response {
+    match request_token(&req) {
+        Some(token) => authenticate(&state, token, req, next).await,
+        None => state.unauthorized().into_response(),
+    }
+}
+
+/// Like [`require_auth`] for a token that is present, but a request without `X-Auth-Token` goes on anonymously,
+/// without [`Context`] (handlers take `Option<Context>` and decide, e.g. by an object store's container ACLs).
+pub async fn optional_auth(State(state): State<AuthLayerState>, req: Request, next: Next) -> Response {
+    match request_token(&req) {
+        Some(token) => authenticate(&state, token, req, next).await,
+        None => next.run(req).await,
+    }
+}
+
+fn request_token(req: &Request) -> Option<String> {
+    req.headers()
         .get(AUTH_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    let Some(token) = token else {
-        return state.unauthorized().into_response();
-    };
+        .map(str::to_string)
+}
+
+async fn authenticate(state: &AuthLayerState, token: String, mut req: Request, next: Next) -> Response {
     match state.validator.validate(&token).await {
         Ok(context) => {
             req.extensions_mut().insert(context);
@@ -155,7 +170,18 @@ mod tests {
             )
             .route_layer(axum::middleware::from_fn_with_state(state, require_auth))
             .route("/open", get(|ctx: Option<Context>| async move { format!("{}", ctx.is_some()) }))
-            .route("/misrouted", get(|ctx: Context| async move { ctx.user_id }));
+            .route("/misrouted", get(|ctx: Context| async move { ctx.user_id }))
+            .merge(
+                Router::new()
+                    .route(
+                        "/maybe",
+                        get(|ctx: Option<Context>| async move { ctx.map(|c| c.user_id).unwrap_or("anonymous".into()) }),
+                    )
+                    .route_layer(axum::middleware::from_fn_with_state(
+                        AuthLayerState::new(Arc::new(Fixed), "http://identity.test:5000"),
+                        optional_auth,
+                    )),
+            );
         wire::apply(router, WireConfig::new(ErrorStyle::Keystone))
     }
 
@@ -214,6 +240,18 @@ mod tests {
         assert_eq!(message(&body), "The request you have made requires authentication.");
         let (status, _, body) = call("/open", Some("valid")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "false"));
+    }
+
+    #[tokio::test]
+    async fn optional_auth_lets_anonymous_requests_through_but_not_bad_tokens() {
+        let (status, _, body) = call("/maybe", None).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "anonymous"));
+        let (status, _, body) = call("/maybe", Some("valid")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "u1"));
+        let (status, headers, _) = call("/maybe", Some("forged")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(call("/maybe", Some("down")).await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

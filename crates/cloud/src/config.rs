@@ -147,11 +147,14 @@ pub struct ObjectSection {
     pub part_power: u8,
     /// Copies of each object, on distinct devices; at most the number of devices.
     pub replicas: usize,
+    /// Seconds between the expirer's passes, which remove objects whose `X-Delete-At` has come (Swift's
+    /// object-expirer `interval`).
+    pub expirer_interval: u64,
 }
 
 impl Default for ObjectSection {
     fn default() -> Self {
-        ObjectSection { devices_dir: None, devices: vec!["d1".into()], part_power: 10, replicas: 1 }
+        ObjectSection { devices_dir: None, devices: vec!["d1".into()], part_power: 10, replicas: 1, expirer_interval: 300 }
     }
 }
 

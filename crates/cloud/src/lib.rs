@@ -423,7 +423,7 @@ pub struct RunningCloud {
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    /// Background upkeep (the image cache's pruner and pre-caching), stopped on shutdown.
+    /// Background upkeep (the image cache's pruner and pre-caching, the object expirer), stopped on shutdown.
     maintenance: Vec<JoinHandle<()>>,
     /// Bus servers of this process (the conductor), stopped on shutdown.
     bus_servers: Vec<bus::ServerHandle>,
@@ -506,6 +506,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     {
         let interval = std::time::Duration::from_secs(cloud.config.image.cache_prune_interval.max(1));
         maintenance.push(tokio::spawn(image.clone().maintain_cache(interval)));
+    }
+    if let Some(object) = &cloud.object {
+        let interval = std::time::Duration::from_secs(cloud.config.object.expirer_interval.max(1));
+        maintenance.push(tokio::spawn(object.clone().run_expirer(interval)));
     }
     let mut bus_servers = Vec::new();
     if let Some(compute) = &cloud.compute {

@@ -1,8 +1,14 @@
 //! The Swift proxy API under `/object-store`: `GET /info` and `GET /healthcheck` (no token) and
 //! `/v1/{account}[/{container}[/{object}]]` (also with a trailing slash) with Keystone tokens. Project members own
-//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account, anyone else gets 403.
-//! Errors are Swift's short HTML bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and
-//! `X-Openstack-Request-Id`.
+//! `AUTH_<project_id>` (readers read it), `admin` and `ResellerAdmin` reach every account; container ACLs
+//! ([`crate::acl`]) share containers with other identities and, by referrer, with anonymous callers, so requests
+//! without a token reach the ACL check; anyone else gets 403 (401 when anonymous). Errors are Swift's short HTML
+//! bodies; every response carries Swift's `X-Trans-Id` (`tx…-<time>`) and `X-Openstack-Request-Id`.
+
+mod bulk;
+mod cors;
+mod formpost;
+mod tempurl;
 
 use std::sync::Arc;
 
@@ -11,20 +17,24 @@ use api_common::{ApiError, ErrorStyle, WireConfig};
 use axum::{
     Router,
     body::Body,
-    extract::{DefaultBodyLimit, Path, Query, State},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    extract::{DefaultBodyLimit, OriginalUri, Path, Query, Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
 use chrono::{DateTime, TimeZone as _, Utc};
 use futures::StreamExt as _;
+use md5::{Digest as _, Md5};
 use serde_json::{Value, json};
 
 use crate::{
+    acl::{self, Decision},
     error::Error,
+    large::{self, percent_decode},
+    ring::hex,
     server::{ByteRange, ByteStream},
     service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
-    store::{Metadata, ObjectRow},
+    store::{DELETE_AT_KEY, Metadata, ObjectRow},
 };
 
 #[derive(Clone)]
@@ -35,16 +45,48 @@ struct AppState {
 /// The object-store API, to be nested at `/object-store`. `identity_url` is advertised in 401s.
 pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_url: &str) -> Router {
     let auth = AuthLayerState::new(validator, identity_url);
-    let protected = Router::new()
+    let www_authenticate = HeaderValue::from_str(&format!("Keystone uri=\"{identity_url}\""))
+        .unwrap_or(HeaderValue::from_static("Keystone"));
+    let storage = Router::new()
         .route("/v1/{account}", any(account))
         .route("/v1/{account}/", any(account))
         .route("/v1/{account}/{container}", any(container))
         .route("/v1/{account}/{container}/", any(container))
         .route("/v1/{account}/{container}/{*object}", any(object))
         .layer(DefaultBodyLimit::disable())
-        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
-    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(protected).with_state(AppState { store });
-    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift)).layer(axum::middleware::map_response(trans_id))
+        .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth))
+        .layer(axum::middleware::map_request(ignore_token_of_signed_requests))
+        .layer(axum::middleware::from_fn_with_state(AppState { store: store.clone() }, cors::layer));
+    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(storage).with_state(AppState { store });
+    api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift))
+        .layer(axum::middleware::map_response(trans_id))
+        .layer(axum::middleware::map_response(move |resp: Response| {
+            let value = www_authenticate.clone();
+            async move { with_www_authenticate(resp, value) }
+        }))
+}
+
+/// Temporary URLs and form posts authorize themselves by their signature, whatever token comes along (Swift's
+/// middlewares run before authentication): the token is not even validated.
+async fn ignore_token_of_signed_requests(mut req: Request) -> Request {
+    let signed_url = req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("temp_url_sig=")));
+    if signed_url || formpost::boundary(req.method(), req.headers()).is_some() {
+        req.headers_mut().remove(::auth::AUTH_TOKEN_HEADER);
+    }
+    req
+}
+
+/// Where this API is mounted (`/object-store`), from the path clients used and the path it routes on.
+fn mount_of(original: &Uri, uri: &Uri) -> String {
+    original.path().strip_suffix(uri.path()).unwrap_or_default().to_string()
+}
+
+/// Every 401 names where to authenticate, as Keystone's auth_token middleware adds it to Swift's.
+fn with_www_authenticate(mut resp: Response, value: HeaderValue) -> Response {
+    if resp.status() == StatusCode::UNAUTHORIZED && !resp.headers().contains_key(header::WWW_AUTHENTICATE) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    resp
 }
 
 /// Adds Swift's `X-Trans-Id` (`tx` + 21 hex digits + `-` + the time as 10 hex digits), derived from the request id
@@ -91,25 +133,94 @@ async fn info() -> axum::Json<Value> {
             "allow_account_management": false,
             "account_autocreate": true,
             "policies": [{"name": "Policy-0", "aliases": "Policy-0", "default": true}],
-        }
+        },
+        "account_quotas": {},
+        "container_quotas": {},
+        "bulk_delete": bulk::delete_info(),
+        "bulk_upload": bulk::upload_info(),
+        "slo": large::slo_info(),
+        "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
+        "tempurl": tempurl::info(),
+        "formpost": formpost::info(),
     }))
 }
 
-/// Checks the caller may act on `account`: 403 unless admin or `ResellerAdmin` (Swift's operator of every account),
-/// or a member (a reader, for reads) of its project.
-fn authorize(ctx: &Context, account: &str, write: bool) -> Result<(), Error> {
-    let denied = || Error::Forbidden("Access was denied to this resource.".into());
-    let project = account.strip_prefix("AUTH_").ok_or_else(denied)?;
-    if ctx.has_role("admin") || ctx.has_role("ResellerAdmin") {
-        return Ok(());
+/// Who is asking: the token's context (none when anonymous) and the `Referer` referrer ACLs look at.
+struct Caller {
+    ctx: Option<Context>,
+    referer: Option<String>,
+}
+
+impl Caller {
+    fn new(ctx: Option<Context>, headers: &HeaderMap) -> Caller {
+        Caller { ctx, referer: header_str(headers, "referer").map(str::to_string) }
     }
-    if ctx.project_id.as_deref() != Some(project) {
-        return Err(denied());
+
+    /// 401 for an anonymous caller, 403 for an authenticated one.
+    fn denied(&self) -> Error {
+        match self.ctx {
+            None => Error::Unauthorized("This server could not verify that you are authorized to access the document you requested.".into()),
+            Some(_) => Error::Forbidden("Access was denied to this resource.".into()),
+        }
     }
-    if ctx.has_role("member") || (!write && ctx.has_role("reader")) {
-        Ok(())
-    } else {
-        Err(denied())
+
+    /// Account requests and container changes: operators of the account only.
+    fn owner(&self, account: &str, write: bool) -> Result<(), Error> {
+        match acl::decide(self.ctx.as_ref(), account, write, None, false, None) {
+            Decision::Owner => Ok(()),
+            _ => Err(self.denied()),
+        }
+    }
+
+    /// A request on a container (`object` false: its listing or metadata) or on an object in it: operators, or
+    /// whoever the container's read (`write` false) or write ACL lets in.
+    async fn container_access(
+        &self,
+        store: &ObjectStore,
+        account: &str,
+        container: &str,
+        write: bool,
+        object: bool,
+    ) -> Result<Decision, Error> {
+        if let Some(ctx) = &self.ctx
+            && acl::is_owner(ctx, account, write)
+        {
+            return Ok(Decision::Owner);
+        }
+        let row = match store.container(account, container).await {
+            Ok(row) => row,
+            Err(Error::NotFound(_)) => return Err(self.denied()),
+            Err(e) => return Err(e),
+        };
+        let key = if write { ACL_WRITE } else { ACL_READ };
+        let acl = row.metadata.get(key).map(String::as_str);
+        match acl::decide(self.ctx.as_ref(), account, write, acl, object, self.referer.as_deref()) {
+            Decision::Denied => Err(self.denied()),
+            d => Ok(d),
+        }
+    }
+}
+
+/// Where a container keeps its ACLs: with its metadata, as headers it answers with (to operators only).
+const ACL_READ: &str = "header:x-container-read";
+const ACL_WRITE: &str = "header:x-container-write";
+
+/// Headers only operators of an account see (Swift's `swift_owner_headers`).
+const OWNER_HEADERS: &[&str] = &[
+    "x-container-read",
+    "x-container-write",
+    "x-container-sync-key",
+    "x-container-sync-to",
+    "x-account-meta-temp-url-key",
+    "x-account-meta-temp-url-key-2",
+    "x-container-meta-temp-url-key",
+    "x-container-meta-temp-url-key-2",
+    "x-account-access-control",
+];
+
+fn strip_owner_headers(resp: &mut Response) {
+    for h in OWNER_HEADERS {
+        resp.headers_mut().remove(*h);
     }
 }
 
@@ -140,9 +251,107 @@ fn meta_updates(h: &HeaderMap, kind: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Swift's account_quotas: only resellers (`ResellerAdmin`, or `admin` here) set or remove an account's byte quota,
+/// a non-negative integer.
+fn check_account_quota_change(caller: &Caller, h: &HeaderMap) -> Result<(), Error> {
+    let set = header_str(h, "x-account-meta-quota-bytes");
+    if set.is_none() && !h.contains_key("x-remove-account-meta-quota-bytes") {
+        return Ok(());
+    }
+    let reseller = caller.ctx.as_ref().is_some_and(|c| c.has_role("ResellerAdmin") || c.has_role("admin"));
+    if !reseller {
+        return Err(Error::Forbidden("Only a reseller may change an account's quota.".into()));
+    }
+    match set.map(str::trim) {
+        Some(v) if !v.is_empty() && !v.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(Error::BadRequest("Invalid quota value.".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Swift's container_quotas: quota values are non-negative integers.
+fn check_container_quotas(h: &HeaderMap) -> Result<(), Error> {
+    for (name, what) in [("x-container-meta-quota-bytes", "bytes"), ("x-container-meta-quota-count", "count")] {
+        if let Some(v) = header_str(h, name).map(str::trim)
+            && !v.is_empty()
+            && !v.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(Error::BadRequest(format!("Invalid {what} quota.")));
+        }
+    }
+    Ok(())
+}
+
+/// `X-Versions-Location` or `X-History-Location` (one at most; setting one drops the other; blank or
+/// `X-Remove-…` removes it), as container metadata updates.
+fn versioning_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    use crate::versions::{HISTORY_LOCATION, VERSIONS_LOCATION, check_location};
+    let value = |n: &str| header_str(h, n).map(|v| percent_decode(v.trim()));
+    let (versions, history) = (value("x-versions-location"), value("x-history-location"));
+    let mut out = Vec::new();
+    for (name, key) in [("x-remove-versions-location", VERSIONS_LOCATION), ("x-remove-history-location", HISTORY_LOCATION)] {
+        if h.contains_key(name) {
+            out.push((key.to_string(), String::new()));
+        }
+    }
+    match (versions.filter(|v| !v.is_empty()), history.filter(|v| !v.is_empty())) {
+        (Some(_), Some(_)) => {
+            return Err(Error::BadRequest(
+                "Only one of X-Versions-Location or X-History-Location may be specified".into(),
+            ));
+        }
+        (Some(v), None) => {
+            check_location(&v)?;
+            out.push((VERSIONS_LOCATION.into(), v));
+            out.push((HISTORY_LOCATION.into(), String::new()));
+        }
+        (None, Some(v)) => {
+            check_location(&v)?;
+            out.push((HISTORY_LOCATION.into(), v));
+            out.push((VERSIONS_LOCATION.into(), String::new()));
+        }
+        (None, None) => {
+            for (n, key) in [("x-versions-location", VERSIONS_LOCATION), ("x-history-location", HISTORY_LOCATION)] {
+                if h.contains_key(n) {
+                    out.push((key.into(), String::new()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A container PUT's or POST's metadata updates: `X-Container-Meta-*` and the ACL headers (cleaned; a blank value or
+/// `X-Remove-Container-Read`/`-Write` removes one), as (key, value) pairs, an empty value for removal.
+fn container_updates(h: &HeaderMap) -> Result<Vec<(String, String)>, Error> {
+    check_container_quotas(h)?;
+    let mut out = meta_updates(h, "container");
+    out.extend(versioning_updates(h)?);
+    for (name, key) in [("x-container-read", ACL_READ), ("x-container-write", ACL_WRITE)] {
+        if h.contains_key(format!("x-remove-{}", &name[2..]).as_str()) {
+            out.push((key.to_string(), String::new()));
+        }
+        if let Some(value) = h.get(name) {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let cleaned = acl::clean_acl(name, &value).map_err(Error::BadRequest)?;
+            out.push((key.to_string(), cleaned));
+        }
+    }
+    Ok(out)
+}
+
 /// The object headers other than `X-Object-Meta-*` that Swift stores with an object and returns on GET/HEAD. They
 /// are kept in its metadata under `header:<name>` (no user key has a `:`, a header name cannot hold one).
-const STORED_HEADERS: &[&str] = &["content-disposition", "content-encoding"];
+const STORED_HEADERS: &[&str] = &[
+    "content-disposition",
+    "content-encoding",
+    "x-object-manifest",
+    "cache-control",
+    "content-language",
+    "expires",
+    "x-robots-tag",
+];
 const STORED_HEADER_KEY: &str = "header:";
 
 /// An object's metadata as a PUT, POST or COPY sets it: every `X-Object-Meta-*`, blank values included (Swift keeps
@@ -180,7 +389,10 @@ fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
         })
         .collect();
     if let Some(at) = delete_at {
-        m.insert(format!("{STORED_HEADER_KEY}x-delete-at"), at.to_string());
+        m.insert(DELETE_AT_KEY.into(), at.to_string());
+    }
+    if let Some(manifest) = m.get(large::DLO) {
+        large::check_dlo_manifest(manifest)?;
     }
     Ok(m)
 }
@@ -188,7 +400,7 @@ fn object_metadata(h: &HeaderMap) -> Result<Metadata, Error> {
 /// Whether the object's `X-Delete-At` has come: it is then gone for readers at once.
 fn expired(row: &ObjectRow) -> bool {
     row.metadata
-        .get(&format!("{STORED_HEADER_KEY}x-delete-at"))
+        .get(DELETE_AT_KEY)
         .and_then(|v| v.parse::<i64>().ok())
         .is_some_and(|at| at <= Utc::now().timestamp())
 }
@@ -213,8 +425,11 @@ fn put_header(resp: &mut Response, name: &str, value: impl AsRef<str>) {
     }
 }
 
+/// Metadata the service keeps for itself (an SLO's size and ETag), never shown.
+const SYSMETA_KEY: &str = "sysmeta:";
+
 fn with_meta(resp: &mut Response, kind: &str, m: &Metadata) {
-    for (k, v) in m {
+    for (k, v) in m.iter().filter(|(k, _)| !k.starts_with(SYSMETA_KEY)) {
         match k.strip_prefix(STORED_HEADER_KEY) {
             Some(h) => put_header(resp, h, v),
             None => put_header(resp, &format!("x-{kind}-meta-{k}"), v),
@@ -285,8 +500,13 @@ fn format_from_accept(format: Format, q: &std::collections::HashMap<String, Stri
     }
 }
 
-fn iso(micros: i64) -> String {
+pub(crate) fn iso(micros: i64) -> String {
     Utc.timestamp_micros(micros).single().unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// The size a listing shows: an SLO's is its assembled size, not its manifest's.
+fn listed_size(o: &ObjectRow) -> i64 {
+    o.metadata.get(large::SLO_SIZE).and_then(|v| v.parse().ok()).unwrap_or(o.size)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -347,13 +567,23 @@ fn listing_response<T>(
 
 async fn account(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path(account): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    let caller = Caller::new(ctx, &headers);
+    if q.contains_key("bulk-delete") && matches!(method, Method::POST | Method::DELETE) {
+        return Ok(bulk::delete(&s.store, &caller, &account, &headers, body).await);
+    }
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        return Ok(bulk::extract(&s.store, &caller, &account, "", format, &headers, body).await);
+    }
+    caller.owner(&account, !is_read(&method))?;
     match method {
         Method::GET | Method::HEAD => {
             let (row, (containers, objects, bytes)) = s.store.account(&account).await?;
@@ -390,27 +620,53 @@ async fn account(
             Ok(resp)
         }
         Method::POST => {
+            check_account_quota_change(&caller, &headers)?;
             s.store.update_account_metadata(&account, &meta_updates(&headers, "account")).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed.into()),
     }
 }
 
 // ---- containers
 
+#[allow(clippy::too_many_arguments)]
 async fn container(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path((account, container)): Path<(String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    if let Some(boundary) = formpost::boundary(&method, &headers) {
+        let path = percent_decode(uri.path());
+        let target = formpost::Target {
+            account: &account,
+            container: &container,
+            prefix: "",
+            paths: signed_paths(&mount_of(&original, &uri), &path),
+        };
+        return Ok(formpost::handle(&s.store, target, boundary, body).await);
+    }
+    let caller = Caller::new(ctx, &headers);
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        return Ok(bulk::extract(&s.store, &caller, &account, &container, format, &headers, body).await);
+    }
+    let access = if is_read(&method) {
+        caller.container_access(&s.store, &account, &container, false, false).await?
+    } else {
+        caller.owner(&account, true)?;
+        Decision::Owner
+    };
     match method {
         Method::PUT => {
-            let created = s.store.put_container(&account, &container, &meta_updates(&headers, "container")).await?;
+            let created = s.store.put_container(&account, &container, &container_updates(&headers)?).await?;
             Ok(status(if created { StatusCode::CREATED } else { StatusCode::ACCEPTED }))
         }
         Method::GET | Method::HEAD => {
@@ -424,10 +680,16 @@ async fn container(
                     ("container", &container),
                     &entries,
                     |o: &ObjectRow| &o.name,
-                    |o| json!({"name": o.name, "hash": o.etag, "bytes": o.size, "content_type": o.content_type, "last_modified": iso(o.last_modified)}),
+                    |o| {
+                        let mut j = json!({"name": o.name, "hash": o.etag, "bytes": listed_size(o), "content_type": o.content_type, "last_modified": iso(o.last_modified)});
+                        if let Some(e) = o.metadata.get(large::SLO_ETAG) {
+                            j["slo_etag"] = Value::String(large::quoted(e));
+                        }
+                        j
+                    },
                     |o| format!(
                         "<object><name>{}</name><hash>{}</hash><bytes>{}</bytes><content_type>{}</content_type><last_modified>{}</last_modified></object>",
-                        xml_escape(&o.name), o.etag, o.size, xml_escape(&o.content_type), iso(o.last_modified)
+                        xml_escape(&o.name), o.etag, listed_size(o), xml_escape(&o.content_type), iso(o.last_modified)
                     ),
                 )
             } else {
@@ -440,17 +702,20 @@ async fn container(
             put_header(&mut resp, "last-modified", http_date(row.updated_at));
             put_header(&mut resp, "x-storage-policy", "Policy-0");
             with_meta(&mut resp, "container", &row.metadata);
+            if access != Decision::Owner {
+                strip_owner_headers(&mut resp);
+            }
             Ok(resp)
         }
         Method::POST => {
-            s.store.update_container_metadata(&account, &container, &meta_updates(&headers, "container")).await?;
+            s.store.update_container_metadata(&account, &container, &container_updates(&headers)?).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
         Method::DELETE => {
             s.store.delete_container(&account, &container).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed.into()),
     }
 }
 
@@ -471,23 +736,6 @@ fn split_copy_path(v: &str) -> Result<(String, String), Error> {
     Ok((percent_decode(c), percent_decode(o)))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<ByteRange>, Error> {
     let Some(value) = header_str(h, "range") else { return Ok(None) };
@@ -527,15 +775,15 @@ fn etag_matches(list: &str, etag: &str) -> bool {
 /// 304/412 for conditional requests, `None` to go on.
 fn conditional(h: &HeaderMap, row: &ObjectRow) -> Result<Option<Response>, Error> {
     let last_modified = (row.last_modified + 999_999).div_euclid(1_000_000);
-    if let Some(m) = header_str(h, "if-match") {
-        if !etag_matches(m, &row.etag) {
-            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
-        }
+    if let Some(m) = header_str(h, "if-match")
+        && !etag_matches(m, &row.etag)
+    {
+        return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
     }
-    if let Some(since) = header_str(h, "if-unmodified-since").and_then(parse_http_date) {
-        if last_modified > since {
-            return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
-        }
+    if let Some(since) = header_str(h, "if-unmodified-since").and_then(parse_http_date)
+        && last_modified > since
+    {
+        return Err(Error::PreconditionFailed("A precondition for this request was not met.".into()));
     }
     let mut not_modified = false;
     if let Some(m) = header_str(h, "if-none-match") {
@@ -601,104 +849,268 @@ fn created(row: &ObjectRow) -> Response {
     r
 }
 
+/// The paths a signature may cover: the one clients see (under the mount) and the one from `/v1` on.
+fn signed_paths(mount: &str, path: &str) -> Vec<String> {
+    if mount.is_empty() { vec![path.to_string()] } else { vec![format!("{mount}{path}"), path.to_string()] }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn object(
     State(s): State<AppState>,
-    ctx: Context,
+    ctx: Option<Context>,
     method: Method,
     Path((account, container, object)): Path<(String, String, String)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    OriginalUri(original): OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&ctx, &account, !is_read(&method))?;
+    let mount = mount_of(&original, &uri);
+    if let Some(boundary) = formpost::boundary(&method, &headers) {
+        let path = percent_decode(uri.path());
+        let target = formpost::Target { account: &account, container: &container, prefix: &object, paths: signed_paths(&mount, &path) };
+        return Ok(formpost::handle(&s.store, target, boundary, body).await);
+    }
+    let caller = Caller::new(ctx, &headers);
+    if method == Method::PUT
+        && let Some(format) = q.get("extract-archive")
+    {
+        let base = format!("{container}/{object}");
+        return Ok(bulk::extract(&s.store, &caller, &account, &base, format, &headers, body).await);
+    }
+    match tempurl::TempUrl::from_query(&q) {
+        Some(temp) => {
+            temp.authorize(&s.store, &method, (&account, &container, &object), &mount, &headers).await?;
+            let mut resp = object_request(&s, &caller, &method, (&account, &container, &object), &q, &headers, body).await?;
+            temp.finish(&mut resp, &method, &object);
+            Ok(resp)
+        }
+        None => {
+            // A COPY reads its source here; its destination is checked below.
+            let write = !(is_read(&method) || method.as_str() == "COPY");
+            caller.container_access(&s.store, &account, &container, write, true).await?;
+            Ok(object_request(&s, &caller, &method, (&account, &container, &object), &q, &headers, body).await?)
+        }
+    }
+}
+
+/// An object request its caller may make.
+#[allow(clippy::too_many_arguments)]
+async fn object_request(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    (account, container, object): (&str, &str, &str),
+    q: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let manifest = q.get("multipart-manifest").map(String::as_str);
     match method.as_str() {
         "PUT" => {
-            if let Some(src) = header_str(&headers, "x-copy-from") {
+            if let Some(src) = header_str(headers, "x-copy-from") {
                 let (sc, so) = split_copy_path(src)?;
+                caller.container_access(&s.store, account, &sc, false, true).await?;
                 let rows = s
                     .store
                     .copy_object(
-                        (&account, &sc, &so),
-                        (&account, &container, &object),
-                        content_type_of(&headers, &object),
-                        object_metadata(&headers)?,
-                        is_true(header_str(&headers, "x-fresh-metadata")),
+                        (account, &sc, &so),
+                        (account, container, object),
+                        content_type_of(headers, object),
+                        object_metadata(headers)?,
+                        is_true(header_str(headers, "x-fresh-metadata")),
+                        manifest == Some("get"),
                     )
                     .await?;
-                return Ok(copied(&account, &rows, (&sc, &so)));
+                return Ok(copied(account, &rows, (&sc, &so)));
             }
-            let chunked = header_str(&headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
-            let length = header_str(&headers, "content-length").map(|l| l.trim().parse::<u64>());
+            let chunked = header_str(headers, "transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+            let length = header_str(headers, "content-length").map(|l| l.trim().parse::<u64>());
             match length {
-                Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into()).into()),
+                Some(Err(_)) => return Err(Error::BadRequest("Invalid Content-Length".into())),
                 Some(Ok(n)) if n > limits::MAX_FILE_SIZE => {
-                    return Err(Error::TooLarge("Your request is too large.".into()).into());
+                    return Err(Error::TooLarge("Your request is too large.".into()));
                 }
-                None if !chunked => return Err(Error::LengthRequired("Length Required".into()).into()),
+                None if !chunked => return Err(Error::LengthRequired("Length Required".into())),
                 _ => {}
             }
             let req = PutRequest {
-                content_type: content_type_of(&headers, &object).unwrap_or_else(|| "application/octet-stream".into()),
-                expected_etag: header_str(&headers, "etag").map(str::to_string),
-                metadata: object_metadata(&headers)?,
+                content_type: content_type_of(headers, object).unwrap_or_else(|| "application/octet-stream".into()),
+                expected_etag: header_str(headers, "etag").map(str::to_string),
+                metadata: object_metadata(headers)?,
+                length: length.and_then(Result::ok),
+                internal: false,
             };
-            let row = s.store.put_object(&account, &container, &object, byte_stream(body), req).await?;
+            if manifest == Some("put") {
+                let limit = large::MAX_MANIFEST_SIZE;
+                let data = axum::body::to_bytes(body, limit + 1)
+                    .await
+                    .map_err(|_| Error::TooLarge(format!("Manifest File > {limit} bytes")))?;
+                // Segments are looked up as their reader: only in containers the caller may read.
+                for c in large::manifest_containers(&data) {
+                    caller.container_access(&s.store, account, &c, false, true).await?;
+                }
+                let (row, slo_etag) = s.store.put_slo(account, container, object, &data, req).await?;
+                let mut r = created(&row);
+                put_header(&mut r, "etag", large::quoted(&slo_etag));
+                return Ok(r);
+            }
+            if headers.contains_key("x-static-large-object") {
+                return Err(Error::BadRequest(
+                    "X-Static-Large-Object is a reserved header. To create a static large object add query param \
+                     multipart-manifest=put."
+                        .into(),
+                ));
+            }
+            let row = s.store.put_object(account, container, object, byte_stream(body), req).await?;
             Ok(created(&row))
         }
         "COPY" => {
-            let dest = header_str(&headers, "destination")
+            let dest = header_str(headers, "destination")
                 .ok_or_else(|| Error::PreconditionFailed("You must specify a Destination header".into()))?;
             let (dc, dob) = split_copy_path(dest)?;
+            caller.container_access(&s.store, account, &dc, true, true).await?;
             let rows = s
                 .store
                 .copy_object(
-                    (&account, &container, &object),
-                    (&account, &dc, &dob),
-                    content_type_of(&headers, &dob),
-                    object_metadata(&headers)?,
-                    is_true(header_str(&headers, "x-fresh-metadata")),
+                    (account, container, object),
+                    (account, &dc, &dob),
+                    content_type_of(headers, &dob),
+                    object_metadata(headers)?,
+                    is_true(header_str(headers, "x-fresh-metadata")),
+                    manifest == Some("get"),
                 )
                 .await?;
-            Ok(copied(&account, &rows, (&container, &object)))
+            Ok(copied(account, &rows, (container, object)))
         }
         "GET" | "HEAD" => {
-            let row = s.store.object(&account, &container, &object).await?;
+            let row = s.store.object(account, container, object).await?;
             if expired(&row) {
-                return Err(Error::NotFound("The resource could not be found.".into()).into());
+                return Err(Error::NotFound("The resource could not be found.".into()));
             }
-            if let Some(r) = conditional(&headers, &row)? {
+            if manifest == Some("get") {
+                return manifest_get(s, method, &row, q, headers).await;
+            }
+            if let Some(large) = s.store.large_object(&row).await? {
+                for c in &large.containers {
+                    caller.container_access(&s.store, account, c, false, true).await?;
+                }
+                return large_get(s, method, row, large, headers);
+            }
+            if let Some(r) = conditional(headers, &row)? {
                 return Ok(r);
             }
             let size = row.size as u64;
-            let range = parse_range(&headers, size)?;
-            let mut resp = if method == Method::HEAD {
+            let range = parse_range(headers, size)?;
+            let mut resp = if *method == Method::HEAD {
                 Body::empty().into_response()
             } else {
                 Body::from_stream(s.store.read_object(&row, range).await?).into_response()
             };
             object_headers(&mut resp, &row);
-            match range {
-                Some(r) => {
-                    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
-                    put_header(&mut resp, "content-range", format!("bytes {}-{}/{size}", r.start, r.end));
-                }
-                None => {
-                    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-                }
-            }
+            sized(&mut resp, range, size);
             Ok(resp)
         }
         "POST" => {
-            let ct = content_type_of(&headers, &object);
-            s.store.post_object(&account, &container, &object, ct.as_deref(), &object_metadata(&headers)?).await?;
+            let ct = content_type_of(headers, object);
+            s.store.post_object(account, container, object, ct.as_deref(), &object_metadata(headers)?).await?;
             Ok(status(StatusCode::ACCEPTED))
         }
         "DELETE" => {
-            s.store.delete_object(&account, &container, &object).await?;
+            if manifest == Some("delete") {
+                let outcome = s.store.delete_slo(account, container, object).await?;
+                return Ok(bulk::deleted(headers, &outcome));
+            }
+            s.store.delete_object(account, container, object).await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.")),
+        _ => Err(Error::MethodNotAllowed),
     }
+}
+
+/// Content-Length, and for a range 206 with Content-Range.
+fn sized(resp: &mut Response, range: Option<ByteRange>, size: u64) {
+    match range {
+        Some(r) => {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.len()));
+            put_header(resp, "content-range", format!("bytes {}-{}/{size}", r.start, r.end));
+        }
+        None => {
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+    }
+}
+
+/// GET/HEAD of a large object: its segments' bytes, its own ETag (quoted) and length.
+fn large_get(
+    s: &AppState,
+    method: &Method,
+    row: ObjectRow,
+    large: large::LargeObject,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    let slo = large::is_slo(&row);
+    let manifest_etag = row.etag.clone();
+    let view = ObjectRow { etag: large.etag.clone(), size: large.size as i64, ..row };
+    if let Some(mut r) = conditional(headers, &view)? {
+        put_header(&mut r, "etag", large::quoted(&large.etag));
+        return Ok(r);
+    }
+    let range = parse_range(headers, large.size)?;
+    let mut resp = if *method == Method::HEAD {
+        Body::empty().into_response()
+    } else {
+        Body::from_stream(s.store.read_large(&large, range)).into_response()
+    };
+    object_headers(&mut resp, &view);
+    put_header(&mut resp, "etag", large::quoted(&large.etag));
+    if slo {
+        put_header(&mut resp, "x-static-large-object", "True");
+        put_header(&mut resp, "x-manifest-etag", manifest_etag);
+    }
+    sized(&mut resp, range, large.size);
+    Ok(resp)
+}
+
+/// `?multipart-manifest=get`: the manifest object itself; an SLO's as JSON (`&format=raw`: as a PUT takes it).
+async fn manifest_get(
+    s: &AppState,
+    method: &Method,
+    row: &ObjectRow,
+    q: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    if !large::is_slo(row) {
+        if let Some(r) = conditional(headers, row)? {
+            return Ok(r);
+        }
+        let mut resp = if *method == Method::HEAD {
+            Body::empty().into_response()
+        } else {
+            Body::from_stream(s.store.read_object(row, None).await?).into_response()
+        };
+        object_headers(&mut resp, row);
+        sized(&mut resp, None, row.size as u64);
+        return Ok(resp);
+    }
+    let data = s.store.slo_manifest(row).await?;
+    let (data, etag) = if q.get("format").map(String::as_str) == Some("raw") {
+        let raw = large::raw_manifest(&data)?.to_string().into_bytes();
+        let etag = hex(&Md5::digest(&raw));
+        (raw, etag)
+    } else {
+        (data, row.etag.clone())
+    };
+    let len = data.len() as u64;
+    let mut resp = if *method == Method::HEAD { Body::empty().into_response() } else { Body::from(data).into_response() };
+    object_headers(&mut resp, row);
+    put_header(&mut resp, "etag", etag);
+    put_header(&mut resp, "content-type", "application/json; charset=utf-8");
+    put_header(&mut resp, "x-static-large-object", "True");
+    sized(&mut resp, None, len);
+    Ok(resp)
 }
 
 #[cfg(test)]

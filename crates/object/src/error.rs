@@ -11,9 +11,15 @@ pub enum Error {
     /// 400: invalid input (names, headers, query parameters).
     #[error("{0}")]
     BadRequest(String),
+    /// 401: an anonymous caller (or a bad temporary URL or form signature) was refused.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403.
     #[error("{0}")]
     Forbidden(String),
+    /// 405.
+    #[error("The method is not allowed for this resource.")]
+    MethodNotAllowed,
     /// 409: e.g. deleting a container that still holds objects.
     #[error("{0}")]
     Conflict(String),
@@ -57,7 +63,9 @@ impl From<Error> for ApiError {
         match e {
             Error::NotFound(m) => ApiError::not_found(m),
             Error::BadRequest(m) => ApiError::bad_request(m),
+            Error::Unauthorized(m) => ApiError::unauthorized(m),
             Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::MethodNotAllowed => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Error::MethodNotAllowed.to_string()),
             Error::Conflict(m) => ApiError::conflict(m),
             Error::LengthRequired(m) => ApiError::new(StatusCode::LENGTH_REQUIRED, m),
             Error::PreconditionFailed(m) => ApiError::new(StatusCode::PRECONDITION_FAILED, m),

@@ -83,6 +83,25 @@ pub struct PutRequest {
     /// The client's `ETag`: the body's MD5 must match it.
     pub expected_etag: Option<String>,
     pub metadata: Metadata,
+    /// The declared length (`Content-Length`, or the source's size for a copy), checked against quotas up front;
+    /// a body without one is checked as it streams.
+    pub length: Option<u64>,
+    /// A write the service makes on its own behalf (an archived or restored version): not held to quotas, and
+    /// not itself versioned.
+    pub internal: bool,
+}
+
+/// The container metadata keys of Swift's container quotas (`X-Container-Meta-Quota-Bytes`, `-Count`) and the
+/// account's byte quota (`X-Account-Meta-Quota-Bytes`, set by resellers only).
+pub const QUOTA_BYTES: &str = "quota-bytes";
+pub const QUOTA_COUNT: &str = "quota-count";
+
+fn over_quota() -> Error {
+    Error::TooLarge("Upload exceeds quota.".into())
+}
+
+fn quota_of(m: &Metadata, key: &str) -> Option<i64> {
+    m.get(key).filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).and_then(|v| v.parse().ok())
 }
 
 trait Named {
@@ -247,7 +266,16 @@ impl ObjectStore {
     ) -> Result<ObjectRow, Error> {
         check_object_name(name)?;
         check_metadata(&req.metadata)?;
-        self.container(account, container).await?;
+        let target = self.container(account, container).await?;
+        let room = if req.internal { None } else { self.quota_room(account, &target).await? };
+        if let (Some(room), Some(len)) = (room, req.length)
+            && len as i64 > room
+        {
+            return Err(over_quota());
+        }
+        if !req.internal {
+            self.archive_current(&target, name).await?;
+        }
         let micros = now_micros();
         let timestamp = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
         let locations = self.locations(account, container, name, &timestamp);
@@ -263,18 +291,21 @@ impl ObjectStore {
             if size > limits::MAX_FILE_SIZE {
                 return Err(Error::TooLarge("Your request is too large.".into()));
             }
+            if room.is_some_and(|room| size as i64 > room) {
+                return Err(over_quota());
+            }
             md5.update(&chunk);
             for w in writers.iter_mut() {
                 w.write(&chunk).await?;
             }
         }
         let etag = hex(&md5.finalize());
-        if let Some(expected) = &req.expected_etag {
-            if !expected.trim_matches('"').eq_ignore_ascii_case(&etag) {
-                return Err(Error::Unprocessable(
-                    "The server was unable to process the request because the ETag did not match the data.".into(),
-                ));
-            }
+        if let Some(expected) = &req.expected_etag
+            && !expected.trim_matches('"').eq_ignore_ascii_case(&etag)
+        {
+            return Err(Error::Unprocessable(
+                "The server was unable to process the request because the ETag did not match the data.".into(),
+            ));
         }
         let quorum = locations.len() / 2 + 1;
         let mut durable = 0;
@@ -313,6 +344,21 @@ impl ObjectStore {
             }
         }
         Ok(row)
+    }
+
+    /// How many bytes one more object may add under the container's and the account's quotas (`None`: no quota;
+    /// negative when already over); `TooLarge` when the container's object count quota is reached.
+    async fn quota_room(&self, account: &str, container: &ContainerRow) -> Result<Option<i64>, Error> {
+        if quota_of(&container.metadata, QUOTA_COUNT).is_some_and(|max| container.object_count + 1 > max) {
+            return Err(over_quota());
+        }
+        let mut room = quota_of(&container.metadata, QUOTA_BYTES).map(|max| max - container.bytes_used);
+        let account_quota = self.inner.store.account_get(account).await?.and_then(|a| quota_of(&a.metadata, QUOTA_BYTES));
+        if let Some(max) = account_quota {
+            let (_, _, used) = self.inner.store.account_usage(account).await?;
+            room = Some(room.map_or(max - used, |r| r.min(max - used)));
+        }
+        Ok(room)
     }
 
     async fn remove_data(&self, row: &ObjectRow) {
@@ -354,13 +400,30 @@ impl ObjectStore {
         check_metadata(metadata)?;
         let row = self.object(account, container, name).await?;
         let ct = content_type.unwrap_or(&row.content_type);
-        if !self.inner.store.object_set_metadata(account, container, name, ct, metadata, now_micros()).await? {
+        // What the service keeps for itself (an SLO's size and ETag) outlives metadata updates.
+        let mut metadata = metadata.clone();
+        metadata.extend(row.metadata.iter().filter(|(k, _)| k.starts_with("sysmeta:")).map(|(k, v)| (k.clone(), v.clone())));
+        if !self.inner.store.object_set_metadata(account, container, name, ct, &metadata, now_micros()).await? {
             return Err(not_found());
         }
         Ok(())
     }
 
+    /// Deletes an object as a client asks: in a versioned container the previous version comes back (or, with a
+    /// history location, the object is archived first).
     pub async fn delete_object(&self, account: &str, container: &str, name: &str) -> Result<(), Error> {
+        check_container_name(container)?;
+        check_object_name(name)?;
+        if let Some(row) = self.inner.store.container_get(account, container).await?
+            && self.delete_versioned(&row, name).await?
+        {
+            return Ok(());
+        }
+        self.remove_object(account, container, name).await
+    }
+
+    /// Deletes an object and its data, whatever the container's versioning says.
+    pub async fn remove_object(&self, account: &str, container: &str, name: &str) -> Result<(), Error> {
         check_container_name(container)?;
         check_object_name(name)?;
         let row = self.inner.store.object_delete(account, container, name).await?.ok_or_else(not_found)?;
@@ -368,8 +431,51 @@ impl ObjectStore {
         Ok(())
     }
 
+    /// The expirer's pass: deletes every object whose `X-Delete-At` has come, data included (readers stopped
+    /// seeing it at once; this reclaims the space). Returns how many were removed.
+    pub async fn expire_objects(&self, now: i64) -> Result<usize, Error> {
+        let mut removed = 0;
+        loop {
+            let due = self.inner.store.object_expired_page(now, 100).await?;
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            let mut progress = false;
+            for row in due {
+                // Only the expired version: an object written since stays.
+                let gone = self
+                    .inner
+                    .store
+                    .object_delete_version(&row.account, &row.container, &row.name, Some(&row.timestamp))
+                    .await?;
+                if let Some(gone) = gone {
+                    self.remove_data(&gone).await;
+                    removed += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Runs [`ObjectStore::expire_objects`] every `interval`, as Swift's object expirer does, until dropped.
+    pub async fn run_expirer(self, interval: std::time::Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.expire_objects(chrono::Utc::now().timestamp()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired objects removed"),
+                Err(e) => tracing::warn!(error = %e, "object expirer pass failed"),
+            }
+        }
+    }
+
     /// Copies an object server-side (streamed), merging `metadata` over the source's (over nothing when `fresh`,
     /// as `X-Fresh-Metadata: true` asks); returns the source and the copy.
+    /// A large object is copied as its assembled content (a plain object), unless `manifest` asks for the manifest
+    /// object itself (`?multipart-manifest=get`).
     pub async fn copy_object(
         &self,
         src: (&str, &str, &str),
@@ -377,15 +483,29 @@ impl ObjectStore {
         content_type: Option<String>,
         metadata: Metadata,
         fresh: bool,
+        manifest: bool,
     ) -> Result<(ObjectRow, ObjectRow), Error> {
         let source = self.object(src.0, src.1, src.2).await?;
-        let body = self.read_object(&source, None).await?;
-        let mut merged = if fresh { Metadata::new() } else { source.metadata.clone() };
+        let large = if manifest { None } else { self.large_object(&source).await? };
+        let mut merged = if fresh {
+            source.metadata.iter().filter(|(k, _)| k.starts_with("sysmeta:")).map(|(k, v)| (k.clone(), v.clone())).collect()
+        } else {
+            source.metadata.clone()
+        };
         merged.extend(metadata);
+        let (body, expected_etag, length) = match &large {
+            Some(large) => {
+                crate::large::strip_manifest_metadata(&mut merged);
+                (self.read_large(large, None), None, large.size)
+            }
+            None => (self.read_object(&source, None).await?, Some(source.etag.clone()), source.size as u64),
+        };
         let req = PutRequest {
             content_type: content_type.unwrap_or(source.content_type.clone()),
-            expected_etag: Some(source.etag.clone()),
+            expected_etag,
             metadata: merged,
+            length: Some(length),
+            internal: false,
         };
         let copy = self.put_object(dest.0, dest.1, dest.2, body, req).await?;
         Ok((source, copy))
@@ -396,7 +516,7 @@ fn not_found() -> Error {
     Error::NotFound("The resource could not be found.".into())
 }
 
-fn check_container_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_container_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::BadRequest("Container name is invalid".into()));
     }
@@ -483,10 +603,10 @@ async fn list<T: Named>(
         for row in rows {
             let name = row.name().to_string();
             cursor = Some(name.clone());
-            if let Some(end) = q.end_marker.as_deref() {
-                if (!q.reverse && name.as_str() >= end) || (q.reverse && name.as_str() <= end) {
-                    break 'pages;
-                }
+            if let Some(end) = q.end_marker.as_deref()
+                && ((!q.reverse && name.as_str() >= end) || (q.reverse && name.as_str() <= end))
+            {
+                break 'pages;
             }
             if !name.starts_with(prefix) {
                 if (!q.reverse && name.as_str() > prefix) || (q.reverse && name.as_str() < prefix) {
@@ -494,20 +614,20 @@ async fn list<T: Named>(
                 }
                 continue;
             }
-            if let Some(d) = delimiter {
-                if let Some(i) = name[prefix.len()..].find(d) {
-                    let subdir = name[..prefix.len() + i + d.len()].to_string();
-                    if !matches!(out.last(), Some(Entry::Subdir(s)) if *s == subdir) {
-                        out.push(Entry::Subdir(subdir.clone()));
-                    }
-                    // Skip the rest of the rolled-up names.
-                    cursor = Some(if q.reverse { subdir } else { format!("{subdir}\u{10FFFF}") });
-                    jumped = true;
-                    if out.len() >= limit {
-                        break 'pages;
-                    }
-                    break;
+            if let Some(d) = delimiter
+                && let Some(i) = name[prefix.len()..].find(d)
+            {
+                let subdir = name[..prefix.len() + i + d.len()].to_string();
+                if !matches!(out.last(), Some(Entry::Subdir(s)) if *s == subdir) {
+                    out.push(Entry::Subdir(subdir.clone()));
                 }
+                // Skip the rest of the rolled-up names.
+                cursor = Some(if q.reverse { subdir } else { format!("{subdir}\u{10FFFF}") });
+                jumped = true;
+                if out.len() >= limit {
+                    break 'pages;
+                }
+                break;
             }
             out.push(Entry::Item(row));
             if out.len() >= limit {
@@ -541,6 +661,14 @@ mod tests {
         let m: Metadata = (0..20).map(|i| (format!("k{i}"), "v".repeat(250))).collect();
         assert!(check_metadata(&m).is_err(), "over 4096 bytes in total");
         assert!(check_metadata(&Metadata::from([("k".into(), "v".into())])).is_ok());
+    }
+
+    #[test]
+    fn quotas_are_non_negative_integers() {
+        let m = Metadata::from([("quota-bytes".into(), "10".into()), ("quota-count".into(), "-1".into())]);
+        assert_eq!(quota_of(&m, QUOTA_BYTES), Some(10));
+        assert_eq!(quota_of(&m, QUOTA_COUNT), None, "not a quota");
+        assert_eq!(quota_of(&Metadata::new(), QUOTA_BYTES), None);
     }
 
     #[test]

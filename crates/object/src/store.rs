@@ -15,7 +15,7 @@ use sqlx::{Row, any::AnyRow};
 use crate::{error::Error, ring::hex};
 
 /// Every object-service migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, DELETE_AT];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -53,7 +53,23 @@ CREATE TABLE object_object (
 )",
 };
 
+/// The expiry of objects with `X-Delete-At`, indexed for the expirer (a copy of the `header:x-delete-at` metadata).
+const DELETE_AT: Migration = Migration {
+    version: 2,
+    name: "object expiry index",
+    sql: "
+ALTER TABLE object_object ADD COLUMN delete_at {int};
+CREATE INDEX object_object_delete_at ON object_object (delete_at)",
+};
+
 pub type Metadata = BTreeMap<String, String>;
+
+/// The metadata key of an object's expiry (`X-Delete-At`, Unix seconds), a header it answers with.
+pub const DELETE_AT_KEY: &str = "header:x-delete-at";
+
+fn delete_at_of(m: &Metadata) -> Option<i64> {
+    m.get(DELETE_AT_KEY).and_then(|v| v.parse().ok())
+}
 
 /// An account (`AUTH_<project_id>`).
 #[derive(Clone, Debug, PartialEq)]
@@ -403,7 +419,7 @@ impl Store {
         self.db
             .query(
                 "INSERT INTO object_object (account, container_hash, name_hash, name, size, etag, content_type, \
-                 last_modified, timestamp, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 last_modified, timestamp, metadata, delete_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&row.account)
             .bind(&ch)
@@ -415,6 +431,7 @@ impl Store {
             .bind(row.last_modified)
             .bind(&row.timestamp)
             .bind(metadata_text(&row.metadata))
+            .bind(delete_at_of(&row.metadata))
             .execute(&mut *tx)
             .await?;
         let (dc, db_) = match &old {
@@ -450,12 +467,13 @@ impl Store {
         let n = self
             .db
             .query(
-                "UPDATE object_object SET content_type = ?, metadata = ?, last_modified = ? \
+                "UPDATE object_object SET content_type = ?, metadata = ?, last_modified = ?, delete_at = ? \
                  WHERE account = ? AND container_hash = ? AND name_hash = ?",
             )
             .bind(content_type)
             .bind(metadata_text(metadata))
             .bind(now)
+            .bind(delete_at_of(metadata))
             .bind(account)
             .bind(name_hash(container))
             .bind(name_hash(name))
@@ -467,6 +485,40 @@ impl Store {
 
     /// Unlists an object and updates the container's usage; returns the removed row, whose data the caller removes.
     pub async fn object_delete(&self, account: &str, container: &str, name: &str) -> Result<Option<ObjectRow>, Error> {
+        self.object_delete_version(account, container, name, None).await
+    }
+
+    /// Objects whose `X-Delete-At` is at or before `now`, soonest first, with their containers' names.
+    pub async fn object_expired_page(&self, now: i64, limit: i64) -> Result<Vec<ObjectRow>, Error> {
+        let rows = self
+            .db
+            .query(
+                "SELECT o.account, c.name AS container, o.name, o.size, o.etag, o.content_type, o.last_modified, \
+                 o.timestamp, o.metadata FROM object_object o JOIN object_container c \
+                 ON c.account = o.account AND c.name_hash = o.container_hash \
+                 WHERE o.delete_at IS NOT NULL AND o.delete_at <= ? ORDER BY o.delete_at LIMIT ?",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let container: String = r.try_get("container")?;
+                object_row(r, &container)
+            })
+            .collect()
+    }
+
+    /// Like [`Store::object_delete`], but only the version with this `timestamp` (when given): a newer object
+    /// written meanwhile stays.
+    pub async fn object_delete_version(
+        &self,
+        account: &str,
+        container: &str,
+        name: &str,
+        timestamp: Option<&str>,
+    ) -> Result<Option<ObjectRow>, Error> {
         let ch = name_hash(container);
         let nh = name_hash(name);
         let mut tx = self.db.begin().await?;
@@ -486,6 +538,9 @@ impl Store {
         let Some(old) = old else {
             return Ok(None);
         };
+        if timestamp.is_some_and(|t| t != old.timestamp) {
+            return Ok(None);
+        }
         self.db
             .query("DELETE FROM object_object WHERE account = ? AND container_hash = ? AND name_hash = ?")
             .bind(account)

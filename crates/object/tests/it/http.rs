@@ -5,31 +5,33 @@ use reqwest::Method;
 use serde_json::Value;
 use test_utils::{Client, TestCloud};
 
-struct R {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
+pub(crate) struct R {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
 }
 
 impl R {
-    fn h(&self, n: &str) -> &str {
+    pub fn h(&self, n: &str) -> &str {
         self.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("json body")
     }
 }
 
-fn account_of(c: &Client) -> String {
+pub(crate) fn account_of(c: &Client) -> String {
     format!("/object-store/v1/AUTH_{}", c.token_body["token"]["project"]["id"].as_str().expect("project token"))
 }
 
-async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
+pub(crate) async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> R {
     let m = Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new().request(m, format!("{}{path}", cloud.url)).body(body);
+    // Redirects (form posts answer 303) are the answer, not to be followed.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut req = client.request(m, format!("{}{path}", cloud.url)).body(body);
     if let Some(t) = &c.token {
         req = req.header("X-Auth-Token", t);
     }
@@ -42,12 +44,12 @@ async fn call(cloud: &TestCloud, c: &Client, method: &str, path: &str, body: Vec
     R { status, headers, body: r.bytes().await.expect("body").to_vec() }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// PUTs `data` with `Transfer-Encoding: chunked` in 300 kB chunks over a raw connection; returns the response head.
-async fn chunked_put(cloud: &TestCloud, c: &Client, path: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
+pub(crate) async fn chunked_put(cloud: &TestCloud, c: &Client, path: &str, data: &[u8], headers: &[(&str, &str)]) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = cloud.url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -373,5 +375,26 @@ async fn expiring_objects_vanish_from_reads() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(call(&cloud, c, "GET", &o, vec![], &[]).await.status, 404);
     assert_eq!(call(&cloud, c, "HEAD", &o, vec![], &[]).await.status, 404);
+
+    // The expirer's pass takes it off the listing and the disk; objects not yet due stay.
+    let later = format!("{acct}/e/later");
+    assert_eq!(call(&cloud, c, "PUT", &later, b"y".to_vec(), &[("X-Delete-After", "3600")]).await.status, 201);
+    let store = cloud.running.cloud.object.clone().expect("object service");
+    let devices = cloud.running.data_dir.join("object");
+    let files = |dir: &std::path::Path| -> usize {
+        fn walk(d: &std::path::Path) -> usize {
+            std::fs::read_dir(d).map_or(0, |it| {
+                it.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { usize::from(e.path().extension().is_some_and(|x| x == "data")) }).sum()
+            })
+        }
+        walk(dir)
+    };
+    assert_eq!(files(&devices), 2);
+    assert_eq!(store.expire_objects(chrono::Utc::now().timestamp()).await.unwrap(), 1);
+    assert_eq!(files(&devices), 1, "the expired object's data is gone");
+    let head = call(&cloud, c, "HEAD", &format!("{acct}/e"), vec![], &[]).await;
+    assert_eq!(head.h("x-container-object-count"), "1");
+    assert_eq!(call(&cloud, c, "GET", &later, vec![], &[]).await.body, b"y");
+    assert_eq!(store.expire_objects(chrono::Utc::now().timestamp()).await.unwrap(), 0);
     cloud.shutdown().await;
 }

@@ -65,6 +65,22 @@ async fn accounts_containers_objects_on_every_database() {
         assert!(store.object_delete("AUTH_p", "b", "a").await.unwrap().is_some());
         assert!(store.object_delete("AUTH_p", "b", "a").await.unwrap().is_none());
         store.object_delete("AUTH_p", "b", &name).await.unwrap();
+
+        // Expiry: due objects are found with their container's name; a version condition keeps newer data.
+        let mut due = row("b", "due", 3, "3.0");
+        due.metadata.insert(object::store::DELETE_AT_KEY.into(), "100".into());
+        store.object_put(&due).await.unwrap();
+        let mut later = row("b", "later", 3, "3.0");
+        later.metadata.insert(object::store::DELETE_AT_KEY.into(), "200".into());
+        store.object_put(&later).await.unwrap();
+        let found: Vec<_> = store.object_expired_page(150, 10).await.unwrap().into_iter().map(|o| (o.container, o.name)).collect();
+        assert_eq!(found, vec![("b".to_string(), "due".to_string())]);
+        assert_eq!(store.object_expired_page(250, 10).await.unwrap().len(), 2);
+        assert!(store.object_set_metadata("AUTH_p", "b", "later", "t", &BTreeMap::new(), 6).await.unwrap());
+        assert_eq!(store.object_expired_page(250, 10).await.unwrap().len(), 1, "a POST without X-Delete-At clears it");
+        assert!(store.object_delete_version("AUTH_p", "b", "due", Some("9.9")).await.unwrap().is_none());
+        assert!(store.object_delete_version("AUTH_p", "b", "due", Some("3.0")).await.unwrap().is_some());
+        store.object_delete("AUTH_p", "b", "later").await.unwrap();
         let c = store.container_get("AUTH_p", "b").await.unwrap().unwrap();
         assert_eq!((c.object_count, c.bytes_used), (0, 0));
         store.container_delete("AUTH_p", "b").await.unwrap();
