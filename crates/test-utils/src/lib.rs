@@ -37,15 +37,24 @@ impl TestCloud {
         Self::start_with(|_| {}).await
     }
 
+    /// A fresh cloud without the in-process compute agent, for tests that count placement's providers.
+    pub async fn start_without_agent() -> TestCloud {
+        Self::start_opts(|_| {}, StartOptions { compute_agent: false, ..StartOptions::all_in_one() }).await
+    }
+
     /// A fresh cloud; `adjust` may change the configuration (database URL, bus URL, …) before start.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestCloud {
+        Self::start_opts(adjust, StartOptions::all_in_one()).await
+    }
+
+    async fn start_opts(adjust: impl FnOnce(&mut Config), opts: StartOptions) -> TestCloud {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();
         config.data_dir = dir.path().to_path_buf();
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.identity.password_hash_rounds = 4; // bcrypt's minimum: tests need speed, not strength
         adjust(&mut config);
-        let running = cloud::start(config.clone(), StartOptions::all_in_one()).await.expect("cloud starts");
+        let running = cloud::start(config.clone(), opts).await.expect("cloud starts");
         let creds = running.credentials.clone().expect("bootstrapped");
         let mut spec = creds.bootstrap_spec(&config, running.cloud.catalog_entries());
         spec.members = vec![("demo".into(), "reader".into(), READER_PASSWORD.into(), "reader".into())];

@@ -30,7 +30,7 @@ fn compute_inventory() -> Value {
 
 #[tokio::test]
 async fn root_versions_policy_and_errors() {
-    let cloud = TestCloud::start().await;
+    let cloud = TestCloud::start_without_agent().await;
     let r = cloud.anonymous.get("/placement/").await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["versions"][0]["max_version"], LATEST);
@@ -64,7 +64,7 @@ async fn root_versions_policy_and_errors() {
 
 #[tokio::test]
 async fn providers_crud_and_generations() {
-    let cloud = TestCloud::start().await;
+    let cloud = TestCloud::start_without_agent().await;
     // Before 1.20 creation answers 201 with a Location only.
     let r = call(&cloud.admin, "POST", "/resource_providers", Some(&json!({"name": "old"})), "1.19").await;
     assert_eq!(r.status, 201);
@@ -149,7 +149,7 @@ async fn providers_crud_and_generations() {
 
 #[tokio::test]
 async fn allocations_capacity_consumers_and_usages() {
-    let cloud = TestCloud::start().await;
+    let cloud = TestCloud::start_without_agent().await;
     let rp = provider(&cloud, "node1").await;
     set_inventory(&cloud, &rp, 0, compute_inventory()).await;
     let consumer = "11111111-1111-4111-8111-111111111111";
@@ -229,7 +229,7 @@ async fn allocations_capacity_consumers_and_usages() {
 
 #[tokio::test]
 async fn allocation_candidates() {
-    let cloud = TestCloud::start().await;
+    let cloud = TestCloud::start_without_agent().await;
     let big = provider(&cloud, "big").await;
     let small = provider(&cloud, "small").await;
     set_inventory(&cloud, &big, 0, json!({"VCPU": {"total": 16}, "MEMORY_MB": {"total": 8192, "allocation_ratio": 1.5}})).await;

@@ -136,7 +136,7 @@ async fn cache_follows_local_and_other_process_writes_on_every_backend() {
 
 #[tokio::test]
 async fn candidates_over_http_never_offer_allocated_capacity() {
-    let cloud = TestCloud::start().await;
+    let cloud = TestCloud::start_without_agent().await;
     let mut nodes = Vec::new();
     for name in ["n1", "n2", "n3"] {
         let r = call(&cloud.admin, "POST", "/resource_providers", Some(&json!({"name": name})), "1.28").await;
