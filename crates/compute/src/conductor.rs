@@ -42,6 +42,8 @@ pub struct ConductorSettings {
     pub default_availability_zone: String,
     /// How long to wait for an agent's answer to a call.
     pub call_timeout: Duration,
+    /// The host this conductor reports its `nova-conductor` service on (this machine's name by default).
+    pub host: String,
 }
 
 impl Default for ConductorSettings {
@@ -53,6 +55,7 @@ impl Default for ConductorSettings {
             host_subset_size: 1,
             default_availability_zone: "nova".into(),
             call_timeout: Duration::from_secs(60),
+            host: crate::services::hostname(),
         }
     }
 }
@@ -77,7 +80,11 @@ struct HostCache {
     loaded: std::time::Instant,
     nodes: Arc<HashMap<String, NodeRow>>,
     services: Arc<HashMap<String, ServiceRow>>,
+    zones: Arc<crate::aggregates::HostZones>,
 }
+
+/// Nodes and services by uuid, and each host's zone.
+type HostView = (Arc<HashMap<String, NodeRow>>, Arc<HashMap<String, ServiceRow>>, Arc<crate::aggregates::HostZones>);
 
 /// How stale the scheduler's view of nodes and services may get (heartbeats, enable/disable, audits).
 const HOST_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -233,7 +240,9 @@ impl Conductor {
                     async move { c.terminated(&m.instance_uuid).await.map_err(remote) }
                 }
             });
-        Ok(self.inner.bus.serve(CONDUCTOR_TOPIC, name, d).await.map_err(Error::from)?)
+        let handle = self.inner.bus.serve(CONDUCTOR_TOPIC, name, d).await.map_err(Error::from)?;
+        crate::services::report_conductor(Arc::downgrade(&self.inner), self.store().clone(), self.inner.settings.host.clone());
+        Ok(handle)
     }
 
     // ----- agent messages -----
@@ -336,31 +345,37 @@ impl Conductor {
     }
 
     /// Nodes and services, from the cache when it is fresh.
-    async fn hosts(&self) -> Result<(Arc<HashMap<String, NodeRow>>, Arc<HashMap<String, ServiceRow>>), Error> {
+    async fn hosts(&self) -> Result<HostView, Error> {
         let mut cache = self.inner.hosts.lock().await;
         if let Some(c) = cache.as_ref()
             && c.loaded.elapsed() < HOST_CACHE_TTL
         {
-            return Ok((c.nodes.clone(), c.services.clone()));
+            return Ok((c.nodes.clone(), c.services.clone(), c.zones.clone()));
         }
         let nodes: HashMap<String, NodeRow> =
             self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
         let services: HashMap<String, ServiceRow> =
             self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
-        let fresh = HostCache { loaded: std::time::Instant::now(), nodes: Arc::new(nodes), services: Arc::new(services) };
-        let out = (fresh.nodes.clone(), fresh.services.clone());
+        let zones = crate::aggregates::host_zones(self.store(), &self.inner.settings.default_availability_zone).await?;
+        let fresh = HostCache {
+            loaded: std::time::Instant::now(),
+            nodes: Arc::new(nodes),
+            services: Arc::new(services),
+            zones: Arc::new(zones),
+        };
+        let out = (fresh.nodes.clone(), fresh.services.clone(), fresh.zones.clone());
         *cache = Some(fresh);
         Ok(out)
     }
 
-    /// Drops the scheduler's cached view of nodes and services (after an operator changed a service).
+    /// Drops the scheduler's cached view of nodes, services and zones (after an operator changed one).
     pub async fn forget_hosts(&self) {
         *self.inner.hosts.lock().await = None;
     }
 
     /// Host states of the candidates: the agents' node reports, their services' state, placement's usage.
     async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<(HostState, NodeRow)>, Error> {
-        let (nodes, services) = self.hosts().await?;
+        let (nodes, services, zones) = self.hosts().await?;
         let mut out = Vec::with_capacity(candidates.len());
         for c in candidates {
             let Some(node) = nodes.get(&c.provider_uuid) else { continue };
@@ -372,7 +387,7 @@ impl Conductor {
                     host: node.info.host.clone(),
                     node: node.info.node.clone(),
                     provider_uuid: node.uuid.clone(),
-                    availability_zone: self.inner.settings.default_availability_zone.clone(),
+                    availability_zone: zones.of(&node.info.host).to_string(),
                     enabled: service.is_some_and(|s| !s.disabled),
                     up: service.is_some_and(|s| self.is_up(s)),
                     vcpus_total: r.vcpus,
@@ -404,6 +419,7 @@ impl Conductor {
         let candidates = self.inner.placement.candidates(&resources, self.inner.settings.max_placement_results).await?;
         let hosts = self.host_states(&candidates).await?;
         let states: Vec<HostState> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        let group = crate::server_groups::group_placement(self.store(), &inst.uuid).await?;
         let spec = RequestSpec {
             vcpus: inst.flavor.vcpus,
             memory_mb: inst.flavor.memory_mb,
@@ -412,6 +428,8 @@ impl Conductor {
             swap_mb: inst.flavor.swap,
             availability_zone: inst.availability_zone.clone(),
             num_instances: 1,
+            group_policy: group.as_ref().map(|g| g.policy.clone()),
+            group_hosts: group.map(|g| g.hosts).unwrap_or_default(),
         };
         let picked = self.scheduler().select(&states, &spec);
         Ok(picked
@@ -457,7 +475,9 @@ impl Conductor {
 
     /// Records the claimed host on the instance and hands the build to its agent.
     async fn dispatch(&self, inst: &InstanceRow, sel: &Selection, scheduling: Scheduling) -> Result<(), Error> {
+        let zones = crate::aggregates::host_zones(self.store(), &self.inner.settings.default_availability_zone).await?;
         let set = [
+            ("availability_zone", Value::S(Some(zones.of(&sel.host).to_string()))),
             ("host", Value::S(Some(sel.host.clone()))),
             ("node", Value::S(Some(sel.node.clone()))),
             ("node_uuid", Value::S(Some(sel.provider_uuid.clone()))),

@@ -218,6 +218,40 @@ impl PlacementClient {
         }
     }
 
+    /// Puts a provider in placement aggregate `aggregate` (or takes it out), as nova mirrors host aggregates;
+    /// generation conflicts are retried, a missing provider is fine.
+    pub async fn provider_aggregate(&self, provider: &str, aggregate: &str, member: bool) -> Result<(), Error> {
+        let path = format!("/resource_providers/{provider}/aggregates");
+        for _ in 0..5 {
+            let (status, body) = self.send(Method::GET, &path, None).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            if !status.is_success() {
+                return Err(Self::unexpected("an aggregates read", status, &body));
+            }
+            let mut aggregates: Vec<String> = serde_json::from_value(body["aggregates"].clone()).unwrap_or_default();
+            let has = aggregates.iter().any(|a| a == aggregate);
+            if has == member {
+                return Ok(());
+            }
+            if member {
+                aggregates.push(aggregate.to_string());
+            } else {
+                aggregates.retain(|a| a != aggregate);
+            }
+            let put = json!({"aggregates": aggregates, "resource_provider_generation": body["resource_provider_generation"]});
+            let (status, body) = self.send(Method::PUT, &path, Some(&put)).await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            if status != StatusCode::CONFLICT {
+                return Err(Self::unexpected("an aggregates update", status, &body));
+            }
+        }
+        Err(Error::Unavailable(format!("placement: aggregates of {provider} kept changing")))
+    }
+
     /// Frees every allocation of a consumer; none is fine.
     pub async fn free(&self, consumer: &str) -> Result<(), Error> {
         let (status, body) = self.send(Method::DELETE, &format!("/allocations/{consumer}"), None).await?;

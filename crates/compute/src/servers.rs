@@ -39,6 +39,8 @@ pub struct Boot {
     pub access_ip_v4: Option<String>,
     pub access_ip_v6: Option<String>,
     pub tags: Vec<String>,
+    /// The server group (`os:scheduler_hints` `group`) the instances join.
+    pub group: Option<String>,
 }
 
 /// Per-project limits, as Nova's defaults (`[quota]`): instances 10, cores 20, ram 51200 MB.
@@ -146,8 +148,12 @@ fn rule_of(action: &Action) -> Rule {
 }
 
 impl Compute {
-    fn quotas(&self) -> Quotas {
-        Quotas::default()
+    /// The instance limits of a project, or of one user in it: the stored ones, else the defaults.
+    async fn quotas(&self, project_id: &str, user_id: Option<&str>) -> Result<Quotas, Error> {
+        let l = self.quota_limits(project_id, user_id).await?;
+        let d = Quotas::default();
+        let get = |k: &str, def: i64| l.get(k).copied().unwrap_or(def);
+        Ok(Quotas { instances: get("instances", d.instances), cores: get("cores", d.cores), ram: get("ram", d.ram) })
     }
 
     /// An instance the caller may see (its project's, or any for admins); deleted ones are not found.
@@ -162,17 +168,29 @@ impl Compute {
         self.store().instance_list(filter).await
     }
 
-    /// Checks the project's quota for `count` more instances of `flavor`.
-    async fn check_quota(&self, project_id: &str, flavor: &FlavorSpec, min: i64, max: i64) -> Result<i64, Error> {
-        let q = self.quotas();
-        let (instances, cores, ram) = self.store().instance_usage(project_id).await?;
+    /// Checks the quotas of the project and of the user for `count` more instances of `flavor`.
+    async fn check_quota(&self, caller: &Caller, flavor: &FlavorSpec, min: i64, max: i64) -> Result<i64, Error> {
+        let project_id = caller.project_id.as_str();
+        let mut scopes = Vec::new();
+        for user in [None, Some(caller.user_id.as_str())] {
+            let used = match user {
+                None => self.store().instance_usage(project_id).await?,
+                Some(u) => self.store().instance_usage_of_user(project_id, u).await?,
+            };
+            scopes.push((self.quotas(project_id, user).await?, used));
+        }
         // As upstream: the largest count in [min, max] that fits, or 403 naming what min_count exceeds.
-        let fits = |n: i64| {
-            instances + n <= q.instances && cores + n * flavor.vcpus <= q.cores && ram + n * flavor.memory_mb <= q.ram
+        let fits_in = |q: &Quotas, (instances, cores, ram): (i64, i64, i64), n: i64| {
+            crate::quotas::fits(q.instances, instances, n)
+                && crate::quotas::fits(q.cores, cores, n * flavor.vcpus)
+                && crate::quotas::fits(q.ram, ram, n * flavor.memory_mb)
         };
+        let fits = |n: i64| scopes.iter().all(|(q, used)| fits_in(q, *used, n));
         if let Some(n) = (min..=max).rev().find(|n| fits(*n)) {
             return Ok(n);
         }
+        let (q, (instances, cores, ram)) =
+            scopes.iter().find(|(q, used)| !fits_in(q, *used, min)).cloned().unwrap_or_else(|| scopes[0].clone());
         let mut over = Vec::new();
         let mut requested = Vec::new();
         let mut used = Vec::new();
@@ -180,7 +198,7 @@ impl Compute {
         for (name, have, per, limit) in
             [("cores", cores, flavor.vcpus, q.cores), ("instances", instances, 1, q.instances), ("ram", ram, flavor.memory_mb, q.ram)]
         {
-            if have + min * per > limit {
+            if !crate::quotas::fits(limit, have, min * per) {
                 over.push(name);
                 requested.push(min * per);
                 used.push(have);
@@ -200,7 +218,7 @@ impl Compute {
 
     /// Checks the growth of cores and RAM a resize from `old` to `new` asks of the project's quota.
     async fn check_resize_quota(&self, project_id: &str, old: &FlavorSpec, new: &FlavorSpec) -> Result<(), Error> {
-        let q = self.quotas();
+        let q = self.quotas(project_id, None).await?;
         let (_, cores, ram) = self.store().instance_usage(project_id).await?;
         let mut over = Vec::new();
         for (name, used, delta, limit) in [("cores", cores, new.vcpus - old.vcpus, q.cores), ("ram", ram, new.memory_mb - old.memory_mb, q.ram)] {
@@ -234,7 +252,11 @@ impl Compute {
     ) -> Result<(Vec<InstanceRow>, String), Error> {
         let conductor = self.conductor()?;
         let flavor = boot.flavor.clone().ok_or_else(|| Error::BadRequest("Flavor is required".into()))?;
-        let count = self.check_quota(&caller.project_id, &flavor, boot.min_count, boot.max_count).await?;
+        self.check_metadata_quota(&caller.project_id, boot.metadata.len()).await?;
+        let count = self.check_quota(caller, &flavor, boot.min_count, boot.max_count).await?;
+        if let Some(group) = &boot.group {
+            self.check_group_for_boot(caller, group, count).await?;
+        }
         let reservation_id = format!("r-{}", random_string(8).to_lowercase());
         let now = now_us();
         let mut rows = Vec::new();
@@ -279,6 +301,10 @@ impl Compute {
             });
         }
         self.store().instances_insert(&rows, &boot.metadata, request_id).await?;
+        if let Some(group) = &boot.group {
+            let uuids: Vec<String> = rows.iter().map(|r| r.uuid.clone()).collect();
+            self.store().server_group_add_members(group, &uuids).await?;
+        }
         if !boot.tags.is_empty() {
             for r in &rows {
                 self.store().tags_set(&r.uuid, &boot.tags).await?;

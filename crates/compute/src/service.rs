@@ -19,6 +19,8 @@ pub struct Compute {
     store: Store,
     /// Present where servers can be built (a bus and placement are configured).
     conductor: Option<Conductor>,
+    /// The placement client of the conductor, for what the API mirrors there (host aggregates).
+    placement: Option<PlacementClient>,
 }
 
 /// Who is looking at flavors: admins see every flavor; others see public ones and private ones their project was
@@ -66,19 +68,29 @@ pub fn flavor_not_found(id: &str) -> Error {
 
 impl Compute {
     pub fn new(db: Database) -> Self {
-        Compute { store: Store::new(db), conductor: None }
+        Compute { store: Store::new(db), conductor: None, placement: None }
     }
 
     /// A compute service that builds servers: its conductor talks to agents over `bus` and to `placement`.
     pub fn with_conductor(db: Database, bus: bus::Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
         let store = Store::new(db);
-        let conductor = Conductor::new(store.clone(), bus, placement, settings);
-        Compute { store, conductor: Some(conductor) }
+        let conductor = Conductor::new(store.clone(), bus, placement.clone(), settings);
+        Compute { store, conductor: Some(conductor), placement: Some(placement) }
     }
 
     /// The conductor, or 503 where this process cannot build servers.
     pub fn conductor(&self) -> Result<&Conductor, Error> {
         self.conductor.as_ref().ok_or_else(|| Error::Unavailable("Servers cannot be managed by this compute API: it has no conductor.".into()))
+    }
+
+    /// The placement client, where this process has a conductor.
+    pub fn placement(&self) -> Option<&PlacementClient> {
+        self.placement.as_ref()
+    }
+
+    /// The zone of compute hosts in no aggregate zone (`default_availability_zone`).
+    pub fn default_availability_zone(&self) -> String {
+        self.conductor.as_ref().map(|c| c.settings().default_availability_zone.clone()).unwrap_or_else(|| "nova".into())
     }
 
     pub fn store(&self) -> &Store {
@@ -219,15 +231,20 @@ impl Compute {
 
     // ----- keypairs -----
 
-    /// Imports `public_key` (validated, fingerprinted) or, without one, generates a key pair for `user_id`.
+    /// Imports `public_key` (validated, fingerprinted) or, without one, generates a key pair for `user_id`, within
+    /// the user's `key_pairs` quota in `project_id`.
     pub async fn keypair_create(
         &self,
+        project_id: &str,
         user_id: &str,
         name: &str,
         key_type: &str,
         public_key: Option<&str>,
     ) -> Result<CreatedKeypair, Error> {
         validate_keypair_name(name)?;
+        if !self.quota_check(project_id, user_id, &[("key_pairs", 1)]).await?.is_empty() {
+            return Err(Error::Forbidden("Maximum number of key pairs exceeded".into()));
+        }
         let (public_key, fingerprint, private_key) = match public_key {
             Some(pk) => (pk.trim().to_string(), keys::ssh_fingerprint(pk)?, None),
             None => {

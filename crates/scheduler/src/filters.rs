@@ -35,6 +35,35 @@ impl Filter for AvailabilityZoneFilter {
     }
 }
 
+/// With an `anti-affinity` group: passes hosts holding no member of the group (upstream's
+/// `max_server_per_host` of 1).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerGroupAntiAffinityFilter;
+
+impl Filter for ServerGroupAntiAffinityFilter {
+    fn name(&self) -> &'static str {
+        "ServerGroupAntiAffinityFilter"
+    }
+    fn passes(&self, host: &HostState, spec: &RequestSpec) -> bool {
+        spec.group_policy.as_deref() != Some("anti-affinity") || spec.group_members_on(&host.host) < 1
+    }
+}
+
+/// With an `affinity` group: passes the hosts of the group's members (any host while none is placed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerGroupAffinityFilter;
+
+impl Filter for ServerGroupAffinityFilter {
+    fn name(&self) -> &'static str {
+        "ServerGroupAffinityFilter"
+    }
+    fn passes(&self, host: &HostState, spec: &RequestSpec) -> bool {
+        spec.group_policy.as_deref() != Some("affinity")
+            || spec.group_hosts.is_empty()
+            || spec.group_hosts.contains(&host.host)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +91,28 @@ mod tests {
         spec.availability_zone = Some("az2".into());
         assert!(!AvailabilityZoneFilter.passes(&h, &spec));
         assert_eq!(AvailabilityZoneFilter.name(), "AvailabilityZoneFilter");
+    }
+
+    #[test]
+    fn server_group_filters() {
+        let (a, b) = (host("a", 1, 1, 1), host("b", 1, 1, 1));
+        let mut spec = RequestSpec { group_hosts: vec!["a".into()], ..Default::default() };
+        // No group, or a soft policy: nothing is filtered.
+        for policy in [None, Some("soft-affinity"), Some("soft-anti-affinity")] {
+            spec.group_policy = policy.map(str::to_string);
+            assert!(ServerGroupAffinityFilter.passes(&b, &spec) && ServerGroupAntiAffinityFilter.passes(&a, &spec));
+        }
+        spec.group_policy = Some("affinity".into());
+        assert!(ServerGroupAffinityFilter.passes(&a, &spec));
+        assert!(!ServerGroupAffinityFilter.passes(&b, &spec));
+        assert!(ServerGroupAntiAffinityFilter.passes(&a, &spec), "anti-affinity ignores affinity groups");
+        spec.group_policy = Some("anti-affinity".into());
+        assert!(!ServerGroupAntiAffinityFilter.passes(&a, &spec));
+        assert!(ServerGroupAntiAffinityFilter.passes(&b, &spec));
+        spec.group_hosts.clear();
+        spec.group_policy = Some("affinity".into());
+        assert!(ServerGroupAffinityFilter.passes(&b, &spec), "the first member goes anywhere");
+        assert_eq!(ServerGroupAffinityFilter.name(), "ServerGroupAffinityFilter");
+        assert_eq!(ServerGroupAntiAffinityFilter.name(), "ServerGroupAntiAffinityFilter");
     }
 }

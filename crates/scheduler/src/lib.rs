@@ -14,8 +14,10 @@ pub mod weighers;
 
 use serde::{Deserialize, Serialize};
 
-pub use filters::{AvailabilityZoneFilter, ComputeFilter, Filter};
-pub use weighers::{CpuWeigher, DiskWeigher, RamWeigher, Weigher};
+pub use filters::{AvailabilityZoneFilter, ComputeFilter, Filter, ServerGroupAffinityFilter, ServerGroupAntiAffinityFilter};
+pub use weighers::{
+    CpuWeigher, DiskWeigher, RamWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher, Weigher,
+};
 
 /// What the scheduler knows about one compute host (one node, one resource provider).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,20 @@ pub struct RequestSpec {
     /// The zone the user asked for, if any.
     pub availability_zone: Option<String>,
     pub num_instances: u32,
+    /// The policy of the server group the instance is in (`affinity`, `anti-affinity`, `soft-affinity`,
+    /// `soft-anti-affinity`), if any.
+    #[serde(default)]
+    pub group_policy: Option<String>,
+    /// The hosts of the group's other members, one entry per member: a host holding two members is listed twice.
+    #[serde(default)]
+    pub group_hosts: Vec<String>,
+}
+
+impl RequestSpec {
+    /// How many members of the instance's group `host` holds.
+    pub fn group_members_on(&self, host: &str) -> usize {
+        self.group_hosts.iter().filter(|h| *h == host).count()
+    }
 }
 
 /// A host with its total weight.
@@ -88,12 +104,23 @@ pub struct Scheduler {
 }
 
 impl Default for Scheduler {
-    /// Nova's defaults for what exists here: Compute and AvailabilityZone filters; RAM, CPU and disk weighers with
-    /// multiplier 1.0 (spreading); `host_subset_size` 1.
+    /// Nova's defaults for what exists here: Compute, AvailabilityZone and the two server group filters; RAM,
+    /// CPU, disk and the two soft server group weighers with multiplier 1.0 (spreading); `host_subset_size` 1.
     fn default() -> Self {
         Scheduler {
-            filters: vec![Box::new(ComputeFilter), Box::new(AvailabilityZoneFilter)],
-            weighers: vec![Box::new(RamWeigher::new(1.0)), Box::new(CpuWeigher::new(1.0)), Box::new(DiskWeigher::new(1.0))],
+            filters: vec![
+                Box::new(ComputeFilter),
+                Box::new(AvailabilityZoneFilter),
+                Box::new(ServerGroupAntiAffinityFilter),
+                Box::new(ServerGroupAffinityFilter),
+            ],
+            weighers: vec![
+                Box::new(RamWeigher::new(1.0)),
+                Box::new(CpuWeigher::new(1.0)),
+                Box::new(DiskWeigher::new(1.0)),
+                Box::new(ServerGroupSoftAffinityWeigher::new(1.0)),
+                Box::new(ServerGroupSoftAntiAffinityWeigher::new(1.0)),
+            ],
             host_subset_size: 1,
         }
     }
@@ -243,6 +270,37 @@ pub(crate) mod tests {
         down.up = false;
         let hosts = vec![down, host("ok", 1024, 1, 1)];
         assert_eq!(names(&Scheduler::default().select(&hosts, &RequestSpec::default())), ["ok"]);
+    }
+
+    #[test]
+    fn server_groups_steer_the_choice() {
+        // b has the most free RAM; a already holds a member of the group.
+        let hosts = vec![host("a", 1024, 8, 100), host("b", 8192, 8, 100), host("c", 4096, 8, 100)];
+        let group = |policy: &str| RequestSpec {
+            group_policy: Some(policy.into()),
+            group_hosts: vec!["a".into()],
+            ..Default::default()
+        };
+        let s = Scheduler::default();
+        assert_eq!(names(&s.select_with(&hosts, &group("affinity"), |_| 0)), ["a"]);
+        assert_eq!(names(&s.select_with(&hosts, &group("anti-affinity"), |_| 0)), ["b", "c"]);
+        // Soft affinity outweighs the free RAM of b; soft anti-affinity keeps away from a.
+        let soft = Scheduler {
+            weighers: vec![Box::new(RamWeigher::new(1.0)), Box::new(ServerGroupSoftAffinityWeigher::new(2.0))],
+            ..Scheduler::default()
+        };
+        assert_eq!(names(&soft.select_with(&hosts, &group("soft-affinity"), |_| 0)), ["a", "b", "c"]);
+        let anti = Scheduler {
+            weighers: vec![Box::new(RamWeigher::new(1.0)), Box::new(ServerGroupSoftAntiAffinityWeigher::new(2.0))],
+            ..Scheduler::default()
+        };
+        let on_b = RequestSpec { group_hosts: vec!["b".into()], ..group("soft-anti-affinity") };
+        assert_eq!(names(&anti.select_with(&hosts, &on_b, |_| 0)), ["c", "a", "b"]);
+        // The soft policies filter nothing out.
+        assert_eq!(s.filter(&hosts, &on_b).len(), 3);
+        // A group with no member placed yet does not constrain.
+        let first = RequestSpec { group_policy: Some("affinity".into()), ..Default::default() };
+        assert_eq!(s.select_with(&hosts, &first, |_| 0).len(), 3);
     }
 
     #[test]

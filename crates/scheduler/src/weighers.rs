@@ -52,6 +52,60 @@ weigher!(
     DiskWeigher, "DiskWeigher", |h| h.free_disk_mb()
 );
 
+/// With a `soft-affinity` group: the number of the group's members on the host
+/// (`soft_affinity_weight_multiplier`).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerGroupSoftAffinityWeigher {
+    pub multiplier: f64,
+}
+
+impl ServerGroupSoftAffinityWeigher {
+    pub fn new(multiplier: f64) -> Self {
+        Self { multiplier }
+    }
+}
+
+impl Weigher for ServerGroupSoftAffinityWeigher {
+    fn name(&self) -> &'static str {
+        "ServerGroupSoftAffinityWeigher"
+    }
+    fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+    fn weigh(&self, host: &HostState, spec: &RequestSpec) -> f64 {
+        if spec.group_policy.as_deref() == Some("soft-affinity") { spec.group_members_on(&host.host) as f64 } else { 0.0 }
+    }
+}
+
+/// With a `soft-anti-affinity` group: minus the number of the group's members on the host
+/// (`soft_anti_affinity_weight_multiplier`).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerGroupSoftAntiAffinityWeigher {
+    pub multiplier: f64,
+}
+
+impl ServerGroupSoftAntiAffinityWeigher {
+    pub fn new(multiplier: f64) -> Self {
+        Self { multiplier }
+    }
+}
+
+impl Weigher for ServerGroupSoftAntiAffinityWeigher {
+    fn name(&self) -> &'static str {
+        "ServerGroupSoftAntiAffinityWeigher"
+    }
+    fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+    fn weigh(&self, host: &HostState, spec: &RequestSpec) -> f64 {
+        if spec.group_policy.as_deref() == Some("soft-anti-affinity") {
+            -(spec.group_members_on(&host.host) as f64)
+        } else {
+            0.0
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +120,20 @@ mod tests {
         assert_eq!(DiskWeigher::new(1.0).weigh(&h, &spec), 7.0 * 1024.0);
         assert_eq!(DiskWeigher::new(-2.0).multiplier(), -2.0);
         assert_eq!(RamWeigher::new(1.0).name(), "RAMWeigher");
+    }
+
+    #[test]
+    fn group_weights_count_members_on_the_host() {
+        let (a, b) = (host("a", 1, 1, 1), host("b", 1, 1, 1));
+        let mut spec = RequestSpec { group_hosts: vec!["a".into(), "a".into()], ..Default::default() };
+        let (aff, anti) = (ServerGroupSoftAffinityWeigher::new(1.0), ServerGroupSoftAntiAffinityWeigher::new(1.0));
+        assert_eq!((aff.weigh(&a, &spec), anti.weigh(&a, &spec)), (0.0, 0.0), "no group, no weight");
+        spec.group_policy = Some("soft-affinity".into());
+        assert_eq!((aff.weigh(&a, &spec), aff.weigh(&b, &spec), anti.weigh(&a, &spec)), (2.0, 0.0, 0.0));
+        spec.group_policy = Some("soft-anti-affinity".into());
+        assert_eq!((anti.weigh(&a, &spec), anti.weigh(&b, &spec), aff.weigh(&a, &spec)), (-2.0, 0.0, 0.0));
+        assert_eq!(aff.name(), "ServerGroupSoftAffinityWeigher");
+        assert_eq!(anti.name(), "ServerGroupSoftAntiAffinityWeigher");
+        assert_eq!(anti.multiplier(), 1.0);
     }
 }

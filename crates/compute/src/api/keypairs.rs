@@ -82,7 +82,8 @@ async fn create(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result
         Some(Value::String(k)) => Some(k.as_str()),
         Some(other) => return Err(invalid("public_key", other, &format!("{other} is not of type 'string'"))),
     };
-    let created = s.compute.keypair_create(&ctx.user_id, name, "ssh", public_key).await?;
+    let project_id = ctx.project_id.clone().unwrap_or_default();
+    let created = s.compute.keypair_create(&project_id, &ctx.user_id, name, "ssh", public_key).await?;
     let k = &created.keypair;
     let mut out = json!({
         "name": k.name,

@@ -2,11 +2,19 @@
 //! (`OpenStack-API-Version: compute 2.x` or the legacy `X-OpenStack-Nova-API-Version`), Nova's error bodies,
 //! `x-compute-request-id`, and Nova's policy rules with their secure-RBAC defaults.
 
+// Handlers return `ApiError` by value (status, message, code and headers), as axum takes it.
+#![allow(clippy::result_large_err)]
+
+mod aggregates;
+mod extensions;
 mod flavors;
 mod hosts;
 mod images;
 mod keypairs;
+mod quotas;
+mod server_groups;
 mod servers;
+mod usage;
 
 use std::{path::Path, sync::Arc};
 
@@ -111,6 +119,39 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-hypervisors:search", ADMIN),
     ("os_compute_api:os-availability-zone:list", "@"),
     ("os_compute_api:os-availability-zone:detail", ADMIN),
+    ("os_compute_api:os-quota-sets:show", READER),
+    ("os_compute_api:os-quota-sets:detail", READER),
+    ("os_compute_api:os-quota-sets:defaults", "@"),
+    ("os_compute_api:os-quota-sets:update", ADMIN),
+    ("os_compute_api:os-quota-sets:delete", ADMIN),
+    ("os_compute_api:os-quota-class-sets:show", ADMIN),
+    ("os_compute_api:os-quota-class-sets:update", ADMIN),
+    ("os_compute_api:limits", "@"),
+    ("os_compute_api:limits:other_project", ADMIN),
+    ("os_compute_api:os-aggregates:index", ADMIN),
+    ("os_compute_api:os-aggregates:create", ADMIN),
+    ("os_compute_api:os-aggregates:show", ADMIN),
+    ("os_compute_api:os-aggregates:update", ADMIN),
+    ("os_compute_api:os-aggregates:delete", ADMIN),
+    ("os_compute_api:os-aggregates:add_host", ADMIN),
+    ("os_compute_api:os-aggregates:remove_host", ADMIN),
+    ("os_compute_api:os-aggregates:set_metadata", ADMIN),
+    ("os_compute_api:os-server-groups:create", MEMBER),
+    ("os_compute_api:os-server-groups:delete", MEMBER),
+    ("os_compute_api:os-server-groups:index", READER),
+    ("os_compute_api:os-server-groups:index:all_projects", ADMIN),
+    ("os_compute_api:os-server-groups:show", READER),
+    ("os_compute_api:os-simple-tenant-usage:show", READER),
+    ("os_compute_api:os-simple-tenant-usage:list", ADMIN),
+    ("os_compute_api:os-instance-usage-audit-log:list", ADMIN),
+    ("os_compute_api:os-instance-usage-audit-log:show", ADMIN),
+    ("os_compute_api:os-hosts:list", ADMIN),
+    ("os_compute_api:os-hosts:show", ADMIN),
+    ("os_compute_api:os-hosts:update", ADMIN),
+    ("os_compute_api:os-hosts:reboot", ADMIN),
+    ("os_compute_api:os-hosts:shutdown", ADMIN),
+    ("os_compute_api:os-hosts:start", ADMIN),
+    ("os_compute_api:extensions", "@"),
 ];
 
 /// Loads the default policy, overridden by `policy_file` when given.
@@ -135,6 +176,11 @@ pub fn router(
         .merge(servers::routes())
         .merge(hosts::routes())
         .merge(images::routes())
+        .merge(quotas::routes())
+        .merge(aggregates::routes())
+        .merge(server_groups::routes())
+        .merge(usage::routes())
+        .merge(extensions::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new()
         .route("/", get(versions))

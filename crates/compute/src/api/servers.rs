@@ -335,15 +335,15 @@ async fn create(
     let key_data = match &key_name {
         Some(k) => match s.compute.keypair(&ctx.user_id, k).await {
             Ok(kp) => Some(kp.public_key),
-            Err(crate::Error::NotFound(_)) => return Err(ApiError::bad_request(format!("Invalid key_name provided."))),
+            Err(crate::Error::NotFound(_)) => return Err(ApiError::bad_request("Invalid key_name provided.")),
             Err(e) => return Err(e.into()),
         },
         None => None,
     };
     if let Some(az) = &availability_zone
-        && az.split(':').next() != Some("nova")
+        && !s.compute.available_zones().await?.contains(az.split(':').next().unwrap_or_default())
     {
-        return Err(ApiError::bad_request(format!("The requested availability zone is not available")));
+        return Err(ApiError::bad_request("The requested availability zone is not available"));
     }
     let specs = s.compute.extra_specs(&flavor.flavorid).await.unwrap_or_default();
     let boot = Boot {
@@ -371,6 +371,7 @@ async fn create(
         access_ip_v4,
         access_ip_v6,
         tags: Vec::new(),
+        group: super::server_groups::group_hint(&v)?,
     };
     let (rows, reservation_id) = s.compute.servers_create(&caller, boot, key_data, &rid.0).await?;
     if m.get("return_reservation_id").and_then(|r| r.as_bool().or_else(|| r.as_str().and_then(api_common::query::parse_bool))) == Some(true) {
@@ -604,7 +605,7 @@ async fn action(
             let name = name_field(m, false)?;
             if let Some(md) = m.get("metadata") {
                 let md = metadata_field(md, "metadata")?;
-                s.compute.store().metadata_set(&id, &md, true).await?;
+                s.compute.metadata_set(&c.project_id, &id, &md, true).await?;
             }
             if name.is_some() {
                 s.compute.server_update(&c, &id, name, None, None, None).await?;
@@ -786,7 +787,7 @@ async fn meta_write(s: &AppState, ctx: &Context, id: &str, bytes: &[u8], replace
         Some(md) => metadata_field(md, "metadata")?,
         None => return Err(ApiError::bad_request("Invalid input for field/attribute metadata. Value: None. 'metadata' is a required property")),
     };
-    s.compute.store().metadata_set(&inst.uuid, &md, replace).await?;
+    s.compute.metadata_set(&inst.project_id, &inst.uuid, &md, replace).await?;
     Ok(Json(json!({"metadata": meta_of(s, &inst.uuid).await?})))
 }
 
@@ -827,7 +828,7 @@ async fn meta_put(
     if !meta.contains_key(&key) {
         return Err(ApiError::bad_request("Request body and URI mismatch"));
     }
-    s.compute.store().metadata_set(&inst.uuid, &meta, false).await?;
+    s.compute.metadata_set(&inst.project_id, &inst.uuid, &meta, false).await?;
     Ok(Json(json!({"meta": meta})))
 }
 

@@ -7,14 +7,27 @@ use sqlx::Row;
 
 use crate::error::Error;
 
+pub mod aggregates;
 pub mod hosts;
 pub mod instances;
+pub mod quotas;
+pub mod server_groups;
 
+pub use aggregates::AggregateRow;
 pub use hosts::{NodeRow, ServiceRow};
 pub use instances::{ActionEventRow, ActionRow, InstanceFilter, InstanceRow};
+pub use server_groups::{GroupMember, ServerGroupRow};
 
 /// Every compute migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, DEFAULT_FLAVORS, instances::MIGRATION, hosts::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    INITIAL,
+    DEFAULT_FLAVORS,
+    instances::MIGRATION,
+    hosts::MIGRATION,
+    quotas::MIGRATION,
+    aggregates::MIGRATION,
+    server_groups::MIGRATION,
+];
 
 const INITIAL: Migration = Migration {
     version: 1,

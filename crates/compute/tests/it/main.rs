@@ -1,5 +1,9 @@
 //! Integration tests of the compute service: HTTP through the whole cloud, and the datastore on every database.
 
+mod aggregates;
 mod api;
+mod quotas;
+mod server_groups;
 mod servers;
 mod store;
+mod usage;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use test_utils::{Client, Response, TestCloud};
 
 /// Uploads a small active image as the member; returns its id.
-async fn image(c: &Client) -> String {
+pub(crate) async fn image(c: &Client) -> String {
     let r = c.post("/image/v2/images", &json!({"name": "boot", "disk_format": "raw", "container_format": "bare"})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let id = r.json()["id"].as_str().unwrap().to_string();
@@ -24,7 +24,7 @@ async fn image(c: &Client) -> String {
     id
 }
 
-async fn wait_for(c: &Client, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(c: &Client, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..200 {
         let r = c.get(&format!("/compute/v2.1/servers/{id}")).await;
         if r.status == 404 {
@@ -39,11 +39,11 @@ async fn wait_for(c: &Client, id: &str, pred: impl Fn(&Value) -> bool) -> Value 
     panic!("server {id} never reached the expected state");
 }
 
-async fn status(c: &Client, id: &str, want: &str) -> Value {
+pub(crate) async fn status(c: &Client, id: &str, want: &str) -> Value {
     wait_for(c, id, |s| s["status"] == want && s["OS-EXT-STS:task_state"].is_null()).await
 }
 
-async fn boot(c: &Client, image: &str, name: &str) -> Response {
+pub(crate) async fn boot(c: &Client, image: &str, name: &str) -> Response {
     c.post("/compute/v2.1/servers", &json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}})).await
 }
 
@@ -51,7 +51,7 @@ async fn action(c: &Client, id: &str, body: Value) -> Response {
     c.post(&format!("/compute/v2.1/servers/{id}/action"), &body).await
 }
 
-async fn wait_agent(cloud: &TestCloud) {
+pub(crate) async fn wait_agent(cloud: &TestCloud) {
     for _ in 0..200 {
         let r = cloud.admin.get("/compute/v2.1/os-hypervisors").await;
         if r.json()["hypervisors"].as_array().is_some_and(|h| !h.is_empty()) {

@@ -82,13 +82,13 @@ async fn flavors_specs_access_and_keypairs_on_every_database() {
         assert!(c.store().access_list("p-1").await.unwrap().is_empty());
 
         // Key pairs belong to users: the same name for two users, not twice for one.
-        let a = c.keypair_create("u1", "k", "ssh", None).await.unwrap();
+        let a = c.keypair_create("p1", "u1", "k", "ssh", None).await.unwrap();
         assert!(a.private_key.is_some());
-        let b = c.keypair_create("u2", "k", "ssh", Some(&a.keypair.public_key)).await.unwrap();
+        let b = c.keypair_create("p1", "u2", "k", "ssh", Some(&a.keypair.public_key)).await.unwrap();
         assert!(b.private_key.is_none());
         assert_eq!(a.keypair.fingerprint, b.keypair.fingerprint);
-        assert!(matches!(c.keypair_create("u1", "k", "ssh", None).await, Err(Error::Conflict(_))));
-        assert!(matches!(c.keypair_create("u1", "x", "ssh", Some("ssh-rsa nonsense")).await, Err(Error::BadRequest(_))));
+        assert!(matches!(c.keypair_create("p1", "u1", "k", "ssh", None).await, Err(Error::Conflict(_))));
+        assert!(matches!(c.keypair_create("p1", "u1", "x", "ssh", Some("ssh-rsa nonsense")).await, Err(Error::BadRequest(_))));
         assert_eq!(c.keypairs("u1").await.unwrap().len(), 1);
         c.keypair_delete("u1", "k").await.unwrap();
         assert!(matches!(c.keypair("u1", "k").await, Err(Error::NotFound(_))));
@@ -218,5 +218,98 @@ async fn instances_updates_actions_services_and_nodes_on_every_database() {
         assert!(s.service_get(svc.id).await.unwrap().unwrap().disabled);
         assert!(s.service_delete(&svc.uuid).await.unwrap());
         assert!(s.node_list().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn quotas_aggregates_and_server_groups_on_every_database() {
+    use compute::servers::Caller;
+    for db in test_databases().await {
+        let c = Compute::new((*db).clone());
+        c.migrate().await.unwrap();
+        let s = c.store();
+
+        // Quotas: user → project → class `default` → built-in.
+        assert_eq!(c.quota_limits("p1", None).await.unwrap()["ram"], 51200, "{:?}", db.backend());
+        c.quota_class_update("default", &[("ram".to_string(), 4096)].into()).await.unwrap();
+        assert_eq!(c.quota_defaults().await.unwrap()["ram"], 4096);
+        c.quota_update("p1", None, &[("ram".to_string(), 2048), ("cores".to_string(), -1)].into(), false).await.unwrap();
+        c.quota_update("p1", Some("u1"), &[("ram".to_string(), 1024)].into(), false).await.unwrap();
+        assert_eq!(c.quota_limits("p1", Some("u1")).await.unwrap()["ram"], 1024);
+        assert_eq!(c.quota_limits("p1", Some("u2")).await.unwrap()["ram"], 2048);
+        assert_eq!(c.quota_limits("p2", None).await.unwrap()["ram"], 4096);
+        assert_eq!(s.quota_users_sum("p1", "ram", None).await.unwrap(), 1024);
+        assert!(matches!(c.quota_update("p1", Some("u2"), &[("ram".to_string(), 1025)].into(), false).await, Err(Error::BadRequest(_))));
+        assert!(matches!(c.quota_update("p1", None, &[("ram".to_string(), 1000)].into(), false).await, Err(Error::BadRequest(_))));
+        s.instances_insert(&[instance("q1", "p1", 1)], &BTreeMap::new(), "req-q").await.unwrap();
+        let usage = c.quota_usage("p1", None).await.unwrap();
+        assert_eq!((usage["instances"], usage["cores"], usage["ram"]), (1, 1, 512));
+        assert_eq!(c.quota_usage("p1", Some("u9")).await.unwrap()["instances"], 0);
+        let over = c.quota_check("p1", "u1", &[("ram", 600)]).await.unwrap();
+        assert_eq!(over.len(), 1, "the user's 1024 MB are exceeded");
+        assert!(c.quota_check("p1", "u2", &[("ram", 600), ("cores", 1000)]).await.unwrap().is_empty());
+        c.quota_delete("p1", Some("u1")).await.unwrap();
+        assert_eq!(c.quota_limits("p1", Some("u1")).await.unwrap()["ram"], 2048);
+        c.quota_delete("p1", None).await.unwrap();
+        assert_eq!(c.quota_limits("p1", None).await.unwrap()["ram"], 4096);
+        c.keypair_create("p1", "u1", "k", "ssh", None).await.unwrap();
+        assert_eq!(s.keypair_count("u1").await.unwrap(), 1);
+
+        // Aggregates: unique names, hosts, metadata merges, zones per host.
+        let svc = s.service_ensure("h1", "nova-compute", "compute").await.unwrap();
+        assert!(!svc.disabled);
+        let a = c.aggregate_create("rack1", Some("az1")).await.unwrap();
+        assert_eq!(a.availability_zone(), Some("az1"));
+        assert!(matches!(c.aggregate_create("rack1", None).await, Err(Error::Conflict(_))));
+        let b = c.aggregate_create("rack2", None).await.unwrap();
+        assert!(c.host_zones().await.unwrap().zones.is_empty());
+        assert!(matches!(c.aggregate_add_host(a.id, "h9").await, Err(Error::NotFound(_))));
+        let a = c.aggregate_add_host(a.id, "h1").await.unwrap();
+        assert_eq!(a.hosts, vec!["h1".to_string()]);
+        assert!(matches!(c.aggregate_add_host(a.id, "h1").await, Err(Error::Conflict(_))));
+        c.aggregate_add_host(b.id, "h1").await.unwrap();
+        assert_eq!(c.host_zones().await.unwrap().of("h1"), "az1");
+        assert_eq!(c.available_zones().await.unwrap().into_iter().collect::<Vec<_>>(), ["az1"]);
+        // h1 is in az1 already: b cannot become az2, but may say az1.
+        let to_az2 = BTreeMap::from([("availability_zone".to_string(), Some("az2".to_string()))]);
+        assert!(matches!(c.aggregate_set_metadata(b.id, &to_az2).await, Err(Error::BadRequest(m)) if m.contains("['az1']")));
+        let meta = BTreeMap::from([("availability_zone".to_string(), Some("az1".to_string())), ("k".to_string(), Some("v".to_string()))]);
+        let b2 = c.aggregate_set_metadata(b.id, &meta).await.unwrap();
+        assert_eq!(b2.metadata.len(), 2);
+        assert!(b2.updated_at.is_some());
+        let b3 = c.aggregate_set_metadata(b.id, &BTreeMap::from([("k".to_string(), None)])).await.unwrap();
+        assert_eq!(b3.metadata.len(), 1);
+        let renamed = c.aggregate_update(a.id, Some("rack-1"), None).await.unwrap();
+        assert_eq!(renamed.name, "rack-1");
+        assert!(matches!(c.aggregate_update(a.id, Some("rack2"), None).await, Err(Error::Conflict(_))));
+        assert!(matches!(c.aggregate_delete(a.id).await, Err(Error::BadRequest(_))));
+        c.aggregate_remove_host(a.id, "h1").await.unwrap();
+        assert!(matches!(c.aggregate_remove_host(a.id, "h1").await, Err(Error::NotFound(_))));
+        c.aggregate_delete(a.id).await.unwrap();
+        assert!(matches!(c.aggregate(a.id).await, Err(Error::NotFound(_))));
+        assert_eq!(c.aggregates().await.unwrap().len(), 1);
+
+        // Server groups: members, live members with hosts, placement for the scheduler.
+        let caller = Caller { user_id: "u1".into(), project_id: "p1".into(), admin: false };
+        let g = c.server_group_create(&caller, "web", "anti-affinity").await.unwrap();
+        assert!(matches!(c.server_group_create(&caller, "x", "sideways").await, Err(Error::BadRequest(_))));
+        let mut placed = instance("g1", "p1", 2);
+        placed.host = Some("h1".into());
+        s.instances_insert(&[placed, instance("g2", "p1", 3)], &BTreeMap::new(), "req-g").await.unwrap();
+        s.server_group_add_members(&g.uuid, &["g1".to_string(), "g2".to_string()]).await.unwrap();
+        assert_eq!(c.server_group(&g.uuid).await.unwrap().members.len(), 2);
+        let p = c.group_placement("g2").await.unwrap().unwrap();
+        assert_eq!((p.policy.as_str(), p.hosts.clone()), ("anti-affinity", vec!["h1".to_string()]));
+        assert!(c.group_placement("q1").await.unwrap().is_none());
+        s.instance_mark_deleted("g1").await.unwrap();
+        assert_eq!(c.server_group_members(&g.uuid).await.unwrap(), vec!["g2".to_string()]);
+        assert_eq!(s.server_group_count("p1", None).await.unwrap(), 1);
+        assert_eq!(s.server_group_count("p1", Some("u2")).await.unwrap(), 0);
+        assert_eq!(c.server_groups(None).await.unwrap().len(), 1);
+        assert!(c.server_groups(Some("p2")).await.unwrap().is_empty());
+        c.server_group_delete(&g.uuid).await.unwrap();
+        assert!(matches!(c.server_group_delete(&g.uuid).await, Err(Error::NotFound(_))));
+        assert!(c.group_placement("g2").await.unwrap().is_none());
+        db.cleanup().await;
     }
 }
