@@ -332,6 +332,28 @@ impl Hypervisor for FakeDriver {
         Ok("raw".into())
     }
 
+    async fn diagnostics(&self, instance: &InstanceSpec) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error> {
+        let uuid = &instance.uuid;
+        self.with_guest(uuid, "diagnostics", |g| {
+            // The fake guest's counters grow with its console, so they move as it is used.
+            let activity = g.console.len() as i64;
+            let memory_kb = g.flavor.memory_mb * 1024;
+            Ok([
+                ("cpu0_time", serde_json::json!(activity * 1_000_000)),
+                ("memory", serde_json::json!(memory_kb)),
+                ("memory-actual", serde_json::json!(memory_kb)),
+                ("vda_read", serde_json::json!(activity * 4096)),
+                ("vda_read_req", serde_json::json!(activity)),
+                ("vda_write", serde_json::json!(activity * 512)),
+                ("vda_write_req", serde_json::json!(activity / 2)),
+                ("vda_errors", serde_json::json!(-1)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect())
+        })
+    }
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error> {
         self.state().guests.get(uuid).map(|g| g.power).ok_or_else(|| Error::NotFound(uuid.to_owned()))
     }

@@ -138,6 +138,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// with qemu-img; the guest keeps running). Returns the disk format written (`qcow2`, `raw`).
     async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<String, Error>;
 
+    /// Counters of a guest, as upstream's pre-2.48 diagnostics (`cpu0_time`, `memory`, `vda_read`, …).
+    async fn diagnostics(&self, instance: &InstanceSpec) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error>;
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
 
     /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bus::{Dispatcher, RemoteError};
 use compute_rpc::{
-    Action, ActionEvent, BuildAndRunInstance, BuildFailed, EventPhase, GetConsoleOutput, InstanceAction,
+    Action, ActionEvent, BuildAndRunInstance, BuildFailed, EventPhase, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
     InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, task_state,
     vm_state,
 };
@@ -25,7 +25,8 @@ pub const BUILD_EVENT: &str = "compute__do_build_and_run_instance";
 pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
 
 pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
-    let (build, terminate, action, console) = (inner.clone(), inner.clone(), inner.clone(), inner);
+    let (build, terminate, action, console, diagnostics) =
+        (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner);
     Dispatcher::new()
         .on(move |m: BuildAndRunInstance| {
             let inner = build.clone();
@@ -52,6 +53,39 @@ pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
             let inner = console.clone();
             async move { inner.console_output(m).await.map_err(|e| e.to_remote()) }
         })
+        .on(move |m: GetDiagnostics| {
+            let inner = diagnostics.clone();
+            async move { inner.driver.diagnostics(&m.instance).await.map_err(|e| e.to_remote()) }
+        })
+        .on(|_: GetHostUptime| async move { host_uptime().map_err(|e| e.to_remote()) })
+}
+
+/// This host's `uptime` line, from `/proc/uptime` and `/proc/loadavg`.
+pub(crate) fn host_uptime() -> Result<String, Error> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|source| Error::Io { context: format!("reading {path}"), source })
+    };
+    let up: f64 = read("/proc/uptime")?.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let load: Vec<String> = read("/proc/loadavg")?.split_whitespace().take(3).map(str::to_string).collect();
+    Ok(format_uptime(up as u64, &load, chrono_now_hms()))
+}
+
+fn chrono_now_hms() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
+}
+
+/// `uptime`'s format: ` 08:32:11 up 93 days, 18:25,  0 users,  load average: 0.20, 0.12, 0.14`.
+pub(crate) fn format_uptime(up_secs: u64, load: &[String], now: String) -> String {
+    let days = up_secs / 86_400;
+    let (h, m) = (up_secs % 86_400 / 3600, up_secs % 3600 / 60);
+    let span = match days {
+        0 => format!("{h:2}:{m:02}"),
+        1 => format!("1 day, {h:2}:{m:02}"),
+        d => format!("{d} days, {h:2}:{m:02}"),
+    };
+    format!(" {now} up {span},  0 users,  load average: {}", load.join(", "))
 }
 
 /// One lock per instance uuid, held while a message for that instance is handled. Entries go away with their
@@ -483,6 +517,15 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_reads_like_uptime() {
+        let load = ["0.20".to_string(), "0.12".into(), "0.14".into()];
+        let line = format_uptime(93 * 86_400 + 18 * 3600 + 25 * 60, &load, "08:32:11".into());
+        assert_eq!(line, " 08:32:11 up 93 days, 18:25,  0 users,  load average: 0.20, 0.12, 0.14");
+        assert!(format_uptime(61, &load, "00:00:00".into()).contains("up  0:01,"));
+        assert!(host_uptime().unwrap().contains("load average"));
+    }
 
     #[test]
     fn tail_counts_lines_as_upstream() {

@@ -431,6 +431,26 @@ impl Rpc for GetConsoleOutput {
     type Reply = String;
 }
 
+/// The host's `uptime` line (time, days up, users, load averages), as upstream's `os-hypervisors/{id}/uptime`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetHostUptime {}
+
+impl Rpc for GetHostUptime {
+    const METHOD: &'static str = "get_host_uptime";
+    type Reply = String;
+}
+
+/// A guest's diagnostics (CPU time, memory, disk and interface counters), as upstream's `/servers/{id}/diagnostics`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetDiagnostics {
+    pub instance: InstanceSpec,
+}
+
+impl Rpc for GetDiagnostics {
+    const METHOD: &'static str = "get_diagnostics";
+    type Reply = BTreeMap<String, serde_json::Value>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -658,6 +658,32 @@ impl Conductor {
         self.action(inst, compute_rpc::Action::RevertResize { flavor: old }, request_id).await
     }
 
+    /// The `uptime` line of a compute host, from its agent.
+    pub async fn host_uptime(&self, host: &str) -> Result<String, Error> {
+        self.inner
+            .bus
+            .call(&Target::server(COMPUTE_TOPIC, host), &compute_rpc::GetHostUptime {}, self.inner.settings.call_timeout)
+            .await
+            .map_err(|e| Error::BadRequest(format!("Compute service of {host} is unavailable at this time. ({e})")))
+    }
+
+    /// An instance's diagnostics, from its agent.
+    pub async fn diagnostics(
+        &self,
+        inst: &InstanceRow,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error> {
+        let host = inst.host.clone().ok_or_else(|| {
+            Error::Conflict(format!("Cannot 'get_diagnostics' instance {} while it has no host", inst.uuid))
+        })?;
+        let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let msg = compute_rpc::GetDiagnostics { instance: spec_of(inst, metadata) };
+        self.inner
+            .bus
+            .call(&Target::server(COMPUTE_TOPIC, &host), &msg, self.inner.settings.call_timeout)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")))
+    }
+
     /// The console log of an instance, from its agent.
     pub async fn console_output(&self, inst: &InstanceRow, length: Option<u64>) -> Result<String, Error> {
         let host = inst.host.clone().ok_or_else(|| {

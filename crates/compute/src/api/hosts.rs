@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/os-hypervisors/detail", get(hypervisors_detail))
         .route("/v2.1/os-hypervisors/statistics", get(statistics))
         .route("/v2.1/os-hypervisors/{id}", get(hypervisor_show))
+        .route("/v2.1/os-hypervisors/{id}/uptime", get(hypervisor_uptime))
         .route("/v2.1/os-hypervisors/{pattern}/search", get(hypervisor_search))
         .route("/v2.1/os-hypervisors/{pattern}/servers", get(hypervisor_servers))
         .route("/v2.1/os-availability-zone", get(zones))
@@ -215,6 +216,18 @@ async fn hypervisor_show(State(s): State<AppState>, ctx: Context, Path(id): Path
     let all = nodes_with_services(&s).await?;
     let (node, svc) = all.iter().find(|(x, _)| x.id == n).ok_or_else(not_found)?;
     Ok(Json(json!({"hypervisor": hypervisor_detail(&s, node, svc.as_ref())})))
+}
+
+async fn hypervisor_uptime(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.enforce(&ctx, "os_compute_api:os-hypervisors:uptime")?;
+    let not_found = || ApiError::not_found(format!("Hypervisor with ID '{id}' could not be found."));
+    let n: i64 = id.parse().map_err(|_| not_found())?;
+    let all = nodes_with_services(&s).await?;
+    let (node, svc) = all.iter().find(|(x, _)| x.id == n).ok_or_else(not_found)?;
+    let uptime = s.compute.conductor()?.host_uptime(&node.info.host).await?;
+    let mut v = hypervisor_summary(&s, node, svc.as_ref());
+    v["uptime"] = json!(uptime);
+    Ok(Json(json!({"hypervisor": v})))
 }
 
 async fn statistics(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {

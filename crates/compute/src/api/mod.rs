@@ -117,6 +117,8 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-hypervisors:statistics", ADMIN),
     ("os_compute_api:os-hypervisors:servers", ADMIN),
     ("os_compute_api:os-hypervisors:search", ADMIN),
+    ("os_compute_api:os-hypervisors:uptime", ADMIN),
+    ("os_compute_api:os-server-diagnostics", ADMIN),
     ("os_compute_api:os-availability-zone:list", "@"),
     ("os_compute_api:os-availability-zone:detail", ADMIN),
     ("os_compute_api:os-quota-sets:show", READER),

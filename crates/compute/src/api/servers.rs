@@ -33,6 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
         .route("/v2.1/servers/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
+        .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
         .route("/v2.1/os-server-external-events", post(external_events))
         .route("/v2.1/servers/{id}/os-instance-actions/{request_id}", get(action_show))
 }
@@ -763,6 +764,12 @@ async fn action(
         return Ok((StatusCode::ACCEPTED, Json(json!({"server": view}))).into_response());
     }
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `GET /servers/{id}/diagnostics`: the guest's counters from its agent (admins).
+async fn diagnostics(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
+    Ok(Json(json!(s.compute.conductor()?.diagnostics(&inst).await?)))
 }
 
 // ----- metadata -----

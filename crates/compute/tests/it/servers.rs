@@ -127,6 +127,10 @@ async fn boot_act_and_delete_through_the_fake_driver() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.json()["output"].as_str().unwrap().lines().count() <= 3);
     assert_eq!(action(&cloud.member, &id, json!({"fly": null})).await.status, 400);
+    let r = cloud.admin.get(&format!("/compute/v2.1/servers/{id}/diagnostics")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["memory"], 512 * 1024);
+    assert_eq!(cloud.member.get(&format!("/compute/v2.1/servers/{id}/diagnostics")).await.status, 403);
 
     // Lock: the owner's actions are refused until unlocked.
     assert_eq!(action(&cloud.member, &id, json!({"lock": null})).await.status, 202);
@@ -248,6 +252,10 @@ async fn services_hypervisors_and_zones() {
     let hid = h["id"].as_i64().unwrap();
     assert_eq!(cloud.admin.get(&format!("/compute/v2.1/os-hypervisors/{hid}")).await.status, 200);
     assert_eq!(cloud.admin.get("/compute/v2.1/os-hypervisors/999999").await.status, 404);
+    let r = cloud.admin.get(&format!("/compute/v2.1/os-hypervisors/{hid}/uptime")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["hypervisor"]["uptime"].as_str().unwrap().contains("load average"), "{}", r.text);
+    assert_eq!(cloud.member.get(&format!("/compute/v2.1/os-hypervisors/{hid}/uptime")).await.status, 403);
     let stats = cloud.admin.get("/compute/v2.1/os-hypervisors/statistics").await.json();
     assert_eq!(stats["hypervisor_statistics"]["count"], 1);
     let zones = cloud.member.get("/compute/v2.1/os-availability-zone").await.json();
