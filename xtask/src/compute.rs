@@ -97,51 +97,22 @@ fn node(host: &str) -> NodeInfo {
 }
 
 fn instance(uuid: String) -> compute::store::InstanceRow {
+    let flavor = compute_rpc::FlavorSpec {
+        flavorid: "1".into(),
+        name: "m1.tiny".into(),
+        vcpus: 1,
+        memory_mb: 512,
+        root_gb: 1,
+        ephemeral_gb: 0,
+        swap: 0,
+        extra_specs: Default::default(),
+    };
     compute::store::InstanceRow {
-        uuid,
-        display_name: "bench".into(),
-        hostname: "bench".into(),
-        description: None,
-        project_id: "bench-project".into(),
-        user_id: "bench-user".into(),
-        flavor: compute_rpc::FlavorSpec {
-            flavorid: "1".into(),
-            name: "m1.tiny".into(),
-            vcpus: 1,
-            memory_mb: 512,
-            root_gb: 1,
-            ephemeral_gb: 0,
-            swap: 0,
-            extra_specs: Default::default(),
-        },
-        image_ref: "image".into(),
-        image_properties: Default::default(),
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        config_drive: false,
-        availability_zone: None,
-        launch_index: 0,
         reservation_id: "r-bench".into(),
         vm_state: "active".into(),
         task_state: None,
         power_state: 1,
-        host: None,
-        node: None,
-        node_uuid: None,
-        locked_by: None,
-        locked_reason: None,
-        access_ip_v4: None,
-        access_ip_v6: None,
-        progress: 0,
-        fault: None,
-        scheduling: None,
-        created_at: 0,
-        updated_at: 0,
-        launched_at: None,
-        terminated_at: None,
-        deleted_at: None,
-        deleted: false,
+        ..compute::store::InstanceRow::new(uuid, "bench", "bench-project", "bench-user", flavor, "image", 0)
     }
 }
 
@@ -191,24 +162,7 @@ async fn scheduling(hosts: usize, candidates: usize, decisions: usize) -> Result
 }
 
 fn uuid_v4() -> String {
-    let mut b = [0u8; 16];
-    for x in b.iter_mut() {
-        *x = rand_byte();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-fn rand_byte() -> u8 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
-    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    (x >> 32) as u8 ^ (std::process::id() as u8)
+    uuid::Uuid::new_v4().to_string()
 }
 
 async fn member(running: &cloud::RunningCloud) -> Result<test_utils::Client> {

@@ -46,22 +46,7 @@ impl ImageClient {
 
     /// The image `id` as the caller (`token`) sees it; `Ok(None)` if it does not exist for them.
     pub async fn get(&self, token: &str, id: &str) -> Result<Option<ImageInfo>, Error> {
-        if id.is_empty() || id.contains('/') || id.contains('?') {
-            return Ok(None);
-        }
-        let resp = self
-            .http
-            .get(format!("{}/v2/images/{id}", self.url))
-            .header("x-auth-token", token)
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("image service: {e}")))?;
-        match resp.status() {
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => return Ok(None),
-            s if !s.is_success() => return Err(Error::Unavailable(format!("image service answered {s}"))),
-            _ => {}
-        }
-        let v: Value = resp.json().await.map_err(|e| Error::Unavailable(format!("image service: {e}")))?;
+        let Some(v) = self.raw(token, id).await? else { return Ok(None) };
         let properties =
             v.as_object().map(|o| o.iter().filter(|(k, _)| !CORE.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
         Ok(Some(ImageInfo {

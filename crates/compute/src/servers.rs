@@ -57,6 +57,18 @@ impl Default for Quotas {
     }
 }
 
+/// Upstream's 403 for `(resource, requested, used, limit)` entries over their quota.
+fn quota_exceeded(over: &[(&str, i64, i64, i64)]) -> Error {
+    let names = over.iter().map(|o| o.0).collect::<Vec<_>>().join(", ");
+    let join = |f: fn(&(&str, i64, i64, i64)) -> i64| over.iter().map(|o| f(o).to_string()).collect::<Vec<_>>().join(", ");
+    Error::Forbidden(format!(
+        "Quota exceeded for {names}: Requested {}, but already used {} of {} {names}",
+        join(|o| o.1),
+        join(|o| o.2),
+        join(|o| o.3),
+    ))
+}
+
 pub fn instance_not_found(uuid: &str) -> Error {
     Error::NotFound(format!("Instance {uuid} could not be found."))
 }
@@ -81,7 +93,8 @@ pub fn sanitize_hostname(name: &str) -> String {
     if trimmed.is_empty() { "server".into() } else { trimmed }
 }
 
-fn random_string(n: usize) -> String {
+/// `n` random letters and digits without look-alikes (no 0/O, 1/l/I).
+pub(crate) fn random_string(n: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
     (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
@@ -191,54 +204,26 @@ impl Compute {
         }
         let (q, (instances, cores, ram)) =
             scopes.iter().find(|(q, used)| !fits_in(q, *used, min)).cloned().unwrap_or_else(|| scopes[0].clone());
-        let mut over = Vec::new();
-        let mut requested = Vec::new();
-        let mut used = Vec::new();
-        let mut limits = Vec::new();
-        for (name, have, per, limit) in
+        let over: Vec<_> =
             [("cores", cores, flavor.vcpus, q.cores), ("instances", instances, 1, q.instances), ("ram", ram, flavor.memory_mb, q.ram)]
-        {
-            if !crate::quotas::fits(limit, have, min * per) {
-                over.push(name);
-                requested.push(min * per);
-                used.push(have);
-                limits.push(limit);
-            }
-        }
-        let join = |v: &[i64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
-        Err(Error::Forbidden(format!(
-            "Quota exceeded for {}: Requested {}, but already used {} of {} {}",
-            over.join(", "),
-            join(&requested),
-            join(&used),
-            join(&limits),
-            over.join(", ")
-        )))
+                .into_iter()
+                .filter(|(_, have, per, limit)| !crate::quotas::fits(*limit, *have, min * per))
+                .map(|(name, have, per, limit)| (name, min * per, have, limit))
+                .collect();
+        Err(quota_exceeded(&over))
     }
 
     /// Checks the growth of cores and RAM a resize from `old` to `new` asks of the project's quota.
     async fn check_resize_quota(&self, project_id: &str, old: &FlavorSpec, new: &FlavorSpec) -> Result<(), Error> {
         let q = self.quotas(project_id, None).await?;
         let (_, cores, ram) = self.store().instance_usage(project_id).await?;
-        let mut over = Vec::new();
-        for (name, used, delta, limit) in [("cores", cores, new.vcpus - old.vcpus, q.cores), ("ram", ram, new.memory_mb - old.memory_mb, q.ram)] {
-            if delta > 0 && limit >= 0 && used + delta > limit {
-                over.push((name, delta, used, limit));
-            }
-        }
-        if over.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = over.iter().map(|o| o.0).collect();
-        let join = |f: fn(&(&str, i64, i64, i64)) -> i64| over.iter().map(|o| f(o).to_string()).collect::<Vec<_>>().join(", ");
-        Err(Error::Forbidden(format!(
-            "Quota exceeded for {}: Requested {}, but already used {} of {} {}",
-            names.join(", "),
-            join(|o| o.1),
-            join(|o| o.2),
-            join(|o| o.3),
-            names.join(", ")
-        )))
+        let over: Vec<_> =
+            [("cores", cores, new.vcpus - old.vcpus, q.cores), ("ram", ram, new.memory_mb - old.memory_mb, q.ram)]
+                .into_iter()
+                .filter(|(_, used, delta, limit)| *delta > 0 && !crate::quotas::fits(*limit, *used, *delta))
+                .map(|(name, used, delta, limit)| (name, delta, used, limit))
+                .collect();
+        if over.is_empty() { Ok(()) } else { Err(quota_exceeded(&over)) }
     }
 
     /// Creates `min_count..=max_count` instances in `building`/`scheduling` and starts their builds. Returns the
@@ -263,14 +248,8 @@ impl Compute {
         for index in 0..count {
             let name = if count > 1 { format!("{}-{}", boot.name, index + 1) } else { boot.name.clone() };
             rows.push(InstanceRow {
-                uuid: uuid::Uuid::new_v4().to_string(),
                 hostname: sanitize_hostname(&name),
-                display_name: name,
                 description: boot.description.clone(),
-                project_id: caller.project_id.clone(),
-                user_id: caller.user_id.clone(),
-                flavor: flavor.clone(),
-                image_ref: boot.image_ref.clone(),
                 image_properties: boot.image_properties.clone(),
                 key_name: boot.key_name.clone(),
                 key_data: key_data.clone(),
@@ -279,25 +258,17 @@ impl Compute {
                 availability_zone: boot.availability_zone.clone(),
                 launch_index: index,
                 reservation_id: reservation_id.clone(),
-                vm_state: vm_state::BUILDING.into(),
-                task_state: Some(task_state::SCHEDULING.into()),
-                power_state: 0,
-                host: None,
-                node: None,
-                node_uuid: None,
-                locked_by: None,
-                locked_reason: None,
                 access_ip_v4: boot.access_ip_v4.clone(),
                 access_ip_v6: boot.access_ip_v6.clone(),
-                progress: 0,
-                fault: None,
-                scheduling: None,
-                created_at: now,
-                updated_at: now,
-                launched_at: None,
-                terminated_at: None,
-                deleted_at: None,
-                deleted: false,
+                ..InstanceRow::new(
+                    uuid::Uuid::new_v4().to_string(),
+                    &name,
+                    &caller.project_id,
+                    &caller.user_id,
+                    flavor.clone(),
+                    &boot.image_ref,
+                    now,
+                )
             });
         }
         self.store().instances_insert(&rows, &boot.metadata, request_id).await?;

@@ -165,6 +165,20 @@ impl Compute {
         if Self::visible(viewer, &f, &shared) { Ok(f) } else { Err(flavor_not_found(id)) }
     }
 
+    /// The copy of a flavor an instance keeps (with its extra specs; none when they cannot be read).
+    pub async fn flavor_spec(&self, f: &FlavorRow) -> compute_rpc::FlavorSpec {
+        compute_rpc::FlavorSpec {
+            flavorid: f.flavorid.clone(),
+            name: f.name.clone(),
+            vcpus: f.vcpus,
+            memory_mb: f.memory_mb,
+            root_gb: f.root_gb,
+            ephemeral_gb: f.ephemeral_gb,
+            swap: f.swap,
+            extra_specs: self.extra_specs(&f.flavorid).await.unwrap_or_default(),
+        }
+    }
+
     pub async fn flavor_delete(&self, id: &str) -> Result<(), Error> {
         if self.store.flavor_delete(id).await? { Ok(()) } else { Err(flavor_not_found(id)) }
     }

@@ -165,51 +165,25 @@ mod tests {
     const H: i64 = 3_600_000_000;
 
     fn inst(project: &str, launched: Option<i64>, terminated: Option<i64>) -> InstanceRow {
+        let flavor = compute_rpc::FlavorSpec {
+            flavorid: "1".into(),
+            name: "m1.tiny".into(),
+            vcpus: 2,
+            memory_mb: 512,
+            root_gb: 1,
+            ephemeral_gb: 1,
+            swap: 0,
+            extra_specs: Default::default(),
+        };
         InstanceRow {
-            uuid: format!("{project}-{launched:?}"),
-            display_name: "vm".into(),
-            hostname: "vm".into(),
-            description: None,
-            project_id: project.into(),
-            user_id: "u".into(),
-            flavor: compute_rpc::FlavorSpec {
-                flavorid: "1".into(),
-                name: "m1.tiny".into(),
-                vcpus: 2,
-                memory_mb: 512,
-                root_gb: 1,
-                ephemeral_gb: 1,
-                swap: 0,
-                extra_specs: Default::default(),
-            },
-            image_ref: String::new(),
-            image_properties: Default::default(),
-            key_name: None,
-            key_data: None,
-            user_data: None,
-            config_drive: false,
-            availability_zone: None,
-            launch_index: 0,
-            reservation_id: String::new(),
             vm_state: "active".into(),
             task_state: None,
             power_state: 1,
-            host: None,
-            node: None,
-            node_uuid: None,
-            locked_by: None,
-            locked_reason: None,
-            access_ip_v4: None,
-            access_ip_v6: None,
-            progress: 0,
-            fault: None,
-            scheduling: None,
-            created_at: 0,
-            updated_at: 0,
             launched_at: launched,
             terminated_at: terminated,
             deleted_at: terminated,
             deleted: terminated.is_some(),
+            ..InstanceRow::new(format!("{project}-{launched:?}"), "vm", project, "u", flavor, "", 0)
         }
     }
 

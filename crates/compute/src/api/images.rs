@@ -112,7 +112,7 @@ async fn listing(s: &AppState, headers: &HeaderMap, q: &QueryPairs, path: &str, 
     let mut images = client(s)?.list(token(headers), &query).await?;
     if let Some(since) = q.get("changes-since") {
         let t = chrono::DateTime::parse_from_rfc3339(since)
-            .map_err(|_| ApiError::bad_request(format!("Invalid changes-since value")))?;
+            .map_err(|_| ApiError::bad_request("Invalid changes-since value"))?;
         images.retain(|i| i["updated_at"].as_str().and_then(|u| chrono::DateTime::parse_from_rfc3339(u).ok()).is_some_and(|u| u >= t));
     }
     for (key, field) in [("minRam", "min_ram"), ("minDisk", "min_disk")] {

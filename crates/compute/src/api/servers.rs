@@ -346,20 +346,10 @@ async fn create(
     {
         return Err(ApiError::bad_request("The requested availability zone is not available"));
     }
-    let specs = s.compute.extra_specs(&flavor.flavorid).await.unwrap_or_default();
     let boot = Boot {
         name,
         description: None,
-        flavor: Some(compute_rpc::FlavorSpec {
-            flavorid: flavor.flavorid.clone(),
-            name: flavor.name.clone(),
-            vcpus: flavor.vcpus,
-            memory_mb: flavor.memory_mb,
-            root_gb: flavor.root_gb,
-            ephemeral_gb: flavor.ephemeral_gb,
-            swap: flavor.swap,
-            extra_specs: specs,
-        }),
+        flavor: Some(s.compute.flavor_spec(&flavor).await),
         image_ref,
         image_properties: image.properties,
         key_name,
@@ -396,10 +386,7 @@ async fn create(
 
 /// A generated admin password (12 characters without look-alikes), as upstream's `generate_password`.
 fn admin_password() -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    (0..12).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
+    crate::servers::random_string(12)
 }
 
 // ----- list and show -----
@@ -639,18 +626,7 @@ async fn action(
             if flavor.root_gb < inst.flavor.root_gb && flavor.root_gb != 0 {
                 return Err(ApiError::bad_request("Resize error: Unable to resize disk down."));
             }
-            let specs = s.compute.extra_specs(&flavor.flavorid).await.unwrap_or_default();
-            let spec = compute_rpc::FlavorSpec {
-                flavorid: flavor.flavorid.clone(),
-                name: flavor.name.clone(),
-                vcpus: flavor.vcpus,
-                memory_mb: flavor.memory_mb,
-                root_gb: flavor.root_gb,
-                ephemeral_gb: flavor.ephemeral_gb,
-                swap: flavor.swap,
-                extra_specs: specs,
-            };
-            ("os_compute_api:servers:resize", Action::Resize { flavor: spec })
+            ("os_compute_api:servers:resize", Action::Resize { flavor: s.compute.flavor_spec(&flavor).await })
         }
         "confirmResize" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:servers:confirm_resize").await?;

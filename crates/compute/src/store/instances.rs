@@ -133,6 +133,50 @@ pub struct InstanceRow {
     pub deleted: bool,
 }
 
+impl InstanceRow {
+    /// A new instance as the API records it before scheduling: `building` in task `scheduling`, no host, no power
+    /// state, no options; callers set the rest with struct update syntax.
+    pub fn new(uuid: String, name: &str, project_id: &str, user_id: &str, flavor: FlavorSpec, image_ref: &str, now: i64) -> Self {
+        InstanceRow {
+            uuid,
+            display_name: name.to_string(),
+            hostname: name.to_string(),
+            description: None,
+            project_id: project_id.to_string(),
+            user_id: user_id.to_string(),
+            flavor,
+            image_ref: image_ref.to_string(),
+            image_properties: BTreeMap::new(),
+            key_name: None,
+            key_data: None,
+            user_data: None,
+            config_drive: false,
+            availability_zone: None,
+            launch_index: 0,
+            reservation_id: String::new(),
+            vm_state: compute_rpc::vm_state::BUILDING.to_string(),
+            task_state: Some(compute_rpc::task_state::SCHEDULING.to_string()),
+            power_state: 0,
+            host: None,
+            node: None,
+            node_uuid: None,
+            locked_by: None,
+            locked_reason: None,
+            access_ip_v4: None,
+            access_ip_v6: None,
+            progress: 0,
+            fault: None,
+            scheduling: None,
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+            terminated_at: None,
+            deleted_at: None,
+            deleted: false,
+        }
+    }
+}
+
 const COLUMNS: &str = "uuid, display_name, hostname, description, project_id, user_id, flavorid, flavor, image_ref, \
     image_properties, key_name, key_data, user_data, config_drive, availability_zone, launch_index, reservation_id, \
     vm_state, task_state, power_state, host, node, node_uuid, locked_by, locked_reason, access_ip_v4, access_ip_v6, \

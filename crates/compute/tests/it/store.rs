@@ -98,51 +98,19 @@ async fn flavors_specs_access_and_keypairs_on_every_database() {
 }
 
 fn instance(uuid: &str, project: &str, created_at: i64) -> compute::store::InstanceRow {
+    let flavor = compute_rpc::FlavorSpec {
+        flavorid: "1".into(),
+        name: "m1.tiny".into(),
+        vcpus: 1,
+        memory_mb: 512,
+        root_gb: 1,
+        ephemeral_gb: 0,
+        swap: 0,
+        extra_specs: BTreeMap::new(),
+    };
     compute::store::InstanceRow {
-        uuid: uuid.into(),
-        display_name: format!("vm-{uuid}"),
-        hostname: format!("vm-{uuid}"),
-        description: None,
-        project_id: project.into(),
-        user_id: "u1".into(),
-        flavor: compute_rpc::FlavorSpec {
-            flavorid: "1".into(),
-            name: "m1.tiny".into(),
-            vcpus: 1,
-            memory_mb: 512,
-            root_gb: 1,
-            ephemeral_gb: 0,
-            swap: 0,
-            extra_specs: BTreeMap::new(),
-        },
-        image_ref: "img".into(),
-        image_properties: BTreeMap::new(),
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        config_drive: false,
-        availability_zone: None,
-        launch_index: 0,
         reservation_id: "r-1".into(),
-        vm_state: "building".into(),
-        task_state: Some("scheduling".into()),
-        power_state: 0,
-        host: None,
-        node: None,
-        node_uuid: None,
-        locked_by: None,
-        locked_reason: None,
-        access_ip_v4: None,
-        access_ip_v6: None,
-        progress: 0,
-        fault: None,
-        scheduling: None,
-        created_at,
-        updated_at: created_at,
-        launched_at: None,
-        terminated_at: None,
-        deleted_at: None,
-        deleted: false,
+        ..compute::store::InstanceRow::new(uuid.into(), &format!("vm-{uuid}"), project, "u1", flavor, "img", created_at)
     }
 }
 
