@@ -141,12 +141,19 @@ pub struct ImageSection {
 pub struct ObjectSection {
     /// Directory holding the device directories; defaults to `<data_dir>/object`.
     pub devices_dir: Option<PathBuf>,
-    /// Device directory names, one ring device each (weight 1, own zone).
+    /// Directory holding the ring files (`object.ring.json`); defaults to `<data_dir>/rings`.
+    pub ring_dir: Option<PathBuf>,
+    /// The ring written on first start, when there is no ring file yet: device directory names, one ring device
+    /// each (own zone) …
     pub devices: Vec<String>,
-    /// The ring's partition power (2^n partitions).
+    /// … the partition power (2^n partitions) …
     pub part_power: u8,
-    /// Copies of each object, on distinct devices; at most the number of devices.
+    /// … and the copies of each object, on distinct devices (at most the number of devices). Later changes go
+    /// through `stratus object ring`.
     pub replicas: usize,
+    /// Seconds between checks of the ring file; a changed ring is loaded and data it placed elsewhere is moved
+    /// (Swift's `reload_time` and object replicator).
+    pub ring_check_interval: u64,
     /// Seconds between the expirer's passes, which remove objects whose `X-Delete-At` has come (Swift's
     /// object-expirer `interval`).
     pub expirer_interval: u64,
@@ -154,7 +161,15 @@ pub struct ObjectSection {
 
 impl Default for ObjectSection {
     fn default() -> Self {
-        ObjectSection { devices_dir: None, devices: vec!["d1".into()], part_power: 10, replicas: 1, expirer_interval: 300 }
+        ObjectSection {
+            devices_dir: None,
+            ring_dir: None,
+            devices: vec!["d1".into()],
+            part_power: 10,
+            replicas: 1,
+            ring_check_interval: 15,
+            expirer_interval: 300,
+        }
     }
 }
 
@@ -433,6 +448,9 @@ impl Config {
         let mut c = object::ObjectConfig::new(&self.data_dir);
         if let Some(dir) = &self.object.devices_dir {
             c.devices_dir = dir.clone();
+        }
+        if let Some(dir) = &self.object.ring_dir {
+            c.ring_dir = dir.clone();
         }
         c.devices = self.object.devices.clone();
         c.part_power = self.object.part_power;

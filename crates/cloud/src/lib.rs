@@ -510,6 +510,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     if let Some(object) = &cloud.object {
         let interval = std::time::Duration::from_secs(cloud.config.object.expirer_interval.max(1));
         maintenance.push(tokio::spawn(object.clone().run_expirer(interval)));
+        let interval = std::time::Duration::from_secs(cloud.config.object.ring_check_interval.max(1));
+        maintenance.push(tokio::spawn(object.clone().run_replicator(interval)));
     }
     let mut bus_servers = Vec::new();
     if let Some(compute) = &cloud.compute {

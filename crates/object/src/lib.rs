@@ -11,7 +11,8 @@
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
 //!   fanned out to the replicas the ring chooses;
-//! * [`ring`] — Swift's ring: partition power, replicas, weighted devices in regions and zones, placement;
+//! * [`ring`] — Swift's ring: partition power, replicas, weighted devices in regions and zones, placement, and the
+//!   builder that `stratus object ring` edits (minimal-movement rebalance, persisted atomically);
 //! * [`server`] — the proxy ↔ storage-server interface ([`server::ObjectServer`]) and the local implementation that
 //!   keeps object data files on device directories under `<data_dir>/object/<device>/`, written crash-safely;
 //! * [`store`] — the account and container databases: the `object_account`, `object_container` and

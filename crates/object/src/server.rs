@@ -68,6 +68,16 @@ pub trait ObjectServer: Send + Sync + 'static {
     async fn read(&self, at: &DataLocation, range: Option<ByteRange>) -> Result<ByteStream, Error>;
     /// Removes the data file; a missing one is not an error.
     async fn delete(&self, at: &DataLocation) -> Result<(), Error>;
+    /// Whether this replica's data file is there.
+    async fn exists(&self, at: &DataLocation) -> Result<bool, Error>;
+
+    // What the replicator walks.
+    /// The devices this server has data on.
+    async fn devices(&self) -> Result<Vec<String>, Error>;
+    /// The partitions a device holds data of.
+    async fn partitions(&self, device: &str) -> Result<Vec<u32>, Error>;
+    /// The data files of one partition on one device.
+    async fn data_files(&self, device: &str, partition: u32) -> Result<Vec<DataLocation>, Error>;
 }
 
 /// The storage server of this node: devices are directories under `root`.
@@ -185,6 +195,68 @@ impl ObjectServer for LocalServer {
         // Empty hash directories are left for a later cleaner; they hold nothing listable.
         Ok(())
     }
+
+    async fn exists(&self, at: &DataLocation) -> Result<bool, Error> {
+        Ok(tokio::fs::try_exists(self.data_path(at)?).await?)
+    }
+
+    async fn devices(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for (name, dir) in entries(&self.root).await? {
+            if dir && tokio::fs::try_exists(self.root.join(&name).join("objects")).await? {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn partitions(&self, device: &str) -> Result<Vec<u32>, Error> {
+        let dir = self.root.join(check_component(device)?).join("objects");
+        Ok(entries(&dir).await?.into_iter().filter(|(_, d)| *d).filter_map(|(n, _)| n.parse().ok()).collect())
+    }
+
+    async fn data_files(&self, device: &str, partition: u32) -> Result<Vec<DataLocation>, Error> {
+        let dir = self.root.join(check_component(device)?).join("objects").join(partition.to_string());
+        let mut out = Vec::new();
+        for (suffix, is_dir) in entries(&dir).await? {
+            if !is_dir {
+                continue;
+            }
+            for (hash, is_dir) in entries(&dir.join(&suffix)).await? {
+                if !is_dir || !hash.ends_with(&suffix) {
+                    continue;
+                }
+                for (file, _) in entries(&dir.join(&suffix).join(&hash)).await? {
+                    if let Some(timestamp) = file.strip_suffix(".data") {
+                        out.push(DataLocation {
+                            device: device.to_string(),
+                            partition,
+                            hash: hash.clone(),
+                            timestamp: timestamp.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The entries of a directory (none when it does not exist), as (name, is a directory).
+async fn entries(dir: &Path) -> Result<Vec<(String, bool)>, Error> {
+    let mut rd = match tokio::fs::read_dir(dir).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    while let Some(e) = rd.next_entry().await? {
+        if let Ok(name) = e.file_name().into_string() {
+            out.push((name, e.file_type().await?.is_dir()));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads an `AsyncRead` as a stream of 64 KiB chunks.
@@ -234,8 +306,14 @@ mod tests {
         assert!(matches!(server.read(&loc("2.00000"), None).await, Err(Error::NotFound(_))));
         assert_eq!(std::fs::read_dir(dir.path().join("d1/tmp")).unwrap().count(), 0, "temp file removed");
 
+        assert_eq!(server.devices().await.unwrap(), vec!["d1".to_string()]);
+        assert_eq!(server.partitions("d1").await.unwrap(), vec![7]);
+        assert_eq!(server.data_files("d1", 7).await.unwrap(), vec![loc("1.00000")]);
+        assert!(server.data_files("d9", 7).await.unwrap().is_empty());
+        assert!(server.exists(&loc("1.00000")).await.unwrap());
         server.delete(&loc("1.00000")).await.unwrap();
         server.delete(&loc("1.00000")).await.unwrap();
+        assert!(!server.exists(&loc("1.00000")).await.unwrap());
         assert!(matches!(server.read(&loc("1.00000"), None).await, Err(Error::NotFound(_))));
         assert!(server.data_path(&DataLocation { device: "..".into(), ..loc("1") }).is_err());
     }

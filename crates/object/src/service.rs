@@ -5,14 +5,18 @@
 //! per replica; the data is committed (fsync, rename) on every replica only after the whole body arrived and its
 //! ETag checks, and only then is the listing row written. A failure anywhere before that leaves nothing listed.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::SystemTime,
+};
 
 use futures::{StreamExt as _, future::BoxFuture};
 use md5::{Digest as _, Md5};
 
 use crate::{
     error::Error,
-    ring::{Device, Ring, hex},
+    ring::{Device, Ring, RingBuilder, hex},
     server::{ByteRange, ByteStream, DataLocation, LocalServer, ObjectServer},
     store::{AccountRow, ContainerRow, Metadata, ObjectRow, Page, Store},
 };
@@ -35,28 +39,57 @@ pub mod limits {
 pub struct ObjectConfig {
     /// Where the device directories live (`<data_dir>/object`).
     pub devices_dir: PathBuf,
+    /// Where the ring files live (`<data_dir>/rings`): `object.ring.json` is the ring of storage policy 0.
+    pub ring_dir: PathBuf,
+    /// The ring written on first start, when no ring file exists yet: partition power, replicas and device
+    /// directory names (each a device of weight 100 in its own zone). Afterwards the ring file rules and
+    /// `stratus object ring …` changes it.
     pub part_power: u8,
     pub replicas: usize,
-    /// Device directory names; each becomes a ring device of weight 1 in its own zone.
     pub devices: Vec<String>,
 }
 
 impl ObjectConfig {
     /// One device, one replica, 2^10 partitions, under `<data_dir>/object`.
     pub fn new(data_dir: &std::path::Path) -> Self {
-        ObjectConfig { devices_dir: data_dir.join("object"), part_power: 10, replicas: 1, devices: vec!["d1".into()] }
+        ObjectConfig {
+            devices_dir: data_dir.join("object"),
+            ring_dir: data_dir.join("rings"),
+            part_power: 10,
+            replicas: 1,
+            devices: vec!["d1".into()],
+        }
     }
 
-    fn ring(&self) -> Result<Ring, Error> {
-        let devices = self
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Device { id: i as u32, name: name.clone(), region: 1, zone: i as u32 + 1, weight: 1.0 })
-            .collect();
-        Ring::build(self.part_power, self.replicas, devices)
+    /// The ring file of the object ring (storage policy 0).
+    pub fn ring_file(&self) -> PathBuf {
+        self.ring_dir.join(OBJECT_RING_FILE)
+    }
+
+    /// The builder of the first-start ring.
+    pub fn initial_builder(&self) -> Result<RingBuilder, Error> {
+        let mut b = RingBuilder::new(self.part_power, self.replicas, 1)?;
+        for (i, name) in self.devices.iter().enumerate() {
+            b.add_device(Device::local(0, name, 1, i as u32 + 1, 100.0))?;
+        }
+        b.rebalance(0).map_err(|e| Error::Config(format!("ring: {e}")))?;
+        Ok(b)
+    }
+
+    /// The ring file's ring, written from the configuration first if there is none.
+    fn load_or_create_ring(&self) -> Result<(Ring, Option<SystemTime>), Error> {
+        let path = self.ring_file();
+        if !path.exists() {
+            self.initial_builder()?.save(&path)?;
+            tracing::info!(ring = %path.display(), "object ring created");
+        }
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        Ok((RingBuilder::load(&path)?.ring()?, mtime))
     }
 }
+
+/// The file name of storage policy 0's ring under the ring directory.
+pub const OBJECT_RING_FILE: &str = "object.ring.json";
 
 /// A listing entry: an item, or a `subdir` rolled up by a delimiter.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +169,10 @@ pub struct ObjectStore {
 
 struct Inner {
     store: Store,
-    ring: Ring,
+    /// The ring in use; replaced when its file changes (checked by [`ObjectStore::reload_ring`]).
+    ring: RwLock<Arc<Ring>>,
+    ring_file: PathBuf,
+    ring_mtime: Mutex<Option<SystemTime>>,
     server: Arc<dyn ObjectServer>,
 }
 
@@ -149,7 +185,16 @@ impl ObjectStore {
 
     /// The service over any storage server.
     pub fn with_server(db: db::Database, config: &ObjectConfig, server: Arc<dyn ObjectServer>) -> Result<Self, Error> {
-        Ok(ObjectStore { inner: Arc::new(Inner { store: Store::new(db), ring: config.ring()?, server }) })
+        let (ring, mtime) = config.load_or_create_ring()?;
+        Ok(ObjectStore {
+            inner: Arc::new(Inner {
+                store: Store::new(db),
+                ring: RwLock::new(Arc::new(ring)),
+                ring_file: config.ring_file(),
+                ring_mtime: Mutex::new(mtime),
+                server,
+            }),
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), Error> {
@@ -160,8 +205,92 @@ impl ObjectStore {
         &self.inner.store
     }
 
-    pub fn ring(&self) -> &Ring {
-        &self.inner.ring
+    /// The ring in use.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads the ring file again if it changed since it was read (as Swift's proxy does every `reload_time`);
+    /// returns whether the ring in use changed. A file that cannot be read keeps the ring in use.
+    pub fn reload_ring(&self) -> Result<bool, Error> {
+        let mtime = std::fs::metadata(&self.inner.ring_file).and_then(|m| m.modified()).ok();
+        let mut seen = self.inner.ring_mtime.lock().unwrap_or_else(|e| e.into_inner());
+        if mtime.is_none() || mtime == *seen {
+            return Ok(false);
+        }
+        let ring = RingBuilder::load(&self.inner.ring_file)?.ring()?;
+        *seen = mtime;
+        *self.inner.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
+        tracing::info!(ring = %self.inner.ring_file.display(), "object ring reloaded");
+        Ok(true)
+    }
+
+    /// The replicator's pass over this node's devices: object data on a device that is not one of its
+    /// partition's primaries (after a rebalance, or on a removed device) is copied to the primaries that lack it
+    /// and then removed. Returns how many data files moved.
+    pub async fn relocate(&self) -> Result<usize, Error> {
+        let ring = self.ring();
+        let server = &self.inner.server;
+        let mut moved = 0;
+        for device in server.devices().await? {
+            for partition in server.partitions(&device).await? {
+                let primaries: Vec<String> = ring.nodes(partition).iter().map(|d| d.name.clone()).collect();
+                if primaries.contains(&device) {
+                    continue;
+                }
+                for at in server.data_files(&device, partition).await? {
+                    let mut complete = true;
+                    for target in &primaries {
+                        let to = DataLocation { device: target.clone(), ..at.clone() };
+                        if server.exists(&to).await? {
+                            continue;
+                        }
+                        if let Err(e) = self.copy_data(&at, &to).await {
+                            tracing::warn!(error = %e, from = %at.device, to = %to.device, "cannot move object data");
+                            complete = false;
+                        }
+                    }
+                    if complete {
+                        server.delete(&at).await?;
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn copy_data(&self, from: &DataLocation, to: &DataLocation) -> Result<(), Error> {
+        let mut body = self.inner.server.read(from, None).await?;
+        let mut w = self.inner.server.create(to).await?;
+        while let Some(chunk) = body.next().await {
+            w.write(&chunk?).await?;
+        }
+        w.commit().await
+    }
+
+    /// Reloads the ring when its file changes and moves misplaced data, every `interval` (and once at start),
+    /// until dropped: Swift's ring reload and object replicator on one node.
+    pub async fn run_replicator(self, interval: std::time::Duration) {
+        let mut first = true;
+        loop {
+            let changed = match self.reload_ring() {
+                Ok(changed) => changed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reload the object ring");
+                    false
+                }
+            };
+            if changed || first {
+                match self.relocate().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(moved = n, "object data moved to its primary devices"),
+                    Err(e) => tracing::warn!(error = %e, "object replication pass failed"),
+                }
+            }
+            first = false;
+            tokio::time::sleep(interval).await;
+        }
     }
 
     // ---- accounts
@@ -246,10 +375,20 @@ impl ObjectStore {
     // ---- objects
 
     fn locations(&self, account: &str, container: &str, name: &str, timestamp: &str) -> Vec<DataLocation> {
-        let ring = &self.inner.ring;
+        self.placed(account, container, name, timestamp, false)
+    }
+
+    /// The primaries' locations, then (with `handoffs`) every other device's: where a replica may be found while
+    /// data moves after a ring change.
+    fn placed(&self, account: &str, container: &str, name: &str, timestamp: &str, handoffs: bool) -> Vec<DataLocation> {
+        let ring = self.ring();
         let partition = ring.partition(account, Some(container), Some(name));
         let hash = Ring::hash_path(account, Some(container), Some(name));
-        ring.nodes(partition)
+        let mut devices = ring.nodes(partition);
+        if handoffs {
+            devices.extend(ring.handoffs(partition));
+        }
+        devices
             .into_iter()
             .map(|d| DataLocation { device: d.name.clone(), partition, hash: hash.clone(), timestamp: timestamp.into() })
             .collect()
@@ -362,7 +501,7 @@ impl ObjectStore {
     }
 
     async fn remove_data(&self, row: &ObjectRow) {
-        for at in self.locations(&row.account, &row.container, &row.name, &row.timestamp) {
+        for at in self.placed(&row.account, &row.container, &row.name, &row.timestamp, true) {
             if let Err(e) = self.inner.server.delete(&at).await {
                 tracing::warn!(error = %e, "cannot remove replaced object data");
             }
@@ -375,10 +514,10 @@ impl ObjectStore {
         self.inner.store.object_get(account, container, name).await?.ok_or_else(not_found)
     }
 
-    /// The object's data (or a range of it), from the first replica that has it.
+    /// The object's data (or a range of it), from the first replica that has it: primaries first, then handoffs.
     pub async fn read_object(&self, row: &ObjectRow, range: Option<ByteRange>) -> Result<ByteStream, Error> {
         let mut last = None;
-        for at in self.locations(&row.account, &row.container, &row.name, &row.timestamp) {
+        for at in self.placed(&row.account, &row.container, &row.name, &row.timestamp, true) {
             match self.inner.server.read(&at, range).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),

@@ -75,8 +75,55 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Object storage administration.
+    Object {
+        #[command(subcommand)]
+        command: ObjectCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ObjectCommand {
+    /// The object ring (`[object] ring_dir`/object.ring.json), edited as swift-ring-builder edits a builder file;
+    /// a running server loads a rebalanced ring within `[object] ring_check_interval` and moves the data.
+    Ring {
+        #[command(subcommand)]
+        command: RingCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// The data dir (overrides the configuration's).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RingCommand {
+    /// Start a new ring: 2^PART_POWER partitions, REPLICAS copies, a partition moved at most once per MIN_PART_HOURS.
+    Create {
+        part_power: u8,
+        replicas: usize,
+        min_part_hours: u32,
+        /// Replace an existing ring.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add devices: `r<region>z<zone>-<ip>:<port>/<device>[_<meta>] <weight>`, one or more pairs.
+    Add {
+        #[arg(num_args = 2.., required = true, value_names = ["DEVICE", "WEIGHT"])]
+        devices: Vec<String>,
+    },
+    /// Change the weight of the devices matching SEARCH (`d<id>` or `/<device name>`).
+    SetWeight { search: String, weight: f64 },
+    /// Mark the devices matching SEARCH (`d<id>` or `/<device name>`) for removal; the next rebalance moves
+    /// their partitions away.
+    Remove { search: String },
+    /// Reassign partitions to follow the devices' weights, moving as few as possible.
+    Rebalance,
+    /// Show the ring: partitions, replicas, balance and devices.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +304,13 @@ async fn run(cli: Cli) -> Result<()> {
             }
             image_cache(&config, command).await
         }
+        Command::Object { command: ObjectCommand::Ring { command, config, data_dir } } => {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            object_ring(&config, command)
+        }
         Command::Version => {
             println!("stratus {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -310,6 +364,100 @@ async fn image_cache(config: &Config, command: CacheCommand) -> Result<()> {
         CacheCommand::Clean => {
             let removed = cache.clean().await?;
             println!("Removed {} invalid or abandoned files ({} bytes).", removed.entries, removed.bytes);
+        }
+    }
+    Ok(())
+}
+
+fn object_ring(config: &Config, command: RingCommand) -> Result<()> {
+    use object::ring::{Device, RingBuilder, hours_now};
+    let path = config.object_config().ring_file();
+    let load = || RingBuilder::load(&path).with_context(|| format!("no usable ring at {} (create one first)", path.display()));
+    match command {
+        RingCommand::Create { part_power, replicas, min_part_hours, force } => {
+            if path.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to replace it", path.display());
+            }
+            RingBuilder::new(part_power, replicas, min_part_hours)?.save(&path)?;
+            println!("Created {} ({} partitions, {replicas} replicas); add devices and rebalance.", path.display(), 1u64 << part_power);
+        }
+        RingCommand::Add { devices } => {
+            if devices.len() % 2 != 0 {
+                anyhow::bail!("devices come in pairs: DEVICE WEIGHT");
+            }
+            let mut b = load()?;
+            for pair in devices.chunks(2) {
+                let weight: f64 = pair[1].parse().with_context(|| format!("invalid weight {:?}", pair[1]))?;
+                let device = Device::parse(&pair[0], weight)?;
+                let shown = format!("r{}z{}-{}:{}/{}", device.region, device.zone, device.ip, device.port, device.name);
+                let id = b.add_device(device)?;
+                println!("Device d{id} {shown} with weight {weight} added; rebalance to use it.");
+            }
+            b.save(&path)?;
+        }
+        RingCommand::SetWeight { search, weight } => {
+            let mut b = load()?;
+            let n = b.set_weight(&search, weight)?;
+            b.save(&path)?;
+            println!("Weight of {n} device(s) set to {weight}; rebalance to apply it.");
+        }
+        RingCommand::Remove { search } => {
+            let mut b = load()?;
+            let n = b.remove(&search)?;
+            b.save(&path)?;
+            println!("{n} device(s) marked for removal; rebalance to move their partitions.");
+        }
+        RingCommand::Rebalance => {
+            let mut b = load()?;
+            let r = b.rebalance(hours_now())?;
+            let slots = (1usize << b.part_power) * b.replicas;
+            if r.moved == 0 {
+                println!("No partitions reassigned. Balance is {:.2}.", r.balance);
+                if r.balance > 1.0 {
+                    println!("A partition moves at most once per {} hours (min_part_hours).", b.min_part_hours);
+                }
+            } else {
+                println!(
+                    "Reassigned {} ({:.2}%) partitions. Balance is now {:.2}.",
+                    r.moved,
+                    r.moved as f64 * 100.0 / slots as f64,
+                    r.balance
+                );
+            }
+            b.save(&path)?;
+        }
+        RingCommand::Show => {
+            let b = load()?;
+            let live: Vec<_> = b.devices.iter().filter(|d| !d.removed).collect();
+            let regions: std::collections::BTreeSet<_> = live.iter().map(|d| d.device.region).collect();
+            let zones: std::collections::BTreeSet<_> = live.iter().map(|d| (d.device.region, d.device.zone)).collect();
+            println!("{}, build version {}", path.display(), b.version);
+            println!(
+                "{} partitions, {} replicas, {} regions, {} zones, {} devices, {:.2} balance",
+                1u64 << b.part_power,
+                b.replicas,
+                regions.len(),
+                zones.len(),
+                live.len(),
+                b.balance()
+            );
+            println!("The minimum number of hours before a partition can be reassigned is {}", b.min_part_hours);
+            println!("Devices:   id region zone      ip address:port  name       weight partitions meta");
+            for d in &b.devices {
+                let dev = &d.device;
+                println!(
+                    "         {:>4} {:>6} {:>4} {:>21} {:<8} {:>8.2} {:>10} {}{}",
+                    dev.id,
+                    dev.region,
+                    dev.zone,
+                    format!("{}:{}", dev.ip, dev.port),
+                    dev.name,
+                    dev.weight,
+                    b.parts_of(dev.id),
+                    dev.meta,
+                    if d.removed { " (removing)" } else { "" }
+                );
+            }
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ mod cors;
 mod http;
 mod large;
 mod quota;
+mod ring;
 mod store;
 mod tempurl;
 mod versions;

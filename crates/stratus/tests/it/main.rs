@@ -2,6 +2,8 @@
 //! PostgreSQL and RabbitMQ, and two `stratus compute-agent` processes on the same bus. Servers spread over the
 //! hosts by the weighers; a killed agent's service goes down once its heartbeats stop.
 
+mod object_ring;
+
 use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
