@@ -239,7 +239,7 @@ async fn cache_stats(base: &str, token: &str) -> Result<(u64, u64)> {
 }
 
 /// Runs one `curl` transfer; checks the status and, for downloads, the byte count.
-fn curl(
+pub(crate) fn curl(
     token: &str,
     args: &[&str],
     file: Option<&Path>,
@@ -314,7 +314,7 @@ fn cat(file: &Path) -> Result<f64> {
 }
 
 /// Writes `size` pseudo-random bytes (xorshift; incompressible enough, and cheap).
-fn write_source(path: &Path, size: u64) -> Result<()> {
+pub(crate) fn write_source(path: &Path, size: u64) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut buf = vec![0u8; 1 << 20];
@@ -336,7 +336,7 @@ fn write_source(path: &Path, size: u64) -> Result<()> {
 }
 
 /// Flushes dirty pages and drops the page cache; false without the privilege.
-fn drop_caches() -> bool {
+pub(crate) fn drop_caches() -> bool {
     let _ = Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
 }
@@ -375,13 +375,13 @@ fn report(rows: &[Row], size_mib: u64, can_drop: bool, idle_rss: f64, bin: &Path
     );
 }
 
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()

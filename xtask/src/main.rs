@@ -2,11 +2,13 @@
 //! `cargo xtask bench identity` (token issue/validate and user-list latency and throughput, against upstream
 //! Keystone too when `bench/keystone/setup` has been run; see [`identity`]) and `cargo xtask bench image` (image
 //! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]) and `cargo xtask bench
-//! placement` (allocation candidates latency and allocation write throughput; see [`placement`]).
+//! placement` (allocation candidates latency and allocation write throughput; see [`placement`]) and `cargo xtask
+//! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]).
 
 mod identity;
 mod image;
 mod compute;
+mod object;
 mod placement;
 
 use std::{
@@ -53,6 +55,8 @@ enum Suite {
     Placement(placement::Args),
     /// Scheduling decisions over 1,000 and 10,000 fake hosts, API → ACTIVE with the fake driver, server listing.
     Compute(compute::Args),
+    /// 1 KiB PUT/GET/DELETE at 1 and 4 clients; 100 MiB and 1 GiB PUT/GET against md5sum.
+    Object(object::Args),
 }
 
 fn main() -> Result<()> {
@@ -73,6 +77,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Compute(args)),
             ..
         } => compute::run(args),
+        Task::Bench {
+            suite: Some(Suite::Object(args)),
+            ..
+        } => object::run(args),
         Task::Bench {
             suite: None,
             runs,

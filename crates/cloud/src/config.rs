@@ -141,8 +141,11 @@ pub struct ImageSection {
 pub struct ObjectSection {
     /// Directory holding the device directories; defaults to `<data_dir>/object`.
     pub devices_dir: Option<PathBuf>,
-    /// Directory holding the ring files (`object.ring.json`); defaults to `<data_dir>/rings`.
+    /// Directory holding the ring files (`object.ring.json`, `object-N.ring.json`); defaults to `<data_dir>/rings`.
     pub ring_dir: Option<PathBuf>,
+    /// Storage policies (`[[object.policies]]`: index, name, aliases, default, deprecated); each has its own ring.
+    /// Default: Swift's `Policy-0` alone.
+    pub policies: Vec<object::policy::StoragePolicy>,
     /// The ring written on first start, when there is no ring file yet: device directory names, one ring device
     /// each (own zone) …
     pub devices: Vec<String>,
@@ -164,6 +167,7 @@ impl Default for ObjectSection {
         ObjectSection {
             devices_dir: None,
             ring_dir: None,
+            policies: Vec::new(),
             devices: vec!["d1".into()],
             part_power: 10,
             replicas: 1,
@@ -452,6 +456,7 @@ impl Config {
         if let Some(dir) = &self.object.ring_dir {
             c.ring_dir = dir.clone();
         }
+        c.policies = self.object.policies.clone();
         c.devices = self.object.devices.clone();
         c.part_power = self.object.part_power;
         c.replicas = self.object.replicas;
@@ -561,5 +566,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/stratus.toml.example");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.region, "RegionOne");
+        // The commented storage-policy example, uncommented, is valid too.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let policies: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[object.policies]]"))
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policies.toml");
+        std::fs::write(&file, policies).unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        let names: Vec<_> = c.object.policies.iter().map(|p| (p.index, p.name.as_str(), p.deprecated)).collect();
+        assert_eq!(names, vec![(0, "silver", false), (1, "gold", false), (2, "old", true)]);
+        assert!(object::policy::Policies::new(c.object.policies.clone()).is_ok());
     }
 }

@@ -113,7 +113,7 @@ async fn healthcheck() -> Response {
     r
 }
 
-async fn info() -> axum::Json<Value> {
+async fn info(State(s): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!({
         "swift": {
             "version": "2.35.0",
@@ -132,7 +132,7 @@ async fn info() -> axum::Json<Value> {
             "strict_cors_mode": true,
             "allow_account_management": false,
             "account_autocreate": true,
-            "policies": [{"name": "Policy-0", "aliases": "Policy-0", "default": true}],
+            "policies": s.store.policies().info(),
         },
         "account_quotas": {},
         "container_quotas": {},
@@ -611,9 +611,13 @@ async fn account(
             let created = row.as_ref().map(|r| r.created_at).unwrap_or_else(crate::service::now_micros);
             put_header(&mut resp, "x-timestamp", x_timestamp(created));
             put_header(&mut resp, "x-put-timestamp", x_timestamp(created));
-            put_header(&mut resp, "x-account-storage-policy-policy-0-container-count", containers.to_string());
-            put_header(&mut resp, "x-account-storage-policy-policy-0-object-count", objects.to_string());
-            put_header(&mut resp, "x-account-storage-policy-policy-0-bytes-used", bytes.to_string());
+            for (index, containers, objects, bytes) in s.store.store().account_policy_usage(&account).await? {
+                let Some(p) = s.store.policies().by_index(index) else { continue };
+                let prefix = format!("x-account-storage-policy-{}", p.name.to_ascii_lowercase());
+                put_header(&mut resp, &format!("{prefix}-container-count"), containers.to_string());
+                put_header(&mut resp, &format!("{prefix}-object-count"), objects.to_string());
+                put_header(&mut resp, &format!("{prefix}-bytes-used"), bytes.to_string());
+            }
             if let Some(r) = &row {
                 with_meta(&mut resp, "account", &r.metadata);
             }
@@ -666,7 +670,8 @@ async fn container(
     };
     match method {
         Method::PUT => {
-            let created = s.store.put_container(&account, &container, &container_updates(&headers)?).await?;
+            let policy = header_str(&headers, "x-storage-policy");
+            let created = s.store.put_container(&account, &container, policy, &container_updates(&headers)?).await?;
             Ok(status(if created { StatusCode::CREATED } else { StatusCode::ACCEPTED }))
         }
         Method::GET | Method::HEAD => {
@@ -700,7 +705,9 @@ async fn container(
             put_header(&mut resp, "x-timestamp", x_timestamp(row.created_at));
             put_header(&mut resp, "x-put-timestamp", x_timestamp(row.created_at));
             put_header(&mut resp, "last-modified", http_date(row.updated_at));
-            put_header(&mut resp, "x-storage-policy", "Policy-0");
+            if let Some(p) = s.store.policies().by_index(row.policy_index) {
+                put_header(&mut resp, "x-storage-policy", &p.name);
+            }
             with_meta(&mut resp, "container", &row.metadata);
             if access != Decision::Owner {
                 strip_owner_headers(&mut resp);

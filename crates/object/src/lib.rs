@@ -11,6 +11,7 @@
 //! * [`acl`] — container ACLs (`X-Container-Read`/`-Write`) and keystoneauth's decision of who may do what;
 //! * [`service`] — [`ObjectStore`], the proxy logic: accounts, containers, objects, listings, streaming PUT/GET
 //!   fanned out to the replicas the ring chooses;
+//! * [`policy`] — storage policies, each with its own object ring;
 //! * [`ring`] — Swift's ring: partition power, replicas, weighted devices in regions and zones, placement, and the
 //!   builder that `stratus object ring` edits (minimal-movement rebalance, persisted atomically);
 //! * [`server`] — the proxy ↔ storage-server interface ([`server::ObjectServer`]) and the local implementation that
@@ -24,6 +25,7 @@ pub mod api;
 pub mod acl;
 mod error;
 pub mod large;
+pub mod policy;
 pub mod ring;
 pub mod server;
 pub mod service;

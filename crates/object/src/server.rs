@@ -6,7 +6,8 @@
 //! checks; only then is the listing row written. Over the network, an implementation of [`ObjectServer`] would
 //! speak to remote nodes; [`LocalServer`] is the one node of `stratus up`.
 //!
-//! On disk (per device): `<root>/<device>/objects/<partition>/<hash[29..]>/<hash>/<timestamp>.data`, written to
+//! On disk (per device): `<root>/<device>/objects[-<policy>]/<partition>/<hash[29..]>/<hash>/<timestamp>.data`
+//! (`objects` for storage policy 0, `objects-N` for policy N), written to
 //! `<root>/<device>/tmp/` first, fsynced, renamed into place, and the directory fsynced. A server killed mid-write
 //! leaves only a temp file, which no listing names.
 
@@ -28,6 +29,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 /// Where one replica of an object lives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataLocation {
+    /// The storage policy (its ring chose the device).
+    pub policy: u32,
     pub device: String,
     pub partition: u32,
     /// MD5 of the object path, hex.
@@ -74,10 +77,10 @@ pub trait ObjectServer: Send + Sync + 'static {
     // What the replicator walks.
     /// The devices this server has data on.
     async fn devices(&self) -> Result<Vec<String>, Error>;
-    /// The partitions a device holds data of.
-    async fn partitions(&self, device: &str) -> Result<Vec<u32>, Error>;
+    /// The partitions a device holds data of, in one storage policy.
+    async fn partitions(&self, device: &str, policy: u32) -> Result<Vec<u32>, Error>;
     /// The data files of one partition on one device.
-    async fn data_files(&self, device: &str, partition: u32) -> Result<Vec<DataLocation>, Error>;
+    async fn data_files(&self, device: &str, policy: u32, partition: u32) -> Result<Vec<DataLocation>, Error>;
 }
 
 /// The storage server of this node: devices are directories under `root`.
@@ -100,7 +103,7 @@ impl LocalServer {
         Ok(self
             .root
             .join(dev)
-            .join("objects")
+            .join(crate::policy::data_dir_name(at.policy))
             .join(at.partition.to_string())
             .join(suffix)
             .join(hash)
@@ -203,20 +206,20 @@ impl ObjectServer for LocalServer {
     async fn devices(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
         for (name, dir) in entries(&self.root).await? {
-            if dir && tokio::fs::try_exists(self.root.join(&name).join("objects")).await? {
+            if dir && entries(&self.root.join(&name)).await?.iter().any(|(n, d)| *d && n.starts_with("objects")) {
                 out.push(name);
             }
         }
         Ok(out)
     }
 
-    async fn partitions(&self, device: &str) -> Result<Vec<u32>, Error> {
-        let dir = self.root.join(check_component(device)?).join("objects");
+    async fn partitions(&self, device: &str, policy: u32) -> Result<Vec<u32>, Error> {
+        let dir = self.root.join(check_component(device)?).join(crate::policy::data_dir_name(policy));
         Ok(entries(&dir).await?.into_iter().filter(|(_, d)| *d).filter_map(|(n, _)| n.parse().ok()).collect())
     }
 
-    async fn data_files(&self, device: &str, partition: u32) -> Result<Vec<DataLocation>, Error> {
-        let dir = self.root.join(check_component(device)?).join("objects").join(partition.to_string());
+    async fn data_files(&self, device: &str, policy: u32, partition: u32) -> Result<Vec<DataLocation>, Error> {
+        let dir = self.root.join(check_component(device)?).join(crate::policy::data_dir_name(policy)).join(partition.to_string());
         let mut out = Vec::new();
         for (suffix, is_dir) in entries(&dir).await? {
             if !is_dir {
@@ -229,6 +232,7 @@ impl ObjectServer for LocalServer {
                 for (file, _) in entries(&dir.join(&suffix).join(&hash)).await? {
                     if let Some(timestamp) = file.strip_suffix(".data") {
                         out.push(DataLocation {
+                            policy,
                             device: device.to_string(),
                             partition,
                             hash: hash.clone(),
@@ -281,7 +285,7 @@ mod tests {
     use super::*;
 
     fn loc(ts: &str) -> DataLocation {
-        DataLocation { device: "d1".into(), partition: 7, hash: "0123456789abcdef0123456789abcdef".into(), timestamp: ts.into() }
+        DataLocation { policy: 0, device: "d1".into(), partition: 7, hash: "0123456789abcdef0123456789abcdef".into(), timestamp: ts.into() }
     }
 
     #[tokio::test]
@@ -307,9 +311,16 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("d1/tmp")).unwrap().count(), 0, "temp file removed");
 
         assert_eq!(server.devices().await.unwrap(), vec!["d1".to_string()]);
-        assert_eq!(server.partitions("d1").await.unwrap(), vec![7]);
-        assert_eq!(server.data_files("d1", 7).await.unwrap(), vec![loc("1.00000")]);
-        assert!(server.data_files("d9", 7).await.unwrap().is_empty());
+        assert_eq!(server.partitions("d1", 0).await.unwrap(), vec![7]);
+        assert!(server.partitions("d1", 1).await.unwrap().is_empty());
+        assert_eq!(server.data_files("d1", 0, 7).await.unwrap(), vec![loc("1.00000")]);
+        assert!(server.data_files("d9", 0, 7).await.unwrap().is_empty());
+        let gold = DataLocation { policy: 2, ..loc("3.00000") };
+        let mut w = server.create(&gold).await.unwrap();
+        w.write(b"gold").await.unwrap();
+        w.commit().await.unwrap();
+        assert!(server.data_path(&gold).unwrap().to_string_lossy().contains("/d1/objects-2/7/"));
+        assert_eq!(server.data_files("d1", 2, 7).await.unwrap(), vec![gold.clone()]);
         assert!(server.exists(&loc("1.00000")).await.unwrap());
         server.delete(&loc("1.00000")).await.unwrap();
         server.delete(&loc("1.00000")).await.unwrap();

@@ -6,6 +6,7 @@
 //! ETag checks, and only then is the listing row written. A failure anywhere before that leaves nothing listed.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
     time::SystemTime,
@@ -16,6 +17,7 @@ use md5::{Digest as _, Md5};
 
 use crate::{
     error::Error,
+    policy::{Policies, StoragePolicy, ring_file_name},
     ring::{Device, Ring, RingBuilder, hex},
     server::{ByteRange, ByteStream, DataLocation, LocalServer, ObjectServer},
     store::{AccountRow, ContainerRow, Metadata, ObjectRow, Page, Store},
@@ -39,8 +41,11 @@ pub mod limits {
 pub struct ObjectConfig {
     /// Where the device directories live (`<data_dir>/object`).
     pub devices_dir: PathBuf,
-    /// Where the ring files live (`<data_dir>/rings`): `object.ring.json` is the ring of storage policy 0.
+    /// Where the ring files live (`<data_dir>/rings`): `object.ring.json` is storage policy 0's ring,
+    /// `object-N.ring.json` policy N's.
     pub ring_dir: PathBuf,
+    /// The storage policies (Swift's policy 0 alone when empty).
+    pub policies: Vec<StoragePolicy>,
     /// The ring written on first start, when no ring file exists yet: partition power, replicas and device
     /// directory names (each a device of weight 100 in its own zone). Afterwards the ring file rules and
     /// `stratus object ring …` changes it.
@@ -55,18 +60,24 @@ impl ObjectConfig {
         ObjectConfig {
             devices_dir: data_dir.join("object"),
             ring_dir: data_dir.join("rings"),
+            policies: Vec::new(),
             part_power: 10,
             replicas: 1,
             devices: vec!["d1".into()],
         }
     }
 
-    /// The ring file of the object ring (storage policy 0).
+    /// The ring file of storage policy 0.
     pub fn ring_file(&self) -> PathBuf {
-        self.ring_dir.join(OBJECT_RING_FILE)
+        self.ring_file_of(0)
     }
 
-    /// The builder of the first-start ring.
+    /// The ring file of a storage policy.
+    pub fn ring_file_of(&self, policy: u32) -> PathBuf {
+        self.ring_dir.join(ring_file_name(policy))
+    }
+
+    /// The builder of a first-start ring.
     pub fn initial_builder(&self) -> Result<RingBuilder, Error> {
         let mut b = RingBuilder::new(self.part_power, self.replicas, 1)?;
         for (i, name) in self.devices.iter().enumerate() {
@@ -76,9 +87,9 @@ impl ObjectConfig {
         Ok(b)
     }
 
-    /// The ring file's ring, written from the configuration first if there is none.
-    fn load_or_create_ring(&self) -> Result<(Ring, Option<SystemTime>), Error> {
-        let path = self.ring_file();
+    /// A policy's ring, written from the configuration first if its file does not exist.
+    fn load_or_create_ring(&self, policy: u32) -> Result<(Ring, Option<SystemTime>), Error> {
+        let path = self.ring_file_of(policy);
         if !path.exists() {
             self.initial_builder()?.save(&path)?;
             tracing::info!(ring = %path.display(), "object ring created");
@@ -87,9 +98,6 @@ impl ObjectConfig {
         Ok((RingBuilder::load(&path)?.ring()?, mtime))
     }
 }
-
-/// The file name of storage policy 0's ring under the ring directory.
-pub const OBJECT_RING_FILE: &str = "object.ring.json";
 
 /// A listing entry: an item, or a `subdir` rolled up by a delimiter.
 #[derive(Clone, Debug, PartialEq)]
@@ -169,10 +177,11 @@ pub struct ObjectStore {
 
 struct Inner {
     store: Store,
-    /// The ring in use; replaced when its file changes (checked by [`ObjectStore::reload_ring`]).
-    ring: RwLock<Arc<Ring>>,
-    ring_file: PathBuf,
-    ring_mtime: Mutex<Option<SystemTime>>,
+    policies: Policies,
+    /// Each policy's ring in use; replaced when its file changes (checked by [`ObjectStore::reload_ring`]).
+    rings: RwLock<BTreeMap<u32, Arc<Ring>>>,
+    ring_files: BTreeMap<u32, PathBuf>,
+    ring_mtimes: Mutex<BTreeMap<u32, Option<SystemTime>>>,
     server: Arc<dyn ObjectServer>,
 }
 
@@ -185,13 +194,21 @@ impl ObjectStore {
 
     /// The service over any storage server.
     pub fn with_server(db: db::Database, config: &ObjectConfig, server: Arc<dyn ObjectServer>) -> Result<Self, Error> {
-        let (ring, mtime) = config.load_or_create_ring()?;
+        let policies = Policies::new(config.policies.clone())?;
+        let (mut rings, mut ring_files, mut ring_mtimes) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for p in policies.all() {
+            let (ring, mtime) = config.load_or_create_ring(p.index)?;
+            rings.insert(p.index, Arc::new(ring));
+            ring_files.insert(p.index, config.ring_file_of(p.index));
+            ring_mtimes.insert(p.index, mtime);
+        }
         Ok(ObjectStore {
             inner: Arc::new(Inner {
                 store: Store::new(db),
-                ring: RwLock::new(Arc::new(ring)),
-                ring_file: config.ring_file(),
-                ring_mtime: Mutex::new(mtime),
+                policies,
+                rings: RwLock::new(rings),
+                ring_files,
+                ring_mtimes: Mutex::new(ring_mtimes),
                 server,
             }),
         })
@@ -205,54 +222,83 @@ impl ObjectStore {
         &self.inner.store
     }
 
-    /// The ring in use.
-    pub fn ring(&self) -> Arc<Ring> {
-        self.inner.ring.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The storage policies.
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
     }
 
-    /// Loads the ring file again if it changed since it was read (as Swift's proxy does every `reload_time`);
-    /// returns whether the ring in use changed. A file that cannot be read keeps the ring in use.
+    /// Storage policy 0's ring in use.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring_of(0)
+    }
+
+    /// A storage policy's ring in use (policy 0's for an index no longer configured).
+    pub fn ring_of(&self, policy: u32) -> Arc<Ring> {
+        let rings = self.inner.rings.read().unwrap_or_else(|e| e.into_inner());
+        rings.get(&policy).or_else(|| rings.get(&0)).cloned().expect("policy 0 always has a ring")
+    }
+
+    /// Loads the ring files again that changed since they were read (as Swift's proxy does every `reload_time`);
+    /// returns whether a ring in use changed. A file that cannot be read keeps its ring in use.
     pub fn reload_ring(&self) -> Result<bool, Error> {
-        let mtime = std::fs::metadata(&self.inner.ring_file).and_then(|m| m.modified()).ok();
-        let mut seen = self.inner.ring_mtime.lock().unwrap_or_else(|e| e.into_inner());
-        if mtime.is_none() || mtime == *seen {
-            return Ok(false);
+        let mut changed = false;
+        let mut failure = None;
+        let mut seen = self.inner.ring_mtimes.lock().unwrap_or_else(|e| e.into_inner());
+        for (&policy, path) in &self.inner.ring_files {
+            let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if mtime.is_none() || seen.get(&policy) == Some(&mtime) {
+                continue;
+            }
+            match RingBuilder::load(path).and_then(|b| b.ring()) {
+                Ok(ring) => {
+                    seen.insert(policy, mtime);
+                    self.inner.rings.write().unwrap_or_else(|e| e.into_inner()).insert(policy, Arc::new(ring));
+                    tracing::info!(ring = %path.display(), "object ring reloaded");
+                    changed = true;
+                }
+                Err(e) => failure = Some(e),
+            }
         }
-        let ring = RingBuilder::load(&self.inner.ring_file)?.ring()?;
-        *seen = mtime;
-        *self.inner.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
-        tracing::info!(ring = %self.inner.ring_file.display(), "object ring reloaded");
-        Ok(true)
+        match failure {
+            Some(e) if !changed => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e, "cannot reload an object ring");
+                Ok(true)
+            }
+            None => Ok(changed),
+        }
     }
 
     /// The replicator's pass over this node's devices: object data on a device that is not one of its
-    /// partition's primaries (after a rebalance, or on a removed device) is copied to the primaries that lack it
-    /// and then removed. Returns how many data files moved.
+    /// partition's primaries in its policy's ring (after a rebalance, or on a removed device) is copied to the
+    /// primaries that lack it and then removed. Returns how many data files moved.
     pub async fn relocate(&self) -> Result<usize, Error> {
-        let ring = self.ring();
         let server = &self.inner.server;
         let mut moved = 0;
-        for device in server.devices().await? {
-            for partition in server.partitions(&device).await? {
-                let primaries: Vec<String> = ring.nodes(partition).iter().map(|d| d.name.clone()).collect();
-                if primaries.contains(&device) {
-                    continue;
-                }
-                for at in server.data_files(&device, partition).await? {
-                    let mut complete = true;
-                    for target in &primaries {
-                        let to = DataLocation { device: target.clone(), ..at.clone() };
-                        if server.exists(&to).await? {
-                            continue;
-                        }
-                        if let Err(e) = self.copy_data(&at, &to).await {
-                            tracing::warn!(error = %e, from = %at.device, to = %to.device, "cannot move object data");
-                            complete = false;
-                        }
+        for policy in self.inner.policies.all().iter().map(|p| p.index) {
+            let ring = self.ring_of(policy);
+            for device in server.devices().await? {
+                for partition in server.partitions(&device, policy).await? {
+                    let primaries: Vec<String> = ring.nodes(partition).iter().map(|d| d.name.clone()).collect();
+                    if primaries.contains(&device) {
+                        continue;
                     }
-                    if complete {
-                        server.delete(&at).await?;
-                        moved += 1;
+                    for at in server.data_files(&device, policy, partition).await? {
+                        let mut complete = true;
+                        for target in &primaries {
+                            let to = DataLocation { device: target.clone(), ..at.clone() };
+                            if server.exists(&to).await? {
+                                continue;
+                            }
+                            if let Err(e) = self.copy_data(&at, &to).await {
+                                tracing::warn!(error = %e, from = %at.device, to = %to.device, "cannot move object data");
+                                complete = false;
+                            }
+                        }
+                        if complete {
+                            server.delete(&at).await?;
+                            moved += 1;
+                        }
                     }
                 }
             }
@@ -324,14 +370,39 @@ impl ObjectStore {
 
     // ---- containers
 
-    /// Creates a container (`true`) or updates an existing one's metadata (`false`).
-    pub async fn put_container(&self, account: &str, name: &str, updates: &[(String, String)]) -> Result<bool, Error> {
+    /// Creates a container (`true`) in the storage policy `policy` names (else the default one), or updates an
+    /// existing one's metadata (`false`); an existing container asked for another policy is a conflict.
+    pub async fn put_container(
+        &self,
+        account: &str,
+        name: &str,
+        policy: Option<&str>,
+        updates: &[(String, String)],
+    ) -> Result<bool, Error> {
         check_container_name(name)?;
         let now = now_micros();
         self.inner.store.account_ensure(account, now).await?;
         let metadata = apply_updates(Metadata::new(), updates)?;
-        if self.inner.store.container_create(account, name, &metadata, now).await? {
-            return Ok(true);
+        let existing = match policy {
+            Some(requested) => {
+                let asked = self
+                    .inner
+                    .policies
+                    .by_name(requested.trim())
+                    .ok_or_else(|| Error::BadRequest(format!("Invalid X-Storage-Policy '{}'", requested.trim())))?;
+                self.inner.store.container_get(account, name).await?.map(|c| (c, asked.index))
+            }
+            None => None,
+        };
+        if let Some((existing, asked)) = existing {
+            if existing.policy_index != i64::from(asked) {
+                return Err(Error::Conflict("There was a conflict when trying to complete your request.".into()));
+            }
+        } else {
+            let index = i64::from(self.inner.policies.for_new_container(policy)?.index);
+            if self.inner.store.container_create(account, name, &metadata, index, now).await? {
+                return Ok(true);
+            }
         }
         self.update_container_metadata(account, name, updates).await?;
         Ok(false)
@@ -374,14 +445,15 @@ impl ObjectStore {
 
     // ---- objects
 
-    fn locations(&self, account: &str, container: &str, name: &str, timestamp: &str) -> Vec<DataLocation> {
-        self.placed(account, container, name, timestamp, false)
+    fn locations(&self, policy: i64, account: &str, container: &str, name: &str, timestamp: &str) -> Vec<DataLocation> {
+        self.placed(policy, account, container, name, timestamp, false)
     }
 
-    /// The primaries' locations, then (with `handoffs`) every other device's: where a replica may be found while
-    /// data moves after a ring change.
-    fn placed(&self, account: &str, container: &str, name: &str, timestamp: &str, handoffs: bool) -> Vec<DataLocation> {
-        let ring = self.ring();
+    /// The primaries' locations in the policy's ring, then (with `handoffs`) every other device's: where a
+    /// replica may be found while data moves after a ring change.
+    fn placed(&self, policy: i64, account: &str, container: &str, name: &str, timestamp: &str, handoffs: bool) -> Vec<DataLocation> {
+        let policy = u32::try_from(policy).unwrap_or(0);
+        let ring = self.ring_of(policy);
         let partition = ring.partition(account, Some(container), Some(name));
         let hash = Ring::hash_path(account, Some(container), Some(name));
         let mut devices = ring.nodes(partition);
@@ -390,8 +462,12 @@ impl ObjectStore {
         }
         devices
             .into_iter()
-            .map(|d| DataLocation { device: d.name.clone(), partition, hash: hash.clone(), timestamp: timestamp.into() })
+            .map(|d| DataLocation { policy, device: d.name.clone(), partition, hash: hash.clone(), timestamp: timestamp.into() })
             .collect()
+    }
+
+    fn placed_row(&self, row: &ObjectRow, handoffs: bool) -> Vec<DataLocation> {
+        self.placed(row.policy_index, &row.account, &row.container, &row.name, &row.timestamp, handoffs)
     }
 
     /// Stores an object from a stream, durable on a write quorum before it is listed.
@@ -417,7 +493,7 @@ impl ObjectStore {
         }
         let micros = now_micros();
         let timestamp = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
-        let locations = self.locations(account, container, name, &timestamp);
+        let locations = self.locations(target.policy_index, account, container, name, &timestamp);
         let mut writers = Vec::with_capacity(locations.len());
         for at in &locations {
             writers.push(self.inner.server.create(at).await?);
@@ -470,6 +546,7 @@ impl ObjectStore {
             last_modified: micros,
             timestamp: timestamp.clone(),
             metadata: req.metadata,
+            policy_index: target.policy_index,
         };
         let listed = self.inner.store.object_put(&row).await;
         match listed {
@@ -501,7 +578,7 @@ impl ObjectStore {
     }
 
     async fn remove_data(&self, row: &ObjectRow) {
-        for at in self.placed(&row.account, &row.container, &row.name, &row.timestamp, true) {
+        for at in self.placed_row(row, true) {
             if let Err(e) = self.inner.server.delete(&at).await {
                 tracing::warn!(error = %e, "cannot remove replaced object data");
             }
@@ -517,7 +594,7 @@ impl ObjectStore {
     /// The object's data (or a range of it), from the first replica that has it: primaries first, then handoffs.
     pub async fn read_object(&self, row: &ObjectRow, range: Option<ByteRange>) -> Result<ByteStream, Error> {
         let mut last = None;
-        for at in self.placed(&row.account, &row.container, &row.name, &row.timestamp, true) {
+        for at in self.placed_row(row, true) {
             match self.inner.server.read(&at, range).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),

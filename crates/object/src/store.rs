@@ -15,7 +15,7 @@ use sqlx::{Row, any::AnyRow};
 use crate::{error::Error, ring::hex};
 
 /// Every object-service migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL, DELETE_AT];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, DELETE_AT, POLICY];
 
 const INITIAL: Migration = Migration {
     version: 1,
@@ -62,6 +62,16 @@ ALTER TABLE object_object ADD COLUMN delete_at {int};
 CREATE INDEX object_object_delete_at ON object_object (delete_at)",
 };
 
+/// Storage policies: a container's policy index (fixed at creation), copied onto its objects so a read knows the
+/// ring of its data without another lookup (as Swift's container databases do).
+const POLICY: Migration = Migration {
+    version: 3,
+    name: "storage policies",
+    sql: "
+ALTER TABLE object_container ADD COLUMN policy_index {int} NOT NULL DEFAULT 0;
+ALTER TABLE object_object ADD COLUMN policy_index {int} NOT NULL DEFAULT 0",
+};
+
 pub type Metadata = BTreeMap<String, String>;
 
 /// The metadata key of an object's expiry (`X-Delete-At`, Unix seconds), a header it answers with.
@@ -90,6 +100,8 @@ pub struct ContainerRow {
     pub metadata: Metadata,
     pub object_count: i64,
     pub bytes_used: i64,
+    /// The storage policy, by index.
+    pub policy_index: i64,
 }
 
 /// An object's listing row: everything but its data.
@@ -105,6 +117,8 @@ pub struct ObjectRow {
     /// The `X-Timestamp` of the data, which names its data file.
     pub timestamp: String,
     pub metadata: Metadata,
+    /// The container's storage policy: whose ring placed the data.
+    pub policy_index: i64,
 }
 
 /// Which way and from where a listing page reads.
@@ -139,6 +153,7 @@ fn container_row(r: &AnyRow) -> Result<ContainerRow, Error> {
         metadata: metadata_of(&r.try_get::<String, _>("metadata")?),
         object_count: r.try_get("object_count")?,
         bytes_used: r.try_get("bytes_used")?,
+        policy_index: r.try_get("policy_index")?,
     })
 }
 
@@ -153,6 +168,7 @@ fn object_row(r: &AnyRow, container: &str) -> Result<ObjectRow, Error> {
         last_modified: r.try_get("last_modified")?,
         timestamp: r.try_get("timestamp")?,
         metadata: metadata_of(&r.try_get::<String, _>("metadata")?),
+        policy_index: r.try_get("policy_index")?,
     })
 }
 
@@ -226,19 +242,29 @@ impl Store {
 
     /// Container count, object count and bytes used of an account.
     pub async fn account_usage(&self, account: &str) -> Result<(i64, i64, i64), Error> {
+        let mut usage = (0i64, 0i64, 0i64);
+        for (_, c, o, b) in self.account_policy_usage(account).await? {
+            usage = (usage.0 + c, usage.1 + o, usage.2 + b);
+        }
+        Ok(usage)
+    }
+
+    /// Per storage policy in use (by index, ascending): container count, object count and bytes used.
+    pub async fn account_policy_usage(&self, account: &str) -> Result<Vec<(i64, i64, i64, i64)>, Error> {
         let rows = self
             .db
-            .query("SELECT object_count, bytes_used FROM object_container WHERE account = ?")
+            .query("SELECT object_count, bytes_used, policy_index FROM object_container WHERE account = ?")
             .bind(account)
             .fetch_all(self.db.pool())
             .await?;
-        let mut usage = (0i64, 0i64, 0i64);
+        let mut by_policy: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
         for r in rows {
-            usage.0 += 1;
-            usage.1 += r.try_get::<i64, _>("object_count")?;
-            usage.2 += r.try_get::<i64, _>("bytes_used")?;
+            let u = by_policy.entry(r.try_get::<i64, _>("policy_index")?).or_default();
+            u.0 += 1;
+            u.1 += r.try_get::<i64, _>("object_count")?;
+            u.2 += r.try_get::<i64, _>("bytes_used")?;
         }
-        Ok(usage)
+        Ok(by_policy.into_iter().map(|(p, (c, o, b))| (p, c, o, b)).collect())
     }
 
     // ---- containers
@@ -247,7 +273,7 @@ impl Store {
         let row = self
             .db
             .query(
-                "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used \
+                "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used, policy_index \
                  FROM object_container WHERE account = ? AND name_hash = ?",
             )
             .bind(account)
@@ -257,13 +283,20 @@ impl Store {
         row.as_ref().map(container_row).transpose()
     }
 
-    /// Creates an empty container; `false` when it already exists.
-    pub async fn container_create(&self, account: &str, name: &str, metadata: &Metadata, now: i64) -> Result<bool, Error> {
+    /// Creates an empty container in a storage policy; `false` when it already exists.
+    pub async fn container_create(
+        &self,
+        account: &str,
+        name: &str,
+        metadata: &Metadata,
+        policy_index: i64,
+        now: i64,
+    ) -> Result<bool, Error> {
         let inserted = self
             .db
             .query(
                 "INSERT INTO object_container (account, name_hash, name, created_at, updated_at, metadata, \
-                 object_count, bytes_used) VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
+                 object_count, bytes_used, policy_index) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)",
             )
             .bind(account)
             .bind(name_hash(name))
@@ -271,6 +304,7 @@ impl Store {
             .bind(now)
             .bind(now)
             .bind(metadata_text(metadata))
+            .bind(policy_index)
             .execute(self.db.pool())
             .await;
         match inserted {
@@ -335,7 +369,7 @@ impl Store {
             (false, _) => self
                 .db
                 .query(
-                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used \
+                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used, policy_index \
                      FROM object_container WHERE account = ? AND name > ? AND name >= ? ORDER BY name LIMIT ?",
                 )
                 .bind(account)
@@ -344,7 +378,7 @@ impl Store {
             (true, Some(after)) => self
                 .db
                 .query(
-                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used \
+                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used, policy_index \
                      FROM object_container WHERE account = ? AND name < ? ORDER BY name DESC LIMIT ?",
                 )
                 .bind(account)
@@ -352,7 +386,7 @@ impl Store {
             (true, None) => self
                 .db
                 .query(
-                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used \
+                    "SELECT account, name, created_at, updated_at, metadata, object_count, bytes_used, policy_index \
                      FROM object_container WHERE account = ? ORDER BY name DESC LIMIT ?",
                 )
                 .bind(account),
@@ -367,7 +401,7 @@ impl Store {
         let row = self
             .db
             .query(
-                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                  FROM object_object WHERE account = ? AND container_hash = ? AND name_hash = ?",
             )
             .bind(account)
@@ -397,7 +431,7 @@ impl Store {
         let old = self
             .db
             .query(
-                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                  FROM object_object WHERE account = ? AND container_hash = ? AND name_hash = ?",
             )
             .bind(&row.account)
@@ -419,7 +453,7 @@ impl Store {
         self.db
             .query(
                 "INSERT INTO object_object (account, container_hash, name_hash, name, size, etag, content_type, \
-                 last_modified, timestamp, metadata, delete_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 last_modified, timestamp, metadata, delete_at, policy_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&row.account)
             .bind(&ch)
@@ -432,6 +466,7 @@ impl Store {
             .bind(&row.timestamp)
             .bind(metadata_text(&row.metadata))
             .bind(delete_at_of(&row.metadata))
+            .bind(row.policy_index)
             .execute(&mut *tx)
             .await?;
         let (dc, db_) = match &old {
@@ -494,7 +529,7 @@ impl Store {
             .db
             .query(
                 "SELECT o.account, c.name AS container, o.name, o.size, o.etag, o.content_type, o.last_modified, \
-                 o.timestamp, o.metadata FROM object_object o JOIN object_container c \
+                 o.timestamp, o.metadata, o.policy_index FROM object_object o JOIN object_container c \
                  ON c.account = o.account AND c.name_hash = o.container_hash \
                  WHERE o.delete_at IS NOT NULL AND o.delete_at <= ? ORDER BY o.delete_at LIMIT ?",
             )
@@ -525,7 +560,7 @@ impl Store {
         let old = self
             .db
             .query(
-                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                  FROM object_object WHERE account = ? AND container_hash = ? AND name_hash = ?",
             )
             .bind(account)
@@ -569,7 +604,7 @@ impl Store {
             (false, _) => self
                 .db
                 .query(
-                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                      FROM object_object WHERE account = ? AND container_hash = ? AND name > ? AND name >= ? \
                      ORDER BY name LIMIT ?",
                 )
@@ -580,7 +615,7 @@ impl Store {
             (true, Some(after)) => self
                 .db
                 .query(
-                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                      FROM object_object WHERE account = ? AND container_hash = ? AND name < ? \
                      ORDER BY name DESC LIMIT ?",
                 )
@@ -590,7 +625,7 @@ impl Store {
             (true, None) => self
                 .db
                 .query(
-                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata \
+                    "SELECT account, name, size, etag, content_type, last_modified, timestamp, metadata, policy_index \
                      FROM object_object WHERE account = ? AND container_hash = ? ORDER BY name DESC LIMIT ?",
                 )
                 .bind(account)

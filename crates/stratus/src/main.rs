@@ -96,6 +96,9 @@ enum ObjectCommand {
         /// The data dir (overrides the configuration's).
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
+        /// The storage policy whose ring to edit (its index).
+        #[arg(long, global = true, default_value_t = 0)]
+        policy: u32,
     },
 }
 
@@ -304,12 +307,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
             image_cache(&config, command).await
         }
-        Command::Object { command: ObjectCommand::Ring { command, config, data_dir } } => {
+        Command::Object { command: ObjectCommand::Ring { command, config, data_dir, policy } } => {
             let mut config = Config::load(config.as_deref())?;
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
-            object_ring(&config, command)
+            object_ring(&config, policy, command)
         }
         Command::Version => {
             println!("stratus {}", env!("CARGO_PKG_VERSION"));
@@ -369,9 +372,14 @@ async fn image_cache(config: &Config, command: CacheCommand) -> Result<()> {
     Ok(())
 }
 
-fn object_ring(config: &Config, command: RingCommand) -> Result<()> {
+fn object_ring(config: &Config, policy: u32, command: RingCommand) -> Result<()> {
     use object::ring::{Device, RingBuilder, hours_now};
-    let path = config.object_config().ring_file();
+    let object = config.object_config();
+    let policies = object::policy::Policies::new(object.policies.clone())?;
+    if policies.by_index(i64::from(policy)).is_none() {
+        anyhow::bail!("no storage policy has index {policy} ([[object.policies]] in the configuration)");
+    }
+    let path = object.ring_file_of(policy);
     let load = || RingBuilder::load(&path).with_context(|| format!("no usable ring at {} (create one first)", path.display()));
     match command {
         RingCommand::Create { part_power, replicas, min_part_hours, force } => {

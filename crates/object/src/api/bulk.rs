@@ -324,7 +324,7 @@ async fn ensure_container(store: &ObjectStore, caller: &Caller, account: &str, c
         Ok(_) => Ok(()),
         Err(Error::NotFound(_)) => {
             caller.owner(account, true)?;
-            store.put_container(account, container, &[]).await.map(|_| ())
+            store.put_container(account, container, None, &[]).await.map(|_| ())
         }
         Err(e) => Err(e),
     }

@@ -1,7 +1,11 @@
 //! Ring changes on a running store: a rebalanced ring file is loaded, objects stay readable from handoffs while
-//! their data moves, and the replicator's pass moves every data file to its partition's primaries.
+//! their data moves, and the replicator's pass moves every data file to its partition's primaries. Storage
+//! policies: each has its ring; a container keeps the policy it was created in.
 
 use bytes::Bytes;
+use test_utils::TestCloud;
+
+use crate::http::{account_of, call};
 use futures::TryStreamExt as _;
 use object::{
     ObjectConfig, ObjectStore,
@@ -35,8 +39,8 @@ async fn read(store: &ObjectStore, name: &str) -> String {
 /// Data files per device, as the storage server sees them.
 async fn files(server: &LocalServer, device: &str) -> usize {
     let mut n = 0;
-    for p in server.partitions(device).await.unwrap() {
-        n += server.data_files(device, p).await.unwrap().len();
+    for p in server.partitions(device, 0).await.unwrap() {
+        n += server.data_files(device, 0, p).await.unwrap().len();
     }
     n
 }
@@ -58,7 +62,7 @@ async fn a_rebalanced_ring_is_loaded_and_data_follows_it() {
     let (store, config, _db) = store(dir.path()).await;
     assert!(config.ring_file().exists(), "the first start writes the ring file");
     assert!(!store.reload_ring().unwrap(), "an unchanged file is not reloaded");
-    store.put_container("AUTH_p", "c", &[]).await.unwrap();
+    store.put_container("AUTH_p", "c", None, &[]).await.unwrap();
     let names: Vec<String> = (0..60).map(|i| format!("obj-{i}")).collect();
     for n in &names {
         put(&store, n).await;
@@ -84,8 +88,8 @@ async fn a_rebalanced_ring_is_loaded_and_data_follows_it() {
     assert!(d2 > 0 && d3 > 0 && d1 < 60, "data spread over the new devices: {d1}/{d2}/{d3}");
     let ring = store.ring();
     for device in ["d1", "d2", "d3"] {
-        for p in server.partitions(device).await.unwrap() {
-            if server.data_files(device, p).await.unwrap().is_empty() {
+        for p in server.partitions(device, 0).await.unwrap() {
+            if server.data_files(device, 0, p).await.unwrap().is_empty() {
                 continue;
             }
             assert_eq!(ring.nodes(p)[0].name, device, "partition {p} lives on its primary");
@@ -115,4 +119,67 @@ async fn a_rebalanced_ring_is_loaded_and_data_follows_it() {
     std::fs::write(config.ring_file(), "{").unwrap();
     assert!(store.reload_ring().is_err());
     assert_eq!(read(&store, "obj-8").await, "body of obj-8");
+}
+
+#[tokio::test]
+async fn storage_policies_choose_the_ring_and_the_data_directory() {
+    let devices = tempfile::tempdir().unwrap();
+    let root = devices.path().to_path_buf();
+    let cloud = TestCloud::start_with(|c| {
+        c.object.devices_dir = Some(root.clone());
+        c.object.policies = vec![
+            object::policy::StoragePolicy { index: 0, name: "silver".into(), aliases: vec![], default: true, deprecated: false },
+            object::policy::StoragePolicy { index: 1, name: "gold".into(), aliases: vec!["yellow".into()], default: false, deprecated: false },
+            object::policy::StoragePolicy { index: 2, name: "bronze".into(), aliases: vec![], default: false, deprecated: true },
+        ];
+    })
+    .await;
+    let m = &cloud.member;
+    let acct = account_of(m);
+    let info = call(&cloud, &cloud.anonymous, "GET", "/object-store/info", vec![], &[]).await.json();
+    assert_eq!(
+        info["swift"]["policies"],
+        serde_json::json!([{"name": "silver", "aliases": "silver", "default": true}, {"name": "gold", "aliases": "gold, yellow"}])
+    );
+
+    let r = call(&cloud, m, "PUT", &format!("{acct}/g"), vec![], &[("X-Storage-Policy", "Yellow")]).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(call(&cloud, m, "HEAD", &format!("{acct}/g"), vec![], &[]).await.h("x-storage-policy"), "gold");
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/g"), vec![], &[("X-Storage-Policy", "gold")]).await.status, 202);
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/g"), vec![], &[]).await.status, 202, "no header keeps the policy");
+    let r = call(&cloud, m, "PUT", &format!("{acct}/g"), vec![], &[("X-Storage-Policy", "silver")]).await;
+    assert_eq!(r.status, 409, "a container keeps its policy");
+    let r = call(&cloud, m, "PUT", &format!("{acct}/x"), vec![], &[("X-Storage-Policy", "platinum")]).await;
+    assert_eq!((r.status, r.text().contains("Invalid X-Storage-Policy 'platinum'")), (400, true), "{}", r.text());
+    let r = call(&cloud, m, "PUT", &format!("{acct}/x"), vec![], &[("X-Storage-Policy", "bronze")]).await;
+    assert_eq!((r.status, r.text().contains("deprecated")), (400, true), "{}", r.text());
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/s"), vec![], &[]).await.status, 201);
+    assert_eq!(call(&cloud, m, "HEAD", &format!("{acct}/s"), vec![], &[]).await.h("x-storage-policy"), "silver");
+
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/g/o"), b"golden".to_vec(), &[]).await.status, 201);
+    assert_eq!(call(&cloud, m, "PUT", &format!("{acct}/s/o"), b"silvery!".to_vec(), &[]).await.status, 201);
+    assert_eq!(call(&cloud, m, "GET", &format!("{acct}/g/o"), vec![], &[]).await.text(), "golden");
+    let server = LocalServer::new(root.clone());
+    let count = |policy: u32| {
+        let server = server.clone();
+        async move {
+            let mut n = 0;
+            for p in server.partitions("d1", policy).await.unwrap() {
+                n += server.data_files("d1", policy, p).await.unwrap().len();
+            }
+            n
+        }
+    };
+    assert_eq!((count(0).await, count(1).await), (1, 1), "each policy's data under its own directory");
+    assert!(root.join("d1/objects-1").is_dir());
+
+    let a = call(&cloud, m, "HEAD", &acct, vec![], &[]).await;
+    assert_eq!(a.h("x-account-storage-policy-gold-object-count"), "1");
+    assert_eq!(a.h("x-account-storage-policy-gold-bytes-used"), "6");
+    assert_eq!(a.h("x-account-storage-policy-silver-bytes-used"), "8");
+    assert_eq!(a.h("x-account-storage-policy-silver-container-count"), "1");
+    assert_eq!(a.h("x-account-bytes-used"), "14");
+    assert_eq!(call(&cloud, m, "DELETE", &format!("{acct}/g/o"), vec![], &[]).await.status, 204);
+    assert_eq!(count(1).await, 0);
+    cloud.shutdown().await;
 }

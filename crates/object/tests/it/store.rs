@@ -16,6 +16,7 @@ fn row(container: &str, name: &str, size: i64, ts: &str) -> ObjectRow {
         last_modified: 1_700_000_000_000_000,
         timestamp: ts.into(),
         metadata: BTreeMap::from([("k".to_string(), "✓ v".to_string())]),
+        policy_index: 0,
     }
 }
 
@@ -32,10 +33,10 @@ async fn accounts_containers_objects_on_every_database() {
         assert_eq!(store.account_get("AUTH_p").await.unwrap().unwrap().metadata["x"], "y");
 
         let long = "c".repeat(256);
-        assert!(store.container_create("AUTH_p", &long, &BTreeMap::new(), 1).await.unwrap());
-        assert!(store.container_create("AUTH_p", "B", &BTreeMap::new(), 1).await.unwrap());
-        assert!(store.container_create("AUTH_p", "b", &BTreeMap::new(), 1).await.unwrap(), "names are case-sensitive");
-        assert!(!store.container_create("AUTH_p", "b", &BTreeMap::new(), 1).await.unwrap());
+        assert!(store.container_create("AUTH_p", &long, &BTreeMap::new(), 0, 1).await.unwrap());
+        assert!(store.container_create("AUTH_p", "B", &BTreeMap::new(), 0, 1).await.unwrap());
+        assert!(store.container_create("AUTH_p", "b", &BTreeMap::new(), 0, 1).await.unwrap(), "names are case-sensitive");
+        assert!(!store.container_create("AUTH_p", "b", &BTreeMap::new(), 0, 1).await.unwrap());
 
         let name = format!("dir/{}", "o".repeat(1000));
         assert_eq!(store.object_put(&row("b", &name, 10, "1.000001")).await.unwrap(), None);

@@ -65,6 +65,8 @@ fn create_add_rebalance_show() {
         let (ok, out) = ring(d, &bad);
         assert!(!ok, "{bad:?} must fail: {out}");
     }
+    let (ok, out) = ring(d, &["show", "--policy", "5"]);
+    assert!(!ok && out.contains("no storage policy has index 5"), "{out}");
     let (ok, out) = ring(&d.join("elsewhere"), &["show"]);
     assert!(!ok && out.contains("create one first"), "{out}");
 }
