@@ -8,6 +8,7 @@
 mod bulk;
 mod cors;
 mod formpost;
+mod staticweb;
 mod tempurl;
 
 use std::sync::Arc;
@@ -57,7 +58,10 @@ pub fn router(store: ObjectStore, validator: Arc<dyn TokenValidator>, identity_u
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::optional_auth))
         .layer(axum::middleware::map_request(ignore_token_of_signed_requests))
         .layer(axum::middleware::from_fn_with_state(AppState { store: store.clone() }, cors::layer));
-    let router = Router::new().route("/info", get(info)).route("/healthcheck", get(healthcheck)).merge(storage).with_state(AppState { store });
+    let router = Router::new()
+        .route("/info", get(info))
+        .route("/healthcheck", get(healthcheck))
+        .route("/crossdomain.xml", get(staticweb::crossdomain)).merge(storage).with_state(AppState { store });
     api_common::wire::apply(router, WireConfig::new(ErrorStyle::Swift))
         .layer(axum::middleware::map_response(trans_id))
         .layer(axum::middleware::map_response(move |resp: Response| {
@@ -142,6 +146,8 @@ async fn info(State(s): State<AppState>) -> axum::Json<Value> {
         "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
         "tempurl": tempurl::info(),
         "formpost": formpost::info(),
+        "staticweb": {},
+        "crossdomain": {},
     }))
 }
 
@@ -662,6 +668,22 @@ async fn container(
     {
         return Ok(bulk::extract(&s.store, &caller, &account, &container, format, &headers, body).await);
     }
+    if matches!(method, Method::GET | Method::HEAD)
+        && staticweb::web_mode(caller.ctx.is_none(), &headers)
+        && let Ok(row) = s.store.container(&account, &container).await
+    {
+        let site = staticweb::Site::of(&row.metadata);
+        if site.enabled() {
+            caller.container_access(&s.store, &account, &container, false, true).await?;
+            if !original.path().ends_with('/') {
+                return Ok(staticweb::redirect_to_dir(original.path()));
+            }
+            return Ok(web_dir(&s, &caller, &method, (&account, &container), "", original.path(), &site, &headers).await?);
+        }
+        if is_true(header_str(&headers, "x-web-mode")) {
+            return Err(Error::NotFound("Not Found".into()).into());
+        }
+    }
     let access = if is_read(&method) {
         caller.container_access(&s.store, &account, &container, false, false).await?
     } else {
@@ -897,9 +919,101 @@ async fn object(
             // A COPY reads its source here; its destination is checked below.
             let write = !(is_read(&method) || method.as_str() == "COPY");
             caller.container_access(&s.store, &account, &container, write, true).await?;
+            if matches!(method, Method::GET | Method::HEAD) && staticweb::web_mode(caller.ctx.is_none(), &headers) {
+                let site = staticweb::Site::of(&s.store.container(&account, &container).await?.metadata);
+                if site.enabled() || site.error.is_some() {
+                    return Ok(web_object(&s, &caller, &method, (&account, &container, &object), original.path(), &site, &headers).await?);
+                }
+            }
             Ok(object_request(&s, &caller, &method, (&account, &container, &object), &q, &headers, body).await?)
         }
     }
+}
+
+/// Staticweb's answer for a pseudo-directory (`prefix` empty for the container): its index object, else its
+/// listing, else the error page.
+#[allow(clippy::too_many_arguments)]
+async fn web_dir(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    (account, container): (&str, &str),
+    prefix: &str,
+    path: &str,
+    site: &staticweb::Site,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    if let Some(index) = &site.index {
+        let name = format!("{prefix}{index}");
+        match web_get(s, caller, method, (account, container, &name), headers).await {
+            Err(Error::NotFound(_)) => {}
+            other => return other,
+        }
+    }
+    if site.listings {
+        caller.container_access(&s.store, account, container, false, false).await?;
+        match staticweb::listing(&s.store, (account, container), prefix, &percent_decode(path), site).await {
+            Err(Error::NotFound(_)) => {}
+            other => return other,
+        }
+    }
+    web_error(s, caller, method, (account, container), site).await
+}
+
+/// Staticweb's answer for an object: the object; for a missing one, a redirect into the pseudo-directory of that
+/// name if there is one, else the error page.
+async fn web_object(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    (account, container, object): (&str, &str, &str),
+    path: &str,
+    site: &staticweb::Site,
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    if object.ends_with('/') && site.enabled() {
+        return web_dir(s, caller, method, (account, container), object, path, site, headers).await;
+    }
+    match web_get(s, caller, method, (account, container, object), headers).await {
+        Err(Error::NotFound(_)) => {
+            if site.enabled() {
+                let q = ListQuery { prefix: format!("{object}/"), limit: 1, ..Default::default() };
+                if !s.store.list_objects(account, container, &q).await?.is_empty() {
+                    return Ok(staticweb::redirect_to_dir(path));
+                }
+            }
+            web_error(s, caller, method, (account, container), site).await
+        }
+        other => other,
+    }
+}
+
+async fn web_get(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    target: (&str, &str, &str),
+    headers: &HeaderMap,
+) -> Result<Response, Error> {
+    object_request(s, caller, method, target, &std::collections::HashMap::new(), headers, Body::empty()).await
+}
+
+/// A 404, with the body of the object `404<web-error>` when the container names one.
+async fn web_error(
+    s: &AppState,
+    caller: &Caller,
+    method: &Method,
+    (account, container): (&str, &str),
+    site: &staticweb::Site,
+) -> Result<Response, Error> {
+    if let Some(error) = &site.error {
+        let name = format!("404{error}");
+        if let Ok(mut page) = web_get(s, caller, method, (account, container, &name), &HeaderMap::new()).await {
+            *page.status_mut() = StatusCode::NOT_FOUND;
+            return Ok(page);
+        }
+    }
+    Err(Error::NotFound("Not Found".into()))
 }
 
 /// An object request its caller may make.

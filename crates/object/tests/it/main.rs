@@ -8,6 +8,7 @@ mod http;
 mod large;
 mod quota;
 mod ring;
+mod staticweb;
 mod store;
 mod tempurl;
 mod versions;
