@@ -493,6 +493,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     };
     let router = cloud.router()?;
     let (tx, rx) = oneshot::channel::<()>();
+    // Responses are written as headers, then body chunks: without TCP_NODELAY, Nagle's algorithm holds a small
+    // body back until the client's delayed ACK (~40 ms) arrives.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
