@@ -26,6 +26,10 @@ pub struct Caller {
 pub struct Boot {
     pub name: String,
     pub description: Option<String>,
+    /// The hostname asked for (2.90), else derived from the name.
+    pub hostname: Option<String>,
+    /// The host and node asked for (2.74).
+    pub destination: Option<Destination>,
     pub flavor: Option<FlavorSpec>,
     pub image_ref: String,
     pub image_properties: BTreeMap<String, serde_json::Value>,
@@ -41,6 +45,13 @@ pub struct Boot {
     pub tags: Vec<String>,
     /// The server group (`os:scheduler_hints` `group`) the instances join.
     pub group: Option<String>,
+}
+
+/// A requested destination of a build: the scheduler only considers this host and/or node.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Destination {
+    pub host: Option<String>,
+    pub node: Option<String>,
 }
 
 /// Per-project limits, as Nova's defaults (`[quota]`): instances 10, cores 20, ram 51200 MB.
@@ -248,8 +259,9 @@ impl Compute {
         for index in 0..count {
             let name = if count > 1 { format!("{}-{}", boot.name, index + 1) } else { boot.name.clone() };
             rows.push(InstanceRow {
-                hostname: sanitize_hostname(&name),
+                hostname: boot.hostname.clone().unwrap_or_else(|| sanitize_hostname(&name)),
                 description: boot.description.clone(),
+                scheduling: boot.destination.as_ref().map(|d| serde_json::json!({"destination": d})),
                 image_properties: boot.image_properties.clone(),
                 key_name: boot.key_name.clone(),
                 key_data: key_data.clone(),
@@ -484,6 +496,46 @@ impl Compute {
         }
         self.store().instance_update(uuid, None, &set).await?;
         self.instance(caller, uuid).await
+    }
+
+    /// Sets the hostname the guest is told (2.90).
+    pub async fn server_set_hostname(&self, caller: &Caller, uuid: &str, hostname: &str) -> Result<InstanceRow, Error> {
+        self.instance(caller, uuid).await?;
+        self.store().instance_update(uuid, None, &[("hostname", Value::S(Some(hostname.to_string())))]).await?;
+        self.instance(caller, uuid).await
+    }
+
+    /// Replaces the key pair (`Some(None)` removes it; 2.54) and the user data (2.57) of a server being rebuilt.
+    pub async fn server_set_boot_data(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        key: Option<Option<(String, String)>>,
+        user_data: Option<Option<String>>,
+    ) -> Result<(), Error> {
+        self.instance(caller, uuid).await?;
+        let mut set = Vec::new();
+        if let Some(k) = key {
+            let (name, data) = k.map(|(n, d)| (Some(n), Some(d))).unwrap_or((None, None));
+            set.push(("key_name", Value::S(name)));
+            set.push(("key_data", Value::S(data)));
+        }
+        if let Some(u) = user_data {
+            set.push(("user_data", Value::S(u)));
+        }
+        self.store().instance_update(uuid, None, &set).await?;
+        Ok(())
+    }
+
+    /// The state rules of `trigger_crash_dump` (2.17): active, paused, rescued, resized or error, not locked.
+    pub fn server_crash_dump_check(&self, caller: &Caller, inst: &InstanceRow) -> Result<(), Error> {
+        self.check_lock(caller, inst)?;
+        if !["active", "paused", "rescued", "resized", "error"].contains(&inst.vm_state.as_str())
+            || inst.task_state.is_some()
+        {
+            return Err(invalid_state("trigger_crash_dump", &inst.uuid, "vm_state", &inst.vm_state));
+        }
+        Ok(())
     }
 
     pub async fn console_output(&self, caller: &Caller, uuid: &str, length: Option<u64>) -> Result<String, Error> {

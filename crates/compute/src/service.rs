@@ -183,6 +183,14 @@ impl Compute {
         if self.store.flavor_delete(id).await? { Ok(()) } else { Err(flavor_not_found(id)) }
     }
 
+    /// Sets a flavor's description (2.55), the only thing of a flavor that changes.
+    pub async fn flavor_update(&self, id: &str, description: Option<&str>) -> Result<FlavorRow, Error> {
+        if !self.store.flavor_set_description(id, description).await? {
+            return Err(flavor_not_found(id));
+        }
+        self.existing(id).await
+    }
+
     async fn existing(&self, id: &str) -> Result<FlavorRow, Error> {
         self.store.flavor_get(id).await?.ok_or_else(|| flavor_not_found(id))
     }

@@ -17,11 +17,19 @@ use crate::images::{ImageClient, is_core};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v2.1/images", get(list))
-        .route("/v2.1/images/detail", get(list_detail))
-        .route("/v2.1/images/{id}", get(show).delete(delete))
-        .route("/v2.1/images/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
-        .route("/v2.1/images/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/images", get(list))
+                .route("/v2.1/images/detail", get(list_detail))
+                .route("/v2.1/images/{id}", get(show).delete(delete)),
+            super::v(36),
+        ))
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/images/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
+                .route("/v2.1/images/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete)),
+            super::v(39),
+        ))
 }
 
 fn client(s: &AppState) -> Result<&ImageClient, ApiError> {
