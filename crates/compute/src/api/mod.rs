@@ -116,6 +116,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:servers:rebuild", MEMBER),
     ("os_compute_api:servers:resize", MEMBER),
     ("os_compute_api:servers:create_image", MEMBER),
+    ("os_compute_api:os-create-backup", MEMBER),
     ("os_compute_api:servers:confirm_resize", MEMBER),
     ("os_compute_api:servers:revert_resize", MEMBER),
     ("os_compute_api:servers:start", MEMBER),

@@ -1312,6 +1312,48 @@ async fn action(
             let location = s.url(&format!("/images/{image_id}"));
             return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response());
         }
+        "createBackup" => {
+            let m = arg.as_object().ok_or_else(|| invalid("createBackup", arg, &format!("{arg} is not of type 'object'")))?;
+            only(m, &["name", "backup_type", "rotation", "metadata"])?;
+            let required = |field: &str| {
+                ApiError::bad_request(format!(
+                    "Invalid input for field/attribute createBackup. Value: {arg}. '{field}' is a required property"
+                ))
+            };
+            let name = match m.get("name") {
+                Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= 255 && n.trim() == n => n.clone(),
+                Some(v @ Value::String(_)) => return Err(invalid("name", v, "is empty, too long or has leading/trailing whitespace")),
+                Some(v) => return Err(invalid("name", v, &format!("{v} is not of type 'string'"))),
+                None => return Err(required("name")),
+            };
+            let backup_type = match m.get("backup_type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(v) => return Err(invalid("backup_type", v, &format!("{v} is not of type 'string'"))),
+                None => return Err(required("backup_type")),
+            };
+            let rotation = match m.get("rotation") {
+                Some(r @ Value::Number(n)) => n.as_u64().ok_or_else(|| invalid("rotation", r, &format!("{r} is less than the minimum of 0")))?,
+                Some(r @ Value::String(t)) => t.parse::<u64>().map_err(|_| invalid("rotation", r, &format!("{r} does not match '^[0-9]+$'")))?,
+                Some(r) => return Err(invalid("rotation", r, &format!("{r} is not of type 'integer', 'string'"))),
+                None => return Err(required("rotation")),
+            };
+            let metadata = match m.get("metadata") {
+                Some(md) => metadata_field(md, "metadata")?,
+                None => BTreeMap::new(),
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-create-backup").await?;
+            let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
+            let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
+            let image = s.compute.server_backup(&c, &inst.uuid, images, &token, &name, &metadata, &backup_type, rotation, &rid.0).await?;
+            return Ok(match image {
+                // As createImage: the image id in the body from 2.45, in a `Location` header before.
+                Some(image_id) if mv >= v(45) => (StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response(),
+                Some(image_id) => {
+                    (StatusCode::ACCEPTED, [(header::LOCATION, s.url(&format!("/images/{image_id}")))]).into_response()
+                }
+                None => StatusCode::ACCEPTED.into_response(),
+            });
+        }
         "os-getConsoleOutput" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-console-output").await?;
             let length = match arg.get("length") {

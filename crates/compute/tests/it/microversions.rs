@@ -288,7 +288,8 @@ async fn keypairs_by_version() {
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(r.json()["keypair"]["private_key"].as_str().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
     assert_eq!(r.json()["keypair"]["fingerprint"].as_str().unwrap().split(':').count(), 20);
-    let r = post(m, "2.2", "/os-keypairs", json!({"keypair": {"name": "x2", "type": "x509", "public_key": cert}})).await;
+    let r =
+        post(m, "2.2", "/os-keypairs", json!({"keypair": {"name": "x2", "type": "x509", "public_key": cert}})).await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(get(m, "2.2", "/os-keypairs/x2").await.json()["keypair"]["type"], "x509");
     let bad = json!({"keypair": {"name": "x3", "type": "x509", "public_key": "ssh-rsa AAAA"}});
@@ -415,5 +416,55 @@ async fn hosts_quotas_and_removed_apis() {
         assert!(l.get(gone).is_none(), "{gone}: {l}");
     }
     assert!(get(&cloud.member, "2.1", "/limits").await.json()["limits"]["absolute"].get("maxImageMeta").is_some());
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn backups_rotate_and_answer_by_version() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let m = &cloud.member;
+    let img = image(m).await;
+    let r = post(
+        m,
+        "2.37",
+        "/servers",
+        json!({"server": {"name": "b", "imageRef": img, "flavorRef": "1", "networks": "none"}}),
+    )
+    .await;
+    let id = r.json()["server"]["id"].as_str().unwrap().to_string();
+    status(m, &id, "ACTIVE").await;
+    let backup = |name: &str, rotation: u64| json!({"createBackup": {"name": name, "backup_type": "daily", "rotation": rotation}});
+    let mut made = Vec::new();
+    for (i, mv) in ["2.1", "2.45", "2.45"].into_iter().enumerate() {
+        let r = post(m, mv, &format!("/servers/{id}/action"), backup(&format!("b{i}"), 2)).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        // The image id: in a `Location` header before 2.45, in the body from 2.45.
+        let image_id = match mv {
+            "2.1" => r.header("location").unwrap().rsplit('/').next().unwrap().to_string(),
+            _ => r.json()["image_id"].as_str().unwrap().to_string(),
+        };
+        made.push(image_id);
+        status(m, &id, "ACTIVE").await;
+    }
+    let list = |q: &'static str| async move {
+        let r = m.get(&format!("/image/v2/images?{q}")).await.json();
+        r["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let q = "image_type=backup&backup_type=daily&sort_key=created_at&sort_dir=asc";
+    // Rotation 2 keeps the two newest.
+    assert_eq!(list(q).await, made[1..].to_vec());
+    // Rotation 0 takes no backup and drops them all.
+    let r = post(m, "2.45", &format!("/servers/{id}/action"), backup("none", 0)).await;
+    assert_eq!((r.status.as_u16(), r.text.as_str()), (202, ""));
+    assert!(list(q).await.is_empty());
+    let r = post(
+        m,
+        "2.45",
+        &format!("/servers/{id}/action"),
+        json!({"createBackup": {"name": "x", "backup_type": "daily"}}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
     cloud.shutdown().await;
 }
