@@ -34,10 +34,10 @@ fn keys(v: &Value) -> Vec<&str> {
 async fn negotiation_advertises_the_range() {
     let cloud = TestCloud::start_without_agent().await;
     let r = cloud.anonymous.get("/compute/v2.1").await;
-    assert_eq!(r.json()["version"]["version"], "2.79");
+    assert_eq!(r.json()["version"]["version"], "2.80");
     let r = get(&cloud.member, "latest", "/flavors").await;
-    assert_eq!(r.header("openstack-api-version"), Some("compute 2.79"));
-    let r = get(&cloud.member, "2.80", "/flavors").await;
+    assert_eq!(r.header("openstack-api-version"), Some("compute 2.80"));
+    let r = get(&cloud.member, "2.81", "/flavors").await;
     assert_eq!(r.status, 406, "{}", r.text);
     assert_eq!(r.json()["computeFault"]["code"], 406, "{}", r.text);
     cloud.shutdown().await;
@@ -211,7 +211,7 @@ async fn create_and_list_rules_by_version() {
     assert_eq!(post(m, "2.37", "/servers", server(json!({"networks": [{"uuid": "not-a-uuid"}]}))).await.status, 400);
     assert_eq!(post(m, "2.36", "/servers", server(json!({"networks": "auto"}))).await.status, 400);
     // 2.90: a hostname, one server at a time.
-    let r = post(m, "2.79", "/servers", server(json!({"networks": "none", "hostname": "h"}))).await;
+    let r = post(m, "2.80", "/servers", server(json!({"networks": "none", "hostname": "h"}))).await;
     assert_eq!(r.status, 400, "{}", r.text);
     // 2.74: a requested host is for admins, and must exist.
     let r = post(m, "2.74", "/servers", server(json!({"networks": "none", "host": "nowhere"}))).await;
