@@ -1,5 +1,5 @@
 //! Host aggregates (`/os-aggregates`): create, list, show, update, delete, and the `add_host`, `remove_host` and
-//! `set_metadata` actions, as at microversion 2.1 (integer ids, no uuid; 200 everywhere, as upstream).
+//! `set_metadata` actions (integer ids, the uuid shown from 2.41; 200 everywhere, as upstream).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! The hosts side of the API: compute services (`/os-services`, up or down from heartbeats, enable/disable),
 //! hypervisors (`/os-hypervisors`), availability zones (`/os-availability-zone`, from host aggregates) and the
-//! deprecated `/os-hosts`, as at microversion 2.1.
+//! `/os-hosts` (removed at 2.43); integer ids before 2.53, uuids from it.
 
 use ::auth::Context;
 use api_common::{ApiError, Microversion, QueryPairs};

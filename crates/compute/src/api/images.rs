@@ -1,5 +1,5 @@
 //! The image proxy of API 2.1 (`/images`, `/images/detail`, `/images/{id}`, image metadata): the image service's
-//! images in Nova's shape, on the caller's own token. (Removed upstream at 2.36; clients at 2.1 still use it.)
+//! images in Nova's shape, on the caller's own token. Removed at 2.36 (image metadata at 2.39), as upstream.
 
 use ::auth::Context;
 use api_common::{ApiError, Page, QueryPairs};

@@ -1,6 +1,6 @@
 //! Server groups (`/os-server-groups`): create, list (`all_projects` for admins, `limit`/`offset`), show and
-//! delete, as at microversion 2.1 (`policies` is a one-item list); and the `group` scheduler hint of a server
-//! create.
+//! delete (`policies`, a one-item list, before 2.64; `policy` and `rules` from 2.64); and the `group` scheduler hint
+//! of a server create.
 
 use ::auth::Context;
 use api_common::{ApiError, Microversion, QueryPairs};

@@ -1,5 +1,5 @@
 //! Usage reports: `/os-simple-tenant-usage` (every project for admins, with `start`, `end` and `detailed`; one
-//! project) and `/os-instance_usage_audit_log`, as at microversion 2.1.
+//! project; paged from 2.40) and `/os-instance_usage_audit_log`.
 
 use ::auth::Context;
 use api_common::{ApiError, Microversion, Page, QueryPairs};
