@@ -145,6 +145,14 @@ async fn listing(
     path: &str,
     full: bool,
 ) -> Result<Json<Value>, ApiError> {
+    // From 2.75 `GET /flavors` refuses unknown query parameters (upstream left `/flavors/detail` lenient).
+    const PARAMS: &[&str] = &["limit", "marker", "is_public", "minRam", "minDisk", "sort_key", "sort_dir"];
+    if !full
+        && mv >= v(75)
+        && let Some((k, _)) = q.0.iter().find(|(k, _)| !PARAMS.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+    }
     let viewer = viewer(s, ctx);
     let filter = FlavorFilter {
         // Non-admins always get public flavors and those shared with their project.

@@ -263,6 +263,11 @@ async fn flavors_by_version() {
     let f = get(a, "2.61", "/flavors/mvf").await.json()["flavor"].clone();
     assert_eq!(f["extra_specs"], json!({"hw:cpu_policy": "shared"}));
     assert!(get(a, "2.60", "/flavors/mvf").await.json()["flavor"].get("extra_specs").is_none());
+    // 2.75: unknown query parameters of `GET /flavors` are a 400 (not of `/flavors/detail`).
+    assert_eq!(get(a, "2.74", "/flavors?bogus=1").await.status, 200);
+    assert_eq!(get(a, "2.75", "/flavors?bogus=1").await.status, 400);
+    assert_eq!(get(a, "2.75", "/flavors/detail?bogus=1").await.status, 200);
+    assert_eq!(get(a, "2.75", "/flavors?minRam=1&limit=2").await.status, 200);
     // 2.75: a swap of 0 is 0, not "".
     assert_eq!(get(a, "2.74", "/flavors/mvf").await.json()["flavor"]["swap"], "");
     assert_eq!(get(a, "2.75", "/flavors/mvf").await.json()["flavor"]["swap"], 0);
