@@ -396,6 +396,15 @@ async fn hosts_quotas_and_removed_apis() {
     let name = h["hypervisor_hostname"].as_str().unwrap().to_string();
     assert_eq!(get(a, "2.52", &format!("/os-hypervisors/{name}/search")).await.status, 200);
     assert_eq!(get(a, "2.53", &format!("/os-hypervisors/{name}/search")).await.status, 404);
+    // 2.74: an admin builds on a named host and node.
+    let host = h["service"]["host"].as_str().unwrap().to_string();
+    let img = image(a).await;
+    let body = json!({"server": {"name": "pinned", "imageRef": img, "flavorRef": "1", "networks": "none",
+        "host": host, "hypervisor_hostname": name}});
+    let r = post(a, "2.74", "/servers", body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let built = status(a, r.json()["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    assert_eq!(built["OS-EXT-SRV-ATTR:host"], host.as_str());
     // Paging from 2.33.
     assert_eq!(get(a, "2.33", "/os-hypervisors?limit=0").await.json()["hypervisors"], json!([]));
     // os-hosts left at 2.43, the image proxy at 2.36.
