@@ -1791,11 +1791,11 @@ fn action_view(a: &crate::store::ActionRow, mv: Microversion) -> Value {
     out
 }
 
-/// Instance actions stay readable after the server is deleted, as upstream.
-async fn any_instance(s: &AppState, ctx: &Context, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
+/// Instance actions stay readable after the server is deleted from 2.21, as upstream.
+async fn any_instance(s: &AppState, ctx: &Context, mv: Microversion, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
     let c = caller(s, ctx);
     let inst = match s.compute.store().instance_get(id).await? {
-        Some(i) if c.admin || i.project_id == c.project_id => i,
+        Some(i) if (c.admin || i.project_id == c.project_id) && (!i.deleted || mv >= v(21)) => i,
         _ => return Err(crate::servers::instance_not_found(id).into()),
     };
     enforce_on(s, ctx, rule, &inst.project_id)?;
@@ -1809,7 +1809,7 @@ async fn actions_list(
     Path(id): Path<String>,
     q: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    let inst = any_instance(&s, &ctx, &id, "os_compute_api:os-instance-actions:list").await?;
+    let inst = any_instance(&s, &ctx, mv, &id, "os_compute_api:os-instance-actions:list").await?;
     let mut actions = s.compute.store().actions(&inst.uuid).await?;
     if mv < v(58) {
         return Ok(Json(json!({"instanceActions": actions.iter().map(|a| action_view(a, mv)).collect::<Vec<_>>()})));
@@ -1845,7 +1845,7 @@ async fn action_show(
     Extension(mv): Extension<Microversion>,
     Path((id, request_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let inst = any_instance(&s, &ctx, &id, "os_compute_api:os-instance-actions:show").await?;
+    let inst = any_instance(&s, &ctx, mv, &id, "os_compute_api:os-instance-actions:show").await?;
     let a =
         s.compute.store().action(&inst.uuid, &request_id).await?.ok_or_else(|| {
             ApiError::not_found(format!("Action for request_id {request_id} on instance {id} not found"))
