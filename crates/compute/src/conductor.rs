@@ -418,7 +418,15 @@ impl Conductor {
         let resources = resources_of(&inst.flavor);
         let candidates = self.inner.placement.candidates(&resources, self.inner.settings.max_placement_results).await?;
         let hosts = self.host_states(&candidates).await?;
-        let states: Vec<HostState> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        let mut states: Vec<HostState> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        // A requested destination (2.74) narrows the hosts before the filters run.
+        let destination: Option<crate::servers::Destination> =
+            inst.scheduling.as_ref().and_then(|s| serde_json::from_value(s["destination"].clone()).ok());
+        if let Some(d) = destination {
+            states.retain(|h| {
+                d.host.as_ref().is_none_or(|x| x == &h.host) && d.node.as_ref().is_none_or(|x| x == &h.node)
+            });
+        }
         let group = crate::server_groups::group_placement(self.store(), &inst.uuid).await?;
         let spec = RequestSpec {
             vcpus: inst.flavor.vcpus,
@@ -429,8 +437,19 @@ impl Conductor {
             availability_zone: inst.availability_zone.clone(),
             num_instances: 1,
             group_policy: group.as_ref().map(|g| g.policy.clone()),
-            group_hosts: group.map(|g| g.hosts).unwrap_or_default(),
+            group_hosts: group.as_ref().map(|g| g.hosts.clone()).unwrap_or_default(),
         };
+        // An anti-affinity group with `max_server_per_host` (2.64) allows that many members per host: such hosts
+        // are kept here and the scheduler's plain anti-affinity check is not applied.
+        let mut spec = spec;
+        if let Some(g) = &group
+            && g.policy == "anti-affinity"
+            && let Some(max) = g.max_server_per_host
+        {
+            states.retain(|h| (g.hosts.iter().filter(|x| **x == h.host).count() as i64) < max);
+            spec.group_policy = None;
+            spec.group_hosts = Vec::new();
+        }
         let picked = self.scheduler().select(&states, &spec);
         Ok(picked
             .into_iter()

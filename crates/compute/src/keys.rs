@@ -1,5 +1,7 @@
 //! SSH public keys: validation and fingerprints as upstream computes them (MD5 of the key blob, `aa:bb:…`), and
-//! generation of new key pairs (ed25519) whose private half is handed out once.
+//! generation of new key pairs (ed25519) whose private half is handed out once. X.509 key pairs (microversion
+//! 2.2): a PEM certificate's fingerprint (SHA-1 of its DER, `aa:bb:…`), and generation of a self-signed
+//! certificate with its PKCS#8 private key.
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
@@ -49,6 +51,113 @@ pub fn generate(comment: &str) -> Result<Generated, Error> {
     Ok(Generated { public_key, private_key, fingerprint })
 }
 
+/// The SHA-1 fingerprint of a PEM certificate (`-----BEGIN CERTIFICATE-----`); 400 if it is not one.
+pub fn x509_fingerprint(pem: &str) -> Result<String, Error> {
+    let der = pem_body(pem, "CERTIFICATE").ok_or_else(invalid)?;
+    // The whole of it must be one DER SEQUENCE (a certificate) holding at least a to-be-signed SEQUENCE.
+    let (tag, content, rest) = der_element(&der).ok_or_else(invalid)?;
+    if tag != 0x30 || !rest.is_empty() || !matches!(der_element(content), Some((0x30, _, _))) {
+        return Err(invalid());
+    }
+    Ok(colons(&sha1::Sha1::digest(&der)))
+}
+
+fn colons(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The bytes of the first PEM block labelled `label`.
+fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin)? + begin.len();
+    let stop = start + pem[start..].find(&end)?;
+    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn seq(parts: &[Vec<u8>]) -> Vec<u8> {
+    der(0x30, &parts.concat())
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+/// `id-Ed25519` (1.3.101.112) as an AlgorithmIdentifier.
+fn ed25519_algorithm() -> Vec<u8> {
+    seq(&[der(0x06, &[0x2b, 0x65, 0x70])])
+}
+
+fn sign<K: ssh_key::SigningKey>(key: &K, message: &[u8]) -> Result<Vec<u8>, Error> {
+    let sig = key.try_sign(message).map_err(|e| Error::Config(format!("cannot sign a certificate: {e}")))?;
+    Ok(sig.as_bytes().to_vec())
+}
+
+/// A new self-signed X.509 certificate for `common_name` (ed25519, valid ten years) with its private key (PKCS#8
+/// PEM), as upstream generates the `x509` key pairs it is asked for without a certificate.
+pub fn generate_x509(common_name: &str) -> Result<Generated, Error> {
+    let seed: [u8; 32] = rand::random();
+    let keypair = Ed25519Keypair::from_seed(&seed);
+    let name = seq(&[der(0x31, &seq(&[der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, common_name.as_bytes())]))]);
+    let now = chrono::Utc::now();
+    let utc = |t: chrono::DateTime<chrono::Utc>| der(0x17, t.format("%y%m%d%H%M%SZ").to_string().as_bytes());
+    let validity = seq(&[utc(now), utc(now + chrono::Duration::days(3650))]);
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    let spki = seq(&[ed25519_algorithm(), der(0x03, &[&[0u8][..], keypair.public.as_ref().as_slice()].concat())]);
+    let tbs = seq(&[
+        der(0xa0, &der(0x02, &[2])),
+        der(0x02, &serial),
+        ed25519_algorithm(),
+        name.clone(),
+        validity,
+        name,
+        spki,
+    ]);
+    let signature = sign(&PrivateKey::from(keypair), &tbs)?;
+    let cert = seq(&[tbs, ed25519_algorithm(), der(0x03, &[&[0u8][..], &signature].concat())]);
+    let pkcs8 = seq(&[der(0x02, &[0]), ed25519_algorithm(), der(0x04, &der(0x04, &seed))]);
+    Ok(Generated {
+        fingerprint: colons(&sha1::Sha1::digest(&cert)),
+        public_key: pem("CERTIFICATE", &cert),
+        private_key: pem("PRIVATE KEY", &pkcs8),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +194,33 @@ ymW4M++cFervMSl4WBtAlulPpRFElYwUwRrmYxM/CjZG58TuEJgvV7L+jeN+H+OpDH+dd8MC4YF1lxag
     fn garbage_is_rejected() {
         for bad in ["", "ssh-rsa", "ssh-rsa AAAA", "not a key at all", "ssh-rsa !!!! x"] {
             assert!(matches!(ssh_fingerprint(bad), Err(Error::BadRequest(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn x509_certificates_are_generated_and_fingerprinted() {
+        let g = generate_x509("cert").unwrap();
+        assert!(g.public_key.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(g.private_key.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert_eq!(x509_fingerprint(&g.public_key).unwrap(), g.fingerprint);
+        assert_eq!(g.fingerprint.split(':').count(), 20);
+        // The certificate's signature over its to-be-signed part verifies with the key in the private key's PEM.
+        let cert = pem_body(&g.public_key, "CERTIFICATE").unwrap();
+        let (_, body, _) = der_element(&cert).unwrap();
+        let (_, _, after_tbs) = der_element(body).unwrap();
+        let tbs = &body[..body.len() - after_tbs.len()];
+        let (_, _, after_alg) = der_element(after_tbs).unwrap();
+        let (tag, bits, _) = der_element(after_alg).unwrap();
+        assert_eq!((tag, bits.len(), bits[0]), (0x03, 65, 0));
+        let pkcs8 = pem_body(&g.private_key, "PRIVATE KEY").unwrap();
+        let seed: [u8; 32] = pkcs8[pkcs8.len() - 32..].try_into().unwrap();
+        let keypair = Ed25519Keypair::from_seed(&seed);
+        // Ed25519 signatures are deterministic: signing again gives the certificate's signature.
+        assert_eq!(sign(&PrivateKey::from(keypair.clone()), tbs).unwrap(), bits[1..]);
+        let spki_key = keypair.public.as_ref().as_slice();
+        assert!(tbs.windows(32).any(|w| w == spki_key), "the certificate carries the public key");
+        for bad in ["", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", "ssh-rsa AAAA"] {
+            assert!(matches!(x509_fingerprint(bad), Err(Error::BadRequest(_))), "{bad}");
         }
     }
 

@@ -20,13 +20,21 @@ pub fn group_not_found(uuid: &str) -> Error {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GroupPlacement {
     pub policy: String,
+    /// The `max_server_per_host` rule of an anti-affinity group (2.64): that many members may share a host.
+    pub max_server_per_host: Option<i64>,
     /// The hosts of the group's other live members, one entry per member.
     pub hosts: Vec<String>,
 }
 
 impl Compute {
     /// Creates a group for the caller's project.
-    pub async fn server_group_create(&self, caller: &Caller, name: &str, policy: &str) -> Result<ServerGroupRow, Error> {
+    pub async fn server_group_create(
+        &self,
+        caller: &Caller,
+        name: &str,
+        policy: &str,
+        max_server_per_host: Option<i64>,
+    ) -> Result<ServerGroupRow, Error> {
         if !POLICIES.contains(&policy) {
             return Err(Error::BadRequest(format!("Invalid policy: {policy}")));
         }
@@ -40,6 +48,7 @@ impl Compute {
             project_id: caller.project_id.clone(),
             user_id: caller.user_id.clone(),
             policy: policy.to_string(),
+            max_server_per_host,
             members: Vec::new(),
             created_at: now_us(),
         };
@@ -98,5 +107,5 @@ pub async fn group_placement(store: &crate::store::Store, instance_uuid: &str) -
         .filter(|m| m.instance_uuid != instance_uuid)
         .filter_map(|m| m.host)
         .collect();
-    Ok(Some(GroupPlacement { policy: group.policy, hosts }))
+    Ok(Some(GroupPlacement { policy: group.policy, max_server_per_host: group.max_server_per_host, hosts }))
 }

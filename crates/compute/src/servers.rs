@@ -26,6 +26,10 @@ pub struct Caller {
 pub struct Boot {
     pub name: String,
     pub description: Option<String>,
+    /// The hostname asked for (2.90), else derived from the name.
+    pub hostname: Option<String>,
+    /// The host and node asked for (2.74).
+    pub destination: Option<Destination>,
     pub flavor: Option<FlavorSpec>,
     pub image_ref: String,
     pub image_properties: BTreeMap<String, serde_json::Value>,
@@ -41,6 +45,13 @@ pub struct Boot {
     pub tags: Vec<String>,
     /// The server group (`os:scheduler_hints` `group`) the instances join.
     pub group: Option<String>,
+}
+
+/// A requested destination of a build: the scheduler only considers this host and/or node.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Destination {
+    pub host: Option<String>,
+    pub node: Option<String>,
 }
 
 /// Per-project limits, as Nova's defaults (`[quota]`): instances 10, cores 20, ram 51200 MB.
@@ -248,8 +259,9 @@ impl Compute {
         for index in 0..count {
             let name = if count > 1 { format!("{}-{}", boot.name, index + 1) } else { boot.name.clone() };
             rows.push(InstanceRow {
-                hostname: sanitize_hostname(&name),
+                hostname: boot.hostname.clone().unwrap_or_else(|| sanitize_hostname(&name)),
                 description: boot.description.clone(),
+                scheduling: boot.destination.as_ref().map(|d| serde_json::json!({"destination": d})),
                 image_properties: boot.image_properties.clone(),
                 key_name: boot.key_name.clone(),
                 key_data: key_data.clone(),
@@ -372,14 +384,75 @@ impl Compute {
         metadata: &BTreeMap<String, String>,
         request_id: &str,
     ) -> Result<String, Error> {
+        self.server_image(caller, uuid, images, token, name, metadata, None, request_id).await
+    }
+
+    /// `createBackup`: a snapshot marked as a backup of `backup_type`, after which only the newest `rotation`
+    /// backups of that type are kept (with a rotation of 0 no snapshot is taken and every such backup goes).
+    /// Returns the new image, if one was made.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn server_backup(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        images: &crate::images::ImageClient,
+        token: &str,
+        name: &str,
+        metadata: &BTreeMap<String, String>,
+        backup_type: &str,
+        rotation: u64,
+        request_id: &str,
+    ) -> Result<Option<String>, Error> {
+        let image = if rotation > 0 {
+            Some(self.server_image(caller, uuid, images, token, name, metadata, Some(backup_type), request_id).await?)
+        } else {
+            let inst = self.instance(caller, uuid).await?;
+            self.check_lock(caller, &inst)?;
+            None
+        };
+        let query: Vec<(String, String)> = [
+            ("instance_uuid", uuid),
+            ("image_type", "backup"),
+            ("backup_type", backup_type),
+            ("sort_key", "created_at"),
+            ("sort_dir", "desc"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let backups = images.list(token, &query).await?;
+        for old in backups.iter().skip(usize::try_from(rotation).unwrap_or(usize::MAX)) {
+            if let Some(id) = old["id"].as_str()
+                && Some(id) != image.as_deref()
+            {
+                images.delete(token, id).await?;
+            }
+        }
+        Ok(image)
+    }
+
+    /// A snapshot (`backup_type: None`) or a backup of an instance.
+    #[allow(clippy::too_many_arguments)]
+    async fn server_image(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        images: &crate::images::ImageClient,
+        token: &str,
+        name: &str,
+        metadata: &BTreeMap<String, String>,
+        backup_type: Option<&str>,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let action = if backup_type.is_some() { "createBackup" } else { "createImage" };
         let inst = self.instance(caller, uuid).await?;
         self.check_lock(caller, &inst)?;
         let allowed = [vm_state::ACTIVE, vm_state::STOPPED, vm_state::PAUSED, vm_state::SUSPENDED];
         if !allowed.contains(&inst.vm_state.as_str()) {
-            return Err(invalid_state("createImage", uuid, "vm_state", &inst.vm_state));
+            return Err(invalid_state(action, uuid, "vm_state", &inst.vm_state));
         }
         if inst.task_state.is_some() {
-            return Err(invalid_state("createImage", uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+            return Err(invalid_state(action, uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
         }
         let mut body = serde_json::json!({
             "name": name,
@@ -387,10 +460,13 @@ impl Compute {
             "disk_format": "qcow2",
             "visibility": "private",
             "instance_uuid": inst.uuid,
-            "image_type": "snapshot",
+            "image_type": if backup_type.is_some() { "backup" } else { "snapshot" },
             "base_image_ref": inst.image_ref,
             "user_id": caller.user_id,
         });
+        if let Some(t) = backup_type {
+            body["backup_type"] = serde_json::json!(t);
+        }
         for (k, v) in metadata {
             body[k] = serde_json::json!(v);
         }
@@ -398,9 +474,9 @@ impl Compute {
         let image_id = image["id"].as_str().unwrap_or_default().to_string();
         let set = [("task_state", Value::S(Some(task_state::IMAGE_SNAPSHOT.into())))];
         if !self.store().instance_update(uuid, Some(&[None]), &set).await? {
-            return Err(invalid_state("createImage", uuid, "task_state", "busy"));
+            return Err(invalid_state(action, uuid, "task_state", "busy"));
         }
-        self.record_action(caller, &inst, "createImage", request_id).await?;
+        self.record_action(caller, &inst, action, request_id).await?;
         let action = Action::Snapshot {
             image_id: image_id.clone(),
             image_url: images.url().to_string(),
@@ -484,6 +560,46 @@ impl Compute {
         }
         self.store().instance_update(uuid, None, &set).await?;
         self.instance(caller, uuid).await
+    }
+
+    /// Sets the hostname the guest is told (2.90).
+    pub async fn server_set_hostname(&self, caller: &Caller, uuid: &str, hostname: &str) -> Result<InstanceRow, Error> {
+        self.instance(caller, uuid).await?;
+        self.store().instance_update(uuid, None, &[("hostname", Value::S(Some(hostname.to_string())))]).await?;
+        self.instance(caller, uuid).await
+    }
+
+    /// Replaces the key pair (`Some(None)` removes it; 2.54) and the user data (2.57) of a server being rebuilt.
+    pub async fn server_set_boot_data(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        key: Option<Option<(String, String)>>,
+        user_data: Option<Option<String>>,
+    ) -> Result<(), Error> {
+        self.instance(caller, uuid).await?;
+        let mut set = Vec::new();
+        if let Some(k) = key {
+            let (name, data) = k.map(|(n, d)| (Some(n), Some(d))).unwrap_or((None, None));
+            set.push(("key_name", Value::S(name)));
+            set.push(("key_data", Value::S(data)));
+        }
+        if let Some(u) = user_data {
+            set.push(("user_data", Value::S(u)));
+        }
+        self.store().instance_update(uuid, None, &set).await?;
+        Ok(())
+    }
+
+    /// The state rules of `trigger_crash_dump` (2.17): active, paused, rescued, resized or error, not locked.
+    pub fn server_crash_dump_check(&self, caller: &Caller, inst: &InstanceRow) -> Result<(), Error> {
+        self.check_lock(caller, inst)?;
+        if !["active", "paused", "rescued", "resized", "error"].contains(&inst.vm_state.as_str())
+            || inst.task_state.is_some()
+        {
+            return Err(invalid_state("trigger_crash_dump", &inst.uuid, "vm_state", &inst.vm_state));
+        }
+        Ok(())
     }
 
     pub async fn console_output(&self, caller: &Caller, uuid: &str, length: Option<u64>) -> Result<String, Error> {

@@ -183,6 +183,14 @@ impl Compute {
         if self.store.flavor_delete(id).await? { Ok(()) } else { Err(flavor_not_found(id)) }
     }
 
+    /// Sets a flavor's description (2.55), the only thing of a flavor that changes.
+    pub async fn flavor_update(&self, id: &str, description: Option<&str>) -> Result<FlavorRow, Error> {
+        if !self.store.flavor_set_description(id, description).await? {
+            return Err(flavor_not_found(id));
+        }
+        self.existing(id).await
+    }
+
     async fn existing(&self, id: &str) -> Result<FlavorRow, Error> {
         self.store.flavor_get(id).await?.ok_or_else(|| flavor_not_found(id))
     }
@@ -259,10 +267,12 @@ impl Compute {
         if !self.quota_check(project_id, user_id, &[("key_pairs", 1)]).await?.is_empty() {
             return Err(Error::Forbidden("Maximum number of key pairs exceeded".into()));
         }
+        let x509 = key_type == "x509";
         let (public_key, fingerprint, private_key) = match public_key {
+            Some(pk) if x509 => (pk.trim().to_string(), keys::x509_fingerprint(pk)?, None),
             Some(pk) => (pk.trim().to_string(), keys::ssh_fingerprint(pk)?, None),
             None => {
-                let g = keys::generate(name)?;
+                let g = if x509 { keys::generate_x509(name)? } else { keys::generate(name)? };
                 (g.public_key, g.fingerprint, Some(g.private_key))
             }
         };

@@ -130,14 +130,42 @@ pub fn audit_period(before: chrono::NaiveDateTime) -> (chrono::NaiveDateTime, ch
 
 impl Compute {
     /// Usage of one project (`Some`) or of every project in `[start, stop]` (the end capped at now, as upstream).
-    pub async fn tenant_usage(&self, project_id: Option<&str>, start: i64, stop: i64) -> Result<Vec<TenantUsage>, Error> {
+    pub async fn tenant_usage(
+        &self,
+        project_id: Option<&str>,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<TenantUsage>, Error> {
+        Ok(self.tenant_usage_page(project_id, start, stop, None).await?.0)
+    }
+
+    /// [`Compute::tenant_usage`] over one page of the instances that count (2.40: `limit`, `marker` an instance
+    /// uuid, oldest first); also returns the page's last instance when the page is full.
+    pub async fn tenant_usage_page(
+        &self,
+        project_id: Option<&str>,
+        start: i64,
+        stop: i64,
+        page: Option<&api_common::Page>,
+    ) -> Result<(Vec<TenantUsage>, Option<String>), Error> {
         let now = crate::store::instances::now_us();
         let stop = stop.min(now);
         let filter = crate::store::InstanceFilter { project_id: project_id.map(str::to_string), ..Default::default() };
         let mut instances = self.store().instance_list(&filter).await?;
         // Oldest first, as upstream reads them.
         instances.reverse();
-        Ok(tenant_usages(&instances, start, stop, now))
+        let Some(page) = page else {
+            return Ok((tenant_usages(&instances, start, stop, now), None));
+        };
+        // The instances that count in the period, in order; the page picks among those.
+        let counted: std::collections::HashSet<String> = tenant_usages(&instances, start, stop, now)
+            .into_iter()
+            .flat_map(|t| t.server_usages.into_iter().map(|u| u.instance_id))
+            .collect();
+        instances.retain(|i| counted.contains(&i.uuid));
+        let (instances, _) = page.apply(instances, |i| i.uuid.as_str()).map_err(|e| Error::BadRequest(e.message))?;
+        let last = instances.last().filter(|_| instances.len() == page.limit).map(|i| i.uuid.clone());
+        Ok((tenant_usages(&instances, start, stop, now), last))
     }
 
     /// The audit log of the period before `before`: every compute host, none having run the audit.

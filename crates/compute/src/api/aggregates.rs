@@ -1,19 +1,19 @@
 //! Host aggregates (`/os-aggregates`): create, list, show, update, delete, and the `add_host`, `remove_host` and
-//! `set_metadata` actions, as at microversion 2.1 (integer ids, no uuid; 200 everywhere, as upstream).
+//! `set_metadata` actions (integer ids, the uuid shown from 2.41; 200 everywhere, as upstream).
 
 use std::collections::BTreeMap;
 
 use ::auth::Context;
-use api_common::ApiError;
+use api_common::{ApiError, Microversion};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{Path, State},
     routing::{get, post},
 };
 use serde_json::{Map, Value, json};
 
-use super::{AppState, body, invalid, member, only};
+use super::{AppState, body, invalid, member, only, v};
 use crate::store::AggregateRow;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -31,8 +31,9 @@ fn time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()).unwrap_or_default()
 }
 
-fn view(a: &AggregateRow, full: bool) -> Value {
-    let mut v = json!({
+/// The aggregate representation; the uuid is shown from 2.41.
+fn view(a: &AggregateRow, full: bool, mv: Microversion) -> Value {
+    let mut out = json!({
         "availability_zone": a.availability_zone(),
         "created_at": time(a.created_at),
         "deleted": false,
@@ -42,10 +43,13 @@ fn view(a: &AggregateRow, full: bool) -> Value {
         "updated_at": a.updated_at.map(time),
     });
     if full {
-        v["hosts"] = json!(a.hosts);
-        v["metadata"] = json!(a.metadata);
+        out["hosts"] = json!(a.hosts);
+        out["metadata"] = json!(a.metadata);
     }
-    v
+    if mv >= v(41) {
+        out["uuid"] = json!(a.uuid);
+    }
+    out
 }
 
 /// An aggregate id: an integer (upstream's `validate_integer`).
@@ -77,13 +81,22 @@ fn name_like(m: &Map<String, Value>, field: &str, except: Option<char>, strip: b
     Ok(Some(n))
 }
 
-async fn list(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+) -> Result<Json<Value>, ApiError> {
     enforce(&s, &ctx, "index")?;
     let all = s.compute.aggregates().await?;
-    Ok(Json(json!({"aggregates": all.iter().map(|a| view(a, true)).collect::<Vec<_>>()})))
+    Ok(Json(json!({"aggregates": all.iter().map(|a| view(a, true, mv)).collect::<Vec<_>>()})))
 }
 
-async fn create(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+async fn create(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let v = body(&bytes)?;
     if let Some(o) = v.as_object() {
         only(o, &["aggregate"])?;
@@ -99,16 +112,27 @@ async fn create(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result
     };
     enforce(&s, &ctx, "create")?;
     let agg = s.compute.aggregate_create(&name, zone.as_deref()).await?;
-    Ok(Json(json!({"aggregate": view(&agg, false)})))
+    Ok(Json(json!({"aggregate": view(&agg, false, mv)})))
 }
 
-async fn show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     enforce(&s, &ctx, "show")?;
     let agg = s.compute.aggregate(agg_id(&id)?).await?;
-    Ok(Json(json!({"aggregate": view(&agg, true)})))
+    Ok(Json(json!({"aggregate": view(&agg, true, mv)})))
 }
 
-async fn update(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+async fn update(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let v = body(&bytes)?;
     if let Some(o) = v.as_object() {
         only(o, &["aggregate"])?;
@@ -128,7 +152,7 @@ async fn update(State(s): State<AppState>, ctx: Context, Path(id): Path<String>,
     enforce(&s, &ctx, "update")?;
     let id = agg_id(&id)?;
     let agg = s.compute.aggregate_update(id, name.as_deref(), zone.as_ref().map(|z| z.as_deref())).await?;
-    Ok(Json(json!({"aggregate": view(&agg, true)})))
+    Ok(Json(json!({"aggregate": view(&agg, true, mv)})))
 }
 
 async fn delete(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<(), ApiError> {
@@ -179,7 +203,13 @@ fn metadata_of(arg: &Value) -> Result<BTreeMap<String, Option<String>>, ApiError
     Ok(out)
 }
 
-async fn action(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+async fn action(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let v = body(&bytes)?;
     let o = v.as_object().cloned().unwrap_or_default();
     let Some((name, arg)) = o.iter().next() else {
@@ -206,7 +236,7 @@ async fn action(State(s): State<AppState>, ctx: Context, Path(id): Path<String>,
         }
         other => return Err(ApiError::bad_request(format!("There is no such action: {other}"))),
     };
-    Ok(Json(json!({"aggregate": view(&agg, true)})))
+    Ok(Json(json!({"aggregate": view(&agg, true, mv)})))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use ::auth::Context;
-use api_common::{ApiError, Page, QueryPairs};
+use api_common::{ApiError, Microversion, Page, QueryPairs};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
@@ -14,7 +14,7 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{AppState, body, invalid, member, only};
+use super::{AppState, body, invalid, member, only, v};
 use crate::{
     service::{FlavorFilter, NewFlavor, Viewer},
     store::FlavorRow,
@@ -24,7 +24,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2.1/flavors", get(list).post(create))
         .route("/v2.1/flavors/detail", get(list_detail))
-        .route("/v2.1/flavors/{id}", get(show).delete(delete))
+        .route("/v2.1/flavors/{id}", get(show).put(update).delete(delete))
         .route("/v2.1/flavors/{id}/action", post(action))
         .route("/v2.1/flavors/{id}/os-flavor-access", get(access_list))
         .route("/v2.1/flavors/{id}/os-extra_specs", get(specs_list).post(specs_create))
@@ -38,25 +38,61 @@ fn viewer(s: &AppState, ctx: &Context) -> Viewer {
     Viewer { admin: s.is_admin(ctx), project_id: ctx.project_id.clone() }
 }
 
-fn summary(s: &AppState, f: &FlavorRow) -> Value {
-    json!({"id": f.flavorid, "name": f.name, "links": s.links(&format!("/flavors/{}", f.flavorid))})
+/// What a flavor view depends on: the microversion and whether the caller may read extra specs (2.61).
+struct FlavorView {
+    mv: Microversion,
+    extra_specs: bool,
 }
 
-fn detail(s: &AppState, f: &FlavorRow) -> Value {
-    json!({
-        "id": f.flavorid,
-        "name": f.name,
-        "ram": f.memory_mb,
-        "disk": f.root_gb,
-        "vcpus": f.vcpus,
-        // Before 2.75 a swap of 0 is rendered as "".
-        "swap": if f.swap == 0 { json!("") } else { json!(f.swap) },
-        "OS-FLV-EXT-DATA:ephemeral": f.ephemeral_gb,
-        "OS-FLV-DISABLED:disabled": f.disabled,
-        "os-flavor-access:is_public": f.is_public,
-        "rxtx_factor": f.rxtx_factor,
-        "links": s.links(&format!("/flavors/{}", f.flavorid)),
-    })
+impl FlavorView {
+    fn new(s: &AppState, ctx: &Context, mv: Microversion) -> Self {
+        let target = json!({"project_id": ctx.project_id, "user_id": ctx.user_id});
+        FlavorView {
+            mv,
+            extra_specs: mv >= v(61) && s.policy.check("os_compute_api:os-flavor-extra-specs:index", ctx, &target),
+        }
+    }
+
+    /// The flavor representation: every microversion-dependent field of a flavor is decided here. `specs` is
+    /// given when `extra_specs` is set.
+    fn render(&self, s: &AppState, f: &FlavorRow, full: bool, specs: Option<&BTreeMap<String, String>>) -> Value {
+        let mut out = json!({"id": f.flavorid, "name": f.name, "links": s.links(&format!("/flavors/{}", f.flavorid))});
+        if full {
+            merge(
+                &mut out,
+                json!({
+                    "ram": f.memory_mb,
+                    "disk": f.root_gb,
+                    "vcpus": f.vcpus,
+                    // Before 2.75 a swap of 0 is rendered as "".
+                    "swap": if f.swap == 0 && self.mv < v(75) { json!("") } else { json!(f.swap) },
+                    "OS-FLV-EXT-DATA:ephemeral": f.ephemeral_gb,
+                    "OS-FLV-DISABLED:disabled": f.disabled,
+                    "os-flavor-access:is_public": f.is_public,
+                    "rxtx_factor": f.rxtx_factor,
+                }),
+            );
+            if let Some(specs) = specs.filter(|_| self.extra_specs) {
+                out["extra_specs"] = json!(specs);
+            }
+        }
+        if self.mv >= v(55) {
+            out["description"] = json!(f.description);
+        }
+        out
+    }
+
+    /// The full view, reading the extra specs when they are shown.
+    async fn detail(&self, s: &AppState, f: &FlavorRow) -> Result<Value, ApiError> {
+        let specs = if self.extra_specs { Some(s.compute.store().extra_specs(&f.flavorid).await?) } else { None };
+        Ok(self.render(s, f, true, specs.as_ref()))
+    }
+}
+
+fn merge(v: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (v, extra) {
+        a.extend(b);
+    }
 }
 
 fn int_filter(q: &QueryPairs, key: &str) -> Result<Option<i64>, ApiError> {
@@ -101,7 +137,22 @@ fn sort(items: &mut [FlavorRow], q: &QueryPairs) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: bool) -> Result<Json<Value>, ApiError> {
+async fn listing(
+    s: &AppState,
+    ctx: &Context,
+    mv: Microversion,
+    q: &QueryPairs,
+    path: &str,
+    full: bool,
+) -> Result<Json<Value>, ApiError> {
+    // From 2.75 `GET /flavors` refuses unknown query parameters (upstream left `/flavors/detail` lenient).
+    const PARAMS: &[&str] = &["limit", "marker", "is_public", "minRam", "minDisk", "sort_key", "sort_dir"];
+    if !full
+        && mv >= v(75)
+        && let Some((k, _)) = q.0.iter().find(|(k, _)| !PARAMS.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+    }
     let viewer = viewer(s, ctx);
     let filter = FlavorFilter {
         // Non-admins always get public flavors and those shared with their project.
@@ -113,8 +164,12 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
     let mut all = s.compute.flavors(&viewer, &filter).await?;
     sort(&mut all, q)?;
     let (items, _) = page.apply(all, |f| f.flavorid.as_str())?;
-    let render = |f: &FlavorRow| if full { detail(s, f) } else { summary(s, f) };
-    let mut out = json!({"flavors": items.iter().map(render).collect::<Vec<_>>()});
+    let fv = FlavorView::new(s, ctx, mv);
+    let mut rendered = Vec::with_capacity(items.len());
+    for f in &items {
+        rendered.push(if full { fv.detail(s, f).await? } else { fv.render(s, f, false, None) });
+    }
+    let mut out = json!({"flavors": rendered});
     // Nova links the next page whenever a page is full.
     if let Some(last) = items.last().filter(|_| items.len() == page.limit) {
         out["flavors_links"] = json!([{"rel": "next", "href": Page::next_link(&s.url(path), q, &last.flavorid)}]);
@@ -126,17 +181,74 @@ fn page(q: &QueryPairs) -> Result<Page, ApiError> {
     super::page(q, MAX_LIMIT)
 }
 
-async fn list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    listing(&s, &ctx, &q, "/flavors", false).await
+async fn list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    listing(&s, &ctx, mv, &q, "/flavors", false).await
 }
 
-async fn list_detail(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    listing(&s, &ctx, &q, "/flavors/detail", true).await
+async fn list_detail(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    listing(&s, &ctx, mv, &q, "/flavors/detail", true).await
 }
 
-async fn show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let f = s.compute.flavor(&viewer(&s, &ctx), &id).await?;
-    Ok(Json(json!({"flavor": detail(&s, &f)})))
+    Ok(Json(json!({"flavor": FlavorView::new(&s, &ctx, mv).detail(&s, &f).await?})))
+}
+
+/// A flavor description (2.55): up to 65535 printable characters, or null.
+fn flavor_description(m: &Map<String, Value>) -> Result<Option<Option<String>>, ApiError> {
+    match m.get("description") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(d @ Value::String(t)) => {
+            if t.chars().count() > 65535 {
+                return Err(invalid("description", d, &format!("{d} is too long")));
+            }
+            if t.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+                return Err(invalid("description", d, &format!("{d} does not match the printable characters pattern")));
+            }
+            Ok(Some(Some(t.clone())))
+        }
+        Some(other) => Err(invalid("description", other, &format!("{other} is not of type 'string', 'null'"))),
+    }
+}
+
+/// `PUT /flavors/{id}` (2.55): changes the description.
+async fn update(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if mv < v(55) {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for the requested URL."));
+    }
+    s.enforce(&ctx, "os_compute_api:os-flavor-manage:update")?;
+    let b = body(&bytes)?;
+    let m = member(&b, "flavor")?;
+    only(m, &["description"])?;
+    let Some(description) = flavor_description(m)? else {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute flavor. Value: {}. 'description' is a required property",
+        ));
+    };
+    let f = s.compute.flavor_update(&id, description.as_deref()).await?;
+    Ok(Json(json!({"flavor": FlavorView::new(&s, &ctx, mv).detail(&s, &f).await?})))
 }
 
 /// An integer given as a JSON integer or a string of digits, at least `min` (Nova's `flavor_param_*`).
@@ -173,9 +285,23 @@ fn valid_flavor_id(id: &str) -> bool {
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-'))
 }
 
-fn parse_new_flavor(v: &Value) -> Result<NewFlavor, ApiError> {
-    let m = member(v, "flavor")?;
-    only(m, &["name", "id", "ram", "vcpus", "disk", "OS-FLV-EXT-DATA:ephemeral", "swap", "rxtx_factor", "os-flavor-access:is_public"])?;
+fn parse_new_flavor(b: &Value, mv: Microversion) -> Result<NewFlavor, ApiError> {
+    let m = member(b, "flavor")?;
+    let mut allowed = vec![
+        "name",
+        "id",
+        "ram",
+        "vcpus",
+        "disk",
+        "OS-FLV-EXT-DATA:ephemeral",
+        "swap",
+        "rxtx_factor",
+        "os-flavor-access:is_public",
+    ];
+    if mv >= v(55) {
+        allowed.push("description");
+    }
+    only(m, &allowed)?;
     let name = match m.get("name") {
         Some(Value::String(n)) => n.clone(),
         Some(other) => return Err(invalid("name", other, &format!("{other} is not of type 'string'"))),
@@ -216,15 +342,20 @@ fn parse_new_flavor(v: &Value) -> Result<NewFlavor, ApiError> {
         swap: int_param(m, "swap", 0, false)?.unwrap_or(0),
         rxtx_factor,
         is_public,
-        description: None,
+        description: flavor_description(m)?.flatten(),
     })
 }
 
-async fn create(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+async fn create(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-flavor-manage:create")?;
-    let new = parse_new_flavor(&body(&bytes)?)?;
+    let new = parse_new_flavor(&body(&bytes)?, mv)?;
     let f = s.compute.flavor_create(new).await?;
-    Ok(Json(json!({"flavor": detail(&s, &f)})))
+    Ok(Json(json!({"flavor": FlavorView::new(&s, &ctx, mv).detail(&s, &f).await?})))
 }
 
 async fn delete(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -353,11 +484,21 @@ async fn spec_delete(State(s): State<AppState>, ctx: Context, Path((id, key)): P
 mod tests {
     use super::*;
 
+    fn parse_new_flavor_at(b: &Value) -> Result<NewFlavor, ApiError> {
+        parse_new_flavor(b, Microversion::new(2, 1))
+    }
+
     #[test]
     fn flavor_bodies() {
-        let f = parse_new_flavor(&json!({"flavor": {"name": "f", "ram": "512", "vcpus": 1, "disk": 0, "id": 7}})).unwrap();
+        let f = parse_new_flavor_at(&json!({"flavor": {"name": "f", "ram": "512", "vcpus": 1, "disk": 0, "id": 7}}))
+            .unwrap();
         assert_eq!((f.id.as_deref(), f.memory_mb, f.is_public), (Some("7"), 512, true));
-        assert!(parse_new_flavor(&json!({"flavor": {"name": "f", "ram": 512, "vcpus": 1, "disk": 0, "id": "auto"}})).unwrap().id.is_none());
+        assert!(
+            parse_new_flavor_at(&json!({"flavor": {"name": "f", "ram": 512, "vcpus": 1, "disk": 0, "id": "auto"}}))
+                .unwrap()
+                .id
+                .is_none()
+        );
         for bad in [
             json!({"flavor": {"name": "f", "ram": 0, "vcpus": 1, "disk": 0}}),
             json!({"flavor": {"name": "f", "ram": 1, "vcpus": 1, "disk": -1}}),
@@ -368,7 +509,7 @@ mod tests {
             json!({"flavor": {"name": "f", "ram": 1, "vcpus": 1, "disk": 0, "bogus": 1}}),
             json!({"flavor": {"name": "f", "ram": "1a", "vcpus": 1, "disk": 0}}),
         ] {
-            assert_eq!(parse_new_flavor(&bad).unwrap_err().status, 400, "{bad}");
+            assert_eq!(parse_new_flavor_at(&bad).unwrap_err().status, 400, "{bad}");
         }
     }
 

@@ -1,11 +1,11 @@
 //! The hosts side of the API: compute services (`/os-services`, up or down from heartbeats, enable/disable),
 //! hypervisors (`/os-hypervisors`), availability zones (`/os-availability-zone`, from host aggregates) and the
-//! deprecated `/os-hosts`, as at microversion 2.1.
+//! `/os-hosts` (removed at 2.43); integer ids before 2.53, uuids from it.
 
 use ::auth::Context;
-use api_common::{ApiError, QueryPairs};
+use api_common::{ApiError, Microversion, QueryPairs};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, body, only};
+use super::{AppState, body, only, v};
 use crate::{
     aggregates::HostZones,
     store::{NodeRow, ServiceRow},
@@ -28,13 +28,22 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/os-hypervisors/statistics", get(statistics))
         .route("/v2.1/os-hypervisors/{id}", get(hypervisor_show))
         .route("/v2.1/os-hypervisors/{id}/uptime", get(hypervisor_uptime))
-        .route("/v2.1/os-hypervisors/{pattern}/search", get(hypervisor_search))
-        .route("/v2.1/os-hypervisors/{pattern}/servers", get(hypervisor_servers))
+        // 2.53 replaced these by the `hypervisor_hostname_pattern` and `with_servers` parameters.
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/os-hypervisors/{pattern}/search", get(hypervisor_search))
+                .route("/v2.1/os-hypervisors/{pattern}/servers", get(hypervisor_servers)),
+            v(53),
+        ))
         .route("/v2.1/os-availability-zone", get(zones))
         .route("/v2.1/os-availability-zone/detail", get(zones_detail))
-        .route("/v2.1/os-hosts", get(hosts_list))
-        .route("/v2.1/os-hosts/{host}", get(host_show).put(host_update))
-        .route("/v2.1/os-hosts/{host}/{action}", get(host_power))
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/os-hosts", get(hosts_list))
+                .route("/v2.1/os-hosts/{host}", get(host_show).put(host_update))
+                .route("/v2.1/os-hosts/{host}/{action}", get(host_power)),
+            v(43),
+        ))
 }
 
 fn time(us: i64) -> String {
@@ -53,20 +62,30 @@ fn zone(zones: &HostZones, svc: &ServiceRow) -> String {
 
 const INTERNAL_ZONE: &str = "internal";
 
-fn service_view(s: &AppState, zones: &HostZones, svc: &ServiceRow) -> Value {
-    json!({
-        "id": svc.id,
+/// The service representation: ids are uuids from 2.53, `forced_down` is shown from 2.11.
+fn service_view(s: &AppState, mv: Microversion, zones: &HostZones, svc: &ServiceRow) -> Value {
+    let mut out = json!({
+        "id": if mv >= v(53) { json!(svc.uuid) } else { json!(svc.id) },
         "binary": svc.binary,
         "host": svc.host,
         "zone": zone(zones, svc),
         "status": if svc.disabled { "disabled" } else { "enabled" },
-        "state": if up(s, svc) { "up" } else { "down" },
+        "state": if up(s, svc) && !svc.forced_down { "up" } else { "down" },
         "updated_at": svc.last_seen_up.map(time),
         "disabled_reason": svc.disabled_reason,
-    })
+    });
+    if mv >= v(11) {
+        out["forced_down"] = json!(svc.forced_down);
+    }
+    out
 }
 
-async fn services(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn services(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-services:list")?;
     let all = s.compute.store().service_list().await?;
     let zones = s.compute.host_zones().await?;
@@ -74,50 +93,96 @@ async fn services(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Res
         .iter()
         .filter(|svc| q.get("host").is_none_or(|h| h == svc.host))
         .filter(|svc| q.get("binary").is_none_or(|b| b == svc.binary))
-        .map(|svc| service_view(&s, &zones, svc))
+        .map(|svc| service_view(&s, mv, &zones, svc))
         .collect();
     Ok(Json(json!({"services": list})))
 }
 
-/// `PUT /os-services/enable|disable|disable-log-reason` with `{"host", "binary"}`.
+fn bool_field(m: &serde_json::Map<String, Value>, k: &str) -> Result<Option<bool>, ApiError> {
+    match m.get(k) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v @ Value::String(t)) => api_common::query::parse_bool(t)
+            .map(Some)
+            .ok_or_else(|| super::invalid(k, v, &format!("{v} is not of type 'boolean'"))),
+        Some(other) => Err(super::invalid(k, other, &format!("{other} is not of type 'boolean'"))),
+    }
+}
+
+fn disabled_reason(m: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match m.get("disabled_reason") {
+        None => Ok(None),
+        Some(Value::String(r)) if !r.trim().is_empty() && r.chars().count() <= 255 => Ok(Some(r.clone())),
+        Some(_) => Err(ApiError::bad_request(
+            "The string containing the reason for disabling the service contains invalid characters or is too long.",
+        )),
+    }
+}
+
+async fn forget_hosts(s: &AppState) {
+    if let Ok(c) = s.compute.conductor() {
+        c.forget_hosts().await;
+    }
+}
+
+/// `PUT /os-services/enable|disable|disable-log-reason|force-down` with `{"host", "binary"}` before 2.53;
+/// `PUT /os-services/{uuid}` with `status`, `disabled_reason` and `forced_down` from 2.53.
 async fn service_update(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Path(action): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-services:update")?;
-    let v = body(&bytes)?;
-    let m = v.as_object().cloned().unwrap_or_default();
-    only(&m, &["host", "binary", "disabled_reason"])?;
+    let b = body(&bytes)?;
+    let m = b.as_object().cloned().unwrap_or_default();
+    if mv >= v(53) {
+        return service_update_by_uuid(&s, mv, &action, &m).await;
+    }
+    let mut allowed = vec!["host", "binary", "disabled_reason"];
+    if action == "force-down" {
+        allowed.push("forced_down");
+    }
+    only(&m, &allowed)?;
     let field = |k: &str| -> Result<String, ApiError> {
         m.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
             ApiError::bad_request(format!("Invalid input for field/attribute {k}. Value: None. '{k}' is a required property"))
         })
     };
     let (host, binary) = (field("host")?, field("binary")?);
+    let find = || async {
+        s.compute
+            .store()
+            .service_find(&host, &binary)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("Service {binary} on host {host} not found.")))
+    };
+    if action == "force-down" && mv >= v(11) {
+        let forced = bool_field(&m, "forced_down")?.ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid input for field/attribute forced_down. Value: None. 'forced_down' is a required property",
+            )
+        })?;
+        let svc = find().await?;
+        s.compute.store().service_set(&svc.uuid, None, Some(forced)).await?;
+        forget_hosts(&s).await;
+        return Ok(Json(json!({"service": {"host": host, "binary": binary, "forced_down": forced}})));
+    }
     let (disabled, reason) = match action.as_str() {
         "enable" => (false, None),
         "disable" => (true, None),
         "disable-log-reason" => {
-            let reason = field("disabled_reason")?;
-            if reason.is_empty() || reason.chars().count() > 255 {
-                return Err(ApiError::bad_request("The string containing the reason for disabling the service contains invalid characters or is too long."));
-            }
+            let reason = disabled_reason(&m)?.ok_or_else(|| {
+                ApiError::bad_request("The string containing the reason for disabling the service contains invalid characters or is too long.")
+            })?;
             (true, Some(reason))
         }
         other => return Err(ApiError::not_found(format!("Unknown action {other}"))),
     };
-    let svc = s
-        .compute
-        .store()
-        .service_find(&host, &binary)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Service {binary} on host {host} not found.")))?;
+    let svc = find().await?;
     s.compute.store().service_set(&svc.uuid, Some((disabled, reason.clone())), None).await?;
-    if let Ok(c) = s.compute.conductor() {
-        c.forget_hosts().await;
-    }
+    forget_hosts(&s).await;
     let mut out = json!({"host": host, "binary": binary, "status": if disabled { "disabled" } else { "enabled" }});
     if let Some(r) = reason {
         out["disabled_reason"] = json!(r);
@@ -125,11 +190,83 @@ async fn service_update(
     Ok(Json(json!({"service": out})))
 }
 
-async fn service_delete(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+/// `PUT /os-services/{uuid}` (2.53): the full service comes back.
+async fn service_update_by_uuid(
+    s: &AppState,
+    mv: Microversion,
+    id: &str,
+    m: &serde_json::Map<String, Value>,
+) -> Result<Json<Value>, ApiError> {
+    only(m, &["status", "disabled_reason", "forced_down"])?;
+    let status = match m.get("status") {
+        None => None,
+        Some(Value::String(t)) if t == "enabled" || t == "disabled" => Some(t.as_str()),
+        Some(other) => {
+            return Err(super::invalid("status", other, &format!("{other} is not one of ['enabled', 'disabled']")));
+        }
+    };
+    let reason = disabled_reason(m)?;
+    let forced = bool_field(m, "forced_down")?;
+    if reason.is_some() && status != Some("disabled") {
+        return Err(ApiError::bad_request(
+            "Specifying 'disabled_reason' with status other than 'disabled' is invalid.",
+        ));
+    }
+    if status.is_none() && forced.is_none() {
+        return Err(ApiError::bad_request(
+            "No updates were requested. Fields 'status' or 'forced_down' should be specified.",
+        ));
+    }
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(ApiError::bad_request(format!("Invalid uuid {id}")));
+    }
+    let svc = s
+        .compute
+        .store()
+        .service_list()
+        .await?
+        .into_iter()
+        .find(|x| x.uuid == id)
+        .ok_or_else(|| ApiError::not_found(format!("Service {id} could not be found.")))?;
+    if svc.binary != compute_rpc::COMPUTE_BINARY && (forced.is_some() || status.is_some()) {
+        return Err(ApiError::bad_request(format!(
+            "Updating a {} service is not supported. Only nova-compute services can be updated.",
+            svc.binary
+        )));
+    }
+    let disabled = status.map(|st| (st == "disabled", if st == "disabled" { reason } else { None }));
+    s.compute.store().service_set(&svc.uuid, disabled, forced).await?;
+    forget_hosts(s).await;
+    let svc = s
+        .compute
+        .store()
+        .service_list()
+        .await?
+        .into_iter()
+        .find(|x| x.uuid == id)
+        .ok_or_else(|| ApiError::not_found(format!("Service {id} could not be found.")))?;
+    let zones = s.compute.host_zones().await?;
+    Ok(Json(json!({"service": service_view(s, mv, &zones, &svc)})))
+}
+
+async fn service_delete(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-services:delete")?;
     let not_found = || ApiError::not_found(format!("Service {id} could not be found."));
-    let n: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("Invalid ID {id}")))?;
-    let svc = s.compute.store().service_get(n).await?.ok_or_else(not_found)?;
+    // Services are addressed by uuid from 2.53, by integer id before.
+    let svc = if mv >= v(53) {
+        if uuid::Uuid::parse_str(&id).is_err() {
+            return Err(ApiError::bad_request(format!("Invalid uuid {id}")));
+        }
+        s.compute.store().service_list().await?.into_iter().find(|x| x.uuid == id).ok_or_else(not_found)?
+    } else {
+        let n: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("Invalid ID {id}")))?;
+        s.compute.store().service_get(n).await?.ok_or_else(not_found)?
+    };
     if svc.binary == compute_rpc::COMPUTE_BINARY {
         let filter = crate::store::InstanceFilter { host: Some(svc.host.clone()), deleted: Some(false), ..Default::default() };
         if !s.compute.instances(&filter).await?.is_empty() {
@@ -161,20 +298,23 @@ async fn nodes_with_services(s: &AppState) -> Result<Vec<(NodeRow, Option<Servic
         .collect())
 }
 
-fn hypervisor_summary(s: &AppState, n: &NodeRow, svc: Option<&ServiceRow>) -> Value {
-    json!({
-        "id": n.id,
+/// The hypervisor representation: every microversion-dependent field of a hypervisor is decided here (uuids from
+/// 2.53, `cpu_info` an object from 2.28).
+fn hypervisor_view(s: &AppState, mv: Microversion, n: &NodeRow, svc: Option<&ServiceRow>, full: bool) -> Value {
+    let mut out = json!({
+        "id": if mv >= v(53) { json!(n.uuid) } else { json!(n.id) },
         "hypervisor_hostname": n.info.node,
-        "state": if svc.is_some_and(|x| up(s, x)) { "up" } else { "down" },
+        "state": if svc.is_some_and(|x| up(s, x) && !x.forced_down) { "up" } else { "down" },
         "status": if svc.is_some_and(|x| x.disabled) { "disabled" } else { "enabled" },
-    })
-}
-
-fn hypervisor_detail(s: &AppState, n: &NodeRow, svc: Option<&ServiceRow>) -> Value {
+    });
+    if !full {
+        return out;
+    }
     let r = &n.info.resources;
-    let mut v = hypervisor_summary(s, n, svc);
+    let service_id = if mv >= v(53) { json!(svc.map(|x| x.uuid.clone())) } else { json!(svc.map(|x| x.id)) };
+    let cpu_info = if mv >= v(28) { n.info.cpu_info.clone() } else { json!(n.info.cpu_info.to_string()) };
     let extra = json!({
-        "cpu_info": n.info.cpu_info.to_string(),
+        "cpu_info": cpu_info,
         "current_workload": 0,
         "disk_available_least": r.local_gb - r.local_gb_used,
         "free_disk_gb": r.local_gb - r.local_gb_used,
@@ -187,48 +327,183 @@ fn hypervisor_detail(s: &AppState, n: &NodeRow, svc: Option<&ServiceRow>) -> Val
         "memory_mb": r.memory_mb,
         "memory_mb_used": r.memory_mb_used,
         "running_vms": r.running_vms,
-        "service": {"host": n.info.host, "id": svc.map(|x| x.id), "disabled_reason": svc.and_then(|x| x.disabled_reason.clone())},
+        "service": {"host": n.info.host, "id": service_id, "disabled_reason": svc.and_then(|x| x.disabled_reason.clone())},
         "vcpus": r.vcpus,
         "vcpus_used": r.vcpus_used,
     });
-    if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+    if let (Value::Object(a), Value::Object(b)) = (&mut out, extra) {
         a.extend(b);
     }
-    v
+    out
 }
 
-async fn hypervisors(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {
+/// The servers on a node, as hypervisor views list them.
+async fn servers_on(s: &AppState, n: &NodeRow) -> Result<Vec<Value>, ApiError> {
+    let filter =
+        crate::store::InstanceFilter { host: Some(n.info.host.clone()), deleted: Some(false), ..Default::default() };
+    Ok(s.compute
+        .instances(&filter)
+        .await?
+        .iter()
+        .filter(|i| i.node.as_deref() == Some(n.info.node.as_str()))
+        .map(|i| json!({"uuid": i.uuid, "name": format!("instance-{}", &i.uuid[..8.min(i.uuid.len())])}))
+        .collect())
+}
+
+/// `with_servers` (2.53): the node's servers are listed; before 2.75 only when it has some.
+async fn add_servers(s: &AppState, mv: Microversion, view: &mut Value, n: &NodeRow) -> Result<(), ApiError> {
+    let servers = servers_on(s, n).await?;
+    if !servers.is_empty() || mv >= v(75) {
+        view["servers"] = json!(servers);
+    }
+    Ok(())
+}
+
+/// The `with_servers` query parameter of 2.53.
+fn with_servers(q: &QueryPairs, mv: Microversion) -> Result<bool, ApiError> {
+    if mv < v(53) {
+        return Ok(false);
+    }
+    match q.get("with_servers") {
+        None => Ok(false),
+        Some(t) => api_common::query::parse_bool(t).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid input for query parameters with_servers. Value: {t}. '{t}' is not a boolean"
+            ))
+        }),
+    }
+}
+
+async fn hypervisor_listing(
+    s: &AppState,
+    mv: Microversion,
+    q: &QueryPairs,
+    full: bool,
+) -> Result<Json<Value>, ApiError> {
+    let mut all = nodes_with_services(s).await?;
+    let servers = with_servers(q, mv)?;
+    let pattern = if mv >= v(53) { q.get("hypervisor_hostname_pattern") } else { None };
+    if let Some(p) = pattern {
+        // Paging does not combine with a name pattern.
+        if q.contains("limit") || q.contains("marker") {
+            return Err(ApiError::bad_request(
+                "Paging over hypervisors with 'hypervisor_hostname_pattern' is not supported.",
+            ));
+        }
+        all.retain(|(n, _)| n.info.node.contains(p));
+        if all.is_empty() {
+            return Err(ApiError::not_found(format!("No hypervisor matching '{p}' could be found.")));
+        }
+    }
+    // Paging from 2.33: `limit` and `marker` (a hypervisor id: an integer before 2.53, a uuid from it).
+    let mut next = None;
+    if mv >= v(33) {
+        let page = super::page(q, MAX_LIMIT)?;
+        if let Some(m) = &page.marker
+            && !all.iter().any(|(n, _)| if mv >= v(53) { &n.uuid == m } else { &n.id.to_string() == m })
+        {
+            return Err(ApiError::bad_request(format!("marker [{m}] not found")));
+        }
+        let ids: Vec<String> =
+            all.iter().map(|(n, _)| if mv >= v(53) { n.uuid.clone() } else { n.id.to_string() }).collect();
+        let mut items = Vec::new();
+        let start = page.marker.as_ref().and_then(|m| ids.iter().position(|x| x == m)).map_or(0, |p| p + 1);
+        for (i, item) in all.into_iter().enumerate() {
+            if i >= start && items.len() < page.limit {
+                items.push(item);
+            }
+        }
+        if page.explicit_limit
+            && items.len() == page.limit
+            && let Some((last, _)) = items.last()
+        {
+            let id = if mv >= v(53) { last.uuid.clone() } else { last.id.to_string() };
+            let path = if full { "/os-hypervisors/detail" } else { "/os-hypervisors" };
+            next = Some(api_common::Page::next_link(&s.url(path), q, &id));
+        }
+        all = items;
+    }
+    let mut out = Vec::with_capacity(all.len());
+    for (n, svc) in &all {
+        let mut view = hypervisor_view(s, mv, n, svc.as_ref(), full);
+        if servers {
+            add_servers(s, mv, &mut view, n).await?;
+        }
+        out.push(view);
+    }
+    let mut body = json!({"hypervisors": out});
+    if let Some(next) = next {
+        body["hypervisors_links"] = json!([{"rel": "next", "href": next}]);
+    }
+    Ok(Json(body))
+}
+
+async fn hypervisors(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:list")?;
-    let all = nodes_with_services(&s).await?;
-    Ok(Json(json!({"hypervisors": all.iter().map(|(n, svc)| hypervisor_summary(&s, n, svc.as_ref())).collect::<Vec<_>>()})))
+    hypervisor_listing(&s, mv, &q, false).await
 }
 
-async fn hypervisors_detail(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {
+async fn hypervisors_detail(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:list-detail")?;
-    let all = nodes_with_services(&s).await?;
-    Ok(Json(json!({"hypervisors": all.iter().map(|(n, svc)| hypervisor_detail(&s, n, svc.as_ref())).collect::<Vec<_>>()})))
+    hypervisor_listing(&s, mv, &q, true).await
 }
 
-async fn hypervisor_show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// The node a hypervisor id names: an integer before 2.53, a uuid from 2.53.
+async fn hypervisor_by_id(s: &AppState, mv: Microversion, id: &str) -> Result<(NodeRow, Option<ServiceRow>), ApiError> {
+    let not_found = || ApiError::not_found(format!("Hypervisor with ID '{id}' could not be found."));
+    let all = nodes_with_services(s).await?;
+    if mv >= v(53) {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(ApiError::bad_request(format!("Invalid uuid {id}")));
+        }
+        return all.into_iter().find(|(x, _)| x.uuid == id).ok_or_else(not_found);
+    }
+    let n: i64 = id.parse().map_err(|_| not_found())?;
+    all.into_iter().find(|(x, _)| x.id == n).ok_or_else(not_found)
+}
+
+async fn hypervisor_show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:show")?;
-    let not_found = || ApiError::not_found(format!("Hypervisor with ID '{id}' could not be found."));
-    let n: i64 = id.parse().map_err(|_| not_found())?;
-    let all = nodes_with_services(&s).await?;
-    let (node, svc) = all.iter().find(|(x, _)| x.id == n).ok_or_else(not_found)?;
-    Ok(Json(json!({"hypervisor": hypervisor_detail(&s, node, svc.as_ref())})))
+    let servers = with_servers(&q, mv)?;
+    let (node, svc) = hypervisor_by_id(&s, mv, &id).await?;
+    let mut view = hypervisor_view(&s, mv, &node, svc.as_ref(), true);
+    if servers {
+        add_servers(&s, mv, &mut view, &node).await?;
+    }
+    Ok(Json(json!({"hypervisor": view})))
 }
 
-async fn hypervisor_uptime(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn hypervisor_uptime(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:uptime")?;
-    let not_found = || ApiError::not_found(format!("Hypervisor with ID '{id}' could not be found."));
-    let n: i64 = id.parse().map_err(|_| not_found())?;
-    let all = nodes_with_services(&s).await?;
-    let (node, svc) = all.iter().find(|(x, _)| x.id == n).ok_or_else(not_found)?;
+    let (node, svc) = hypervisor_by_id(&s, mv, &id).await?;
     let uptime = s.compute.conductor()?.host_uptime(&node.info.host).await?;
-    let mut v = hypervisor_summary(&s, node, svc.as_ref());
-    v["uptime"] = json!(uptime);
-    Ok(Json(json!({"hypervisor": v})))
+    let mut view = hypervisor_view(&s, mv, &node, svc.as_ref(), false);
+    view["uptime"] = json!(uptime);
+    Ok(Json(json!({"hypervisor": view})))
 }
+
+const MAX_LIMIT: usize = 1000;
 
 async fn statistics(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:statistics")?;
@@ -262,7 +537,9 @@ async fn matching(s: &AppState, pattern: &str) -> Result<Vec<(NodeRow, Option<Se
 async fn hypervisor_search(State(s): State<AppState>, ctx: Context, Path(pattern): Path<String>) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-hypervisors:search")?;
     let found = matching(&s, &pattern).await?;
-    Ok(Json(json!({"hypervisors": found.iter().map(|(n, svc)| hypervisor_summary(&s, n, svc.as_ref())).collect::<Vec<_>>()})))
+    let views: Vec<Value> =
+        found.iter().map(|(n, svc)| hypervisor_view(&s, super::MIN_VERSION, n, svc.as_ref(), false)).collect();
+    Ok(Json(json!({"hypervisors": views})))
 }
 
 async fn hypervisor_servers(State(s): State<AppState>, ctx: Context, Path(pattern): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -270,20 +547,10 @@ async fn hypervisor_servers(State(s): State<AppState>, ctx: Context, Path(patter
     let found = matching(&s, &pattern).await?;
     let mut out = Vec::new();
     for (n, svc) in &found {
-        let filter = crate::store::InstanceFilter { host: Some(n.info.host.clone()), deleted: Some(false), ..Default::default() };
-        let servers: Vec<Value> = s
-            .compute
-            .instances(&filter)
-            .await?
-            .iter()
-            .filter(|i| i.node.as_deref() == Some(n.info.node.as_str()))
-            .map(|i| json!({"uuid": i.uuid, "name": format!("instance-{}", &i.uuid[..8.min(i.uuid.len())])}))
-            .collect();
-        let mut v = hypervisor_summary(&s, n, svc.as_ref());
-        if !servers.is_empty() {
-            v["servers"] = json!(servers);
-        }
-        out.push(v);
+        // Search and servers exist only before 2.53, where ids are integers.
+        let mut view = hypervisor_view(&s, super::MIN_VERSION, n, svc.as_ref(), false);
+        add_servers(&s, super::MIN_VERSION, &mut view, n).await?;
+        out.push(view);
     }
     Ok(Json(json!({"hypervisors": out})))
 }

@@ -1,5 +1,5 @@
 //! The image proxy of API 2.1 (`/images`, `/images/detail`, `/images/{id}`, image metadata): the image service's
-//! images in Nova's shape, on the caller's own token. (Removed upstream at 2.36; clients at 2.1 still use it.)
+//! images in Nova's shape, on the caller's own token. Removed at 2.36 (image metadata at 2.39), as upstream.
 
 use ::auth::Context;
 use api_common::{ApiError, Page, QueryPairs};
@@ -17,11 +17,19 @@ use crate::images::{ImageClient, is_core};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v2.1/images", get(list))
-        .route("/v2.1/images/detail", get(list_detail))
-        .route("/v2.1/images/{id}", get(show).delete(delete))
-        .route("/v2.1/images/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
-        .route("/v2.1/images/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/images", get(list))
+                .route("/v2.1/images/detail", get(list_detail))
+                .route("/v2.1/images/{id}", get(show).delete(delete)),
+            super::v(36),
+        ))
+        .merge(super::until(
+            Router::new()
+                .route("/v2.1/images/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
+                .route("/v2.1/images/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete)),
+            super::v(39),
+        ))
 }
 
 fn client(s: &AppState) -> Result<&ImageClient, ApiError> {

@@ -26,9 +26,35 @@ use serde_json::{Value, json};
 
 use crate::{error::Error, service::Compute};
 
-/// The newest microversion this service honours.
-pub const MAX_VERSION: Microversion = Microversion::new(2, 1);
+/// The newest microversion this service honours. Every version up to it is honoured where it changes an API this
+/// service has; the rest concern APIs not here yet (network and volume proxies and attachments, interfaces,
+/// consoles, migrations, evacuation, shelving, rescue) and change nothing else: 2.4–2.6, 2.8, 2.12, 2.14, 2.18,
+/// 2.20, 2.22–2.25, 2.29–2.31, 2.34, 2.49, 2.56, 2.59, 2.60, 2.65, 2.67–2.70, 2.72, 2.77, 2.79 and 2.80. The
+/// resource modules decide what each version changes (`server_view`, `FlavorView`, the key pair, server group,
+/// service, hypervisor, quota and aggregate views; `until` for the APIs versions removed).
+pub const MAX_VERSION: Microversion = Microversion::new(2, 80);
+
+/// Microversion `2.minor`, for comparisons such as `mv >= v(47)`.
+pub(crate) const fn v(minor: u32) -> Microversion {
+    Microversion::new(2, minor)
+}
 pub const MIN_VERSION: Microversion = Microversion::new(2, 1);
+
+/// Routes that microversion `removed` took away (upstream's deprecated proxies and APIs): from then on they answer
+/// 404 as an unknown URL does.
+pub(crate) fn until(router: Router<AppState>, removed: Microversion) -> Router<AppState> {
+    router.route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let mv = req.extensions().get::<Microversion>().copied().unwrap_or(MIN_VERSION);
+            if mv >= removed {
+                return axum::response::IntoResponse::into_response(ApiError::not_found(
+                    "The resource could not be found.",
+                ));
+            }
+            next.run(req).await
+        },
+    ))
+}
 
 /// The version range, as `api_common::microversion` negotiates it.
 pub fn version_range() -> VersionRange {
@@ -59,6 +85,7 @@ const KEYPAIR_OWNER: &str = "(rule:context_is_admin) or user_id:%(user_id)s";
 pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-flavor-manage:create", ADMIN),
     ("os_compute_api:os-flavor-manage:delete", ADMIN),
+    ("os_compute_api:os-flavor-manage:update", ADMIN),
     ("os_compute_api:os-flavor-extra-specs:index", "rule:project_reader_or_admin"),
     ("os_compute_api:os-flavor-extra-specs:show", "rule:project_reader_or_admin"),
     ("os_compute_api:os-flavor-extra-specs:create", ADMIN),
@@ -77,12 +104,24 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:servers:detail:get_all_tenants", ADMIN),
     ("os_compute_api:servers:show", READER),
     ("os_compute_api:servers:create", MEMBER),
+    ("compute:servers:create:requested_destination", ADMIN),
+    ("os_compute_api:servers:show:host_status", ADMIN),
+    ("os_compute_api:servers:trigger_crash_dump", MEMBER),
+    ("os_compute_api:os-server-tags:index", READER),
+    ("os_compute_api:os-server-tags:show", READER),
+    ("os_compute_api:os-server-tags:update", MEMBER),
+    ("os_compute_api:os-server-tags:update_all", MEMBER),
+    ("os_compute_api:os-server-tags:delete", MEMBER),
+    ("os_compute_api:os-server-tags:delete_all", MEMBER),
+    ("compute:server:topology:index", READER),
+    ("compute:server:topology:host:index", ADMIN),
     ("os_compute_api:servers:update", MEMBER),
     ("os_compute_api:servers:delete", MEMBER),
     ("os_compute_api:servers:reboot", MEMBER),
     ("os_compute_api:servers:rebuild", MEMBER),
     ("os_compute_api:servers:resize", MEMBER),
     ("os_compute_api:servers:create_image", MEMBER),
+    ("os_compute_api:os-create-backup", MEMBER),
     ("os_compute_api:servers:confirm_resize", MEMBER),
     ("os_compute_api:servers:revert_resize", MEMBER),
     ("os_compute_api:servers:start", MEMBER),

@@ -1,10 +1,11 @@
 //! Quotas: `/os-quota-sets/{project_id}` (show, `detail`, `defaults`, update and delete, per user with
-//! `?user_id=`), `/os-quota-class-sets/{class}` and the absolute limits of `/limits`, as at microversion 2.1.
+//! `?user_id=`), `/os-quota-class-sets/{class}` and the absolute limits of `/limits`, with the entries each
+//! microversion dropped (network 2.36/2.50, image metadata 2.39, injected files 2.57).
 
 use ::auth::Context;
-use api_common::{ApiError, QueryPairs};
+use api_common::{ApiError, Microversion, QueryPairs};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{Path, State},
     http::StatusCode,
@@ -12,7 +13,7 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{AppState, body, invalid, member};
+use super::{AppState, body, invalid, member, v};
 use crate::quotas::{Limits, MAX_LIMIT, RESOURCES, is_resource};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -29,12 +30,42 @@ fn enforce_project(s: &AppState, ctx: &Context, rule: &str, project_id: &str) ->
 }
 
 /// Every resource's limit, with `id` when given.
-fn quota_view(id: Option<&str>, limits: &Limits) -> Map<String, Value> {
+/// Which of the two quota APIs a view or body is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Sets,
+    Classes,
+}
+
+const NETWORK: &[&str] = &["floating_ips", "fixed_ips", "security_groups", "security_group_rules", "networks"];
+const INJECTED: &[&str] = &["injected_files", "injected_file_content_bytes", "injected_file_path_bytes"];
+
+/// Whether `resource` is part of the API at `mv`: the network quotas left quota sets at 2.36 and quota classes at
+/// 2.50 (which is also when the server group quotas joined quota classes), the injected file quotas left both at
+/// 2.57.
+fn shown(resource: &str, mv: Microversion, api: Api) -> bool {
+    let network_gone = match api {
+        Api::Sets => v(36),
+        Api::Classes => v(50),
+    };
+    if NETWORK.contains(&resource) && mv >= network_gone {
+        return false;
+    }
+    if INJECTED.contains(&resource) && mv >= v(57) {
+        return false;
+    }
+    if api == Api::Classes && resource.starts_with("server_group") && mv < v(50) {
+        return false;
+    }
+    true
+}
+
+fn quota_view(id: Option<&str>, limits: &Limits, mv: Microversion, api: Api) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(id) = id {
         out.insert("id".into(), json!(id));
     }
-    for (resource, _) in RESOURCES {
+    for (resource, _) in RESOURCES.iter().filter(|(r, _)| shown(r, mv, api)) {
         if let Some(v) = limits.get(*resource) {
             out.insert(resource.to_string(), json!(v));
         }
@@ -46,18 +77,30 @@ fn user_param(q: &QueryPairs) -> Option<String> {
     q.get("user_id").filter(|u| !u.is_empty()).map(str::to_string)
 }
 
-async fn show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     enforce_project(&s, &ctx, "os_compute_api:os-quota-sets:show", &id)?;
     let limits = s.compute.quota_limits(&id, user_param(&q).as_deref()).await?;
-    Ok(Json(json!({"quota_set": quota_view(Some(&id), &limits)})))
+    Ok(Json(json!({"quota_set": quota_view(Some(&id), &limits, mv, Api::Sets)})))
 }
 
-async fn detail(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn detail(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     enforce_project(&s, &ctx, "os_compute_api:os-quota-sets:detail", &id)?;
     let details = s.compute.quota_detail(&id, user_param(&q).as_deref()).await?;
     let mut out = Map::new();
     out.insert("id".into(), json!(id));
-    for (resource, _) in RESOURCES {
+    for (resource, _) in RESOURCES.iter().filter(|(r, _)| shown(r, mv, Api::Sets)) {
         if let Some(d) = details.get(*resource) {
             out.insert(resource.to_string(), json!({"limit": d.limit, "in_use": d.in_use, "reserved": 0}));
         }
@@ -65,10 +108,15 @@ async fn detail(State(s): State<AppState>, ctx: Context, Path(id): Path<String>,
     Ok(Json(json!({"quota_set": out})))
 }
 
-async fn defaults(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn defaults(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     enforce_project(&s, &ctx, "os_compute_api:os-quota-sets:defaults", &id)?;
     let limits = s.compute.quota_defaults().await?;
-    Ok(Json(json!({"quota_set": quota_view(Some(&id), &limits)})))
+    Ok(Json(json!({"quota_set": quota_view(Some(&id), &limits, mv, Api::Sets)})))
 }
 
 /// One limit of an update body: an integer, or a string of digits, in `-1..=MAX_LIMIT`.
@@ -112,18 +160,22 @@ fn bool_value(field: &str, v: &Value) -> Result<bool, ApiError> {
 }
 
 /// The limits of an update body (`{"<key>": {...}}`), and `force` where allowed.
-fn parse_limits(bytes: &[u8], key: &str, allow_force: bool) -> Result<(Limits, bool), ApiError> {
-    let v = body(bytes)?;
-    if let Some(extra) = v.as_object().and_then(|o| o.keys().find(|k| k.as_str() != key)) {
+fn parse_limits(bytes: &[u8], api: Api, mv: Microversion) -> Result<(Limits, bool), ApiError> {
+    let (key, allow_force) = match api {
+        Api::Sets => ("quota_set", true),
+        Api::Classes => ("quota_class_set", false),
+    };
+    let b = body(bytes)?;
+    if let Some(extra) = b.as_object().and_then(|o| o.keys().find(|k| k.as_str() != key)) {
         return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{extra}' was unexpected)")));
     }
-    let m = member(&v, key)?;
+    let m = member(&b, key)?;
     let mut limits = Limits::new();
     let mut force = false;
     for (k, val) in m {
         if allow_force && k == "force" {
             force = bool_value(k, val)?;
-        } else if is_resource(k) {
+        } else if is_resource(k) && shown(k, mv, api) {
             limits.insert(k.clone(), limit_value(k, val)?);
         } else {
             return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{k}' was unexpected)")));
@@ -135,15 +187,16 @@ fn parse_limits(bytes: &[u8], key: &str, allow_force: bool) -> Result<(Limits, b
 async fn update(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Path(id): Path<String>,
     q: QueryPairs,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (values, force) = parse_limits(&bytes, "quota_set", true)?;
+    let (values, force) = parse_limits(&bytes, Api::Sets, mv)?;
     enforce_project(&s, &ctx, "os_compute_api:os-quota-sets:update", &id)?;
     let limits = s.compute.quota_update(&id, user_param(&q).as_deref(), &values, force).await?;
     // No `id` in the update's answer, as upstream.
-    Ok(Json(json!({"quota_set": quota_view(None, &limits)})))
+    Ok(Json(json!({"quota_set": quota_view(None, &limits, mv, Api::Sets)})))
 }
 
 async fn delete(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, q: QueryPairs) -> Result<StatusCode, ApiError> {
@@ -154,28 +207,39 @@ async fn delete(State(s): State<AppState>, ctx: Context, Path(id): Path<String>,
 
 // ----- quota classes -----
 
-async fn class_show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn class_show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     s.policy.enforce("os_compute_api:os-quota-class-sets:show", &ctx, &json!({"quota_class": id}))?;
     let limits = s.compute.quota_class(&id).await?;
-    Ok(Json(json!({"quota_class_set": quota_view(Some(&id), &limits)})))
+    Ok(Json(json!({"quota_class_set": quota_view(Some(&id), &limits, mv, Api::Classes)})))
 }
 
 async fn class_update(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let (values, _) = parse_limits(&bytes, "quota_class_set", false)?;
+    let (values, _) = parse_limits(&bytes, Api::Classes, mv)?;
     s.policy.enforce("os_compute_api:os-quota-class-sets:update", &ctx, &json!({"quota_class": id}))?;
     let limits = s.compute.quota_class_update(&id, &values).await?;
-    Ok(Json(json!({"quota_class_set": quota_view(None, &limits)})))
+    Ok(Json(json!({"quota_class_set": quota_view(None, &limits, mv, Api::Classes)})))
 }
 
 // ----- limits -----
 
 /// `GET /limits[?tenant_id=]`: the absolute limits of the project and what it uses; no rate limits.
-async fn limits(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn limits(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     s.policy.enforce("os_compute_api:limits", &ctx, &json!({}))?;
     let mut project = ctx.project_id.clone().unwrap_or_default();
     if let Some(t) = q.get("tenant_id") {
@@ -185,7 +249,7 @@ async fn limits(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Resul
     let details = s.compute.quota_detail(&project, None).await?;
     let limit = |r: &str| details.get(r).map_or(-1, |d| d.limit);
     let used = |r: &str| details.get(r).map_or(0, |d| d.in_use);
-    let absolute = json!({
+    let mut absolute = json!({
         "maxTotalRAMSize": limit("ram"),
         "maxTotalInstances": limit("instances"),
         "maxTotalCores": limit("cores"),
@@ -206,6 +270,26 @@ async fn limits(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Resul
         "totalSecurityGroupsUsed": used("security_groups"),
         "totalServerGroupsUsed": used("server_groups"),
     });
+    // The network limits left at 2.36, the image metadata limit at 2.39, the personality limits at 2.57.
+    let mut gone: Vec<&str> = Vec::new();
+    if mv >= v(36) {
+        gone.extend([
+            "maxTotalFloatingIps",
+            "maxSecurityGroups",
+            "maxSecurityGroupRules",
+            "totalFloatingIpsUsed",
+            "totalSecurityGroupsUsed",
+        ]);
+    }
+    if mv >= v(39) {
+        gone.push("maxImageMeta");
+    }
+    if mv >= v(57) {
+        gone.extend(["maxPersonality", "maxPersonalitySize"]);
+    }
+    if let Value::Object(o) = &mut absolute {
+        o.retain(|k, _| !gone.contains(&k.as_str()));
+    }
     Ok(Json(json!({"limits": {"rate": [], "absolute": absolute}})))
 }
 
@@ -228,11 +312,18 @@ mod tests {
 
     #[test]
     fn update_bodies() {
-        let (l, force) = parse_limits(br#"{"quota_set": {"ram": "10", "force": true}}"#, "quota_set", true).unwrap();
+        let at = |b: &[u8], api: Api, minor: u32| parse_limits(b, api, v(minor));
+        let (l, force) = at(br#"{"quota_set": {"ram": "10", "force": true}}"#, Api::Sets, 1).unwrap();
         assert_eq!((l["ram"], force), (10, true));
-        assert!(parse_limits(br#"{"quota_set": {"bogus": 1}}"#, "quota_set", true).is_err());
-        assert!(parse_limits(br#"{"quota_class_set": {"force": true}}"#, "quota_class_set", false).is_err());
-        assert!(parse_limits(br#"{"quota_set": {}, "x": 1}"#, "quota_set", true).is_err());
-        assert!(parse_limits(br#"{}"#, "quota_set", true).is_err());
+        assert!(at(br#"{"quota_set": {"bogus": 1}}"#, Api::Sets, 1).is_err());
+        assert!(at(br#"{"quota_class_set": {"force": true}}"#, Api::Classes, 1).is_err());
+        assert!(at(br#"{"quota_set": {}, "x": 1}"#, Api::Sets, 1).is_err());
+        assert!(at(br#"{}"#, Api::Sets, 1).is_err());
+        // Network quotas leave quota sets at 2.36, injected files at 2.57.
+        assert!(at(br#"{"quota_set": {"floating_ips": 1}}"#, Api::Sets, 35).is_ok());
+        assert!(at(br#"{"quota_set": {"floating_ips": 1}}"#, Api::Sets, 36).is_err());
+        assert!(at(br#"{"quota_set": {"injected_files": 1}}"#, Api::Sets, 57).is_err());
+        assert!(at(br#"{"quota_class_set": {"server_groups": 1}}"#, Api::Classes, 49).is_err());
+        assert!(at(br#"{"quota_class_set": {"server_groups": 1}}"#, Api::Classes, 50).is_ok());
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ::auth::Context;
-use api_common::{ApiError, Page, QueryPairs, RequestId};
+use api_common::{ApiError, Microversion, Page, QueryPairs, RequestId};
 use axum::{
     Extension, Json, Router,
     body::Bytes,
@@ -17,7 +17,7 @@ use compute_rpc::Action;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
-use super::{AppState, body, invalid, member, only};
+use super::{AppState, body, invalid, member, only, v};
 use crate::{
     servers::{Boot, Caller, status_of, vm_states_of_status},
     service::Viewer,
@@ -32,6 +32,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/action", post(action))
         .route("/v2.1/servers/{id}/metadata", get(meta_list).put(meta_replace).post(meta_merge))
         .route("/v2.1/servers/{id}/metadata/{key}", get(meta_show).put(meta_put).delete(meta_delete))
+        .route("/v2.1/servers/{id}/tags", get(tags_list).put(tags_replace).delete(tags_clear))
+        .route("/v2.1/servers/{id}/tags/{tag}", get(tag_check).put(tag_add).delete(tag_remove))
+        .route("/v2.1/servers/{id}/topology", get(topology))
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
         .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
         .route("/v2.1/os-server-external-events", post(external_events))
@@ -76,59 +79,235 @@ fn summary(s: &AppState, i: &InstanceRow) -> Value {
     json!({"id": i.uuid, "name": i.display_name, "links": s.links(&format!("/servers/{}", i.uuid))})
 }
 
-/// The full server view at 2.1.
-fn detail(s: &AppState, admin: bool, i: &InstanceRow, metadata: BTreeMap<String, String>) -> Value {
+/// Which response a server view is for: upstream renders list entries, `GET`, `PUT` and rebuild differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Purpose {
+    List,
+    Show,
+    Update,
+    Rebuild,
+}
+
+/// What a server view depends on besides the instance: the microversion and what the caller may see.
+pub(super) struct ViewCtx {
+    pub mv: Microversion,
+    pub admin: bool,
+    /// `os_compute_api:servers:show:host_status` (2.16).
+    pub host_status: bool,
+    /// `os_compute_api:os-flavor-extra-specs:index`, for the embedded flavor (2.47).
+    pub extra_specs: bool,
+    /// Host → `host_status` value, filled when `host_status` is.
+    pub hosts: BTreeMap<String, &'static str>,
+}
+
+impl ViewCtx {
+    pub(super) async fn new(s: &AppState, ctx: &Context, mv: Microversion) -> Result<Self, ApiError> {
+        let project = json!({"project_id": ctx.project_id, "user_id": ctx.user_id});
+        let host_status = mv >= v(16) && s.policy.check("os_compute_api:servers:show:host_status", ctx, &project);
+        let mut hosts = BTreeMap::new();
+        if host_status {
+            let conductor = s.compute.conductor().ok();
+            for svc in s.compute.store().service_list().await? {
+                if svc.binary != compute_rpc::COMPUTE_BINARY {
+                    continue;
+                }
+                let up = conductor.as_ref().is_some_and(|c| c.is_up(&svc));
+                let status = if svc.forced_down {
+                    "DOWN"
+                } else if !up {
+                    "UNKNOWN"
+                } else if svc.disabled {
+                    "MAINTENANCE"
+                } else {
+                    "UP"
+                };
+                hosts.insert(svc.host, status);
+            }
+        }
+        Ok(ViewCtx {
+            mv,
+            admin: s.is_admin(ctx),
+            host_status,
+            extra_specs: s.policy.check("os_compute_api:os-flavor-extra-specs:index", ctx, &project),
+            hosts,
+        })
+    }
+}
+
+/// What a server view shows from other tables.
+#[derive(Default)]
+pub(super) struct Extras {
+    pub metadata: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    /// The server group of the instance (2.71, not in lists).
+    pub group: Option<String>,
+}
+
+impl Extras {
+    pub(super) async fn of(s: &AppState, uuid: &str, mv: Microversion, purpose: Purpose) -> Result<Self, ApiError> {
+        let store = s.compute.store();
+        Ok(Extras {
+            metadata: store.metadata_of(&[uuid]).await?.remove(uuid).unwrap_or_default(),
+            tags: if mv >= v(26) { store.tags_of(&[uuid]).await?.remove(uuid).unwrap_or_default() } else { Vec::new() },
+            group: if mv >= v(71) && purpose != Purpose::List {
+                store.server_group_of_instance(uuid).await?.map(|g| g.uuid)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// The server representation: every microversion-dependent field of a server is decided here.
+pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras, purpose: Purpose) -> Value {
+    let mv = vc.mv;
     let bookmark = |path: String| json!([{"rel": "bookmark", "href": format!("{}{path}", s.base_url)}]);
     let image = if i.image_ref.is_empty() {
         json!("")
     } else {
-        json!({"id": i.image_ref, "links": bookmark(format!("/images/{}", i.image_ref))})
+        let mut image = json!({"id": i.image_ref, "links": bookmark(format!("/images/{}", i.image_ref))});
+        if mv >= v(98) {
+            image["properties"] = json!(i.image_properties);
+        }
+        image
     };
-    let mut v = json!({
+    let flavor = if mv >= v(47) {
+        let f = &i.flavor;
+        let mut flavor = json!({
+            "vcpus": f.vcpus,
+            "ram": f.memory_mb,
+            "disk": f.root_gb,
+            "ephemeral": f.ephemeral_gb,
+            "swap": f.swap,
+            "original_name": f.name,
+        });
+        if vc.extra_specs {
+            flavor["extra_specs"] = json!(f.extra_specs);
+        }
+        flavor
+    } else {
+        json!({"id": i.flavor.flavorid, "links": bookmark(format!("/flavors/{}", i.flavor.flavorid))})
+    };
+    // The base view: what every response carries.
+    let mut out = json!({
         "id": i.uuid,
         "name": i.display_name,
         "status": status_of(&i.vm_state, i.task_state.as_deref()),
         "tenant_id": i.project_id,
         "user_id": i.user_id,
-        "metadata": metadata,
+        "metadata": x.metadata,
         "hostId": host_id(&i.project_id, i.host.as_deref()),
         "image": image,
-        "flavor": {"id": i.flavor.flavorid, "links": bookmark(format!("/flavors/{}", i.flavor.flavorid))},
+        "flavor": flavor,
         "created": iso(i.created_at),
         "updated": iso(i.updated_at),
         "addresses": {},
         "accessIPv4": i.access_ip_v4.clone().unwrap_or_default(),
         "accessIPv6": i.access_ip_v6.clone().unwrap_or_default(),
         "links": s.links(&format!("/servers/{}", i.uuid)),
-        "key_name": i.key_name,
         "progress": i.progress,
-        "config_drive": if i.config_drive { "True" } else { "" },
         "OS-DCF:diskConfig": "MANUAL",
-        "OS-EXT-AZ:availability_zone": i.availability_zone.clone().unwrap_or_else(|| if i.host.is_some() { "nova".into() } else { String::new() }),
-        "OS-EXT-STS:vm_state": i.vm_state,
-        "OS-EXT-STS:task_state": i.task_state,
-        "OS-EXT-STS:power_state": i.power_state,
-        "OS-SRV-USG:launched_at": iso_us(i.launched_at),
-        "OS-SRV-USG:terminated_at": iso_us(i.terminated_at),
-        "os-extended-volumes:volumes_attached": [],
-        "security_groups": [{"name": "default"}],
     });
-    if admin {
-        v["OS-EXT-SRV-ATTR:host"] = json!(i.host);
-        v["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(i.node);
-        v["OS-EXT-SRV-ATTR:instance_name"] = json!(format!("instance-{}", &i.uuid[..8.min(i.uuid.len())]));
+    if mv >= v(9) {
+        out["locked"] = json!(i.locked_by.is_some());
+    }
+    if mv >= v(19) {
+        out["description"] = json!(i.description);
+    }
+    if mv >= v(26) {
+        out["tags"] = json!(x.tags);
+    }
+    if mv >= v(63) {
+        out["trusted_image_certificates"] = Value::Null;
+    }
+    if mv >= v(73) {
+        out["locked_reason"] = json!(i.locked_reason);
+    }
+    if mv >= v(71) && purpose != Purpose::List {
+        out["server_groups"] = json!(x.group.into_iter().collect::<Vec<_>>());
+    }
+    if mv >= v(96) {
+        out["pinned_availability_zone"] = json!(i.availability_zone);
     }
     if let Some(f) = &i.fault
         && matches!(i.vm_state.as_str(), "error" | "deleted")
     {
         let mut fault = json!({"code": f["code"], "message": f["message"], "created": f["created"]});
         // Details of 500s only for admins, as upstream.
-        if (admin || f["code"] != 500) && !f["details"].is_null() {
+        if (vc.admin || f["code"] != 500) && !f["details"].is_null() {
             fault["details"] = f["details"].clone();
         }
-        v["fault"] = fault;
+        out["fault"] = fault;
     }
-    v
+    // The extended attributes: in lists and `GET` always, in `PUT` and rebuild responses from 2.75.
+    let extended = matches!(purpose, Purpose::List | Purpose::Show) || mv >= v(75);
+    if extended {
+        let az =
+            i.availability_zone.clone().unwrap_or_else(|| if i.host.is_some() { "nova".into() } else { String::new() });
+        let volumes_attached: Vec<Value> = Vec::new();
+        let ext = json!({
+            "key_name": i.key_name,
+            "config_drive": if i.config_drive { "True" } else { "" },
+            "OS-EXT-AZ:availability_zone": az,
+            "OS-EXT-STS:vm_state": i.vm_state,
+            "OS-EXT-STS:task_state": i.task_state,
+            "OS-EXT-STS:power_state": i.power_state,
+            "OS-SRV-USG:launched_at": iso_us(i.launched_at),
+            "OS-SRV-USG:terminated_at": iso_us(i.terminated_at),
+            "os-extended-volumes:volumes_attached": volumes_attached,
+            "security_groups": [{"name": "default"}],
+        });
+        merge(&mut out, ext);
+        if vc.admin {
+            out["OS-EXT-SRV-ATTR:host"] = json!(i.host);
+            out["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(i.node);
+            out["OS-EXT-SRV-ATTR:instance_name"] = json!(instance_name(&i.uuid));
+            if mv >= v(3) {
+                merge(
+                    &mut out,
+                    json!({
+                        "OS-EXT-SRV-ATTR:reservation_id": i.reservation_id,
+                        "OS-EXT-SRV-ATTR:launch_index": i.launch_index,
+                        "OS-EXT-SRV-ATTR:hostname": i.hostname,
+                        "OS-EXT-SRV-ATTR:kernel_id": i.image_properties.get("kernel_id").and_then(Value::as_str).unwrap_or_default(),
+                        "OS-EXT-SRV-ATTR:ramdisk_id": i.image_properties.get("ramdisk_id").and_then(Value::as_str).unwrap_or_default(),
+                        "OS-EXT-SRV-ATTR:root_device_name": if i.host.is_some() { json!("/dev/vda") } else { Value::Null },
+                        "OS-EXT-SRV-ATTR:user_data": i.user_data,
+                    }),
+                );
+            }
+        } else if mv >= v(90) {
+            // From 2.90 the hostname is shown to everyone who sees the server.
+            out["OS-EXT-SRV-ATTR:hostname"] = json!(i.hostname);
+        }
+        if vc.host_status {
+            out["host_status"] =
+                json!(i.host.as_ref().map(|h| vc.hosts.get(h).copied().unwrap_or("UNKNOWN")).unwrap_or(""));
+        }
+    }
+    if purpose == Purpose::Rebuild {
+        if mv >= v(54) {
+            out["key_name"] = json!(i.key_name);
+        }
+        if mv >= v(57) {
+            if let Value::Object(o) = &mut out {
+                o.remove("OS-EXT-SRV-ATTR:user_data");
+            }
+            out["user_data"] = json!(i.user_data);
+        }
+    }
+    out
+}
+
+fn merge(v: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (v, extra) {
+        a.extend(b);
+    }
+}
+
+/// The instance's name on its hypervisor.
+fn instance_name(uuid: &str) -> String {
+    format!("instance-{}", &uuid[..8.min(uuid.len())])
 }
 
 // ----- create -----
@@ -205,17 +384,165 @@ fn ref_id(v: &str) -> String {
     v.trim_end_matches('/').rsplit('/').next().unwrap_or(v).to_string()
 }
 
-const CREATE_FIELDS: &[&str] = &[
-    "name", "imageRef", "flavorRef", "adminPass", "metadata", "networks", "OS-DCF:diskConfig", "accessIPv4",
-    "accessIPv6", "personality", "key_name", "user_data", "availability_zone", "block_device_mapping",
-    "block_device_mapping_v2", "config_drive", "security_groups", "min_count", "max_count", "return_reservation_id",
-    "description",
-];
+/// The members of a server create body at microversion `mv`.
+fn create_fields(mv: Microversion) -> Vec<&'static str> {
+    let mut f = vec![
+        "name",
+        "imageRef",
+        "flavorRef",
+        "adminPass",
+        "metadata",
+        "networks",
+        "OS-DCF:diskConfig",
+        "accessIPv4",
+        "accessIPv6",
+        "key_name",
+        "user_data",
+        "availability_zone",
+        "block_device_mapping",
+        "block_device_mapping_v2",
+        "config_drive",
+        "security_groups",
+        "min_count",
+        "max_count",
+        "return_reservation_id",
+    ];
+    if mv < v(57) {
+        f.push("personality");
+    }
+    if mv >= v(19) {
+        f.push("description");
+    }
+    if mv >= v(52) {
+        f.push("tags");
+    }
+    if mv >= v(63) {
+        f.push("trusted_image_certificates");
+    }
+    if mv >= v(74) {
+        f.extend(["host", "hypervisor_hostname"]);
+    }
+    if mv >= v(90) {
+        f.push("hostname");
+    }
+    f
+}
+
+/// A server description (2.19): up to 255 printable characters, or null.
+fn description_field(m: &Map<String, Value>) -> Result<Option<Option<String>>, ApiError> {
+    match m.get("description") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(d @ Value::String(t)) => {
+            if t.chars().count() > 255 {
+                return Err(invalid("description", d, &format!("{d} is too long")));
+            }
+            if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+                return Err(invalid("description", d, &format!("{d} does not match the printable characters pattern")));
+            }
+            Ok(Some(Some(t.clone())))
+        }
+        Some(other) => Err(invalid("description", other, &format!("{other} is not of type 'string', 'null'"))),
+    }
+}
+
+/// A server hostname (2.90; a fully qualified name from 2.94): 1–63 characters of letters, digits, `-` and
+/// `.` (2.94: up to 255), not starting with `-` or `.`.
+fn hostname_field(m: &Map<String, Value>, mv: Microversion) -> Result<Option<String>, ApiError> {
+    let Some(h) = m.get("hostname") else {
+        return Ok(None);
+    };
+    let Value::String(t) = h else {
+        return Err(invalid("hostname", h, &format!("{h} is not of type 'string'")));
+    };
+    let max = if mv >= v(94) { 255 } else { 63 };
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || (mv >= v(94) && c == '.');
+    if t.is_empty() || t.len() > max || !t.chars().all(ok_char) || t.starts_with(['-', '.']) || t.ends_with(['-', '.'])
+    {
+        return Err(invalid("hostname", h, &format!("{h} does not match the hostname pattern")));
+    }
+    Ok(Some(t.clone()))
+}
+
+/// Server tags (2.26): at most 50, each 1–60 characters without `/` or `,`.
+pub(super) const MAX_TAGS: usize = 50;
+
+fn tag_valid(t: &str) -> bool {
+    !t.is_empty() && t.chars().count() <= 60 && !t.contains(['/', ','])
+}
+
+fn tags_field(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = v else {
+        return Err(invalid(field, v, &format!("{v} is not of type 'array'")));
+    };
+    if items.len() > MAX_TAGS {
+        return Err(invalid(field, v, &format!("{v} is too long")));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for t in items {
+        match t {
+            Value::String(tag) if tag_valid(tag) => {
+                if out.contains(tag) {
+                    return Err(invalid(field, v, &format!("{v} has non-unique elements")));
+                }
+                out.push(tag.clone());
+            }
+            Value::String(_) => {
+                return Err(invalid(field, t, &format!("{t} does not match \"^[^,/]*$\" or its length is not 1-60")));
+            }
+            other => {
+                return Err(invalid(field, other, &format!("{other} is not of type 'string'")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `networks` of a server create: from 2.37 required, either `"auto"`, `"none"` or a list of requests whose `uuid`
+/// must be a uuid. No network is attached either way while this cloud has no network service.
+fn networks_field(m: &Map<String, Value>, mv: Microversion) -> Result<(), ApiError> {
+    let nets = match m.get("networks") {
+        None if mv >= v(37) => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute server. Value: None. 'networks' is a required property",
+            ));
+        }
+        None => return Ok(()),
+        Some(n) => n,
+    };
+    match nets {
+        Value::String(t) if mv >= v(37) && (t == "auto" || t == "none") => Ok(()),
+        Value::Array(list) => {
+            let mut allowed = vec!["uuid", "port", "fixed_ip"];
+            if (v(32)..v(37)).contains(&mv) || mv >= v(42) {
+                allowed.push("tag");
+            }
+            for n in list {
+                let Value::Object(o) = n else {
+                    return Err(invalid("networks", n, &format!("{n} is not of type 'object'")));
+                };
+                only(o, &allowed)?;
+                if mv >= v(37)
+                    && let Some(u) = o.get("uuid")
+                    && u.as_str().is_none_or(|u| uuid::Uuid::parse_str(u).is_err())
+                {
+                    return Err(invalid("uuid", u, &format!("{u} is not a 'uuid'")));
+                }
+            }
+            Ok(())
+        }
+        other if mv >= v(37) => {
+            Err(invalid("networks", other, &format!("{other} is not valid under any of the given schemas")))
+        }
+        other => Err(invalid("networks", other, &format!("{other} is not of type 'array'"))),
+    }
+}
 
 async fn create(
     State(s): State<AppState>,
     ctx: Context,
     Extension(rid): Extension<RequestId>,
+    Extension(mv): Extension<Microversion>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -226,8 +553,21 @@ async fn create(
         return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{extra}' was unexpected)")));
     }
     let m = member(&v, "server")?;
-    only(m, CREATE_FIELDS)?;
+    only(m, &create_fields(mv))?;
     let name = name_field(m, true)?.unwrap_or_default();
+    networks_field(m, mv)?;
+    let description = description_field(m)?.flatten();
+    let tags = match m.get("tags") {
+        Some(t) => tags_field(t, "tags")?,
+        None => Vec::new(),
+    };
+    let hostname = hostname_field(m, mv)?;
+    if m.contains_key("trusted_image_certificates") {
+        return Err(ApiError::bad_request(
+            "Image signature certificate validation is not enabled in this cloud, so trusted_image_certificates \
+             cannot be honoured.",
+        ));
+    }
     let flavor_ref = match m.get("flavorRef") {
         Some(Value::String(f)) if !f.is_empty() => ref_id(f),
         Some(Value::Number(n)) => n.to_string(),
@@ -346,9 +686,15 @@ async fn create(
     {
         return Err(ApiError::bad_request("The requested availability zone is not available"));
     }
+    let destination = requested_destination(&s, &ctx, m).await?;
+    if hostname.is_some() && max_count > 1 {
+        return Err(ApiError::bad_request("Cannot set a hostname when creating more than one server."));
+    }
     let boot = Boot {
         name,
-        description: None,
+        description,
+        hostname,
+        destination,
         flavor: Some(s.compute.flavor_spec(&flavor).await),
         image_ref,
         image_properties: image.properties,
@@ -361,7 +707,7 @@ async fn create(
         max_count,
         access_ip_v4,
         access_ip_v6,
-        tags: Vec::new(),
+        tags,
         group: super::server_groups::group_hint(&v)?,
     };
     let (rows, reservation_id) = s.compute.servers_create(&caller, boot, key_data, &rid.0).await?;
@@ -384,6 +730,43 @@ async fn create(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, self_href)], Json(out)).into_response())
 }
 
+/// `host` and `hypervisor_hostname` of a server create (2.74, admins): the compute host and node to build on, which
+/// must exist; the scheduler's filters still run on them.
+async fn requested_destination(
+    s: &AppState,
+    ctx: &Context,
+    m: &Map<String, Value>,
+) -> Result<Option<crate::servers::Destination>, ApiError> {
+    let host = string_field(m, "host", 255)?;
+    let node = string_field(m, "hypervisor_hostname", 255)?;
+    if host.is_none() && node.is_none() {
+        return Ok(None);
+    }
+    let project = ctx.project_id.clone().unwrap_or_default();
+    enforce_on(s, ctx, "compute:servers:create:requested_destination", &project)?;
+    if m.get("availability_zone").and_then(Value::as_str).is_some_and(|z| z.contains(':')) {
+        return Err(ApiError::bad_request(
+            "The requested availability zone host and node may not be combined with the host or hypervisor_hostname \
+             fields.",
+        ));
+    }
+    let nodes = s.compute.store().node_list().await?;
+    if let Some(h) = &host
+        && !nodes.iter().any(|n| &n.info.host == h)
+    {
+        return Err(ApiError::bad_request(format!("Compute host {h} could not be found.")));
+    }
+    if let Some(n) = &node
+        && !nodes.iter().any(|x| &x.info.node == n && host.as_ref().is_none_or(|h| &x.info.host == h))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Compute host {} could not be found.",
+            host.as_deref().unwrap_or(n)
+        )));
+    }
+    Ok(Some(crate::servers::Destination { host, node }))
+}
+
 /// A generated admin password (12 characters without look-alikes), as upstream's `generate_password`.
 fn admin_password() -> String {
     crate::servers::random_string(12)
@@ -401,10 +784,111 @@ fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("Invalid input for query parameters {field}. Value: {v}. '{v}' is not a 'date-time'")))
 }
 
-async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: bool) -> Result<Json<Value>, ApiError> {
+/// The query parameters `GET /servers` accepts from 2.75 (earlier, unknown ones are ignored).
+const LIST_PARAMS: &[&str] = &[
+    "user_id",
+    "project_id",
+    "tenant_id",
+    "launch_index",
+    "image_ref",
+    "image",
+    "kernel_id",
+    "ramdisk_id",
+    "hostname",
+    "key_name",
+    "power_state",
+    "vm_state",
+    "task_state",
+    "host",
+    "node",
+    "flavor",
+    "reservation_id",
+    "launched_at",
+    "terminated_at",
+    "availability_zone",
+    "name",
+    "display_name",
+    "description",
+    "created_at",
+    "updated_at",
+    "changes-since",
+    "changes-before",
+    "deleted",
+    "locked",
+    "locked_by",
+    "config_drive",
+    "uuid",
+    "root_device_name",
+    "access_ip_v4",
+    "access_ip_v6",
+    "accessIPv4",
+    "accessIPv6",
+    "ip",
+    "ip6",
+    "status",
+    "all_tenants",
+    "sort_key",
+    "sort_dir",
+    "limit",
+    "marker",
+    "progress",
+    "tags",
+    "tags-any",
+    "not-tags",
+    "not-tags-any",
+    "block_device_mapping",
+    "services",
+    "metadata",
+    "system_metadata",
+    "info_cache",
+    "security_groups",
+    "pci_devices",
+    "auto_disk_config",
+    "default_ephemeral_device",
+    "default_swap_device",
+    "shutdown_terminate",
+    "cleaned",
+    "vm_mode",
+    "ephemeral_gb",
+    "ephemeral_key_uuid",
+    "disable_terminate",
+    "architecture",
+    "os_type",
+    "root_gb",
+    "memory_mb",
+    "vcpus",
+    "instance_type_id",
+    "ramdisk_id",
+];
+
+/// Comma-separated tags of a list filter.
+fn tag_list(q: &QueryPairs, key: &str) -> Option<Vec<String>> {
+    let all: Vec<String> = q
+        .get_all(key)
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!all.is_empty() || q.get(key).is_some()).then_some(all)
+}
+
+async fn listing(
+    s: &AppState,
+    ctx: &Context,
+    mv: Microversion,
+    q: &QueryPairs,
+    path: &str,
+    full: bool,
+) -> Result<Json<Value>, ApiError> {
     let project = ctx.project_id.clone().unwrap_or_default();
     let rule = if full { "os_compute_api:servers:detail" } else { "os_compute_api:servers:index" };
     enforce_on(s, ctx, rule, &project)?;
+    if mv >= v(75)
+        && let Some(k) = q.0.iter().map(|(k, _)| k.as_str()).find(|k| !LIST_PARAMS.contains(k))
+    {
+        return Err(ApiError::bad_request(format!("Additional properties are not allowed ('{k}' was unexpected)")));
+    }
     let admin = s.is_admin(ctx);
     let all_tenants = match q.get("all_tenants") {
         None => false,
@@ -419,6 +903,18 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
     }
     if let Some(cs) = q.get("changes-since") {
         filter.changes_since = Some(parse_time("changes-since", cs)?);
+        filter.deleted = None;
+    }
+    if mv >= v(66)
+        && let Some(cb) = q.get("changes-before")
+    {
+        let before = parse_time("changes-before", cb)?;
+        if filter.changes_since.is_some_and(|since| since > before) {
+            return Err(ApiError::bad_request(
+                "The value of changes-since must be less than or equal to changes-before.",
+            ));
+        }
+        filter.changes_before = Some(before);
         filter.deleted = None;
     }
     if admin {
@@ -444,10 +940,21 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
                     filter.vm_states = Some(states.into_iter().map(str::to_string).collect());
                 }
             }
-            None if admin => return Err(ApiError::bad_request(format!("Invalid server status : {status}"))),
+            // From 2.38 an unknown status is a 400 for everyone; before, for admins only.
+            None if admin || mv >= v(38) => {
+                return Err(ApiError::bad_request("Invalid status value"));
+            }
             None => filter.vm_states = Some(Vec::new()),
         }
     }
+    let locked = match q.get("locked") {
+        Some(l) if mv >= v(73) => Some(api_common::query::parse_bool(l).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid input for query parameters locked. Value: {l}. '{l}' is not a boolean"
+            ))
+        })?),
+        _ => None,
+    };
     let page = super::page(q, MAX_LIMIT)?;
     let mut all = s.compute.instances(&filter).await?;
     if let Some(pattern) = q.get("name") {
@@ -457,11 +964,50 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
             .map_err(|_| ApiError::bad_request(format!("Invalid regular expression for name: {pattern}")))?;
         all.retain(|i| re.is_match(&i.display_name));
     }
+    if let Some(locked) = locked {
+        all.retain(|i| i.locked_by.is_some() == locked);
+    }
+    // Tag filters (2.26): all of `tags`, any of `tags-any`, not all of `not-tags`, none of `not-tags-any`.
+    if mv >= v(26) {
+        let filters: Vec<(&str, Vec<String>)> = ["tags", "tags-any", "not-tags", "not-tags-any"]
+            .into_iter()
+            .filter_map(|k| tag_list(q, k).map(|t| (k, t)))
+            .collect();
+        if !filters.is_empty() {
+            let uuids: Vec<&str> = all.iter().map(|i| i.uuid.as_str()).collect();
+            let tags = s.compute.store().tags_of(&uuids).await?;
+            let empty = Vec::new();
+            all.retain(|i| {
+                let have = tags.get(&i.uuid).unwrap_or(&empty);
+                filters.iter().all(|(k, want)| {
+                    let has = |t: &String| have.contains(t);
+                    match *k {
+                        "tags" => want.iter().all(has),
+                        "tags-any" => want.iter().any(has),
+                        "not-tags" => !want.iter().all(has),
+                        _ => !want.iter().any(has),
+                    }
+                })
+            });
+        }
+    }
     let (items, _) = page.apply(all, |i| i.uuid.as_str())?;
     let rendered: Vec<Value> = if full {
+        let vc = ViewCtx::new(s, ctx, mv).await?;
         let uuids: Vec<&str> = items.iter().map(|i| i.uuid.as_str()).collect();
         let mut metadata = s.compute.store().metadata_of(&uuids).await?;
-        items.iter().map(|i| detail(s, admin, i, metadata.remove(&i.uuid).unwrap_or_default())).collect()
+        let mut tags = if mv >= v(26) { s.compute.store().tags_of(&uuids).await? } else { BTreeMap::new() };
+        items
+            .iter()
+            .map(|i| {
+                let x = Extras {
+                    metadata: metadata.remove(&i.uuid).unwrap_or_default(),
+                    tags: tags.remove(&i.uuid).unwrap_or_default(),
+                    group: None,
+                };
+                server_view(s, &vc, i, x, Purpose::List)
+            })
+            .collect()
     } else {
         items.iter().map(|i| summary(s, i)).collect()
     };
@@ -472,12 +1018,22 @@ async fn listing(s: &AppState, ctx: &Context, q: &QueryPairs, path: &str, full: 
     Ok(Json(out))
 }
 
-async fn list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    listing(&s, &ctx, &q, "/servers", false).await
+async fn list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    listing(&s, &ctx, mv, &q, "/servers", false).await
 }
 
-async fn list_detail(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    listing(&s, &ctx, &q, "/servers/detail", true).await
+async fn list_detail(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    listing(&s, &ctx, mv, &q, "/servers/detail", true).await
 }
 
 /// The instance `id` if the caller may see it, with policy `rule` checked against its project.
@@ -487,23 +1043,39 @@ async fn visible(s: &AppState, ctx: &Context, id: &str, rule: &str) -> Result<In
     Ok(inst)
 }
 
-async fn show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let inst = visible(&s, &ctx, &id, "os_compute_api:servers:show").await?;
-    let metadata = s.compute.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
-    Ok(Json(json!({"server": detail(&s, s.is_admin(&ctx), &inst, metadata)})))
+    let vc = ViewCtx::new(&s, &ctx, mv).await?;
+    let x = Extras::of(&s, &inst.uuid, mv, Purpose::Show).await?;
+    Ok(Json(json!({"server": server_view(&s, &vc, &inst, x, Purpose::Show)})))
 }
 
 async fn update(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let inst = visible(&s, &ctx, &id, "os_compute_api:servers:update").await?;
-    let v = body(&bytes)?;
-    let m = member(&v, "server")?;
-    only(m, &["name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"])?;
+    let b = body(&bytes)?;
+    let m = member(&b, "server")?;
+    let mut allowed = vec!["name", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig"];
+    if mv >= v(19) {
+        allowed.push("description");
+    }
+    if mv >= v(90) {
+        allowed.push("hostname");
+    }
+    only(m, &allowed)?;
     let name = name_field(m, false)?;
+    let description = description_field(m)?;
+    let hostname = hostname_field(m, mv)?;
     let ip = |field: &str, v6: bool| -> Result<Option<Option<String>>, ApiError> {
         match m.get(field) {
             None => Ok(None),
@@ -523,9 +1095,14 @@ async fn update(
         }
     };
     let (v4, v6) = (ip("accessIPv4", false)?, ip("accessIPv6", true)?);
-    let updated = s.compute.server_update(&caller(&s, &ctx), &inst.uuid, name, None, v4, v6).await?;
-    let metadata = s.compute.store().metadata_of(&[&updated.uuid]).await?.remove(&updated.uuid).unwrap_or_default();
-    Ok(Json(json!({"server": detail(&s, s.is_admin(&ctx), &updated, metadata)})))
+    let c = caller(&s, &ctx);
+    let mut updated = s.compute.server_update(&c, &inst.uuid, name, description, v4, v6).await?;
+    if let Some(h) = hostname {
+        updated = s.compute.server_set_hostname(&c, &inst.uuid, &h).await?;
+    }
+    let vc = ViewCtx::new(&s, &ctx, mv).await?;
+    let x = Extras::of(&s, &updated.uuid, mv, Purpose::Update).await?;
+    Ok(Json(json!({"server": server_view(&s, &vc, &updated, x, Purpose::Update)})))
 }
 
 async fn delete(
@@ -545,12 +1122,13 @@ async fn action(
     State(s): State<AppState>,
     ctx: Context,
     Extension(rid): Extension<RequestId>,
+    Extension(mv): Extension<Microversion>,
     Path(id): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let v = body(&bytes)?;
-    let o = v.as_object().cloned().unwrap_or_default();
+    let b = body(&bytes)?;
+    let o = b.as_object().cloned().unwrap_or_default();
     let Some((name, arg)) = o.iter().next() else {
         return Err(ApiError::bad_request("There is no such action: None"));
     };
@@ -578,10 +1156,71 @@ async fn action(
             simple("os_compute_api:servers:reboot", Action::Reboot { hard })
         }
         "rebuild" => {
-            let m = arg.as_object().ok_or_else(|| invalid("rebuild", arg, &format!("{arg} is not of type 'object'")))?;
+            let m =
+                arg.as_object().ok_or_else(|| invalid("rebuild", arg, &format!("{arg} is not of type 'object'")))?;
+            let mut allowed = vec![
+                "imageRef",
+                "name",
+                "adminPass",
+                "metadata",
+                "OS-DCF:diskConfig",
+                "accessIPv4",
+                "accessIPv6",
+                "preserve_ephemeral",
+            ];
+            for (since, field) in [
+                (19, "description"),
+                (54, "key_name"),
+                (57, "user_data"),
+                (63, "trusted_image_certificates"),
+                (90, "hostname"),
+            ] {
+                if mv >= v(since) {
+                    allowed.push(field);
+                }
+            }
+            if mv < v(57) {
+                allowed.push("personality");
+            }
+            only(m, &allowed)?;
             let image = m.get("imageRef").and_then(Value::as_str).map(ref_id).ok_or_else(|| {
                 ApiError::bad_request("Invalid input for field/attribute rebuild. Value: None. 'imageRef' is a required property")
             })?;
+            let name = name_field(m, false)?;
+            let description = description_field(m)?;
+            let hostname = hostname_field(m, mv)?;
+            let user_data = match m.get("user_data") {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(_) => Some(string_field(m, "user_data", 65535)?),
+            };
+            if let Some(Some(ud)) = &user_data {
+                use base64::Engine;
+                if base64::engine::general_purpose::STANDARD.decode(ud.trim()).is_err() {
+                    return Err(ApiError::bad_request("User data needs to be valid base 64."));
+                }
+            }
+            if m.get("trusted_image_certificates").is_some_and(|c| !c.is_null()) {
+                return Err(ApiError::bad_request(
+                    "Image signature certificate validation is not enabled in this cloud, so \
+                     trusted_image_certificates cannot be honoured.",
+                ));
+            }
+            let key = match m.get("key_name") {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(Value::String(k)) => match s.compute.keypair(&ctx.user_id, k).await {
+                    Ok(kp) => Some(Some((k.clone(), kp.public_key))),
+                    Err(crate::Error::NotFound(_)) => {
+                        return Err(ApiError::bad_request("Invalid key_name provided."));
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                Some(other) => {
+                    return Err(invalid("key_name", other, &format!("{other} is not of type 'string', 'null'")));
+                }
+            };
+            let metadata = m.get("metadata").map(|md| metadata_field(md, "metadata")).transpose()?;
             visible(&s, &ctx, &id, "os_compute_api:servers:rebuild").await?;
             let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default();
             let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
@@ -590,13 +1229,17 @@ async fn action(
                 Some(_) => return Err(ApiError::bad_request(format!("Image {image} is not active."))),
                 None => return Err(ApiError::bad_request(format!("Image {image} could not be found."))),
             }
-            let name = name_field(m, false)?;
-            if let Some(md) = m.get("metadata") {
-                let md = metadata_field(md, "metadata")?;
+            if let Some(md) = metadata {
                 s.compute.metadata_set(&c.project_id, &id, &md, true).await?;
             }
-            if name.is_some() {
-                s.compute.server_update(&c, &id, name, None, None, None).await?;
+            if name.is_some() || description.is_some() {
+                s.compute.server_update(&c, &id, name, description, None, None).await?;
+            }
+            if let Some(h) = hostname {
+                s.compute.server_set_hostname(&c, &id, &h).await?;
+            }
+            if key.is_some() || user_data.is_some() {
+                s.compute.server_set_boot_data(&c, &id, key, user_data).await?;
             }
             ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image })
         }
@@ -662,8 +1305,54 @@ async fn action(
             let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
             let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
             let image_id = s.compute.server_snapshot(&c, &inst.uuid, images, &token, &name, &metadata, &rid.0).await?;
+            // From 2.45 the image id is in the body instead of a `Location` header.
+            if mv >= v(45) {
+                return Ok((StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response());
+            }
             let location = s.url(&format!("/images/{image_id}"));
             return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)]).into_response());
+        }
+        "createBackup" => {
+            let m = arg.as_object().ok_or_else(|| invalid("createBackup", arg, &format!("{arg} is not of type 'object'")))?;
+            only(m, &["name", "backup_type", "rotation", "metadata"])?;
+            let required = |field: &str| {
+                ApiError::bad_request(format!(
+                    "Invalid input for field/attribute createBackup. Value: {arg}. '{field}' is a required property"
+                ))
+            };
+            let name = match m.get("name") {
+                Some(Value::String(n)) if !n.is_empty() && n.chars().count() <= 255 && n.trim() == n => n.clone(),
+                Some(v @ Value::String(_)) => return Err(invalid("name", v, "is empty, too long or has leading/trailing whitespace")),
+                Some(v) => return Err(invalid("name", v, &format!("{v} is not of type 'string'"))),
+                None => return Err(required("name")),
+            };
+            let backup_type = match m.get("backup_type") {
+                Some(Value::String(t)) => t.clone(),
+                Some(v) => return Err(invalid("backup_type", v, &format!("{v} is not of type 'string'"))),
+                None => return Err(required("backup_type")),
+            };
+            let rotation = match m.get("rotation") {
+                Some(r @ Value::Number(n)) => n.as_u64().ok_or_else(|| invalid("rotation", r, &format!("{r} is less than the minimum of 0")))?,
+                Some(r @ Value::String(t)) => t.parse::<u64>().map_err(|_| invalid("rotation", r, &format!("{r} does not match '^[0-9]+$'")))?,
+                Some(r) => return Err(invalid("rotation", r, &format!("{r} is not of type 'integer', 'string'"))),
+                None => return Err(required("rotation")),
+            };
+            let metadata = match m.get("metadata") {
+                Some(md) => metadata_field(md, "metadata")?,
+                None => BTreeMap::new(),
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-create-backup").await?;
+            let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
+            let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
+            let image = s.compute.server_backup(&c, &inst.uuid, images, &token, &name, &metadata, &backup_type, rotation, &rid.0).await?;
+            return Ok(match image {
+                // As createImage: the image id in the body from 2.45, in a `Location` header before.
+                Some(image_id) if mv >= v(45) => (StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response(),
+                Some(image_id) => {
+                    (StatusCode::ACCEPTED, [(header::LOCATION, s.url(&format!("/images/{image_id}")))]).into_response()
+                }
+                None => StatusCode::ACCEPTED.into_response(),
+            });
         }
         "os-getConsoleOutput" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-console-output").await?;
@@ -677,8 +1366,20 @@ async fn action(
             return Ok(Json(json!({"output": output})).into_response());
         }
         "lock" => {
+            // A reason may be given from 2.73; before, the body is `{"lock": null}`.
+            let reason = match arg {
+                Value::Object(m) if mv >= v(73) => {
+                    only(m, &["locked_reason"])?;
+                    string_field(m, "locked_reason", 255)?
+                }
+                Value::Null => None,
+                other if mv >= v(73) => {
+                    return Err(invalid("lock", other, &format!("{other} is not of type 'object', 'null'")));
+                }
+                _ => None,
+            };
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-lock-server:lock").await?;
-            s.compute.server_lock(&c, &inst.uuid, true, None, &rid.0).await?;
+            s.compute.server_lock(&c, &inst.uuid, true, reason, &rid.0).await?;
             return Ok(StatusCode::ACCEPTED.into_response());
         }
         "unlock" => {
@@ -713,6 +1414,18 @@ async fn action(
                 inst.uuid, inst.vm_state
             )));
         }
+        "trigger_crash_dump" if mv >= v(17) => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:servers:trigger_crash_dump").await?;
+            s.compute.server_crash_dump_check(&c, &inst)?;
+            // No hypervisor here can inject an NMI, which upstream answers as a driver without the feature.
+            return Err(ApiError::bad_request(
+                "Triggering a crash dump is not supported by this compute host's driver.",
+            ));
+        }
+        removed @ ("addFixedIp" | "removeFixedIp" | "addFloatingIp" | "removeFloatingIp") if mv >= v(44) => {
+            s.compute.instance(&c, &id).await?;
+            return Err(ApiError::not_found(format!("There is no such action: {removed}")));
+        }
         other => {
             // An unknown server is a 404 whatever the action, as upstream routes actions per server.
             s.compute.instance(&c, &id).await?;
@@ -724,15 +1437,9 @@ async fn action(
     s.compute.server_action(&c, &id, act, &rid.0).await?;
     if rebuild {
         let inst = s.compute.instance(&c, &id).await?;
-        let metadata = s.compute.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
-        let mut view = detail(&s, s.is_admin(&ctx), &inst, metadata);
-        // The rebuild response carries the base server view only.
-        if let Value::Object(o) = &mut view {
-            o.retain(|k, _| !k.starts_with("OS-EXT-") && !k.starts_with("OS-SRV-USG") && !k.starts_with("os-extended-volumes"));
-            for k in ["key_name", "config_drive", "security_groups", "fault"] {
-                o.remove(k);
-            }
-        }
+        let vc = ViewCtx::new(&s, &ctx, mv).await?;
+        let x = Extras::of(&s, &inst.uuid, mv, Purpose::Rebuild).await?;
+        let mut view = server_view(&s, &vc, &inst, x, Purpose::Rebuild);
         view["adminPass"] = match arg.get("adminPass") {
             Some(Value::String(p)) => json!(p),
             _ => json!(admin_password()),
@@ -742,10 +1449,92 @@ async fn action(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// `GET /servers/{id}/diagnostics`: the guest's counters from its agent (admins).
-async fn diagnostics(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `GET /servers/{id}/diagnostics`: the guest's counters from its agent (admins); from 2.48 in upstream's
+/// standard form instead of the driver's own keys.
+async fn diagnostics(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-diagnostics").await?;
-    Ok(Json(json!(s.compute.conductor()?.diagnostics(&inst).await?)))
+    let raw = s.compute.conductor()?.diagnostics(&inst).await?;
+    if mv < v(48) {
+        return Ok(Json(json!(raw)));
+    }
+    let node = s.compute.store().node_list().await?.into_iter().find(|n| Some(&n.info.node) == inst.node.as_ref());
+    Ok(Json(standard_diagnostics(&inst, &raw, node.map(|n| n.info.hypervisor_type.to_lowercase()))))
+}
+
+/// Upstream's standard diagnostics (2.48) from a driver's libvirt-style counters (`cpuN_time`, `memory`,
+/// `memory-actual`, `<disk>_read`/`_read_req`/`_write`/`_write_req`/`_errors`, `<nic>_rx`/`_tx`…).
+fn standard_diagnostics(
+    inst: &InstanceRow,
+    raw: &std::collections::BTreeMap<String, Value>,
+    hypervisor: Option<String>,
+) -> Value {
+    let int = |k: &str| raw.get(k).and_then(Value::as_i64);
+    let state = match inst.power_state {
+        1 => "running",
+        3 => "paused",
+        4 => "shutdown",
+        6 => "crashed",
+        7 => "suspended",
+        _ => "pending",
+    };
+    let mut cpus: Vec<(i64, i64)> = raw
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("cpu")?.strip_suffix("_time")?.parse().ok()?, v.as_i64()?)))
+        .collect();
+    cpus.sort();
+    let mut disks: Vec<&str> = raw.keys().filter_map(|k| k.strip_suffix("_read_req")).collect();
+    disks.sort();
+    let disk_details: Vec<Value> = disks
+        .iter()
+        .map(|d| {
+            json!({
+                "read_bytes": int(&format!("{d}_read")),
+                "read_requests": int(&format!("{d}_read_req")),
+                "write_bytes": int(&format!("{d}_write")),
+                "write_requests": int(&format!("{d}_write_req")),
+                "errors_count": int(&format!("{d}_errors")),
+            })
+        })
+        .collect();
+    let mut nics: Vec<&str> = raw.keys().filter_map(|k| k.strip_suffix("_rx_packets")).collect();
+    nics.sort();
+    let nic_details: Vec<Value> = nics
+        .iter()
+        .map(|n| {
+            json!({
+                "mac_address": null,
+                "rx_octets": int(&format!("{n}_rx")), "rx_errors": int(&format!("{n}_rx_errors")),
+                "rx_drop": int(&format!("{n}_rx_drop")), "rx_packets": int(&format!("{n}_rx_packets")), "rx_rate": null,
+                "tx_octets": int(&format!("{n}_tx")), "tx_errors": int(&format!("{n}_tx_errors")),
+                "tx_drop": int(&format!("{n}_tx_drop")), "tx_packets": int(&format!("{n}_tx_packets")), "tx_rate": null,
+            })
+        })
+        .collect();
+    let uptime = inst.launched_at.map(|t| (crate::store::instances::now_us() - t) / 1_000_000);
+    json!({
+        "state": state,
+        // The driver drives QEMU guests as upstream's libvirt driver does, the only such value upstream knows.
+        "driver": "libvirt",
+        "hypervisor": hypervisor,
+        "hypervisor_os": "linux",
+        "uptime": uptime,
+        "config_drive": inst.config_drive,
+        "num_cpus": inst.flavor.vcpus,
+        "num_nics": nic_details.len(),
+        "num_disks": disk_details.len(),
+        "memory_details": {
+            "maximum": int("memory").map(|kb| kb / 1024),
+            "used": int("memory-actual").map(|kb| kb / 1024),
+        },
+        "cpu_details": cpus.iter().map(|(id, t)| json!({"id": id, "time": t, "utilisation": null})).collect::<Vec<_>>(),
+        "nic_details": nic_details,
+        "disk_details": disk_details,
+    })
 }
 
 // ----- metadata -----
@@ -827,10 +1616,167 @@ async fn meta_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+// ----- tags (2.26) -----
+
+/// The tags API exists from 2.26.
+fn tags_api(mv: Microversion) -> Result<(), ApiError> {
+    if mv < v(26) { Err(ApiError::not_found("The resource could not be found.")) } else { Ok(()) }
+}
+
+/// Tags change only while the server is in a settled state, as upstream.
+fn tags_writable(inst: &InstanceRow) -> Result<(), ApiError> {
+    let ok =
+        ["active", "paused", "suspended", "stopped", "shelved", "shelved_offloaded"].contains(&inst.vm_state.as_str());
+    if ok && inst.task_state.is_none() {
+        return Ok(());
+    }
+    Err(ApiError::conflict(format!(
+        "Cannot 'update tags' instance {} while it is in {} {}",
+        inst.uuid,
+        if ok { "task_state" } else { "vm_state" },
+        if ok { inst.task_state.clone().unwrap_or_default() } else { inst.vm_state.clone() }
+    )))
+}
+
+async fn tags_of(s: &AppState, uuid: &str) -> Result<Vec<String>, ApiError> {
+    Ok(s.compute.store().tags_of(&[uuid]).await?.remove(uuid).unwrap_or_default())
+}
+
+async fn tags_list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:index").await?;
+    Ok(Json(json!({"tags": tags_of(&s, &inst.uuid).await?})))
+}
+
+async fn tags_replace(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:update_all").await?;
+    let b = body(&bytes)?;
+    if let Some(o) = b.as_object() {
+        only(o, &["tags"])?;
+    }
+    let tags = match b.get("tags") {
+        Some(t) => tags_field(t, "tags")?,
+        None => {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute tags. Value: None. 'tags' is a required property",
+            ));
+        }
+    };
+    tags_writable(&inst)?;
+    s.compute.store().tags_set(&inst.uuid, &tags).await?;
+    Ok(Json(json!({"tags": tags_of(&s, &inst.uuid).await?})))
+}
+
+async fn tags_clear(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:delete_all").await?;
+    tags_writable(&inst)?;
+    s.compute.store().tags_set(&inst.uuid, &[]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn tag_not_found(uuid: &str, tag: &str) -> ApiError {
+    ApiError::not_found(format!("Tag {tag} does not exist for instance {uuid}"))
+}
+
+async fn tag_check(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:show").await?;
+    if tags_of(&s, &inst.uuid).await?.contains(&tag) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(tag_not_found(&inst.uuid, &tag))
+    }
+}
+
+async fn tag_add(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:update").await?;
+    if !tag_valid(&tag) {
+        return Err(invalid(
+            "tag",
+            &json!(tag),
+            &format!("'{tag}' does not match \"^[^,/]*$\" or its length is not 1-60"),
+        ));
+    }
+    tags_writable(&inst)?;
+    let tags = tags_of(&s, &inst.uuid).await?;
+    if tags.contains(&tag) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if tags.len() >= MAX_TAGS {
+        return Err(ApiError::bad_request(format!("The number of tags exceeded the per-server limit {MAX_TAGS}")));
+    }
+    s.compute.store().tag_add(&inst.uuid, &tag).await?;
+    let location = s.url(&format!("/servers/{}/tags/{tag}", inst.uuid));
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+async fn tag_remove(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path((id, tag)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    tags_api(mv)?;
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-tags:delete").await?;
+    tags_writable(&inst)?;
+    if s.compute.store().tag_delete(&inst.uuid, &tag).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(tag_not_found(&inst.uuid, &tag))
+    }
+}
+
+// ----- topology (2.78) -----
+
+/// `GET /servers/{id}/topology`: the guest's NUMA layout. Guests here have no NUMA topology, which upstream
+/// answers with an empty node list.
+async fn topology(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if mv < v(78) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    visible(&s, &ctx, &id, "compute:server:topology:index").await?;
+    Ok(Json(json!({"nodes": [], "pagesize_kb": null})))
+}
+
 // ----- instance actions -----
 
-fn action_view(a: &crate::store::ActionRow) -> Value {
-    json!({
+/// The instance action representation; `updated_at` is shown from 2.58.
+fn action_view(a: &crate::store::ActionRow, mv: Microversion) -> Value {
+    let mut out = json!({
         "action": a.action,
         "instance_uuid": a.instance_uuid,
         "request_id": a.request_id,
@@ -838,41 +1784,78 @@ fn action_view(a: &crate::store::ActionRow) -> Value {
         "project_id": a.project_id,
         "start_time": iso_us(Some(a.start_time)),
         "message": a.message,
-    })
+    });
+    if mv >= v(58) {
+        out["updated_at"] = iso_us(Some(a.updated_at));
+    }
+    out
 }
 
-/// Instance actions stay readable after the server is deleted, as upstream.
-async fn any_instance(s: &AppState, ctx: &Context, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
+/// Instance actions stay readable after the server is deleted from 2.21, as upstream.
+async fn any_instance(s: &AppState, ctx: &Context, mv: Microversion, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
     let c = caller(s, ctx);
     let inst = match s.compute.store().instance_get(id).await? {
-        Some(i) if c.admin || i.project_id == c.project_id => i,
+        Some(i) if (c.admin || i.project_id == c.project_id) && (!i.deleted || mv >= v(21)) => i,
         _ => return Err(crate::servers::instance_not_found(id).into()),
     };
     enforce_on(s, ctx, rule, &inst.project_id)?;
     Ok(inst)
 }
 
-async fn actions_list(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let inst = any_instance(&s, &ctx, &id, "os_compute_api:os-instance-actions:list").await?;
-    let actions = s.compute.store().actions(&inst.uuid).await?;
-    Ok(Json(json!({"instanceActions": actions.iter().map(action_view).collect::<Vec<_>>()})))
+async fn actions_list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let inst = any_instance(&s, &ctx, mv, &id, "os_compute_api:os-instance-actions:list").await?;
+    let mut actions = s.compute.store().actions(&inst.uuid).await?;
+    if mv < v(58) {
+        return Ok(Json(json!({"instanceActions": actions.iter().map(|a| action_view(a, mv)).collect::<Vec<_>>()})));
+    }
+    // 2.58: `changes-since` (and from 2.66 `changes-before`) on `updated_at`, `limit` and `marker` (a request id).
+    let since = q.get("changes-since").map(|t| parse_time("changes-since", t)).transpose()?;
+    let before =
+        if mv >= v(66) { q.get("changes-before").map(|t| parse_time("changes-before", t)).transpose()? } else { None };
+    if let (Some(a), Some(b)) = (since, before)
+        && a > b
+    {
+        return Err(ApiError::bad_request("The value of changes-since must be less than or equal to changes-before."));
+    }
+    actions.retain(|a| since.is_none_or(|t| a.updated_at >= t) && before.is_none_or(|t| a.updated_at <= t));
+    let page = super::page(&q, MAX_LIMIT)?;
+    if let Some(m) = &page.marker
+        && !actions.iter().any(|a| &a.request_id == m)
+    {
+        return Err(ApiError::bad_request(format!("Marker {m} could not be found.")));
+    }
+    let (items, _) = page.apply(actions, |a| a.request_id.as_str())?;
+    let mut out = json!({"instanceActions": items.iter().map(|a| action_view(a, mv)).collect::<Vec<_>>()});
+    if let Some(last) = items.last().filter(|_| items.len() == page.limit) {
+        let path = format!("/servers/{}/os-instance-actions", inst.uuid);
+        out["links"] = json!([{"rel": "next", "href": Page::next_link(&s.url(&path), &q, &last.request_id)}]);
+    }
+    Ok(Json(out))
 }
 
 async fn action_show(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Path((id, request_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let inst = any_instance(&s, &ctx, &id, "os_compute_api:os-instance-actions:show").await?;
-    let a = s
-        .compute
-        .store()
-        .action(&inst.uuid, &request_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Action for request_id {request_id} on instance {id} not found")))?;
-    let mut view = action_view(&a);
-    if s.policy.check("os_compute_api:os-instance-actions:events", &ctx, &json!({"project_id": inst.project_id})) {
-        let admin = s.is_admin(&ctx);
+    let inst = any_instance(&s, &ctx, mv, &id, "os_compute_api:os-instance-actions:show").await?;
+    let a =
+        s.compute.store().action(&inst.uuid, &request_id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("Action for request_id {request_id} on instance {id} not found"))
+        })?;
+    let mut view = action_view(&a, mv);
+    // Events are shown to those the events policy allows; from 2.51 to everyone, with the traceback only for
+    // the former. The host is shown from 2.62 (its name to the former, its hash to all).
+    let details =
+        s.policy.check("os_compute_api:os-instance-actions:events", &ctx, &json!({"project_id": inst.project_id}));
+    if details || mv >= v(51) {
         let events: Vec<Value> = s
             .compute
             .store()
@@ -885,10 +1868,15 @@ async fn action_show(
                     "start_time": iso_us(Some(e.start_time)),
                     "finish_time": iso_us(e.finish_time),
                     "result": e.result,
-                    "traceback": e.details,
                 });
-                if admin {
-                    ev["host"] = json!(e.host);
+                if details {
+                    ev["traceback"] = json!(e.details);
+                }
+                if mv >= v(62) {
+                    if details {
+                        ev["host"] = json!(e.host);
+                    }
+                    ev["hostId"] = json!(host_id(&inst.project_id, e.host.as_deref()));
                 }
                 ev
             })
@@ -903,7 +1891,12 @@ async fn action_show(
 /// `POST /os-server-external-events`: other services (the network and volume services) tell compute about an
 /// instance. Events for unknown instances, or instances without a host, are 404 each; the call is 200 when all were
 /// accepted, 207 when some were, 404 when none were.
-async fn external_events(State(s): State<AppState>, ctx: Context, bytes: Bytes) -> Result<Response, ApiError> {
+async fn external_events(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
     s.enforce(&ctx, "os_compute_api:os-server-external-events:create")?;
     let v = body(&bytes)?;
     let events = v.get("events").and_then(Value::as_array).ok_or_else(|| {
@@ -912,18 +1905,26 @@ async fn external_events(State(s): State<AppState>, ctx: Context, bytes: Bytes) 
     if events.is_empty() {
         return Err(invalid("events", &json!([]), "[] is too short"));
     }
-    const NAMES: &[&str] = &[
-        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted",
-        "volume-extended", "power-update", "accelerator-request-bound", "volume-reimaged",
+    // Event names by the microversion that added them.
+    const NAMES: &[(u32, &str)] = &[
+        (1, "network-changed"),
+        (1, "network-vif-plugged"),
+        (1, "network-vif-unplugged"),
+        (1, "network-vif-deleted"),
+        (51, "volume-extended"),
+        (76, "power-update"),
+        (82, "accelerator-request-bound"),
+        (93, "volume-reimaged"),
     ];
+    let names: Vec<&str> = NAMES.iter().filter(|(since, _)| mv >= super::v(*since)).map(|(_, n)| *n).collect();
     let mut out = Vec::new();
     let mut accepted = 0;
     for e in events {
         let Some(m) = e.as_object() else { return Err(invalid("events", e, &format!("{e} is not of type 'object'"))) };
         only(m, &["name", "server_uuid", "status", "tag"])?;
         let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
-        if !NAMES.contains(&name) {
-            return Err(invalid("name", &m["name"], &format!("{} is not one of {NAMES:?}", m["name"])));
+        if !names.contains(&name) {
+            return Err(invalid("name", &m["name"], &format!("{} is not one of {names:?}", m["name"])));
         }
         let uuid = m.get("server_uuid").and_then(Value::as_str).unwrap_or_default().to_string();
         let status = m.get("status").and_then(Value::as_str).unwrap_or("completed");

@@ -1,16 +1,16 @@
 //! Usage reports: `/os-simple-tenant-usage` (every project for admins, with `start`, `end` and `detailed`; one
-//! project) and `/os-instance_usage_audit_log`, as at microversion 2.1.
+//! project; paged from 2.40) and `/os-instance_usage_audit_log`.
 
 use ::auth::Context;
-use api_common::{ApiError, QueryPairs};
+use api_common::{ApiError, Microversion, Page, QueryPairs};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, State},
     routing::get,
 };
 use serde_json::{Map, Value, json};
 
-use super::AppState;
+use super::{AppState, v};
 use crate::usage::{AuditLog, ServerUsage, TenantUsage};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -79,19 +79,58 @@ fn tenant_view(t: &TenantUsage, detailed: bool) -> Value {
     v
 }
 
-async fn list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    s.policy.enforce("os_compute_api:os-simple-tenant-usage:list", &ctx, &json!({}))?;
-    let (start, end, detailed) = period(&q)?;
-    let usages = s.compute.tenant_usage(None, start, end).await?;
-    Ok(Json(json!({"tenant_usages": usages.iter().map(|t| tenant_view(t, detailed)).collect::<Vec<_>>()})))
+/// Paging over the instances that count (2.40): `limit` and `marker`; earlier versions ignore both but are
+/// still capped at the largest page.
+fn usage_page(q: &QueryPairs, mv: Microversion) -> Result<Page, ApiError> {
+    if mv >= v(40) {
+        super::page(q, MAX_LIMIT)
+    } else {
+        Ok(Page { limit: MAX_LIMIT, marker: None, explicit_limit: false })
+    }
 }
 
-async fn show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>, q: QueryPairs) -> Result<Json<Value>, ApiError> {
-    s.policy.enforce("os_compute_api:os-simple-tenant-usage:show", &ctx, &json!({"project_id": id, "user_id": ctx.user_id}))?;
+const MAX_LIMIT: usize = 1000;
+
+async fn list(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    s.policy.enforce("os_compute_api:os-simple-tenant-usage:list", &ctx, &json!({}))?;
+    let (start, end, detailed) = period(&q)?;
+    let page = usage_page(&q, mv)?;
+    let (usages, last) = s.compute.tenant_usage_page(None, start, end, Some(&page)).await?;
+    let mut out = json!({"tenant_usages": usages.iter().map(|t| tenant_view(t, detailed)).collect::<Vec<_>>()});
+    if let Some(last) = last.filter(|_| mv >= v(40)) {
+        out["tenant_usages_links"] =
+            json!([{"rel": "next", "href": Page::next_link(&s.url("/os-simple-tenant-usage"), &q, &last)}]);
+    }
+    Ok(Json(out))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    ctx: Context,
+    Extension(mv): Extension<Microversion>,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    s.policy.enforce(
+        "os_compute_api:os-simple-tenant-usage:show",
+        &ctx,
+        &json!({"project_id": id, "user_id": ctx.user_id}),
+    )?;
     let (start, end, _) = period(&q)?;
-    let usage = s.compute.tenant_usage(Some(&id), start, end).await?;
+    let page = usage_page(&q, mv)?;
+    let (usage, last) = s.compute.tenant_usage_page(Some(&id), start, end, Some(&page)).await?;
     let view = usage.first().map(|t| tenant_view(t, true)).unwrap_or_else(|| json!({}));
-    Ok(Json(json!({"tenant_usage": view})))
+    let mut out = json!({"tenant_usage": view});
+    if let Some(last) = last.filter(|_| mv >= v(40)) {
+        let path = format!("/os-simple-tenant-usage/{id}");
+        out["tenant_usage_links"] = json!([{"rel": "next", "href": Page::next_link(&s.url(&path), &q, &last)}]);
+    }
+    Ok(Json(out))
 }
 
 // ----- instance usage audit log -----

@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
     quotas::MIGRATION,
     aggregates::MIGRATION,
     server_groups::MIGRATION,
+    server_groups::RULES_MIGRATION,
 ];
 
 const INITIAL: Migration = Migration {
@@ -216,6 +217,18 @@ impl Store {
         let sql = format!("SELECT {FLAVOR_COLUMNS} FROM compute_flavor ORDER BY flavorid");
         let rows = self.db.query(db::sqlx::AssertSqlSafe(sql)).fetch_all(self.db.pool()).await?;
         rows.iter().map(flavor_from_row).collect()
+    }
+
+    /// Sets a flavor's description; `Ok(false)` if there is no such flavor.
+    pub async fn flavor_set_description(&self, flavorid: &str, description: Option<&str>) -> Result<bool, Error> {
+        let n = self
+            .db
+            .query("UPDATE compute_flavor SET description = ? WHERE flavorid = ?")
+            .bind(description)
+            .bind(flavorid)
+            .execute(self.db.pool())
+            .await?;
+        Ok(n.rows_affected() > 0)
     }
 
     /// Deletes a flavor with its extra specs and access list; `Ok(false)` if there was none.

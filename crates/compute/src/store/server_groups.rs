@@ -39,9 +39,18 @@ pub struct ServerGroupRow {
     pub project_id: String,
     pub user_id: String,
     pub policy: String,
+    /// Rules of the policy (2.64): `max_server_per_host` of an anti-affinity group.
+    pub max_server_per_host: Option<i64>,
     pub members: Vec<String>,
     pub created_at: i64,
 }
+
+/// Policy rules of server groups (microversion 2.64).
+pub const RULES_MIGRATION: Migration = Migration {
+    version: 8,
+    name: "server group rules",
+    sql: "ALTER TABLE compute_server_group ADD COLUMN max_server_per_host {int}",
+};
 
 /// A live member of a group, with the host it runs on (if scheduled).
 #[derive(Clone, Debug, PartialEq)]
@@ -55,14 +64,15 @@ impl Store {
     pub async fn server_group_insert(&self, g: &ServerGroupRow) -> Result<(), Error> {
         self.db
             .query(
-                "INSERT INTO compute_server_group (uuid, name, project_id, user_id, policy, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO compute_server_group (uuid, name, project_id, user_id, policy, max_server_per_host, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&g.uuid)
             .bind(&g.name)
             .bind(&g.project_id)
             .bind(&g.user_id)
             .bind(&g.policy)
+            .bind(g.max_server_per_host)
             .bind(if g.created_at == 0 { now_us() } else { g.created_at })
             .execute(self.db.pool())
             .await?;
@@ -78,8 +88,13 @@ impl Store {
         self.server_groups_where(None, project_id).await
     }
 
-    async fn server_groups_where(&self, uuid: Option<&str>, project_id: Option<&str>) -> Result<Vec<ServerGroupRow>, Error> {
-        let base = "SELECT uuid, name, project_id, user_id, policy, created_at FROM compute_server_group";
+    async fn server_groups_where(
+        &self,
+        uuid: Option<&str>,
+        project_id: Option<&str>,
+    ) -> Result<Vec<ServerGroupRow>, Error> {
+        let base =
+            "SELECT uuid, name, project_id, user_id, policy, max_server_per_host, created_at FROM compute_server_group";
         let rows = match (uuid, project_id) {
             (Some(u), _) => {
                 self.db.query(db::sqlx::AssertSqlSafe(format!("{base} WHERE uuid = ?"))).bind(u).fetch_all(self.db.pool()).await?
@@ -110,6 +125,7 @@ impl Store {
                 project_id: r.try_get("project_id")?,
                 user_id: r.try_get("user_id")?,
                 policy: r.try_get("policy")?,
+                max_server_per_host: r.try_get("max_server_per_host")?,
                 members,
                 created_at: r.try_get("created_at")?,
             });

@@ -24,7 +24,7 @@ async fn version_documents_and_microversions() {
     let r = cloud.anonymous.get("/compute/v2.1").await;
     assert_eq!(r.status, 200, "{}", r.text);
     let v = &r.json()["version"];
-    assert_eq!((v["min_version"].as_str(), v["version"].as_str()), (Some("2.1"), Some("2.1")));
+    assert_eq!((v["min_version"].as_str(), v["version"].as_str()), (Some("2.1"), Some("2.80")));
     assert!(r.header("x-compute-request-id").unwrap().starts_with("req-"));
 
     // The catalog lists …/compute/v2.1 as type compute, name nova.
@@ -38,7 +38,10 @@ async fn version_documents_and_microversions() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-openstack-nova-api-version"), Some("2.1"));
     assert_eq!(r.header("openstack-api-version"), Some("compute 2.1"));
-    let r = cloud.member.request(Method::GET, "/compute/v2.1/flavors", None, &[("OpenStack-API-Version", "compute 2.90")]).await;
+    let r = cloud
+        .member
+        .request(Method::GET, "/compute/v2.1/flavors", None, &[("OpenStack-API-Version", "compute 2.81")])
+        .await;
     assert_eq!(r.status, 406, "{}", r.text);
     let r = cloud.member.request(Method::GET, "/compute/v2.1/flavors", None, &[("OpenStack-API-Version", "compute x")]).await;
     assert_fault(&r, 400, "badRequest");

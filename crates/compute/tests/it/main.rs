@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod api;
+mod microversions;
 mod quotas;
 mod server_groups;
 mod servers;

@@ -43,7 +43,19 @@ async fn server_groups_members_and_policies() {
     // Same name and policy twice is fine.
     let aff = create(&cloud.member, "db", "affinity").await.json()["server_group"]["id"].as_str().unwrap().to_string();
     assert_eq!(create(&cloud.member, "db", "affinity").await.status, 200);
-    assert_eq!(create(&cloud.member, "soft", "soft-anti-affinity").await.status, 200);
+    // The soft policies came with 2.15.
+    assert_eq!(create(&cloud.member, "soft", "soft-anti-affinity").await.status, 400);
+    let soft = json!({"server_group": {"name": "soft", "policies": ["soft-anti-affinity"]}});
+    let r = cloud
+        .member
+        .request(
+            reqwest::Method::POST,
+            "/compute/v2.1/os-server-groups",
+            Some(&soft),
+            &[("OpenStack-API-Version", "compute 2.15")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
     for bad in [
         json!({"server_group": {"name": "x", "policies": ["sideways"]}}),
         json!({"server_group": {"name": "x", "policies": []}}),

@@ -259,8 +259,8 @@ async fn quotas_aggregates_and_server_groups_on_every_database() {
 
         // Server groups: members, live members with hosts, placement for the scheduler.
         let caller = Caller { user_id: "u1".into(), project_id: "p1".into(), admin: false };
-        let g = c.server_group_create(&caller, "web", "anti-affinity").await.unwrap();
-        assert!(matches!(c.server_group_create(&caller, "x", "sideways").await, Err(Error::BadRequest(_))));
+        let g = c.server_group_create(&caller, "web", "anti-affinity", None).await.unwrap();
+        assert!(matches!(c.server_group_create(&caller, "x", "sideways", None).await, Err(Error::BadRequest(_))));
         let mut placed = instance("g1", "p1", 2);
         placed.host = Some("h1".into());
         s.instances_insert(&[placed, instance("g2", "p1", 3)], &BTreeMap::new(), "req-g").await.unwrap();
