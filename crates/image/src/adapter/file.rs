@@ -81,11 +81,19 @@ impl StoreAdapter for FileAdapter {
         "Image data in files on the local disk."
     }
 
+    fn store_type(&self) -> &str {
+        "file"
+    }
+
+    fn properties(&self) -> serde_json::Value {
+        serde_json::json!({"datadir": self.dir.display().to_string()})
+    }
+
     fn owns(&self, location: &str) -> bool {
         self.path_of(location).is_some()
     }
 
-    async fn add(&self, image_id: &str, mut data: ByteStream) -> Result<String, AdapterError> {
+    async fn add(&self, image_id: &str, mut data: ByteStream, _size: Option<u64>) -> Result<String, AdapterError> {
         if !valid_image_id(image_id) {
             return Err(AdapterError::Storage(std::io::Error::other("invalid image id")));
         }
@@ -171,7 +179,7 @@ mod tests {
     async fn add_get_range_delete() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileAdapter::new("file", dir.path()).unwrap();
-        let loc = store.add("img-1", chunks(vec![Ok(b"hello "), Ok(b"world")])).await.unwrap();
+        let loc = store.add("img-1", chunks(vec![Ok(b"hello "), Ok(b"world")]), None).await.unwrap();
         assert!(store.owns(&loc));
         assert_eq!(read_all(store.get(&loc, None).await.unwrap()).await, b"hello world");
         let part = store.get(&loc, Some(ByteRange { start: 2, end: 7 })).await.unwrap();
@@ -185,7 +193,7 @@ mod tests {
     async fn failed_stream_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileAdapter::new("file", dir.path()).unwrap();
-        let err = store.add("img-2", chunks(vec![Ok(b"part"), Err(std::io::Error::other("gone"))])).await.unwrap_err();
+        let err = store.add("img-2", chunks(vec![Ok(b"part"), Err(std::io::Error::other("gone"))]), None).await.unwrap_err();
         assert!(matches!(err, AdapterError::Source(_)));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -197,6 +205,6 @@ mod tests {
         assert!(!store.owns("file:///etc/passwd"));
         assert!(!store.owns("http://example.com/x"));
         assert!(matches!(store.get("file:///etc/passwd", None).await, Err(AdapterError::NotFound(_))));
-        assert!(store.add("../escape", chunks(vec![])).await.is_err());
+        assert!(store.add("../escape", chunks(vec![]), None).await.is_err());
     }
 }
