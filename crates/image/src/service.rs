@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest as _, Md5};
+use md5::Md5;
 use sha2::Sha512;
 
 use crate::{
@@ -109,11 +109,9 @@ struct Inner {
     config: ImageConfig,
 }
 
-/// Hashes and counts bytes as they stream through, and cuts the stream off past a size limit.
+/// Counts bytes as they stream through, keeps the first ones, and cuts the stream off past a size limit.
 #[derive(Default)]
 struct Meter {
-    md5: Md5,
-    sha512: Sha512,
     size: u64,
     head: Vec<u8>,
     over_limit: bool,
@@ -128,14 +126,32 @@ impl Meter {
             self.over_limit = true;
             return Err(std::io::Error::other("image size limit exceeded"));
         }
-        self.md5.update(chunk);
-        self.sha512.update(chunk);
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
         Ok(())
     }
+}
+
+/// Chunks a hashing thread may lag behind the upload.
+const HASH_DEPTH: usize = 16;
+
+/// A digest computed on its own blocking thread from the chunks sent to it (references, not copies), so that
+/// md5 and sha512 run beside each other and beside the transfer instead of between its chunks.
+fn hash_thread<D: md5::Digest + Send + 'static>() -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<String>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_DEPTH);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut digest = D::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            digest.update(&chunk);
+        }
+        hex(&digest.finalize())
+    });
+    (tx, handle)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -568,11 +584,18 @@ impl Image {
         let task = tokio::spawn(async move {
             let meter = Arc::new(Mutex::new(Meter::default()));
             let m = meter.clone();
-            let metered: ByteStream = Box::pin(data.map(move |chunk| {
-                let chunk: Bytes = chunk?;
-                let mut meter = m.lock().map_err(|_| std::io::Error::other("meter poisoned"))?;
-                meter.record(&chunk, limit)?;
-                Ok(chunk)
+            let (md5_tx, md5) = hash_thread::<Md5>();
+            let (sha_tx, sha512) = hash_thread::<Sha512>();
+            let metered: ByteStream = Box::pin(data.then(move |chunk| {
+                let (m, md5_tx, sha_tx) = (m.clone(), md5_tx.clone(), sha_tx.clone());
+                async move {
+                    let chunk: Bytes = chunk?;
+                    m.lock().map_err(|_| std::io::Error::other("meter poisoned"))?.record(&chunk, limit)?;
+                    let gone = || std::io::Error::other("image hashing stopped");
+                    md5_tx.send(chunk.clone()).await.map_err(|_| gone())?;
+                    sha_tx.send(chunk.clone()).await.map_err(|_| gone())?;
+                    Ok(chunk)
+                }
             }));
             let stored = adapter.add(&img.id, metered, size).await;
             let finished = {
@@ -581,14 +604,19 @@ impl Image {
                 (meter.over_limit, meter)
             };
             let (over_limit, meter) = finished;
+            let joined = |h: tokio::task::JoinHandle<String>| async move {
+                h.await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+            };
             match stored {
                 Ok(location) => {
+                    // The stream (and with it the hashers' senders) is gone once `add` returned.
+                    let (checksum, os_hash_value) = (joined(md5).await?, joined(sha512).await?);
                     let record = DataRecord {
                         size: meter.size as i64,
                         virtual_size: virtual_size(&meter.head, meter.size, img.disk_format.as_deref()),
-                        checksum: hex(&meter.md5.finalize()),
+                        checksum,
                         os_hash_algo: "sha512".into(),
-                        os_hash_value: hex(&meter.sha512.finalize()),
+                        os_hash_value,
                         store_id: adapter.id().to_string(),
                         location: location.clone(),
                     };
@@ -1065,11 +1093,21 @@ mod tests {
     }
 
     #[test]
-    fn meter_hashes_and_limits() {
+    fn meter_counts_and_limits() {
         let mut m = Meter::default();
         m.record(b"abc", 10).unwrap();
-        assert_eq!(hex(&m.md5.clone().finalize()), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!((m.size, m.head.as_slice()), (3, b"abc".as_slice()));
         assert!(m.record(b"12345678", 10).is_err());
         assert!(m.over_limit);
+    }
+
+    #[tokio::test]
+    async fn hash_threads_digest_what_they_are_sent() {
+        let (tx, md5) = hash_thread::<Md5>();
+        for part in [&b"a"[..], b"bc"] {
+            tx.send(Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(md5.await.unwrap(), "900150983cd24fb0d6963f7d28e17f72");
     }
 }
