@@ -194,7 +194,7 @@ impl Cloud {
             }
         };
         for method in &config.image.enabled_import_methods {
-            if !["glance-direct", "web-download"].contains(&method.as_str()) {
+            if !["glance-direct", "web-download", "copy-image"].contains(&method.as_str()) {
                 return Err(Error::Config(format!("[image] enabled_import_methods: unknown method '{method}'")));
             }
         }

@@ -775,12 +775,17 @@ impl Image {
     }
 
     /// `POST /v2/images/{id}/import`: `glance-direct` moves staged data (uploading → importing → active),
-    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the default
-    /// store in the background, recorded as an `api_image_import` task.
+    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the
+    /// requested stores (else the default one); `copy-image` copies an active image's data into more stores. All
+    /// run in the background, recorded as an `api_image_import` task, with the image's `os_glance_importing_to_stores`
+    /// and `os_glance_failed_import` properties telling which stores are left and which failed.
     pub async fn import(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
         let method = request.method.as_str();
         if !self.inner.config.import_methods.iter().any(|m| m == method) {
             return Err(Error::BadRequest(format!("Import method {method} is not supported.")));
+        }
+        if method == "copy-image" {
+            return self.copy_image(img, request).await;
         }
         Self::check_formats(img)?;
         let from = if method == "web-download" { "queued" } else { "uploading" };
@@ -804,22 +809,9 @@ impl Image {
         if !self.inner.store.image_transition(&img.id, from, "importing").await? {
             return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));
         }
+        self.import_progress(&img.id, &stores, &[]).await?;
         let limit = self.upload_limit(img).await?;
-        let now = now_micros();
-        let task = TaskRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            image_id: img.id.clone(),
-            kind: "api_image_import".into(),
-            status: "processing".into(),
-            owner: img.owner.clone(),
-            user_id: request.user_id,
-            request_id: request.request_id,
-            input: request.input.to_string(),
-            message: String::new(),
-            created_at: now,
-            updated_at: now,
-        };
-        self.inner.store.task_insert(&task).await?;
+        let task = self.import_task(img, request.user_id, request.request_id, &request.input).await?;
         let import = Import {
             uri,
             limit,
@@ -827,9 +819,69 @@ impl Image {
             delete_on_failure: false,
             stores,
             all_must_succeed: request.all_stores_must_succeed,
+            copy: false,
         };
         self.spawn_import(img.clone(), import);
         Ok(())
+    }
+
+    /// `copy-image`: copies an active image's data into the requested stores it is not in yet.
+    async fn copy_image(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
+        if img.status != "active" {
+            return Err(Error::Conflict(format!(
+                "Image status {} is not valid for the copy-image import: it must be active.",
+                img.status
+            )));
+        }
+        let present: Vec<String> = img.locations().into_iter().map(|(s, _)| s).collect();
+        let stores: Vec<String> = request.stores.into_iter().filter(|s| !present.contains(s)).collect();
+        for id in &stores {
+            self.target_store(Some(id))?;
+        }
+        self.import_progress(&img.id, &stores, &[]).await?;
+        let task = self.import_task(img, request.user_id, request.request_id, &request.input).await?;
+        let import = Import {
+            uri: None,
+            limit: 0,
+            task_id: task.id,
+            delete_on_failure: false,
+            stores,
+            all_must_succeed: request.all_stores_must_succeed,
+            copy: true,
+        };
+        self.spawn_import(img.clone(), import);
+        Ok(())
+    }
+
+    /// Records which stores an import has left to do and which failed, as upstream's reserved properties.
+    async fn import_progress(&self, id: &str, left: &[String], failed: &[String]) -> Result<(), Error> {
+        self.inner.store.property_put(id, "os_glance_importing_to_stores", &left.join(",")).await?;
+        self.inner.store.property_put(id, "os_glance_failed_import", &failed.join(",")).await
+    }
+
+    async fn import_task(
+        &self,
+        img: &ImageRow,
+        user_id: Option<String>,
+        request_id: Option<String>,
+        input: &serde_json::Value,
+    ) -> Result<TaskRow, Error> {
+        let now = now_micros();
+        let task = TaskRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            image_id: img.id.clone(),
+            kind: "api_image_import".into(),
+            status: "processing".into(),
+            owner: img.owner.clone(),
+            user_id,
+            request_id,
+            input: input.to_string(),
+            message: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.task_insert(&task).await?;
+        Ok(task)
     }
 
     /// Copies an active image's data into `target` from one of its locations, and records the new location.
@@ -859,39 +911,62 @@ impl Image {
     fn spawn_import(&self, img: ImageRow, import: Import) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Import { uri, limit, task_id, delete_on_failure, stores, all_must_succeed } = import;
-            let source = match &uri {
-                Some(uri) => this.inner.http.get(uri, None).await,
-                None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+            let Import { uri, limit, task_id, delete_on_failure, stores, all_must_succeed, copy } = import;
+            let result = if copy {
+                Ok(())
+            } else {
+                let source = match &uri {
+                    Some(uri) => this.inner.http.get(uri, None).await,
+                    None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+                };
+                let first = stores.first().and_then(|id| this.enabled_store(id).cloned());
+                match (source, first) {
+                    (Ok(data), Some(first)) => {
+                        this.store_data(img.clone(), data, limit, "importing", first, None).await
+                    }
+                    (source, _) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
+                        Ok(_) => Err(match source {
+                            Err(e) => Error::BadRequest(format!("Cannot read the data to import: {e}")),
+                            Ok(_) => Error::BadRequest("The import's store is no longer enabled.".into()),
+                        }),
+                        Err(db) => Err(db),
+                    },
+                }
             };
-            let first = stores.first().and_then(|id| this.enabled_store(id).cloned());
-            let result = match (source, first) {
-                (Ok(data), Some(first)) => this.store_data(img.clone(), data, limit, "importing", first, None).await,
-                (source, _) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
-                    Ok(_) => Err(match source {
-                        Err(e) => Error::BadRequest(format!("Cannot read the data to import: {e}")),
-                        Ok(_) => Error::BadRequest("The import's store is no longer enabled.".into()),
-                    }),
-                    Err(db) => Err(db),
-                },
-            };
-            let mut failed = Vec::new();
-            if result.is_ok() {
-                for id in stores.iter().skip(1) {
-                    let copied = match this.enabled_store(id).cloned() {
-                        Some(target) => this.copy_to_store(&img.id, target).await,
-                        None => Err(Error::BadRequest(format!("Store {id} is no longer enabled."))),
-                    };
-                    if let Err(e) = copied {
-                        tracing::warn!(image_id = %img.id, store = %id, error = %e, "image import into a store failed");
-                        failed.push(id.clone());
-                        if all_must_succeed {
+            let mut failed: Vec<String> = Vec::new();
+            let mut copied_to: Vec<String> = Vec::new();
+            match &result {
+                Ok(()) => {
+                    let done = if copy { 0 } else { 1 };
+                    let _ = this.import_progress(&img.id, &stores[done.min(stores.len())..], &failed).await;
+                    for (i, id) in stores.iter().enumerate().skip(done) {
+                        let copied = match this.enabled_store(id).cloned() {
+                            Some(target) => this.copy_to_store(&img.id, target).await,
+                            None => Err(Error::BadRequest(format!("Store {id} is no longer enabled."))),
+                        };
+                        match copied {
+                            Ok(()) => copied_to.push(id.clone()),
+                            Err(e) => {
+                                tracing::warn!(image_id = %img.id, store = %id, error = %e, "image import into a store failed");
+                                failed.push(id.clone());
+                            }
+                        }
+                        let left = if !failed.is_empty() && all_must_succeed { &[][..] } else { &stores[i + 1..] };
+                        let _ = this.import_progress(&img.id, left, &failed).await;
+                        if !failed.is_empty() && all_must_succeed {
                             break;
                         }
                     }
                 }
+                Err(_) => {
+                    let _ = this.import_progress(&img.id, &[], &stores).await;
+                }
             }
             let result = match result {
+                Ok(()) if !failed.is_empty() && all_must_succeed && copy => {
+                    this.drop_copies(&img.id, &copied_to).await;
+                    Err(Error::Conflict(format!("Copy into store(s) {} failed.", failed.join(","))))
+                }
                 Ok(()) if !failed.is_empty() && all_must_succeed => {
                     this.undo_import(&img.id).await;
                     Err(Error::Conflict(format!("Import into store(s) {} failed.", failed.join(","))))
@@ -919,6 +994,15 @@ impl Image {
             }
             let _ = this.inner.staging.delete(&staging_location(&this.inner.staging, &img.id)).await;
         });
+    }
+
+    /// Removes the copies a failed `copy-image` made (all had to succeed).
+    async fn drop_copies(&self, id: &str, stores: &[String]) {
+        for store_id in stores {
+            if let Ok(Some(img)) = self.inner.store.image_get(id).await {
+                let _ = self.delete_from_store(&img, store_id).await;
+            }
+        }
     }
 
     /// Removes the data of an import that had to succeed everywhere, and puts its image back to `queued`.
@@ -960,6 +1044,7 @@ impl Image {
             delete_on_failure: true,
             stores: vec![self.default_store().to_string()],
             all_must_succeed: true,
+            copy: false,
         };
         self.spawn_import(img, import);
         Ok(task)
@@ -1068,6 +1153,8 @@ struct Import {
     /// The stores to import into, the first one first.
     stores: Vec<String>,
     all_must_succeed: bool,
+    /// `copy-image`: the image is active; its data is copied into every store of `stores`.
+    copy: bool,
 }
 
 fn cache_disabled() -> Error {

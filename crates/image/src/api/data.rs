@@ -128,11 +128,14 @@ async fn import(
         ),
         Some(_) => return Err(Error::BadRequest("'stores' must be a list of store identifiers.".into()).into()),
     };
-    let stores = s.image.import_stores(all_stores, listed, store_header(&headers)?)?;
     let method = body
         .pointer("/method/name")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::BadRequest("Import request requires a 'method' with a 'name'.".into()))?;
+    if method == "copy-image" {
+        authorized_image(&s, &ctx, &id, "copy_image").await?;
+    }
+    let stores = s.image.import_stores(all_stores, listed, store_header(&headers)?)?;
     let request = ImportRequest {
         method: method.to_string(),
         uri: body.pointer("/method/uri").and_then(|v| v.as_str()).map(str::to_string),

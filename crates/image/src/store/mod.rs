@@ -593,6 +593,28 @@ impl Store {
         Ok((sizes.len() as i64, total))
     }
 
+    /// Sets one property of an image (the service's own `os_glance_*` bookkeeping), outside of metadata updates.
+    pub async fn property_put(&self, image_id: &str, name: &str, value: &str) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        self.db
+            .query("DELETE FROM image_property WHERE image_id = ? AND name = ?")
+            .bind(image_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Only while the image exists: a property must not outlive its image.
+        self.db
+            .query("INSERT INTO image_property (image_id, name, value) SELECT ?, ?, ? FROM image_image WHERE id = ?")
+            .bind(image_id)
+            .bind(name)
+            .bind(value)
+            .bind(image_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Adds a tag; adding one that exists is a no-op.
     pub async fn tag_add(&self, image_id: &str, tag: &str) -> Result<(), Error> {
         let r = self

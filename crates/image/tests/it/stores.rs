@@ -129,6 +129,7 @@ async fn object_adapter_streams_segments_ranges_and_cleans_up() {
 async fn two_stores() -> TestCloud {
     TestCloud::start_with(|c| {
         c.image.enabled_backends = vec!["file".into(), "object".into()];
+        c.image.enabled_import_methods = vec!["glance-direct".into(), "copy-image".into()];
         c.image.object_large_object_size = 4096;
         c.image.object_chunk_size = 1024;
     })
@@ -189,6 +190,15 @@ async fn images_go_to_named_stores_and_leave_them() {
     assert_eq!(upload(&cloud, &cloud.member, plain_id, b"file bytes".to_vec()).await.status, 204);
     let shown = cloud.member.get(&format!("/image/v2/images/{plain_id}")).await.json();
     assert_eq!(shown["stores"], "file");
+
+    // copy-image (admins only) into every store the image is not in yet.
+    let copy = format!("/image/v2/images/{plain_id}/import");
+    let body = json!({"method": {"name": "copy-image"}, "all_stores": true, "all_stores_must_succeed": false});
+    assert_eq!(cloud.member.post(&copy, &body).await.status, 403);
+    assert_eq!(cloud.admin.post(&copy, &body).await.status, 202);
+    let img = wait_for(&cloud, plain_id, |i| i["os_glance_importing_to_stores"] == "").await;
+    assert_eq!((img["stores"].as_str(), img["os_glance_failed_import"].as_str()), (Some("file,object"), Some("")));
+    assert_eq!(img["status"], "active");
 
     // glance-direct into every store: active once in the first, then in both.
     let staged = create_named(&cloud.member, "everywhere").await;
