@@ -593,6 +593,26 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure returns figment's error, as it must
+    fn image_stores_from_env() {
+        let c = Config::default();
+        assert_eq!((c.image.enabled_backends.as_slice(), c.image.default_backend.as_str()), (&["file".to_string()][..], "file"));
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATUS_IMAGE__ENABLED_BACKENDS", "[file, object]");
+            jail.set_env("STRATUS_IMAGE__DEFAULT_BACKEND", "object");
+            jail.set_env("STRATUS_IMAGE__OBJECT_CHUNK_SIZE", "1048576");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.image.enabled_backends, ["file", "object"]);
+            let image = c.image_config();
+            assert_eq!(image.default_backend, "object");
+            let object = c.image_object_store_config("http://h:1");
+            assert_eq!((object.url.as_str(), object.container.as_str()), ("http://h:1/object-store", "glance"));
+            assert_eq!(object.chunk_size, 1 << 20);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn example_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/stratus.toml.example");
         let c = Config::load(Some(&path)).unwrap();
