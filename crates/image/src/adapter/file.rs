@@ -244,6 +244,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reads_span_chunks_and_stop_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileAdapter::new("file", dir.path()).unwrap();
+        let data: Vec<u8> = (0..READ_CHUNK * 5 / 2).map(|i| (i % 253) as u8).collect();
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let loc = store.add("img-3", Box::pin(futures::stream::iter(parts)), None).await.unwrap();
+        let whole = store.get(&loc, None).await.unwrap();
+        let sizes: Vec<usize> = whole.map(|c| c.unwrap().len()).collect().await;
+        assert_eq!(sizes, [READ_CHUNK, READ_CHUNK, READ_CHUNK / 2]);
+        let start = READ_CHUNK as u64 - 10;
+        let part = store.get(&loc, Some(ByteRange { start, end: start + 19 })).await.unwrap();
+        assert_eq!(read_all(part).await, data[start as usize..start as usize + 20]);
+        // A reader whose stream is dropped early ends; the file can then go.
+        let mut early = store.get(&loc, None).await.unwrap();
+        assert!(early.next().await.is_some());
+        drop(early);
+        store.delete(&loc).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn failed_stream_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileAdapter::new("file", dir.path()).unwrap();

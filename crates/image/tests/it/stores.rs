@@ -254,3 +254,42 @@ async fn images_go_to_named_stores_and_leave_them() {
     assert_eq!(objects(&cloud, "glance").await, Vec::<String>::new());
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn interrupted_upload_to_the_object_store_keeps_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let cloud = two_stores().await;
+    let img = create_named(&cloud.member, "cut").await;
+    let id = img["id"].as_str().unwrap();
+    let token = cloud.member.token.clone().unwrap();
+    let addr = cloud.running.addr;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /image/v2/images/{id}/file HTTP/1.1\r\nHost: {addr}\r\nX-Auth-Token: {token}\r\n\
+         X-Image-Meta-Store: object\r\nContent-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    // Enough for a few 1 KiB segments to be written before the client hangs up.
+    sock.write_all(&pattern(30_000)).await.unwrap();
+    sock.flush().await.unwrap();
+    for _ in 0..200 {
+        if objects(&cloud, "glance").await.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(objects(&cloud, "glance").await.len() >= 3, "segments are written as the data arrives");
+    drop(sock);
+    let img = wait_for(&cloud, id, |i| i["status"] == "queued").await;
+    assert_eq!(img["size"], Value::Null);
+    let mut left = objects(&cloud, "glance").await;
+    for _ in 0..200 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        left = objects(&cloud, "glance").await;
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+    cloud.shutdown().await;
+}
