@@ -4,10 +4,11 @@
 //! All images live in one account, the service's own project (from its token), in one container (`glance` by
 //! default, created on first use), under the image id. Data streams through: an image whose announced size is
 //! below `large_object_size` is one chunked `PUT`; a larger one, or one of unknown size, is written as segments of
-//! at most `chunk_size` bytes (`<id>-00001`, `<id>-00002`, …) followed by a dynamic large object manifest
-//! (`X-Object-Manifest: <container>/<id>-`) under the image id, so images beyond the 5 GiB object limit work. The
-//! manifest is written last: until then the image has no location, and a failed or dropped upload deletes the
-//! segments it wrote.
+//! at most `chunk_size` bytes (`<id>-<upload>-00001`, `<id>-<upload>-00002`, …) followed by a dynamic large object
+//! manifest (`X-Object-Manifest: <container>/<id>-<upload>-`) under the image id, so images beyond the 5 GiB
+//! object limit work. `<upload>` is random per upload, so segments a failed attempt could not delete never join a
+//! later upload's image. The manifest is written last: until then the image has no location, and a failed or
+//! dropped upload deletes the segments it wrote.
 //!
 //! Locations are `swift+http://host:port/object-store/v1/AUTH_<project>/<container>/<id>` (`swift+https` for an
 //! https endpoint): the object's URL, no credentials. Requests that can be repeated are retried once with a new
@@ -201,7 +202,7 @@ impl ObjectAdapter {
     }
 
     fn container_url(account_url: &str, container: &str) -> String {
-        format!("{account_url}/{container}")
+        format!("{account_url}/{}", segment(container))
     }
 
     /// The object URL behind one of our locations.
@@ -424,10 +425,11 @@ impl StoreAdapter for ObjectAdapter {
                 }
             };
         }
+        let upload = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let mut next = Some(first);
         let mut n = 1u32;
         while let Some(chunk) = next.take() {
-            let url = format!("{object_url}-{n:05}");
+            let url = format!("{object_url}-{upload}-{n:05}");
             written.urls.push(url.clone());
             match self.put_object(&url, chunk, &mut source, Some(self.config().chunk_size)).await {
                 Ok((_, true)) => {}
@@ -448,7 +450,7 @@ impl StoreAdapter for ObjectAdapter {
             }
             n += 1;
         }
-        let manifest = format!("{}/{}-", segment(container), segment(image_id));
+        let manifest = format!("{}/{}-{upload}-", segment(container), segment(image_id));
         let committed = self
             .send(Method::PUT, &object_url, &[("x-object-manifest", &manifest), ("content-length", "0")])
             .await;
