@@ -951,11 +951,10 @@ impl Image {
                                 failed.push(id.clone());
                             }
                         }
-                        let left = if !failed.is_empty() && all_must_succeed { &[][..] } else { &stores[i + 1..] };
-                        let _ = this.import_progress(&img.id, left, &failed).await;
                         if !failed.is_empty() && all_must_succeed {
-                            break;
+                            break; // progress is recorded once the other stores' copies are undone
                         }
+                        let _ = this.import_progress(&img.id, &stores[i + 1..], &failed).await;
                     }
                 }
                 Err(_) => {
@@ -965,10 +964,12 @@ impl Image {
             let result = match result {
                 Ok(()) if !failed.is_empty() && all_must_succeed && copy => {
                     this.drop_copies(&img.id, &copied_to).await;
+                    let _ = this.import_progress(&img.id, &[], &failed).await;
                     Err(Error::Conflict(format!("Copy into store(s) {} failed.", failed.join(","))))
                 }
                 Ok(()) if !failed.is_empty() && all_must_succeed => {
                     this.undo_import(&img.id).await;
+                    let _ = this.import_progress(&img.id, &[], &failed).await;
                     Err(Error::Conflict(format!("Import into store(s) {} failed.", failed.join(","))))
                 }
                 Ok(()) if !failed.is_empty() => {

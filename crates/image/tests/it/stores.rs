@@ -204,6 +204,10 @@ async fn images_go_to_named_stores_and_leave_them() {
     let img = wait_for(&cloud, plain_id, |i| i["os_glance_importing_to_stores"] == "").await;
     assert_eq!((img["stores"].as_str(), img["os_glance_failed_import"].as_str()), (Some("file,object"), Some("")));
     assert_eq!(img["status"], "active");
+    // Reads fall back across locations: with the file copy lost, the object store's serves.
+    std::fs::remove_file(cloud.running.data_dir.join("images").join(plain_id)).unwrap();
+    let (status, _, body) = get_bytes(&cloud, &cloud.member, &format!("/image/v2/images/{plain_id}/file"), &[]).await;
+    assert_eq!((status, body.as_slice()), (200, &b"file bytes"[..]));
 
     // glance-direct into every store: active once in the first, then in both.
     let staged = create_named(&cloud.member, "everywhere").await;
@@ -296,5 +300,48 @@ async fn interrupted_upload_to_the_object_store_keeps_nothing() {
         left = objects(&cloud, "glance").await;
     }
     assert!(left.is_empty(), "left behind: {left:?}");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_store_fails_imports_that_need_it() {
+    // The object store is unreachable: every write to it fails.
+    let cloud = TestCloud::start_with(|c| {
+        c.image.enabled_backends = vec!["file".into(), "object".into()];
+        c.image.object_url = Some("http://127.0.0.1:1/object-store".into());
+    })
+    .await;
+    let ct = ("Content-Type", "application/octet-stream");
+    let stage_and_import = |name: &'static str, must: bool| {
+        let cloud = &cloud;
+        async move {
+            let img = create_named(&cloud.member, name).await;
+            let id = img["id"].as_str().unwrap().to_string();
+            let r = raw(cloud, &cloud.member, Method::PUT, &format!("/image/v2/images/{id}/stage"), b"data".to_vec(), &[ct])
+                .await;
+            assert_eq!(r.status, 204, "{}", r.text);
+            let body = json!({"method": {"name": "glance-direct"}, "all_stores": true, "all_stores_must_succeed": must});
+            assert_eq!(cloud.member.post(&format!("/image/v2/images/{id}/import"), &body).await.status, 202);
+            wait_for(cloud, &id, |i| i["os_glance_importing_to_stores"] == "" && i["status"] != "importing").await
+        }
+    };
+    // All must succeed: the copy already made is removed and the image is queued again.
+    let img = stage_and_import("all-or-nothing", true).await;
+    assert_eq!((img["status"].as_str(), img["os_glance_failed_import"].as_str()), (Some("queued"), Some("object")));
+    assert_eq!(img["stores"], Value::Null);
+    assert_eq!(std::fs::read_dir(cloud.running.data_dir.join("images")).unwrap().filter(|e| {
+        e.as_ref().unwrap().file_type().unwrap().is_file()
+    }).count(), 0);
+    // Otherwise the image is active in the stores that took it.
+    let img = stage_and_import("best-effort", false).await;
+    assert_eq!((img["status"].as_str(), img["stores"].as_str()), (Some("active"), Some("file")));
+    assert_eq!(img["os_glance_failed_import"], "object");
+    // An upload to the failing store fails and keeps the image queued.
+    let img = create_named(&cloud.member, "direct").await;
+    let id = img["id"].as_str().unwrap();
+    let path = format!("/image/v2/images/{id}/file");
+    let r = raw(&cloud, &cloud.member, Method::PUT, &path, b"x".to_vec(), &[ct, ("X-Image-Meta-Store", "object")]).await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert_eq!(cloud.member.get(&format!("/image/v2/images/{id}")).await.json()["status"], "queued");
     cloud.shutdown().await;
 }
