@@ -36,6 +36,9 @@ import tempestconf
 
 # Tempest's lockout test waits out the lockout; keep it short here. The server and tempest.conf both read this.
 os.environ.setdefault("STRATUS_IDENTITY__LOCKOUT_DURATION", "10")
+# Images in two stores (files and the object store) with copy-image, so Tempest's multi-store tests run.
+os.environ.setdefault("STRATUS_IMAGE__ENABLED_BACKENDS", "[file, object]")
+os.environ.setdefault("STRATUS_IMAGE__ENABLED_IMPORT_METHODS", "[glance-direct, copy-image]")
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"

@@ -133,6 +133,19 @@ pub struct ImageSection {
     pub cache_prune_interval: u64,
     /// Seconds after which an unfinished cache file counts as abandoned (upstream's `image_cache_stall_time`).
     pub cache_stall_time: u64,
+    /// The stores image data may go to (upstream's `enabled_backends`): `file` and/or `object`.
+    pub enabled_backends: Vec<String>,
+    /// The store uploads and imports use unless they name one (upstream's `default_backend`).
+    pub default_backend: String,
+    /// The `object` store's endpoint (without `/v1/AUTH_…`); defaults to this cloud's `/object-store`.
+    pub object_url: Option<String>,
+    /// The container of the `object` store (upstream's `swift_store_container`).
+    pub object_container: String,
+    /// Images of at least this many bytes, or of unknown size, are stored as segments plus a manifest
+    /// (upstream's `swift_store_large_object_size`).
+    pub object_large_object_size: u64,
+    /// The size of those segments, in bytes (upstream's `swift_store_large_object_chunk_size`).
+    pub object_chunk_size: u64,
 }
 
 /// The object store (Swift) on this node.
@@ -298,6 +311,12 @@ impl Default for ImageSection {
             cache_max_size: 10 << 30,
             cache_prune_interval: 300,
             cache_stall_time: 86_400,
+            enabled_backends: vec!["file".into()],
+            default_backend: "file".into(),
+            object_url: None,
+            object_container: "glance".into(),
+            object_large_object_size: 5 << 30,
+            object_chunk_size: 200 << 20,
         }
     }
 }
@@ -475,6 +494,18 @@ impl Config {
         c.image_size_cap = self.image.image_size_cap;
         c.import_methods = self.image.enabled_import_methods.clone();
         c.cache = self.image.cache.then(|| self.image_cache_config());
+        c.enabled_backends = self.image.enabled_backends.clone();
+        c.default_backend = self.image.default_backend.clone();
+        c
+    }
+
+    /// The `object` image store's settings, for a cloud whose public URL is `public_url`.
+    pub fn image_object_store_config(&self, public_url: &str) -> image::adapter::ObjectStoreConfig {
+        let url = self.image.object_url.clone().unwrap_or_else(|| format!("{public_url}/object-store"));
+        let mut c = image::adapter::ObjectStoreConfig::new(&url);
+        c.container = self.image.object_container.clone();
+        c.large_object_size = self.image.object_large_object_size;
+        c.chunk_size = self.image.object_chunk_size;
         c
     }
 
@@ -557,6 +588,26 @@ mod tests {
             assert_eq!(c.compute_agent.host.as_deref(), Some("cn2"));
             assert_eq!(c.compute_agent.cpu_allocation_ratio, 4.0);
             assert_eq!((c.compute_agent.fake.vcpus, c.compute_agent.fake.memory_mb), (4, 2048));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure returns figment's error, as it must
+    fn image_stores_from_env() {
+        let c = Config::default();
+        assert_eq!((c.image.enabled_backends.as_slice(), c.image.default_backend.as_str()), (&["file".to_string()][..], "file"));
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATUS_IMAGE__ENABLED_BACKENDS", "[file, object]");
+            jail.set_env("STRATUS_IMAGE__DEFAULT_BACKEND", "object");
+            jail.set_env("STRATUS_IMAGE__OBJECT_CHUNK_SIZE", "1048576");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.image.enabled_backends, ["file", "object"]);
+            let image = c.image_config();
+            assert_eq!(image.default_backend, "object");
+            let object = c.image_object_store_config("http://h:1");
+            assert_eq!((object.url.as_str(), object.container.as_str()), ("http://h:1/object-store", "glance"));
+            assert_eq!(object.chunk_size, 1 << 20);
             Ok(())
         });
     }

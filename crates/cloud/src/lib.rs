@@ -194,12 +194,19 @@ impl Cloud {
             }
         };
         for method in &config.image.enabled_import_methods {
-            if !["glance-direct", "web-download"].contains(&method.as_str()) {
+            if !["glance-direct", "web-download", "copy-image"].contains(&method.as_str()) {
                 return Err(Error::Config(format!("[image] enabled_import_methods: unknown method '{method}'")));
             }
         }
         let image = if services.contains(&Service::Image) {
-            Some(image::Image::new(db.clone(), config.image_config())?)
+            let mut stores: Vec<Arc<dyn image::adapter::StoreAdapter>> = Vec::new();
+            if config.image.enabled_backends.iter().any(|b| b == "object") {
+                let session = Arc::new(service_session(&config, &public_url, identity.is_some())?);
+                let adapter = image::adapter::ObjectAdapter::new("object", config.image_object_store_config(&public_url), session)
+                    .map_err(|e| Error::Config(format!("[image] object store: {e}")))?;
+                stores.push(Arc::new(adapter));
+            }
+            Some(image::Image::with_stores(db.clone(), config.image_config(), stores)?)
         } else {
             None
         };

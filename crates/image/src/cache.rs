@@ -23,6 +23,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use futures::StreamExt;
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ use tokio::io::AsyncWriteExt;
 use crate::adapter::{ByteRange, ByteStream, FileAdapter, StoreAdapter};
 
 const INCOMPLETE: &str = "incomplete";
+/// Chunks a cache fill may lag behind the download it copies (with the file store's 1 MiB reads: 8 MiB).
+const TEE_DEPTH: usize = 8;
 const QUEUE: &str = "queue";
 const META_SUFFIX: &str = ".json";
 
@@ -251,35 +254,48 @@ impl ImageCache {
         }
     }
 
-    /// Passes `source` through to the client while writing it into the cache; the entry is committed when the
-    /// stream ends complete and verified, and dropped if the client goes away or anything fails.
+    /// Passes `source` through to the client while a background task writes it into the cache; the entry is
+    /// committed once all of the image's bytes are written and verified, and dropped if the client goes away or
+    /// anything fails. The client's stream hands each chunk (a reference, not a copy) to the writer through a
+    /// bounded channel, so it waits only when the cache's disk falls `TEE_DEPTH` chunks behind, and hashing and
+    /// writing run beside it rather than between its chunks.
     pub fn tee(&self, writer: CacheWriter, source: ByteStream) -> ByteStream {
-        let stream = futures::stream::unfold((source, Some(writer)), |(mut source, mut writer)| async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(TEE_DEPTH);
+        tokio::spawn(async move {
+            let mut writer = writer;
+            while let Some(chunk) = rx.recv().await {
+                if let Err(e) = writer.write(&chunk).await {
+                    tracing::warn!(error = %e, "image cache write failed; not caching this download");
+                    return;
+                }
+                // Commit with the last byte: the server may stop polling once Content-Length bytes went out.
+                if writer.written == writer.size {
+                    if let Err(e) = writer.commit().await {
+                        tracing::warn!(error = %e, "image not cached");
+                    }
+                    return;
+                }
+            }
+            if writer.written == writer.size
+                && let Err(e) = writer.commit().await
+            {
+                tracing::warn!(error = %e, "image not cached");
+            }
+            // Otherwise the download stopped short: dropping the writer discards the partial file.
+        });
+        let stream = futures::stream::unfold((source, Some(tx)), |(mut source, mut tx)| async move {
             match source.next().await {
                 Some(Ok(chunk)) => {
-                    if let Some(w) = writer.as_mut()
-                        && let Err(e) = w.write(&chunk).await
+                    if let Some(sender) = &tx
+                        && sender.send(chunk.clone()).await.is_err()
                     {
-                        tracing::warn!(error = %e, "image cache write failed; not caching this download");
-                        writer = None;
+                        tx = None; // the writer gave up
                     }
-                    // Commit with the last byte: the server may stop polling once Content-Length bytes went out.
-                    if let Some(w) = writer.take_if(|w| w.written == w.size)
-                        && let Err(e) = w.commit().await
-                    {
-                        tracing::warn!(error = %e, "image not cached");
-                    }
-                    Some((Ok(chunk), (source, writer)))
+                    Some((Ok(chunk), (source, tx)))
                 }
+                // A failed source: the writer sees the channel close short of the size and discards the file.
                 Some(Err(e)) => Some((Err(e), (source, None))),
-                None => {
-                    if let Some(w) = writer.take()
-                        && let Err(e) = w.commit().await
-                    {
-                        tracing::warn!(error = %e, "image not cached");
-                    }
-                    None
-                }
+                None => None,
             }
         });
         Box::pin(stream)

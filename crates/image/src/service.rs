@@ -11,7 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::StreamExt;
-use md5::{Digest as _, Md5};
+use md5::Md5;
 use sha2::Sha512;
 
 use crate::{
@@ -39,6 +39,11 @@ pub struct ImageConfig {
     pub import_methods: Vec<String>,
     /// The API node's image cache; `None` disables it.
     pub cache: Option<CacheConfig>,
+    /// The stores image data may go to, by id (upstream's `enabled_backends`): `file`, and any store handed to
+    /// [`Image::with_stores`] (such as `object`).
+    pub enabled_backends: Vec<String>,
+    /// The store uploads and imports go to unless they name one (upstream's `default_backend`).
+    pub default_backend: String,
 }
 
 impl ImageConfig {
@@ -51,6 +56,8 @@ impl ImageConfig {
             image_size_cap: 1 << 40,
             import_methods: vec!["glance-direct".into()],
             cache: Some(CacheConfig::new(&data_dir.join("image-cache"))),
+            enabled_backends: vec!["file".into()],
+            default_backend: "file".into(),
         }
     }
 }
@@ -65,6 +72,10 @@ pub struct ImportRequest {
     pub input: serde_json::Value,
     pub request_id: Option<String>,
     pub user_id: Option<String>,
+    /// The stores to import into (empty: the default store).
+    pub stores: Vec<String>,
+    /// Whether a failure in any of `stores` fails the whole import (upstream's `all_stores_must_succeed`).
+    pub all_stores_must_succeed: bool,
 }
 
 /// Who is asking, as far as visibility goes.
@@ -89,18 +100,18 @@ pub struct Image {
 
 struct Inner {
     store: Store,
-    adapter: Arc<dyn StoreAdapter>,
+    /// The enabled stores, in configuration order.
+    stores: Vec<Arc<dyn StoreAdapter>>,
+    default_store: Arc<dyn StoreAdapter>,
     staging: FileAdapter,
     http: HttpAdapter,
     cache: Option<ImageCache>,
     config: ImageConfig,
 }
 
-/// Hashes and counts bytes as they stream through, and cuts the stream off past a size limit.
+/// Counts bytes as they stream through, keeps the first ones, and cuts the stream off past a size limit.
 #[derive(Default)]
 struct Meter {
-    md5: Md5,
-    sha512: Sha512,
     size: u64,
     head: Vec<u8>,
     over_limit: bool,
@@ -115,14 +126,32 @@ impl Meter {
             self.over_limit = true;
             return Err(std::io::Error::other("image size limit exceeded"));
         }
-        self.md5.update(chunk);
-        self.sha512.update(chunk);
         if self.head.len() < HEAD_BYTES {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
         Ok(())
     }
+}
+
+/// Chunks a hashing thread may lag behind the upload.
+const HASH_DEPTH: usize = 16;
+
+/// A digest computed on its own blocking thread from the chunks sent to it (references, not copies), so that
+/// md5 and sha512 run beside each other and beside the transfer instead of between its chunks.
+fn hash_thread<D: md5::Digest + Send + 'static>() -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<String>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_DEPTH);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut digest = D::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            digest.update(&chunk);
+        }
+        hex(&digest.finalize())
+    });
+    (tx, handle)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -149,13 +178,39 @@ fn not_found(id: &str) -> Error {
 impl Image {
     /// The service over `db`, with the `file` store in `config.images_dir`.
     pub fn new(db: db::Database, config: ImageConfig) -> Result<Image, Error> {
-        let adapter = FileAdapter::new("file", &config.images_dir)?;
+        Self::with_stores(db, config, Vec::new())
+    }
+
+    /// The service over `db` with the stores `config.enabled_backends` names: `file` in `config.images_dir`, the
+    /// others from `extra` (by id).
+    pub fn with_stores(
+        db: db::Database,
+        config: ImageConfig,
+        extra: Vec<Arc<dyn StoreAdapter>>,
+    ) -> Result<Image, Error> {
+        let mut stores: Vec<Arc<dyn StoreAdapter>> = Vec::new();
+        for id in &config.enabled_backends {
+            if stores.iter().any(|s| s.id() == id) {
+                return Err(Error::Config(format!("enabled_backends: store '{id}' is listed twice")));
+            }
+            let store: Arc<dyn StoreAdapter> = match extra.iter().find(|s| s.id() == id) {
+                Some(s) => s.clone(),
+                None if id == "file" => Arc::new(FileAdapter::new("file", &config.images_dir)?),
+                None => return Err(Error::Config(format!("enabled_backends: store '{id}' is not configured"))),
+            };
+            stores.push(store);
+        }
+        let default_store = stores
+            .iter()
+            .find(|s| s.id() == config.default_backend)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Config(format!("default_backend '{}' is not in enabled_backends", config.default_backend))
+            })?;
         let staging = FileAdapter::new("staging", &config.staging_dir)?;
         let http = HttpAdapter::new().map_err(|e| Error::Config(e.to_string()))?;
         let cache = config.cache.clone().map(ImageCache::open).transpose()?;
-        Ok(Image {
-            inner: Arc::new(Inner { store: Store::new(db), adapter: Arc::new(adapter), staging, http, cache, config }),
-        })
+        Ok(Image { inner: Arc::new(Inner { store: Store::new(db), stores, default_store, staging, http, cache, config }) })
     }
 
     /// The API node's image cache, when enabled.
@@ -167,8 +222,92 @@ impl Image {
         &self.inner.store
     }
 
+    /// The enabled stores, in configuration order.
     pub fn adapters(&self) -> Vec<Arc<dyn StoreAdapter>> {
-        vec![self.inner.adapter.clone()]
+        self.inner.stores.clone()
+    }
+
+    /// The id of the store data goes to unless a request names one.
+    pub fn default_store(&self) -> &str {
+        self.inner.default_store.id()
+    }
+
+    /// An enabled store by id.
+    fn enabled_store(&self, id: &str) -> Option<&Arc<dyn StoreAdapter>> {
+        self.inner.stores.iter().find(|s| s.id() == id)
+    }
+
+    /// The store an upload goes to: `requested` (it must be enabled and writable), else the default store.
+    pub fn target_store(&self, requested: Option<&str>) -> Result<Arc<dyn StoreAdapter>, Error> {
+        let Some(id) = requested else { return Ok(self.inner.default_store.clone()) };
+        match self.enabled_store(id) {
+            Some(s) if s.read_only() => Err(Error::Forbidden(format!("Store {id} is read-only."))),
+            Some(s) => Ok(s.clone()),
+            None => Err(Error::BadRequest(format!("Store for identifier {id} not found"))),
+        }
+    }
+
+    /// The stores an import goes to: every writable store (`all_stores`), the listed `stores`, the store named
+    /// by the `X-Image-Meta-Store` header, or else the default one. Checked before anything starts.
+    pub fn import_stores(
+        &self,
+        all_stores: bool,
+        stores: Option<Vec<String>>,
+        header: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        if all_stores && stores.is_some() {
+            return Err(Error::BadRequest("Only one of 'all_stores' and 'stores' may be given.".into()));
+        }
+        let ids: Vec<String> = if all_stores {
+            self.inner.stores.iter().filter(|s| !s.read_only()).map(|s| s.id().to_string()).collect()
+        } else if let Some(list) = stores {
+            if list.is_empty() {
+                return Err(Error::BadRequest("'stores' must name at least one store.".into()));
+            }
+            list
+        } else {
+            vec![header.unwrap_or(self.default_store()).to_string()]
+        };
+        let mut out: Vec<String> = Vec::new();
+        for id in ids {
+            self.target_store(Some(&id))?;
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The store behind a recorded location.
+    fn store_of(&self, store_id: &str, location: &str) -> Option<Arc<dyn StoreAdapter>> {
+        self.enabled_store(store_id)
+            .filter(|s| s.owns(location))
+            .or_else(|| self.inner.stores.iter().find(|s| s.owns(location)))
+            .cloned()
+    }
+
+    /// Opens an image's data from the first of its locations that serves it.
+    async fn open_data(&self, img: &ImageRow, range: Option<ByteRange>) -> Result<ByteStream, Error> {
+        let mut last = None;
+        for (store_id, location) in img.locations() {
+            let Some(store) = self.store_of(&store_id, &location) else {
+                tracing::warn!(image_id = %img.id, store = %store_id, "image data in a store that is not enabled");
+                continue;
+            };
+            match store.get(&location, range).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => {
+                    tracing::warn!(image_id = %img.id, store = %store_id, error = %e, "cannot read image data");
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(AdapterError::NotFound(_)) | None => {
+                Err(Error::NotFound(format!("Image data for {} is missing.", img.id)))
+            }
+            Some(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+        }
     }
 
     /// The import methods this service offers.
@@ -302,10 +441,14 @@ impl Image {
         if !self.inner.store.image_delete(&img.id).await? {
             return Err(not_found(&img.id));
         }
-        if let Some(location) = &img.location
-            && let Err(e) = self.inner.adapter.delete(location).await
-        {
-            tracing::warn!(image_id = %img.id, error = %e, "cannot delete image data");
+        for (store_id, location) in img.locations() {
+            let result = match self.store_of(&store_id, &location) {
+                Some(store) => store.delete(&location).await,
+                None => Err(AdapterError::NotFound(location.clone())),
+            };
+            if let Err(e) = result {
+                tracing::warn!(image_id = %img.id, store = %store_id, error = %e, "cannot delete image data");
+            }
         }
         let _ = self.inner.staging.delete(&staging_location(&self.inner.staging, &img.id)).await;
         if let Some(cache) = &self.inner.cache {
@@ -365,9 +508,53 @@ impl Image {
         Ok(())
     }
 
-    /// `PUT /v2/images/{id}/file`: streams `data` into the store while hashing it. The image goes queued → saving →
-    /// active; on any failure it returns to queued and no data is kept. A second upload is a conflict.
-    pub async fn upload(&self, img: &ImageRow, data: ByteStream) -> Result<(), Error> {
+    /// `DELETE /v2/stores/{store_id}/{image_id}`: removes an active image's data from one store; its data must
+    /// remain in another.
+    pub async fn delete_from_store(&self, img: &ImageRow, store_id: &str) -> Result<(), Error> {
+        let store = self
+            .enabled_store(store_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("The selected store {store_id} is not available on this node.")))?;
+        if img.status != "active" {
+            return Err(Error::Conflict(format!(
+                "It's not allowed to remove image data from store if image status is not 'active'; image {} is {}.",
+                img.id, img.status
+            )));
+        }
+        let locations = img.locations();
+        let Some((_, location)) = locations.iter().find(|(s, _)| s == store_id).cloned() else {
+            return Err(Error::NotFound(format!("Image {} is not present in store {store_id}.", img.id)));
+        };
+        if locations.len() == 1 {
+            return Err(Error::Conflict(
+                "Cannot delete image data from the only store containing it. Consider deleting the image instead."
+                    .into(),
+            ));
+        }
+        if store.read_only() {
+            return Err(Error::Forbidden(format!("Store {store_id} is read-only.")));
+        }
+        let rest: Vec<(String, String)> = locations.into_iter().filter(|(s, _)| s != store_id).collect();
+        if !self.inner.store.image_set_locations(img, &rest).await? {
+            return Err(Error::Conflict(format!("Image {} was changed by another request; retry.", img.id)));
+        }
+        if let Err(e) = store.delete(&location).await {
+            tracing::warn!(image_id = %img.id, store = %store_id, error = %e, "cannot delete image data");
+        }
+        Ok(())
+    }
+
+    /// `PUT /v2/images/{id}/file`: streams `data` into `store` (or the default store) while hashing it. The image
+    /// goes queued → saving → active; on any failure it returns to queued and no data is kept. A second upload is
+    /// a conflict. `size` is the announced size, if any.
+    pub async fn upload(
+        &self,
+        img: &ImageRow,
+        data: ByteStream,
+        store: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(), Error> {
+        let target = self.target_store(store)?;
         Self::check_formats(img)?;
         if img.status != "queued" {
             return Err(Error::Conflict(format!(
@@ -379,38 +566,57 @@ impl Image {
         if !self.inner.store.image_transition(&img.id, "queued", "saving").await? {
             return Err(Error::Conflict("Image status transition from saving to saving is not allowed".into()));
         }
-        self.store_data(img.clone(), data, limit, "saving").await
+        self.store_data(img.clone(), data, limit, "saving", target, size).await
     }
 
     /// Streams `data` to the store and activates the image (status `from` → active), or puts it back to queued.
     /// Runs as its own task, so a client that disconnects cannot leave the image half-way.
-    async fn store_data(&self, img: ImageRow, data: ByteStream, limit: u64, from: &'static str) -> Result<(), Error> {
+    async fn store_data(
+        &self,
+        img: ImageRow,
+        data: ByteStream,
+        limit: u64,
+        from: &'static str,
+        adapter: Arc<dyn StoreAdapter>,
+        size: Option<u64>,
+    ) -> Result<(), Error> {
         let this = self.clone();
         let task = tokio::spawn(async move {
             let meter = Arc::new(Mutex::new(Meter::default()));
             let m = meter.clone();
-            let metered: ByteStream = Box::pin(data.map(move |chunk| {
-                let chunk: Bytes = chunk?;
-                let mut meter = m.lock().map_err(|_| std::io::Error::other("meter poisoned"))?;
-                meter.record(&chunk, limit)?;
-                Ok(chunk)
+            let (md5_tx, md5) = hash_thread::<Md5>();
+            let (sha_tx, sha512) = hash_thread::<Sha512>();
+            let metered: ByteStream = Box::pin(data.then(move |chunk| {
+                let (m, md5_tx, sha_tx) = (m.clone(), md5_tx.clone(), sha_tx.clone());
+                async move {
+                    let chunk: Bytes = chunk?;
+                    m.lock().map_err(|_| std::io::Error::other("meter poisoned"))?.record(&chunk, limit)?;
+                    let gone = || std::io::Error::other("image hashing stopped");
+                    md5_tx.send(chunk.clone()).await.map_err(|_| gone())?;
+                    sha_tx.send(chunk.clone()).await.map_err(|_| gone())?;
+                    Ok(chunk)
+                }
             }));
-            let adapter = this.inner.adapter.clone();
-            let stored = adapter.add(&img.id, metered).await;
+            let stored = adapter.add(&img.id, metered, size).await;
             let finished = {
                 let mut meter = meter.lock().map_err(|_| Error::Io(std::io::Error::other("meter poisoned")))?;
                 let meter = std::mem::take(&mut *meter);
                 (meter.over_limit, meter)
             };
             let (over_limit, meter) = finished;
+            let joined = |h: tokio::task::JoinHandle<String>| async move {
+                h.await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+            };
             match stored {
                 Ok(location) => {
+                    // The stream (and with it the hashers' senders) is gone once `add` returned.
+                    let (checksum, os_hash_value) = (joined(md5).await?, joined(sha512).await?);
                     let record = DataRecord {
                         size: meter.size as i64,
                         virtual_size: virtual_size(&meter.head, meter.size, img.disk_format.as_deref()),
-                        checksum: hex(&meter.md5.finalize()),
+                        checksum,
                         os_hash_algo: "sha512".into(),
-                        os_hash_value: hex(&meter.sha512.finalize()),
+                        os_hash_value,
                         store_id: adapter.id().to_string(),
                         location: location.clone(),
                     };
@@ -442,9 +648,9 @@ impl Image {
     /// With the cache enabled, a cached copy is served instead of the store's, and a whole-image download of an
     /// uncached image is written into the cache as it streams.
     pub async fn download(&self, img: &ImageRow, range: Option<ByteRange>) -> Result<Option<ByteStream>, Error> {
-        let Some(location) = &img.location else {
+        if img.location.is_none() {
             return Ok(None);
-        };
+        }
         let size = img.size.and_then(|s| u64::try_from(s).ok());
         let mut writer = None;
         if let (Some(cache), Some(size)) = (&self.inner.cache, size) {
@@ -455,13 +661,10 @@ impl Image {
                 writer = cache.writer(&img.id, size, img.checksum.as_deref()).await;
             }
         }
-        match self.inner.adapter.get(location, range).await {
-            Ok(s) => match (writer, &self.inner.cache) {
-                (Some(w), Some(cache)) => Ok(Some(cache.tee(w, s))),
-                _ => Ok(Some(s)),
-            },
-            Err(AdapterError::NotFound(_)) => Err(Error::NotFound(format!("Image data for {} is missing.", img.id))),
-            Err(e) => Err(Error::Io(std::io::Error::other(e.to_string()))),
+        let s = self.open_data(img, range).await?;
+        match (writer, &self.inner.cache) {
+            (Some(w), Some(cache)) => Ok(Some(cache.tee(w, s))),
+            _ => Ok(Some(s)),
         }
     }
 
@@ -489,10 +692,10 @@ impl Image {
         for id in cache.queued()? {
             let img = self.inner.store.image_get(&id).await?;
             if let Some(img) = img.filter(|i| i.status == "active")
-                && let (Some(location), Some(size)) = (&img.location, img.size.and_then(|s| u64::try_from(s).ok()))
+                && let (Some(_), Some(size)) = (&img.location, img.size.and_then(|s| u64::try_from(s).ok()))
                 && let Some(writer) = cache.writer(&id, size, img.checksum.as_deref()).await
             {
-                let result = match self.inner.adapter.get(location, None).await {
+                let result = match self.open_data(&img, None).await {
                     Ok(source) => writer.fill(source).await.map(|_| ()),
                     Err(e) => Err(std::io::Error::other(e.to_string())),
                 };
@@ -554,7 +757,7 @@ impl Image {
                 size += c.len() as u64;
                 if size > limit { Err(std::io::Error::other("image size limit exceeded")) } else { Ok(c) }
             }));
-            match this.inner.staging.add(&id, limited).await {
+            match this.inner.staging.add(&id, limited, None).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     this.inner.store.image_transition(&id, "uploading", "queued").await?;
@@ -572,12 +775,17 @@ impl Image {
     }
 
     /// `POST /v2/images/{id}/import`: `glance-direct` moves staged data (uploading → importing → active),
-    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the default
-    /// store in the background, recorded as an `api_image_import` task.
+    /// `web-download` fetches `uri` through the `http` store (queued → importing → active), both into the
+    /// requested stores (else the default one); `copy-image` copies an active image's data into more stores. All
+    /// run in the background, recorded as an `api_image_import` task, with the image's `os_glance_importing_to_stores`
+    /// and `os_glance_failed_import` properties telling which stores are left and which failed.
     pub async fn import(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
         let method = request.method.as_str();
         if !self.inner.config.import_methods.iter().any(|m| m == method) {
             return Err(Error::BadRequest(format!("Import method {method} is not supported.")));
+        }
+        if method == "copy-image" {
+            return self.copy_image(img, request).await;
         }
         Self::check_formats(img)?;
         let from = if method == "web-download" { "queued" } else { "uploading" };
@@ -594,10 +802,70 @@ impl Image {
             }
             _ => None,
         };
+        let stores = if request.stores.is_empty() { vec![self.default_store().to_string()] } else { request.stores };
+        for id in &stores {
+            self.target_store(Some(id))?;
+        }
         if !self.inner.store.image_transition(&img.id, from, "importing").await? {
             return Err(Error::Conflict("The image changed state meanwhile; retry.".into()));
         }
+        self.import_progress(&img.id, &stores, &[]).await?;
         let limit = self.upload_limit(img).await?;
+        let task = self.import_task(img, request.user_id, request.request_id, &request.input).await?;
+        let import = Import {
+            uri,
+            limit,
+            task_id: task.id,
+            delete_on_failure: false,
+            stores,
+            all_must_succeed: request.all_stores_must_succeed,
+            copy: false,
+        };
+        self.spawn_import(img.clone(), import);
+        Ok(())
+    }
+
+    /// `copy-image`: copies an active image's data into the requested stores it is not in yet.
+    async fn copy_image(&self, img: &ImageRow, request: ImportRequest) -> Result<(), Error> {
+        if img.status != "active" {
+            return Err(Error::Conflict(format!(
+                "Image status {} is not valid for the copy-image import: it must be active.",
+                img.status
+            )));
+        }
+        let present: Vec<String> = img.locations().into_iter().map(|(s, _)| s).collect();
+        let stores: Vec<String> = request.stores.into_iter().filter(|s| !present.contains(s)).collect();
+        for id in &stores {
+            self.target_store(Some(id))?;
+        }
+        self.import_progress(&img.id, &stores, &[]).await?;
+        let task = self.import_task(img, request.user_id, request.request_id, &request.input).await?;
+        let import = Import {
+            uri: None,
+            limit: 0,
+            task_id: task.id,
+            delete_on_failure: false,
+            stores,
+            all_must_succeed: request.all_stores_must_succeed,
+            copy: true,
+        };
+        self.spawn_import(img.clone(), import);
+        Ok(())
+    }
+
+    /// Records which stores an import has left to do and which failed, as upstream's reserved properties.
+    async fn import_progress(&self, id: &str, left: &[String], failed: &[String]) -> Result<(), Error> {
+        self.inner.store.property_put(id, "os_glance_importing_to_stores", &left.join(",")).await?;
+        self.inner.store.property_put(id, "os_glance_failed_import", &failed.join(",")).await
+    }
+
+    async fn import_task(
+        &self,
+        img: &ImageRow,
+        user_id: Option<String>,
+        request_id: Option<String>,
+        input: &serde_json::Value,
+    ) -> Result<TaskRow, Error> {
         let now = now_micros();
         let task = TaskRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -605,34 +873,109 @@ impl Image {
             kind: "api_image_import".into(),
             status: "processing".into(),
             owner: img.owner.clone(),
-            user_id: request.user_id,
-            request_id: request.request_id,
-            input: request.input.to_string(),
+            user_id,
+            request_id,
+            input: input.to_string(),
             message: String::new(),
             created_at: now,
             updated_at: now,
         };
         self.inner.store.task_insert(&task).await?;
-        self.spawn_import(img.clone(), uri, limit, task.id, false);
-        Ok(())
+        Ok(task)
     }
 
-    /// Fetches an import's data (from `uri`, or else the staging area) into the default store in the background,
-    /// then records the task's outcome. A failed legacy `import` task (`delete_on_failure`) deletes its image, as
-    /// upstream does; a failed interoperable import puts the image back to `queued`.
-    fn spawn_import(&self, img: ImageRow, uri: Option<String>, limit: u64, task_id: String, delete_on_failure: bool) {
+    /// Copies an active image's data into `target` from one of its locations, and records the new location.
+    async fn copy_to_store(&self, id: &str, target: Arc<dyn StoreAdapter>) -> Result<(), Error> {
+        let img = self.inner.store.image_get(id).await?.ok_or_else(|| not_found(id))?;
+        if img.locations().iter().any(|(s, _)| s == target.id()) {
+            return Ok(());
+        }
+        let size = img.size.and_then(|s| u64::try_from(s).ok());
+        let data = self.open_data(&img, None).await?;
+        let location = target.add(id, data, size).await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        let mut locations = img.locations();
+        locations.push((target.id().to_string(), location.clone()));
+        if self.inner.store.image_set_locations(&img, &locations).await? {
+            return Ok(());
+        }
+        let _ = target.delete(&location).await;
+        Err(Error::Conflict(format!("Image {id} was deleted or changed during the import.")))
+    }
+
+    /// Fetches an import's data (from `uri`, or else the staging area) into its first store in the background,
+    /// which makes the image active, then copies it into the other stores, and records the task's outcome. A
+    /// failed legacy `import` task (`delete_on_failure`) deletes its image, as upstream does; a failed
+    /// interoperable import puts the image back to `queued`, and so does a failure in a later store when all
+    /// stores must succeed (the data is removed from the others); otherwise the image stays in the stores that
+    /// took it.
+    fn spawn_import(&self, img: ImageRow, import: Import) {
         let this = self.clone();
         tokio::spawn(async move {
-            let source = match &uri {
-                Some(uri) => this.inner.http.get(uri, None).await,
-                None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+            let Import { uri, limit, task_id, delete_on_failure, stores, all_must_succeed, copy } = import;
+            let result = if copy {
+                Ok(())
+            } else {
+                let source = match &uri {
+                    Some(uri) => this.inner.http.get(uri, None).await,
+                    None => this.inner.staging.get(&staging_location(&this.inner.staging, &img.id), None).await,
+                };
+                let first = stores.first().and_then(|id| this.enabled_store(id).cloned());
+                match (source, first) {
+                    (Ok(data), Some(first)) => {
+                        this.store_data(img.clone(), data, limit, "importing", first, None).await
+                    }
+                    (source, _) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
+                        Ok(_) => Err(match source {
+                            Err(e) => Error::BadRequest(format!("Cannot read the data to import: {e}")),
+                            Ok(_) => Error::BadRequest("The import's store is no longer enabled.".into()),
+                        }),
+                        Err(db) => Err(db),
+                    },
+                }
             };
-            let result = match source {
-                Ok(data) => this.store_data(img.clone(), data, limit, "importing").await,
-                Err(e) => match this.inner.store.image_transition(&img.id, "importing", "queued").await {
-                    Ok(_) => Err(Error::BadRequest(format!("Cannot read the data to import: {e}"))),
-                    Err(db) => Err(db),
-                },
+            let mut failed: Vec<String> = Vec::new();
+            let mut copied_to: Vec<String> = Vec::new();
+            match &result {
+                Ok(()) => {
+                    let done = if copy { 0 } else { 1 };
+                    let _ = this.import_progress(&img.id, &stores[done.min(stores.len())..], &failed).await;
+                    for (i, id) in stores.iter().enumerate().skip(done) {
+                        let copied = match this.enabled_store(id).cloned() {
+                            Some(target) => this.copy_to_store(&img.id, target).await,
+                            None => Err(Error::BadRequest(format!("Store {id} is no longer enabled."))),
+                        };
+                        match copied {
+                            Ok(()) => copied_to.push(id.clone()),
+                            Err(e) => {
+                                tracing::warn!(image_id = %img.id, store = %id, error = %e, "image import into a store failed");
+                                failed.push(id.clone());
+                            }
+                        }
+                        if !failed.is_empty() && all_must_succeed {
+                            break; // progress is recorded once the other stores' copies are undone
+                        }
+                        let _ = this.import_progress(&img.id, &stores[i + 1..], &failed).await;
+                    }
+                }
+                Err(_) => {
+                    let _ = this.import_progress(&img.id, &[], &stores).await;
+                }
+            }
+            let result = match result {
+                Ok(()) if !failed.is_empty() && all_must_succeed && copy => {
+                    this.drop_copies(&img.id, &copied_to).await;
+                    let _ = this.import_progress(&img.id, &[], &failed).await;
+                    Err(Error::Conflict(format!("Copy into store(s) {} failed.", failed.join(","))))
+                }
+                Ok(()) if !failed.is_empty() && all_must_succeed => {
+                    this.undo_import(&img.id).await;
+                    let _ = this.import_progress(&img.id, &[], &failed).await;
+                    Err(Error::Conflict(format!("Import into store(s) {} failed.", failed.join(","))))
+                }
+                Ok(()) if !failed.is_empty() => {
+                    Err(Error::Conflict(format!("Import into store(s) {} failed.", failed.join(","))))
+                }
+                other => other,
             };
             let (status, message) = match &result {
                 Ok(()) => ("success", "Import complete".to_string()),
@@ -654,6 +997,31 @@ impl Image {
         });
     }
 
+    /// Removes the copies a failed `copy-image` made (all had to succeed).
+    async fn drop_copies(&self, id: &str, stores: &[String]) {
+        for store_id in stores {
+            if let Ok(Some(img)) = self.inner.store.image_get(id).await {
+                let _ = self.delete_from_store(&img, store_id).await;
+            }
+        }
+    }
+
+    /// Removes the data of an import that had to succeed everywhere, and puts its image back to `queued`.
+    async fn undo_import(&self, id: &str) {
+        let Ok(Some(img)) = self.inner.store.image_get(id).await else { return };
+        match self.inner.store.image_reset_data(id).await {
+            Ok(true) => {
+                for (store_id, location) in img.locations() {
+                    if let Some(store) = self.store_of(&store_id, &location) {
+                        let _ = store.delete(&location).await;
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(image_id = %id, error = %e, "cannot undo a failed import"),
+        }
+    }
+
     /// `POST /v2/tasks` (type `import`): creates `img` (queued) and imports it from the http(s) URL `uri` in the
     /// background. The task, whose id is returned, records the outcome and outlives a failed image.
     pub async fn create_import_task(&self, img: ImageRow, uri: &str, mut task: TaskRow) -> Result<TaskRow, Error> {
@@ -670,7 +1038,16 @@ impl Image {
         }
         task.image_id = img.id.clone();
         self.inner.store.task_insert(&task).await?;
-        self.spawn_import(img, Some(uri.to_string()), limit, task.id.clone(), true);
+        let import = Import {
+            uri: Some(uri.to_string()),
+            limit,
+            task_id: task.id.clone(),
+            delete_on_failure: true,
+            stores: vec![self.default_store().to_string()],
+            all_must_succeed: true,
+            copy: false,
+        };
+        self.spawn_import(img, import);
         Ok(task)
     }
 
@@ -767,6 +1144,20 @@ impl Image {
     }
 }
 
+/// What a background import does.
+struct Import {
+    /// The source URL (`web-download`, legacy tasks); `None`: the staging area.
+    uri: Option<String>,
+    limit: u64,
+    task_id: String,
+    delete_on_failure: bool,
+    /// The stores to import into, the first one first.
+    stores: Vec<String>,
+    all_must_succeed: bool,
+    /// `copy-image`: the image is active; its data is copied into every store of `stores`.
+    copy: bool,
+}
+
 fn cache_disabled() -> Error {
     Error::NotFound("The image cache is not enabled on this node.".into())
 }
@@ -790,11 +1181,21 @@ mod tests {
     }
 
     #[test]
-    fn meter_hashes_and_limits() {
+    fn meter_counts_and_limits() {
         let mut m = Meter::default();
         m.record(b"abc", 10).unwrap();
-        assert_eq!(hex(&m.md5.clone().finalize()), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!((m.size, m.head.as_slice()), (3, b"abc".as_slice()));
         assert!(m.record(b"12345678", 10).is_err());
         assert!(m.over_limit);
+    }
+
+    #[tokio::test]
+    async fn hash_threads_digest_what_they_are_sent() {
+        let (tx, md5) = hash_thread::<Md5>();
+        for part in [&b"a"[..], b"bc"] {
+            tx.send(Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        drop(tx);
+        assert_eq!(md5.await.unwrap(), "900150983cd24fb0d6963f7d28e17f72");
     }
 }

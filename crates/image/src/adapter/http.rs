@@ -37,7 +37,7 @@ impl StoreAdapter for HttpAdapter {
         reqwest::Url::parse(location).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
     }
 
-    async fn add(&self, _image_id: &str, _data: ByteStream) -> Result<String, AdapterError> {
+    async fn add(&self, _image_id: &str, _data: ByteStream, _size: Option<u64>) -> Result<String, AdapterError> {
         Err(AdapterError::ReadOnly("http".into()))
     }
 
@@ -112,6 +112,6 @@ mod tests {
         assert!(store.get(&whole, Some(ByteRange { start: 0, end: 1 })).await.is_err());
         assert!(matches!(store.delete(&url).await, Err(AdapterError::ReadOnly(_))));
         let empty: ByteStream = Box::pin(futures::stream::empty());
-        assert!(matches!(store.add("x", empty).await, Err(AdapterError::ReadOnly(_))));
+        assert!(matches!(store.add("x", empty, None).await, Err(AdapterError::ReadOnly(_))));
     }
 }

@@ -1,7 +1,7 @@
 //! Where image data lives: the [`StoreAdapter`] trait and its implementations.
 //!
-//! An adapter stores and serves opaque bytes under a *location* string it chooses (`file:///…`, `http://…`, and,
-//! later, an object-storage URL). The service keeps the location in the image's row and hands it back to the same
+//! An adapter stores and serves opaque bytes under a *location* string it chooses (`file:///…`, `http://…`,
+//! `swift+http://…/v1/AUTH_<project>/<container>/<image id>`). The service keeps the location in the image's row and hands it back to the same
 //! adapter to read or delete the data; adapters know nothing of image metadata, hashing or quotas, which the
 //! service does while the bytes stream through.
 //!
@@ -13,6 +13,7 @@
 
 mod file;
 mod http;
+mod object;
 
 use std::pin::Pin;
 
@@ -22,6 +23,7 @@ use futures::Stream;
 
 pub use file::FileAdapter;
 pub use http::HttpAdapter;
+pub use object::{ObjectAdapter, ObjectStoreConfig, ServiceSession};
 
 /// A stream of data chunks. Errors end the stream.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -63,14 +65,23 @@ pub trait StoreAdapter: Send + Sync {
     fn id(&self) -> &str;
     /// A human description for `/v2/info/stores`.
     fn description(&self) -> &str;
+    /// The store's type as `/v2/info/stores/detail` shows it (upstream's driver names: `file`, `swift`, `http`).
+    fn store_type(&self) -> &str {
+        self.id()
+    }
+    /// The store's settings as `/v2/info/stores/detail` shows them (no secrets).
+    fn properties(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
     /// Whether the store only serves data (cannot be uploaded to).
     fn read_only(&self) -> bool {
         false
     }
     /// Whether `location` belongs to this store.
     fn owns(&self, location: &str) -> bool;
-    /// Stores all of `data` for image `image_id` and returns its location.
-    async fn add(&self, image_id: &str, data: ByteStream) -> Result<String, AdapterError>;
+    /// Stores all of `data` for image `image_id` and returns its location. `size` is the announced data size, when
+    /// known (a hint: the stream decides).
+    async fn add(&self, image_id: &str, data: ByteStream, size: Option<u64>) -> Result<String, AdapterError>;
     /// Streams the data at `location`, or the part of it in `range`.
     async fn get(&self, location: &str, range: Option<ByteRange>) -> Result<ByteStream, AdapterError>;
     /// Removes the data at `location`; removing what is already gone is not an error.

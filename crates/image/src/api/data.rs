@@ -1,5 +1,7 @@
-//! Image data: `PUT`/`GET /v2/images/{id}/file` (streamed both ways, `Range` on download), and the
-//! `glance-direct` import (`PUT /v2/images/{id}/stage`, `POST /v2/images/{id}/import`).
+//! Image data: `PUT`/`GET /v2/images/{id}/file` (streamed both ways, `Range` on download), the
+//! `glance-direct` import (`PUT /v2/images/{id}/stage`, `POST /v2/images/{id}/import`), and the removal of an
+//! image's data from one store (`DELETE /v2/stores/{store_id}/{image_id}`). Uploads and imports name their store
+//! with `X-Image-Meta-Store`; imports also with `stores` or `all_stores` in the body.
 
 use ::auth::Context;
 use api_common::{ApiError, wire::RequestId};
@@ -9,7 +11,7 @@ use axum::{
     extract::{DefaultBodyLimit, Extension, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 use futures::StreamExt;
 
@@ -27,6 +29,31 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2/images/{id}/stage", put(stage).layer(DefaultBodyLimit::disable()))
         .route("/v2/images/{id}/import", post(import))
         .route("/v2/images/{id}/tasks", get(tasks))
+        .route("/v2/stores/{store_id}/{id}", delete(delete_from_store))
+}
+
+/// The store a request names with `X-Image-Meta-Store`.
+fn store_header(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    match headers.get("x-image-meta-store") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(Some)
+            .ok_or_else(|| Error::BadRequest("Invalid X-Image-Meta-Store header.".into())),
+    }
+}
+
+async fn delete_from_store(
+    State(s): State<AppState>,
+    ctx: Context,
+    Path((store_id, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (_, img) = authorized_image(&s, &ctx, &id, "delete_image_location").await?;
+    s.image.delete_from_store(&img, &store_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn check_octet_stream(headers: &HeaderMap) -> Result<(), Error> {
@@ -51,8 +78,10 @@ async fn upload(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     check_octet_stream(&headers)?;
+    let store = store_header(&headers)?;
+    let size = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let (_, img) = authorized_image(&s, &ctx, &id, "upload_image").await?;
-    s.image.upload(&img, byte_stream(body)).await?;
+    s.image.upload(&img, byte_stream(body), store, size).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -74,20 +103,47 @@ async fn import(
     ctx: Context,
     Path(id): Path<String>,
     request_id: Option<Extension<RequestId>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let (_, img) = authorized_image(&s, &ctx, &id, "modify_image").await?;
     let body = parse_json(&body)?;
+    let all_stores = match body.get("all_stores") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(v) => v.as_bool().ok_or_else(|| Error::BadRequest("'all_stores' must be a boolean.".into()))?,
+    };
+    let must_succeed = match body.get("all_stores_must_succeed") {
+        None | Some(serde_json::Value::Null) => true,
+        Some(v) => {
+            v.as_bool().ok_or_else(|| Error::BadRequest("'all_stores_must_succeed' must be a boolean.".into()))?
+        }
+    };
+    let listed = match body.get("stores") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(a)) => Some(
+            a.iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::BadRequest("'stores' must be a list of store identifiers.".into()))?,
+        ),
+        Some(_) => return Err(Error::BadRequest("'stores' must be a list of store identifiers.".into()).into()),
+    };
     let method = body
         .pointer("/method/name")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::BadRequest("Import request requires a 'method' with a 'name'.".into()))?;
+    if method == "copy-image" {
+        authorized_image(&s, &ctx, &id, "copy_image").await?;
+    }
+    let stores = s.image.import_stores(all_stores, listed, store_header(&headers)?)?;
     let request = ImportRequest {
         method: method.to_string(),
         uri: body.pointer("/method/uri").and_then(|v| v.as_str()).map(str::to_string),
         input: serde_json::json!({"import_req": body}),
         request_id: request_id.map(|Extension(RequestId(r))| r),
         user_id: Some(ctx.user_id.clone()),
+        stores,
+        all_stores_must_succeed: must_succeed,
     };
     s.image.import(&img, request).await?;
     Ok(StatusCode::ACCEPTED)

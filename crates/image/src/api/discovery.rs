@@ -31,6 +31,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2/schemas/members", get(|| async { Json(members_schema()) }))
         .route("/v2/info/import", get(info_import))
         .route("/v2/info/stores", get(info_stores))
+        .route("/v2/info/stores/detail", get(info_stores_detail))
 }
 
 fn version_list(s: &AppState) -> Value {
@@ -65,24 +66,42 @@ async fn info_import(State(s): State<AppState>) -> Json<Value> {
     }}))
 }
 
-async fn info_stores(State(s): State<AppState>) -> Json<Value> {
+/// The enabled stores, the default one marked `default: true`; with `detail`, their type and properties too.
+fn store_list(s: &AppState, detail: bool) -> Value {
+    let default = s.image.default_store();
     let stores: Vec<Value> = s
         .image
         .adapters()
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
+        .map(|a| {
             let mut v = json!({"id": a.id(), "description": a.description()});
-            if i == 0 {
+            if a.id() == default {
                 v["default"] = json!(true);
             }
             if a.read_only() {
                 v["read-only"] = json!("true");
             }
+            if detail {
+                v["type"] = json!(a.store_type());
+                v["properties"] = a.properties();
+            }
             v
         })
         .collect();
-    Json(json!({"stores": stores}))
+    json!({"stores": stores})
+}
+
+async fn info_stores(State(s): State<AppState>) -> Json<Value> {
+    Json(store_list(&s, false))
+}
+
+/// `GET /v2/info/stores/detail` (Image API 2.15): admins only.
+async fn info_stores_detail(
+    State(s): State<AppState>,
+    ctx: ::auth::Context,
+) -> Result<Json<Value>, api_common::ApiError> {
+    s.enforce(&ctx, "stores_info_detail", &json!({}))?;
+    Ok(Json(store_list(&s, true)))
 }
 
 fn nullable_enum(values: &[&str]) -> Value {

@@ -1,13 +1,18 @@
 //! `/v2/metadefs/*`: the metadata definitions catalog (namespaces, resource types and their associations,
 //! objects, properties, tags) and its `/v2/schemas/metadefs/*` schemas. Reads are open to every authenticated
-//! caller (visibility still applies), writes are admin-only by default, as in Glance.
+//! caller (visibility still applies), writes are admin-only by default, as in Glance. The lists of namespaces,
+//! objects and tags page as Glance's do: `limit`, `marker` (the last name seen), `sort_key`/`sort_dir` (default
+//! newest first), and `first`/`next` links.
 
 use ::auth::Context;
-use api_common::ApiError;
+use api_common::{
+    ApiError,
+    query::{Page, QueryPairs, SortDir, parse_sort},
+};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     routing::get,
 };
@@ -56,6 +61,44 @@ fn body(bytes: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// The largest page of a metadefs list (upstream's `api_limit_max`); also the page size when none is asked for.
+const MAX_PAGE: usize = 1000;
+
+/// One page of `items` (JSON objects named by their `id_key` field) in the order `q` asks for, and the `next`
+/// link when more follow. The marker is a name; an unknown one is a 400.
+fn page(items: Vec<Value>, id_key: &str, q: &QueryPairs, base: &str) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let sort = parse_sort(q, &["created_at", "updated_at", id_key], &[("created_at", SortDir::Desc)])?;
+    let mut items = items;
+    items.sort_by(|a, b| {
+        for (key, dir) in &sort {
+            let ord = a[key.as_str()].as_str().unwrap_or("").cmp(b[key.as_str()].as_str().unwrap_or(""));
+            let ord = if *dir == SortDir::Desc { ord.reverse() } else { ord };
+            if ord.is_ne() {
+                return ord;
+            }
+        }
+        a[id_key].as_str().unwrap_or("").cmp(b[id_key].as_str().unwrap_or(""))
+    });
+    let page = Page::from_query(q, MAX_PAGE)?;
+    let (items, more) = page.apply(items, |v| v[id_key].as_str().unwrap_or(""))?;
+    let next = match items.last().and_then(|v| v[id_key].as_str()) {
+        Some(last) if more => Some(Page::next_link(base, q, last)),
+        _ => None,
+    };
+    Ok((items, next))
+}
+
+/// `first` of a paged list: its URL with the query but no marker.
+fn first_link(base: &str, q: &QueryPairs) -> String {
+    let rest: Vec<(String, String)> = q.0.iter().filter(|(k, _)| k != "marker").cloned().collect();
+    if rest.is_empty() {
+        return base.to_string();
+    }
+    // `with` re-encodes every pair and appends the one it sets: setting the last pair to itself keeps the order.
+    let (key, value) = rest[rest.len() - 1].clone();
+    format!("{base}?{}", QueryPairs(rest).with(&key, &value))
+}
+
 async fn list_resource_types(State(s): State<AppState>, ctx: Context) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "list_metadef_resource_types", &json!({"project_id": ctx.project_id}))?;
     let types = s.image.store().metadef_resource_type_list().await.map_err(ApiError::from)?;
@@ -68,29 +111,24 @@ async fn list_resource_types(State(s): State<AppState>, ctx: Context) -> Result<
     })))
 }
 
-#[derive(serde::Deserialize)]
-struct NamespaceQuery {
-    visibility: Option<String>,
-    resource_types: Option<String>,
-}
-
-async fn list_namespaces(
-    State(s): State<AppState>,
-    ctx: Context,
-    Query(q): Query<NamespaceQuery>,
-) -> Result<Json<Value>, ApiError> {
+async fn list_namespaces(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
     s.enforce(&ctx, "get_metadef_namespaces", &json!({"project_id": ctx.project_id}))?;
     let types: Vec<String> = q
-        .resource_types
-        .as_deref()
+        .get("resource_types")
         .map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
         .unwrap_or_default();
-    let list = s.image.metadef_namespaces(&s.caller(&ctx), q.visibility.as_deref(), &types).await?;
-    Ok(Json(json!({
+    let list = s.image.metadef_namespaces(&s.caller(&ctx), q.get("visibility"), &types).await?;
+    let base = "/v2/metadefs/namespaces";
+    let (list, next) = page(list, "namespace", &q, base)?;
+    let mut body = json!({
         "namespaces": list,
-        "first": "/v2/metadefs/namespaces",
+        "first": first_link(base, &q),
         "schema": "/v2/schemas/metadefs/namespaces",
-    })))
+    });
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body))
 }
 
 async fn create_namespace(
@@ -183,17 +221,30 @@ fn rules(kind: &str) -> [&'static str; 5] {
     }
 }
 
-async fn list_items(s: &AppState, ctx: &Context, ns: &str, kind: &str) -> Result<Json<Value>, ApiError> {
+async fn list_items(
+    s: &AppState,
+    ctx: &Context,
+    ns: &str,
+    kind: &str,
+    q: &QueryPairs,
+) -> Result<Json<Value>, ApiError> {
     let ns = namespace(s, ctx, ns, rules(kind)[0]).await?;
     let items = s.image.store().metadef_item_list(&ns.namespace, kind).await.map_err(ApiError::from)?;
-    Ok(Json(match kind {
-        OBJECT => json!({
-            "objects": items.iter().map(item_json).collect::<Vec<_>>(),
-            "schema": "/v2/schemas/metadefs/objects",
-        }),
-        PROPERTY => json!({"properties": properties_json(&items)}),
-        _ => json!({"tags": items.iter().map(item_json).collect::<Vec<_>>()}),
-    }))
+    if kind == PROPERTY {
+        // Properties are a map by name, never paged (as upstream).
+        return Ok(Json(json!({"properties": properties_json(&items)})));
+    }
+    let key = if kind == OBJECT { "objects" } else { "tags" };
+    let base = format!("/v2/metadefs/namespaces/{}/{key}", ns.namespace);
+    let (list, next) = page(items.iter().map(item_json).collect(), "name", q, &base)?;
+    let mut body = json!({key: list, "first": first_link(&base, q)});
+    if kind == OBJECT {
+        body["schema"] = json!("/v2/schemas/metadefs/objects");
+    }
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    Ok(Json(body))
 }
 
 async fn show_item(s: &AppState, ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<Json<Value>, ApiError> {
@@ -234,8 +285,9 @@ async fn list_objects(
     State(s): State<AppState>,
     ctx: Context,
     Path(ns): Path<String>,
+    q: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    list_items(&s, &ctx, &ns, OBJECT).await
+    list_items(&s, &ctx, &ns, OBJECT, &q).await
 }
 
 async fn create_object(
@@ -277,7 +329,7 @@ async fn list_properties(
     ctx: Context,
     Path(ns): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    list_items(&s, &ctx, &ns, PROPERTY).await
+    list_items(&s, &ctx, &ns, PROPERTY, &QueryPairs(Vec::new())).await
 }
 
 async fn create_property(
@@ -314,8 +366,13 @@ async fn delete_property(
     delete_item(&s, &ctx, &ns, PROPERTY, &name).await
 }
 
-async fn list_tags(State(s): State<AppState>, ctx: Context, Path(ns): Path<String>) -> Result<Json<Value>, ApiError> {
-    list_items(&s, &ctx, &ns, TAG).await
+async fn list_tags(
+    State(s): State<AppState>,
+    ctx: Context,
+    Path(ns): Path<String>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    list_items(&s, &ctx, &ns, TAG, &q).await
 }
 
 /// `POST /tags`: replaces the namespace's tags, or adds to them with `X-Openstack-Append: true`.

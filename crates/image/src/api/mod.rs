@@ -62,6 +62,8 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("get_member", ADMIN_OR_READER_OR_SHARED_MEMBER),
     ("get_members", ADMIN_OR_READER_OR_SHARED_MEMBER),
     ("modify_member", "role:admin or (role:member and project_id:%(member_id)s)"),
+    ("delete_image_location", ADMIN_OR_MEMBER),
+    ("copy_image", "role:admin"),
     ("stores_info_detail", "role:admin"),
     ("cache_list", "role:admin"),
     ("cache_image", "role:admin"),

@@ -123,13 +123,42 @@ pub struct ImageRow {
     pub os_hash_value: Option<String>,
     pub min_disk: i64,
     pub min_ram: i64,
-    /// The store adapter holding the data, and where in it (set once the image is active).
+    /// The stores holding the data, comma-separated and sorted as the API's `stores` attribute shows them, and
+    /// the data's location in each, one per line in the same order (set once the image is active).
+    /// [`ImageRow::locations`] reads them as pairs.
     pub store_id: Option<String>,
     pub location: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub properties: BTreeMap<String, String>,
     pub tags: Vec<String>,
+}
+
+impl ImageRow {
+    /// Where the data lives: `(store id, location)` pairs, sorted by store id.
+    pub fn locations(&self) -> Vec<(String, String)> {
+        match (&self.store_id, &self.location) {
+            (Some(stores), Some(locations)) if !stores.is_empty() => stores
+                .split(',')
+                .zip(locations.split('\n'))
+                .map(|(s, l)| (s.to_string(), l.to_string()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The `store_id` and `location` columns for a set of locations (sorted by store; `None` when empty).
+pub fn encode_locations(locations: &[(String, String)]) -> (Option<String>, Option<String>) {
+    if locations.is_empty() {
+        return (None, None);
+    }
+    let mut sorted = locations.to_vec();
+    sorted.sort();
+    sorted.dedup_by(|a, b| a.0 == b.0);
+    let stores: Vec<&str> = sorted.iter().map(|(s, _)| s.as_str()).collect();
+    let locs: Vec<&str> = sorted.iter().map(|(_, l)| l.as_str()).collect();
+    (Some(stores.join(",")), Some(locs.join("\n")))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -482,6 +511,49 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Replaces the locations of an active (or deactivated) image, if they are still `seen` (another request did
+    /// not change them meanwhile). Returns whether they were written.
+    pub async fn image_set_locations(
+        &self,
+        img: &ImageRow,
+        locations: &[(String, String)],
+    ) -> Result<bool, Error> {
+        let (stores, locs) = encode_locations(locations);
+        let n = self
+            .db
+            .query(
+                "UPDATE image_image SET store_id = ?, location = ?, updated_at = ? \
+                 WHERE id = ? AND store_id = ? AND location = ? AND status IN ('active', 'deactivated')",
+            )
+            .bind(&stores)
+            .bind(&locs)
+            .bind(now_micros())
+            .bind(&img.id)
+            .bind(&img.store_id)
+            .bind(&img.location)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Forgets an active image's data (its import failed in a store that had to succeed): back to `queued`.
+    pub async fn image_reset_data(&self, id: &str) -> Result<bool, Error> {
+        let n = self
+            .db
+            .query(
+                "UPDATE image_image SET status = 'queued', size = NULL, virtual_size = NULL, checksum = NULL, \
+                 os_hash_algo = NULL, os_hash_value = NULL, store_id = NULL, location = NULL, updated_at = ? \
+                 WHERE id = ? AND status = 'active'",
+            )
+            .bind(now_micros())
+            .bind(id)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Every image left in `status` (for recovery after a crash).
     pub async fn image_ids_with_status(&self, status: &str) -> Result<Vec<String>, Error> {
         Ok(self
@@ -519,6 +591,28 @@ impl Store {
             .await?;
         let total = sizes.iter().flatten().sum();
         Ok((sizes.len() as i64, total))
+    }
+
+    /// Sets one property of an image (the service's own `os_glance_*` bookkeeping), outside of metadata updates.
+    pub async fn property_put(&self, image_id: &str, name: &str, value: &str) -> Result<(), Error> {
+        let mut tx = self.db.begin().await?;
+        self.db
+            .query("DELETE FROM image_property WHERE image_id = ? AND name = ?")
+            .bind(image_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Only while the image exists: a property must not outlive its image.
+        self.db
+            .query("INSERT INTO image_property (image_id, name, value) SELECT ?, ?, ? FROM image_image WHERE id = ?")
+            .bind(image_id)
+            .bind(name)
+            .bind(value)
+            .bind(image_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds a tag; adding one that exists is a no-op.

@@ -21,10 +21,19 @@ async fn image_with(cloud: &TestCloud, bytes: &[u8]) -> String {
     id
 }
 
+/// Downloads an image whole, then waits for the cache fill the download may have started (it finishes in the
+/// background) to commit or give up.
 async fn download(cloud: &TestCloud, id: &str) -> Vec<u8> {
     let (status, _, body) = get_bytes(cloud, &cloud.member, &format!("/image/v2/images/{id}/file"), &[]).await;
     assert_eq!(status, 200);
-    body
+    let incomplete = cache_dir(cloud).join("incomplete");
+    for _ in 0..500 {
+        if std::fs::read_dir(&incomplete).map(|d| d.count() == 0).unwrap_or(true) {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the cache fill of {id} did not finish");
 }
 
 async fn cache_state(cloud: &TestCloud) -> Value {

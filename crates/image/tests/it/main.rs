@@ -7,6 +7,7 @@ mod images;
 mod members;
 mod metadefs;
 mod store;
+mod stores;
 mod tasks;
 
 use reqwest::Method;

@@ -181,6 +181,56 @@ async fn objects_properties_tags_and_associations() {
     assert_eq!(cloud.admin.delete(&ns).await.status, 204);
 }
 
+/// Follows `next` links from `path` (relative to `/image`), collecting the names under `key`.
+async fn walk(cloud: &TestCloud, path: &str, key: &str, id: &str) -> (Vec<String>, usize) {
+    let (mut seen, mut pages, mut next) = (Vec::new(), 0, Some(path.to_string()));
+    while let Some(path) = next.take() {
+        let r = cloud.admin.get(&format!("/image{path}")).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let body = r.json();
+        seen.extend(body[key].as_array().unwrap().iter().map(|i| i[id].as_str().unwrap().to_string()));
+        next = body["next"].as_str().map(str::to_string);
+        pages += 1;
+    }
+    (seen, pages)
+}
+
+#[tokio::test]
+async fn metadef_lists_page() {
+    let cloud = TestCloud::start().await;
+    for n in ["OS::Page::B", "OS::Page::A", "OS::Page::C"] {
+        let body = json!({"namespace": n, "visibility": "public",
+            "objects": [{"name": "o2"}, {"name": "o1"}, {"name": "o3"}], "tags": [{"name": "t2"}, {"name": "t1"}]});
+        assert_eq!(cloud.admin.post(NS, &body).await.status, 201);
+    }
+    // Namespaces: by name, two per page, `first` keeps the query without the marker.
+    let path = "/v2/metadefs/namespaces?sort_key=namespace&sort_dir=asc&limit=2";
+    let first = cloud.admin.get(&format!("/image{path}")).await.json();
+    assert_eq!(first["first"], "/v2/metadefs/namespaces?sort_key=namespace&sort_dir=asc&limit=2");
+    let next = first["next"].as_str().unwrap();
+    assert!(next.contains("marker="), "{next}");
+    let (all, pages) = walk(&cloud, path, "namespaces", "namespace").await;
+    let ours: Vec<&String> = all.iter().filter(|n| n.starts_with("OS::Page::")).collect();
+    assert_eq!(ours, ["OS::Page::A", "OS::Page::B", "OS::Page::C"]);
+    assert_eq!(pages, all.len().div_ceil(2).max(1));
+    let desc = cloud.admin.get(&format!("{NS}?sort_key=namespace&sort_dir=desc&limit=1")).await.json();
+    assert_eq!(desc["namespaces"].as_array().unwrap().len(), 1);
+    // Unknown markers and bad limits or sort keys are 400s.
+    for bad in ["marker=OS::Nope", "limit=-1", "sort_key=owner", "sort_dir=up"] {
+        assert_eq!(cloud.admin.get(&format!("{NS}?{bad}")).await.status, 400, "{bad}");
+    }
+
+    // Objects and tags of a namespace page the same way; properties are a map, never paged.
+    let objects = "/v2/metadefs/namespaces/OS::Page::A/objects?sort_key=name&sort_dir=asc&limit=1";
+    assert_eq!(walk(&cloud, objects, "objects", "name").await, (vec!["o1".into(), "o2".into(), "o3".into()], 3));
+    let tags = "/v2/metadefs/namespaces/OS::Page::A/tags?sort_key=name&sort_dir=desc&limit=1";
+    assert_eq!(walk(&cloud, tags, "tags", "name").await, (vec!["t2".into(), "t1".into()], 2));
+    let all_objects = cloud.admin.get(&format!("{NS}/OS::Page::A/objects")).await.json();
+    assert_eq!(all_objects["first"], "/v2/metadefs/namespaces/OS::Page::A/objects");
+    assert!(all_objects.get("next").is_none());
+    assert_eq!(all_objects["objects"].as_array().unwrap().len(), 3);
+}
+
 #[tokio::test]
 async fn metadef_schemas() {
     let cloud = TestCloud::start().await;

@@ -113,12 +113,12 @@ async fn service_upload_and_visibility_on_every_backend() {
         let owner = Caller { project_id: Some("p1".into()), is_admin: false };
         let other = Caller { project_id: Some("p2".into()), is_admin: false };
         let img = svc.create(row("11111111-2222-3333-4444-555555555555", "p1", "private", 1)).await.unwrap();
-        svc.upload(&img, bytes(b"0123456789")).await.unwrap();
+        svc.upload(&img, bytes(b"0123456789"), None, None).await.unwrap();
         let active = svc.get_visible(&owner, &img.id).await.unwrap();
         assert_eq!((active.status.as_str(), active.size), ("active", Some(10)));
         assert_eq!(active.checksum.as_deref(), Some("781e5e245d69b566979b86e28d23f2c7"));
         assert!(matches!(svc.get_visible(&other, &img.id).await, Err(image::Error::NotFound(_))));
-        assert!(matches!(svc.upload(&active, bytes(b"again")).await, Err(image::Error::Conflict(_))));
+        assert!(matches!(svc.upload(&active, bytes(b"again"), None, None).await, Err(image::Error::Conflict(_))));
 
         // A crash mid-upload: recover() puts the image back to queued.
         let stuck = svc.create(row("21111111-2222-3333-4444-555555555555", "p1", "private", 2)).await.unwrap();
