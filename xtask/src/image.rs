@@ -152,6 +152,11 @@ fn transfers(
         baseline: Some(0),
     });
     let cache = data.join("image-cache").join(&image_id);
+    // The cache copy is written beside the download and published just after it ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&cache).map(|m| m.len()).unwrap_or(0) != size && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     if std::fs::metadata(&cache).map(|m| m.len()).unwrap_or(0) != size {
         bail!(
             "the first download did not fill the image cache ({})",
