@@ -31,6 +31,8 @@ pub struct Config {
     pub object: ObjectSection,
     pub placement: PlacementSection,
     pub compute: ComputeSection,
+    /// The network service (Neutron): provider network types and ranges, the bootstrap external network.
+    pub network: NetworkSection,
     /// This host's compute agent (`stratus compute-agent`).
     pub compute_agent: ComputeAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
@@ -257,6 +259,16 @@ impl Default for FakeDriverSection {
     }
 }
 
+/// The network service's settings: `policy_file` and the keys of [`network::NetworkConfig`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkSection {
+    /// Policy overrides (upstream's `policy.yaml` format) over Neutron's secure-RBAC defaults.
+    pub policy_file: Option<PathBuf>,
+    #[serde(flatten)]
+    pub service: network::NetworkConfig,
+}
+
 /// The placement service's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -325,6 +337,7 @@ impl Default for Config {
             object: ObjectSection::default(),
             placement: PlacementSection::default(),
             compute: ComputeSection::default(),
+            network: NetworkSection::default(),
             compute_agent: ComputeAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
