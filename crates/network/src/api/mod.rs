@@ -109,6 +109,7 @@ pub fn router(network: Network, base_url: &str, policy: Policy, validator: Arc<d
     let auth = AuthLayerState::new(validator, identity_url);
     let protected = Router::new()
         .route("/v2.0/extensions", get(extensions))
+        .route("/v2.0/agents", get(agents))
         .route("/v2.0/extensions/{alias}", get(extension))
         .route("/v2.0/quotas", get(quota_list))
         .route("/v2.0/quotas/{project}", get(quota_show).put(quota_update).delete(quota_delete))
@@ -187,6 +188,11 @@ async fn version_resources(State(s): State<AppState>) -> Json<Value> {
 
 fn extension_doc(alias: &str, name: &str, description: &str) -> Value {
     json!({"alias": alias, "name": name, "description": description, "updated": "2013-01-01T10:00:00-00:00", "links": []})
+}
+
+/// No network agents run yet (the data plane arrives with them): the list is empty for everyone.
+async fn agents(_ctx: Context) -> Json<Value> {
+    Json(json!({"agents": []}))
 }
 
 async fn extensions(_ctx: Context) -> Json<Value> {

@@ -356,6 +356,23 @@ impl Network {
             NETWORK => self.decorate_networks(caller, docs).await,
             SECURITY_GROUP => self.decorate_security_groups(docs).await,
             PORT => Ok(docs.into_iter().map(|d| ports::hide_binding(caller, d)).collect()),
+            SUBNET => {
+                let external: std::collections::HashSet<String> = self
+                    .store
+                    .resource_list("network")
+                    .await?
+                    .iter()
+                    .filter(|n| n["router:external"].as_bool() == Some(true))
+                    .map(|n| str_of(n, "id").to_string())
+                    .collect();
+                Ok(docs
+                    .into_iter()
+                    .map(|mut d| {
+                        d["router:external"] = json!(external.contains(str_of(&d, "network_id")));
+                        d
+                    })
+                    .collect())
+            }
             _ => Ok(docs),
         }
     }

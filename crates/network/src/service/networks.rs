@@ -296,11 +296,16 @@ impl Network {
     pub(crate) async fn delete_network(&self, caller: &Caller<'_>, doc: Value) -> Result<()> {
         let id = str_of(&doc, "id").to_string();
         let ports = self.store.resource_list_by_parent("port", &id).await?;
-        if ports.iter().any(|p| str_of(p, "device_owner") != "network:dhcp") {
+        let removable = |p: &Value| matches!(str_of(p, "device_owner"), "network:dhcp" | "network:floatingip");
+        if ports.iter().any(|p| !removable(p)) {
             return Err(Error::conflict(
                 "NetworkInUse",
                 format!("Unable to complete operation on network {id}. There are one or more ports still in use on the network."),
             ));
+        }
+        // unassociated floating IPs go with their external network
+        for f in self.store.resource_list_by_parent("floatingip", &id).await? {
+            self.store.resource_delete("floatingip", str_of(&f, "id")).await?;
         }
         for p in ports {
             self.delete_port(caller, p, true).await?;

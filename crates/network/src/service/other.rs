@@ -26,7 +26,6 @@ pub const QUOTA_RESOURCES: &[(&str, i64)] = &[
 
 /// The extensions this service implements: (alias, name, description).
 pub const EXTENSIONS: &[(&str, &str, &str)] = &[
-    ("agent", "agent", "The agent management extension."),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("binding-extended", "Port Bindings Extended", "Expose port bindings of a virtual port to external application"),
@@ -54,6 +53,7 @@ pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
     ("standard-attr-tag", "Tag support for resources with standard attribute: subnet, trunk, network_segment_range, router, network, policy, subnetpool, port, security_group, floatingip", "Enables to set tag on resources with standard attribute."),
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
+    ("subnet-external-network", "Subnet External Network", "Informs if the subnet is associated to an external network."),
     ("subnet_allocation", "Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
     ("tag-ext", "Tag support for resources: subnet, subnetpool, port, router", "Extends tag support to more L2 and L3 resources."),
 ];

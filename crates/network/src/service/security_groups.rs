@@ -238,9 +238,17 @@ impl Network {
                 return Err(Error::bad("SecurityGroupProtocolRequiredWithPorts", "Must also specify protocol if port range is given."));
             }
             Some((_, 6 | 17 | 33 | 132 | 136)) => {
-                if let (Some(lo), Some(hi)) = (pmin, pmax)
-                    && lo > hi
-                {
+                for p in [pmin, pmax].into_iter().flatten() {
+                    if !(1..=65535).contains(&p) {
+                        return Err(Error::bad("SecurityGroupInvalidPortValue", format!("Invalid value for port {p}")));
+                    }
+                }
+                let inverted = match (pmin, pmax) {
+                    (Some(lo), Some(hi)) => lo > hi,
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                if inverted {
                     return Err(Error::bad("SecurityGroupInvalidPortRange", "For TCP/UDP protocols, port_range_min must be <= port_range_max"));
                 }
                 for p in [pmin, pmax].into_iter().flatten() {
