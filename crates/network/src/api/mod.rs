@@ -110,6 +110,7 @@ pub fn router(network: Network, base_url: &str, policy: Policy, validator: Arc<d
     let protected = Router::new()
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/agents", get(agents))
+        .route("/v2.0/service-providers", get(service_providers))
         .route("/v2.0/extensions/{alias}", get(extension))
         .route("/v2.0/quotas", get(quota_list))
         .route("/v2.0/quotas/{project}", get(quota_show).put(quota_update).delete(quota_delete))
@@ -193,6 +194,11 @@ fn extension_doc(alias: &str, name: &str, description: &str) -> Value {
 /// No network agents run yet (the data plane arrives with them): the list is empty for everyone.
 async fn agents(_ctx: Context) -> Json<Value> {
     Json(json!({"agents": []}))
+}
+
+/// The advanced services (L3 routers) and their providers.
+async fn service_providers(_ctx: Context) -> Json<Value> {
+    Json(json!({"service_providers": [{"service_type": "L3_ROUTER_NAT", "name": "stratus", "default": true}]}))
 }
 
 async fn extensions(_ctx: Context) -> Json<Value> {

@@ -313,6 +313,32 @@ impl Network {
         })
     }
 
+    /// The ids of the networks the caller sees: its own, shared, external, and those granted to it by RBAC.
+    async fn visible_network_ids(&self, caller: &Caller<'_>) -> Result<std::collections::HashSet<String>> {
+        let project = caller.project();
+        let grants: std::collections::HashSet<String> = self
+            .store
+            .resource_list("rbac_policy")
+            .await?
+            .iter()
+            .filter(|r| str_of(r, "target_tenant") == project || str_of(r, "target_tenant") == "*")
+            .map(|r| str_of(r, "object_id").to_string())
+            .collect();
+        Ok(self
+            .store
+            .resource_list("network")
+            .await?
+            .iter()
+            .filter(|n| {
+                str_of(n, "project_id") == project
+                    || n["shared"].as_bool() == Some(true)
+                    || n["router:external"].as_bool() == Some(true)
+                    || grants.contains(str_of(n, "id"))
+            })
+            .map(|n| str_of(n, "id").to_string())
+            .collect())
+    }
+
     /// One resource as the caller may see it.
     pub async fn show(&self, caller: &Caller<'_>, kind: Kind, id: &str) -> Result<Value> {
         if kind == SECURITY_GROUP || kind == SECURITY_GROUP_RULE {
@@ -342,9 +368,16 @@ impl Network {
         caller.enforce(&format!("get_{}", kind.singular), &caller.project())?;
         let docs = self.store.resource_list(kind.singular).await?;
         let mut out = Vec::with_capacity(docs.len());
-        for d in docs {
-            if self.visible(caller, kind, &d).await? {
-                out.push(d);
+        if (kind == NETWORK || kind == SUBNET) && !caller.is_admin() {
+            // one pass over networks and grants instead of a lookup per document
+            let nets = self.visible_network_ids(caller).await?;
+            let key = if kind == NETWORK { "id" } else { "network_id" };
+            out.extend(docs.into_iter().filter(|d| str_of(d, "project_id") == caller.project() || nets.contains(str_of(d, key))));
+        } else {
+            for d in docs {
+                if self.visible(caller, kind, &d).await? {
+                    out.push(d);
+                }
             }
         }
         self.decorate(caller, kind, out).await

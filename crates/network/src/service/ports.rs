@@ -710,10 +710,9 @@ impl Network {
         if let Some(v) = body.get("binding:host_id") {
             doc["binding:host_id"] = json!(v.as_str().unwrap_or(""));
         }
-        if body.get("binding:host_id").is_some() || body.get("admin_state_up").is_some() || body.get("fixed_ips").is_some() {
-            if !str_of(&doc, "device_owner").starts_with("network:") {
-                self.apply_binding(&net, &mut doc);
-            }
+        let rebind = body.get("binding:host_id").is_some() || body.get("admin_state_up").is_some() || body.get("fixed_ips").is_some();
+        if rebind && !str_of(&doc, "device_owner").starts_with("network:") {
+            self.apply_binding(&net, &mut doc);
         }
         bump(&mut doc);
         self.save(PORT, &doc).await?;

@@ -344,7 +344,7 @@ impl Network {
                 }
                 let ips = port["fixed_ips"].as_array().cloned().unwrap_or_default();
                 if ips.is_empty() {
-                    return Err(Error::bad("BadRequest", format!("Bad router request: Router port must have at least one fixed IP.")));
+                    return Err(Error::bad("BadRequest", "Bad router request: Router port must have at least one fixed IP."));
                 }
                 for ip in &ips {
                     let sid = str_of(ip, "subnet_id");

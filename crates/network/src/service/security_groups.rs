@@ -269,12 +269,10 @@ impl Network {
                     return Err(Error::bad("SecurityGroupMissingIcmpType", format!("ICMP code (port-range-max) {} is provided but ICMP type (port-range-min) is missing.", pmax.unwrap_or(0))));
                 }
             }
-            None => {}
-            Some(_) => {
-                if pmin.is_some() || pmax.is_some() {
-                    return Err(Error::bad("SecurityGroupInvalidProtocolForPort", "Ports may only be given for TCP, UDP, SCTP, DCCP, UDP-Lite and ICMP rules."));
-                }
+            Some(_) if pmin.is_some() || pmax.is_some() => {
+                return Err(Error::bad("SecurityGroupInvalidProtocolForPort", "Ports may only be given for TCP, UDP, SCTP, DCCP, UDP-Lite and ICMP rules."));
             }
+            _ => {}
         }
         if let Some((name, _)) = &protocol
             && ethertype == "IPv4"

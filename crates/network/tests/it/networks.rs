@@ -49,7 +49,7 @@ async fn network_lifecycle_filters_fields_paging_and_visibility() {
     assert_eq!(r.json()["network"]["revision_number"], 1);
     create(&cloud.member, "networks", "network", json!({"name": "gamma"})).await;
     let r = get(&cloud.member, "/networks?name=beta&name=gamma&fields=name&sort_key=name&sort_dir=desc").await;
-    let names: Vec<_> = r.json()["networks"].as_array().unwrap().iter().map(|n| n.clone()).collect();
+    let names: Vec<_> = r.json()["networks"].as_array().unwrap().to_vec();
     assert_eq!(names, vec![json!({"name": "gamma"}), json!({"name": "beta"})]);
     let r = get(&cloud.member, "/networks?limit=1&sort_key=name").await;
     assert_eq!(r.json()["networks"].as_array().unwrap().len(), 1);
