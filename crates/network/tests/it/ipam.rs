@@ -11,6 +11,24 @@ use crate::{create, error_type, post};
 #[tokio::test]
 async fn parallel_port_creates_never_duplicate_addresses() {
     let cloud = TestCloud::start().await;
+    parallel_creates(&cloud).await;
+    cloud.shutdown().await;
+}
+
+/// The same race on the server databases, where transactions run at READ COMMITTED.
+#[tokio::test]
+async fn parallel_port_creates_on_server_databases() {
+    for backend in [db::Backend::Postgres, db::Backend::MySql] {
+        let Some(test_db) = db::testing::test_database(backend).await else { continue };
+        let url = test_db.url().to_string();
+        let cloud = TestCloud::start_with(|c| c.database.url = Some(url)).await;
+        parallel_creates(&cloud).await;
+        cloud.shutdown().await;
+        test_db.cleanup().await;
+    }
+}
+
+async fn parallel_creates(cloud: &TestCloud) {
     let net = create(&cloud.member, "networks", "network", json!({})).await;
     // a /28: 13 addresses in the pool once the gateway is set aside
     create(&cloud.member, "subnets", "subnet", json!({"network_id": net["id"], "ip_version": 4, "cidr": "10.60.0.0/28"})).await;
@@ -40,5 +58,4 @@ async fn parallel_port_creates_never_duplicate_addresses() {
     assert_eq!(ips.len(), 13);
     assert_eq!(refused, 7);
     assert!(!ips.contains("10.60.0.1"), "the gateway is never handed out");
-    cloud.shutdown().await;
 }
