@@ -389,6 +389,28 @@ impl Network {
             NETWORK => self.decorate_networks(caller, docs).await,
             SECURITY_GROUP => self.decorate_security_groups(docs).await,
             PORT => Ok(docs.into_iter().map(|d| ports::hide_binding(caller, d)).collect()),
+            FLOATINGIP => {
+                let mut out = Vec::with_capacity(docs.len());
+                for mut d in docs {
+                    let details = match d["port_id"].as_str() {
+                        Some(p) => self.store.resource_get("port", p).await?.map(|port| {
+                            json!({
+                                "name": port["name"],
+                                "network_id": port["network_id"],
+                                "mac_address": port["mac_address"],
+                                "admin_state_up": port["admin_state_up"],
+                                "status": port["status"],
+                                "device_id": port["device_id"],
+                                "device_owner": port["device_owner"],
+                            })
+                        }),
+                        None => None,
+                    };
+                    d["port_details"] = details.unwrap_or(Value::Null);
+                    out.push(d);
+                }
+                Ok(out)
+            }
             SUBNET => {
                 let external: std::collections::HashSet<String> = self
                     .store

@@ -160,11 +160,29 @@ impl Network {
             caller.enforce("create_subnet:network_owner", str_of(&net, "project_id"))?;
         }
         self.check_quota(&owner, "subnet").await?;
-        let pool_id = match body.get("subnetpool_id") {
+        let mut pool_id = match body.get("subnetpool_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(v) => return Err(Error::invalid(format!("'{v}' is not a valid UUID"))),
         };
+        if opt_bool(body, "use_default_subnetpool")? == Some(true) {
+            if pool_id.is_some() {
+                return Err(Error::bad("BadRequest", "Bad subnet request: subnetpool_id and use_default_subnetpool cannot both be specified"));
+            }
+            let want = body.get("ip_version").and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).unwrap_or(4);
+            let default = self
+                .store
+                .resource_list("subnetpool")
+                .await?
+                .into_iter()
+                .find(|p| p["is_default"].as_bool() == Some(true) && p["ip_version"].as_i64() == Some(want));
+            match default {
+                Some(p) => pool_id = Some(str_of(&p, "id").to_string()),
+                None => {
+                    return Err(Error::bad("BadRequest", format!("Bad subnet request: No default subnetpool found for IPv{want}")));
+                }
+            }
+        }
         let mut version = match body.get("ip_version") {
             None | Some(Value::Null) => None,
             Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {

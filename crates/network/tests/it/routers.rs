@@ -83,6 +83,7 @@ async fn floating_ips_need_a_router_to_the_external_network() {
     put(&cloud.member, &format!("/routers/{rid}/add_router_interface"), &json!({"subnet_id": sub})).await;
     let fip = create(&cloud.member, "floatingips", "floatingip", json!({"floating_network_id": public, "port_id": pid})).await;
     assert_eq!(fip["router_id"], json!(rid));
+    assert_eq!(fip["port_details"]["network_id"], json!(net));
     assert_eq!(fip["fixed_ip_address"], port["fixed_ips"][0]["ip_address"]);
     assert!(fip["floating_ip_address"].as_str().unwrap().starts_with("172.24.4."));
     let fid = fip["id"].as_str().unwrap();
