@@ -32,7 +32,7 @@ pub struct Config {
     pub placement: PlacementSection,
     pub compute: ComputeSection,
     /// The network service (Neutron): provider network types and ranges, the bootstrap external network.
-    pub network: NetworkSection,
+    pub network: network::NetworkConfig,
     /// This host's compute agent (`stratus compute-agent`).
     pub compute_agent: ComputeAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
@@ -259,16 +259,6 @@ impl Default for FakeDriverSection {
     }
 }
 
-/// The network service's settings: `policy_file` and the keys of [`network::NetworkConfig`].
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NetworkSection {
-    /// Policy overrides (upstream's `policy.yaml` format) over Neutron's secure-RBAC defaults.
-    pub policy_file: Option<PathBuf>,
-    #[serde(flatten)]
-    pub service: network::NetworkConfig,
-}
-
 /// The placement service's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -337,7 +327,7 @@ impl Default for Config {
             object: ObjectSection::default(),
             placement: PlacementSection::default(),
             compute: ComputeSection::default(),
-            network: NetworkSection::default(),
+            network: network::NetworkConfig::default(),
             compute_agent: ComputeAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
@@ -514,6 +504,21 @@ mod tests {
             assert_eq!(c.log.format, LogFormat::Json);
             Ok(())
         });
+    }
+
+    #[test]
+    fn network_section_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        let toml = "[network]\ntenant_network_types = [\"geneve\"]\nvni_ranges = [\"100:200\"]\npublic_network_name = \"\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.network.tenant_network_types, vec!["geneve".to_string()]);
+        assert_eq!(c.network.vni_ranges, vec!["100:200".to_string()]);
+        assert_eq!(c.network.public_network_name, "");
+        assert_eq!(c.network.global_physnet_mtu, 1500);
+        std::fs::write(&path, "[network]\nvni_range = []\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err(), "unknown keys are rejected");
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl Cloud {
             None
         };
         let network = if services.contains(&Service::Network) {
-            Some(network::Network::new(db.clone(), config.network.service.clone()))
+            Some(network::Network::new(db.clone(), config.network.clone()))
         } else {
             None
         };

@@ -239,6 +239,16 @@ impl Store {
         Ok(db::insert_unless_duplicate(r)?)
     }
 
+    pub async fn mac_delete(&self, network_id: &str, mac: &str) -> Result<()> {
+        self.db
+            .query("DELETE FROM network_mac WHERE network_id = ? AND mac_address = ?")
+            .bind(network_id)
+            .bind(mac)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn mac_delete_port(&self, port_id: &str) -> Result<()> {
         self.db.query("DELETE FROM network_mac WHERE port_id = ?").bind(port_id).execute(self.db.pool()).await?;
         Ok(())

@@ -27,8 +27,10 @@ pub use other::{EXTENSIONS, QUOTA_RESOURCES, TagOp};
 
 /// The `[network]` configuration section.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
+    /// Policy overrides (upstream's `policy.yaml` format) over Neutron's secure-RBAC defaults.
+    pub policy_file: Option<std::path::PathBuf>,
     /// Network types that may be created (`provider:network_type`).
     pub type_drivers: Vec<String>,
     /// The type of project networks created without provider attributes, first one first.
@@ -52,6 +54,7 @@ pub struct NetworkConfig {
 impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
+            policy_file: None,
             type_drivers: ["flat", "vlan", "vxlan", "geneve", "local"].map(String::from).to_vec(),
             tenant_network_types: vec!["vxlan".into()],
             flat_networks: vec!["public".into()],

@@ -630,16 +630,15 @@ impl Network {
                 if !str_of(&doc, "binding:host_id").is_empty() && str_of(&doc, "binding:vif_type") != "unbound" {
                     return Err(Error::conflict("PortBound", format!("Unable to complete operation on port {id}, port is already bound")));
                 }
+                // claim the new address first (its key refuses a MAC in use), then drop the port's old one
+                let old = str_of(&doc, "mac_address").to_string();
                 if !self.store.mac_insert(&net_id, &m, &id).await? {
                     return Err(Error::conflict(
                         "MacAddressInUse",
                         format!("Unable to complete operation for network {net_id}. The mac address {m} is in use."),
                     ));
                 }
-                let old = str_of(&doc, "mac_address").to_string();
-                self.store.mac_delete_port(&id).await?;
-                self.store.mac_insert(&net_id, &m, &id).await?;
-                let _ = old;
+                self.store.mac_delete(&net_id, &old).await?;
                 doc["mac_address"] = json!(m);
             }
         }

@@ -713,8 +713,7 @@ impl Network {
             }
         }
         self.store.resource_delete("floatingip", &id).await?;
-        let mut doc = doc;
-        doc["router_id"] = Value::Null;
+        // the router that carried its NAT forgets it
         if let Some(r) = doc["router_id"].as_str()
             && let Some(router) = self.store.resource_get("router", r).await?
         {

@@ -78,6 +78,9 @@ async fn network_lifecycle_filters_fields_paging_and_visibility() {
     assert_eq!(error_type(&r), "VlanIdInUse");
     let r = post(&cloud.admin, "/networks", &json!({"network": {"provider:network_type": "bogus"}})).await;
     assert_eq!(r.status, 400);
+    // the MTU cannot exceed what the type allows
+    let r = post(&cloud.member, "/networks", &json!({"network": {"mtu": 9000}})).await;
+    assert_eq!(r.status, 400);
     // unknown attributes are refused
     let r = post(&cloud.member, "/networks", &json!({"network": {"colour": "red"}})).await;
     assert_eq!(r.status, 400);
@@ -193,6 +196,15 @@ async fn ports_fixed_ips_macs_and_bindings() {
     assert_eq!(r.json()["port"]["status"], "ACTIVE");
     let r = put(&cloud.member, &format!("/ports/{pid}"), &json!({"port": {"binding:host_id": "compute-2"}})).await;
     assert_eq!(r.status, 403);
+    // an unbound port's MAC may change (admin); the old one is free again
+    let other = create(&cloud.member, "ports", "port", json!({"network_id": net})).await;
+    let oid = other["id"].as_str().unwrap();
+    let old_mac = other["mac_address"].as_str().unwrap();
+    let r = put(&cloud.admin, &format!("/ports/{oid}"), &json!({"port": {"mac_address": "fa:16:3e:aa:bb:cc"}})).await;
+    assert_eq!(r.json()["port"]["mac_address"], "fa:16:3e:aa:bb:cc");
+    create(&cloud.member, "ports", "port", json!({"network_id": net, "mac_address": old_mac})).await;
+    let r = put(&cloud.admin, &format!("/ports/{pid}"), &json!({"port": {"mac_address": "fa:16:3e:aa:bb:cd"}})).await;
+    assert_eq!((r.status.as_u16(), error_type(&r).as_str()), (409, "PortBound"));
     // bulk create
     let r = post(&cloud.member, "/ports", &json!({"ports": [{"network_id": net}, {"network_id": net}]})).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -203,7 +215,7 @@ async fn ports_fixed_ips_macs_and_bindings() {
     // availability
     let r = get(&cloud.admin, &format!("/network-ip-availabilities/{net}")).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["network_ip_availability"]["used_ips"], 4);
+    assert_eq!(r.json()["network_ip_availability"]["used_ips"], 6);
     assert_eq!(r.json()["network_ip_availability"]["total_ips"], 253);
     assert_eq!(get(&cloud.member, &format!("/network-ip-availabilities/{net}")).await.status, 403);
     cloud.shutdown().await;
