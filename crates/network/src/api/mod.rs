@@ -140,28 +140,26 @@ impl AppState {
     }
 }
 
-fn kind(collection: &str) -> Result<Kind, ApiError> {
-    kind_by_collection(collection)
-        .ok_or_else(|| ApiError::not_found("The resource could not be found.").with_code("HTTPNotFound"))
+fn kind(collection: &str) -> Result<Kind, Error> {
+    kind_by_collection(collection).ok_or_else(|| Error::not_found("HTTPNotFound", "The resource could not be found."))
 }
 
-fn taggable(collection: &str) -> Result<Kind, ApiError> {
+fn taggable(collection: &str) -> Result<Kind, Error> {
     let k = kind(collection)?;
-    if TAGGABLE.contains(&k) { Ok(k) } else { Err(ApiError::not_found("The resource could not be found.").with_code("HTTPNotFound")) }
+    if TAGGABLE.contains(&k) { Ok(k) } else { Err(Error::not_found("HTTPNotFound", "The resource could not be found.")) }
 }
 
-fn body(bytes: &Bytes) -> Result<Value, ApiError> {
+fn body(bytes: &Bytes) -> Result<Value, Error> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("Resource body required").with_code("BadRequest"));
+        return Err(Error::bad("BadRequest", "Resource body required"));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("Malformed request body: {e}")).with_code("BadRequest"))
+    serde_json::from_slice(bytes).map_err(|e| Error::bad("BadRequest", format!("Malformed request body: {e}")))
 }
 
-fn resource_body<'a>(v: &'a Value, key: &str) -> Result<&'a Value, ApiError> {
+fn resource_body<'a>(v: &'a Value, key: &str) -> Result<&'a Value, Error> {
     match v.get(key) {
         Some(b) if b.is_object() => Ok(b),
-        _ => Err(ApiError::bad_request(format!("Unable to find '{key}' in request body")).with_code("BadRequest")),
+        _ => Err(Error::bad("BadRequest", format!("Unable to find '{key}' in request body"))),
     }
 }
 
@@ -305,7 +303,7 @@ async fn tags_replace(
     let k = taggable(&collection)?;
     let v = body(&bytes)?;
     let Some(list) = v.get("tags").and_then(Value::as_array) else {
-        return Err(ApiError::bad_request("Invalid tags body").with_code("BadRequest"));
+        return Err(Error::bad("BadRequest", "Invalid tags body").into());
     };
     let tags: Vec<String> = list.iter().map(|t| t.as_str().map(str::to_string).unwrap_or_default()).collect();
     Ok(Json(json!({"tags": s.network.tags_set(&s.caller(&ctx), k, &id, TagOp::Replace(tags)).await?})))
