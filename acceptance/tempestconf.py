@@ -349,7 +349,14 @@ def _discover_network(cloud: Cloud, url: str, section: dict[str, str], features:
         section["floating_network_name"] = nets[0].get("name", "")
     exts = (_get(cloud, f"{base}/extensions") or {}).get("extensions")
     if isinstance(exts, list):
-        features["api_extensions"] = ",".join(sorted(e["alias"] for e in exts if e.get("alias")))
+        aliases = sorted(e["alias"] for e in exts if e.get("alias"))
+        features["api_extensions"] = ",".join(aliases)
+        # IPv6 subnets with RA and address modes (the DHCPv6 tests) and port security are features of the API,
+        # not extensions Tempest can discover.
+        features["ipv6"] = "True"
+        features["ipv6_subnet_attributes"] = "True"
+        if "port-security" in aliases:
+            features["port_security"] = "True"
 
 
 def _discover_volume(cloud: Cloud, url: str, section: dict[str, str], features: dict[str, str]) -> None:

@@ -31,6 +31,8 @@ pub struct Config {
     pub object: ObjectSection,
     pub placement: PlacementSection,
     pub compute: ComputeSection,
+    /// The network service (Neutron): provider network types and ranges, the bootstrap external network.
+    pub network: network::NetworkConfig,
     /// This host's compute agent (`stratus compute-agent`).
     pub compute_agent: ComputeAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
@@ -363,6 +365,7 @@ impl Default for Config {
             object: ObjectSection::default(),
             placement: PlacementSection::default(),
             compute: ComputeSection::default(),
+            network: network::NetworkConfig::default(),
             compute_agent: ComputeAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
@@ -555,6 +558,21 @@ mod tests {
             assert_eq!(c.log.format, LogFormat::Json);
             Ok(())
         });
+    }
+
+    #[test]
+    fn network_section_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        let toml = "[network]\ntenant_network_types = [\"geneve\"]\nvni_ranges = [\"100:200\"]\npublic_network_name = \"\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.network.tenant_network_types, vec!["geneve".to_string()]);
+        assert_eq!(c.network.vni_ranges, vec!["100:200".to_string()]);
+        assert_eq!(c.network.public_network_name, "");
+        assert_eq!(c.network.global_physnet_mtu, 1500);
+        std::fs::write(&path, "[network]\nvni_range = []\n").unwrap();
+        assert!(Config::load(Some(&path)).is_err(), "unknown keys are rejected");
     }
 
     #[test]

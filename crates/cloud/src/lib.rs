@@ -39,6 +39,8 @@ pub enum Error {
     Compute(#[from] compute::Error),
     #[error("compute agent: {0}")]
     ComputeAgent(#[from] compute_agent::Error),
+    #[error("network: {0}")]
+    Network(#[from] network::Error),
     #[error("placement: {0}")]
     Placement(#[from] placement::Error),
     #[error("auth: {0}")]
@@ -57,11 +59,12 @@ pub enum Service {
     Object,
     Placement,
     Compute,
+    Network,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Compute, Service::Object];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Compute, Service::Network, Service::Object];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -70,6 +73,7 @@ impl Service {
             Service::Object => "object",
             Service::Placement => "placement",
             Service::Compute => "compute",
+            Service::Network => "network",
         }
     }
     /// The catalog's service type.
@@ -80,6 +84,7 @@ impl Service {
             Service::Object => "object-store",
             Service::Placement => "placement",
             Service::Compute => "compute",
+            Service::Network => "network",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -90,6 +95,7 @@ impl Service {
             Service::Object => "/object-store",
             Service::Placement => "/placement",
             Service::Compute => "/compute",
+            Service::Network => "/networking",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -100,6 +106,7 @@ impl Service {
             Service::Object => "swift",
             Service::Placement => "placement",
             Service::Compute => "nova",
+            Service::Network => "neutron",
         }
     }
     /// The path under the service's prefix that the catalog lists, as clients expect it (Nova's `/v2.1`, Swift's
@@ -114,7 +121,7 @@ impl Service {
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["volume", "network", "orchestration"];
+const PLANNED: &[&str] = &["volume", "orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -125,6 +132,7 @@ impl FromStr for Service {
             "object" | "object-store" | "swift" => Ok(Service::Object),
             "placement" => Ok(Service::Placement),
             "compute" | "nova" => Ok(Service::Compute),
+            "network" | "neutron" | "networking" => Ok(Service::Network),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -159,6 +167,7 @@ pub struct Cloud {
     pub object: Option<object::ObjectStore>,
     pub placement: Option<placement::Placement>,
     pub compute: Option<compute::Compute>,
+    pub network: Option<network::Network>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -235,7 +244,12 @@ impl Cloud {
         } else {
             None
         };
-        Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, validator, public_url })
+        let network = if services.contains(&Service::Network) {
+            Some(network::Network::new(db.clone(), config.network.clone()))
+        } else {
+            None
+        };
+        Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, network, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -254,6 +268,9 @@ impl Cloud {
         }
         if let Some(compute) = &self.compute {
             compute.migrate().await?;
+        }
+        if let Some(network) = &self.network {
+            network.migrate().await?;
         }
         Ok(())
     }
@@ -323,6 +340,17 @@ impl Cloud {
             );
             router = nest_with_root(router, Service::Compute.prefix(), api);
         }
+        if let Some(network) = &self.network {
+            let policy = network::api::load_policy(self.config.network.policy_file.as_deref())?;
+            let api = network::api::router(
+                network.clone(),
+                &self.service_url(Service::Network),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Network.prefix(), api);
+        }
         let services: Vec<_> = self
             .services
             .iter()
@@ -346,6 +374,12 @@ impl Cloud {
             .as_ref()
             .ok_or_else(|| Error::Config("bootstrap needs the identity service in this process".into()))?;
         identity.bootstrap(&spec).await?;
+        // The external network floating IPs and router gateways come from, as DevStack creates it.
+        if let Some(network) = &self.network
+            && let Some(project) = identity.store().project_get_by_name("default", &spec.admin_project).await?
+        {
+            network.bootstrap_public_network(&project.id).await?;
+        }
         Ok(())
     }
 
