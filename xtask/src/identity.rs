@@ -231,14 +231,7 @@ async fn start_stratus(bin: &Path, work: &Path) -> Result<Target> {
         process,
     };
     wait_ready(&mut target).await?;
-    let creds =
-        std::fs::read_to_string(data.join("credentials.toml")).context("read credentials.toml")?;
-    let creds: toml::Table = toml::from_str(&creds).context("parse credentials.toml")?;
-    target.password = creds
-        .get("admin_password")
-        .and_then(|v| v.as_str())
-        .context("admin_password in credentials.toml")?
-        .to_string();
+    target.password = crate::admin_password(&data)?;
     Ok(target)
 }
 

@@ -190,32 +190,8 @@ fn transfers(
 
 /// Logs in as admin and creates a raw image; returns the token and the image id.
 async fn prepare(base: &str, data: &Path) -> Result<(String, String)> {
-    let creds =
-        std::fs::read_to_string(data.join("credentials.toml")).context("read credentials.toml")?;
-    let creds: toml::Table = toml::from_str(&creds).context("parse credentials.toml")?;
-    let password = creds
-        .get("admin_password")
-        .and_then(|v| v.as_str())
-        .context("admin_password")?;
+    let (token, _) = crate::admin_token(base, data).await?;
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{base}/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}
-        }}))
-        .send()
-        .await?;
-    if r.status() != 201 {
-        bail!("token issue answered {}", r.status());
-    }
-    let token = r
-        .headers()
-        .get("x-subject-token")
-        .context("X-Subject-Token")?
-        .to_str()?
-        .to_string();
     let r = client
         .post(format!("{base}/image/v2/images"))
         .header("x-auth-token", &token)

@@ -89,6 +89,34 @@ fn main() -> Result<()> {
     }
 }
 
+/// The admin password `stratus up` wrote to `<data>/credentials.toml`.
+fn admin_password(data: &Path) -> Result<String> {
+    let creds = std::fs::read_to_string(data.join("credentials.toml")).context("read credentials.toml")?;
+    let creds: toml::Table = toml::from_str(&creds).context("parse credentials.toml")?;
+    Ok(creds.get("admin_password").and_then(|v| v.as_str()).context("admin_password in credentials.toml")?.to_string())
+}
+
+/// A token of user `admin` on project `admin` from the cloud at `base` (data dir `data`), and the project's id.
+async fn admin_token(base: &str, data: &Path) -> Result<(String, String)> {
+    let password = admin_password(data)?;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/identity/v3/auth/tokens"))
+        .json(&serde_json::json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "admin", "domain": {"id": "default"}, "password": password}}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}
+        }}))
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("token issue answered {}", r.status());
+    }
+    let token = r.headers().get("x-subject-token").context("no X-Subject-Token")?.to_str()?.to_string();
+    let body: serde_json::Value = r.json().await?;
+    let project = body["token"]["project"]["id"].as_str().context("no project id in the token")?.to_string();
+    Ok((token, project))
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 
 use crate::image::{cores, curl, loadavg, write_source};
 
@@ -86,7 +85,8 @@ fn measure(mut server: Child, port: u16, data: &Path, work: &Path, args: &Args) 
         }
         let base = format!("http://127.0.0.1:{port}");
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
-        let (token, account) = runtime.block_on(login(&base, data))?;
+        let (token, project) = runtime.block_on(crate::admin_token(&base, data))?;
+        let account = format!("AUTH_{project}");
         let container = format!("{base}/object-store/v1/{account}/bench");
         runtime.block_on(async {
             let r = reqwest::Client::new().put(&container).header("x-auth-token", &token).send().await?;
@@ -121,27 +121,6 @@ fn measure(mut server: Child, port: u16, data: &Path, work: &Path, args: &Args) 
     })();
     let _ = crate::stop(server);
     outcome
-}
-
-async fn login(base: &str, data: &Path) -> Result<(String, String)> {
-    let creds: toml::Table = toml::from_str(&std::fs::read_to_string(data.join("credentials.toml"))?)?;
-    let password = creds.get("admin_password").and_then(|v| v.as_str()).context("admin_password")?;
-    let r = reqwest::Client::new()
-        .post(format!("{base}/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}
-        }}))
-        .send()
-        .await?;
-    if r.status() != 201 {
-        bail!("token issue answered {}", r.status());
-    }
-    let token = r.headers().get("x-subject-token").context("X-Subject-Token")?.to_str()?.to_string();
-    let body: serde_json::Value = r.json().await?;
-    let project = body["token"]["project"]["id"].as_str().context("project id")?;
-    Ok((token, format!("AUTH_{project}")))
 }
 
 /// `ops` operations of one kind over `clients` concurrent clients, each on its own kept-alive connection; object

@@ -115,22 +115,7 @@ async fn start(bin: &Path, work: &Path) -> Result<(Child, Api)> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let creds = std::fs::read_to_string(data.join("credentials.toml")).context("read credentials.toml")?;
-    let creds: toml::Table = toml::from_str(&creds).context("parse credentials.toml")?;
-    let password = creds.get("admin_password").and_then(|v| v.as_str()).context("admin_password")?;
-    let r = client
-        .post(format!("{base}/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}
-        }}))
-        .send()
-        .await?;
-    if r.status() != 201 {
-        bail!("token issue answered {}", r.status());
-    }
-    let token = r.headers().get("x-subject-token").context("no X-Subject-Token")?.to_str()?.to_string();
+    let (token, _) = crate::admin_token(&base, &data).await?;
     Ok((process, Api { base, token }))
 }
 

@@ -60,14 +60,7 @@ impl StoreAdapter for HttpAdapter {
         if range.is_some() && status != reqwest::StatusCode::PARTIAL_CONTENT {
             return Err(AdapterError::Storage(std::io::Error::other(format!("{location} does not serve ranges"))));
         }
-        let stream = futures::stream::try_unfold(resp, |mut resp| async move {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, resp))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(std::io::Error::other(e)),
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(super::body_stream(resp))
     }
 
     async fn delete(&self, _location: &str) -> Result<(), AdapterError> {

@@ -28,6 +28,17 @@ pub use object::{ObjectAdapter, ObjectStoreConfig, ServiceSession};
 /// A stream of data chunks. Errors end the stream.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
+/// An HTTP response's body as a [`ByteStream`], chunk by chunk as it arrives.
+fn body_stream(resp: reqwest::Response) -> ByteStream {
+    Box::pin(futures::stream::try_unfold(resp, |mut resp| async move {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => Ok(Some((chunk, resp))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
     /// The source stream failed (the client went away, a quota cut it short, …); nothing was kept.

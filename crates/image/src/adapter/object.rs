@@ -485,14 +485,7 @@ impl StoreAdapter for ObjectAdapter {
         if range.is_some() && status != StatusCode::PARTIAL_CONTENT {
             return Err(storage(format!("GET {url} ignored the range")));
         }
-        let stream = futures::stream::try_unfold(resp, |mut resp| async move {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, resp))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(std::io::Error::other(e)),
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(super::body_stream(resp))
     }
 
     async fn delete(&self, location: &str) -> Result<(), AdapterError> {

@@ -232,6 +232,20 @@ pub(crate) fn opt_bool(body: &Value, key: &str) -> Result<Option<bool>> {
 }
 
 /// Rejects attributes the resource does not know, as Neutron does (400 "Unrecognized attribute(s)").
+impl Network {
+    /// The network a new port or subnet names in `network_id` (required), if the caller sees it (else 404).
+    pub(crate) async fn requested_network<'b>(&self, caller: &Caller<'_>, body: &'b Value) -> Result<(&'b str, Value)> {
+        let Some(net_id) = body.get("network_id").and_then(Value::as_str) else {
+            return Err(Error::bad("BadRequest", "Failed to parse request. Required attribute 'network_id' not specified"));
+        };
+        let net = self.fetch(NETWORK, net_id).await?;
+        if !self.visible(caller, NETWORK, &net).await? {
+            return Err(Error::not_found("NetworkNotFound", format!("Network {net_id} could not be found.")));
+        }
+        Ok((net_id, net))
+    }
+}
+
 pub(crate) fn known_attrs(body: &Value, allowed: &[&str]) -> Result<()> {
     let Some(obj) = body.as_object() else {
         return Err(Error::bad("BadRequest", "Body contains invalid data"));

@@ -430,13 +430,7 @@ impl Network {
 
     pub(crate) async fn create_port(&self, caller: &Caller<'_>, body: &Value) -> Result<Value> {
         known_attrs(body, PORT_ATTRS)?;
-        let Some(net_id) = body.get("network_id").and_then(Value::as_str) else {
-            return Err(Error::bad("BadRequest", "Failed to parse request. Required attribute 'network_id' not specified"));
-        };
-        let net = self.fetch(NETWORK, net_id).await?;
-        if !self.visible(caller, NETWORK, &net).await? {
-            return Err(Error::not_found("NetworkNotFound", format!("Network {net_id} could not be found.")));
-        }
+        let (net_id, net) = self.requested_network(caller, body).await?;
         let owner = owner_of(caller, body)?;
         caller.enforce("create_port", &owner)?;
         let net_owner = str_of(&net, "project_id").to_string();

@@ -275,14 +275,20 @@ impl Network {
         Ok(())
     }
 
-    /// `PUT /routers/{id}/add_router_interface`.
-    pub async fn add_router_interface(&self, caller: &Caller<'_>, router_id: &str, body: &Value) -> Result<Value> {
+    /// A router the caller sees (else 404) and may change with `rule`.
+    async fn interface_target(&self, caller: &Caller<'_>, router_id: &str, rule: &str) -> Result<Value> {
         let router = self.fetch(ROUTER, router_id).await.map_err(|_| router_not_found(router_id))?;
         if !self.visible(caller, ROUTER, &router).await? {
             return Err(router_not_found(router_id));
         }
+        caller.enforce(rule, str_of(&router, "project_id"))?;
+        Ok(router)
+    }
+
+    /// `PUT /routers/{id}/add_router_interface`.
+    pub async fn add_router_interface(&self, caller: &Caller<'_>, router_id: &str, body: &Value) -> Result<Value> {
+        let router = self.interface_target(caller, router_id, "add_router_interface").await?;
         let owner = str_of(&router, "project_id").to_string();
-        caller.enforce("add_router_interface", &owner)?;
         let subnet_id = body.get("subnet_id").and_then(Value::as_str);
         let port_id = body.get("port_id").and_then(Value::as_str);
         let existing = self.router_interfaces(router_id).await?;
@@ -380,12 +386,8 @@ impl Network {
 
     /// `PUT /routers/{id}/remove_router_interface`.
     pub async fn remove_router_interface(&self, caller: &Caller<'_>, router_id: &str, body: &Value) -> Result<Value> {
-        let router = self.fetch(ROUTER, router_id).await.map_err(|_| router_not_found(router_id))?;
-        if !self.visible(caller, ROUTER, &router).await? {
-            return Err(router_not_found(router_id));
-        }
+        let router = self.interface_target(caller, router_id, "remove_router_interface").await?;
         let owner = str_of(&router, "project_id").to_string();
-        caller.enforce("remove_router_interface", &owner)?;
         let subnet_id = body.get("subnet_id").and_then(Value::as_str);
         let port_id = body.get("port_id").and_then(Value::as_str);
         let interfaces = self.router_interfaces(router_id).await?;
