@@ -35,7 +35,7 @@ use crate::{
     ring::hex,
     server::{ByteRange, ByteStream},
     service::{Entry, ListQuery, ObjectStore, PutRequest, limits, x_timestamp},
-    store::{DELETE_AT_KEY, Metadata, ObjectRow},
+    store::{ContainerRow, DELETE_AT_KEY, Metadata, ObjectRow},
 };
 
 #[derive(Clone)]
@@ -188,16 +188,34 @@ impl Caller {
         write: bool,
         object: bool,
     ) -> Result<Decision, Error> {
+        Ok(self.container_access_read(store, account, container, write, object).await?.0)
+    }
+
+    /// [`Caller::container_access`], with the container's row when deciding needed it (not for operators).
+    async fn container_access_read(
+        &self,
+        store: &ObjectStore,
+        account: &str,
+        container: &str,
+        write: bool,
+        object: bool,
+    ) -> Result<(Decision, Option<ContainerRow>), Error> {
         if let Some(ctx) = &self.ctx
             && acl::is_owner(ctx, account, write)
         {
-            return Ok(Decision::Owner);
+            return Ok((Decision::Owner, None));
         }
         let row = match store.container(account, container).await {
             Ok(row) => row,
             Err(Error::NotFound(_)) => return Err(self.denied()),
             Err(e) => return Err(e),
         };
+        let decision = self.access_to(account, &row, write, object)?;
+        Ok((decision, Some(row)))
+    }
+
+    /// The decision on a container already read.
+    fn access_to(&self, account: &str, row: &ContainerRow, write: bool, object: bool) -> Result<Decision, Error> {
         let key = if write { ACL_WRITE } else { ACL_READ };
         let acl = row.metadata.get(key).map(String::as_str);
         match acl::decide(self.ctx.as_ref(), account, write, acl, object, self.referer.as_deref()) {
@@ -592,7 +610,9 @@ async fn account(
     caller.owner(&account, !is_read(&method))?;
     match method {
         Method::GET | Method::HEAD => {
-            let (row, (containers, objects, bytes)) = s.store.account(&account).await?;
+            let (row, by_policy) = s.store.account(&account).await?;
+            let (containers, objects, bytes) =
+                by_policy.iter().fold((0, 0, 0), |(c, o, b), (_, pc, po, pb)| (c + pc, o + po, b + pb));
             let mut resp = if method == Method::GET {
                 let (lq, f) = listing_query(&q)?;
                 let f = format_from_accept(f, &q, &headers);
@@ -617,7 +637,7 @@ async fn account(
             let created = row.as_ref().map(|r| r.created_at).unwrap_or_else(crate::service::now_micros);
             put_header(&mut resp, "x-timestamp", x_timestamp(created));
             put_header(&mut resp, "x-put-timestamp", x_timestamp(created));
-            for (index, containers, objects, bytes) in s.store.store().account_policy_usage(&account).await? {
+            for (index, containers, objects, bytes) in by_policy {
                 let Some(p) = s.store.policies().by_index(index) else { continue };
                 let prefix = format!("x-account-storage-policy-{}", p.name.to_ascii_lowercase());
                 put_header(&mut resp, &format!("{prefix}-container-count"), containers.to_string());
@@ -674,7 +694,7 @@ async fn container(
     {
         let site = staticweb::Site::of(&row.metadata);
         if site.enabled() {
-            caller.container_access(&s.store, &account, &container, false, true).await?;
+            caller.access_to(&account, &row, false, true)?;
             if !original.path().ends_with('/') {
                 return Ok(staticweb::redirect_to_dir(original.path()));
             }
@@ -918,9 +938,13 @@ async fn object(
         None => {
             // A COPY reads its source here; its destination is checked below.
             let write = !(is_read(&method) || method.as_str() == "COPY");
-            caller.container_access(&s.store, &account, &container, write, true).await?;
+            let (_, row) = caller.container_access_read(&s.store, &account, &container, write, true).await?;
             if matches!(method, Method::GET | Method::HEAD) && staticweb::web_mode(caller.ctx.is_none(), &headers) {
-                let site = staticweb::Site::of(&s.store.container(&account, &container).await?.metadata);
+                let row = match row {
+                    Some(row) => row,
+                    None => s.store.container(&account, &container).await?,
+                };
+                let site = staticweb::Site::of(&row.metadata);
                 if site.enabled() || site.error.is_some() {
                     return Ok(web_object(&s, &caller, &method, (&account, &container, &object), original.path(), &site, &headers).await?);
                 }

@@ -97,10 +97,15 @@ impl Policies {
         self.list.iter().find(|p| p.names().any(|n| n.eq_ignore_ascii_case(name)))
     }
 
+    /// The policy an `X-Storage-Policy` header names; 400 for a name no policy has.
+    pub fn requested(&self, name: &str) -> Result<&StoragePolicy, Error> {
+        self.by_name(name.trim()).ok_or_else(|| Error::BadRequest(format!("Invalid X-Storage-Policy '{}'", name.trim())))
+    }
+
     /// The policy a new container asks for with `X-Storage-Policy`, as Swift's proxy checks it.
     pub fn for_new_container(&self, requested: Option<&str>) -> Result<&StoragePolicy, Error> {
         let Some(name) = requested else { return Ok(self.default_policy()) };
-        let p = self.by_name(name.trim()).ok_or_else(|| Error::BadRequest(format!("Invalid X-Storage-Policy '{}'", name.trim())))?;
+        let p = self.requested(name)?;
         if p.deprecated {
             return Err(Error::BadRequest(format!("Storage Policy '{}' is deprecated", p.name)));
         }

@@ -37,6 +37,15 @@ pub struct Device {
     pub meta: String,
 }
 
+/// A device weight: finite and not negative.
+fn check_weight(weight: f64) -> Result<(), Error> {
+    if weight.is_finite() && weight >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::BadRequest("device weight must be a finite number not below 0".into()))
+    }
+}
+
 fn default_ip() -> String {
     "127.0.0.1".into()
 }
@@ -81,9 +90,7 @@ impl Device {
         if name.is_empty() || name == "." || name == ".." || name.contains(['\\', '/']) {
             return Err(bad());
         }
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(Error::BadRequest("device weight must be a finite number not below 0".into()));
-        }
+        check_weight(weight)?;
         Ok(Device { id: 0, name: name.into(), region, zone, weight, ip: ip.into(), port, meta: meta.into() })
     }
 }
@@ -238,9 +245,7 @@ impl RingBuilder {
 
     /// Adds a device (its id: the next free one); the name must be new on its node.
     pub fn add_device(&mut self, mut device: Device) -> Result<u32, Error> {
-        if !(device.weight.is_finite() && device.weight >= 0.0) {
-            return Err(Error::BadRequest("device weight must be a finite number not below 0".into()));
-        }
+        check_weight(device.weight)?;
         if self.devices.iter().any(|d| !d.removed && d.device.ip == device.ip && d.device.port == device.port && d.device.name == device.name) {
             return Err(Error::Conflict(format!("device {} already exists on {}:{}", device.name, device.ip, device.port)));
         }
@@ -269,9 +274,7 @@ impl RingBuilder {
     }
 
     pub fn set_weight(&mut self, search: &str, weight: f64) -> Result<usize, Error> {
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(Error::BadRequest("device weight must be a finite number not below 0".into()));
-        }
+        check_weight(weight)?;
         let found = self.find(search)?;
         let n = found.len();
         for d in found {

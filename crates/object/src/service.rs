@@ -370,10 +370,11 @@ impl ObjectStore {
 
     // ---- accounts
 
-    /// The account (if it was ever written) and its (containers, objects, bytes).
-    pub async fn account(&self, account: &str) -> Result<(Option<AccountRow>, (i64, i64, i64)), Error> {
+    /// The account (if it was ever written) and its usage per storage policy in use: (policy index, containers,
+    /// objects, bytes).
+    pub async fn account(&self, account: &str) -> Result<(Option<AccountRow>, Vec<(i64, i64, i64, i64)>), Error> {
         let row = self.inner.store.account_get(account).await?;
-        let usage = self.inner.store.account_usage(account).await?;
+        let usage = self.inner.store.account_policy_usage(account).await?;
         Ok((row, usage))
     }
 
@@ -414,11 +415,7 @@ impl ObjectStore {
         let metadata = apply_updates(Metadata::new(), updates)?;
         let existing = match policy {
             Some(requested) => {
-                let asked = self
-                    .inner
-                    .policies
-                    .by_name(requested.trim())
-                    .ok_or_else(|| Error::BadRequest(format!("Invalid X-Storage-Policy '{}'", requested.trim())))?;
+                let asked = self.inner.policies.requested(requested)?;
                 self.inner.store.container_get(account, name).await?.map(|c| (c, asked.index))
             }
             None => None,
