@@ -855,8 +855,9 @@ impl Image {
 
     /// Records which stores an import has left to do and which failed, as upstream's reserved properties.
     async fn import_progress(&self, id: &str, left: &[String], failed: &[String]) -> Result<(), Error> {
-        self.inner.store.property_put(id, "os_glance_importing_to_stores", &left.join(",")).await?;
-        self.inner.store.property_put(id, "os_glance_failed_import", &failed.join(",")).await
+        let (left, failed) = (left.join(","), failed.join(","));
+        let properties = [("os_glance_importing_to_stores", left.as_str()), ("os_glance_failed_import", failed.as_str())];
+        self.inner.store.properties_put(id, &properties).await
     }
 
     async fn import_task(

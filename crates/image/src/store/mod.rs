@@ -595,22 +595,29 @@ impl Store {
 
     /// Sets one property of an image (the service's own `os_glance_*` bookkeeping), outside of metadata updates.
     pub async fn property_put(&self, image_id: &str, name: &str, value: &str) -> Result<(), Error> {
+        self.properties_put(image_id, &[(name, value)]).await
+    }
+
+    /// Sets several properties in one transaction, so a reader sees all of them change or none.
+    pub async fn properties_put(&self, image_id: &str, properties: &[(&str, &str)]) -> Result<(), Error> {
         let mut tx = self.db.begin().await?;
-        self.db
-            .query("DELETE FROM image_property WHERE image_id = ? AND name = ?")
-            .bind(image_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        // Only while the image exists: a property must not outlive its image.
-        self.db
-            .query("INSERT INTO image_property (image_id, name, value) SELECT ?, ?, ? FROM image_image WHERE id = ?")
-            .bind(image_id)
-            .bind(name)
-            .bind(value)
-            .bind(image_id)
-            .execute(&mut *tx)
-            .await?;
+        for (name, value) in properties {
+            self.db
+                .query("DELETE FROM image_property WHERE image_id = ? AND name = ?")
+                .bind(image_id)
+                .bind(*name)
+                .execute(&mut *tx)
+                .await?;
+            // Only while the image exists: a property must not outlive its image.
+            self.db
+                .query("INSERT INTO image_property (image_id, name, value) SELECT ?, ?, ? FROM image_image WHERE id = ?")
+                .bind(image_id)
+                .bind(*name)
+                .bind(*value)
+                .bind(image_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
