@@ -234,6 +234,51 @@ pub fn eui64(cidr: &Cidr, mac: [u8; 6]) -> Addr {
     Addr::new(6, (cidr.first() & !(u64::MAX as u128)) | iid as u128)
 }
 
+/// Addresses sampled from `pools` for a new allocation, in growing windows: `per_level` from the lowest 1,024
+/// addresses of the pools (taken in order, as one range), `per_level` from the lowest 2,048, and so on up to
+/// `levels` windows, then `per_level` from the whole range. The caller takes a free one from the earliest window
+/// that has one, so addresses fill from the low end (as upstream's pick among the first free addresses) while the
+/// cost stays independent of how many are already allocated. Duplicates are dropped.
+pub fn sample_candidates(pools: &[Pool], per_level: usize, levels: u32, rng: &mut impl rand::Rng) -> Vec<Vec<u128>> {
+    let total: u128 = pools.iter().map(Pool::len).sum();
+    if total == 0 {
+        return vec![];
+    }
+    let at = |mut i: u128| -> u128 {
+        for p in pools {
+            if i < p.len() {
+                return p.start + i;
+            }
+            i -= p.len();
+        }
+        unreachable!("index inside the pools' total")
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut window: u128 = 1024;
+    for level in 0..=levels {
+        let last = level == levels || window >= total;
+        let size = if last { total } else { window };
+        let mut picks = Vec::new();
+        if size <= per_level as u128 {
+            picks.extend((0..size).map(at).filter(|v| seen.insert(*v)));
+        } else {
+            for _ in 0..per_level {
+                let v = at(rng.random_range(0..size));
+                if seen.insert(v) {
+                    picks.push(v);
+                }
+            }
+        }
+        out.push(picks);
+        if last {
+            break;
+        }
+        window *= 2;
+    }
+    out
+}
+
 /// The first free block of `prefixlen` inside any of `prefixes` that overlaps none of `used`.
 pub fn carve(prefixes: &[Cidr], used: &[Cidr], prefixlen: u8) -> Option<Cidr> {
     for p in prefixes {
@@ -326,6 +371,28 @@ mod tests {
         assert!(parse_mac("zz:16:3e:00:00:00").is_none());
         let a = eui64(&c("2003::/64"), parse_mac("fa:16:3e:12:34:56").unwrap());
         assert_eq!(a.to_string(), "2003::f816:3eff:fe12:3456");
+    }
+
+    #[test]
+    fn candidates_fill_from_the_low_end_and_cover_every_pool() {
+        let mut rng = rand::rng();
+        let pools = [Pool { start: 100, end: 199 }, Pool { start: 1000, end: 66_999 }];
+        let levels = sample_candidates(&pools, 8, 8, &mut rng);
+        // windows 1024, 2048, …, 65536, then the whole 66,100 addresses
+        assert_eq!(levels.len(), 8);
+        let index = |v: u128| if v < 200 { v - 100 } else { v - 1000 + 100 };
+        for (k, level) in levels.iter().enumerate() {
+            assert!(!level.is_empty());
+            let window = if k == levels.len() - 1 { 66_100 } else { 1024u128 << k };
+            for &v in level {
+                assert!(pools.iter().any(|p| p.contains(v)), "{v} outside the pools");
+                assert!(index(v) < window, "{v} outside window {window}");
+            }
+        }
+        // a pool smaller than a level is listed whole, once
+        let small = sample_candidates(&[Pool { start: 10, end: 14 }], 8, 8, &mut rng);
+        assert_eq!(small, vec![vec![10, 11, 12, 13, 14]]);
+        assert!(sample_candidates(&[], 8, 8, &mut rng).is_empty());
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! * `network_segment` — one row per (type, physical network, segmentation id);
 //! * `network_default_sg` — one `default` security group per project.
 
+use std::collections::HashSet;
+
 use db::{Database, Migration};
 use serde_json::Value;
 use sqlx::Row;
@@ -206,6 +208,22 @@ impl Store {
     pub async fn ip_delete_port(&self, port_id: &str) -> Result<()> {
         self.db.query("DELETE FROM network_ip_allocation WHERE port_id = ?").bind(port_id).execute(self.db.pool()).await?;
         Ok(())
+    }
+
+    /// Which of `ips` network `network_id` already hands out.
+    pub async fn ip_taken(&self, network_id: &str, ips: &[String]) -> Result<HashSet<String>> {
+        if ips.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = format!(
+            "SELECT ip_address FROM network_ip_allocation WHERE network_id = ? AND ip_address IN ({})",
+            vec!["?"; ips.len()].join(", ")
+        );
+        let mut q = self.db.query(db::sqlx::AssertSqlSafe(sql)).bind(network_id);
+        for ip in ips {
+            q = q.bind(ip);
+        }
+        Ok(q.fetch_all(self.db.pool()).await?.iter().map(|r| r.get(0)).collect())
     }
 
     pub async fn ip_list_subnet(&self, subnet_id: &str) -> Result<Vec<IpAllocation>> {

@@ -118,6 +118,7 @@ pub fn router(network: Network, base_url: &str, policy: Policy, validator: Arc<d
         .route("/v2.0/quotas/{project}/details", get(quota_details))
         .route("/v2.0/network-ip-availabilities", get(availability_list))
         .route("/v2.0/network-ip-availabilities/{id}", get(availability_show))
+        .route("/v2.0/auto-allocated-topology/{project}", get(auto_topology_show).delete(auto_topology_delete))
         .route("/v2.0/routers/{id}/add_router_interface", put(add_interface))
         .route("/v2.0/routers/{id}/remove_router_interface", put(remove_interface))
         .route("/v2.0/{collection}", get(list).post(create))
@@ -277,6 +278,25 @@ async fn delete(State(s): State<AppState>, ctx: Context, UrlPath((collection, id
     let k = kind(&collection)?;
     s.network.delete(&s.caller(&ctx), k, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn auto_topology_show(
+    State(s): State<AppState>,
+    ctx: Context,
+    UrlPath(project): UrlPath<String>,
+    q: api_common::QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let dry_run = q.get_all("fields").any(|f| f == "dry-run");
+    Ok(Json(json!({"auto_allocated_topology": s.network.auto_allocated_topology(&s.caller(&ctx), &project, dry_run).await?})))
+}
+
+async fn auto_topology_delete(
+    State(s): State<AppState>,
+    ctx: Context,
+    UrlPath(project): UrlPath<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    s.network.delete_auto_allocated_topology(&s.caller(&ctx), &project).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 async fn add_interface(State(s): State<AppState>, ctx: Context, UrlPath(id): UrlPath<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {

@@ -4,6 +4,7 @@
 //! Resources are JSON documents (see [`crate::store`]); each module here owns one family and shapes its documents
 //! exactly as the API returns them, so the API layer only filters, pages and trims them.
 
+mod auto_allocate;
 mod networks;
 mod other;
 mod ports;
@@ -49,6 +50,11 @@ pub struct NetworkConfig {
     pub public_network_name: String,
     pub public_physical_network: String,
     pub public_subnet_cidr: String,
+    /// The prefix of the default IPv4 subnet pool `stratus up` creates on bootstrap, which "get me a network"
+    /// (`auto-allocated-topology`) carves project subnets from (none when empty).
+    pub default_subnetpool_prefix: String,
+    /// The size of the subnets carved from it.
+    pub default_subnetpool_prefixlen: i64,
 }
 
 impl Default for NetworkConfig {
@@ -65,6 +71,8 @@ impl Default for NetworkConfig {
             public_network_name: "public".into(),
             public_physical_network: "public".into(),
             public_subnet_cidr: "172.24.4.0/24".into(),
+            default_subnetpool_prefix: "10.0.0.0/16".into(),
+            default_subnetpool_prefixlen: 26,
         }
     }
 }

@@ -405,6 +405,24 @@ impl Network {
             }),
         )
         .await?;
+        // The default external network (`is_default`), and the default subnet pool, for "get me a network".
+        let mut doc = self.fetch(NETWORK, &id).await?;
+        doc["is_default"] = json!(true);
+        self.save(NETWORK, &doc).await?;
+        let pools = self.store.resource_list("subnetpool").await?;
+        if !self.config.default_subnetpool_prefix.is_empty() && !pools.iter().any(|p| p["is_default"] == json!(true)) {
+            self.create_subnetpool(
+                &caller,
+                &json!({
+                    "name": "shared-default-subnetpool-v4",
+                    "prefixes": [self.config.default_subnetpool_prefix],
+                    "default_prefixlen": self.config.default_subnetpool_prefixlen,
+                    "shared": true,
+                    "is_default": true,
+                }),
+            )
+            .await?;
+        }
         Ok(Some(id))
     }
 }

@@ -27,6 +27,7 @@ pub const QUOTA_RESOURCES: &[(&str, i64)] = &[
 /// The extensions this service implements: (alias, name, description).
 pub const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+    ("auto-allocated-topology", "Auto Allocated Topology Services", "Auto Allocated Topology Services."),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("default-subnetpools", "Default Subnetpools", "Provides ability to mark and use a subnetpool as the default."),
     ("external-net", "Neutron external network", "Adds external network attribute to network resource."),

@@ -93,18 +93,48 @@ fn exhausted(net_id: &str) -> Error {
 
 impl Network {
     /// Claims one free address of `subnet`'s pools for `port_id`; `None` if the pools are exhausted.
+    ///
+    /// Addresses sampled in growing windows from the pools' low end are checked in one query and a free one from
+    /// the earliest window is claimed (the allocation key settles races), so the cost does not grow with the
+    /// number of ports. Only when no sample is free (a nearly full subnet) are all allocations read.
     pub(crate) async fn allocate_from_pools(&self, subnet: &Value, port_id: &str) -> Result<Option<String>> {
         let Some(cidr) = subnet_cidr(subnet) else { return Ok(None) };
         let net_id = str_of(subnet, "network_id");
         let sid = str_of(subnet, "id");
+        let pools = subnet_pools(subnet);
+        let gateway = subnet["gateway_ip"].as_str().and_then(Addr::parse).map(|g| g.value);
+        let claim = |pick: u128| {
+            let ip = Addr::new(cidr.version, pick).to_string();
+            let alloc = IpAllocation { network_id: net_id.into(), ip_address: ip.clone(), subnet_id: sid.into(), port_id: port_id.into() };
+            async move { Ok::<_, Error>(self.store.ip_insert(&alloc).await?.then_some(ip)) }
+        };
+        for _ in 0..4 {
+            let levels = ipam::sample_candidates(&pools, 8, 8, &mut rand::rng());
+            let strings: Vec<String> =
+                levels.iter().flatten().filter(|v| Some(**v) != gateway).map(|v| Addr::new(cidr.version, *v).to_string()).collect();
+            let taken = self.store.ip_taken(net_id, &strings).await?;
+            let free: Option<Vec<u128>> = levels
+                .iter()
+                .map(|l| {
+                    l.iter()
+                        .copied()
+                        .filter(|v| Some(*v) != gateway && !taken.contains(&Addr::new(cidr.version, *v).to_string()))
+                        .collect::<Vec<_>>()
+                })
+                .find(|l| !l.is_empty());
+            let Some(free) = free else { break };
+            let pick = *free.choose(&mut rand::rng()).expect("a non-empty level");
+            if let Some(ip) = claim(pick).await? {
+                return Ok(Some(ip));
+            }
+        }
+        // Nearly full, or losing races: read every allocation and take one of the first free addresses.
         let mut taken: HashSet<u128> =
             self.store.ip_list_subnet(sid).await?.iter().filter_map(|a| Addr::parse(&a.ip_address)).map(|a| a.value).collect();
-        if let Some(g) = subnet["gateway_ip"].as_str().and_then(Addr::parse) {
-            taken.insert(g.value);
-        }
+        taken.extend(gateway);
         for _ in 0..64 {
             let mut candidates = Vec::new();
-            'pools: for p in subnet_pools(subnet) {
+            'pools: for p in &pools {
                 let mut v = p.start;
                 while v <= p.end {
                     if !taken.contains(&v) {
@@ -120,9 +150,7 @@ impl Network {
                 }
             }
             let Some(&pick) = candidates.choose(&mut rand::rng()) else { return Ok(None) };
-            let ip = Addr::new(cidr.version, pick).to_string();
-            let alloc = IpAllocation { network_id: net_id.into(), ip_address: ip.clone(), subnet_id: sid.into(), port_id: port_id.into() };
-            if self.store.ip_insert(&alloc).await? {
+            if let Some(ip) = claim(pick).await? {
                 return Ok(Some(ip));
             }
             taken.insert(pick);

@@ -59,3 +59,23 @@ async fn parallel_creates(cloud: &TestCloud) {
     assert_eq!(refused, 7);
     assert!(!ips.contains("10.60.0.1"), "the gateway is never handed out");
 }
+
+/// On a large subnet, addresses come from the low end of the pools (as upstream's pick among the first free
+/// addresses), never the gateway, and never twice.
+#[tokio::test]
+async fn large_subnets_fill_from_the_low_end() {
+    let cloud = TestCloud::start().await;
+    let net = create(&cloud.member, "networks", "network", json!({})).await;
+    create(&cloud.member, "subnets", "subnet", json!({"network_id": net["id"], "ip_version": 4, "cidr": "10.64.0.0/16"})).await;
+    let mut ips = HashSet::new();
+    for _ in 0..40 {
+        let r = post(&cloud.member, "/ports", &json!({"port": {"network_id": net["id"]}})).await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        let ip: std::net::Ipv4Addr = r.json()["port"]["fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
+        let offset = u32::from(ip) - u32::from(std::net::Ipv4Addr::new(10, 64, 0, 0));
+        // the pool starts at .2 (.1 is the gateway): the first window is its lowest 1,024 addresses
+        assert!((2..1026).contains(&offset), "{ip} is not among the lowest addresses");
+        assert!(ips.insert(ip), "{ip} handed out twice");
+    }
+    cloud.shutdown().await;
+}

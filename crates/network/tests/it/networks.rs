@@ -155,12 +155,14 @@ async fn subnet_pools_allocate_prefixes() {
     assert_eq!(b["cidr"], "10.10.1.0/28");
     let r = delete(&cloud.member, &format!("/subnetpools/{}", pool["id"].as_str().unwrap())).await;
     assert_eq!(r.status, 409);
-    // the admin's default pool serves use_default_subnetpool
-    let r = post(&cloud.member, "/subnets", &json!({"subnet": {"network_id": net2["id"], "ip_version": 4, "use_default_subnetpool": true}})).await;
+    // the default pool made on bootstrap (shared, 10.0.0.0/16 in /26s) serves use_default_subnetpool; there is no
+    // default IPv6 pool
+    let r = post(&cloud.member, "/subnets", &json!({"subnet": {"network_id": net2["id"], "ip_version": 6, "use_default_subnetpool": true}})).await;
     assert_eq!(r.status, 400);
-    create(&cloud.admin, "subnetpools", "subnetpool", json!({"name": "d", "prefixes": ["10.11.0.0/16"], "default_prefixlen": 26, "is_default": true, "shared": true})).await;
     let c = create(&cloud.member, "subnets", "subnet", json!({"network_id": net2["id"], "ip_version": 4, "use_default_subnetpool": true})).await;
-    assert_eq!(c["cidr"], "10.11.0.0/26");
+    assert_eq!(c["cidr"], "10.0.0.0/26");
+    let pools = get(&cloud.member, "/subnetpools?is_default=true").await.json()["subnetpools"].clone();
+    assert_eq!(pools[0]["name"], "shared-default-subnetpool-v4");
     cloud.shutdown().await;
 }
 

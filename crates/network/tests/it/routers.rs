@@ -101,3 +101,27 @@ async fn floating_ips_need_a_router_to_the_external_network() {
     assert_eq!(error_type(&get(&cloud.member, &format!("/floatingips/{fid}")).await), "FloatingIPNotFound");
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn auto_allocated_topology_is_made_once_and_deleted() {
+    let cloud = test_utils::TestCloud::start().await;
+    let project = crate::create(&cloud.member, "networks", "network", serde_json::json!({"name": "probe"})).await["project_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/auto-allocated-topology/{project}");
+    let first = crate::get(&cloud.member, &path).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let id = first.json()["auto_allocated_topology"]["id"].clone();
+    assert_eq!(crate::get(&cloud.member, &path).await.json()["auto_allocated_topology"]["id"], id, "the same network");
+    let subnets = crate::get(&cloud.member, &format!("/subnets?network_id={}", id.as_str().unwrap())).await.json();
+    assert!(subnets["subnets"][0]["cidr"].as_str().unwrap().ends_with("/26"), "{subnets}");
+    assert_eq!(crate::get(&cloud.reader, "/auto-allocated-topology/someone-else").await.status, 403);
+    let r = crate::delete(&cloud.member, &path).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(crate::get(&cloud.member, &format!("/networks/{}", id.as_str().unwrap())).await.status, 404);
+    assert_eq!(crate::delete(&cloud.member, &path).await.status, 404);
+    let ext = crate::get(&cloud.member, "/extensions/auto-allocated-topology").await;
+    assert_eq!(ext.status, 200);
+    cloud.shutdown().await;
+}
