@@ -33,7 +33,14 @@ impl Agent {
     pub fn start(config: AgentConfig, driver: Arc<dyn Hypervisor>, bus: Bus) -> Result<AgentHandle, Error> {
         config.validate()?;
         let (registration, registered) = watch::channel(Phase::Starting);
-        let inner = Arc::new(Inner { config, driver, bus, locks: InstanceLocks::default(), registration });
+        let inner = Arc::new(Inner {
+            config,
+            driver,
+            bus,
+            locks: InstanceLocks::default(),
+            registration,
+            synced: std::sync::Mutex::new(std::collections::HashMap::new()),
+        });
         let (stop, stopped) = watch::channel(false);
         tracing::info!(host = %inner.config.host, driver = inner.driver.name(), "compute agent starting");
         let task = tokio::spawn(run(inner.clone(), Stopped(stopped)));
@@ -105,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) bus: Bus,
     pub(crate) locks: InstanceLocks,
     registration: watch::Sender<Phase>,
+    /// The power state last written to each instance by the power-state sync.
+    synced: std::sync::Mutex<std::collections::HashMap<String, compute_rpc::PowerState>>,
 }
 
 /// Where the agent is in its life.
@@ -116,6 +125,10 @@ enum Phase {
 }
 
 impl Inner {
+    pub(crate) fn synced_power(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, compute_rpc::PowerState>> {
+        self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn conductor(&self) -> Target {
         Target::topic(self.config.conductor_topic.clone())
     }
@@ -245,11 +258,20 @@ async fn serve_until_stopped(inner: &Arc<Inner>, mut stopped: Stopped) {
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut audit = interval_at(Instant::now() + c.resource_audit_interval, c.resource_audit_interval);
     audit.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Guests that outlived a previous agent are re-adopted: their power states are synced at once, and those of
+    // instances deleted meanwhile are destroyed.
+    if stopped.unless(inner.sync_power_states(true)).await.is_none() {
+        server.stop().await;
+        return;
+    }
+    let mut sync = interval_at(Instant::now() + c.sync_power_state_interval, c.sync_power_state_interval);
+    sync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let work = async {
             tokio::select! {
                 _ = heartbeat.tick() => inner.heartbeat().await,
                 _ = audit.tick() => inner.audit().await,
+                _ = sync.tick() => inner.sync_power_states(false).await,
             }
         };
         if stopped.unless(work).await.is_none() {

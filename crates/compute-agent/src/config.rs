@@ -9,6 +9,7 @@ use compute_rpc::{COMPUTE_TOPIC, CONDUCTOR_TOPIC};
 use crate::Error;
 use crate::fake::{FakeConfig, FakeDriver};
 use crate::hypervisor::Hypervisor;
+use crate::qemu::{ImageService, QemuConfig, QemuDriver};
 
 /// How an agent runs. [`AgentConfig::new`] gives upstream's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +39,8 @@ pub struct AgentConfig {
     pub compute_topic: String,
     /// The topic the conductor serves ([`CONDUCTOR_TOPIC`]).
     pub conductor_topic: String,
+    /// Between syncs of guests' power states to their instances (upstream's `sync_power_state_interval`, 600 s).
+    pub sync_power_state_interval: Duration,
 }
 
 impl AgentConfig {
@@ -57,6 +60,7 @@ impl AgentConfig {
             register_backoff_max: Duration::from_secs(30),
             compute_topic: COMPUTE_TOPIC.into(),
             conductor_topic: CONDUCTOR_TOPIC.into(),
+            sync_power_state_interval: Duration::from_secs(600),
         }
     }
 
@@ -71,6 +75,7 @@ impl AgentConfig {
             ("resource_audit_interval", self.resource_audit_interval),
             ("rpc_timeout", self.rpc_timeout),
             ("register_backoff_max", self.register_backoff_max),
+            ("sync_power_state_interval", self.sync_power_state_interval),
         ] {
             if d.is_zero() {
                 return bad(&format!("{name} must be positive"));
@@ -99,17 +104,28 @@ impl AgentConfig {
 }
 
 /// The hypervisor driver to run, with its settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum DriverConfig {
     Fake(FakeConfig),
+    Qemu(Box<QemuSettings>),
+}
+
+/// The qemu driver's settings and where it fetches images from.
+#[derive(Clone, Debug)]
+pub struct QemuSettings {
+    pub qemu: QemuConfig,
+    /// The image service's endpoint (`http://host/image`) and the service user the driver downloads images as.
+    pub image_url: Option<String>,
+    pub credentials: Option<auth::ServiceCredentials>,
 }
 
 impl DriverConfig {
-    /// The driver called `name` (`fake`), with `fake`'s settings for the fake driver.
-    pub fn named(name: &str, fake: FakeConfig) -> Result<DriverConfig, Error> {
+    /// The driver called `name` (`fake` or `qemu`), with `fake`'s or `qemu`'s settings.
+    pub fn named(name: &str, fake: FakeConfig, qemu: QemuSettings) -> Result<DriverConfig, Error> {
         match name {
             "fake" => Ok(DriverConfig::Fake(fake)),
-            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake)"))),
+            "qemu" => Ok(DriverConfig::Qemu(Box::new(qemu))),
+            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake, qemu)"))),
         }
     }
 
@@ -120,6 +136,17 @@ impl DriverConfig {
                     return Err(Error::Config("the fake driver's capacity must not be negative".into()));
                 }
                 Ok(Arc::new(FakeDriver::new(config)))
+            }
+            DriverConfig::Qemu(settings) => {
+                let settings = *settings;
+                let images = match (settings.image_url, settings.credentials) {
+                    (Some(url), Some(credentials)) => Some(ImageService::new(&url, credentials)?),
+                    (None, _) => None,
+                    (Some(_), None) => {
+                        return Err(Error::Config("the qemu driver needs service credentials to fetch images".into()));
+                    }
+                };
+                Ok(Arc::new(QemuDriver::new(settings.qemu, images)?))
             }
         }
     }
@@ -185,8 +212,10 @@ mod tests {
 
     #[test]
     fn drivers_by_name() {
-        assert!(DriverConfig::named("fake", FakeConfig::default()).unwrap().build().is_ok());
-        let err = DriverConfig::named("xen", FakeConfig::default()).unwrap_err().to_string();
+        let qemu = || QemuSettings { qemu: QemuConfig::new("/nonexistent/instances"), image_url: None, credentials: None };
+        assert!(DriverConfig::named("fake", FakeConfig::default(), qemu()).unwrap().build().is_ok());
+        assert!(matches!(DriverConfig::named("qemu", FakeConfig::default(), qemu()).unwrap(), DriverConfig::Qemu(_)));
+        let err = DriverConfig::named("xen", FakeConfig::default(), qemu()).unwrap_err().to_string();
         assert!(err.contains("xen"), "{err}");
         let negative = FakeConfig { vcpus: -1, ..Default::default() };
         assert!(DriverConfig::Fake(negative).build().is_err());

@@ -52,12 +52,12 @@ pub struct GuestContext {
     pub request_id: String,
     /// The image the root disk is made from; `None` for an instance booted from a volume.
     pub image: Option<ImageSource>,
-    /// Network interfaces to plug (tap devices on QEMU); empty until the network service exists.
+    /// Network interfaces to plug (tap devices on QEMU): the ports bound to this host for the instance.
     pub network_interfaces: Vec<NetworkInterface>,
 }
 
 impl GuestContext {
-    /// The context for `instance`: its image (unless it boots from a volume), no network interfaces yet.
+    /// The context for `instance`: its image (unless it boots from a volume), no network interfaces.
     pub fn for_instance(instance: &InstanceSpec, request_id: &str) -> GuestContext {
         let image = (!instance.image_ref.is_empty())
             .then(|| ImageSource { id: instance.image_ref.clone(), properties: instance.image_properties.clone() });
@@ -85,6 +85,14 @@ pub struct NetworkInterface {
     /// The host device to create (upstream names taps `tap` + the first 11 characters of the port id).
     pub devname: String,
     pub mtu: Option<u32>,
+}
+
+impl NetworkInterface {
+    /// The interface of a port the conductor bound to this host.
+    pub fn of(v: &compute_rpc::VifSpec) -> NetworkInterface {
+        let short: String = v.port_id.chars().take(11).collect();
+        NetworkInterface { port_id: v.port_id.clone(), mac_address: v.mac_address.clone(), devname: format!("tap{short}"), mtu: None }
+    }
 }
 
 /// A hypervisor driver. Every method is safe to call concurrently for different instances; the agent never
@@ -145,4 +153,15 @@ pub trait Hypervisor: Send + Sync + 'static {
 
     /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).
     async fn console_output(&self, uuid: &str) -> Result<String, Error>;
+
+    /// The power state the driver's last operation left the guest in, when the driver keeps it (a real driver
+    /// does, so the power-state sync can tell a guest that stopped on its own, as upstream's
+    /// `_sync_power_states` does). `None`: the driver's guests change only through its operations.
+    async fn expected_power_state(&self, _uuid: &str) -> Option<PowerState> {
+        None
+    }
+
+    /// Periodic upkeep of the driver's host state (removing unused base images, …); called by the agent's
+    /// periodic task.
+    async fn maintain(&self) {}
 }

@@ -5,7 +5,7 @@
 //! their consoles), and reports its liveness and resources. It never touches the database: every change to an
 //! instance goes through the conductor over the bus contract in `compute-rpc`.
 //!
-//! Drivers: [`fake`] (guests in memory). The driver trait is shaped for a QEMU driver to follow.
+//! Drivers: [`fake`] (guests in memory) and [`qemu`] (one QEMU process per instance, over QMP).
 
 mod agent;
 mod config;
@@ -14,10 +14,12 @@ pub mod fake;
 pub mod hypervisor;
 mod images;
 mod manager;
+pub mod qemu;
 
 pub use agent::{Agent, AgentHandle};
-pub use config::{AgentConfig, DriverConfig, default_ip, hostname};
+pub use config::{AgentConfig, DriverConfig, QemuSettings, default_ip, hostname};
 pub use error::Error;
 pub use fake::{FakeConfig, FakeDriver, FakeFailures};
 pub use hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
 pub use manager::{BUILD_EVENT, TERMINATE_EVENT};
+pub use qemu::{ImageService, QemuConfig, QemuDriver, VirtType};

@@ -17,7 +17,7 @@ use compute_rpc::{
 
 use crate::Error;
 use crate::agent::Inner;
-use crate::hypervisor::GuestContext;
+use crate::hypervisor::{GuestContext, NetworkInterface};
 
 /// The instance action event of a build, upstream's name.
 pub const BUILD_EVENT: &str = "compute__do_build_and_run_instance";
@@ -106,6 +106,13 @@ impl InstanceLocks {
         let lock = self.map().entry(uuid.to_owned()).or_default().clone();
         let guard = lock.lock_owned().await;
         InstanceGuard { locks: self, uuid: uuid.to_owned(), guard: Some(guard) }
+    }
+
+    /// The lock of `uuid` if nobody holds it.
+    pub(crate) fn try_lock(&self, uuid: &str) -> Option<InstanceGuard<'_>> {
+        let lock = self.map().entry(uuid.to_owned()).or_default().clone();
+        let guard = lock.try_lock_owned().ok();
+        guard.map(|guard| InstanceGuard { locks: self, uuid: uuid.to_owned(), guard: Some(guard) })
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -243,12 +250,12 @@ impl Inner {
     // ----- build -----
 
     pub(crate) async fn build_and_run(&self, msg: BuildAndRunInstance) {
-        let BuildAndRunInstance { instance, request_id, .. } = msg;
+        let BuildAndRunInstance { instance, request_id, vifs, .. } = msg;
         let uuid = instance.uuid.as_str();
         let _guard = self.locks.lock(uuid).await;
         tracing::info!(instance = %uuid, request_id = %request_id, "building instance");
         self.event(uuid, &request_id, BUILD_EVENT, EventPhase::Start).await;
-        let phase = match self.build(&instance, &request_id).await {
+        let phase = match self.build(&instance, &request_id, &vifs).await {
             Ok(()) => {
                 tracing::info!(instance = %uuid, "instance is active");
                 Self::finish(true, None)
@@ -267,13 +274,16 @@ impl Inner {
         self.event(uuid, &request_id, BUILD_EVENT, phase).await;
     }
 
-    async fn build(&self, instance: &InstanceSpec, request_id: &str) -> Result<(), Stop> {
+    async fn build(&self, instance: &InstanceSpec, request_id: &str, vifs: &[compute_rpc::VifSpec]) -> Result<(), Stop> {
         use task_state::*;
         let uuid = instance.uuid.as_str();
-        self.advance(uuid, &[SCHEDULING], set_task(NETWORKING)).await?;
+        // The conductor binds the ports in `networking` before it sends the build; an older one sent it in
+        // `scheduling`.
+        self.advance(uuid, &[SCHEDULING, NETWORKING], set_task(NETWORKING)).await?;
         self.advance(uuid, &[NETWORKING], set_task(BLOCK_DEVICE_MAPPING)).await?;
         self.advance(uuid, &[BLOCK_DEVICE_MAPPING], set_task(SPAWNING)).await?;
-        let context = GuestContext::for_instance(instance, request_id);
+        let mut context = GuestContext::for_instance(instance, request_id);
+        context.network_interfaces = vifs.iter().map(NetworkInterface::of).collect();
         self.driver.spawn(instance, &context).await.map_err(driver)?;
         let power = self.power_or(uuid, PowerState::Running).await;
         let active = InstanceChanges { launched: true, ..settled(vm_state::ACTIVE, power) };
@@ -504,6 +514,72 @@ impl Inner {
         if let Err(error) = self.update(uuid, action_task_states(action), changes).await {
             tracing::error!(instance = %uuid, %error, "cannot clear the task state of a failed action");
         }
+    }
+
+    // ----- power-state sync -----
+
+    /// Upstream's `_sync_power_states`: every guest's power state is written to its instance when it changed,
+    /// and an instance whose guest stopped on its own (it was running or paused as far as the driver knew) is
+    /// stopped, as upstream does. Instances in the middle of an operation (a task state, or a message being
+    /// handled here) are left alone. On `startup`, guests of instances the cloud no longer has (deleted while
+    /// the agent was down) are destroyed.
+    pub(crate) async fn sync_power_states(&self, startup: bool) {
+        let guests = match self.driver.list_guests().await {
+            Ok(guests) => guests,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the guests for the power-state sync");
+                return;
+            }
+        };
+        for guest in guests {
+            let uuid = guest.uuid.as_str();
+            let Some(_guard) = self.locks.try_lock(uuid) else { continue };
+            if startup {
+                let probe = InstanceUpdate { uuid: uuid.to_owned(), expected_task_state: None, changes: InstanceChanges::default() };
+                match self.call(&probe).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(instance = %uuid, "destroying the guest of an instance that no longer exists");
+                        if let Err(error) = self.driver.destroy(uuid).await {
+                            tracing::error!(instance = %uuid, %error, "cannot destroy an orphaned guest");
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reach the conductor for the power-state sync");
+                        return;
+                    }
+                }
+            }
+            let power = guest.power_state;
+            let expected = self.driver.expected_power_state(uuid).await;
+            let stopped_itself = matches!(expected, Some(PowerState::Running | PowerState::Paused))
+                && matches!(power, PowerState::Shutdown | PowerState::Crashed);
+            let last = self.synced_power().get(uuid).copied();
+            if !startup && !stopped_itself && last == Some(power) {
+                continue;
+            }
+            let mut changes = InstanceChanges { power_state: Some(power), ..Default::default() };
+            if stopped_itself {
+                tracing::info!(instance = %uuid, ?power, "the guest stopped on its own; stopping the instance");
+                if let Err(error) = self.driver.power_off(uuid).await {
+                    tracing::warn!(instance = %uuid, %error, "cannot record a guest that stopped on its own");
+                }
+                changes.vm_state = Some(vm_state::STOPPED.to_owned());
+            }
+            let msg = InstanceUpdate { uuid: uuid.to_owned(), expected_task_state: Some(vec![None]), changes };
+            match self.call(&msg).await {
+                Ok(true) => {
+                    self.synced_power().insert(uuid.to_owned(), power);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(instance = %uuid, %error, "cannot sync a power state");
+                    return;
+                }
+            }
+        }
+        self.driver.maintain().await;
     }
 
     // ----- console -----

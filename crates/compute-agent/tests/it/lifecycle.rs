@@ -17,7 +17,7 @@ async fn a_build_walks_the_task_states_to_active() {
         assert_eq!(
             updates(&seen),
             vec![
-                (task(NETWORKING), strings(&[SCHEDULING]), true),
+                (task(NETWORKING), strings(&[SCHEDULING, NETWORKING]), true),
                 (task(BLOCK_DEVICE_MAPPING), strings(&[NETWORKING]), true),
                 (task(SPAWNING), strings(&[BLOCK_DEVICE_MAPPING]), true),
                 (active, strings(&[SPAWNING]), true),

@@ -2,9 +2,10 @@
 //! conductor that records every message and answers as told.
 //!
 //! `lifecycle` covers builds, deletes, actions and consoles; `registration` the node's registration, heartbeats
-//! and resource reports; `amqp` one run over RabbitMQ.
+//! and resource reports; `amqp` one run over RabbitMQ; `qemu` the qemu driver with real QEMU.
 
 mod amqp;
 mod lifecycle;
+mod qemu;
 mod registration;
 mod support;

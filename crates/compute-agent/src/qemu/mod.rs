@@ -1,0 +1,937 @@
+//! The `qemu` driver: one QEMU process per instance, driven over QMP, as upstream's libvirt driver does through
+//! libvirt.
+//!
+//! Everything the driver knows of a guest is on disk under `<instances_path>/<uuid>/`: `guest.json` (the machine
+//! definition and the power state the driver last set), `disk` (a qcow2 overlay on the image's base in `_base/`),
+//! `disk.eph0`/`disk.swap`, `disk.config` (the config drive), `console.log` (the serial console), `qmp.sock` and
+//! `qemu.pid`. QEMU runs daemonised (its parent is init, not the agent), so the guests outlive an agent restart
+//! and a new agent re-adopts them from these files; nothing of a guest lives only in the agent's memory.
+//!
+//! Power actions: power off = ACPI power button (`system_powerdown`) and a wait of `shutdown_timeout`, then
+//! `quit` and SIGKILL; pause/unpause = `stop`/`cont`; suspend = upstream's managed save (the guest's memory is
+//! migrated to `memory.state` and the process ends; resume starts QEMU with `-incoming` from it); soft reboot =
+//! clean power off and start, hard reboot = kill and start from a freshly generated definition.
+//!
+//! Acceleration: `virt_type = kvm` or `qemu` (TCG), or `auto`, which probes KVM once by running the BIOS under it
+//! with a timeout (a `/dev/kvm` that cannot run guests in practice is too slow to get through it) and falls back
+//! to TCG.
+
+mod base;
+mod config_drive;
+mod qmp;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use base::ImageService;
+use base::BaseCache;
+use qmp::Qmp;
+
+use crate::Error;
+use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo};
+
+/// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
+const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
+/// The disk formats the driver boots.
+const BOOTABLE_FORMATS: &[&str] = &["qcow2", "raw", "ami"];
+
+/// Which accelerator guests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VirtType {
+    /// KVM when the probe shows it works, TCG otherwise.
+    Auto,
+    Kvm,
+    /// TCG, QEMU's emulator (upstream's `virt_type = qemu`).
+    Qemu,
+}
+
+impl std::str::FromStr for VirtType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(VirtType::Auto),
+            "kvm" => Ok(VirtType::Kvm),
+            "qemu" | "tcg" => Ok(VirtType::Qemu),
+            other => Err(Error::Config(format!("unknown virt_type {other:?} (auto, kvm or qemu)"))),
+        }
+    }
+}
+
+/// The qemu driver's settings.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// Where instances' directories and the `_base` cache live (upstream's `instances_path`).
+    pub instances_path: PathBuf,
+    pub virt_type: VirtType,
+    pub qemu_binary: PathBuf,
+    pub qemu_img: PathBuf,
+    /// How long a clean shutdown may take before the guest is stopped hard (upstream's `shutdown_timeout`, 60 s).
+    pub shutdown_timeout: Duration,
+    /// How long the KVM probe of `virt_type = auto` may take.
+    pub kvm_probe_timeout: Duration,
+    /// Attach a config drive to every instance (upstream's `force_config_drive`).
+    pub force_config_drive: bool,
+    /// Remove bases no instance uses (upstream's `remove_unused_base_images`) once unused for this long
+    /// (`remove_unused_original_minimum_age_seconds`, 24 h).
+    pub remove_unused_base_images: bool,
+    pub remove_unused_minimum_age: Duration,
+    /// The host's capacity; the machine's own figures when `None`.
+    pub vcpus: Option<i64>,
+    pub memory_mb: Option<i64>,
+    pub local_gb: Option<i64>,
+}
+
+impl QemuConfig {
+    pub fn new(instances_path: impl Into<PathBuf>) -> QemuConfig {
+        QemuConfig {
+            instances_path: instances_path.into(),
+            virt_type: VirtType::Auto,
+            qemu_binary: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            shutdown_timeout: Duration::from_secs(60),
+            kvm_probe_timeout: Duration::from_secs(3),
+            force_config_drive: false,
+            remove_unused_base_images: true,
+            remove_unused_minimum_age: Duration::from_secs(86_400),
+            vcpus: None,
+            memory_mb: None,
+            local_gb: None,
+        }
+    }
+}
+
+/// A guest's definition and the power state the driver last put it in, kept in `guest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct GuestDef {
+    uuid: String,
+    name: String,
+    flavor: FlavorSpec,
+    /// The images whose bases this guest uses (root, kernel, ramdisk).
+    bases: Vec<String>,
+    /// The format of the root overlay's backing file.
+    base_format: Option<String>,
+    kernel: Option<PathBuf>,
+    ramdisk: Option<PathBuf>,
+    cmdline: Option<String>,
+    config_drive: bool,
+    /// What the driver last did to the guest: `Running`, `Paused`, `Shutdown` or `Suspended`.
+    state: PowerState,
+}
+
+/// The qemu hypervisor driver.
+pub struct QemuDriver {
+    config: QemuConfig,
+    bases: BaseCache,
+    accel: tokio::sync::OnceCell<&'static str>,
+    version: i64,
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+impl QemuDriver {
+    /// A driver over `config.instances_path`, fetching images from `images`. Checks that QEMU runs, and removes
+    /// what a crash left half-made (interrupted downloads, instance directories without a definition).
+    pub fn new(config: QemuConfig, images: Option<ImageService>) -> Result<QemuDriver, Error> {
+        std::fs::create_dir_all(&config.instances_path).map_err(io_err(format!("creating {}", config.instances_path.display())))?;
+        let out = std::process::Command::new(&config.qemu_binary).arg("--version").output().map_err(|e| {
+            Error::Config(format!("cannot run {} ({e}); scripts/install-qemu installs QEMU", config.qemu_binary.display()))
+        })?;
+        let version = parse_version(&String::from_utf8_lossy(&out.stdout))
+            .ok_or_else(|| Error::Config(format!("cannot read the version of {}", config.qemu_binary.display())))?;
+        let bases = BaseCache::new(config.instances_path.join("_base"), images);
+        let driver = QemuDriver { config, bases, accel: tokio::sync::OnceCell::new(), version };
+        driver.bases.remove_partial();
+        driver.remove_half_made();
+        Ok(driver)
+    }
+
+    fn dir(&self, uuid: &str) -> PathBuf {
+        self.config.instances_path.join(uuid)
+    }
+
+    fn remove_half_made(&self) {
+        for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('_') || !path.is_dir() || path.join("guest.json").exists() {
+                continue;
+            }
+            if let Some(pid) = read_pid(&path, &name) {
+                kill(pid);
+            }
+            tracing::info!(dir = %path.display(), "removing a half-made instance directory");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+
+    fn load(&self, uuid: &str) -> Result<GuestDef, Error> {
+        if uuid.is_empty() || uuid.contains(['/', '.']) {
+            return Err(Error::NotFound(uuid.to_owned()));
+        }
+        let path = self.dir(uuid).join("guest.json");
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(uuid.to_owned())),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&text).map_err(|e| Error::Hypervisor(format!("{} is damaged: {e}", path.display())))
+    }
+
+    fn save(&self, def: &GuestDef) -> Result<(), Error> {
+        let dir = self.dir(&def.uuid);
+        let tmp = dir.join("guest.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(def).unwrap_or_default()).map_err(io_err(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join("guest.json")).map_err(io_err(format!("writing {}", dir.display())))
+    }
+
+    fn set_state(&self, uuid: &str, state: PowerState) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        if def.state != state {
+            def.state = state;
+            self.save(&def)?;
+        }
+        Ok(())
+    }
+
+    /// The guest's QEMU process, if it runs.
+    fn pid(&self, uuid: &str) -> Option<i32> {
+        read_pid(&self.dir(uuid), uuid)
+    }
+
+    async fn qmp(&self, uuid: &str) -> Result<Qmp, Error> {
+        Qmp::connect(&self.dir(uuid).join("qmp.sock")).await
+    }
+
+    /// The accelerator to run guests on, probed once for `auto`.
+    async fn accel(&self) -> &'static str {
+        *self
+            .accel
+            .get_or_init(|| async {
+                match self.config.virt_type {
+                    VirtType::Kvm => "kvm",
+                    VirtType::Qemu => "tcg",
+                    VirtType::Auto => {
+                        let accel = if probe_kvm(&self.config.qemu_binary, self.config.kvm_probe_timeout).await { "kvm" } else { "tcg" };
+                        tracing::info!(accel, "virt_type auto: guests run on {accel}");
+                        accel
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Creates the guest's files: definition, root overlay, ephemeral and swap disks, config drive.
+    async fn create(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let dir = self.dir(uuid);
+        let image = context.image.as_ref().ok_or_else(|| {
+            Error::Hypervisor("the qemu driver boots instances from images only (no volumes yet)".into())
+        })?;
+        let prop = |k: &str| image.properties.get(k).and_then(Value::as_str).map(str::to_owned);
+        let disk_format = prop("disk_format").unwrap_or_else(|| "qcow2".into());
+        let container_format = prop("container_format").unwrap_or_else(|| "bare".into());
+        if !BOOTABLE_FORMATS.contains(&disk_format.as_str()) || !["bare", "ami"].contains(&container_format.as_str()) {
+            return Err(Error::Hypervisor(format!(
+                "image {} has disk format {disk_format} and container format {container_format}, which the qemu driver \
+                 cannot boot (it boots qcow2, raw and ami disks in bare or ami containers)",
+                image.id
+            )));
+        }
+        if dir.exists() {
+            return Err(Error::AlreadyExists(uuid.to_owned()));
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+
+        let base = self.bases.fetch(&image.id).await?;
+        let expected = if disk_format == "qcow2" { "qcow2" } else { "raw" };
+        let info = self.inspect(&base, &image.id, expected).await?;
+        let virtual_size = info.get("virtual-size").and_then(Value::as_i64).unwrap_or(0);
+        let root_bytes = instance.flavor.root_gb * 1024 * 1024 * 1024;
+        if instance.flavor.root_gb > 0 && virtual_size > root_bytes {
+            return Err(Error::Hypervisor(format!(
+                "Flavor's disk is too small for requested image: the image's virtual size is {virtual_size} bytes, \
+                 the flavor's root disk {root_bytes} bytes"
+            )));
+        }
+        let mut bases = vec![image.id.clone()];
+        let (mut kernel, mut ramdisk) = (None, None);
+        for (key, slot) in [("kernel_id", &mut kernel), ("ramdisk_id", &mut ramdisk)] {
+            if let Some(id) = prop(key).filter(|id| !id.is_empty()) {
+                *slot = Some(self.bases.fetch(&id).await?);
+                bases.push(id);
+            }
+        }
+        let cmdline = kernel.as_ref().map(|_| prop("os_command_line").unwrap_or_else(|| "root=/dev/vda console=tty0 console=ttyS0".into()));
+
+        let disk = dir.join("disk");
+        let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), expected.into(), "-b".into()];
+        args.push(base.to_string_lossy().into_owned());
+        args.push(disk.to_string_lossy().into_owned());
+        if root_bytes > virtual_size {
+            args.push(root_bytes.to_string());
+        }
+        self.qemu_img(&args).await?;
+        for (name, gb, mb) in [("disk.eph0", instance.flavor.ephemeral_gb, 0), ("disk.swap", 0, instance.flavor.swap)] {
+            let bytes = gb * 1024 * 1024 * 1024 + mb * 1024 * 1024;
+            if bytes > 0 {
+                let path = dir.join(name).to_string_lossy().into_owned();
+                self.qemu_img(&["create".into(), "-q".into(), "-f".into(), "qcow2".into(), path, bytes.to_string()]).await?;
+            }
+        }
+        let config_drive = instance.config_drive || self.config.force_config_drive;
+        if config_drive {
+            config_drive::build(instance, &dir.join("disk.config")).await?;
+        }
+        let def = GuestDef {
+            uuid: uuid.to_owned(),
+            name: instance.display_name.clone(),
+            flavor: instance.flavor.clone(),
+            bases,
+            base_format: Some(expected.to_owned()),
+            kernel,
+            ramdisk,
+            cmdline,
+            config_drive,
+            state: PowerState::Shutdown,
+        };
+        self.save(&def)
+    }
+
+    /// `qemu-img info` of a downloaded base: its data must be what the image claims (`expected`), and a qcow2
+    /// must be consistent and stand alone (no backing file).
+    async fn inspect(&self, base: &Path, id: &str, expected: &str) -> Result<Value, Error> {
+        let path = base.to_string_lossy().into_owned();
+        let out = self.qemu_img_output(&["info".into(), "--output=json".into(), path.clone()]).await;
+        let info: Value = match out {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Hypervisor(format!("qemu-img info: {e}")))?,
+            Err(e) => return Err(Error::Hypervisor(format!("image {id} is corrupt: {e}"))),
+        };
+        let found = info.get("format").and_then(Value::as_str).unwrap_or_default();
+        if found != expected {
+            return Err(Error::Hypervisor(format!(
+                "image {id} is corrupt or mislabelled: its disk format is {expected} but its data is {found}"
+            )));
+        }
+        if found == "qcow2" {
+            if info.get("backing-filename").is_some() {
+                return Err(Error::Hypervisor(format!("image {id} is a qcow2 with a backing file, which is refused")));
+            }
+            if let Err(e) = self.qemu_img(&["check".into(), "-q".into(), "-f".into(), "qcow2".into(), path]).await {
+                return Err(Error::Hypervisor(format!("image {id} is corrupt: {e}")));
+            }
+        }
+        Ok(info)
+    }
+
+    async fn qemu_img(&self, args: &[String]) -> Result<(), Error> {
+        self.qemu_img_output(args).await.map(|_| ())
+    }
+
+    async fn qemu_img_output(&self, args: &[String]) -> Result<String, Error> {
+        let out = tokio::process::Command::new(&self.config.qemu_img)
+            .args(args)
+            .output()
+            .await
+            .map_err(io_err(format!("running {}", self.config.qemu_img.display())))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Hypervisor(format!("qemu-img {}: {}", args[0], stderr.trim())));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// QEMU's command line for `def` (and `incoming`, the memory state a suspended guest resumes from).
+    fn command_line(&self, def: &GuestDef, accel: &str, incoming: Option<&Path>) -> Vec<String> {
+        let dir = self.dir(&def.uuid);
+        let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-name", &format!("guest=instance-{},debug-threads=on", def.uuid)]);
+        if is_uuid(&def.uuid) {
+            push(&["-uuid", &def.uuid]);
+        }
+        push(&["-machine", "pc", "-accel", accel, "-cpu", if accel == "kvm" { "host" } else { "max" }]);
+        push(&["-smp", &def.flavor.vcpus.max(1).to_string(), "-m", &def.flavor.memory_mb.max(16).to_string()]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+        push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", p("qmp.sock")), "-mon", "chardev=qmp,mode=control"]);
+        push(&["-chardev", &format!("file,id=console,path={},append=on", p("console.log")), "-serial", "chardev:console"]);
+        let mut disk = |node: &str, file: &str, format: &str, read_only: bool, boot: bool| {
+            let ro = if read_only { ",read-only=on" } else { "" };
+            push(&["-blockdev", &format!("driver=file,filename={},node-name={node}-file{ro}", p(file))]);
+            push(&["-blockdev", &format!("driver={format},file={node}-file,node-name={node}{ro}")]);
+            let boot = if boot { ",bootindex=1" } else { "" };
+            push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{boot}")]);
+        };
+        disk("root", "disk", "qcow2", false, true);
+        if dir.join("disk.eph0").exists() {
+            disk("eph0", "disk.eph0", "qcow2", false, false);
+        }
+        if dir.join("disk.swap").exists() {
+            disk("swap", "disk.swap", "qcow2", false, false);
+        }
+        if def.config_drive {
+            disk("config", "disk.config", "raw", true, false);
+        }
+        if let (Some(kernel), Some(cmdline)) = (&def.kernel, &def.cmdline) {
+            push(&["-kernel", &kernel.to_string_lossy(), "-append", cmdline]);
+            if let Some(ramdisk) = &def.ramdisk {
+                push(&["-initrd", &ramdisk.to_string_lossy()]);
+            }
+        }
+        if let Some(state) = incoming {
+            push(&["-incoming", &format!("file:{}", state.to_string_lossy())]);
+        }
+        push(&["-pidfile", &p("qemu.pid"), "-daemonize"]);
+        a
+    }
+
+    /// Starts the guest's QEMU (which daemonises once the machine is set up).
+    async fn launch(&self, uuid: &str, incoming: Option<&Path>) -> Result<(), Error> {
+        let def = self.load(uuid)?;
+        let dir = self.dir(uuid);
+        let _ = std::fs::remove_file(dir.join("qmp.sock"));
+        let accel = self.accel().await;
+        let args = self.command_line(&def, accel, incoming);
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new(&self.config.qemu_binary)
+            .args(&args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            .output()
+            .await
+            .map_err(io_err(format!("running {}", self.config.qemu_binary.display())))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Hypervisor(format!("QEMU failed to start: {}", stderr.trim())));
+        }
+        tracing::info!(instance = %uuid, accel, elapsed_ms = started.elapsed().as_millis() as u64, "QEMU started");
+        Ok(())
+    }
+
+    /// Ends the guest's process: `quit` over QMP, then SIGKILL; waits until it is gone.
+    async fn kill_guest(&self, uuid: &str) {
+        let Some(pid) = self.pid(uuid) else { return };
+        if let Ok(mut qmp) = self.qmp(uuid).await {
+            let _ = qmp.execute("quit", None).await;
+        }
+        if !wait_gone(pid, uuid, &self.dir(uuid), Duration::from_secs(3)).await {
+            kill(pid);
+            wait_gone(pid, uuid, &self.dir(uuid), Duration::from_secs(5)).await;
+        }
+    }
+
+    /// A clean shutdown (ACPI power button, `shutdown_timeout`), then a hard one.
+    async fn shutdown(&self, uuid: &str, timeout: Duration) {
+        let Some(pid) = self.pid(uuid) else { return };
+        if !timeout.is_zero()
+            && let Ok(mut qmp) = self.qmp(uuid).await
+            && qmp.status().await.is_ok_and(|s| s == "running")
+            && qmp.execute("system_powerdown", None).await.is_ok()
+        {
+            drop(qmp);
+            if wait_gone(pid, uuid, &self.dir(uuid), timeout).await {
+                tracing::info!(instance = %uuid, "guest shut down cleanly");
+                return;
+            }
+            tracing::info!(instance = %uuid, timeout_s = timeout.as_secs(), "guest did not shut down in time; stopping it");
+        }
+        self.kill_guest(uuid).await;
+    }
+
+    /// Starts a shut-off guest with `instance`'s current flavor.
+    async fn start(&self, instance: &InstanceSpec) -> Result<(), Error> {
+        let mut def = self.load(&instance.uuid)?;
+        def.flavor = instance.flavor.clone();
+        def.state = PowerState::Running;
+        self.save(&def)?;
+        self.launch(&instance.uuid, None).await
+    }
+
+    fn guests(&self) -> Vec<GuestDef> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('_') {
+                continue;
+            }
+            if let Ok(def) = self.load(&name) {
+                out.push(def);
+            }
+        }
+        out
+    }
+
+    /// Removes unused bases (when configured); returns their image ids.
+    pub fn remove_unused_bases(&self) -> Vec<String> {
+        if !self.config.remove_unused_base_images {
+            return Vec::new();
+        }
+        let used: BTreeSet<String> = self.guests().into_iter().flat_map(|g| g.bases).collect();
+        self.bases.remove_unused(&used, self.config.remove_unused_minimum_age)
+    }
+
+    /// The base cache's directory.
+    pub fn base_dir(&self) -> &Path {
+        self.bases.dir()
+    }
+
+    /// The QEMU process id of a guest, if it runs.
+    pub fn guest_pid(&self, uuid: &str) -> Option<i32> {
+        self.pid(uuid)
+    }
+}
+
+/// Whether `s` is a UUID in its hyphenated form (QEMU's `-uuid` takes nothing else).
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
+}
+
+/// `QEMU emulator version 10.0.2 (…)` → 10000002.
+fn parse_version(text: &str) -> Option<i64> {
+    let v = text.split("version ").nth(1)?.split_whitespace().next()?;
+    let mut parts = v.split('.').map(|p| p.parse::<i64>().ok());
+    let (a, b, c) = (parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0));
+    Some(a * 1_000_000 + b * 1000 + c)
+}
+
+/// The pid in `dir/qemu.pid` if that process runs and is this guest's QEMU (its command line names `uuid`).
+fn read_pid(dir: &Path, uuid: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join("qemu.pid")).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = format!("instance-{uuid}");
+    cmdline.split(|b| *b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&needle)).then_some(pid)
+}
+
+fn kill(pid: i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Waits up to `timeout` for the guest's process to end; whether it did.
+async fn wait_gone(pid: i32, uuid: &str, dir: &Path, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if read_pid(dir, uuid) != Some(pid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether KVM runs guests at a usable speed here: the BIOS must get through its POST (to "No bootable device")
+/// within `timeout` under `-accel kvm`. A KVM that cannot run stock guests crawls through it, or fails.
+async fn probe_kvm(qemu: &Path, timeout: Duration) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let Ok(dir) = tempfile::tempdir() else { return false };
+    let log = dir.path().join("bios.log");
+    let child = tokio::process::Command::new(qemu)
+        .args(["-accel", "kvm", "-machine", "pc", "-nodefaults", "-no-user-config", "-display", "none", "-m", "32"])
+        .args(["-chardev", &format!("file,id=dbg,path={}", log.display()), "-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else { return false };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let ok = loop {
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("No bootable device")) {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill().await;
+    ok
+}
+
+fn meminfo_mb() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn disk_gb(path: &Path) -> i64 {
+    rustix::fs::statvfs(path).map_or(0, |s| (s.f_blocks as i64 * s.f_frsize as i64) / (1024 * 1024 * 1024))
+}
+
+#[async_trait]
+impl Hypervisor for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn host_info(&self) -> Result<HypervisorInfo, Error> {
+        let c = &self.config;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
+        let guests = self.guests();
+        let (mut vcpus_used, mut memory_mb_used, mut local_gb_used) = (0, 0, 0);
+        for g in &guests {
+            vcpus_used += g.flavor.vcpus;
+            memory_mb_used += g.flavor.memory_mb;
+            local_gb_used += g.flavor.root_gb + g.flavor.ephemeral_gb;
+        }
+        let vcpus = c.vcpus.unwrap_or(cpus);
+        Ok(HypervisorInfo {
+            hypervisor_type: "QEMU".into(),
+            hypervisor_version: self.version,
+            cpu_info: json!({
+                "arch": std::env::consts::ARCH,
+                "model": if self.accel().await == "kvm" { "host" } else { "max" },
+                "vendor": "QEMU",
+                "topology": {"sockets": 1, "cores": vcpus, "threads": 1},
+                "features": [],
+            }),
+            vcpus,
+            memory_mb: c.memory_mb.unwrap_or_else(meminfo_mb),
+            local_gb: c.local_gb.unwrap_or_else(|| disk_gb(&c.instances_path)),
+            vcpus_used,
+            memory_mb_used,
+            local_gb_used,
+            running_vms: guests.len() as i64,
+        })
+    }
+
+    async fn list_guests(&self) -> Result<Vec<GuestInfo>, Error> {
+        let mut out = Vec::new();
+        for g in self.guests() {
+            let power_state = self.power_state(&g.uuid).await.unwrap_or(PowerState::NoState);
+            out.push(GuestInfo { uuid: g.uuid, power_state });
+        }
+        Ok(out)
+    }
+
+    async fn spawn(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        self.create(instance, context).await?;
+        self.start(instance).await?;
+        tracing::info!(instance = %instance.uuid, elapsed_ms = started.elapsed().as_millis() as u64, "guest spawned");
+        Ok(())
+    }
+
+    async fn destroy(&self, uuid: &str) -> Result<(), Error> {
+        if uuid.is_empty() || uuid.contains(['/', '.']) || uuid.starts_with('_') {
+            return Ok(());
+        }
+        let dir = self.dir(uuid);
+        if !dir.exists() {
+            return Ok(());
+        }
+        self.kill_guest(uuid).await;
+        if let Some(pid) = self.pid(uuid) {
+            return Err(Error::Hypervisor(format!("the QEMU process {pid} of instance {uuid} does not end")));
+        }
+        std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+        self.remove_unused_bases();
+        Ok(())
+    }
+
+    async fn power_off(&self, uuid: &str) -> Result<(), Error> {
+        self.load(uuid)?;
+        self.shutdown(uuid, self.config.shutdown_timeout).await;
+        let _ = std::fs::remove_file(self.dir(uuid).join("memory.state"));
+        self.set_state(uuid, PowerState::Shutdown)
+    }
+
+    async fn power_on(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+        if self.pid(&instance.uuid).is_some() {
+            return Ok(());
+        }
+        self.start(instance).await
+    }
+
+    async fn reboot(&self, instance: &InstanceSpec, _context: &GuestContext, hard: bool) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        self.load(uuid)?;
+        let timeout = if hard { Duration::ZERO } else { self.config.shutdown_timeout };
+        self.shutdown(uuid, timeout).await;
+        let _ = std::fs::remove_file(self.dir(uuid).join("memory.state"));
+        self.start(instance).await
+    }
+
+    async fn pause(&self, uuid: &str) -> Result<(), Error> {
+        let state = self.power_state(uuid).await?;
+        if state != PowerState::Running && state != PowerState::Paused {
+            return Err(Error::InvalidState { uuid: uuid.to_owned(), operation: "pause", state });
+        }
+        self.qmp(uuid).await?.execute("stop", None).await?;
+        self.set_state(uuid, PowerState::Paused)
+    }
+
+    async fn unpause(&self, uuid: &str) -> Result<(), Error> {
+        let state = self.power_state(uuid).await?;
+        if state != PowerState::Running && state != PowerState::Paused {
+            return Err(Error::InvalidState { uuid: uuid.to_owned(), operation: "unpause", state });
+        }
+        self.qmp(uuid).await?.execute("cont", None).await?;
+        self.set_state(uuid, PowerState::Running)
+    }
+
+    async fn suspend(&self, uuid: &str) -> Result<(), Error> {
+        let state = self.power_state(uuid).await?;
+        if state != PowerState::Running && state != PowerState::Paused {
+            return Err(Error::InvalidState { uuid: uuid.to_owned(), operation: "suspend", state });
+        }
+        let file = self.dir(uuid).join("memory.state");
+        let mut qmp = self.qmp(uuid).await?;
+        qmp.execute("stop", None).await?;
+        qmp.execute("migrate", Some(json!({"uri": format!("file:{}", file.display())}))).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = qmp.execute("query-migrate", None).await?;
+            match status.get("status").and_then(Value::as_str).unwrap_or_default() {
+                "completed" => break,
+                "failed" | "cancelled" => {
+                    let _ = qmp.execute("cont", None).await;
+                    let why = status.get("error-desc").and_then(Value::as_str).unwrap_or("migration failed");
+                    return Err(Error::Hypervisor(format!("saving the guest's memory failed: {why}")));
+                }
+                _ if tokio::time::Instant::now() >= deadline => {
+                    let _ = qmp.execute("migrate_cancel", None).await;
+                    let _ = qmp.execute("cont", None).await;
+                    return Err(Error::Hypervisor("saving the guest's memory timed out".into()));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        drop(qmp);
+        self.set_state(uuid, PowerState::Suspended)?;
+        self.kill_guest(uuid).await;
+        Ok(())
+    }
+
+    async fn resume(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let state = self.power_state(uuid).await?;
+        if state != PowerState::Suspended {
+            return Err(Error::InvalidState { uuid: uuid.to_owned(), operation: "resume", state });
+        }
+        let file = self.dir(uuid).join("memory.state");
+        self.launch(uuid, Some(&file)).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut qmp = self.qmp(uuid).await?;
+            let status = qmp.status().await?;
+            if status == "running" {
+                break;
+            }
+            // The memory was saved from a stopped guest, so it arrives stopped: continue it.
+            if status == "paused" {
+                qmp.execute("cont", None).await?;
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Hypervisor(format!("the guest did not resume (QEMU status {status})")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = std::fs::remove_file(&file);
+        self.set_state(uuid, PowerState::Running)
+    }
+
+    async fn resize(&self, instance: &InstanceSpec, flavor: &FlavorSpec, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let mut def = self.load(uuid)?;
+        let was_running = self.pid(uuid).is_some();
+        self.kill_guest(uuid).await;
+        if flavor.root_gb > def.flavor.root_gb {
+            let disk = self.dir(uuid).join("disk").to_string_lossy().into_owned();
+            let size = format!("{}G", flavor.root_gb);
+            self.qemu_img(&["resize".into(), "-q".into(), "-f".into(), "qcow2".into(), disk, size]).await?;
+        }
+        def.flavor = flavor.clone();
+        def.state = if was_running { PowerState::Running } else { PowerState::Shutdown };
+        self.save(&def)?;
+        if was_running {
+            self.launch(uuid, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &Path) -> Result<String, Error> {
+        let uuid = instance.uuid.as_str();
+        self.load(uuid)?;
+        // A running guest is paused while its disk is copied, so the copy is consistent.
+        let mut paused = None;
+        if self.power_state(uuid).await? == PowerState::Running {
+            let mut qmp = self.qmp(uuid).await?;
+            qmp.execute("stop", None).await?;
+            paused = Some(qmp);
+        }
+        let disk = self.dir(uuid).join("disk").to_string_lossy().into_owned();
+        let dest = dest.to_string_lossy().into_owned();
+        let args = ["convert", "-q", "-U", "-f", "qcow2", "-O", "qcow2", &disk, &dest].map(String::from);
+        let result = self.qemu_img(&args).await;
+        if let Some(mut qmp) = paused {
+            qmp.execute("cont", None).await?;
+        }
+        result?;
+        Ok("qcow2".into())
+    }
+
+    async fn diagnostics(&self, instance: &InstanceSpec) -> Result<BTreeMap<String, Value>, Error> {
+        let uuid = instance.uuid.as_str();
+        let def = self.load(uuid)?;
+        let mut out = BTreeMap::new();
+        out.insert("memory".into(), json!(def.flavor.memory_mb * 1024));
+        if self.pid(uuid).is_some()
+            && let Ok(mut qmp) = self.qmp(uuid).await
+            && let Ok(stats) = qmp.execute("query-blockstats", None).await
+        {
+            for dev in stats.as_array().into_iter().flatten() {
+                let name = match dev.get("qdev").and_then(Value::as_str).unwrap_or_default() {
+                    q if q.contains("root") => "vda",
+                    q if q.contains("eph0") => "vdb",
+                    _ => continue,
+                };
+                let s = &dev["stats"];
+                out.insert(format!("{name}_read"), s["rd_bytes"].clone());
+                out.insert(format!("{name}_read_req"), s["rd_operations"].clone());
+                out.insert(format!("{name}_write"), s["wr_bytes"].clone());
+                out.insert(format!("{name}_write_req"), s["wr_operations"].clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn power_state(&self, uuid: &str) -> Result<PowerState, Error> {
+        let def = self.load(uuid)?;
+        if self.pid(uuid).is_none() {
+            let suspended = def.state == PowerState::Suspended && self.dir(uuid).join("memory.state").exists();
+            return Ok(if suspended { PowerState::Suspended } else { PowerState::Shutdown });
+        }
+        let status = match self.qmp(uuid).await {
+            Ok(mut qmp) => qmp.status().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Ok(match status.as_str() {
+            "running" => PowerState::Running,
+            "paused" | "suspended" | "prelaunch" | "inmigrate" | "postmigrate" | "finish-migrate" | "restore-vm" | "save-vm" => {
+                PowerState::Paused
+            }
+            "shutdown" => PowerState::Shutdown,
+            "guest-panicked" | "internal-error" | "io-error" => PowerState::Crashed,
+            _ => PowerState::NoState,
+        })
+    }
+
+    async fn console_output(&self, uuid: &str) -> Result<String, Error> {
+        self.load(uuid)?;
+        let path = self.dir(uuid).join("console.log");
+        let data = match tokio::fs::read(&path).await {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
+        };
+        let start = data.len().saturating_sub(MAX_CONSOLE_BYTES as usize);
+        Ok(String::from_utf8_lossy(&data[start..]).replace("\r\n", "\n"))
+    }
+
+    async fn expected_power_state(&self, uuid: &str) -> Option<PowerState> {
+        self.load(uuid).ok().map(|d| d.state)
+    }
+
+    async fn maintain(&self) {
+        self.remove_unused_bases();
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn instance(uuid: &str) -> InstanceSpec {
+        InstanceSpec {
+            uuid: uuid.into(),
+            display_name: format!("vm {uuid}"),
+            hostname: format!("vm-{uuid}"),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            flavor: FlavorSpec {
+                flavorid: "1".into(),
+                name: "m1.tiny".into(),
+                vcpus: 1,
+                memory_mb: 128,
+                root_gb: 1,
+                ephemeral_gb: 0,
+                swap: 0,
+                extra_specs: BTreeMap::new(),
+            },
+            image_ref: "img".into(),
+            image_properties: BTreeMap::new(),
+            key_name: None,
+            key_data: None,
+            user_data: None,
+            metadata: BTreeMap::new(),
+            config_drive: false,
+            availability_zone: None,
+            launch_index: 0,
+        }
+    }
+
+    #[test]
+    fn versions_and_virt_types_parse() {
+        assert_eq!(parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\n"), Some(10_000_002));
+        assert_eq!(parse_version("nonsense"), None);
+        assert!(is_uuid("0b7c1a5e-3e2f-4c1d-9a0b-1c2d3e4f5a6b") && !is_uuid("vm1"));
+        assert_eq!("qemu".parse::<VirtType>().unwrap(), VirtType::Qemu);
+        assert_eq!("auto".parse::<VirtType>().unwrap(), VirtType::Auto);
+        assert!("xen".parse::<VirtType>().is_err());
+    }
+
+    #[test]
+    fn the_command_line_boots_the_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = QemuDriver {
+            config: QemuConfig::new(dir.path()),
+            bases: BaseCache::new(dir.path().join("_base"), None),
+            accel: tokio::sync::OnceCell::new(),
+            version: 1,
+        };
+        let def = GuestDef {
+            uuid: "u1".into(),
+            name: "vm".into(),
+            flavor: FlavorSpec { vcpus: 2, memory_mb: 256, ..instance("u1").flavor },
+            bases: vec!["img".into()],
+            base_format: Some("qcow2".into()),
+            kernel: Some("/k".into()),
+            ramdisk: Some("/r".into()),
+            cmdline: Some("console=ttyS0".into()),
+            config_drive: true,
+            state: PowerState::Shutdown,
+        };
+        let args = driver.command_line(&def, "tcg", None).join(" ");
+        for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
+            assert!(args.contains(part), "{part} in {args}");
+        }
+        assert!(args.contains("node-name=config,read-only=on"), "{args}");
+        assert!(args.contains("guest=instance-u1"), "{args}");
+        assert!(!args.contains("-incoming"));
+        let args = driver.command_line(&def, "kvm", Some(Path::new("/s"))).join(" ");
+        assert!(args.contains("-cpu host") && args.contains("-incoming file:/s"), "{args}");
+    }
+}

@@ -1,0 +1,304 @@
+//! The qemu driver with real QEMU (TCG) and the test VM image (`cargo xtask image build`). The image's bases are
+//! put in the driver's `_base` cache beforehand, as a fetch from the image service would. Skipped when QEMU or
+//! the image is missing, unless `STRATUS_TEST_REQUIRE_QEMU=1` (as CI sets) makes that a failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use compute_agent::{Error, GuestContext, Hypervisor, QemuConfig, QemuDriver, VirtType};
+use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
+
+const MARKER: &str = "STRATUS-TEST-VM-READY";
+
+fn image_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATUS_TEST_VM_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-image"));
+    let have_qemu = std::process::Command::new("qemu-system-x86_64").arg("--version").output().is_ok();
+    if have_qemu && dir.join("stratus-test-vm.qcow2").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("STRATUS_TEST_REQUIRE_QEMU").as_deref() != Ok("1"),
+        "QEMU or the test VM image is missing (scripts/install-qemu, cargo xtask image build)"
+    );
+    eprintln!("skipped: QEMU or the test VM image ({}) is missing", dir.display());
+    None
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    images: PathBuf,
+}
+
+impl Env {
+    fn new(images: PathBuf) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let base = path.join("_base");
+        std::fs::create_dir_all(&base).unwrap();
+        for (id, file) in [
+            ("disk-image", "stratus-test-vm.qcow2"),
+            ("kernel-image", "stratus-test-vm.vmlinuz"),
+            ("ramdisk-image", "stratus-test-vm.initrd"),
+            ("uec-image", "stratus-test-vm-root.img"),
+        ] {
+            std::fs::copy(images.join(file), base.join(id)).unwrap();
+        }
+        std::fs::write(base.join("garbage-image"), vec![7u8; 65536]).unwrap();
+        Env { _dir: dir, path, images }
+    }
+
+    /// A driver that removes unused bases at once.
+    fn driver(&self) -> QemuDriver {
+        self.driver_keeping_bases(Duration::ZERO)
+    }
+
+    fn driver_keeping_bases(&self, min_age: Duration) -> QemuDriver {
+        let mut config = QemuConfig::new(&self.path);
+        config.virt_type = VirtType::Qemu;
+        config.shutdown_timeout = Duration::from_secs(20);
+        config.remove_unused_minimum_age = min_age;
+        QemuDriver::new(config, None).unwrap()
+    }
+}
+
+impl Drop for Env {
+    /// A failed test leaves no QEMU running.
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.path).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path().join("qemu.pid")) {
+                let _ = std::process::Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+        }
+    }
+}
+
+fn instance(uuid: &str, image: &str, properties: &[(&str, &str)]) -> (InstanceSpec, GuestContext) {
+    let props: BTreeMap<String, serde_json::Value> =
+        properties.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let spec = InstanceSpec {
+        uuid: uuid.into(),
+        display_name: format!("server {uuid}"),
+        hostname: format!("host-{uuid}"),
+        project_id: "p".into(),
+        user_id: "u".into(),
+        flavor: FlavorSpec {
+            flavorid: "42".into(),
+            name: "m1.nano".into(),
+            vcpus: 1,
+            memory_mb: 192,
+            root_gb: 1,
+            ephemeral_gb: 1,
+            swap: 0,
+            extra_specs: BTreeMap::new(),
+        },
+        image_ref: image.into(),
+        image_properties: props,
+        key_name: None,
+        key_data: None,
+        user_data: None,
+        metadata: BTreeMap::new(),
+        config_drive: true,
+        availability_zone: None,
+        launch_index: 0,
+    };
+    let context = GuestContext::for_instance(&spec, "req-test");
+    (spec, context)
+}
+
+async fn wait_console(driver: &QemuDriver, uuid: &str, needle: &str, count: usize) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = driver.console_output(uuid).await.unwrap();
+        if out.matches(needle).count() >= count {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no {needle:?} (x{count}) on the console:\n{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_power(driver: &QemuDriver, uuid: &str, want: PowerState) {
+    let started = Instant::now();
+    while driver.power_state(uuid).await.unwrap() != want {
+        assert!(started.elapsed() < Duration::from_secs(30), "power state never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_boots_reads_its_config_drive_and_goes_through_its_lifecycle() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let driver = env.driver();
+    let (spec, ctx) = instance("vm1", "disk-image", &[("disk_format", "qcow2"), ("container_format", "bare")]);
+    driver.spawn(&spec, &ctx).await.unwrap();
+    // The host name comes from the config drive; it is printed just after the marker.
+    let boot = wait_console(&driver, "vm1", "hostname: host-vm1", 1).await;
+    eprintln!("spawn to boot marker and host name: {boot:?}");
+    let console = driver.console_output("vm1").await.unwrap();
+    assert!(console.contains(MARKER) && console.contains("config drive found"), "{console}");
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Running);
+    let pid = driver.guest_pid("vm1").unwrap();
+
+    driver.pause("vm1").await.unwrap();
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Paused);
+    driver.unpause("vm1").await.unwrap();
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Running);
+
+    // A new driver over the same directory (an agent restart) adopts the running guest.
+    let again = env.driver();
+    assert_eq!(again.guest_pid("vm1"), Some(pid));
+    assert_eq!(again.list_guests().await.unwrap()[0].power_state, PowerState::Running);
+
+    // A clean shutdown through the ACPI power button.
+    let started = Instant::now();
+    again.power_off("vm1").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15), "the guest should power off on ACPI, took {:?}", started.elapsed());
+    assert_eq!(again.power_state("vm1").await.unwrap(), PowerState::Shutdown);
+    assert!(again.guest_pid("vm1").is_none());
+    assert!(driver.console_output("vm1").await.unwrap().contains("power button pressed"));
+
+    driver.power_on(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "vm1", MARKER, 2).await;
+    driver.reboot(&spec, &ctx, true).await.unwrap();
+    wait_console(&driver, "vm1", MARKER, 3).await;
+
+    // Suspend saves the memory and ends the process; resume continues from it without booting again.
+    driver.suspend("vm1").await.unwrap();
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Suspended);
+    assert!(driver.guest_pid("vm1").is_none());
+    driver.resume(&spec, &ctx).await.unwrap();
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Running);
+    assert_eq!(driver.console_output("vm1").await.unwrap().matches(MARKER).count(), 3, "resumed, not rebooted");
+
+    // A snapshot of the running guest is a standalone qcow2 that boots.
+    let snap = env.path.join("_base").join("snap-image");
+    assert_eq!(driver.snapshot(&spec, &snap).await.unwrap(), "qcow2");
+    assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Running);
+    let (spec2, ctx2) = instance("vm2", "snap-image", &[("disk_format", "qcow2")]);
+    driver.spawn(&spec2, &ctx2).await.unwrap();
+    wait_console(&driver, "vm2", "hostname: host-vm2", 1).await;
+
+    // A guest that dies is shut off; the driver still expects it running (for the power-state sync).
+    let pid2 = driver.guest_pid("vm2").unwrap();
+    std::process::Command::new("kill").args(["-9", &pid2.to_string()]).status().unwrap();
+    wait_power(&driver, "vm2", PowerState::Shutdown).await;
+    assert_eq!(driver.expected_power_state("vm2").await, Some(PowerState::Running));
+
+    // Nothing is left after delete; the snapshot's base goes with its last user.
+    for uuid in ["vm1", "vm2"] {
+        driver.destroy(uuid).await.unwrap();
+        assert!(!env.path.join(uuid).exists());
+        assert!(matches!(driver.power_state(uuid).await, Err(Error::NotFound(_))));
+    }
+    driver.destroy("vm1").await.unwrap();
+    assert!(!env.path.join("_base/snap-image").exists());
+    assert!(driver.list_guests().await.unwrap().is_empty());
+    let _ = env.images;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_with_a_kernel_and_ramdisk_boot_directly() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let driver = env.driver();
+    let props = [("disk_format", "ami"), ("container_format", "ami"), ("kernel_id", "kernel-image"), ("ramdisk_id", "ramdisk-image")];
+    let (mut spec, ctx) = instance("uec1", "uec-image", &props);
+    spec.config_drive = false;
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "uec1", MARKER, 1).await;
+    let info = driver.host_info().await.unwrap();
+    assert_eq!((info.hypervisor_type.as_str(), info.running_vms, info.memory_mb_used), ("QEMU", 1, 192));
+    assert!(info.hypervisor_version >= 10_000_000);
+    driver.destroy("uec1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_the_driver_cannot_boot_fail_clearly() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let driver = env.driver_keeping_bases(Duration::from_secs(3600));
+    /// Instance, image, image properties, expected error.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        ("bad1", "disk-image", &[("disk_format", "vhdx")], "cannot boot"),
+        ("bad2", "disk-image", &[("disk_format", "raw"), ("container_format", "docker")], "cannot boot"),
+        ("bad3", "garbage-image", &[("disk_format", "qcow2")], "corrupt"),
+        ("bad4", "disk-image", &[("disk_format", "raw")], "corrupt or mislabelled"),
+    ];
+    for (uuid, image, props, expected) in cases {
+        let (spec, ctx) = instance(uuid, image, props);
+        let err = driver.spawn(&spec, &ctx).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{uuid}: {err}");
+        driver.destroy(uuid).await.unwrap();
+        assert!(!env.path.join(uuid).exists());
+    }
+    // A root disk smaller than the image's virtual size.
+    let (mut spec, ctx) = instance("small", "disk-image", &[("disk_format", "qcow2")]);
+    std::process::Command::new("qemu-img")
+        .args(["resize", "-q", "-f", "qcow2"])
+        .arg(env.path.join("_base/disk-image"))
+        .arg("2G")
+        .status()
+        .unwrap();
+    spec.flavor.root_gb = 1;
+    let err = driver.spawn(&spec, &ctx).await.unwrap_err().to_string();
+    assert!(err.contains("Flavor's disk is too small"), "{err}");
+    driver.destroy("small").await.unwrap();
+}
+
+/// A guest definition as the driver writes it, for a guest whose QEMU is not running.
+fn write_definition(path: &Path, uuid: &str, state: &str) {
+    let dir = path.join(uuid);
+    std::fs::create_dir_all(&dir).unwrap();
+    let flavor = serde_json::to_value(instance(uuid, "disk-image", &[]).0.flavor).unwrap();
+    let def = serde_json::json!({
+        "uuid": uuid, "name": uuid, "flavor": flavor, "bases": ["disk-image"], "base_format": "qcow2",
+        "kernel": null, "ramdisk": null, "cmdline": null, "config_drive": false, "state": state,
+    });
+    std::fs::write(dir.join("guest.json"), def.to_string()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_start_the_agent_destroys_orphans_and_stops_instances_whose_guest_died() {
+    use crate::support::{Seen, agent_config, stub_conductor, unique};
+    use compute_agent::Agent;
+    use compute_rpc::vm_state;
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let (orphan, dead) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    write_definition(&env.path, &orphan, "Running");
+    write_definition(&env.path, &dead, "Running");
+    std::fs::create_dir_all(env.path.join("half-made")).unwrap();
+
+    let url = format!("memory://{}", unique("qemu-agent"));
+    let bus = bus::Bus::connect(&url).await.unwrap();
+    let config = agent_config(&unique("host"));
+    let (_conductor, mut recorder, behaviour) = stub_conductor(&bus, &config.conductor_topic).await;
+    let refused = orphan.clone();
+    behaviour.refuse_updates(move |u| u.uuid == refused);
+    let driver = std::sync::Arc::new(env.driver());
+    assert!(!env.path.join("half-made").exists(), "a directory without a definition goes when the driver starts");
+    let agent = Agent::start(config, driver.clone(), bus::Bus::connect(&url).await.unwrap()).unwrap();
+    // The dead guest's instance is stopped, with the expected task state "none".
+    let seen = recorder
+        .until("the dead guest's sync", |s| matches!(s, Seen::Update(u, true) if u.uuid == dead && u.changes.vm_state.is_some()))
+        .await;
+    let Some(Seen::Update(update, _)) = seen.last() else { unreachable!() };
+    assert_eq!(update.changes.vm_state.as_deref(), Some(vm_state::STOPPED));
+    assert_eq!(update.changes.power_state, Some(PowerState::Shutdown));
+    assert_eq!(update.expected_task_state, Some(vec![None]));
+    assert_eq!(driver.expected_power_state(&dead).await, Some(PowerState::Shutdown));
+    // The orphan (its instance is gone) is destroyed.
+    let started = Instant::now();
+    while env.path.join(&orphan).exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the orphan was not destroyed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(env.path.join(&dead).exists());
+    agent.stop().await;
+}

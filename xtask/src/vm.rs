@@ -1,0 +1,222 @@
+//! `cargo xtask bench vm`: real virtual machines with the qemu driver, against bare QEMU.
+//!
+//! * bare QEMU — `qemu-system-x86_64` started by hand with the machine the driver defines (same accelerator,
+//!   memory, virtio disks: a qcow2 overlay on the test image and a config drive), timed from exec to the boot
+//!   marker on its serial console;
+//! * through the cloud — one release process built with `cloud::start` (the in-process agent runs the qemu
+//!   driver): `POST /servers` (m1.nano, config drive) → ACTIVE, and → the boot marker in `os-getConsoleOutput`.
+//!
+//! The ratio of the medians of "API → boot marker" and "bare exec → boot marker" is the driver's overhead.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+
+const MARKER: &str = "STRATUS-TEST-VM-READY";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often both cases look at the console (through the API for the cloud; the file for bare QEMU).
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Boots per case.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The accelerator: qemu (TCG), kvm or auto.
+    #[arg(long, default_value = "qemu")]
+    virt_type: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn row(case: &str, v: &[f64]) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    println!("| {case} | {} | {:.2} | {min:.2} | {max:.2} |", v.len(), median(v.to_vec()));
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = crate::workspace_root();
+    if crate::reexec_in_release(&root)? {
+        return Ok(());
+    }
+    let dir = crate::vm_image::default_dir();
+    let disk = crate::vm_image::build(&dir)?;
+    let accel = match args.virt_type.as_str() {
+        "qemu" => "tcg",
+        "kvm" => "kvm",
+        other => bail!("--virt-type {other}: use qemu or kvm for a like-for-like comparison"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    runtime.block_on(async {
+        let (bare, active, marker) = cloud_boots(&disk, accel, &args).await?;
+        println!("| case ({accel}) | runs | p50 s | min s | max s |");
+        println!("|---|---|---|---|---|");
+        row("bare qemu-system-x86_64: exec → boot marker", &bare);
+        row("API POST /servers → ACTIVE", &active);
+        row("API POST /servers → boot marker on the console", &marker);
+        println!("overhead (API → marker p50 / bare → marker p50): {:.2}x (goal ≤ 1.2x)", median(marker) / median(bare));
+        Ok(())
+    })
+}
+
+/// One bare QEMU boot, timed from exec to the marker on the serial console.
+async fn bare_boot(disk: &Path, accel: &str, i: usize) -> Result<f64> {
+    let tmp = tempfile::tempdir()?;
+    let overlay = tmp.path().join("disk");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(disk)
+        .arg(&overlay)
+        .arg("1G")
+        .status()?;
+    if !status.success() {
+        bail!("qemu-img create failed");
+    }
+    let tree = tmp.path().join("cd/openstack/latest");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("meta_data.json"), json!({"uuid": "bare", "hostname": format!("bare-{i}")}).to_string())?;
+    let iso = tmp.path().join("disk.config");
+    let status = std::process::Command::new("genisoimage")
+        .args(["-quiet", "-J", "-r", "-V", "config-2", "-o"])
+        .arg(&iso)
+        .arg(tmp.path().join("cd"))
+        .status()?;
+    if !status.success() {
+        bail!("genisoimage failed");
+    }
+    let console = tmp.path().join("console.log");
+    let p = |f: &Path| f.to_string_lossy().into_owned();
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("qemu-system-x86_64")
+        .args(["-machine", "pc", "-accel", accel, "-cpu", if accel == "kvm" { "host" } else { "max" }])
+        .args(["-smp", "1", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"])
+        .args(["-chardev", &format!("file,id=console,path={}", p(&console)), "-serial", "chardev:console"])
+        .args(["-blockdev", &format!("driver=file,filename={},node-name=root-file", p(&overlay))])
+        .args(["-blockdev", "driver=qcow2,file=root-file,node-name=root", "-device", "virtio-blk-pci,drive=root,bootindex=1"])
+        .args(["-blockdev", &format!("driver=file,filename={},node-name=cfg-file,read-only=on", p(&iso))])
+        .args(["-blockdev", "driver=raw,file=cfg-file,node-name=cfg,read-only=on", "-device", "virtio-blk-pci,drive=cfg"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    loop {
+        if std::fs::read_to_string(&console).is_ok_and(|t| t.contains(MARKER)) {
+            break;
+        }
+        if started.elapsed() > BOOT_TIMEOUT {
+            bail!("the bare guest did not boot");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    child.kill().await.ok();
+    Ok(took)
+}
+
+/// Boots through the cloud's API, each after a bare boot (so both see the same machine load); returns (bare →
+/// marker, API → ACTIVE, API → marker) in seconds per run.
+async fn cloud_boots(disk: &Path, accel: &str, args: &Args) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let dir = tempfile::tempdir()?;
+    let mut config = cloud::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.bus.url = format!("memory://bench-vm-{}", std::process::id());
+    config.identity.password_hash_rounds = 4;
+    config.compute_agent.driver = "qemu".into();
+    config.compute_agent.qemu.virt_type = args.virt_type.clone();
+    let opts = cloud::StartOptions { compute_agent: true, ..cloud::StartOptions::all_in_one() };
+    let running = cloud::start(config, opts).await.map_err(|e| anyhow!("cloud start: {e}"))?;
+    let base = running.url.clone();
+    let (token, _) = crate::admin_token(&base, dir.path()).await?;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/image/v2/images"))
+        .header("x-auth-token", &token)
+        .json(&json!({"name": "stratus-test-vm", "disk_format": "qcow2", "container_format": "bare"}))
+        .send()
+        .await?;
+    let image: serde_json::Value = r.json().await?;
+    let image = image["id"].as_str().context("image id")?.to_string();
+    let data = tokio::fs::read(disk).await?;
+    let r = http
+        .put(format!("{base}/image/v2/images/{image}/file"))
+        .header("x-auth-token", &token)
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("image upload answered {}", r.status());
+    }
+    // Wait for the agent's node.
+    for _ in 0..500 {
+        let r: serde_json::Value =
+            http.get(format!("{base}/compute/v2.1/os-hypervisors")).header("x-auth-token", &token).send().await?.json().await?;
+        if r["hypervisors"].as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut bare, mut active, mut marker) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..=args.runs {
+        if i > 0 {
+            bare.push(bare_boot(disk, accel, i).await?);
+        }
+        let started = Instant::now();
+        let body = json!({"server": {"name": format!("bench-{i}"), "imageRef": image, "flavorRef": "42", "config_drive": true}});
+        let r: serde_json::Value =
+            http.post(format!("{base}/compute/v2.1/servers")).header("x-auth-token", &token).json(&body).send().await?.json().await?;
+        let id = r["server"]["id"].as_str().with_context(|| format!("boot: {r}"))?.to_string();
+        let url = format!("{base}/compute/v2.1/servers/{id}");
+        loop {
+            let s: serde_json::Value = http.get(&url).header("x-auth-token", &token).send().await?.json().await?;
+            match s["server"]["status"].as_str() {
+                Some("ACTIVE") => break,
+                Some("ERROR") => bail!("server went to ERROR: {}", s["server"]["fault"]),
+                _ if started.elapsed() > BOOT_TIMEOUT => bail!("server never became ACTIVE"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let to_active = started.elapsed().as_secs_f64();
+        loop {
+            let r: serde_json::Value = http
+                .post(format!("{url}/action"))
+                .header("x-auth-token", &token)
+                .json(&json!({"os-getConsoleOutput": {"length": 5}}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if r["output"].as_str().is_some_and(|o| o.contains(MARKER)) {
+                break;
+            }
+            if started.elapsed() > BOOT_TIMEOUT {
+                bail!("no boot marker on the console");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let to_marker = started.elapsed().as_secs_f64();
+        // The first boot also downloads the image into the host's base cache: reported, not counted.
+        if i == 0 {
+            println!("first boot (image download into _base): → ACTIVE {to_active:.2} s, → marker {to_marker:.2} s");
+        } else {
+            active.push(to_active);
+            marker.push(to_marker);
+        }
+        http.delete(&url).header("x-auth-token", &token).send().await?;
+        for _ in 0..1500 {
+            if http.get(&url).header("x-auth-token", &token).send().await?.status() == 404 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
+    Ok((bare, active, marker))
+}
