@@ -335,6 +335,18 @@ pub struct BuildAndRunInstance {
     pub instance: InstanceSpec,
     pub node: String,
     pub request_id: String,
+    /// The ports the conductor bound to this host for the instance (task state `networking`), to plug.
+    #[serde(default)]
+    pub vifs: Vec<VifSpec>,
+}
+
+/// A port bound to the instance's host, as the agent plugs it: the port, its network and MAC (the network
+/// service bound the port to the host and the network's segment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VifSpec {
+    pub port_id: String,
+    pub network_id: String,
+    pub mac_address: String,
 }
 
 impl Rpc for BuildAndRunInstance {

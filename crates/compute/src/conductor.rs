@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::{
     error::Error,
+    network::{NetworkClient, PortOwner},
     placement::{Candidate, PlacementClient, Resources},
     store::{InstanceRow, NodeRow, ServiceRow, Store, instances::Value},
 };
@@ -70,6 +71,8 @@ struct Inner {
     store: Store,
     bus: Bus,
     placement: PlacementClient,
+    /// The network service, where one is configured: ports are made and bound in the `networking` task state.
+    network: Option<NetworkClient>,
     settings: ConductorSettings,
     /// Compute nodes and services by uuid, as the scheduler reads them: reloaded when older than
     /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise).
@@ -159,8 +162,21 @@ pub fn spec_of(i: &InstanceRow, metadata: std::collections::BTreeMap<String, Str
 }
 
 impl Conductor {
-    pub fn new(store: Store, bus: Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
-        Conductor { inner: Arc::new(Inner { store, bus, placement, settings, hosts: tokio::sync::Mutex::new(None) }) }
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        placement: PlacementClient,
+        network: Option<NetworkClient>,
+        settings: ConductorSettings,
+    ) -> Self {
+        Conductor {
+            inner: Arc::new(Inner { store, bus, placement, network, settings, hosts: tokio::sync::Mutex::new(None) }),
+        }
+    }
+
+    /// The network service's client, where one is configured.
+    pub fn network(&self) -> Option<&NetworkClient> {
+        self.inner.network.as_ref()
     }
 
     pub fn settings(&self) -> &ConductorSettings {
@@ -309,8 +325,49 @@ impl Conductor {
 
     async fn terminated(&self, uuid: &str) -> Result<(), Error> {
         self.inner.placement.free(uuid).await?;
+        // Marked deleted before the ports are read: a build binding ports concurrently checks for the deletion
+        // after recording them, so one of the two always releases them.
         self.store().instance_mark_deleted(uuid).await?;
-        Ok(())
+        self.release_network(uuid).await
+    }
+
+    /// Deletes the ports compute made for an instance and unbinds the others; the info cache empties.
+    pub async fn release_network(&self, uuid: &str) -> Result<(), Error> {
+        let Some(net) = &self.inner.network else { return Ok(()) };
+        let Some(info) = self.store().netinfo_get(uuid).await? else { return Ok(()) };
+        if info.vifs.is_empty() {
+            return Ok(());
+        }
+        net.deallocate(&info.vifs).await;
+        self.store().netinfo_set_vifs(uuid, &[]).await
+    }
+
+    /// Makes or binds an instance's ports on `host` (task state `networking`); `Ok(None)` when the instance went
+    /// away meanwhile (its ports released), `Err` when the network service refused (nothing left allocated).
+    async fn setup_network(&self, inst: &InstanceRow, host: &str, zone: &str) -> Result<Option<Vec<compute_rpc::VifSpec>>, Error> {
+        let Some(net) = &self.inner.network else { return Ok(Some(Vec::new())) };
+        let Some(info) = self.store().netinfo_get(&inst.uuid).await? else { return Ok(Some(Vec::new())) };
+        let vifs = if info.vifs.is_empty() {
+            let owner = PortOwner { uuid: &inst.uuid, project_id: &inst.project_id, zone, host };
+            let vifs = net.allocate(&owner, &info.requested, &info.security_groups).await?;
+            self.store().netinfo_set_vifs(&inst.uuid, &vifs).await?;
+            vifs
+        } else {
+            // A reschedule: the ports move to the new host.
+            net.rebind(&info.vifs, host).await?;
+            info.vifs
+        };
+        let now = self.store().instance_get(&inst.uuid).await?;
+        if now.is_none_or(|i| i.deleted) {
+            net.deallocate(&vifs).await;
+            self.store().netinfo_set_vifs(&inst.uuid, &[]).await?;
+            return Ok(None);
+        }
+        Ok(Some(
+            vifs.iter()
+                .map(|v| compute_rpc::VifSpec { port_id: v.port_id.clone(), network_id: v.network_id.clone(), mac_address: v.mac.clone() })
+                .collect(),
+        ))
     }
 
     // ----- builds -----
@@ -495,8 +552,10 @@ impl Conductor {
     /// Records the claimed host on the instance and hands the build to its agent.
     async fn dispatch(&self, inst: &InstanceRow, sel: &Selection, scheduling: Scheduling) -> Result<(), Error> {
         let zones = crate::aggregates::host_zones(self.store(), &self.inner.settings.default_availability_zone).await?;
+        let zone = zones.of(&sel.host).to_string();
         let set = [
-            ("availability_zone", Value::S(Some(zones.of(&sel.host).to_string()))),
+            ("availability_zone", Value::S(Some(zone.clone()))),
+            ("task_state", Value::S(Some(task_state::NETWORKING.into()))),
             ("host", Value::S(Some(sel.host.clone()))),
             ("node", Value::S(Some(sel.node.clone()))),
             ("node_uuid", Value::S(Some(sel.provider_uuid.clone()))),
@@ -508,11 +567,26 @@ impl Conductor {
             self.inner.placement.free(&inst.uuid).await?;
             return Ok(());
         }
+        let vifs = match self.setup_network(inst, &sel.host, &zone).await {
+            Ok(Some(vifs)) => vifs,
+            Ok(None) => {
+                self.inner.placement.free(&inst.uuid).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(instance = %inst.uuid, error = %e, "cannot set up the instance's network");
+                self.inner.placement.free(&inst.uuid).await?;
+                let message = format!("Build of instance {} aborted: {e}", inst.uuid);
+                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
+                return Ok(());
+            }
+        };
         let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
         let msg = BuildAndRunInstance {
             instance: spec_of(inst, metadata),
             node: sel.node.clone(),
             request_id: scheduling.request_id.clone(),
+            vifs,
         };
         if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &sel.host), &msg).await {
             tracing::warn!(host = %sel.host, error = %e, "cannot reach the compute agent; rescheduling");
@@ -575,6 +649,8 @@ impl Conductor {
             self.set_error(uuid, 500, &format!("Build of instance {uuid} aborted: {}", m.reason), Some(&m.reason))
                 .await?;
         }
+        // A build that ended in ERROR keeps no ports (as upstream's cleanup of a failed build).
+        self.release_network(uuid).await?;
         Ok(())
     }
 
@@ -596,6 +672,7 @@ impl Conductor {
         if !agent_up {
             self.inner.placement.free(&inst.uuid).await?;
             self.store().instance_mark_deleted(&inst.uuid).await?;
+            self.release_network(&inst.uuid).await?;
             return Ok(());
         }
         let set = [("task_state", Value::S(Some(task_state::DELETING.into())))];

@@ -21,6 +21,8 @@ pub mod conductor;
 mod error;
 pub mod images;
 pub mod keys;
+pub mod metadata;
+pub mod network;
 pub mod placement;
 pub mod quotas;
 pub mod server_groups;

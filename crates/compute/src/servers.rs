@@ -45,6 +45,10 @@ pub struct Boot {
     pub tags: Vec<String>,
     /// The server group (`os:scheduler_hints` `group`) the instances join.
     pub group: Option<String>,
+    /// The networks and ports asked for, resolved (`None`: no network service, nothing recorded).
+    pub networks: Option<Vec<crate::network::NetworkRequest>>,
+    /// Security group names for the instances' new ports (empty: the project's `default`).
+    pub security_groups: Vec<String>,
 }
 
 /// A requested destination of a build: the scheduler only considers this host and/or node.
@@ -284,6 +288,16 @@ impl Compute {
             });
         }
         self.store().instances_insert(&rows, &boot.metadata, request_id).await?;
+        if let Some(requested) = &boot.networks {
+            let info = crate::store::netinfo::NetInfo {
+                requested: requested.clone(),
+                security_groups: boot.security_groups.clone(),
+                vifs: Vec::new(),
+            };
+            for r in &rows {
+                self.store().netinfo_insert(&r.uuid, &info).await?;
+            }
+        }
         if let Some(group) = &boot.group {
             let uuids: Vec<String> = rows.iter().map(|r| r.uuid.clone()).collect();
             self.store().server_group_add_members(group, &uuids).await?;

@@ -72,15 +72,26 @@ impl Compute {
     }
 
     /// A compute service that builds servers: its conductor talks to agents over `bus` and to `placement`.
-    pub fn with_conductor(db: Database, bus: bus::Bus, placement: PlacementClient, settings: ConductorSettings) -> Self {
+    pub fn with_conductor(
+        db: Database,
+        bus: bus::Bus,
+        placement: PlacementClient,
+        network: Option<crate::network::NetworkClient>,
+        settings: ConductorSettings,
+    ) -> Self {
         let store = Store::new(db);
-        let conductor = Conductor::new(store.clone(), bus, placement.clone(), settings);
+        let conductor = Conductor::new(store.clone(), bus, placement.clone(), network, settings);
         Compute { store, conductor: Some(conductor), placement: Some(placement) }
     }
 
     /// The conductor, or 503 where this process cannot build servers.
     pub fn conductor(&self) -> Result<&Conductor, Error> {
         self.conductor.as_ref().ok_or_else(|| Error::Unavailable("Servers cannot be managed by this compute API: it has no conductor.".into()))
+    }
+
+    /// The network service's client, where this process has a conductor and a network service is configured.
+    pub fn network(&self) -> Option<&crate::network::NetworkClient> {
+        self.conductor.as_ref().and_then(Conductor::network)
     }
 
     /// The placement client, where this process has a conductor.

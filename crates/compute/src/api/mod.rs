@@ -10,7 +10,10 @@ mod extensions;
 mod flavors;
 mod hosts;
 mod images;
+mod interfaces;
 mod keypairs;
+mod network;
+mod proxies;
 mod quotas;
 mod server_groups;
 mod servers;
@@ -103,6 +106,23 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:servers:index:get_all_tenants", ADMIN),
     ("os_compute_api:servers:detail:get_all_tenants", ADMIN),
     ("os_compute_api:servers:show", READER),
+    ("os_compute_api:ips:index", READER),
+    ("os_compute_api:os-attach-interfaces:list", READER),
+    ("os_compute_api:os-attach-interfaces:show", READER),
+    ("os_compute_api:os-attach-interfaces:create", MEMBER),
+    ("os_compute_api:os-attach-interfaces:delete", MEMBER),
+    ("os_compute_api:os-server-password:show", READER),
+    ("os_compute_api:os-server-password:clear", MEMBER),
+    ("os_compute_api:os-security-groups:list", READER),
+    ("os_compute_api:os-security-groups:add", MEMBER),
+    ("os_compute_api:os-security-groups:remove", MEMBER),
+    ("os_compute_api:os-floating-ips:add", MEMBER),
+    ("os_compute_api:os-floating-ips:remove", MEMBER),
+    ("os_compute_api:os-networks:list", READER),
+    ("os_compute_api:os-networks:show", READER),
+    ("os_compute_api:os-tenant-networks:list", READER),
+    ("os_compute_api:os-tenant-networks:show", READER),
+    ("os_compute_api:ips:show", READER),
     ("os_compute_api:servers:create", MEMBER),
     ("compute:servers:create:requested_destination", ADMIN),
     ("os_compute_api:servers:show:host_status", ADMIN),
@@ -135,6 +155,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-lock-server:unlock:unlock_override", ADMIN),
     ("os_compute_api:os-deferred-delete:force", MEMBER),
     ("os_compute_api:os-admin-actions:reset_state", ADMIN),
+    ("os_compute_api:os-admin-actions:inject_network_info", ADMIN),
     ("os_compute_api:os-server-external-events:create", ADMIN),
     ("os_compute_api:os-deferred-delete:restore", MEMBER),
     ("os_compute_api:os-console-output", MEMBER),
@@ -215,6 +236,9 @@ pub fn router(
         .merge(flavors::routes())
         .merge(keypairs::routes())
         .merge(servers::routes())
+        .merge(network::routes())
+        .merge(proxies::routes())
+        .merge(interfaces::routes())
         .merge(hosts::routes())
         .merge(images::routes())
         .merge(quotas::routes())

@@ -37,6 +37,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/servers/{id}/topology", get(topology))
         .route("/v2.1/servers/{id}/os-instance-actions", get(actions_list))
         .route("/v2.1/servers/{id}/diagnostics", get(diagnostics))
+        .route("/v2.1/servers/{id}/os-server-password", get(password_show).delete(password_clear))
         .route("/v2.1/os-server-external-events", post(external_events))
         .route("/v2.1/servers/{id}/os-instance-actions/{request_id}", get(action_show))
 }
@@ -141,6 +142,38 @@ pub(super) struct Extras {
     pub tags: Vec<String>,
     /// The server group of the instance (2.71, not in lists).
     pub group: Option<String>,
+    /// The network info cache (addresses, security groups).
+    pub net: Option<crate::store::netinfo::NetInfo>,
+    /// `OS-DCF:diskConfig` is `AUTO`.
+    pub auto_disk_config: bool,
+}
+
+/// Whether an instance's system metadata asks for `AUTO` disk configuration.
+fn auto_disk(sysmeta: Option<&BTreeMap<String, String>>) -> bool {
+    sysmeta.and_then(|m| m.get(crate::store::sysmeta::AUTO_DISK_CONFIG)).is_some_and(|v| v == "True")
+}
+
+/// `OS-DCF:diskConfig` of a create, rebuild, resize or update: `Some(true)` for `AUTO`.
+pub(super) fn disk_config_field(m: &Map<String, Value>) -> Result<Option<bool>, ApiError> {
+    match m.get("OS-DCF:diskConfig") {
+        None => Ok(None),
+        Some(Value::String(t)) if t == "AUTO" => Ok(Some(true)),
+        Some(Value::String(t)) if t == "MANUAL" => Ok(Some(false)),
+        Some(other) => Err(invalid("OS-DCF:diskConfig", other, &format!("{other} is not one of ['AUTO', 'MANUAL']"))),
+    }
+}
+
+/// Records an instance's disk configuration.
+async fn set_disk_config(s: &AppState, uuid: &str, auto: Option<bool>) -> Result<(), ApiError> {
+    if let Some(a) = auto {
+        let v = if a { "True" } else { "False" };
+        s.compute.store().sysmeta_set(uuid, crate::store::sysmeta::AUTO_DISK_CONFIG, Some(v)).await?;
+    }
+    Ok(())
+}
+
+fn disk_config_view(auto: bool) -> &'static str {
+    if auto { "AUTO" } else { "MANUAL" }
 }
 
 impl Extras {
@@ -154,6 +187,8 @@ impl Extras {
             } else {
                 None
             },
+            net: store.netinfo_get(uuid).await?,
+            auto_disk_config: auto_disk(store.sysmeta_of(&[uuid]).await?.get(uuid)),
         })
     }
 }
@@ -201,13 +236,21 @@ pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras
         "flavor": flavor,
         "created": iso(i.created_at),
         "updated": iso(i.updated_at),
-        "addresses": {},
+        "addresses": x
+            .net
+            .as_ref()
+            .map(|n| crate::network::addresses_view(&n.vifs, matches!(purpose, Purpose::List | Purpose::Show)))
+            .unwrap_or_else(|| json!({})),
         "accessIPv4": i.access_ip_v4.clone().unwrap_or_default(),
         "accessIPv6": i.access_ip_v6.clone().unwrap_or_default(),
         "links": s.links(&format!("/servers/{}", i.uuid)),
-        "progress": i.progress,
-        "OS-DCF:diskConfig": "MANUAL",
+        "OS-DCF:diskConfig": disk_config_view(x.auto_disk_config),
     });
+    // `progress` only in the statuses that make progress, as upstream.
+    let status = status_of(&i.vm_state, i.task_state.as_deref());
+    if ["ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"].contains(&status) {
+        out["progress"] = json!(i.progress);
+    }
     if mv >= v(9) {
         out["locked"] = json!(i.locked_by.is_some());
     }
@@ -255,9 +298,11 @@ pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras
             "OS-SRV-USG:launched_at": iso_us(i.launched_at),
             "OS-SRV-USG:terminated_at": iso_us(i.terminated_at),
             "os-extended-volumes:volumes_attached": volumes_attached,
-            "security_groups": [{"name": "default"}],
         });
         merge(&mut out, ext);
+        if let Some(groups) = security_groups_view(x.net.as_ref()) {
+            out["security_groups"] = groups;
+        }
         if vc.admin {
             out["OS-EXT-SRV-ATTR:host"] = json!(i.host);
             out["OS-EXT-SRV-ATTR:hypervisor_hostname"] = json!(i.node);
@@ -297,6 +342,16 @@ pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras
         }
     }
     out
+}
+
+/// `security_groups` of a server: the groups of its ports (`None`: the member is left out, as upstream does for
+/// a server whose ports have none).
+fn security_groups_view(net: Option<&crate::store::netinfo::NetInfo>) -> Option<Value> {
+    match net {
+        Some(n) if n.security_groups.is_empty() => None,
+        Some(n) => Some(Value::Array(n.security_groups.iter().map(|g| json!({"name": g})).collect())),
+        None => Some(json!([{"name": "default"}])),
+    }
 }
 
 fn merge(v: &mut Value, extra: Value) {
@@ -687,6 +742,11 @@ async fn create(
         return Err(ApiError::bad_request("The requested availability zone is not available"));
     }
     let destination = requested_destination(&s, &ctx, m).await?;
+    let security_groups = super::network::security_groups_field(m)?;
+    let auto_disk_config = disk_config_field(m)?;
+    let networks =
+        super::network::resolve(s.compute.network(), token, &project, m, mv, max_count, caller.admin).await?;
+    super::network::check_security_groups(s.compute.network(), token, &project, &security_groups).await?;
     if hostname.is_some() && max_count > 1 {
         return Err(ApiError::bad_request("Cannot set a hostname when creating more than one server."));
     }
@@ -709,8 +769,14 @@ async fn create(
         access_ip_v6,
         tags,
         group: super::server_groups::group_hint(&v)?,
+        networks,
+        // The groups the new ports get, and the names the server shows: the project's `default` unless named.
+        security_groups: if security_groups.is_empty() { vec!["default".to_string()] } else { security_groups.clone() },
     };
     let (rows, reservation_id) = s.compute.servers_create(&caller, boot, key_data, &rid.0).await?;
+    for r in &rows {
+        set_disk_config(&s, &r.uuid, auto_disk_config).await?;
+    }
     if m.get("return_reservation_id").and_then(|r| r.as_bool().or_else(|| r.as_str().and_then(api_common::query::parse_bool))) == Some(true) {
         return Ok((StatusCode::ACCEPTED, Json(json!({"reservation_id": reservation_id}))).into_response());
     }
@@ -723,8 +789,10 @@ async fn create(
     let out = json!({"server": {
         "id": first.uuid,
         "links": s.links(&format!("/servers/{}", first.uuid)),
-        "OS-DCF:diskConfig": "MANUAL",
-        "security_groups": [{"name": "default"}],
+        "OS-DCF:diskConfig": disk_config_view(auto_disk_config.unwrap_or(false)),
+        "security_groups": if security_groups.is_empty() { json!([{"name": "default"}]) } else {
+            Value::Array(security_groups.iter().map(|g| json!({"name": g})).collect())
+        },
         "adminPass": admin_pass,
     }});
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, self_href)], Json(out)).into_response())
@@ -940,8 +1008,8 @@ async fn listing(
                     filter.vm_states = Some(states.into_iter().map(str::to_string).collect());
                 }
             }
-            // From 2.38 an unknown status is a 400 for everyone; before, for admins only.
-            None if admin || mv >= v(38) => {
+            // From 2.38 an unknown status is a 400; before, it matches nothing.
+            None if mv >= v(38) => {
                 return Err(ApiError::bad_request("Invalid status value"));
             }
             None => filter.vm_states = Some(Vec::new()),
@@ -966,6 +1034,21 @@ async fn listing(
     }
     if let Some(locked) = locked {
         all.retain(|i| i.locked_by.is_some() == locked);
+    }
+    // `ip` and `ip6`: regular expressions over the instance's addresses, from the info cache.
+    for (key, version) in [("ip", 4u8), ("ip6", 6u8)] {
+        let Some(pattern) = q.get(key) else { continue };
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|_| ApiError::bad_request(format!("Invalid regular expression for {key}: {pattern}")))?;
+        let uuids: Vec<&str> = all.iter().map(|i| i.uuid.as_str()).collect();
+        let nets = s.compute.store().netinfo_of(&uuids).await?;
+        all.retain(|i| {
+            nets.get(&i.uuid).is_some_and(|n| {
+                n.vifs.iter().flat_map(|v| v.ips.iter()).any(|ip| ip.version == version && re.is_match(&ip.address))
+            })
+        });
     }
     // Tag filters (2.26): all of `tags`, any of `tags-any`, not all of `not-tags`, none of `not-tags-any`.
     if mv >= v(26) {
@@ -997,6 +1080,8 @@ async fn listing(
         let uuids: Vec<&str> = items.iter().map(|i| i.uuid.as_str()).collect();
         let mut metadata = s.compute.store().metadata_of(&uuids).await?;
         let mut tags = if mv >= v(26) { s.compute.store().tags_of(&uuids).await? } else { BTreeMap::new() };
+        let mut nets = s.compute.store().netinfo_of(&uuids).await?;
+        let sysmeta = s.compute.store().sysmeta_of(&uuids).await?;
         items
             .iter()
             .map(|i| {
@@ -1004,6 +1089,8 @@ async fn listing(
                     metadata: metadata.remove(&i.uuid).unwrap_or_default(),
                     tags: tags.remove(&i.uuid).unwrap_or_default(),
                     group: None,
+                    net: nets.remove(&i.uuid),
+                    auto_disk_config: auto_disk(sysmeta.get(&i.uuid)),
                 };
                 server_view(s, &vc, i, x, Purpose::List)
             })
@@ -1037,6 +1124,11 @@ async fn list_detail(
 }
 
 /// The instance `id` if the caller may see it, with policy `rule` checked against its project.
+pub(super) async fn visible_server(s: &AppState, ctx: &Context, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
+    visible(s, ctx, id, rule).await
+}
+
+/// The instance `id` if the caller may see it, with policy `rule` checked against its project.
 async fn visible(s: &AppState, ctx: &Context, id: &str, rule: &str) -> Result<InstanceRow, ApiError> {
     let inst = s.compute.instance(&caller(s, ctx), id).await?;
     enforce_on(s, ctx, rule, &inst.project_id)?;
@@ -1051,7 +1143,23 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let inst = visible(&s, &ctx, &id, "os_compute_api:servers:show").await?;
     let vc = ViewCtx::new(&s, &ctx, mv).await?;
-    let x = Extras::of(&s, &inst.uuid, mv, Purpose::Show).await?;
+    let mut x = Extras::of(&s, &inst.uuid, mv, Purpose::Show).await?;
+    // A server's own page refreshes its info cache from the network service (floating IPs associated and ports
+    // changed there since the build), as upstream's `network-changed` events and cache healing do.
+    if let (Some(net), Some(info)) = (s.compute.network(), x.net.as_mut())
+        && !inst.deleted
+        && inst.host.is_some()
+        && inst.task_state.is_none()
+    {
+        match net.refresh(&inst.uuid, &info.vifs).await {
+            Ok(vifs) if vifs != info.vifs => {
+                s.compute.store().netinfo_set_vifs(&inst.uuid, &vifs).await?;
+                info.vifs = vifs;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(instance = %inst.uuid, error = %e, "cannot refresh the network info cache"),
+        }
+    }
     Ok(Json(json!({"server": server_view(&s, &vc, &inst, x, Purpose::Show)})))
 }
 
@@ -1095,11 +1203,13 @@ async fn update(
         }
     };
     let (v4, v6) = (ip("accessIPv4", false)?, ip("accessIPv6", true)?);
+    let auto_disk_config = disk_config_field(m)?;
     let c = caller(&s, &ctx);
     let mut updated = s.compute.server_update(&c, &inst.uuid, name, description, v4, v6).await?;
     if let Some(h) = hostname {
         updated = s.compute.server_set_hostname(&c, &inst.uuid, &h).await?;
     }
+    set_disk_config(&s, &inst.uuid, auto_disk_config).await?;
     let vc = ViewCtx::new(&s, &ctx, mv).await?;
     let x = Extras::of(&s, &updated.uuid, mv, Purpose::Update).await?;
     Ok(Json(json!({"server": server_view(&s, &vc, &updated, x, Purpose::Update)})))
@@ -1221,6 +1331,7 @@ async fn action(
                 }
             };
             let metadata = m.get("metadata").map(|md| metadata_field(md, "metadata")).transpose()?;
+            let auto_disk_config = disk_config_field(m)?;
             visible(&s, &ctx, &id, "os_compute_api:servers:rebuild").await?;
             let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default();
             let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
@@ -1241,11 +1352,13 @@ async fn action(
             if key.is_some() || user_data.is_some() {
                 s.compute.server_set_boot_data(&c, &id, key, user_data).await?;
             }
+            set_disk_config(&s, &id, auto_disk_config).await?;
             ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image })
         }
         "resize" => {
             let m = arg.as_object().ok_or_else(|| invalid("resize", arg, &format!("{arg} is not of type 'object'")))?;
             only(m, &["flavorRef", "OS-DCF:diskConfig"])?;
+            let auto_disk_config = disk_config_field(m)?;
             let flavor_ref = match m.get("flavorRef") {
                 Some(Value::String(f)) if !f.is_empty() => ref_id(f),
                 Some(Value::Number(n)) => n.to_string(),
@@ -1269,6 +1382,7 @@ async fn action(
             if flavor.root_gb < inst.flavor.root_gb && flavor.root_gb != 0 {
                 return Err(ApiError::bad_request("Resize error: Unable to resize disk down."));
             }
+            set_disk_config(&s, &id, auto_disk_config).await?;
             ("os_compute_api:servers:resize", Action::Resize { flavor: s.compute.flavor_spec(&flavor).await })
         }
         "confirmResize" => {
@@ -1421,6 +1535,28 @@ async fn action(
             return Err(ApiError::bad_request(
                 "Triggering a crash dump is not supported by this compute host's driver.",
             ));
+        }
+        "injectNetworkInfo" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-admin-actions:inject_network_info").await?;
+            // The guest's network configuration comes from the metadata service; the info cache is refreshed.
+            super::proxies::refresh_cache(&s, &inst).await;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        act @ ("addSecurityGroup" | "removeSecurityGroup") => {
+            let add = act == "addSecurityGroup";
+            let rule = if add { "os_compute_api:os-security-groups:add" } else { "os_compute_api:os-security-groups:remove" };
+            let inst = visible(&s, &ctx, &id, rule).await?;
+            let status = super::proxies::server_security_group(&s, &ctx, &headers, &inst, arg, add).await?;
+            return Ok(status.into_response());
+        }
+        act @ ("addFloatingIp" | "removeFloatingIp") if super::proxies::floating_ip_actions(mv) => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-floating-ips:add").await?;
+            let status = if act == "addFloatingIp" {
+                super::proxies::add_floating_ip(&s, &headers, &inst, arg).await?
+            } else {
+                super::proxies::remove_floating_ip(&s, &headers, &inst, arg).await?
+            };
+            return Ok(status.into_response());
         }
         removed @ ("addFixedIp" | "removeFixedIp" | "addFloatingIp" | "removeFloatingIp") if mv >= v(44) => {
             s.compute.instance(&c, &id).await?;
@@ -1936,9 +2072,13 @@ async fn external_events(
         if let Some(tag) = m.get("tag") {
             r["tag"] = tag.clone();
         }
-        if found.is_some() {
+        if let Some(inst) = &found {
             accepted += 1;
             r["code"] = json!(200);
+            // The network service says a port of the instance changed: the info cache is read again.
+            if name == "network-changed" {
+                super::proxies::refresh_cache(&s, inst).await;
+            }
         } else {
             r["code"] = json!(404);
             r["status"] = json!("failed");
@@ -1953,4 +2093,22 @@ async fn external_events(
         return Err(ApiError::not_found("No instances found for any event"));
     };
     Ok((code, Json(json!({"events": out}))).into_response())
+}
+
+// ----- os-server-password -----
+
+/// `GET /servers/{id}/os-server-password`: the encrypted password the guest posted to the metadata service
+/// (empty until it does).
+async fn password_show(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-password:show").await?;
+    let meta = s.compute.store().sysmeta_of(&[&inst.uuid]).await?;
+    let password = meta.get(&inst.uuid).and_then(|m| m.get(crate::store::sysmeta::PASSWORD)).cloned().unwrap_or_default();
+    Ok(Json(json!({"password": password})))
+}
+
+/// `DELETE /servers/{id}/os-server-password`: forgets the password (204).
+async fn password_clear(State(s): State<AppState>, ctx: Context, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-password:clear").await?;
+    s.compute.store().sysmeta_set(&inst.uuid, crate::store::sysmeta::PASSWORD, None).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -281,7 +281,7 @@ fn to_json(v: &impl serde::Serialize) -> String {
 }
 
 /// `?, ?, …` for `n` binds.
-fn placeholders(n: usize) -> String {
+pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
@@ -529,7 +529,7 @@ impl Store {
             .await
     }
 
-    async fn key_values<T>(
+    pub(super) async fn key_values<T>(
         &self,
         uuids: &[&str],
         select: &str,

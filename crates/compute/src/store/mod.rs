@@ -10,6 +10,8 @@ use crate::error::Error;
 pub mod aggregates;
 pub mod hosts;
 pub mod instances;
+pub mod netinfo;
+pub mod sysmeta;
 pub mod quotas;
 pub mod server_groups;
 
@@ -28,6 +30,8 @@ pub const MIGRATIONS: &[Migration] = &[
     aggregates::MIGRATION,
     server_groups::MIGRATION,
     server_groups::RULES_MIGRATION,
+    netinfo::MIGRATION,
+    sysmeta::MIGRATION,
 ];
 
 const INITIAL: Migration = Migration {

@@ -2,7 +2,9 @@
 
 mod aggregates;
 mod api;
+mod metadata;
 mod microversions;
+mod network;
 mod quotas;
 mod server_groups;
 mod servers;

@@ -378,3 +378,38 @@ async fn create_image_uploads_a_snapshot() {
     assert_eq!(action(&cloud.member, &id, json!({"createImage": {}})).await.status, 400);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn disk_config_and_server_password() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let r = m
+        .post("/compute/v2.1/servers", &json!({"server": {"name": "d", "imageRef": img, "flavorRef": "1", "OS-DCF:diskConfig": "AUTO"}}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["server"]["OS-DCF:diskConfig"], "AUTO");
+    let id = r.json()["server"]["id"].as_str().unwrap().to_string();
+    assert_eq!(status(m, &id, "ACTIVE").await["OS-DCF:diskConfig"], "AUTO");
+    let bad = m
+        .post("/compute/v2.1/servers", &json!({"server": {"name": "d", "imageRef": img, "flavorRef": "1", "OS-DCF:diskConfig": "SIDEWAYS"}}))
+        .await;
+    assert_eq!(bad.status, 400);
+    let r = m
+        .request(reqwest::Method::PUT, &format!("/compute/v2.1/servers/{id}"), Some(&json!({"server": {"OS-DCF:diskConfig": "MANUAL"}})), &[])
+        .await;
+    assert_eq!(r.json()["server"]["OS-DCF:diskConfig"], "MANUAL");
+    let r = action(m, &id, json!({"rebuild": {"imageRef": img, "OS-DCF:diskConfig": "AUTO"}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(status(m, &id, "ACTIVE").await["OS-DCF:diskConfig"], "AUTO");
+    let detail = m.get("/compute/v2.1/servers/detail").await.json();
+    assert_eq!(detail["servers"][0]["OS-DCF:diskConfig"], "AUTO");
+
+    let r = m.get(&format!("/compute/v2.1/servers/{id}/os-server-password")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"password": ""}));
+    assert_eq!(m.delete(&format!("/compute/v2.1/servers/{id}/os-server-password")).await.status, 204);
+    assert_eq!(cloud.reader.delete(&format!("/compute/v2.1/servers/{id}/os-server-password")).await.status, 403);
+    cloud.shutdown().await;
+}

@@ -281,3 +281,44 @@ async fn quotas_aggregates_and_server_groups_on_every_database() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn network_info_and_system_metadata_on_every_database() {
+    use compute::network::{NetworkRequest, Vif, VifIp};
+    use compute::store::{netinfo::NetInfo, sysmeta};
+    for db in test_databases().await {
+        let c = Compute::new((*db).clone());
+        c.migrate().await.unwrap();
+        let s = c.store();
+        let requested = vec![NetworkRequest { network_id: Some("n1".into()), fixed_ip: Some("10.0.0.5".into()), ..Default::default() }];
+        let info = NetInfo { requested: requested.clone(), security_groups: vec!["default".into()], vifs: Vec::new() };
+        s.netinfo_insert("i1", &info).await.unwrap();
+        assert_eq!(s.netinfo_get("i1").await.unwrap(), Some(info.clone()), "{:?}", db.backend());
+        let vif = Vif {
+            port_id: "p1".into(),
+            network_id: "n1".into(),
+            label: "private".into(),
+            mac: "fa:16:3e:00:00:01".into(),
+            ips: vec![VifIp { address: "10.0.0.5".into(), version: 4, kind: "fixed".into(), subnet_id: Some("s1".into()) }],
+            preexisting: false,
+            tag: Some("t".into()),
+            status: "ACTIVE".into(),
+        };
+        s.netinfo_set_vifs("i1", std::slice::from_ref(&vif)).await.unwrap();
+        s.netinfo_set_groups("i1", &["web".into()]).await.unwrap();
+        // An instance recorded without a request gets a row on first write.
+        s.netinfo_set_vifs("i2", &[]).await.unwrap();
+        let many = s.netinfo_of(&["i1", "i2", "i3"]).await.unwrap();
+        assert_eq!(many["i1"].vifs, vec![vif]);
+        assert_eq!(many["i1"].requested, requested);
+        assert_eq!(many["i1"].security_groups, vec!["web".to_string()]);
+        assert!(many["i2"].vifs.is_empty() && !many.contains_key("i3"));
+
+        s.sysmeta_set("i1", sysmeta::AUTO_DISK_CONFIG, Some("True")).await.unwrap();
+        s.sysmeta_set("i1", sysmeta::AUTO_DISK_CONFIG, Some("False")).await.unwrap();
+        s.sysmeta_set("i1", sysmeta::PASSWORD, Some("secret")).await.unwrap();
+        s.sysmeta_set("i1", sysmeta::PASSWORD, None).await.unwrap();
+        let meta = s.sysmeta_of(&["i1"]).await.unwrap();
+        assert_eq!(meta["i1"], BTreeMap::from([(sysmeta::AUTO_DISK_CONFIG.to_string(), "False".to_string())]));
+    }
+}
