@@ -367,6 +367,15 @@ def _discover_volume(cloud: Cloud, url: str, section: dict[str, str], features: 
     if lo and hi:
         section["min_microversion"] = lo
         section["max_microversion"] = hi
+    # Volume types the tests create match the backend's protocol and vendor; take them from its pool.
+    pools = (_get(cloud, f"{url.rstrip('/')}/scheduler-stats/get_pools?detail=True") or {}).get("pools") or []
+    caps = (pools[0].get("capabilities") or {}) if pools else {}
+    if caps.get("storage_protocol"):
+        section["storage_protocol"] = str(caps["storage_protocol"])
+    if caps.get("vendor_name"):
+        section["vendor_name"] = str(caps["vendor_name"])
+    if caps.get("volume_backend_name"):
+        section["backend_names"] = str(caps["volume_backend_name"])
 
 
 def _ensure_role(cloud: Cloud, name: str) -> None:
@@ -472,7 +481,7 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "vnc_console": "False",
             "spice_console": "False",
             "serial_console": "False",
-            "interface_attach": "False",
+            "interface_attach": "True",
             "personality": "False",
             "config_drive": "False",
             "metadata_service": "False",

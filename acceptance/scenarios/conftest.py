@@ -98,3 +98,25 @@ def http(cloud_url: str) -> Http:
             return HttpResponse(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
 
     return request
+
+
+BOOT_IMAGE = "cirros-0.6.3-x86_64-disk"
+
+
+@pytest.fixture(scope="session")
+def boot_image(openstack: Cli) -> str:
+    """A small public boot image for the `fake` driver (as DevStack's CirrOS), uploaded once per run."""
+    images = openstack("image", "list", "--name", BOOT_IMAGE, "-f", "json").json()
+    if images:
+        return images[0]["ID"]
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"], check=True)
+        made = openstack(
+            "image", "create", BOOT_IMAGE, "--disk-format", "qcow2", "--container-format", "bare", "--public",
+            "--file", path, "-f", "json",
+        ).json()
+    return made["id"]

@@ -10,26 +10,11 @@ import pytest
 
 from conftest import Cli, Http
 
-BOOT_IMAGE = "cirros-0.6.3-x86_64-disk"
-
 
 @pytest.fixture(scope="module")
-def image_id(openstack: Cli) -> str:
+def image_id(boot_image: str) -> str:
     """A small bootable image, uploaded once (as DevStack's CirrOS)."""
-    images = openstack("image", "list", "--name", BOOT_IMAGE, "-f", "json").json()
-    if images:
-        return images[0]["ID"]
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        path = f"{d}/disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"], check=True)
-        made = openstack(
-            "image", "create", BOOT_IMAGE, "--disk-format", "qcow2", "--container-format", "bare", "--public",
-            "--file", path, "-f", "json",
-        ).json()
-    return made["id"]
+    return boot_image
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ interfaces, security group rules, ports and floating IPs, and the statuses of ba
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -102,3 +103,54 @@ def test_version_documents_and_errors(http: Http) -> None:
     assert resp.json()["versions"][0]["id"] == "v2.0"
     resp = http("GET", "/networking/v2.0/networks")
     assert resp.status == 401
+
+
+def test_server_on_a_project_network_with_a_floating_ip(openstack: Cli, network: dict, boot_image: str) -> None:
+    member = "stratus"
+    subnet = openstack(
+        "subnet", "create", _name("sub"), "--network", network["id"], "--subnet-range", "10.126.0.0/24", "-f", "json",
+        cloud=member,
+    ).json()
+    router = openstack("router", "create", _name("rtr"), "-f", "json", cloud=member).json()
+    group = openstack("security group", "create", _name("sg"), "-f", "json", cloud=member).json()
+    server_name = _name("vm")
+    fip = None
+    try:
+        openstack("router", "set", "--external-gateway", "public", router["id"], cloud=member)
+        openstack("router", "add", "subnet", router["id"], subnet["id"], cloud=member)
+        openstack(
+            "security group rule", "create", "--protocol", "tcp", "--dst-port", "22", group["id"], cloud=member,
+        )
+        server = openstack(
+            "server", "create", server_name, "--image", boot_image, "--flavor", "m1.nano", "--network", network["id"],
+            "--security-group", group["name"], "--wait", "-f", "json", cloud=member,
+        ).json()
+        assert server["status"] == "ACTIVE", server
+        ports = openstack("port", "list", "--server", server["id"], "-f", "json", cloud=member).json()
+        assert len(ports) == 1, ports
+        port = openstack("port", "show", ports[0]["ID"], "-f", "json", cloud=member).json()
+        assert port["device_owner"].startswith("compute:"), port
+        assert group["id"] in str(port["security_group_ids"]), port
+        fixed = port["fixed_ips"][0]["ip_address"]
+        assert fixed.startswith("10.126.0."), port
+
+        fip = openstack("floating ip", "create", "public", "-f", "json", cloud=member).json()
+        openstack("floating ip", "set", "--port", port["id"], fip["id"], cloud=member)
+        shown = openstack("server", "show", server["id"], "-f", "json", cloud=member).json()
+        addresses = json.dumps(shown["addresses"])
+        assert fixed in addresses and fip["floating_ip_address"] in addresses, shown["addresses"]
+        assert network["name"] in addresses, shown["addresses"]
+
+        # Deleting the server releases the port compute made for it.
+        openstack("server", "delete", "--wait", server["id"], cloud=member)
+        left = openstack("port", "list", "--device-id", server["id"], "-f", "json", cloud=member).json()
+        assert left == [], left
+        gone = openstack("port", "show", port["id"], cloud=member, check=False)
+        assert gone.returncode != 0
+    finally:
+        openstack("server", "delete", "--wait", server_name, cloud=member, check=False)
+        if fip:
+            openstack("floating ip", "delete", fip["id"], cloud=member, check=False)
+        openstack("router", "remove", "subnet", router["id"], subnet["id"], cloud=member, check=False)
+        openstack("router", "delete", router["id"], cloud=member, check=False)
+        openstack("security group", "delete", group["id"], cloud=member, check=False)

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::percentile;
 use anyhow::{Context, Result, anyhow};
 use bus::Target;
 use compute_rpc::{CONDUCTOR_TOPIC, NodeInfo, NodeResources, RegisterNode};
@@ -33,13 +34,6 @@ pub struct Args {
     /// Servers listed by `GET /servers/detail`.
     #[arg(long, default_value_t = 1000)]
     servers: usize,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 pub fn run(args: Args) -> Result<()> {

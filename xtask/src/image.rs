@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{cores, loadavg};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
@@ -354,16 +355,4 @@ fn report(rows: &[Row], size_mib: u64, can_drop: bool, idle_rss: f64, bin: &Path
     println!(
         "goal: transfers ≥ 80 % of the disk read rate (same cold/hot state), RSS flat in image size"
     );
-}
-
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-}
-
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }

@@ -3,13 +3,19 @@
 //! Keystone too when `bench/keystone/setup` has been run; see [`identity`]) and `cargo xtask bench image` (image
 //! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]) and `cargo xtask bench
 //! placement` (allocation candidates latency and allocation write throughput; see [`placement`]) and `cargo xtask
-//! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]).
+//! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]) and `cargo xtask bench
+//! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]) and `cargo xtask bench vm`
+//! (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
+//! from Debian packages (see [`vm_image`]).
 
+mod compute;
 mod identity;
 mod image;
-mod compute;
+mod network;
 mod object;
 mod placement;
+mod vm;
+mod vm_image;
 
 use std::{
     io::{Read, Write},
@@ -43,6 +49,11 @@ enum Task {
         #[arg(long)]
         bin: Option<PathBuf>,
     },
+    /// Test images built from Debian packages only.
+    Image {
+        #[command(subcommand)]
+        command: vm_image::Command,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,10 +68,15 @@ enum Suite {
     Compute(compute::Args),
     /// 1 KiB PUT/GET/DELETE at 1 and 4 clients; 100 MiB and 1 GiB PUT/GET against md5sum.
     Object(object::Args),
+    /// Port create/delete at 1 and 4 clients; a /16 filled with 10,000 ports (rate per 1,000, no duplicates).
+    Network(network::Args),
+    /// Real VMs with the qemu driver: API → ACTIVE and API → boot marker, against a bare QEMU launch.
+    Vm(vm::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Task::Image { command } => vm_image::run(command),
         Task::Bench {
             suite: Some(Suite::Identity(args)),
             ..
@@ -82,11 +98,43 @@ fn main() -> Result<()> {
             ..
         } => object::run(args),
         Task::Bench {
+            suite: Some(Suite::Network(args)),
+            ..
+        } => network::run(args),
+        Task::Bench {
+            suite: Some(Suite::Vm(args)),
+            ..
+        } => vm::run(args),
+        Task::Bench {
             suite: None,
             runs,
             bin,
         } => bench(runs, bin),
     }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The 1/5/15-minute load averages: other work on the machine skews every number.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The admin password `stratus up` wrote to `<data>/credentials.toml`.

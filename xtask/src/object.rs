@@ -14,7 +14,11 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::image::{cores, curl, loadavg, write_source};
+use crate::{
+    cores,
+    image::{curl, write_source},
+    loadavg,
+};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {

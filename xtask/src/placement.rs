@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{percentile, verdict};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
@@ -252,14 +253,6 @@ where
     Ok((all, rate))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn report(bin: &Path, rows: &[Row]) {
     println!();
     println!("placement ({}; {} cores; client-side latencies)", bin.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -282,8 +275,4 @@ fn report(bin: &Path, rows: &[Row]) {
             goal
         );
     }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
 }

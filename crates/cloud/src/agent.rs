@@ -4,9 +4,28 @@
 use std::time::Duration;
 
 use bus::Bus;
-use compute_agent::{Agent, AgentConfig, AgentHandle, DriverConfig, FakeConfig};
+use compute_agent::{Agent, AgentConfig, AgentHandle, DriverConfig, FakeConfig, QemuConfig, QemuSettings};
 
 use crate::{Config, Error};
+
+/// Where the agent's driver reaches other services: the image service it fetches images from, as whom.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoints {
+    pub image_url: String,
+    pub credentials: Option<auth::ServiceCredentials>,
+}
+
+impl Endpoints {
+    /// The endpoints of an agent running on its own (`stratus compute-agent`): `[compute] image_url` (or this
+    /// configuration's public URL's `/image`) and the `[auth]` service user.
+    pub fn standalone(config: &Config) -> Result<Endpoints, Error> {
+        let public = config.public_url(config.server.listen);
+        Ok(Endpoints {
+            image_url: config.compute.image_url.clone().unwrap_or_else(|| format!("{public}{}", crate::Service::Image.prefix())),
+            credentials: crate::service_credentials(config, &public, false)?,
+        })
+    }
+}
 
 /// The agent's settings from `[compute_agent]`, with the host name and address found when not configured.
 pub fn agent_config(config: &Config) -> AgentConfig {
@@ -22,11 +41,12 @@ pub fn agent_config(config: &Config) -> AgentConfig {
     c.reserved_host_cpus = section.reserved_host_cpus;
     c.reserved_host_memory_mb = section.reserved_host_memory_mb;
     c.reserved_host_disk_mb = section.reserved_host_disk_mb;
+    c.sync_power_state_interval = Duration::from_secs(section.sync_power_state_interval);
     c
 }
 
 /// The hypervisor driver `[compute_agent] driver` names, with its settings.
-pub fn driver_config(config: &Config) -> Result<DriverConfig, Error> {
+pub fn driver_config(config: &Config, endpoints: Endpoints) -> Result<DriverConfig, Error> {
     let section = &config.compute_agent;
     let fake = FakeConfig {
         vcpus: section.fake.vcpus,
@@ -34,14 +54,67 @@ pub fn driver_config(config: &Config) -> Result<DriverConfig, Error> {
         local_gb: section.fake.local_gb,
         ..FakeConfig::default()
     };
-    Ok(DriverConfig::named(&section.driver, fake)?)
+    let q = &section.qemu;
+    let mut qemu = QemuConfig::new(q.instances_path.clone().unwrap_or_else(|| config.data_dir.join("instances")));
+    qemu.virt_type = q.virt_type.parse()?;
+    qemu.qemu_binary = q.qemu_binary.clone().into();
+    qemu.qemu_img = q.qemu_img.clone().into();
+    qemu.shutdown_timeout = Duration::from_secs(q.shutdown_timeout);
+    qemu.force_config_drive = q.force_config_drive;
+    qemu.remove_unused_base_images = q.remove_unused_base_images;
+    qemu.remove_unused_minimum_age = Duration::from_secs(q.remove_unused_original_minimum_age_seconds);
+    let qemu = QemuSettings {
+        qemu,
+        image_url: Some(q.image_url.clone().unwrap_or(endpoints.image_url)),
+        credentials: endpoints.credentials,
+    };
+    Ok(DriverConfig::named(&section.driver, fake, qemu)?)
+}
+
+/// The volume agent's settings from `[volume_agent]`.
+pub fn volume_agent_config(config: &Config) -> volume_agent::AgentConfig {
+    let section = &config.volume_agent;
+    let host = section.host.clone().unwrap_or_else(volume_agent::hostname);
+    let mut c = volume_agent::AgentConfig::new(host);
+    c.backend_name = section.backend_name.clone();
+    c.availability_zone = section.availability_zone.clone();
+    c.report_interval = Duration::from_secs(section.report_interval);
+    c.max_over_subscription_ratio = section.max_over_subscription_ratio;
+    c.reserved_percentage = section.reserved_percentage;
+    c.capabilities = section.capabilities.clone();
+    c
+}
+
+/// The volume driver `[volume_agent] driver` names: `file` (the default) or `fake`.
+pub fn volume_driver(config: &Config) -> Result<std::sync::Arc<dyn volume_agent::VolumeDriver>, Error> {
+    let section = &config.volume_agent;
+    let dir = section.volumes_dir.clone().unwrap_or_else(|| config.data_dir.join("volumes"));
+    match section.driver.as_str() {
+        "file" => {
+            let mut c = volume_agent::FileConfig::new(&dir);
+            c.format = section.format.clone();
+            c.capacity_gb = section.capacity_gb;
+            Ok(std::sync::Arc::new(volume_agent::FileDriver::new(c)?))
+        }
+        "fake" => {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io { context: format!("cannot create {}", dir.display()), source })?;
+            Ok(std::sync::Arc::new(volume_agent::FakeDriver::new(section.capacity_gb.unwrap_or(1000.0), &dir)))
+        }
+        other => Err(Error::Config(format!("[volume_agent] driver: unknown driver '{other}' (file or fake)"))),
+    }
+}
+
+/// Starts this host's volume agent on `bus`: it serves its backend and reports it to the scheduler.
+pub async fn start_volume_agent(config: &Config, bus: Bus) -> Result<volume_agent::AgentHandle, Error> {
+    let driver = volume_driver(config)?;
+    Ok(volume_agent::Agent::start(volume_agent_config(config), driver, bus).await?)
 }
 
 /// Starts this host's compute agent on `bus`. It registers with the conductor in the background (retrying until
 /// one answers), so the conductor may start before or after it.
-pub async fn start_agent(config: &Config, bus: Bus) -> Result<AgentHandle, Error> {
+pub async fn start_agent(config: &Config, bus: Bus, endpoints: Endpoints) -> Result<AgentHandle, Error> {
     let agent = agent_config(config);
-    let driver = driver_config(config)?.build()?;
+    let driver = driver_config(config, endpoints)?.build()?;
     Ok(Agent::start(agent, driver, bus)?)
 }
 
@@ -63,8 +136,22 @@ mod tests {
         assert_eq!((c.cpu_allocation_ratio, c.ram_allocation_ratio), (16.0, 1.0));
         assert_eq!(c.reserved_host_memory_mb, 512);
 
-        let DriverConfig::Fake(fake) = driver_config(&config).unwrap();
+        let DriverConfig::Fake(fake) = driver_config(&config, Endpoints::default()).unwrap() else {
+            panic!("the default driver is fake")
+        };
         assert_eq!((fake.vcpus, fake.memory_mb, fake.local_gb), (16, 32768, 1000));
+
+        config.compute_agent.driver = "qemu".into();
+        config.compute_agent.qemu.virt_type = "qemu".into();
+        config.compute_agent.qemu.shutdown_timeout = 5;
+        let DriverConfig::Qemu(qemu) = driver_config(&config, Endpoints::default()).unwrap() else {
+            panic!("qemu was asked for")
+        };
+        assert_eq!(qemu.qemu.virt_type, compute_agent::VirtType::Qemu);
+        assert_eq!(qemu.qemu.shutdown_timeout, Duration::from_secs(5));
+        assert!(qemu.qemu.instances_path.ends_with("instances"));
+        config.compute_agent.qemu.virt_type = "xen".into();
+        assert!(driver_config(&config, Endpoints::default()).is_err());
     }
 
     #[test]
@@ -79,15 +166,15 @@ mod tests {
         let bus = Bus::connect("memory://cloud-agent-settings").await.unwrap();
         let mut config = Config::default();
         config.compute_agent.driver = "hyperv".into();
-        let err = start_agent(&config, bus.clone()).await.unwrap_err().to_string();
+        let err = start_agent(&config, bus.clone(), Endpoints::default()).await.unwrap_err().to_string();
         assert!(err.contains("hyperv"), "{err}");
 
         let mut config = Config::default();
         config.compute_agent.report_interval = 0;
-        let err = start_agent(&config, bus.clone()).await.unwrap_err().to_string();
+        let err = start_agent(&config, bus.clone(), Endpoints::default()).await.unwrap_err().to_string();
         assert!(err.contains("report_interval"), "{err}");
 
-        let agent = start_agent(&Config::default(), bus).await.unwrap();
+        let agent = start_agent(&Config::default(), bus, Endpoints::default()).await.unwrap();
         assert_eq!(agent.host(), compute_agent::hostname());
         agent.stop().await;
     }

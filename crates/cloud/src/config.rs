@@ -35,6 +35,10 @@ pub struct Config {
     pub network: network::NetworkConfig,
     /// This host's compute agent (`stratus compute-agent`).
     pub compute_agent: ComputeAgentSection,
+    /// The block-storage service (Cinder).
+    pub volume: VolumeSection,
+    /// This host's volume agent (`stratus volume-agent`).
+    pub volume_agent: VolumeAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -202,6 +206,15 @@ pub struct ComputeSection {
     pub placement_url: Option<String>,
     /// The image endpoint the compute API uses; defaults to this listener's `/image`.
     pub image_url: Option<String>,
+    /// The network endpoint compute makes ports in; defaults to this listener's `/networking` when the network
+    /// service runs in this process (without either, servers boot with no network).
+    pub network_url: Option<String>,
+    /// Where the metadata service for instances listens (upstream's `metadata_listen`, port 8775); unset: not
+    /// served. The data plane's metadata proxy forwards guests' requests to 169.254.169.254 here.
+    pub metadata_listen: Option<std::net::SocketAddr>,
+    /// The secret the metadata proxy signs instance ids with (`X-Instance-ID-Signature`, HMAC-SHA256); required
+    /// with `metadata_listen`.
+    pub metadata_proxy_shared_secret: String,
     /// Seconds without a heartbeat after which a compute service is down (upstream's `service_down_time`).
     pub service_down_time: u64,
     /// Hosts tried per build, the first included (upstream's `[scheduler] max_attempts`).
@@ -220,6 +233,9 @@ impl Default for ComputeSection {
             policy_file: None,
             placement_url: None,
             image_url: None,
+            network_url: None,
+            metadata_listen: None,
+            metadata_proxy_shared_secret: String::new(),
             service_down_time: 60,
             max_attempts: 3,
             host_subset_size: 1,
@@ -238,7 +254,7 @@ pub struct ComputeAgentSection {
     /// The address shown as the hypervisor's `host_ip` (upstream's `my_ip`); defaults to the address of the
     /// default route.
     pub my_ip: Option<String>,
-    /// The hypervisor driver: `fake` (guests in memory).
+    /// The hypervisor driver: `fake` (guests in memory) or `qemu` (QEMU processes, `[compute_agent.qemu]`).
     pub driver: String,
     /// Seconds between heartbeats (upstream's `report_interval`).
     pub report_interval: u64,
@@ -255,6 +271,49 @@ pub struct ComputeAgentSection {
     pub reserved_host_disk_mb: i64,
     /// The capacity the `fake` driver reports.
     pub fake: FakeDriverSection,
+    /// Seconds between syncs of guests' power states to the database (upstream's `sync_power_state_interval`).
+    pub sync_power_state_interval: u64,
+    /// The `qemu` driver's settings.
+    pub qemu: QemuDriverSection,
+}
+
+/// The `qemu` driver's settings (upstream's `[libvirt]` and `[compute]` options of the same names).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuDriverSection {
+    /// Instances' disks, consoles and sockets, and the `_base` image cache; defaults to `<data_dir>/instances`.
+    pub instances_path: Option<PathBuf>,
+    /// `auto` (KVM when it works, else TCG), `kvm` or `qemu` (TCG).
+    pub virt_type: String,
+    pub qemu_binary: String,
+    pub qemu_img: String,
+    /// Seconds a clean shutdown may take before the guest is stopped hard.
+    pub shutdown_timeout: u64,
+    /// Attach a config drive to every instance.
+    pub force_config_drive: bool,
+    pub remove_unused_base_images: bool,
+    /// Seconds a base image must have been unused before it is removed.
+    pub remove_unused_original_minimum_age_seconds: u64,
+    /// The image endpoint images are fetched from; defaults to `[compute] image_url`, then this listener's
+    /// `/image`. The driver authenticates as the `[auth]` service user (the bootstrap admin when identity runs
+    /// in the same process).
+    pub image_url: Option<String>,
+}
+
+impl Default for QemuDriverSection {
+    fn default() -> Self {
+        QemuDriverSection {
+            instances_path: None,
+            virt_type: "auto".into(),
+            qemu_binary: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            shutdown_timeout: 60,
+            force_config_drive: false,
+            remove_unused_base_images: true,
+            remove_unused_original_minimum_age_seconds: 86_400,
+            image_url: None,
+        }
+    }
 }
 
 /// The `fake` driver's capacity.
@@ -281,6 +340,8 @@ impl Default for ComputeAgentSection {
             reserved_host_memory_mb: 512,
             reserved_host_disk_mb: 0,
             fake: FakeDriverSection::default(),
+            sync_power_state_interval: 600,
+            qemu: QemuDriverSection::default(),
         }
     }
 }
@@ -288,6 +349,86 @@ impl Default for ComputeAgentSection {
 impl Default for FakeDriverSection {
     fn default() -> Self {
         FakeDriverSection { vcpus: 16, memory_mb: 32768, local_gb: 1000 }
+    }
+}
+
+/// The block-storage service's settings (upstream's `cinder.conf` `[DEFAULT]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeSection {
+    /// Policy overrides (upstream's `policy.yaml` format); defaults are Cinder's secure-RBAC rules.
+    pub policy_file: Option<PathBuf>,
+    /// The image endpoint volumes are created from and uploaded to; defaults to this listener's `/image`.
+    pub image_url: Option<String>,
+    /// The object-store endpoint backups go to; defaults to this listener's `/object-store`.
+    pub object_url: Option<String>,
+    /// The container backups go to when the request names none (upstream's `backup_swift_container`).
+    pub backup_container: String,
+    /// Bytes per backup object (upstream's `backup_swift_object_size`).
+    pub backup_object_size: u64,
+    /// The zone of volumes that name none (upstream's `default_availability_zone`).
+    pub default_availability_zone: String,
+    /// Seconds without a report after which a volume service is down (upstream's `service_down_time`).
+    pub service_down_time: u64,
+}
+
+impl Default for VolumeSection {
+    fn default() -> Self {
+        VolumeSection {
+            policy_file: None,
+            image_url: None,
+            object_url: None,
+            backup_container: "volumebackups".into(),
+            backup_object_size: 52_428_800,
+            default_availability_zone: "nova".into(),
+            service_down_time: 60,
+        }
+    }
+}
+
+/// The volume agent of this host: upstream's `cinder-volume` settings for one backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeAgentSection {
+    /// The host name the agent serves as; defaults to this machine's host name.
+    pub host: Option<String>,
+    /// The backend's name (upstream's `volume_backend_name`); the agent serves as `<host>@<backend_name>`.
+    pub backend_name: String,
+    /// The zone the backend is in (upstream's `storage_availability_zone`).
+    pub availability_zone: String,
+    /// The driver: `file` (raw/qcow2 files through `qemu-img`) or `fake` (volumes in memory).
+    pub driver: String,
+    /// Where the `file` driver keeps volumes; defaults to `<data_dir>/volumes`.
+    pub volumes_dir: Option<PathBuf>,
+    /// The `file` driver's format: `raw` (sparse files) or `qcow2`.
+    pub format: String,
+    /// The capacity reported, in GiB; default: the file system's (`file`) or 1000 (`fake`).
+    pub capacity_gb: Option<f64>,
+    /// Seconds between reports to the scheduler (upstream's `report_interval`).
+    pub report_interval: u64,
+    /// How much thin provisioning may promise beyond the capacity (upstream's `max_over_subscription_ratio`).
+    pub max_over_subscription_ratio: f64,
+    /// Percentage of the capacity kept free (upstream's `reserved_percentage`).
+    pub reserved_percentage: u32,
+    /// Extra capabilities reported to the scheduler, matched against volume type extra specs.
+    pub capabilities: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for VolumeAgentSection {
+    fn default() -> Self {
+        VolumeAgentSection {
+            host: None,
+            backend_name: "file".into(),
+            availability_zone: "nova".into(),
+            driver: "file".into(),
+            volumes_dir: None,
+            format: "raw".into(),
+            capacity_gb: None,
+            report_interval: 10,
+            max_over_subscription_ratio: 20.0,
+            reserved_percentage: 0,
+            capabilities: Default::default(),
+        }
     }
 }
 
@@ -367,6 +508,8 @@ impl Default for Config {
             compute: ComputeSection::default(),
             network: network::NetworkConfig::default(),
             compute_agent: ComputeAgentSection::default(),
+            volume: VolumeSection::default(),
+            volume_agent: VolumeAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -419,7 +562,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "compute_agent", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "compute_agent", "volume", "volume_agent", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.
@@ -509,6 +652,19 @@ impl Config {
         c.container = self.image.object_container.clone();
         c.large_object_size = self.image.object_large_object_size;
         c.chunk_size = self.image.object_chunk_size;
+        c
+    }
+
+    /// The volume service's settings, for a cloud whose public URL is `public_url`.
+    pub fn volume_config(&self, public_url: &str) -> volume::VolumeConfig {
+        let image = self.volume.image_url.clone().unwrap_or_else(|| format!("{public_url}/image"));
+        let object = self.volume.object_url.clone().unwrap_or_else(|| format!("{public_url}/object-store"));
+        let mut c = volume::VolumeConfig::new(&image, &object);
+        c.backup_container = self.volume.backup_container.clone();
+        c.backup_chunk_size = self.volume.backup_object_size.max(1);
+        c.default_availability_zone = self.volume.default_availability_zone.clone();
+        c.service_down_time = std::time::Duration::from_secs(self.volume.service_down_time.max(1));
+        c.host = self.volume_agent.host.clone().unwrap_or_else(volume_agent::hostname);
         c
     }
 

@@ -41,6 +41,10 @@ pub enum Error {
     ComputeAgent(#[from] compute_agent::Error),
     #[error("network: {0}")]
     Network(#[from] network::Error),
+    #[error("volume: {0}")]
+    Volume(#[from] volume::Error),
+    #[error("volume agent: {0}")]
+    VolumeAgent(#[from] volume_agent::Error),
     #[error("placement: {0}")]
     Placement(#[from] placement::Error),
     #[error("auth: {0}")]
@@ -60,11 +64,12 @@ pub enum Service {
     Placement,
     Compute,
     Network,
+    Volume,
 }
 
 impl Service {
     /// Every implemented service, in start order.
-    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Compute, Service::Network, Service::Object];
+    pub const ALL: &'static [Service] = &[Service::Identity, Service::Image, Service::Placement, Service::Compute, Service::Network, Service::Volume, Service::Object];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -74,6 +79,7 @@ impl Service {
             Service::Placement => "placement",
             Service::Compute => "compute",
             Service::Network => "network",
+            Service::Volume => "volume",
         }
     }
     /// The catalog's service type.
@@ -85,6 +91,7 @@ impl Service {
             Service::Placement => "placement",
             Service::Compute => "compute",
             Service::Network => "network",
+            Service::Volume => "block-storage",
         }
     }
     /// The path prefix under the shared listener, as DevStack lays them out.
@@ -96,6 +103,7 @@ impl Service {
             Service::Placement => "/placement",
             Service::Compute => "/compute",
             Service::Network => "/networking",
+            Service::Volume => "/volume",
         }
     }
     /// The catalog's service name (upstream's project names).
@@ -107,6 +115,7 @@ impl Service {
             Service::Placement => "placement",
             Service::Compute => "nova",
             Service::Network => "neutron",
+            Service::Volume => "cinder",
         }
     }
     /// The path under the service's prefix that the catalog lists, as clients expect it (Nova's `/v2.1`, Swift's
@@ -115,13 +124,14 @@ impl Service {
         match self {
             Service::Object => "/v1/AUTH_%(project_id)s",
             Service::Compute => "/v2.1",
+            Service::Volume => "/v3/%(project_id)s",
             _ => "",
         }
     }
 }
 
 /// Services that exist upstream and are planned here; asking for one is a clear error, not a silent no-op.
-const PLANNED: &[&str] = &["volume", "orchestration"];
+const PLANNED: &[&str] = &["orchestration"];
 
 impl FromStr for Service {
     type Err = Error;
@@ -133,6 +143,7 @@ impl FromStr for Service {
             "placement" => Ok(Service::Placement),
             "compute" | "nova" => Ok(Service::Compute),
             "network" | "neutron" | "networking" => Ok(Service::Network),
+            "volume" | "cinder" | "block-storage" | "volumev3" => Ok(Service::Volume),
             other if PLANNED.contains(&other) => {
                 Err(Error::Config(format!("service '{other}' is not implemented yet in this release")))
             }
@@ -168,6 +179,7 @@ pub struct Cloud {
     pub placement: Option<placement::Placement>,
     pub compute: Option<compute::Compute>,
     pub network: Option<network::Network>,
+    pub volume: Option<volume::Volume>,
     pub validator: Arc<dyn TokenValidator>,
     pub public_url: String,
 }
@@ -230,7 +242,7 @@ impl Cloud {
             let session = Arc::new(service_session(&config, &public_url, identity.is_some())?);
             let placement_url =
                 config.compute.placement_url.clone().unwrap_or_else(|| format!("{public_url}{}", Service::Placement.prefix()));
-            let placement = compute::PlacementClient::new(&placement_url, session)?;
+            let placement = compute::PlacementClient::new(&placement_url, session.clone())?;
             let c = &config.compute;
             let settings = compute::ConductorSettings {
                 service_down_time: std::time::Duration::from_secs(c.service_down_time.max(1)),
@@ -240,7 +252,14 @@ impl Cloud {
                 default_availability_zone: c.default_availability_zone.clone(),
                 ..Default::default()
             };
-            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, settings))
+            let network_url = c.network_url.clone().or_else(|| {
+                services.contains(&Service::Network).then(|| format!("{public_url}{}", Service::Network.prefix()))
+            });
+            let network = match network_url {
+                Some(url) => Some(compute::network::NetworkClient::new(&url, Some(session.clone()))?),
+                None => None,
+            };
+            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, settings))
         } else {
             None
         };
@@ -249,7 +268,12 @@ impl Cloud {
         } else {
             None
         };
-        Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, network, validator, public_url })
+        let volume = if services.contains(&Service::Volume) {
+            Some(volume::Volume::new(db.clone(), bus.clone(), config.volume_config(&public_url))?)
+        } else {
+            None
+        };
+        Ok(Cloud { config, services, db, bus, identity, image, object, placement, compute, network, volume, validator, public_url })
     }
 
     /// Creates or upgrades every selected service's schema.
@@ -271,6 +295,9 @@ impl Cloud {
         }
         if let Some(network) = &self.network {
             network.migrate().await?;
+        }
+        if let Some(volume) = &self.volume {
+            volume.migrate().await?;
         }
         Ok(())
     }
@@ -351,6 +378,17 @@ impl Cloud {
             );
             router = nest_with_root(router, Service::Network.prefix(), api);
         }
+        if let Some(volume) = &self.volume {
+            let policy = volume::api::load_policy(self.config.volume.policy_file.as_deref())?;
+            let api = volume::api::router(
+                volume.clone(),
+                &self.service_url(Service::Volume),
+                policy,
+                self.validator.clone(),
+                &self.identity_url(),
+            );
+            router = nest_with_root(router, Service::Volume.prefix(), api);
+        }
         let services: Vec<_> = self
             .services
             .iter()
@@ -385,43 +423,57 @@ impl Cloud {
 
     /// Catalog entries for this process's services.
     pub fn catalog_entries(&self) -> Vec<(String, String, String)> {
-        self.services
+        let mut entries: Vec<(String, String, String)> = self
+            .services
             .iter()
             .map(|s| (s.service_type().to_string(), s.catalog_name().to_string(), self.catalog_url(*s)))
-            .collect()
+            .collect();
+        // DevStack registers Cinder's v3 API under both types; older clients look for `volumev3`.
+        if self.services.contains(&Service::Volume) {
+            entries.push(("volumev3".into(), "cinderv3".into(), self.catalog_url(Service::Volume)));
+        }
+        entries
     }
 }
 
 /// How this process's services authenticate to other services (the conductor to placement): the `[auth]`
 /// service user, or, when identity runs here and `[auth]` is not set, the bootstrap admin.
 fn service_session(config: &Config, public_url: &str, identity_here: bool) -> Result<auth::HttpValidator, Error> {
-    let credentials = match (&config.auth, identity_here) {
-        (Some(a), _) => auth::ServiceCredentials {
+    let credentials = service_credentials(config, public_url, identity_here)?.ok_or_else(|| {
+        Error::Config("compute needs service credentials to reach placement: set the [auth] section".into())
+    })?;
+    Ok(auth::HttpValidator::new(credentials)?)
+}
+
+/// The credentials this process's services (and its compute agent) call other services with: the `[auth]`
+/// service user, or, when identity runs here and `[auth]` is not set, the bootstrap admin; `None` otherwise.
+pub(crate) fn service_credentials(
+    config: &Config,
+    public_url: &str,
+    identity_here: bool,
+) -> Result<Option<auth::ServiceCredentials>, Error> {
+    Ok(match (&config.auth, identity_here) {
+        (Some(a), _) => Some(auth::ServiceCredentials {
             auth_url: a.url.clone(),
             username: a.username.clone(),
             password: a.password.clone(),
             user_domain_name: a.user_domain_name.clone(),
             project_name: a.project_name.clone(),
             project_domain_name: a.project_domain_name.clone(),
-        },
+        }),
         (None, true) => {
             let creds = clients::Credentials::load_or_generate(config)?;
-            auth::ServiceCredentials {
+            Some(auth::ServiceCredentials {
                 auth_url: format!("{public_url}{}", Service::Identity.prefix()),
                 username: config.bootstrap.admin_username.clone(),
                 password: creds.admin_password,
                 user_domain_name: "Default".into(),
                 project_name: config.bootstrap.admin_project.clone(),
                 project_domain_name: "Default".into(),
-            }
+            })
         }
-        (None, false) => {
-            return Err(Error::Config(
-                "compute needs service credentials to reach placement: set the [auth] section".into(),
-            ));
-        }
-    };
-    Ok(auth::HttpValidator::new(credentials)?)
+        (None, false) => None,
+    })
 }
 
 /// Nests `api` at `prefix`, also answering `prefix/` with the API's root (axum's `nest` matches only `prefix`).
@@ -445,18 +497,23 @@ pub struct StartOptions {
     /// Run this host's compute agent in the process, next to the services (`up` and tests; split deployments run
     /// `stratus compute-agent` on each compute host).
     pub compute_agent: bool,
+    /// Run this host's volume agent in the process (`up`; split deployments run `stratus volume-agent` on each
+    /// storage host).
+    pub volume_agent: bool,
 }
 
 impl StartOptions {
     /// What `stratus up` does: everything, in one process.
     pub fn all_in_one() -> Self {
-        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true, compute_agent: true }
+        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true, compute_agent: true, volume_agent: true }
     }
 }
 
 /// A cloud serving HTTP in the background.
 pub struct RunningCloud {
     pub addr: SocketAddr,
+    /// Where the metadata service for instances listens, when `[compute] metadata_listen` is set.
+    pub metadata_addr: Option<SocketAddr>,
     pub url: String,
     pub cloud: Arc<Cloud>,
     /// Credentials written to `clouds.yaml` (when bootstrapped).
@@ -470,6 +527,8 @@ pub struct RunningCloud {
     bus_servers: Vec<bus::ServerHandle>,
     /// The in-process compute agent, if any.
     pub agent: Option<compute_agent::AgentHandle>,
+    /// The in-process volume agent, if any.
+    pub volume_agent: Option<volume_agent::AgentHandle>,
 }
 
 impl RunningCloud {
@@ -483,6 +542,9 @@ impl RunningCloud {
             task.abort();
         }
         if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+        if let Some(agent) = self.volume_agent.take() {
             agent.stop().await;
         }
         for server in self.bus_servers.drain(..) {
@@ -561,14 +623,44 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         let interval = std::time::Duration::from_secs(cloud.config.object.ring_check_interval.max(1));
         maintenance.push(tokio::spawn(object.clone().run_replicator(interval)));
     }
+    // The metadata service for instances, on its own listener.
+    let mut metadata_addr = None;
+    if let (Some(compute), Some(listen)) = (&cloud.compute, cloud.config.compute.metadata_listen) {
+        let secret = &cloud.config.compute.metadata_proxy_shared_secret;
+        if secret.is_empty() {
+            return Err(Error::Config("[compute] metadata_listen needs metadata_proxy_shared_secret".into()));
+        }
+        let listener = TcpListener::bind(listen).await.map_err(|source| Error::Listen { addr: listen, source })?;
+        metadata_addr = Some(listener.local_addr().map_err(|source| Error::Io { context: "local address".into(), source })?);
+        let router = compute::metadata::router(compute.clone(), secret);
+        maintenance.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the metadata service stopped");
+            }
+        }));
+    }
     let mut bus_servers = Vec::new();
     if let Some(compute) = &cloud.compute {
         bus_servers.push(compute.conductor()?.serve(&format!("conductor-{}", addr.port())).await?);
     }
-    let agent = if opts.compute_agent { Some(agent::start_agent(&cloud.config, cloud.bus.clone()).await?) } else { None };
+    if let Some(volume) = &cloud.volume {
+        bus_servers.push(volume.serve(&format!("scheduler-{}", addr.port())).await?);
+    }
+    let volume_agent =
+        if opts.volume_agent { Some(agent::start_volume_agent(&cloud.config, cloud.bus.clone()).await?) } else { None };
+    let agent = if opts.compute_agent {
+        let endpoints = agent::Endpoints {
+            image_url: cloud.config.compute.image_url.clone().unwrap_or_else(|| cloud.service_url(Service::Image)),
+            credentials: service_credentials(&cloud.config, &public_url, opts.services.contains(&Service::Identity))?,
+        };
+        Some(agent::start_agent(&cloud.config, cloud.bus.clone(), endpoints).await?)
+    } else {
+        None
+    };
     let cloud = Arc::new(cloud);
     Ok(RunningCloud {
         addr,
+        metadata_addr,
         url: public_url,
         cloud,
         credentials,
@@ -578,5 +670,6 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         maintenance,
         bus_servers,
         agent,
+        volume_agent,
     })
 }

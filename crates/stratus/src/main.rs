@@ -43,6 +43,14 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Run this host's volume agent (upstream's cinder-volume and cinder-backup) on the configured message bus.
+    VolumeAgent {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The host name to serve as (default: [volume_agent] host, else this machine's host name).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Database administration.
     Db {
         #[command(subcommand)]
@@ -223,7 +231,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let names: Vec<_> = services.iter().map(|s| s.name()).collect();
             let mut running =
-                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false, compute_agent: false }).await?;
+                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false, compute_agent: false, volume_agent: false }).await?;
             tracing::info!(url = %running.url, services = ?names, "serving");
             println!("Serving {} at {}", names.join(", "), running.url);
             tokio::select! {
@@ -245,8 +253,30 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
             let bus = bus::Bus::connect(&config.bus.url).await.context("cannot connect to the message bus")?;
-            let agent = cloud::agent::start_agent(&config, bus.clone()).await?;
+            let endpoints = cloud::agent::Endpoints::standalone(&config)?;
+            let agent = cloud::agent::start_agent(&config, bus.clone(), endpoints).await?;
             println!("Compute agent of host {} started.", agent.host());
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            agent.stop().await;
+            bus.close().await;
+            Ok(())
+        }
+        Command::VolumeAgent { config, host } => {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(host) = host {
+                config.volume_agent.host = Some(host);
+            }
+            init_logging(&config);
+            if config.bus.url.starts_with("memory://") {
+                anyhow::bail!(
+                    "the volume agent needs a bus shared with the volume service: set [bus] url (or STRATUS_BUS__URL) \
+                     to an amqp:// URL; memory:// only reaches services in the same process"
+                );
+            }
+            let bus = bus::Bus::connect(&config.bus.url).await.context("cannot connect to the message bus")?;
+            let agent = cloud::agent::start_volume_agent(&config, bus.clone()).await?;
+            println!("Volume agent {} started.", agent.service_host());
             shutdown_signal().await;
             tracing::info!("shutting down");
             agent.stop().await;

@@ -18,7 +18,7 @@ fn assert_keystone_error(r: &test_utils::Response, status: u16) {
 #[tokio::test]
 async fn unknown_paths_are_json_404s_with_request_ids() {
     let cloud = TestCloud::start().await;
-    for path in ["/nope", "/identity/v3/nope", "/identity/v2.0", "/volume/v3/volumes"] {
+    for path in ["/nope", "/identity/v3/nope", "/identity/v2.0", "/orchestration/v1/stacks"] {
         let r = cloud.anonymous.get(path).await;
         assert_keystone_error(&r, 404);
         assert!(r.header("x-openstack-request-id").unwrap().starts_with("req-"), "{path}");
@@ -283,7 +283,7 @@ async fn split_deployment_on_server_databases_and_amqp() {
             project_name: "admin".into(),
             project_domain_name: "Default".into(),
         });
-        let remote = cloud::start(other, cloud::StartOptions { services: vec![], migrate: false, bootstrap: false, compute_agent: false })
+        let remote = cloud::start(other, cloud::StartOptions { services: vec![], migrate: false, bootstrap: false, compute_agent: false, volume_agent: false })
             .await
             .expect("second process");
         assert!(remote.cloud.identity.is_none());
