@@ -473,7 +473,7 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "suspend": "True",
             "change_password": "False",
             "resize": "True",
-            "shelve": "False",
+            "shelve": "True",
             "snapshot": "True",
             "rescue": "False",
             "live_migration": "False",

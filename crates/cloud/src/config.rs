@@ -225,6 +225,9 @@ pub struct ComputeSection {
     pub max_placement_results: usize,
     /// The zone of hosts in no zone (upstream's `default_availability_zone`).
     pub default_availability_zone: String,
+    /// Seconds a shelved server keeps its host before it is offloaded (upstream's `shelved_offload_time`): 0
+    /// offloads at once, -1 never.
+    pub shelved_offload_time: i64,
 }
 
 impl Default for ComputeSection {
@@ -241,6 +244,7 @@ impl Default for ComputeSection {
             host_subset_size: 1,
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
+            shelved_offload_time: 0,
         }
     }
 }

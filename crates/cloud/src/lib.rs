@@ -250,6 +250,7 @@ impl Cloud {
                 max_placement_results: c.max_placement_results.max(1),
                 host_subset_size: c.host_subset_size.max(1),
                 default_availability_zone: c.default_availability_zone.clone(),
+                shelved_offload_time: c.shelved_offload_time.max(-1),
                 ..Default::default()
             };
             let network_url = c.network_url.clone().or_else(|| {
@@ -259,7 +260,13 @@ impl Cloud {
                 Some(url) => Some(compute::network::NetworkClient::new(&url, Some(session.clone()))?),
                 None => None,
             };
-            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, settings))
+            let compute = compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, settings);
+            let image_url = c.image_url.clone().unwrap_or_else(|| format!("{public_url}{}", Service::Image.prefix()));
+            if let Ok(conductor) = compute.conductor() {
+                let client = compute::images::ImageClient::new(&image_url)?;
+                conductor.set_images(compute::conductor::ServiceImages { client, session: session.clone() });
+            }
+            Some(compute)
         } else {
             None
         };

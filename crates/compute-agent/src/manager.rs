@@ -187,6 +187,11 @@ fn action_task_states(action: &Action) -> &'static [&'static str] {
         Action::Resize { .. } => &[RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH],
         Action::RevertResize { .. } => &[RESIZE_REVERTING],
         Action::Snapshot { .. } => &[IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING],
+        Action::Shelve { .. } => {
+            &[SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING, SHELVING_OFFLOADING]
+        }
+        Action::ShelveOffload => &[SHELVING_OFFLOADING],
+        Action::Unshelve => &[UNSHELVING],
     }
 }
 
@@ -390,22 +395,31 @@ impl Inner {
             Action::Snapshot { image_id, image_url, auth_token } => {
                 return self.snapshot(instance, image_id, image_url, &auth_token.0).await;
             }
+            Action::Shelve { image_id, image_url, auth_token, offload } => {
+                return self.shelve(instance, image_id, image_url, &auth_token.0, *offload).await;
+            }
+            Action::ShelveOffload => return self.shelve_offload(uuid, task_state::SHELVING_OFFLOADING).await,
             Action::Stop => (STOPPED, PowerState::Shutdown),
             Action::Pause => (PAUSED, PowerState::Paused),
             Action::Suspend => (SUSPENDED, PowerState::Suspended),
-            Action::Start | Action::Reboot { .. } | Action::Unpause | Action::Resume => (ACTIVE, PowerState::Running),
+            Action::Start | Action::Reboot { .. } | Action::Unpause | Action::Resume | Action::Unshelve => {
+                (ACTIVE, PowerState::Running)
+            }
         };
         let done = match action {
             Action::Stop => self.driver.power_off(uuid).await,
-            Action::Start => self.driver.power_on(instance, &context).await,
+            Action::Start | Action::Unshelve => self.driver.power_on(instance, &context).await,
             Action::Reboot { hard } => self.driver.reboot(instance, &context, *hard).await,
             Action::Pause => self.driver.pause(uuid).await,
             Action::Unpause => self.driver.unpause(uuid).await,
             Action::Suspend => self.driver.suspend(uuid).await,
             Action::Resume => self.driver.resume(instance, &context).await,
-            Action::Rebuild { .. } | Action::Resize { .. } | Action::RevertResize { .. } | Action::Snapshot { .. } => {
-                unreachable!("handled above")
-            }
+            Action::Rebuild { .. }
+            | Action::Resize { .. }
+            | Action::RevertResize { .. }
+            | Action::Snapshot { .. }
+            | Action::Shelve { .. }
+            | Action::ShelveOffload => unreachable!("handled above"),
         };
         done.map_err(driver)?;
         let power = self.power_or(uuid, nominal).await;
@@ -467,23 +481,67 @@ impl Inner {
     /// token; the task state is cleared and the vm state left alone.
     async fn snapshot(&self, instance: &InstanceSpec, image_id: &str, image_url: &str, token: &str) -> Result<(), Stop> {
         use task_state::*;
+        let tasks = [IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING];
+        self.upload_root_disk(instance, image_id, image_url, token, tasks).await?;
+        let changes = InstanceChanges { task_state: Some(None), ..Default::default() };
+        self.advance(&instance.uuid, &[IMAGE_UPLOADING], changes).await
+    }
+
+    /// Moves the instance from `tasks[0]` through `tasks[1]` (the driver writes the root disk to a temporary
+    /// file) to `tasks[2]` (the file is streamed to the image `image_id` with the user's token).
+    async fn upload_root_disk(
+        &self,
+        instance: &InstanceSpec,
+        image_id: &str,
+        image_url: &str,
+        token: &str,
+        [from, pending, uploading]: [&str; 3],
+    ) -> Result<(), Stop> {
         let uuid = instance.uuid.as_str();
-        self.advance(uuid, &[IMAGE_SNAPSHOT], set_task(IMAGE_PENDING_UPLOAD)).await?;
+        self.advance(uuid, &[from], set_task(pending)).await?;
         let dir = std::env::temp_dir().join(format!("stratus-snapshot-{image_id}"));
         let _ = tokio::fs::create_dir_all(&dir).await;
         let file = dir.join("disk");
         let result = async {
             let format = self.driver.snapshot(instance, &file).await?;
-            self.advance(uuid, &[IMAGE_PENDING_UPLOAD], set_task(IMAGE_UPLOADING)).await.map_err(|_| {
+            self.advance(uuid, &[pending], set_task(uploading)).await.map_err(|_| {
                 Error::Hypervisor(format!("instance {uuid} was deleted during its snapshot"))
             })?;
             crate::images::upload(image_url, token, image_id, &file, &format).await
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
-        result.map_err(driver)?;
-        let changes = InstanceChanges { task_state: Some(None), ..Default::default() };
-        self.advance(uuid, &[IMAGE_UPLOADING], changes).await
+        result.map_err(driver)
+    }
+
+    /// Upstream's shelve: the guest is powered off (`shelving`), its root disk uploaded to the shelved image
+    /// (`shelving_image_pending_upload` → `shelving_image_uploading`), and the instance ends `shelved`; with
+    /// `offload` the guest is then destroyed as [`Self::shelve_offload`] does.
+    async fn shelve(&self, instance: &InstanceSpec, image_id: &str, image_url: &str, token: &str, offload: bool) -> Result<(), Stop> {
+        use task_state::*;
+        let uuid = instance.uuid.as_str();
+        match self.driver.power_state(uuid).await {
+            Ok(PowerState::Shutdown | PowerState::Crashed | PowerState::NoState) => {}
+            _ => self.driver.power_off(uuid).await.map_err(driver)?,
+        }
+        let tasks = [SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING];
+        self.upload_root_disk(instance, image_id, image_url, token, tasks).await?;
+        if offload {
+            self.advance(uuid, &[SHELVING_IMAGE_UPLOADING], set_task(SHELVING_OFFLOADING)).await?;
+            return self.shelve_offload(uuid, SHELVING_OFFLOADING).await;
+        }
+        let power = self.power_or(uuid, PowerState::Shutdown).await;
+        self.advance(uuid, &[SHELVING_IMAGE_UPLOADING], settled(vm_state::SHELVED, power)).await
+    }
+
+    /// Destroys a shelved instance's guest (task state `from`); it ends `shelved_offloaded` with no power state,
+    /// and the conductor gives its host's resources back.
+    async fn shelve_offload(&self, uuid: &str, from: &str) -> Result<(), Stop> {
+        match self.driver.destroy(uuid).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(error) => return Err(driver(error)),
+        }
+        self.advance(uuid, &[from], settled(vm_state::SHELVED_OFFLOADED, PowerState::NoState)).await
     }
 
     /// Back to the old flavor; the instance ends active, or stopped if its guest is off.

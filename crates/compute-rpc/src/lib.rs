@@ -387,6 +387,14 @@ pub enum Action {
     /// `image_url`, uploading on the user's behalf with `auth_token` (as upstream's RPC carries the request's
     /// context). The vm state is left as it is.
     Snapshot { image_id: String, image_url: String, auth_token: Secret },
+    /// Shelve: power the guest off and snapshot its root disk into `image_id` (as [`Action::Snapshot`]); the
+    /// instance ends `shelved`, or, with `offload`, the guest is destroyed and it ends `shelved_offloaded` (the
+    /// conductor then frees its host).
+    Shelve { image_id: String, image_url: String, auth_token: Secret, offload: bool },
+    /// Destroy the guest of a `shelved` instance; it ends `shelved_offloaded`.
+    ShelveOffload,
+    /// Power a `shelved` (not offloaded) instance's guest back on; it ends `active`.
+    Unshelve,
 }
 
 /// A credential carried in a message: serialised as is, never printed by `Debug`.
@@ -415,6 +423,9 @@ impl Action {
             Action::Resize { .. } => "compute_resize_instance",
             Action::RevertResize { .. } => "compute_revert_resize",
             Action::Snapshot { .. } => "compute_snapshot_instance",
+            Action::Shelve { .. } => "compute_shelve_instance",
+            Action::ShelveOffload => "compute_shelve_offload_instance",
+            Action::Unshelve => "compute_unshelve_instance",
         }
     }
 }

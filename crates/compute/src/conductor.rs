@@ -45,6 +45,9 @@ pub struct ConductorSettings {
     pub call_timeout: Duration,
     /// The host this conductor reports its `nova-conductor` service on (this machine's name by default).
     pub host: String,
+    /// `[DEFAULT] shelved_offload_time`: seconds a shelved instance keeps its host before it is offloaded; 0
+    /// offloads at once, -1 never.
+    pub shelved_offload_time: i64,
 }
 
 impl Default for ConductorSettings {
@@ -57,6 +60,7 @@ impl Default for ConductorSettings {
             default_availability_zone: "nova".into(),
             call_timeout: Duration::from_secs(60),
             host: crate::services::hostname(),
+            shelved_offload_time: 0,
         }
     }
 }
@@ -77,6 +81,22 @@ struct Inner {
     /// Compute nodes and services by uuid, as the scheduler reads them: reloaded when older than
     /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise).
     hosts: tokio::sync::Mutex<Option<HostCache>>,
+    /// The image service with the service's credentials: shelved instances' images are removed through it.
+    images: std::sync::OnceLock<ServiceImages>,
+}
+
+/// The image service as the conductor reaches it, with its own credentials.
+pub struct ServiceImages {
+    pub client: crate::images::ImageClient,
+    pub session: Arc<auth::HttpValidator>,
+}
+
+impl ServiceImages {
+    /// Deletes an image as the service; a missing image is not an error.
+    async fn delete(&self, id: &str) -> Result<(), Error> {
+        let token = self.session.service_token(None).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+        self.client.delete(&token, id).await.map(|_| ())
+    }
 }
 
 struct HostCache {
@@ -97,6 +117,10 @@ impl std::fmt::Debug for Conductor {
         f.debug_struct("Conductor").field("settings", &self.inner.settings).finish_non_exhaustive()
     }
 }
+
+/// The system metadata key of a shelved instance's image, and all the keys a shelve records (upstream's).
+pub const SHELVED_IMAGE: &str = "shelved_image_id";
+pub const SHELVE_KEYS: [&str; 3] = ["shelved_at", "shelved_image_id", "shelved_host"];
 
 /// A host the scheduler picked, kept on the instance for reschedules.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,8 +194,21 @@ impl Conductor {
         settings: ConductorSettings,
     ) -> Self {
         Conductor {
-            inner: Arc::new(Inner { store, bus, placement, network, settings, hosts: tokio::sync::Mutex::new(None) }),
+            inner: Arc::new(Inner {
+                store,
+                bus,
+                placement,
+                network,
+                settings,
+                hosts: tokio::sync::Mutex::new(None),
+                images: std::sync::OnceLock::new(),
+            }),
         }
+    }
+
+    /// Gives the conductor the image service (set once, at start-up).
+    pub fn set_images(&self, images: ServiceImages) {
+        let _ = self.inner.images.set(images);
     }
 
     /// The network service's client, where one is configured.
@@ -291,6 +328,7 @@ impl Conductor {
 
     async fn instance_update(&self, m: InstanceUpdate) -> Result<bool, Error> {
         let c = m.changes;
+        let vm_state = c.vm_state.clone();
         let mut set: Vec<(&str, Value)> = Vec::new();
         if let Some(v) = c.vm_state {
             set.push(("vm_state", Value::S(Some(v))));
@@ -312,7 +350,116 @@ impl Conductor {
             set.push(("flavorid", Value::S(Some(flavor.flavorid.clone()))));
             set.push(("flavor", Value::Json(Some(serde_json::to_value(&flavor).unwrap_or_default()))));
         }
-        self.store().instance_update(&m.uuid, m.expected_task_state.as_deref(), &set).await
+        let applied = self.store().instance_update(&m.uuid, m.expected_task_state.as_deref(), &set).await?;
+        if applied {
+            let expected = m.expected_task_state.unwrap_or_default();
+            let from = |t: &str| expected.iter().any(|e| e.as_deref() == Some(t));
+            match vm_state.as_deref() {
+                Some(vm_state::SHELVED_OFFLOADED) => self.offloaded(&m.uuid).await?,
+                Some(vm_state::SHELVED) => self.offload_later(&m.uuid),
+                Some(vm_state::ACTIVE) if from(task_state::SPAWNING) || from(task_state::UNSHELVING) => {
+                    self.unshelved(&m.uuid).await?
+                }
+                _ => {}
+            }
+        }
+        Ok(applied)
+    }
+
+    // ----- shelving -----
+
+    /// An instance was offloaded: its host's resources are given back and it has no host until unshelved.
+    async fn offloaded(&self, uuid: &str) -> Result<(), Error> {
+        self.inner.placement.free(uuid).await?;
+        let set = [("host", Value::S(None)), ("node", Value::S(None)), ("node_uuid", Value::S(None))];
+        self.store().instance_update(uuid, None, &set).await?;
+        Ok(())
+    }
+
+    /// A shelved instance is offloaded after `shelved_offload_time` seconds (when positive) if still shelved.
+    fn offload_later(&self, uuid: &str) {
+        let seconds = self.inner.settings.shelved_offload_time;
+        if seconds <= 0 {
+            return;
+        }
+        let (c, uuid) = (self.clone(), uuid.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds.unsigned_abs())).await;
+            let set = [("task_state", Value::S(Some(task_state::SHELVING_OFFLOADING.into())))];
+            let Ok(Some(inst)) = c.store().instance_get(&uuid).await else { return };
+            if inst.deleted || inst.vm_state != vm_state::SHELVED {
+                return;
+            }
+            if !matches!(c.store().instance_update(&uuid, Some(&[None]), &set).await, Ok(true)) {
+                return;
+            }
+            let Ok(Some(inst)) = c.store().instance_get(&uuid).await else { return };
+            if let Err(e) = c.action(&inst, compute_rpc::Action::ShelveOffload, "").await {
+                tracing::warn!(instance = %uuid, error = %e, "cannot offload a shelved instance");
+            }
+        });
+    }
+
+    /// The image a shelved instance was saved to, if it has one.
+    async fn shelved_image(&self, uuid: &str) -> Result<Option<String>, Error> {
+        Ok(self.store().sysmeta_of(&[uuid]).await?.remove(uuid).and_then(|mut m| m.remove(SHELVED_IMAGE)))
+    }
+
+    /// An instance is active again after an unshelve: its shelved image and the shelve records go.
+    async fn unshelved(&self, uuid: &str) -> Result<(), Error> {
+        let Some(image) = self.shelved_image(uuid).await? else { return Ok(()) };
+        for key in SHELVE_KEYS {
+            self.store().sysmeta_set(uuid, key, None).await?;
+        }
+        self.drop_image(image);
+        Ok(())
+    }
+
+    /// Deletes an image in the background (the image service may be slower than the caller should wait).
+    fn drop_image(&self, image: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let Some(images) = c.inner.images.get() else { return };
+            if let Err(e) = images.delete(&image).await {
+                tracing::warn!(image_id = %image, error = %e, "cannot delete a shelved instance's image");
+            }
+        });
+    }
+
+    /// Unshelves an instance (task state `unshelving`, set by the API): a `shelved` one is powered on where it
+    /// is; an offloaded one is scheduled again and built from its shelved image, in the background.
+    pub async fn unshelve(&self, inst: &InstanceRow, request_id: &str) -> Result<(), Error> {
+        if inst.vm_state == vm_state::SHELVED {
+            return self.action(inst, compute_rpc::Action::Unshelve, request_id).await;
+        }
+        let (c, uuid, request_id) = (self.clone(), inst.uuid.clone(), request_id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = c.unshelve_offloaded(&uuid, &request_id).await {
+                tracing::error!(instance = %uuid, error = %e, "unshelve failed");
+                let expected = [Some(task_state::UNSHELVING.to_string())];
+                let _ = c.store().instance_update(&uuid, Some(&expected), &[("task_state", Value::S(None))]).await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn unshelve_offloaded(&self, uuid: &str, request_id: &str) -> Result<(), Error> {
+        let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
+        if inst.deleted {
+            return Ok(());
+        }
+        const EVENT: &str = "conductor_unshelve_instance";
+        self.store().action_event(uuid, request_id, EVENT, "conductor", None).await?;
+        if let Some((sel, alternates)) = self.schedule(&inst).await? {
+            self.store().action_event(uuid, request_id, EVENT, "conductor", Some((true, None))).await?;
+            let scheduling = Scheduling { request_id: request_id.to_string(), attempts: 1, alternates };
+            return self.dispatch(&inst, &sel, scheduling).await;
+        }
+        let message = "No valid host was found. There are not enough hosts available.";
+        self.store().action_event(uuid, request_id, EVENT, "conductor", Some((false, Some(message)))).await?;
+        let expected = [Some(task_state::UNSHELVING.to_string())];
+        self.store().instance_update(uuid, Some(&expected), &[("task_state", Value::S(None))]).await?;
+        Ok(())
     }
 
     async fn action_event(&self, m: ActionEvent) -> Result<(), Error> {
@@ -561,7 +708,8 @@ impl Conductor {
             ("node_uuid", Value::S(Some(sel.provider_uuid.clone()))),
             ("scheduling", Value::Json(Some(serde_json::to_value(&scheduling).unwrap_or_default()))),
         ];
-        let expected = [Some(task_state::SCHEDULING.to_string())];
+        // A build, or the unshelve of an offloaded instance.
+        let expected = [Some(task_state::SCHEDULING.to_string()), Some(task_state::UNSHELVING.to_string())];
         if !self.store().instance_update(&inst.uuid, Some(&expected), &set).await? {
             // Deleted (or otherwise moved on) while we scheduled: give the claim back.
             self.inner.placement.free(&inst.uuid).await?;
@@ -582,8 +730,15 @@ impl Conductor {
             }
         };
         let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let mut instance = spec_of(inst, metadata);
+        // An offloaded instance comes back from the image it was shelved to.
+        if inst.vm_state == vm_state::SHELVED_OFFLOADED
+            && let Some(image) = self.shelved_image(&inst.uuid).await?
+        {
+            instance.image_ref = image;
+        }
         let msg = BuildAndRunInstance {
-            instance: spec_of(inst, metadata),
+            instance,
             node: sel.node.clone(),
             request_id: scheduling.request_id.clone(),
             vifs,
@@ -667,6 +822,10 @@ impl Conductor {
     /// Deletes an instance: through its agent when its host is up, else locally (as upstream's local delete).
     /// The caller has already checked locks and policy.
     pub async fn delete(&self, inst: &InstanceRow, request_id: &str) -> Result<(), Error> {
+        // A shelved instance's image goes with it, as upstream.
+        if let Some(image) = self.shelved_image(&inst.uuid).await? {
+            self.drop_image(image);
+        }
         let service = self.host_service(inst).await?;
         let agent_up = service.as_ref().is_some_and(|s| self.is_up(s));
         if !agent_up {

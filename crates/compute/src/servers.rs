@@ -123,6 +123,19 @@ struct Rule {
     starts_in: &'static str,
 }
 
+impl Rule {
+    /// 409 unless the instance is in one of the states the action starts from.
+    fn check(&self, inst: &InstanceRow) -> Result<(), Error> {
+        if !self.vm_states.contains(&inst.vm_state.as_str()) {
+            return Err(invalid_state(self.name, &inst.uuid, "vm_state", &inst.vm_state));
+        }
+        if !self.task_states.contains(&inst.task_state.as_deref()) {
+            return Err(invalid_state(self.name, &inst.uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
+        }
+        Ok(())
+    }
+}
+
 fn rule_of(action: &Action) -> Rule {
     use task_state as t;
     use vm_state as v;
@@ -171,6 +184,21 @@ fn rule_of(action: &Action) -> Rule {
             vm_states: &[v::RESIZED],
             task_states: NONE,
             starts_in: t::RESIZE_REVERTING,
+        },
+        Action::Shelve { .. } => Rule {
+            name: "shelve",
+            vm_states: &[v::ACTIVE, v::STOPPED, v::PAUSED, v::SUSPENDED],
+            task_states: NONE,
+            starts_in: t::SHELVING,
+        },
+        Action::ShelveOffload => {
+            Rule { name: "shelveOffload", vm_states: &[v::SHELVED], task_states: NONE, starts_in: t::SHELVING_OFFLOADING }
+        }
+        Action::Unshelve => Rule {
+            name: "unshelve",
+            vm_states: &[v::SHELVED, v::SHELVED_OFFLOADED],
+            task_states: NONE,
+            starts_in: t::UNSHELVING,
         },
     }
 }
@@ -356,12 +384,7 @@ impl Compute {
         let inst = self.instance(caller, uuid).await?;
         self.check_lock(caller, &inst)?;
         let rule = rule_of(&action);
-        if !rule.vm_states.contains(&inst.vm_state.as_str()) {
-            return Err(invalid_state(rule.name, uuid, "vm_state", &inst.vm_state));
-        }
-        if !rule.task_states.contains(&inst.task_state.as_deref()) {
-            return Err(invalid_state(rule.name, uuid, "task_state", inst.task_state.as_deref().unwrap_or("None")));
-        }
+        rule.check(&inst)?;
         if let Action::Resize { flavor } = &action {
             self.check_resize_quota(&inst.project_id, &inst.flavor, flavor).await?;
         }
@@ -381,6 +404,7 @@ impl Compute {
         match action {
             Action::Resize { flavor } => conductor.resize(&inst, flavor, request_id).await,
             Action::RevertResize { .. } => conductor.revert_resize(&inst, request_id).await,
+            Action::Unshelve => conductor.unshelve(&inst, request_id).await,
             other => conductor.action(&inst, other, request_id).await,
         }
     }
@@ -499,6 +523,82 @@ impl Compute {
         let inst = self.instance(caller, uuid).await?;
         self.conductor()?.action(&inst, action, request_id).await?;
         Ok(image_id)
+    }
+
+    /// Shelves an instance: its root disk is saved to a new private image `<name>-shelved` (created as the
+    /// caller, uploaded by the agent with the caller's token), and it is offloaded from its host at once when
+    /// `shelved_offload_time` is 0. Returns the image id.
+    pub async fn server_shelve(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        images: &crate::images::ImageClient,
+        token: &str,
+        request_id: &str,
+    ) -> Result<String, Error> {
+        let inst = self.instance(caller, uuid).await?;
+        self.check_lock(caller, &inst)?;
+        let probe = Action::Shelve { image_id: String::new(), image_url: String::new(), auth_token: compute_rpc::Secret(String::new()), offload: false };
+        rule_of(&probe).check(&inst)?;
+        let body = serde_json::json!({
+            "name": format!("{}-shelved", inst.display_name),
+            "container_format": "bare",
+            "disk_format": "qcow2",
+            "visibility": "private",
+            "instance_uuid": inst.uuid,
+            "image_type": "snapshot",
+            "base_image_ref": inst.image_ref,
+            "user_id": caller.user_id,
+        });
+        let image = images.create(token, &body).await?;
+        let image_id = image["id"].as_str().unwrap_or_default().to_string();
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        let records = [("shelved_at", now.as_str()), ("shelved_image_id", image_id.as_str()), ("shelved_host", inst.host.as_deref().unwrap_or_default())];
+        for (key, value) in records {
+            self.store().sysmeta_set(uuid, key, Some(value)).await?;
+        }
+        let offload = self.conductor()?.settings().shelved_offload_time == 0;
+        let action = Action::Shelve {
+            image_id: image_id.clone(),
+            image_url: images.url().to_string(),
+            auth_token: compute_rpc::Secret(token.to_string()),
+            offload,
+        };
+        if let Err(e) = self.server_action(caller, uuid, action, request_id).await {
+            // Lost a race with another action: the image made for it goes.
+            let _ = images.delete(token, &image_id).await;
+            for key in crate::conductor::SHELVE_KEYS {
+                self.store().sysmeta_set(uuid, key, None).await?;
+            }
+            return Err(e);
+        }
+        Ok(image_id)
+    }
+
+    /// Unshelves an instance, into `availability_zone` if given (only an offloaded instance may change zone).
+    pub async fn server_unshelve(
+        &self,
+        caller: &Caller,
+        uuid: &str,
+        availability_zone: Option<String>,
+        request_id: &str,
+    ) -> Result<(), Error> {
+        let inst = self.instance(caller, uuid).await?;
+        if let Some(zone) = availability_zone {
+            if inst.vm_state != vm_state::SHELVED_OFFLOADED {
+                return Err(Error::Conflict(format!(
+                    "The availability_zone parameter can only be given to unshelve a shelved_offloaded server; \
+                     instance {uuid} is {}.",
+                    inst.vm_state
+                )));
+            }
+            if !self.available_zones().await?.contains(&zone) {
+                return Err(Error::BadRequest(format!("The requested availability zone is not available: {zone}")));
+            }
+            let set = [("availability_zone", Value::S(Some(zone)))];
+            self.store().instance_update(uuid, Some(&[None]), &set).await?;
+        }
+        self.server_action(caller, uuid, Action::Unshelve, request_id).await
     }
 
     /// Confirms a resize (the instance is in `resized`, VERIFY_RESIZE).

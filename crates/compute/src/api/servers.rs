@@ -1468,6 +1468,33 @@ async fn action(
                 None => StatusCode::ACCEPTED.into_response(),
             });
         }
+        "shelve" => {
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-shelve:shelve").await?;
+            let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
+            let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
+            s.compute.server_shelve(&c, &inst.uuid, images, &token, &rid.0).await?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        "shelveOffload" => ("os_compute_api:os-shelve:shelve_offload", Action::ShelveOffload),
+        "unshelve" => {
+            // From 2.77 the body may name the zone to unshelve into; before, it is ignored.
+            let zone = match arg {
+                Value::Object(m) if mv >= v(77) => {
+                    only(m, &["availability_zone"])?;
+                    match m.get("availability_zone") {
+                        Some(Value::String(z)) if !z.is_empty() && z.chars().count() <= 255 => Some(z.clone()),
+                        Some(other) => return Err(invalid("availability_zone", other, &format!("{other} is not a valid zone name"))),
+                        None => None,
+                    }
+                }
+                Value::Null | Value::Object(_) => None,
+                other if mv >= v(77) => return Err(invalid("unshelve", other, &format!("{other} is not of type 'object', 'null'"))),
+                _ => None,
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-shelve:unshelve").await?;
+            s.compute.server_unshelve(&c, &inst.uuid, zone, &rid.0).await?;
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
         "os-getConsoleOutput" => {
             let inst = visible(&s, &ctx, &id, "os_compute_api:os-console-output").await?;
             let length = match arg.get("length") {

@@ -413,3 +413,108 @@ async fn disk_config_and_server_password() {
     assert_eq!(cloud.reader.delete(&format!("/compute/v2.1/servers/{id}/os-server-password")).await.status, 403);
     cloud.shutdown().await;
 }
+
+/// Waits until `image_id` is gone from the image service (404 to the member).
+async fn image_gone(c: &Client, image_id: &str) -> bool {
+    for _ in 0..200 {
+        if c.get(&format!("/image/v2/images/{image_id}")).await.status == 404 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn shelve_offload_and_unshelve() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let id = boot(m, &img, "shelf").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(m, &id, "ACTIVE").await;
+    let held = allocation(&cloud, &id).await;
+    assert!(held.is_object(), "{held}");
+
+    // Shelving saves the disk to `<name>-shelved` and, with an offload time of 0, frees the host at once.
+    let r = action(m, &id, json!({"shelve": null})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = status(m, &id, "SHELVED_OFFLOADED").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 0);
+    let shown = cloud.admin.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"].clone();
+    assert!(shown["OS-EXT-SRV-ATTR:host"].is_null(), "{shown}");
+    assert_eq!(allocation(&cloud, &id).await, Value::Null, "the offloaded server holds no resources");
+    let images = m.get("/image/v2/images?name=shelf-shelved").await.json()["images"].clone();
+    assert_eq!(images.as_array().map(Vec::len), Some(1), "{images}");
+    let shelved = images[0]["id"].as_str().unwrap().to_string();
+    assert_eq!((images[0]["status"].as_str(), images[0]["instance_uuid"].as_str()), (Some("active"), Some(id.as_str())));
+
+    // Actions that need a running guest, and a second shelve, are refused.
+    assert_eq!(action(m, &id, json!({"shelve": null})).await.status, 409);
+    assert_eq!(action(m, &id, json!({"os-stop": null})).await.status, 409);
+    // Offloading again is for administrators, and only from SHELVED.
+    assert_eq!(action(m, &id, json!({"shelveOffload": null})).await.status, 403);
+    assert_eq!(action(&cloud.admin, &id, json!({"shelveOffload": null})).await.status, 409);
+
+    // Unshelving schedules it again, builds it from the shelved image and deletes that image.
+    let r = action(m, &id, json!({"unshelve": null})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    status(m, &id, "ACTIVE").await;
+    assert_eq!(allocation(&cloud, &id).await, held);
+    assert!(image_gone(m, &shelved).await, "the shelved image is deleted after the unshelve");
+    assert_eq!(action(m, &id, json!({"unshelve": null})).await.status, 409, "an active server cannot be unshelved");
+    let actions = m.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await.json();
+    let names: Vec<&str> = actions["instanceActions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(names.contains(&"shelve") && names.contains(&"unshelve"), "{names:?}");
+
+    // A paused server shelves too; deleting a shelved server deletes its image.
+    assert_eq!(action(m, &id, json!({"pause": null})).await.status, 202);
+    status(m, &id, "PAUSED").await;
+    assert_eq!(action(m, &id, json!({"shelve": {}})).await.status, 202);
+    status(m, &id, "SHELVED_OFFLOADED").await;
+    let images = m.get("/image/v2/images?name=shelf-shelved").await.json()["images"].clone();
+    let shelved = images[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(m.delete(&format!("/compute/v2.1/servers/{id}")).await.status, 204);
+    assert!(wait_for(m, &id, |_| false).await.is_null());
+    assert!(image_gone(m, &shelved).await, "the shelved image goes with its server");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn shelved_servers_keep_their_host_when_offloading_waits() {
+    let cloud = TestCloud::start_with(|c| c.compute.shelved_offload_time = -1).await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let id = boot(m, &img, "kept").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(m, &id, "ACTIVE").await;
+    assert_eq!(action(m, &id, json!({"shelve": null})).await.status, 202);
+    let s = status(m, &id, "SHELVED").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 4, "the guest is off but still on its host");
+    assert!(allocation(&cloud, &id).await.is_object());
+    // A zone may only be chosen for an offloaded server (2.77).
+    let az = m
+        .request(reqwest::Method::POST, &format!("/compute/v2.1/servers/{id}/action"), Some(&json!({"unshelve": {"availability_zone": "nova"}})), &[("OpenStack-API-Version", "compute 2.77")])
+        .await;
+    assert_eq!(az.status, 409, "{}", az.text);
+    // Unshelving a shelved server powers it on where it is.
+    assert_eq!(action(m, &id, json!({"unshelve": null})).await.status, 202);
+    status(m, &id, "ACTIVE").await;
+    assert!(allocation(&cloud, &id).await.is_object());
+    // The administrator offloads a shelved server by hand.
+    assert_eq!(action(m, &id, json!({"shelve": null})).await.status, 202);
+    status(m, &id, "SHELVED").await;
+    assert_eq!(action(&cloud.admin, &id, json!({"shelveOffload": null})).await.status, 202);
+    status(m, &id, "SHELVED_OFFLOADED").await;
+    assert_eq!(allocation(&cloud, &id).await, Value::Null);
+    let bad_zone = m
+        .request(reqwest::Method::POST, &format!("/compute/v2.1/servers/{id}/action"), Some(&json!({"unshelve": {"availability_zone": "elsewhere"}})), &[("OpenStack-API-Version", "compute 2.77")])
+        .await;
+    assert_eq!(bad_zone.status, 400, "{}", bad_zone.text);
+    let r = m
+        .request(reqwest::Method::POST, &format!("/compute/v2.1/servers/{id}/action"), Some(&json!({"unshelve": {"availability_zone": "nova"}})), &[("OpenStack-API-Version", "compute 2.77")])
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    status(m, &id, "ACTIVE").await;
+    cloud.shutdown().await;
+}
