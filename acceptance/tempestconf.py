@@ -475,7 +475,7 @@ def build_config(creds: Credentials, cloud: Cloud, workspace: Path) -> configpar
             "resize": "True",
             "shelve": "True",
             "snapshot": "True",
-            "rescue": "False",
+            "rescue": "True",
             "live_migration": "False",
             "cold_migration": "False",
             "vnc_console": "False",

@@ -13,7 +13,7 @@ use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use serde_json::json;
 
 use crate::Error;
-use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo};
+use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
 
 /// Console lines kept per guest; older ones are dropped.
 const CONSOLE_LINES: usize = 1000;
@@ -55,6 +55,8 @@ struct Guest {
     hostname: String,
     flavor: FlavorSpec,
     power: PowerState,
+    /// The rescue image the guest runs from, while rescued.
+    rescue: Option<String>,
     console: Vec<String>,
     /// Seconds since the guest's last boot, for the kernel-style timestamps of its console.
     clock: f64,
@@ -213,6 +215,7 @@ impl Hypervisor for FakeDriver {
             hostname: instance.hostname.clone(),
             flavor: instance.flavor.clone(),
             power: PowerState::Running,
+            rescue: None,
             console: Vec::new(),
             clock: 0.0,
         };
@@ -330,6 +333,33 @@ impl Hypervisor for FakeDriver {
             .await
             .map_err(|source| Error::Io { context: format!("writing the snapshot of {uuid}"), source })?;
         Ok("raw".into())
+    }
+
+    async fn rescue(&self, instance: &InstanceSpec, rescue: &ImageSource, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = &instance.uuid;
+        self.with_guest(uuid, "rescue", |g| match (g.power, &g.rescue) {
+            (_, Some(_)) => Err(Error::Hypervisor(format!("instance {uuid} is already rescued"))),
+            (PowerState::Running | PowerState::Shutdown | PowerState::Crashed | PowerState::NoState, None) => {
+                g.rescue = Some(rescue.id.clone());
+                g.boot(uuid);
+                g.log(format!("rescue: booted from image {}, the instance's disk is the second disk", rescue.id));
+                g.power = PowerState::Running;
+                Ok(())
+            }
+            (state, None) => Err(invalid(uuid, "rescue", state)),
+        })
+    }
+
+    async fn unrescue(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = &instance.uuid;
+        self.with_guest(uuid, "unrescue", |g| match g.rescue.take() {
+            Some(_) => {
+                g.boot(uuid);
+                g.power = PowerState::Running;
+                Ok(())
+            }
+            None => Err(Error::Hypervisor(format!("instance {uuid} is not rescued"))),
+        })
     }
 
     async fn diagnostics(&self, instance: &InstanceSpec) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error> {

@@ -164,4 +164,15 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Periodic upkeep of the driver's host state (removing unused base images, …); called by the agent's
     /// periodic task.
     async fn maintain(&self) {}
+
+    /// Boots the guest from `rescue` (a rescue image) with its own disks attached after the rescue disk, as
+    /// upstream's rescue: the user repairs the guest's disk from a working system.
+    async fn rescue(&self, _instance: &InstanceSpec, _rescue: &ImageSource, _context: &GuestContext) -> Result<(), Error> {
+        Err(Error::Hypervisor(format!("the {} driver cannot rescue instances", self.name())))
+    }
+
+    /// Boots a rescued guest from its own disk again; the rescue disk is removed.
+    async fn unrescue(&self, _instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+        Err(Error::Hypervisor(format!("the {} driver cannot rescue instances", self.name())))
+    }
 }

@@ -17,7 +17,7 @@ use compute_rpc::{
 
 use crate::Error;
 use crate::agent::Inner;
-use crate::hypervisor::{GuestContext, NetworkInterface};
+use crate::hypervisor::{GuestContext, ImageSource, NetworkInterface};
 
 /// The instance action event of a build, upstream's name.
 pub const BUILD_EVENT: &str = "compute__do_build_and_run_instance";
@@ -192,6 +192,8 @@ fn action_task_states(action: &Action) -> &'static [&'static str] {
         }
         Action::ShelveOffload => &[SHELVING_OFFLOADING],
         Action::Unshelve => &[UNSHELVING],
+        Action::Rescue { .. } => &[RESCUING],
+        Action::Unrescue => &[UNRESCUING],
     }
 }
 
@@ -402,9 +404,13 @@ impl Inner {
             Action::Stop => (STOPPED, PowerState::Shutdown),
             Action::Pause => (PAUSED, PowerState::Paused),
             Action::Suspend => (SUSPENDED, PowerState::Suspended),
-            Action::Start | Action::Reboot { .. } | Action::Unpause | Action::Resume | Action::Unshelve => {
-                (ACTIVE, PowerState::Running)
-            }
+            Action::Start
+            | Action::Reboot { .. }
+            | Action::Unpause
+            | Action::Resume
+            | Action::Unshelve
+            | Action::Unrescue => (ACTIVE, PowerState::Running),
+            Action::Rescue { .. } => (RESCUED, PowerState::Running),
         };
         let done = match action {
             Action::Stop => self.driver.power_off(uuid).await,
@@ -414,6 +420,11 @@ impl Inner {
             Action::Unpause => self.driver.unpause(uuid).await,
             Action::Suspend => self.driver.suspend(uuid).await,
             Action::Resume => self.driver.resume(instance, &context).await,
+            Action::Rescue { image_ref, image_properties, .. } => {
+                let rescue = ImageSource { id: image_ref.clone(), properties: image_properties.clone() };
+                self.driver.rescue(instance, &rescue, &context).await
+            }
+            Action::Unrescue => self.driver.unrescue(instance, &context).await,
             Action::Rebuild { .. }
             | Action::Resize { .. }
             | Action::RevertResize { .. }

@@ -81,6 +81,8 @@ pub mod task_state {
     pub const SHELVING_IMAGE_UPLOADING: &str = "shelving_image_uploading";
     pub const SHELVING_OFFLOADING: &str = "shelving_offloading";
     pub const UNSHELVING: &str = "unshelving";
+    pub const RESCUING: &str = "rescuing";
+    pub const UNRESCUING: &str = "unrescuing";
 }
 
 /// Upstream's power states (the numbers the API shows as `OS-EXT-STS:power_state`).
@@ -395,6 +397,11 @@ pub enum Action {
     ShelveOffload,
     /// Power a `shelved` (not offloaded) instance's guest back on; it ends `active`.
     Unshelve,
+    /// Boot the guest from the rescue image `image_ref` (with `image_properties`, as the image service showed
+    /// them) with its own disks attached after the rescue disk; it ends `rescued`.
+    Rescue { image_ref: String, image_properties: BTreeMap<String, serde_json::Value>, admin_pass: Secret },
+    /// Boot a rescued guest from its own disk again; it ends `active`.
+    Unrescue,
 }
 
 /// A credential carried in a message: serialised as is, never printed by `Debug`.
@@ -426,6 +433,8 @@ impl Action {
             Action::Shelve { .. } => "compute_shelve_instance",
             Action::ShelveOffload => "compute_shelve_offload_instance",
             Action::Unshelve => "compute_unshelve_instance",
+            Action::Rescue { .. } => "compute_rescue_instance",
+            Action::Unrescue => "compute_unrescue_instance",
         }
     }
 }

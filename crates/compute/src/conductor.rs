@@ -350,12 +350,17 @@ impl Conductor {
             set.push(("flavorid", Value::S(Some(flavor.flavorid.clone()))));
             set.push(("flavor", Value::Json(Some(serde_json::to_value(&flavor).unwrap_or_default()))));
         }
+        if vm_state.as_deref() == Some(vm_state::SHELVED_OFFLOADED) {
+            // Offloaded: the host's resources are given back before anyone sees the new state, and the instance
+            // has no host until it is unshelved.
+            self.inner.placement.free(&m.uuid).await?;
+            set.extend([("host", Value::S(None)), ("node", Value::S(None)), ("node_uuid", Value::S(None))]);
+        }
         let applied = self.store().instance_update(&m.uuid, m.expected_task_state.as_deref(), &set).await?;
         if applied {
             let expected = m.expected_task_state.unwrap_or_default();
             let from = |t: &str| expected.iter().any(|e| e.as_deref() == Some(t));
             match vm_state.as_deref() {
-                Some(vm_state::SHELVED_OFFLOADED) => self.offloaded(&m.uuid).await?,
                 Some(vm_state::SHELVED) => self.offload_later(&m.uuid),
                 Some(vm_state::ACTIVE) if from(task_state::SPAWNING) || from(task_state::UNSHELVING) => {
                     self.unshelved(&m.uuid).await?
@@ -367,14 +372,6 @@ impl Conductor {
     }
 
     // ----- shelving -----
-
-    /// An instance was offloaded: its host's resources are given back and it has no host until unshelved.
-    async fn offloaded(&self, uuid: &str) -> Result<(), Error> {
-        self.inner.placement.free(uuid).await?;
-        let set = [("host", Value::S(None)), ("node", Value::S(None)), ("node_uuid", Value::S(None))];
-        self.store().instance_update(uuid, None, &set).await?;
-        Ok(())
-    }
 
     /// A shelved instance is offloaded after `shelved_offload_time` seconds (when positive) if still shelved.
     fn offload_later(&self, uuid: &str) {

@@ -194,6 +194,13 @@ fn rule_of(action: &Action) -> Rule {
         Action::ShelveOffload => {
             Rule { name: "shelveOffload", vm_states: &[v::SHELVED], task_states: NONE, starts_in: t::SHELVING_OFFLOADING }
         }
+        Action::Rescue { .. } => Rule {
+            name: "rescue",
+            vm_states: &[v::ACTIVE, v::STOPPED, v::ERROR],
+            task_states: NONE,
+            starts_in: t::RESCUING,
+        },
+        Action::Unrescue => Rule { name: "unrescue", vm_states: &[v::RESCUED], task_states: NONE, starts_in: t::UNRESCUING },
         Action::Unshelve => Rule {
             name: "unshelve",
             vm_states: &[v::SHELVED, v::SHELVED_OFFLOADED],
@@ -718,7 +725,8 @@ impl Compute {
 
     pub async fn console_output(&self, caller: &Caller, uuid: &str, length: Option<u64>) -> Result<String, Error> {
         let inst = self.instance(caller, uuid).await?;
-        if inst.vm_state != vm_state::ACTIVE {
+        // A rescued guest's console is the rescue system's.
+        if inst.vm_state != vm_state::ACTIVE && inst.vm_state != vm_state::RESCUED {
             return Err(invalid_state("get_console_output", uuid, "vm_state", &inst.vm_state));
         }
         self.conductor()?.console_output(&inst, length).await

@@ -35,7 +35,7 @@ use base::BaseCache;
 use qmp::Qmp;
 
 use crate::Error;
-use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo};
+use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
 
 /// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
 const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
@@ -124,6 +124,31 @@ struct GuestDef {
     config_drive: bool,
     /// What the driver last did to the guest: `Running`, `Paused`, `Shutdown` or `Suspended`.
     state: PowerState,
+    /// While rescued: the rescue image the guest boots from (`disk.rescue`, an overlay on its base), before its
+    /// own disks.
+    #[serde(default)]
+    rescue: Option<RescueDef>,
+}
+
+/// The rescue disk's image, as [`GuestDef`] keeps the root disk's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RescueDef {
+    bases: Vec<String>,
+    base_format: String,
+    kernel: Option<PathBuf>,
+    ramdisk: Option<PathBuf>,
+    cmdline: Option<String>,
+}
+
+/// An image ready to back a disk: its cached base and format, and the kernel and ramdisk it names.
+struct BootSource {
+    base: PathBuf,
+    format: &'static str,
+    virtual_size: i64,
+    bases: Vec<String>,
+    kernel: Option<PathBuf>,
+    ramdisk: Option<PathBuf>,
+    cmdline: Option<String>,
 }
 
 /// The qemu hypervisor driver.
@@ -238,50 +263,22 @@ impl QemuDriver {
         let image = context.image.as_ref().ok_or_else(|| {
             Error::Hypervisor("the qemu driver boots instances from images only (no volumes yet)".into())
         })?;
-        let prop = |k: &str| image.properties.get(k).and_then(Value::as_str).map(str::to_owned);
-        let disk_format = prop("disk_format").unwrap_or_else(|| "qcow2".into());
-        let container_format = prop("container_format").unwrap_or_else(|| "bare".into());
-        if !BOOTABLE_FORMATS.contains(&disk_format.as_str()) || !["bare", "ami"].contains(&container_format.as_str()) {
-            return Err(Error::Hypervisor(format!(
-                "image {} has disk format {disk_format} and container format {container_format}, which the qemu driver \
-                 cannot boot (it boots qcow2, raw and ami disks in bare or ami containers)",
-                image.id
-            )));
-        }
+        Self::check_bootable(image)?;
         if dir.exists() {
             return Err(Error::AlreadyExists(uuid.to_owned()));
         }
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
 
-        let base = self.bases.fetch(&image.id).await?;
-        let expected = if disk_format == "qcow2" { "qcow2" } else { "raw" };
-        let info = self.inspect(&base, &image.id, expected).await?;
-        let virtual_size = info.get("virtual-size").and_then(Value::as_i64).unwrap_or(0);
+        let source = self.boot_source(image).await?;
         let root_bytes = instance.flavor.root_gb * 1024 * 1024 * 1024;
-        if instance.flavor.root_gb > 0 && virtual_size > root_bytes {
+        if instance.flavor.root_gb > 0 && source.virtual_size > root_bytes {
             return Err(Error::Hypervisor(format!(
-                "Flavor's disk is too small for requested image: the image's virtual size is {virtual_size} bytes, \
-                 the flavor's root disk {root_bytes} bytes"
+                "Flavor's disk is too small for requested image: the image's virtual size is {} bytes, \
+                 the flavor's root disk {root_bytes} bytes",
+                source.virtual_size
             )));
         }
-        let mut bases = vec![image.id.clone()];
-        let (mut kernel, mut ramdisk) = (None, None);
-        for (key, slot) in [("kernel_id", &mut kernel), ("ramdisk_id", &mut ramdisk)] {
-            if let Some(id) = prop(key).filter(|id| !id.is_empty()) {
-                *slot = Some(self.bases.fetch(&id).await?);
-                bases.push(id);
-            }
-        }
-        let cmdline = kernel.as_ref().map(|_| prop("os_command_line").unwrap_or_else(|| "root=/dev/vda console=tty0 console=ttyS0".into()));
-
-        let disk = dir.join("disk");
-        let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), expected.into(), "-b".into()];
-        args.push(base.to_string_lossy().into_owned());
-        args.push(disk.to_string_lossy().into_owned());
-        if root_bytes > virtual_size {
-            args.push(root_bytes.to_string());
-        }
-        self.qemu_img(&args).await?;
+        self.overlay(&source, &dir.join("disk"), (root_bytes > source.virtual_size).then_some(root_bytes)).await?;
         for (name, gb, mb) in [("disk.eph0", instance.flavor.ephemeral_gb, 0), ("disk.swap", 0, instance.flavor.swap)] {
             let bytes = gb * 1024 * 1024 * 1024 + mb * 1024 * 1024;
             if bytes > 0 {
@@ -297,15 +294,62 @@ impl QemuDriver {
             uuid: uuid.to_owned(),
             name: instance.display_name.clone(),
             flavor: instance.flavor.clone(),
-            bases,
-            base_format: Some(expected.to_owned()),
-            kernel,
-            ramdisk,
-            cmdline,
+            bases: source.bases,
+            base_format: Some(source.format.to_owned()),
+            kernel: source.kernel,
+            ramdisk: source.ramdisk,
+            cmdline: source.cmdline,
             config_drive,
             state: PowerState::Shutdown,
+            rescue: None,
         };
         self.save(&def)
+    }
+
+    /// Refuses images the driver cannot boot (by their disk and container formats).
+    fn check_bootable(image: &ImageSource) -> Result<(), Error> {
+        let prop = |k: &str| image.properties.get(k).and_then(Value::as_str).map(str::to_owned);
+        let disk_format = prop("disk_format").unwrap_or_else(|| "qcow2".into());
+        let container_format = prop("container_format").unwrap_or_else(|| "bare".into());
+        if !BOOTABLE_FORMATS.contains(&disk_format.as_str()) || !["bare", "ami"].contains(&container_format.as_str()) {
+            return Err(Error::Hypervisor(format!(
+                "image {} has disk format {disk_format} and container format {container_format}, which the qemu driver \
+                 cannot boot (it boots qcow2, raw and ami disks in bare or ami containers)",
+                image.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fetches an image's base (and the kernel and ramdisk it names) into the cache and checks its data.
+    async fn boot_source(&self, image: &ImageSource) -> Result<BootSource, Error> {
+        let prop = |k: &str| image.properties.get(k).and_then(Value::as_str).map(str::to_owned);
+        let disk_format = prop("disk_format").unwrap_or_else(|| "qcow2".into());
+        let base = self.bases.fetch(&image.id).await?;
+        let format = if disk_format == "qcow2" { "qcow2" } else { "raw" };
+        let info = self.inspect(&base, &image.id, format).await?;
+        let virtual_size = info.get("virtual-size").and_then(Value::as_i64).unwrap_or(0);
+        let mut bases = vec![image.id.clone()];
+        let (mut kernel, mut ramdisk) = (None, None);
+        for (key, slot) in [("kernel_id", &mut kernel), ("ramdisk_id", &mut ramdisk)] {
+            if let Some(id) = prop(key).filter(|id| !id.is_empty()) {
+                *slot = Some(self.bases.fetch(&id).await?);
+                bases.push(id);
+            }
+        }
+        let cmdline = kernel.as_ref().map(|_| prop("os_command_line").unwrap_or_else(|| "root=/dev/vda console=tty0 console=ttyS0".into()));
+        Ok(BootSource { base, format, virtual_size, bases, kernel, ramdisk, cmdline })
+    }
+
+    /// A qcow2 overlay at `path` on `source`'s base, grown to `size` bytes if given.
+    async fn overlay(&self, source: &BootSource, path: &Path, size: Option<i64>) -> Result<(), Error> {
+        let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), source.format.into(), "-b".into()];
+        args.push(source.base.to_string_lossy().into_owned());
+        args.push(path.to_string_lossy().into_owned());
+        if let Some(size) = size {
+            args.push(size.to_string());
+        }
+        self.qemu_img(&args).await
     }
 
     /// `qemu-img info` of a downloaded base: its data must be what the image claims (`expected`), and a qcow2
@@ -373,7 +417,11 @@ impl QemuDriver {
             let boot = if boot { ",bootindex=1" } else { "" };
             push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{boot}")]);
         };
-        disk("root", "disk", "qcow2", false, true);
+        // A rescued guest boots from the rescue disk, with its own disks after it (upstream's rescue layout).
+        if def.rescue.is_some() {
+            disk("rescue", "disk.rescue", "qcow2", false, true);
+        }
+        disk("root", "disk", "qcow2", false, def.rescue.is_none());
         if dir.join("disk.eph0").exists() {
             disk("eph0", "disk.eph0", "qcow2", false, false);
         }
@@ -383,9 +431,13 @@ impl QemuDriver {
         if def.config_drive {
             disk("config", "disk.config", "raw", true, false);
         }
-        if let (Some(kernel), Some(cmdline)) = (&def.kernel, &def.cmdline) {
+        let (kernel, ramdisk, cmdline) = match &def.rescue {
+            Some(r) => (&r.kernel, &r.ramdisk, &r.cmdline),
+            None => (&def.kernel, &def.ramdisk, &def.cmdline),
+        };
+        if let (Some(kernel), Some(cmdline)) = (kernel, cmdline) {
             push(&["-kernel", &kernel.to_string_lossy(), "-append", cmdline]);
-            if let Some(ramdisk) = &def.ramdisk {
+            if let Some(ramdisk) = ramdisk {
                 push(&["-initrd", &ramdisk.to_string_lossy()]);
             }
         }
@@ -480,7 +532,11 @@ impl QemuDriver {
         if !self.config.remove_unused_base_images {
             return Vec::new();
         }
-        let used: BTreeSet<String> = self.guests().into_iter().flat_map(|g| g.bases).collect();
+        let used: BTreeSet<String> = self
+            .guests()
+            .into_iter()
+            .flat_map(|g| g.bases.into_iter().chain(g.rescue.into_iter().flat_map(|r| r.bases)))
+            .collect();
         self.bases.remove_unused(&used, self.config.remove_unused_minimum_age)
     }
 
@@ -648,6 +704,44 @@ impl Hypervisor for QemuDriver {
         std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
         self.remove_unused_bases();
         Ok(())
+    }
+
+    async fn rescue(&self, instance: &InstanceSpec, rescue: &ImageSource, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let mut def = self.load(uuid)?;
+        if def.rescue.is_some() {
+            return Err(Error::Hypervisor(format!("instance {uuid} is already rescued")));
+        }
+        Self::check_bootable(rescue)?;
+        let source = self.boot_source(rescue).await?;
+        self.shutdown(uuid, self.config.shutdown_timeout).await;
+        let _ = std::fs::remove_file(self.dir(uuid).join("memory.state"));
+        let path = self.dir(uuid).join("disk.rescue");
+        let _ = std::fs::remove_file(&path);
+        self.overlay(&source, &path, None).await?;
+        def.rescue = Some(RescueDef {
+            bases: source.bases,
+            base_format: source.format.to_owned(),
+            kernel: source.kernel,
+            ramdisk: source.ramdisk,
+            cmdline: source.cmdline,
+        });
+        def.state = PowerState::Running;
+        self.save(&def)?;
+        self.launch(uuid, None).await
+    }
+
+    async fn unrescue(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let mut def = self.load(uuid)?;
+        if def.rescue.is_none() {
+            return Err(Error::Hypervisor(format!("instance {uuid} is not rescued")));
+        }
+        self.kill_guest(uuid).await;
+        def.rescue = None;
+        self.save(&def)?;
+        let _ = std::fs::remove_file(self.dir(uuid).join("disk.rescue"));
+        self.start(instance).await
     }
 
     async fn power_off(&self, uuid: &str) -> Result<(), Error> {
@@ -923,6 +1017,7 @@ pub(crate) mod tests {
             cmdline: Some("console=ttyS0".into()),
             config_drive: true,
             state: PowerState::Shutdown,
+            rescue: None,
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
         for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
@@ -933,5 +1028,18 @@ pub(crate) mod tests {
         assert!(!args.contains("-incoming"));
         let args = driver.command_line(&def, "kvm", Some(Path::new("/s"))).join(" ");
         assert!(args.contains("-cpu host") && args.contains("-incoming file:/s"), "{args}");
+        // Rescued, the guest boots the rescue disk and its kernel; its own disk follows without a boot index.
+        let rescue = RescueDef {
+            bases: vec!["rescue-img".into()],
+            base_format: "qcow2".into(),
+            kernel: Some("/rk".into()),
+            ramdisk: None,
+            cmdline: Some("root=/dev/vda".into()),
+        };
+        let args = driver.command_line(&GuestDef { rescue: Some(rescue), ..def }, "tcg", None).join(" ");
+        assert!(args.contains("drive=rescue,id=rescue-disk,bootindex=1"), "{args}");
+        assert!(args.contains("drive=root,id=root-disk ") || args.ends_with("drive=root,id=root-disk"), "{args}");
+        assert!(args.find("node-name=rescue-file") < args.find("node-name=root-file"), "{args}");
+        assert!(args.contains("-kernel /rk -append root=/dev/vda") && !args.contains("-initrd"), "{args}");
     }
 }

@@ -153,6 +153,8 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-shelve:shelve", MEMBER),
     ("os_compute_api:os-shelve:shelve_offload", ADMIN),
     ("os_compute_api:os-shelve:unshelve", MEMBER),
+    ("os_compute_api:os-rescue", MEMBER),
+    ("os_compute_api:os-unrescue", MEMBER),
     ("os_compute_api:os-lock-server:lock", MEMBER),
     ("os_compute_api:os-lock-server:unlock", MEMBER),
     ("os_compute_api:os-lock-server:unlock:unlock_override", ADMIN),

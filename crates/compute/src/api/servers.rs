@@ -1476,6 +1476,48 @@ async fn action(
             return Ok(StatusCode::ACCEPTED.into_response());
         }
         "shelveOffload" => ("os_compute_api:os-shelve:shelve_offload", Action::ShelveOffload),
+        "rescue" => {
+            let (pass, rescue_image) = match arg {
+                Value::Null => (None, None),
+                Value::Object(m) => {
+                    only(m, &["adminPass", "rescue_image_ref"])?;
+                    let pass = match m.get("adminPass") {
+                        Some(Value::String(p)) => Some(p.clone()),
+                        Some(other) => return Err(invalid("adminPass", other, &format!("{other} is not of type 'string'"))),
+                        None => None,
+                    };
+                    let image = match m.get("rescue_image_ref") {
+                        Some(Value::String(r)) if uuid::Uuid::parse_str(r).is_ok() => Some(r.clone()),
+                        Some(other) => return Err(invalid("rescue_image_ref", other, &format!("{other} is not a 'uuid'"))),
+                        None => None,
+                    };
+                    (pass, image)
+                }
+                other => return Err(invalid("rescue", other, &format!("{other} is not of type 'object', 'null'"))),
+            };
+            let inst = visible(&s, &ctx, &id, "os_compute_api:os-rescue").await?;
+            if inst.image_ref.is_empty() {
+                return Err(ApiError::bad_request(format!("Instance {} cannot be rescued: it boots from a volume.", inst.uuid)));
+            }
+            let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_string();
+            let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
+            // The rescue image is the one asked for, else the instance's own.
+            let image_ref = rescue_image.unwrap_or_else(|| inst.image_ref.clone());
+            let image = match images.get(&token, &image_ref).await? {
+                Some(i) if i.status == "active" => i,
+                Some(_) => return Err(ApiError::bad_request(format!("Image {image_ref} is not active."))),
+                None => return Err(ApiError::bad_request(format!("Image {image_ref} could not be found."))),
+            };
+            let pass = pass.unwrap_or_else(admin_password);
+            let action = Action::Rescue {
+                image_ref: image.id,
+                image_properties: image.properties,
+                admin_pass: compute_rpc::Secret(pass.clone()),
+            };
+            s.compute.server_action(&c, &inst.uuid, action, &rid.0).await?;
+            return Ok(Json(json!({"adminPass": pass})).into_response());
+        }
+        "unrescue" => ("os_compute_api:os-unrescue", Action::Unrescue),
         "unshelve" => {
             // From 2.77 the body may name the zone to unshelve into; before, it is ignored.
             let zone = match arg {

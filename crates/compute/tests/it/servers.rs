@@ -518,3 +518,54 @@ async fn shelved_servers_keep_their_host_when_offloading_waits() {
     status(m, &id, "ACTIVE").await;
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn rescue_and_unrescue() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let rescue_img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let id = boot(m, &img, "lost").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(m, &id, "ACTIVE").await;
+
+    // Rescue boots the guest from a rescue image and answers with the rescue password.
+    let r = action(m, &id, json!({"rescue": {"adminPass": "s3cret", "rescue_image_ref": rescue_img}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["adminPass"], "s3cret");
+    let s = status(m, &id, "RESCUE").await;
+    assert_eq!((s["OS-EXT-STS:vm_state"].as_str(), s["OS-EXT-STS:power_state"].as_i64()), (Some("rescued"), Some(1)));
+    let r = action(m, &id, json!({"os-getConsoleOutput": {"length": 50}})).await;
+    let console = r.json()["output"].as_str().map(str::to_string).unwrap_or_else(|| panic!("{} {}", r.status, r.text));
+    assert!(console.contains(&format!("booted from image {rescue_img}")), "{console}");
+    // A rescued server is rescued once, and is not rebooted or resized.
+    assert_eq!(action(m, &id, json!({"rescue": null})).await.status, 409);
+    assert_eq!(action(m, &id, json!({"reboot": {"type": "HARD"}})).await.status, 409);
+    assert_eq!(action(m, &id, json!({"resize": {"flavorRef": "2"}})).await.status, 409);
+    let r = action(m, &id, json!({"unrescue": null})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let s = status(m, &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-STS:vm_state"], "active");
+    assert_eq!(action(m, &id, json!({"unrescue": null})).await.status, 409, "only a rescued server is unrescued");
+
+    // Without a body the instance's own image rescues it, with a generated password.
+    let r = action(m, &id, json!({"rescue": null})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["adminPass"].as_str().is_some_and(|p| p.len() >= 8), "{}", r.text);
+    status(m, &id, "RESCUE").await;
+    assert_eq!(action(m, &id, json!({"unrescue": null})).await.status, 202);
+    status(m, &id, "ACTIVE").await;
+
+    // Bad requests: unknown fields or images, a paused server.
+    assert_eq!(action(m, &id, json!({"rescue": {"flavor": "1"}})).await.status, 400);
+    assert_eq!(action(m, &id, json!({"rescue": {"rescue_image_ref": "not-a-uuid"}})).await.status, 400);
+    let missing = "8f2a6a8c-0000-4000-8000-000000000000";
+    assert_eq!(action(m, &id, json!({"rescue": {"rescue_image_ref": missing}})).await.status, 400);
+    assert_eq!(action(m, &id, json!({"pause": null})).await.status, 202);
+    status(m, &id, "PAUSED").await;
+    assert_eq!(action(m, &id, json!({"rescue": null})).await.status, 409);
+    let actions = m.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await.json();
+    let names: Vec<&str> = actions["instanceActions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(names.contains(&"rescue") && names.contains(&"unrescue"), "{names:?}");
+    cloud.shutdown().await;
+}
