@@ -75,6 +75,12 @@ pub struct ImageSource {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
+impl ImageSource {
+    pub fn new(id: impl Into<String>, properties: BTreeMap<String, serde_json::Value>) -> ImageSource {
+        ImageSource { id: id.into(), properties }
+    }
+}
+
 /// A virtual NIC, as upstream's VIF.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use compute_agent::{Error, GuestContext, Hypervisor, QemuConfig, QemuDriver, VirtType};
+use compute_agent::{Error, GuestContext, Hypervisor, ImageSource, QemuConfig, QemuDriver, VirtType};
 use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 
 const MARKER: &str = "STRATUS-TEST-VM-READY";
@@ -301,4 +301,38 @@ async fn at_start_the_agent_destroys_orphans_and_stops_instances_whose_guest_die
     }
     assert!(env.path.join(&dead).exists());
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescued_guest_boots_the_rescue_image_with_its_disks_after_it() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let driver = env.driver();
+    let (spec, ctx) = instance("resc1", "disk-image", &[("disk_format", "qcow2")]);
+    driver.spawn(&spec, &ctx).await.unwrap();
+    let console = {
+        wait_console(&driver, "resc1", MARKER, 1).await;
+        driver.console_output("resc1").await.unwrap()
+    };
+    // Root, ephemeral disk, config drive: the config drive is the third disk.
+    assert!(console.contains("config drive found on /dev/vdc"), "{console}");
+
+    // Rescued, the rescue image's disk comes first and the guest's own disks follow.
+    let props = BTreeMap::from([("disk_format".to_string(), serde_json::json!("qcow2"))]);
+    let rescue = ImageSource::new("disk-image", props);
+    driver.rescue(&spec, &rescue, &ctx).await.unwrap();
+    wait_console(&driver, "resc1", MARKER, 2).await;
+    let console = driver.console_output("resc1").await.unwrap();
+    assert!(console.contains("config drive found on /dev/vdd"), "{console}");
+    assert!(env.path.join("resc1").join("disk.rescue").exists());
+    assert!(driver.rescue(&spec, &rescue, &ctx).await.is_err(), "a rescued guest is not rescued again");
+
+    // Unrescued, it boots its own disk again and the rescue disk is gone.
+    driver.unrescue(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "resc1", MARKER, 3).await;
+    let console = driver.console_output("resc1").await.unwrap();
+    assert_eq!(console.matches("config drive found on /dev/vdc").count(), 2, "{console}");
+    assert!(!env.path.join("resc1").join("disk.rescue").exists());
+    assert!(driver.unrescue(&spec, &ctx).await.is_err());
+    driver.destroy("resc1").await.unwrap();
 }
