@@ -1104,7 +1104,8 @@ impl Identity {
                 .await?;
         }
         let mut role_ids = HashMap::new();
-        for name in ["admin", "member", "reader", "service"] {
+        // Keystone's bootstrap roles, `manager` (the project-manager persona) included since 2024.2.
+        for name in ["admin", "manager", "member", "reader", "service"] {
             let id = match store.role_get_by_name(name).await? {
                 Some(r) => r.id,
                 None => {
@@ -1116,7 +1117,7 @@ impl Identity {
             role_ids.insert(name, id);
         }
         let existing: Vec<(String, String)> = store.implied_role_list().await?;
-        for (prior, implied) in [("admin", "member"), ("member", "reader")] {
+        for (prior, implied) in [("admin", "manager"), ("manager", "member"), ("member", "reader")] {
             let pair = (role_ids[prior].clone(), role_ids[implied].clone());
             if !existing.contains(&pair) {
                 store.implied_role_create(&pair.0, &pair.1).await?;

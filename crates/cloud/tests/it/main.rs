@@ -84,7 +84,7 @@ async fn token_issue_carries_catalog_roles_and_scope() {
     assert_eq!(token["methods"], json!(["password"]));
     let mut roles: Vec<_> = token["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     roles.sort();
-    assert_eq!(roles, ["admin", "member", "reader"]);
+    assert_eq!(roles, ["admin", "manager", "member", "reader"]);
     let catalog = token["catalog"].as_array().unwrap();
     let identity = catalog.iter().find(|s| s["type"] == "identity").expect("identity in catalog");
     let urls: Vec<_> = identity["endpoints"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();

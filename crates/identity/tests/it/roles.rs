@@ -195,13 +195,13 @@ async fn role_crud_domain_roles_and_options() {
 async fn implied_roles_and_tokens() {
     let cloud = TestCloud::start().await;
     let a = &cloud.admin;
-    // Bootstrap's chain: admin implies member implies reader.
-    assert_eq!(names(&a.token_body["token"]["roles"]).len(), 3);
+    // Bootstrap's chain: admin implies manager implies member implies reader.
+    assert_eq!(names(&a.token_body["token"]["roles"]).len(), 4);
     let inferences = get(a, "/role_inferences").await;
     assert_eq!(inferences.status, StatusCode::OK);
     let rules = inferences.json()["role_inferences"].clone();
     let admin_rule = rules.as_array().unwrap().iter().find(|r| r["prior_role"]["name"] == "admin").unwrap();
-    assert_eq!(names(&admin_rule["implies"]), vec!["member"]);
+    assert_eq!(names(&admin_rule["implies"]), vec!["manager"]);
 
     let prior = create_role(a, json!({"name": "pilot"})).await;
     let implied = create_role(a, json!({"name": "navigator"})).await;

@@ -67,7 +67,7 @@ async fn bootstrap_is_idempotent_and_builds_the_catalog() {
         interfaces.sort();
         assert_eq!(interfaces, ["admin", "internal", "public"]);
         let roles: Vec<_> = identity.store().role_list().await.unwrap().into_iter().map(|r| r.name).collect();
-        for r in ["admin", "member", "reader"] {
+        for r in ["admin", "manager", "member", "reader"] {
             assert_eq!(roles.iter().filter(|x| *x == r).count(), 1, "{r} exactly once");
         }
     });
@@ -80,7 +80,7 @@ async fn password_auth_scopes_and_implied_roles() {
         let (token, info) = identity.authenticate(password("admin", "secret-admin"), project("admin")).await.unwrap();
         let mut roles: Vec<_> = info.roles.iter().map(|r| r.name.clone()).collect();
         roles.sort();
-        assert_eq!(roles, ["admin", "member", "reader"], "admin implies member implies reader");
+        assert_eq!(roles, ["admin", "manager", "member", "reader"], "admin implies manager implies member implies reader");
         let validated = identity.validate(&token).await.unwrap();
         assert_eq!(validated.user.name, "admin");
         assert_eq!(validated.project.as_ref().unwrap().0.name, "admin");
