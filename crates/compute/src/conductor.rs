@@ -329,6 +329,7 @@ impl Conductor {
     async fn instance_update(&self, m: InstanceUpdate) -> Result<bool, Error> {
         let c = m.changes;
         let vm_state = c.vm_state.clone();
+        let task_cleared = c.task_state == Some(None);
         let mut set: Vec<(&str, Value)> = Vec::new();
         if let Some(v) = c.vm_state {
             set.push(("vm_state", Value::S(Some(v))));
@@ -362,6 +363,9 @@ impl Conductor {
             let from = |t: &str| expected.iter().any(|e| e.as_deref() == Some(t));
             match vm_state.as_deref() {
                 Some(vm_state::SHELVED) => self.offload_later(&m.uuid),
+                Some(vm_state::RESIZED) => self.resize_finished(&m.uuid, "finished").await?,
+                // A resize the agent gave up on: the task is cleared and the vm state kept.
+                None if task_cleared && from(task_state::RESIZE_MIGRATING) => self.resize_finished(&m.uuid, "error").await?,
                 Some(vm_state::ACTIVE) if from(task_state::SPAWNING) || from(task_state::UNSHELVING) => {
                     self.unshelved(&m.uuid).await?
                 }
@@ -369,6 +373,15 @@ impl Conductor {
             }
         }
         Ok(applied)
+    }
+
+    /// The agent ended a resize: its migration waits for confirmation (`finished`), or failed (`error`).
+    async fn resize_finished(&self, uuid: &str, status: &str) -> Result<(), Error> {
+        let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
+        if let Ok((migration, _)) = Self::resize_of(&inst) {
+            self.store().migration_set_status(&migration, &["migrating"], status).await?;
+        }
+        Ok(())
     }
 
     // ----- shelving -----
@@ -874,6 +887,25 @@ impl Conductor {
             self.store().action_event(&inst.uuid, request_id, "conductor_migrate_server", "conductor", Some((false, Some("No valid host was found. No room for the new flavor on the instance's host.")))).await?;
             return Err(Error::BadRequest("No valid host was found. No room for the new flavor on the instance's host.".into()));
         }
+        let record = crate::store::MigrationRow {
+            id: 0,
+            uuid: migration.clone(),
+            instance_uuid: inst.uuid.clone(),
+            project_id: inst.project_id.clone(),
+            user_id: inst.user_id.clone(),
+            migration_type: "resize".into(),
+            status: "migrating".into(),
+            source_compute: inst.host.clone(),
+            source_node: inst.node.clone(),
+            dest_compute: inst.host.clone(),
+            dest_node: inst.node.clone(),
+            dest_host: None,
+            old_flavorid: Some(inst.flavor.flavorid.clone()),
+            new_flavorid: Some(flavor.flavorid.clone()),
+            created_at: crate::store::instances::now_us(),
+            updated_at: None,
+        };
+        self.store().migration_create(&record).await?;
         let resize = json!({"migration": migration, "old_flavor": inst.flavor, "new_flavor": flavor});
         self.store().instance_update(&inst.uuid, None, &[("scheduling", Value::Json(Some(json!({"resize": resize}))))]).await?;
         self.action(inst, compute_rpc::Action::Resize { flavor }, request_id).await
@@ -893,6 +925,7 @@ impl Conductor {
     pub async fn confirm_resize(&self, inst: &InstanceRow) -> Result<(), Error> {
         let (migration, _) = Self::resize_of(inst)?;
         self.inner.placement.free(&migration).await?;
+        self.store().migration_set_status(&migration, &[], "confirmed").await?;
         let end = if inst.power_state == PowerState::Shutdown.code() { vm_state::STOPPED } else { vm_state::ACTIVE };
         let set = [("vm_state", Value::S(Some(end.into()))), ("task_state", Value::S(None)), ("scheduling", Value::Json(None))];
         self.store().instance_update(&inst.uuid, Some(&[None]), &set).await?;
@@ -903,6 +936,7 @@ impl Conductor {
     /// migration's allocation goes back to the instance, and the agent restores the old flavor.
     pub async fn revert_resize(&self, inst: &InstanceRow, request_id: &str) -> Result<(), Error> {
         let (migration, old) = Self::resize_of(inst)?;
+        self.store().migration_set_status(&migration, &[], "reverted").await?;
         let p = &self.inner.placement;
         p.free(&inst.uuid).await?;
         p.move_allocations(&migration, &inst.uuid, &inst.project_id, &inst.user_id).await?;

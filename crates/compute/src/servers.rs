@@ -608,6 +608,16 @@ impl Compute {
         self.server_action(caller, uuid, Action::Unshelve, request_id).await
     }
 
+    /// Migrations (resizes) matching `filter`, newest first (`/os-migrations`, admins only).
+    pub async fn migrations(&self, filter: &crate::store::MigrationFilter) -> Result<Vec<crate::store::MigrationRow>, Error> {
+        self.store().migration_list(filter).await
+    }
+
+    /// One migration by uuid.
+    pub async fn migration(&self, uuid: &str) -> Result<Option<crate::store::MigrationRow>, Error> {
+        self.store().migration_get(uuid).await
+    }
+
     /// Confirms a resize (the instance is in `resized`, VERIFY_RESIZE).
     pub async fn server_confirm_resize(&self, caller: &Caller, uuid: &str, request_id: &str) -> Result<(), Error> {
         let inst = self.instance(caller, uuid).await?;

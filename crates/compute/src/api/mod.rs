@@ -12,6 +12,7 @@ mod hosts;
 mod images;
 mod interfaces;
 mod keypairs;
+mod migrations;
 mod network;
 mod proxies;
 mod quotas;
@@ -154,6 +155,9 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-shelve:shelve_offload", ADMIN),
     ("os_compute_api:os-shelve:unshelve", MEMBER),
     ("os_compute_api:os-rescue", MEMBER),
+    ("os_compute_api:os-migrations:index", ADMIN),
+    ("os_compute_api:servers:migrations:index", ADMIN),
+    ("os_compute_api:servers:migrations:show", ADMIN),
     ("os_compute_api:os-unrescue", MEMBER),
     ("os_compute_api:os-lock-server:lock", MEMBER),
     ("os_compute_api:os-lock-server:unlock", MEMBER),
@@ -250,6 +254,7 @@ pub fn router(
         .merge(aggregates::routes())
         .merge(server_groups::routes())
         .merge(usage::routes())
+        .merge(migrations::routes())
         .merge(extensions::routes())
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));
     let router = Router::new()

@@ -842,7 +842,7 @@ fn admin_password() -> String {
 
 // ----- list and show -----
 
-fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+pub(super) fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(v)
         .map(|t| t.timestamp_micros())
         .or_else(|_| {

@@ -10,6 +10,7 @@ use crate::error::Error;
 pub mod aggregates;
 pub mod hosts;
 pub mod instances;
+pub mod migrations;
 pub mod netinfo;
 pub mod sysmeta;
 pub mod quotas;
@@ -18,6 +19,7 @@ pub mod server_groups;
 pub use aggregates::AggregateRow;
 pub use hosts::{NodeRow, ServiceRow};
 pub use instances::{ActionEventRow, ActionRow, InstanceFilter, InstanceRow};
+pub use migrations::{MigrationFilter, MigrationRow};
 pub use server_groups::{GroupMember, ServerGroupRow};
 
 /// Every compute migration, in order.
@@ -32,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     server_groups::RULES_MIGRATION,
     netinfo::MIGRATION,
     sysmeta::MIGRATION,
+    migrations::MIGRATION,
 ];
 
 const INITIAL: Migration = Migration {

@@ -569,3 +569,60 @@ async fn rescue_and_unrescue() {
     assert!(names.contains(&"rescue") && names.contains(&"unrescue"), "{names:?}");
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn resizes_are_listed_as_migrations() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let img = image(&cloud.member).await;
+    let (m, a) = (&cloud.member, &cloud.admin);
+    let id = boot(m, &img, "mover").await.json()["server"]["id"].as_str().unwrap().to_string();
+    status(m, &id, "ACTIVE").await;
+    let mv = |v: &'static str| [("OpenStack-API-Version", v)];
+    let list = |q: String, v: &'static str| async move {
+        a.request(reqwest::Method::GET, &format!("/compute/v2.1/os-migrations{q}"), None, &mv(v)).await
+    };
+    assert_eq!(list(String::new(), "compute 2.1").await.json()["migrations"], json!([]));
+
+    // A resize is recorded, finished while it waits for confirmation, then confirmed.
+    assert_eq!(action(m, &id, json!({"resize": {"flavorRef": "2"}})).await.status, 202);
+    status(m, &id, "VERIFY_RESIZE").await;
+    let r = list(String::new(), "compute 2.1").await;
+    let first = r.json()["migrations"][0].clone();
+    assert_eq!((first["instance_uuid"].as_str(), first["status"].as_str()), (Some(id.as_str()), Some("finished")), "{}", r.text);
+    assert_eq!((first["old_instance_type_id"].as_i64(), first["new_instance_type_id"].as_i64()), (Some(1), Some(2)));
+    assert!(first["source_compute"].is_string() && first["source_compute"] == first["dest_compute"], "{first}");
+    assert!(first.get("migration_type").is_none() && first.get("uuid").is_none(), "newer fields stay hidden at 2.1");
+    assert_eq!(action(m, &id, json!({"confirmResize": null})).await.status, 204);
+    status(m, &id, "ACTIVE").await;
+    let r = list(format!("?instance_uuid={id}"), "compute 2.80").await;
+    let confirmed = r.json()["migrations"][0].clone();
+    assert_eq!((confirmed["status"].as_str(), confirmed["migration_type"].as_str()), (Some("confirmed"), Some("resize")));
+    assert_eq!(confirmed["project_id"], m.token_body["token"]["project"]["id"]);
+
+    // A reverted one; filters and paging.
+    assert_eq!(action(m, &id, json!({"resize": {"flavorRef": "3"}})).await.status, 202);
+    status(m, &id, "VERIFY_RESIZE").await;
+    assert_eq!(action(m, &id, json!({"revertResize": null})).await.status, 202);
+    status(m, &id, "ACTIVE").await;
+    let all = list(String::new(), "compute 2.59").await.json()["migrations"].clone();
+    let statuses: Vec<&str> = all.as_array().unwrap().iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["reverted", "confirmed"], "newest first");
+    assert_eq!(list("?status=reverted".into(), "compute 2.1").await.json()["migrations"].as_array().unwrap().len(), 1);
+    assert_eq!(list("?host=elsewhere".into(), "compute 2.1").await.json()["migrations"], json!([]));
+    let page = list("?limit=1".into(), "compute 2.59").await.json();
+    assert_eq!(page["migrations"].as_array().unwrap().len(), 1);
+    let next = page["migrations_links"][0]["href"].as_str().unwrap().to_string();
+    let marker = next.split("marker=").nth(1).unwrap().to_string();
+    let rest = list(format!("?marker={marker}"), "compute 2.59").await.json();
+    assert_eq!(rest["migrations"][0]["status"], "confirmed");
+    assert_eq!(list("?marker=nope".into(), "compute 2.59").await.status, 400);
+
+    // Administrators only; the per-server list holds live migrations in progress, of which there are none.
+    assert_eq!(m.get("/compute/v2.1/os-migrations").await.status, 403);
+    let r = a.request(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}/migrations"), None, &mv("compute 2.23")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["migrations"], json!([]));
+    assert_eq!(a.get(&format!("/compute/v2.1/servers/{id}/migrations")).await.status, 404, "before 2.23");
+    cloud.shutdown().await;
+}

@@ -322,3 +322,46 @@ async fn network_info_and_system_metadata_on_every_database() {
         assert_eq!(meta["i1"], BTreeMap::from([(sysmeta::AUTO_DISK_CONFIG.to_string(), "False".to_string())]));
     }
 }
+
+#[tokio::test]
+async fn migrations_on_every_database() {
+    use compute::store::{MigrationFilter, MigrationRow};
+    for db in test_databases().await {
+        let c = Compute::new((*db).clone());
+        c.migrate().await.unwrap();
+        let s = c.store();
+        let row = |uuid: &str, instance: &str, host: &str, created_at: i64| MigrationRow {
+            id: 0,
+            uuid: uuid.into(),
+            instance_uuid: instance.into(),
+            project_id: "p1".into(),
+            user_id: "u1".into(),
+            migration_type: "resize".into(),
+            status: "migrating".into(),
+            source_compute: Some(host.into()),
+            source_node: Some(host.into()),
+            dest_compute: Some(host.into()),
+            dest_node: Some(host.into()),
+            dest_host: None,
+            old_flavorid: Some("1".into()),
+            new_flavorid: Some("2".into()),
+            created_at,
+            updated_at: None,
+        };
+        let first = s.migration_create(&row("m1", "i1", "h1", 100)).await.unwrap();
+        let second = s.migration_create(&row("m2", "i2", "h2", 200)).await.unwrap();
+        assert!(second.id > first.id, "{:?}", db.backend());
+        assert_eq!(first.old_flavorid.as_deref(), Some("1"));
+        assert!(s.migration_set_status("m1", &["migrating"], "finished").await.unwrap());
+        assert!(!s.migration_set_status("m1", &["migrating"], "error").await.unwrap(), "guarded by the current status");
+        assert!(s.migration_get("m1").await.unwrap().unwrap().updated_at.is_some());
+        let all = s.migration_list(&MigrationFilter::default()).await.unwrap();
+        assert_eq!(all.iter().map(|m| m.uuid.as_str()).collect::<Vec<_>>(), ["m2", "m1"]);
+        let by_host = MigrationFilter { host: Some("h1".into()), status: Some("finished".into()), ..Default::default() };
+        assert_eq!(s.migration_list(&by_host).await.unwrap().len(), 1);
+        let page = MigrationFilter { marker_id: Some(second.id), limit: Some(1), ..Default::default() };
+        assert_eq!(s.migration_list(&page).await.unwrap()[0].uuid, "m1");
+        let recent = MigrationFilter { changes_since: Some(150), changes_before: Some(250), ..Default::default() };
+        assert_eq!(s.migration_list(&recent).await.unwrap().iter().map(|m| m.uuid.as_str()).collect::<Vec<_>>(), ["m2"]);
+    }
+}
