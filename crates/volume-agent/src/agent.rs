@@ -7,7 +7,7 @@ use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
 use tokio::{sync::watch, task::JoinHandle};
 use volume_rpc::{
     BackendReport, BackupVolume, BackupWritten, CreateSnapshot, CreateVolume, DeleteBackup, DeleteSnapshot,
-    DeleteVolume, ExtendVolume, InitializeConnection, RestoreBackup, SCHEDULER_TOPIC, UploadToImage, VOLUME_TOPIC,
+    DeleteVolume, ExtendVolume, InitializeConnection, RestoreBackup, RevertToSnapshot, SCHEDULER_TOPIC, UploadToImage, VOLUME_TOPIC,
     VolumeSource,
 };
 
@@ -243,6 +243,11 @@ fn dispatcher(inner: &Arc<Inner>) -> Dispatcher {
     let d = d.on(move |m: CreateSnapshot| {
         let i = i.clone();
         async move { logged("create_snapshot", i.driver.create_snapshot(&m.snapshot_id, &m.volume_id).await) }
+    });
+    let i = inner.clone();
+    let d = d.on(move |m: RevertToSnapshot| {
+        let i = i.clone();
+        async move { logged("revert_to_snapshot", i.driver.revert_to_snapshot(&m.volume_id, &m.snapshot_id, m.size_gb).await) }
     });
     let i = inner.clone();
     let d = d.on(move |m: DeleteSnapshot| {

@@ -48,6 +48,8 @@ pub trait VolumeDriver: Send + Sync {
     async fn extend(&self, id: &str, size_gb: i64) -> Result<(), Error>;
     /// A point-in-time copy of a volume.
     async fn create_snapshot(&self, snapshot_id: &str, volume_id: &str) -> Result<(), Error>;
+    /// Replaces a volume's data with a copy of one of its snapshots, the volume keeping `size_gb`.
+    async fn revert_to_snapshot(&self, volume_id: &str, snapshot_id: &str, size_gb: i64) -> Result<(), Error>;
     /// Removes a snapshot; a missing one is not an error.
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), Error>;
     /// Writes a volume's or snapshot's data to `dest` in `format`.

@@ -108,6 +108,13 @@ impl VolumeDriver for FakeDriver {
         Ok(())
     }
 
+    async fn revert_to_snapshot(&self, volume_id: &str, snapshot_id: &str, size_gb: i64) -> Result<(), Error> {
+        let snap = self.get(DataSource::Snapshot(snapshot_id))?;
+        self.get(DataSource::Volume(volume_id))?;
+        self.volumes.lock().unwrap().insert(volume_id.into(), Blob { size_gb, data: snap.data });
+        Ok(())
+    }
+
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), Error> {
         self.snapshots.lock().unwrap().remove(snapshot_id);
         Ok(())

@@ -220,6 +220,13 @@ impl VolumeDriver for FileDriver {
         self.convert_into(&src, &self.config.format, &self.snapshot_path(snapshot_id), size.div_ceil(GIB) as i64).await
     }
 
+    async fn revert_to_snapshot(&self, volume_id: &str, snapshot_id: &str, size_gb: i64) -> Result<(), Error> {
+        // Both must exist; the copy replaces the volume's file in one rename, so a failure leaves it as it was.
+        let dest = self.path_of(DataSource::Volume(volume_id))?;
+        let src = self.path_of(DataSource::Snapshot(snapshot_id))?;
+        self.convert_into(&src, &self.config.format, &dest, size_gb).await
+    }
+
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), Error> {
         match tokio::fs::remove_file(self.snapshot_path(snapshot_id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing the snapshot", e)),

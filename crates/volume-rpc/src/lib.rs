@@ -3,7 +3,7 @@
 //!
 //! * Agents serve [`VOLUME_TOPIC`] as server `<host>@<backend>` (upstream's `host@backend` service name); the
 //!   service calls them with [`CreateVolume`], [`DeleteVolume`], [`ExtendVolume`], [`CreateSnapshot`],
-//!   [`DeleteSnapshot`], [`UploadToImage`], [`InitializeConnection`], [`BackupVolume`], [`RestoreBackup`] and
+//!   [`DeleteSnapshot`], [`RevertToSnapshot`], [`UploadToImage`], [`InitializeConnection`], [`BackupVolume`], [`RestoreBackup`] and
 //!   [`DeleteBackup`]. Each call returns when the work is done; the service alone writes the resulting state.
 //! * The service serves [`SCHEDULER_TOPIC`]; agents cast [`BackendReport`] to it every report interval: the
 //!   heartbeat (`openstack volume service list`) and the capacity and capabilities the scheduler filters on.
@@ -115,6 +115,19 @@ pub struct CreateSnapshot {
 
 impl Rpc for CreateSnapshot {
     const METHOD: &'static str = "create_snapshot";
+    type Reply = ();
+}
+
+/// Puts a volume's data back to one of its snapshots' (3.40's revert), keeping the volume's size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevertToSnapshot {
+    pub volume_id: String,
+    pub snapshot_id: String,
+    pub size_gb: i64,
+}
+
+impl Rpc for RevertToSnapshot {
+    const METHOD: &'static str = "revert_to_snapshot";
     type Reply = ();
 }
 

@@ -21,6 +21,10 @@ use crate::{
     store::Store,
 };
 
+mod groups;
+
+pub use groups::{BACKUP_SERVICE, DEFAULT_GROUP_TYPE, ENCRYPTION, GROUP, GROUP_SNAPSHOT, GROUP_SNAPSHOT_STATUSES, GROUP_STATUSES, GROUP_TYPE};
+
 pub const VOLUME: &str = "volume";
 pub const SNAPSHOT: &str = "snapshot";
 pub const BACKUP: &str = "backup";
@@ -183,7 +187,7 @@ const DELETABLE: &[&str] = &["available", "error", "error_restoring", "error_ext
 pub const VOLUME_STATUSES: &[&str] = &[
     "creating", "available", "reserved", "attaching", "detaching", "in-use", "maintenance", "deleting", "awaiting-transfer",
     "error", "error_deleting", "backing-up", "restoring-backup", "error_backing-up", "error_restoring", "error_extending",
-    "downloading", "uploading", "retyping", "extending",
+    "downloading", "uploading", "retyping", "extending", "reverting",
 ];
 
 impl Volume {
@@ -210,6 +214,7 @@ impl Volume {
             });
             self.store().resource_insert(TYPE, doc["id"].as_str().unwrap_or_default(), "", "", &doc).await?;
         }
+        self.ensure_default_group_type().await?;
         Ok(())
     }
 
@@ -432,7 +437,7 @@ impl Volume {
         out.insert("backups".into(), backups.len() as i64);
         out.insert("backup_gigabytes".into(), backups.iter().map(size).sum());
         out.insert("per_volume_gigabytes".into(), 0);
-        out.insert("groups".into(), 0);
+        out.insert("groups".into(), self.store().resource_list(GROUP, Some(project)).await?.len() as i64);
         Ok(out)
     }
 
@@ -609,6 +614,7 @@ impl Volume {
             return Err(Error::BadRequest("Target volume type is still in use.".into()));
         }
         self.store().resource_delete(TYPE, tid).await?;
+        self.store().resource_delete(ENCRYPTION, tid).await?;
         Ok(())
     }
 
@@ -805,6 +811,12 @@ impl Volume {
 
     /// Creates a volume: validates, checks quotas, schedules, records it `creating` and asks the backend.
     pub async fn volume_create(&self, caller: &Caller<'_>, body: &Value) -> Result<Value> {
+        self.volume_create_with(caller, body, &["available"]).await
+    }
+
+    /// [`Volume::volume_create`], into a group in one of `group_statuses` when the body names one (a group being
+    /// made from a source takes its volumes while `creating`).
+    async fn volume_create_with(&self, caller: &Caller<'_>, body: &Value, group_statuses: &[&str]) -> Result<Value> {
         let snapshot = match str_of(body, "snapshot_id") {
             Some(id) => Some(self.snapshot_get(caller, id).await?),
             None => None,
@@ -873,6 +885,11 @@ impl Volume {
                 _ => self.type_default().await?,
             },
         };
+        let group = match str_of(body, "group_id").filter(|g| !g.is_empty()) {
+            Some(g) => Some(self.group_for_volume(caller, g, vtype["id"].as_str().unwrap_or_default(), group_statuses).await?),
+            None => None,
+        };
+        let encrypted = self.store().resource_get(ENCRYPTION, vtype["id"].as_str().unwrap_or_default()).await?.is_some();
         let name = text_field(body, &["name", "display_name"], 255)?.unwrap_or(Value::Null);
         let description = text_field(body, &["description", "display_description"], 255)?.unwrap_or(Value::Null);
         let metadata = match body.get("metadata") {
@@ -892,6 +909,7 @@ impl Volume {
                 z.to_string()
             }
             None => match (&source, &snapshot) {
+                _ if group.is_some() => group.as_ref().and_then(|g| g["availability_zone"].as_str()).unwrap_or_default().to_string(),
                 (Some(v), _) => v["availability_zone"].as_str().unwrap_or_default().to_string(),
                 (None, Some(s)) => self.store().resource_get(VOLUME, s["volume_id"].as_str().unwrap_or("")).await?
                     .and_then(|v| v["availability_zone"].as_str().map(str::to_string))
@@ -947,6 +965,8 @@ impl Volume {
             "volume_image_metadata": image_meta,
             "bootable": bootable,
             "multiattach": multiattach,
+            "encrypted": encrypted,
+            "group_id": group.as_ref().map(|g| g["id"].clone()).unwrap_or(Value::Null),
             "host": null,
             "migration_status": null,
             "created_at": created_at,
@@ -1810,6 +1830,9 @@ impl Volume {
 
     pub async fn snapshot_delete(&self, caller: &Caller<'_>, id: &str, force: bool) -> Result<()> {
         let s = self.snapshot_get(caller, id).await?;
+        if !force && s["group_snapshot_id"].as_str().is_some_and(|g| !g.is_empty()) {
+            return Err(Error::BadRequest(format!("Invalid snapshot: Snapshot {id} is part of a group snapshot and cannot be deleted by itself; delete the group snapshot.")));
+        }
         let allowed: &[&str] = if force { &["creating", "available", "error", "error_deleting", "deleting", "backing-up", "restoring"] } else { &["available", "error"] };
         let s = self.transition(SNAPSHOT, &s, allowed, "deleting", json!({}), |st| Error::BadRequest(format!("Invalid snapshot: Volume Snapshot status must be available or error, but current status is: {st}."))).await?;
         let host = match self.store().resource_get(VOLUME, s["volume_id"].as_str().unwrap_or("")).await? {
@@ -1847,6 +1870,13 @@ impl Volume {
     pub async fn backup_list(&self, caller: &Caller<'_>, all_tenants: bool) -> Result<Vec<Value>> {
         let project = if caller.is_admin && all_tenants { None } else { Some(caller.project()) };
         self.store().resource_list(BACKUP, project).await
+    }
+
+    /// Where a backup's objects are: the account of the project that made them (an imported backup keeps its
+    /// exporter's).
+    fn backup_target(&self, caller: &Caller<'_>, b: &Value) -> volume_rpc::ObjectTarget {
+        let project = b["object_project_id"].as_str().or(b["project_id"].as_str()).unwrap_or_default();
+        self.object_target(caller, project, b["container"].as_str().unwrap_or_default())
     }
 
     fn object_target(&self, caller: &Caller<'_>, project: &str, container: &str) -> volume_rpc::ObjectTarget {
@@ -1965,7 +1995,7 @@ impl Volume {
             return Ok(());
         };
         let msg = volume_rpc::DeleteBackup {
-            target: self.object_target(caller, b["project_id"].as_str().unwrap_or_default(), b["container"].as_str().unwrap_or_default()),
+            target: self.backup_target(caller, &b),
             prefix: b["object_prefix"].as_str().unwrap_or_default().to_string(),
             object_count: count,
         };
@@ -2021,7 +2051,7 @@ impl Volume {
         self.transition(VOLUME, v, &["available", "creating"], "restoring-backup", json!({}), |s| Error::BadRequest(format!("Invalid volume: status {s}"))).await?;
         self.transition(BACKUP, b, &["available"], "restoring", json!({}), |s| Error::BadRequest(format!("Invalid backup: Backup status must be available but current status is: {s}."))).await?;
         let host = v["host"].as_str().unwrap_or_default().to_string();
-        let target = self.object_target(caller, b["project_id"].as_str().unwrap_or_default(), b["container"].as_str().unwrap_or_default());
+        let target = self.backup_target(caller, b);
         let prefix = b["object_prefix"].as_str().unwrap_or_default().to_string();
         let object_count = b["object_count"].as_i64().unwrap_or(0);
         let size = v["size"].as_i64().unwrap_or(1);

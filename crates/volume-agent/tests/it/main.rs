@@ -52,6 +52,20 @@ async fn file_volumes_are_thin_and_keep_their_data() {
 
         d.extend("v1", 4).await.unwrap();
         assert_eq!(d.virtual_size(&path, format).await.unwrap(), 4 * GIB);
+
+        // Revert: the snapshot's data comes back over new data, the volume keeps its size; a missing snapshot
+        // changes nothing.
+        let zeros = dir.path().join("zeros.raw");
+        std::fs::write(&zeros, vec![0u8; 65536]).unwrap();
+        d.import("v1", &zeros, "raw").await.unwrap();
+        assert!(d.revert_to_snapshot("v1", "nope", 4).await.is_err());
+        d.revert_to_snapshot("v1", "s1", 4).await.unwrap();
+        assert_eq!(d.virtual_size(&path, format).await.unwrap(), 4 * GIB);
+        let reverted = dir.path().join("reverted.raw");
+        d.export(DataSource::Volume("v1"), &reverted, "raw").await.unwrap();
+        let mut head = vec![0u8; 65536];
+        std::io::Read::read_exact(&mut std::fs::File::open(&reverted).unwrap(), &mut head).unwrap();
+        assert_eq!(head, pattern(), "{format}: reverted");
         let info = d.connection_info("v1").await.unwrap();
         assert_eq!(info["driver_volume_type"], "local");
         assert_eq!(info["data"]["format"], format);

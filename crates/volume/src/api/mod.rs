@@ -2,6 +2,7 @@
 //! `/v3/{project_id}` as the catalog lists it, microversions 3.0–[`MAX_VERSION`], Cinder's error bodies
 //! (`{"itemNotFound": {"message": …, "code": 404}}`) and policy rule names.
 
+mod groups;
 mod listing;
 mod resources;
 mod views;
@@ -25,7 +26,7 @@ use crate::{Error, Volume, service::Caller};
 
 pub const MIN_VERSION: Microversion = Microversion::new(3, 0);
 /// The highest microversion served: 3.27 brings the attachments API and 3.44 its `os-complete`, the flow Nova
-/// uses. Of the versions between, 3.40 (revert to a snapshot) is not offered: its action answers 400.
+/// uses.
 pub const MAX_VERSION: Microversion = Microversion::new(3, 44);
 
 pub fn version_range() -> VersionRange {
@@ -98,6 +99,26 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("volume:attachment_update", MEMBER),
     ("volume:attachment_delete", MEMBER),
     ("volume:attachment_complete", MEMBER),
+    ("volume:revert_to_snapshot", MEMBER),
+    ("group:group_types_manage", ADMIN),
+    ("group:group_types_specs", ADMIN),
+    ("group:create", MEMBER),
+    ("group:get", READER),
+    ("group:get_all", READER),
+    ("group:update", MEMBER),
+    ("group:delete", MEMBER),
+    ("group:reset_status", ADMIN),
+    ("group:create_group_snapshot", MEMBER),
+    ("group:get_group_snapshot", READER),
+    ("group:get_all_group_snapshots", READER),
+    ("group:delete_group_snapshot", MEMBER),
+    ("group:reset_group_snapshot_status", ADMIN),
+    ("volume_extension:volume_type_encryption:create", ADMIN),
+    ("volume_extension:volume_type_encryption:get", ADMIN),
+    ("volume_extension:volume_type_encryption:update", ADMIN),
+    ("volume_extension:volume_type_encryption:delete", ADMIN),
+    ("backup:export-import", ADMIN),
+    ("backup:backup-import", ADMIN),
 ];
 
 /// Loads the default policy, overridden by `policy_file` when given.
@@ -117,6 +138,7 @@ pub fn router(volume: Volume, base_url: &str, policy: Policy, validator: Arc<dyn
     let protected = Router::new()
         .merge(volumes::routes())
         .merge(resources::routes())
+        .merge(groups::routes())
         .route(&p(""), get(version_v3))
         .route(&p("/"), get(version_v3))
         .route_layer(axum::middleware::from_fn_with_state(auth, ::auth::require_auth));

@@ -521,6 +521,7 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("os-availability-zone", "AvailabilityZones", "Describe Availability Zones."),
     ("backups", "Backups", "Backups support."),
     ("capabilities", "Capabilities", "Capabilities support."),
+    ("encryption", "VolumeTypeEncryption", "Encryption support for volume types."),
     ("os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Extended SnapshotAttributes support."),
     ("os-extended-services", "ExtendedServices", "Extended services support."),
     ("os-hosts", "Hosts", "Admin-only host administration."),

@@ -106,9 +106,13 @@ async fn show(State(s): State<AppState>, ctx: Context, headers: HeaderMap, Exten
 async fn create(State(s): State<AppState>, ctx: Context, headers: HeaderMap, Extension(mv): Extension<Microversion>, bytes: Bytes) -> Result<Response, ApiError> {
     s.enforce(&ctx, "volume:create", None)?;
     let b = body(&bytes)?;
-    let req = entity(&b, "volume")?;
+    let mut req = entity(&b, "volume")?.clone();
+    if mv < Microversion::new(3, 13) {
+        // Volumes go into groups from 3.13 on; before, the key means nothing.
+        req.as_object_mut().map(|m| m.remove("group_id"));
+    }
     let caller = s.caller(&ctx, &headers);
-    let v = s.volume.volume_create(&caller, req).await?;
+    let v = s.volume.volume_create(&caller, &req).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"volume": views::volume(&s, &v, &[], mv, views::Purpose::Create, caller.is_admin)}))).into_response())
 }
 
@@ -152,6 +156,12 @@ async fn action(State(s): State<AppState>, ctx: Context, headers: HeaderMap, Ext
     let vol = &s.volume;
     let accepted = || Ok::<Response, ApiError>(StatusCode::ACCEPTED.into_response());
     match name.as_str() {
+        "revert" | "os-revert" if mv >= Microversion::new(3, 40) => {
+            s.enforce(&ctx, "volume:revert_to_snapshot", project)?;
+            let snapshot_id = arg.get("snapshot_id").and_then(Value::as_str).ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute snapshot_id. 'snapshot_id' is a required property"))?;
+            vol.revert_to_snapshot(&caller, id, snapshot_id).await?;
+            accepted()
+        }
         "os-extend" => {
             s.enforce(&ctx, "volume:extend", project)?;
             let new_size = arg.get("new_size").cloned().unwrap_or(Value::Null);

@@ -88,3 +88,35 @@ async fn image_snapshot_clone_backup_restore_upload() {
     assert_eq!(r.json()["volumes"].as_array().unwrap().len(), 1);
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn revert_copies_the_snapshot_back_and_keeps_the_size() {
+    let cloud = TestCloud::start_with(|c| c.volume_agent.report_interval = 1).await;
+    let m = &cloud.member;
+    wait_backend(&cloud.admin).await;
+    let v = volume(m, json!({"size": 1})).await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let r = post(m, "/snapshots", &json!({"snapshot": {"volume_id": id}})).await;
+    let sid = r.json()["snapshot"]["id"].as_str().unwrap().to_string();
+    wait_status(m, &format!("/snapshots/{sid}"), "snapshot", "available").await;
+
+    // The volume changes after the snapshot: new data, and it grows.
+    let path = cloud.running.data_dir.join("volumes").join(format!("volume-{id}"));
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&pattern()).unwrap();
+    }
+    assert_eq!(volume_bytes(&cloud, &id, 1 << 20), pattern());
+    assert_eq!(post(m, &format!("/volumes/{id}/action"), &json!({"os-extend": {"new_size": 2}})).await.status, 202);
+    wait_status(m, &format!("/volumes/{id}"), "volume", "available").await;
+
+    let r = call(m, Method::POST, &format!("/volumes/{id}/action"), Some(&json!({"revert": {"snapshot_id": sid}})), "3.40").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let v = wait_status(m, &format!("/volumes/{id}"), "volume", "available").await;
+    assert_eq!(v["size"], 2);
+    assert_eq!(volume_bytes(&cloud, &id, 1 << 20), vec![0u8; 1 << 20], "the snapshot's (empty) data is back");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 << 30, "the volume keeps its size");
+    cloud.shutdown().await;
+}

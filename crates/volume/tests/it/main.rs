@@ -4,6 +4,7 @@
 
 mod api;
 mod data;
+mod groups;
 mod store;
 
 use std::time::Duration;

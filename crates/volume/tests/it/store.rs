@@ -41,3 +41,24 @@ async fn datastore_round_trips_and_status_swaps_on_every_backend() {
         db.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn group_documents_on_every_backend() {
+    for db in test_databases().await {
+        let store = Store::new((*db).clone());
+        store.migrate().await.unwrap();
+        // A group snapshot is listed under its group; an encryption record is keyed by its volume type.
+        let gs = json!({"id": "gs1", "group_id": "g1", "status": "creating", "project_id": "p1"});
+        assert!(store.resource_insert("group", "g1", "p1", "", &json!({"id": "g1", "status": "available"})).await.unwrap());
+        assert!(store.resource_insert("group_snapshot", "gs1", "p1", "g1", &gs).await.unwrap());
+        assert!(store.resource_insert("encryption", "t1", "", "t1", &json!({"encryption_id": "e1", "status": "active"})).await.unwrap());
+        assert_eq!(store.resource_list_by_parent("group_snapshot", "g1").await.unwrap(), vec![gs.clone()]);
+        assert_eq!(store.resource_list("group", Some("p1")).await.unwrap().len(), 1);
+        let done = json!({"id": "gs1", "group_id": "g1", "status": "available", "project_id": "p1"});
+        assert!(store.resource_transition("group_snapshot", "gs1", "creating", &done).await.unwrap());
+        assert!(!store.resource_transition("group_snapshot", "gs1", "creating", &gs).await.unwrap());
+        assert_eq!(store.resource_get("encryption", "t1").await.unwrap().unwrap()["encryption_id"], "e1");
+        assert!(store.resource_delete("encryption", "t1").await.unwrap());
+        db.cleanup().await;
+    }
+}
