@@ -81,9 +81,12 @@ impl AgentHandle {
         self.inner.passes.subscribe()
     }
 
-    /// Removes everything the agent made on this host (bridges, VXLAN devices, DHCP namespaces and processes).
-    pub async fn teardown(&self) -> Result<Outcome, Error> {
-        self.inner.reconciler.teardown().await
+    /// Stops the agent and removes everything it made on this host (bridges, VXLAN devices, DHCP namespaces and
+    /// processes), giving its DHCP ports back.
+    pub async fn teardown(self) -> Result<Outcome, Error> {
+        let inner = self.inner.clone();
+        self.stop().await;
+        inner.reconciler.teardown().await
     }
 
     pub async fn stop(mut self) {

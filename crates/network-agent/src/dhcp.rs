@@ -172,17 +172,29 @@ pub fn reload(pid: i32) {
     signal(pid, rustix::process::Signal::HUP);
 }
 
-/// Stops the dnsmasq serving from `files`: SIGTERM, up to two seconds, then SIGKILL.
+/// Whether process `pid` exists and has not exited (a zombie waiting for its parent has).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Stops the dnsmasq serving from `files`: SIGTERM, up to two seconds, then SIGKILL, and waits (bounded) until it
+/// has exited.
 pub async fn stop(files: &DhcpFiles) {
     let Some(pid) = running_pid(files) else { return };
     signal(pid, rustix::process::Signal::TERM);
-    for _ in 0..40 {
-        if running_pid(files).is_none() {
+    for round in 0..60 {
+        if !alive(pid) {
             return;
+        }
+        if round == 40 {
+            signal(pid, rustix::process::Signal::KILL);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    signal(pid, rustix::process::Signal::KILL);
+    tracing::warn!(pid, "dnsmasq did not exit");
 }
 
 /// Writes `content` to `path` through a temporary file; `Ok(true)` if it changed.

@@ -207,6 +207,84 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vxlan_peers_get_flooding_entries_and_a_restarted_agent_keeps_dhcp_and_removes_orphans() {
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let host_ns = spaces.add("host");
+    let host = format!("nethost-{tag}");
+    let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
+    let mut cloud = TestCloud::start_with_options(
+        move |c| {
+            c.network_agent.host = Some(h);
+            c.network_agent.host_namespace = Some(hn);
+            c.network_agent.namespace_prefix = prefix;
+            c.network_agent.polling_interval = 0.1;
+            c.network_agent.local_ip = Some("10.66.0.1".parse().unwrap());
+        },
+        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+    )
+    .await;
+    let bus = cloud.running.cloud.bus.clone();
+    // another host's agent, known by its tunnel endpoint
+    let peer = format!("peer-{tag}");
+    let report = network_rpc::AgentReport { tunnel_ip: Some("10.66.0.2".into()), interface_mappings: vec![] };
+    bus.call(&bus::Target::topic(network_rpc::PLUGIN_TOPIC), &network_rpc::GetHostState { host: peer.clone(), report }, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let admin = &cloud.admin;
+    let r = admin.post("/networking/v2.0/networks", &json!({"network": {"name": "vx"}})).await;
+    let net = r.json()["network"].clone();
+    let net_id = net["id"].as_str().unwrap().to_string();
+    let vni = net["provider:segmentation_id"].as_u64().unwrap();
+    let r = admin.post("/networking/v2.0/subnets", &json!({"subnet": {"network_id": net_id, "cidr": "10.78.0.0/24", "ip_version": 4}})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for h in [&host, &peer] {
+        let r = admin.post("/networking/v2.0/ports", &json!({"port": {"network_id": net_id, "binding:host_id": h}})).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let (vxlan, bridge) = (format!("vxlan-{vni}"), format!("brq{}", &net_id[..11]));
+    let dhcp_ns = format!("{}qdhcp-{net_id}", spaces.prefix);
+    wait_for("the VXLAN device with its peer", Duration::from_secs(15), || {
+        let fdb = Command::new("bridge").args(["-n", &host_ns, "fdb", "show", "dev", &vxlan]).output();
+        fdb.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("00:00:00:00:00:00 dst 10.66.0.2"))
+            && !dnsmasq_pids(&dhcp_ns).is_empty()
+    })
+    .await;
+    let link = ip(&["-n", &host_ns, "-d", "-o", "link", "show", &vxlan]);
+    assert!(link.contains(&format!("master {bridge}")) && link.contains(&format!("id {vni}")) && link.contains("local 10.66.0.1"), "{link}");
+    assert!(link.contains("mtu 1450"), "{link}");
+    let dnsmasq = dnsmasq_pids(&dhcp_ns);
+
+    // the agent stops (its data plane stays); a crash leaves a namespace and a bridge of networks long gone
+    cloud.running.network_agent.take().unwrap().stop().await;
+    let orphan_ns = spaces.add(&format!("qdhcp-{}", uuid::Uuid::new_v4()));
+    ip(&["-n", &host_ns, "link", "add", "brqdeadbeef000", "type", "bridge"]);
+    let config = cloud::agent::network_agent_config(&cloud.running.cloud.config).unwrap();
+    let agent = network_agent::Agent::start(config, bus.clone()).await.unwrap();
+    wait_for("the orphans to go", Duration::from_secs(15), || {
+        !Path::new("/run/netns").join(&orphan_ns).exists()
+            && !ip(&["-n", &host_ns, "-o", "link", "show", "type", "bridge"]).contains("brqdeadbeef000")
+    })
+    .await;
+    assert_eq!(dnsmasq_pids(&dhcp_ns), dnsmasq, "DHCP was not disturbed");
+    assert!(ip(&["-n", &host_ns, "-o", "link", "show", "type", "bridge"]).contains(&bridge));
+
+    // a teardown leaves nothing and gives the DHCP port back
+    let outcome = agent.teardown().await.unwrap();
+    assert!(outcome.errors.is_empty(), "{outcome:?}");
+    assert!(!Path::new("/run/netns").join(&dhcp_ns).exists());
+    assert!(dnsmasq.iter().all(|pid| !network_agent::dhcp::alive(pid.parse().unwrap())), "dnsmasq {dnsmasq:?} still runs");
+    let links = ip(&["-n", &host_ns, "-o", "link", "show"]);
+    assert!(!links.contains(&bridge) && !links.contains(&vxlan), "{links}");
+    let r = admin.get(&format!("/networking/v2.0/ports?network_id={net_id}&device_owner=network:dhcp")).await;
+    assert_eq!(r.json()["ports"], json!([]));
+    cloud.shutdown().await;
+}
+
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("netagent-it-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
