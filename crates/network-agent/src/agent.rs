@@ -145,7 +145,8 @@ async fn run(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
                     dirty = true;
                 }
             }
-            taps = inner.reconciler.taps().await.unwrap_or(current);
+            // the devices seen before the pass: one that appears during it calls for another pass
+            taps = current;
             last_full = Instant::now();
         }
         tokio::select! {

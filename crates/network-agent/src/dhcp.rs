@@ -119,6 +119,10 @@ impl DhcpFiles {
     pub fn args(&self) -> PathBuf {
         self.dir.join("args")
     }
+    /// dnsmasq's own log (DHCP transactions).
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
 }
 
 /// dnsmasq's arguments for a network served on `interface`.
@@ -132,6 +136,7 @@ pub fn dnsmasq_args(net: &NetworkState, files: &DhcpFiles, interface: &str, doma
         format!("--pid-file={}", files.pid().display()),
         format!("--dhcp-hostsfile={}", files.hosts().display()),
         format!("--dhcp-optsfile={}", files.opts().display()),
+        format!("--log-facility={}", files.log().display()),
         "--leasefile-ro".into(),
         "--dhcp-authoritative".into(),
         format!("--interface={interface}"),

@@ -226,7 +226,7 @@ impl Reconciler {
 
     async fn start_dnsmasq(&self, ns: &str, files: &DhcpFiles, args: &[String]) -> Result<(), Error> {
         let _ = std::fs::remove_file(files.pid());
-        namespace::exec(&self.config.ip, ns, &self.config.dnsmasq, args, &files.dir.join("dnsmasq.log")).await?;
+        namespace::exec(&self.config.ip, ns, &self.config.dnsmasq, args, &files.dir.join("start.log")).await?;
         tracing::info!(namespace = ns, "dnsmasq started");
         Ok(())
     }

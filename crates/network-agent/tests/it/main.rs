@@ -155,7 +155,7 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     let tap = format!("tap{}", &port_id[..11]);
     ip(&["-n", &host_ns, "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &vm_ns]);
     ip(&["-n", &vm_ns, "link", "set", "eth0", "address", &mac, "up"]);
-    wait_for("the tap on the bridge", Duration::from_secs(10), || {
+    wait_for("the tap on the bridge", Duration::from_secs(15), || {
         ip(&["-n", &host_ns, "-o", "link", "show", &tap]).contains(&format!("master {bridge}"))
     })
     .await;
@@ -166,14 +166,25 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     std::fs::write(&script, format!("#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n", lease.display())).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let client = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &vm_ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "8", "-T", "1"])
+        .args(["netns", "exec", &vm_ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "15", "-T", "1"])
         .args(["-O", "mtu", "-O", "staticroutes", "-s"])
         .arg(&script)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), client).await.expect("udhcpc ends").expect("udhcpc runs");
+    let out = tokio::time::timeout(Duration::from_secs(30), client).await.expect("udhcpc ends").expect("udhcpc runs");
     let env = std::fs::read_to_string(&lease).unwrap_or_default();
-    assert!(out.status.success() && !env.is_empty(), "no lease: {} {}", String::from_utf8_lossy(&out.stderr), env);
+    if !out.status.success() || env.is_empty() {
+        let files = cloud.running.data_dir.join("network-agent/dhcp").join(&net_id);
+        let read = |f: &str| std::fs::read_to_string(files.join(f)).unwrap_or_default();
+        panic!(
+            "no lease: {}\nhosts:\n{}\nlog:\n{}\nhost links:\n{}\ndhcp addresses:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            read("host"),
+            read("dnsmasq.log"),
+            ip(&["-n", &host_ns, "-o", "link", "show"]),
+            ip(&["-n", &dhcp_ns, "-o", "addr", "show"]),
+        );
+    }
     let var = |k: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or("").to_string();
     assert_eq!(var("ip"), fixed_ip, "{env}");
     assert_eq!(var("router"), "10.77.0.1", "{env}");
@@ -191,7 +202,7 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     wait_for("the DHCP namespace to go", Duration::from_secs(15), || !Path::new("/run/netns").join(&dhcp_ns).exists()).await;
     let pid_file = cloud.running.data_dir.join("network-agent/dhcp").join(&net_id).join("pid");
     assert!(!pid_file.exists());
-    wait_for("the bridge to go", Duration::from_secs(10), || {
+    wait_for("the bridge to go", Duration::from_secs(15), || {
         !ip(&["-n", &host_ns, "-o", "link", "show", "type", "bridge"]).contains(&bridge)
     })
     .await;
