@@ -38,9 +38,20 @@ pub fn dhcp_subnets(net: &NetworkState) -> Vec<&SubnetState> {
     net.subnets.iter().filter(|s| s.enable_dhcp && s.ip_version == 4 && parse_cidr4(&s.cidr).is_some()).collect()
 }
 
-/// The host name a port gets: its `dns_name`, else upstream's `host-<address with dashes>`.
+/// Whether `s` is a DNS label (letters, digits, inner hyphens; at most 63 characters).
+fn is_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.starts_with('-') && !s.ends_with('-') && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Whether a value may go into one of dnsmasq's files: no line breaks, no NULs (which would start a new entry).
+fn is_safe(s: &str) -> bool {
+    !s.contains(['\n', '\r', '\0'])
+}
+
+/// The host name a port gets: its `dns_name` when it is a valid label, else upstream's
+/// `host-<address with dashes>`.
 fn hostname(port: &PortState, ip: &str) -> String {
-    if !port.dns_name.is_empty() { port.dns_name.clone() } else { format!("host-{}", ip.replace(['.', ':'], "-")) }
+    if is_label(&port.dns_name) { port.dns_name.clone() } else { format!("host-{}", ip.replace(['.', ':'], "-")) }
 }
 
 /// The hosts file: one line per (port, IPv4 address on a served subnet), `mac,set:port-<id>,ip,hostname`.
@@ -50,8 +61,11 @@ pub fn hosts_file(net: &NetworkState) -> String {
     let mut ports: Vec<&PortState> = net.ports.iter().filter(|p| p.device_owner != DHCP_OWNER && p.admin_state_up).collect();
     ports.sort_by(|a, b| a.id.cmp(&b.id));
     for p in ports {
+        if parse_mac_ok(&p.mac_address).is_none() || !is_safe(&p.id) || p.id.contains(',') {
+            continue;
+        }
         for ip in &p.fixed_ips {
-            if subnets.iter().any(|s| s.id == ip.subnet_id) {
+            if subnets.iter().any(|s| s.id == ip.subnet_id) && ip.ip_address.parse::<Ipv4Addr>().is_ok() {
                 let _ = writeln!(out, "{},set:port-{},{},{}", p.mac_address, p.id, ip.ip_address, hostname(p, &ip.ip_address));
             }
         }
@@ -89,12 +103,19 @@ pub fn opts_file(net: &NetworkState) -> String {
     let mut ports: Vec<&PortState> = net.ports.iter().filter(|p| !p.extra_dhcp_opts.is_empty()).collect();
     ports.sort_by(|a, b| a.id.cmp(&b.id));
     for p in ports {
-        for o in p.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
+        let safe = |o: &&network_rpc::DhcpOption| {
+            o.ip_version == 4 && is_safe(&o.opt_value) && !o.opt_name.is_empty() && o.opt_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        for o in p.extra_dhcp_opts.iter().filter(safe) {
             let name = if o.opt_name.chars().all(|c| c.is_ascii_digit()) { o.opt_name.clone() } else { format!("option:{}", o.opt_name) };
             let _ = writeln!(out, "tag:port-{},{name},{}", p.id, o.opt_value);
         }
     }
     out
+}
+
+fn parse_mac_ok(mac: &str) -> Option<()> {
+    crate::netlink::parse_mac(mac).map(|_| ())
 }
 
 /// Where one network's DHCP files are.
@@ -294,6 +315,20 @@ mod tests {
         assert!(args.contains(&"--pid-file=/state/dhcp/n1/pid".to_string()));
         assert!(args.contains(&"--interface=ns-abc".to_string()));
         assert!(args.contains(&"--dhcp-lease-max=256".to_string()));
+    }
+
+    #[test]
+    fn values_that_would_break_the_files_are_left_out() {
+        let mut n = net();
+        n.ports[0].extra_dhcp_opts.push(DhcpOption { opt_name: "x\ndhcp-script".into(), opt_value: "1".into(), ip_version: 4 });
+        n.ports[0].extra_dhcp_opts.push(DhcpOption { opt_name: "domain-name".into(), opt_value: "a\ntag:x".into(), ip_version: 4 });
+        n.ports[1].dns_name = "bad,name\nx".into();
+        n.ports[1].mac_address = "not-a-mac".into();
+        n.ports[0].dns_name = "-bad".into();
+        assert_eq!(hosts_file(&n), "fa:16:3e:00:00:02,set:port-p2,10.1.0.5,host-10-1-0-5\n");
+        let o = opts_file(&n);
+        assert!(!o.contains("dhcp-script") && !o.contains("tag:x"), "{o}");
+        assert!(o.contains("tag:port-p2,option:tftp-server,10.1.0.9"));
     }
 
     #[test]

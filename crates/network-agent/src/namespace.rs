@@ -38,12 +38,11 @@ pub fn exists(name: &str) -> bool {
     Path::new(NETNS_DIR).join(name).exists()
 }
 
-/// Creates namespace `name` unless it exists, with its loopback up.
+/// Creates namespace `name` unless it exists.
 pub async fn ensure(ip: &Path, name: &str) -> Result<(), Error> {
     if !exists(name) {
         run(ip, &["netns", "add", name]).await?;
     }
-    run(ip, &["netns", "exec", name, "ip", "link", "set", "lo", "up"]).await?;
     Ok(())
 }
 

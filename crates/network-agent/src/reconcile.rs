@@ -178,6 +178,11 @@ impl Reconciler {
         let ip = &self.config.ip;
         namespace::ensure(ip, &ns).await?;
         let inner_nl = Netlink::open(Some(&ns)).await?;
+        if let Some(lo) = inner_nl.link("lo").await?
+            && !lo.up
+        {
+            inner_nl.set_up(lo.index, "lo").await?;
+        }
         let (tap, inner) = (tap_name(&port.id), ns_device_name(&port.id));
         if inner_nl.link(&inner).await?.is_none() {
             // a half-made pair (a crash between creating and moving it) is made again
