@@ -110,6 +110,37 @@ pub async fn start_volume_agent(config: &Config, bus: Bus) -> Result<volume_agen
     Ok(volume_agent::Agent::start(volume_agent_config(config), driver, bus).await?)
 }
 
+/// The network agent's settings from `[network_agent]`.
+pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfig, Error> {
+    let s = &config.network_agent;
+    let host = s.host.clone().or_else(|| config.compute_agent.host.clone()).unwrap_or_else(network_agent::hostname);
+    let mut c = network_agent::AgentConfig::new(host, s.state_dir.clone().unwrap_or_else(|| config.data_dir.join("network-agent")));
+    let seconds = |what: &str, v: f64| {
+        if v.is_finite() && v > 0.0 && v < 86400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(Error::Config(format!("[network_agent] {what} must be between 0 and 86400 seconds")))
+        }
+    };
+    c.tunnel_ip = s.local_ip;
+    c.vxlan_port = s.vxlan_port;
+    c.interface_mappings = network_agent::parse_mappings(&s.physical_interface_mappings)?;
+    c.namespace_prefix = s.namespace_prefix.clone();
+    c.host_namespace = s.host_namespace.clone();
+    c.polling_interval = seconds("polling_interval", s.polling_interval)?;
+    c.resync_interval = seconds("resync_interval", s.resync_interval)?;
+    c.enable_dhcp = s.enable_dhcp;
+    c.dns_domain = s.dns_domain.clone();
+    c.dnsmasq = s.dnsmasq.clone();
+    c.ip = s.ip.clone();
+    Ok(c)
+}
+
+/// Starts this host's network agent on `bus`: it fetches its host's state from the network service and wires it.
+pub async fn start_network_agent(config: &Config, bus: Bus) -> Result<network_agent::AgentHandle, Error> {
+    Ok(network_agent::Agent::start(network_agent_config(config)?, bus).await?)
+}
+
 /// Starts this host's compute agent on `bus`. It registers with the conductor in the background (retrying until
 /// one answers), so the conductor may start before or after it.
 pub async fn start_agent(config: &Config, bus: Bus, endpoints: Endpoints) -> Result<AgentHandle, Error> {
@@ -152,6 +183,26 @@ mod tests {
         assert!(qemu.qemu.instances_path.ends_with("instances"));
         config.compute_agent.qemu.virt_type = "xen".into();
         assert!(driver_config(&config, Endpoints::default()).is_err());
+    }
+
+    #[test]
+    fn network_agent_settings_come_from_the_section() {
+        let mut config = Config::default();
+        config.compute_agent.host = Some("cn1".into());
+        config.network_agent.local_ip = Some("192.0.2.7".parse().unwrap());
+        config.network_agent.physical_interface_mappings = vec!["public:eth1".into()];
+        config.network_agent.polling_interval = 0.25;
+        let c = network_agent_config(&config).unwrap();
+        assert_eq!(c.host, "cn1");
+        assert_eq!(c.tunnel_ip, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(c.interface_mappings, vec![("public".to_string(), "eth1".to_string())]);
+        assert_eq!(c.polling_interval, Duration::from_millis(250));
+        assert!(c.state_dir.ends_with("network-agent"));
+        config.network_agent.polling_interval = 0.0;
+        assert!(network_agent_config(&config).unwrap_err().to_string().contains("polling_interval"));
+        config.network_agent.polling_interval = 1.0;
+        config.network_agent.physical_interface_mappings = vec!["eth1".into()];
+        assert!(network_agent_config(&config).is_err());
     }
 
     #[test]

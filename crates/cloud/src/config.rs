@@ -39,6 +39,7 @@ pub struct Config {
     pub volume: VolumeSection,
     /// This host's volume agent (`stratus volume-agent`).
     pub volume_agent: VolumeAgentSection,
+    pub network_agent: NetworkAgentSection,
     /// Credentials services use to validate tokens over HTTP when identity runs in another process.
     pub auth: Option<ServiceAuth>,
     pub bootstrap: BootstrapSection,
@@ -436,6 +437,61 @@ impl Default for VolumeAgentSection {
     }
 }
 
+/// The network agent of this host: upstream's Linux bridge and DHCP agent settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkAgentSection {
+    /// Run the agent inside `stratus up` (it changes the host's networking: bridges, namespaces, dnsmasq).
+    pub enabled: bool,
+    /// The host name ports are bound to (`binding:host_id`); defaults to `[compute_agent] host`, else this
+    /// machine's host name.
+    pub host: Option<String>,
+    /// The local end of VXLAN tunnels (upstream's `[vxlan] local_ip`); none: VXLAN networks stay on this host.
+    pub local_ip: Option<std::net::Ipv4Addr>,
+    /// The UDP port of VXLAN tunnels.
+    pub vxlan_port: u16,
+    /// `physnet:interface` pairs for flat networks (upstream's `physical_interface_mappings`).
+    pub physical_interface_mappings: Vec<String>,
+    /// Where the agent keeps DHCP files; defaults to `<data_dir>/network-agent`.
+    pub state_dir: Option<PathBuf>,
+    /// Prefixed to the names of the namespaces the agent makes (several agents on one machine, tests).
+    pub namespace_prefix: String,
+    /// The named network namespace the agent's bridges and devices live in (default: the agent's own).
+    pub host_namespace: Option<String>,
+    /// Seconds between looks for new tap devices (upstream's `polling_interval`).
+    pub polling_interval: f64,
+    /// Seconds between full resyncs without any change notice.
+    pub resync_interval: f64,
+    /// Serve DHCP for this host's networks.
+    pub enable_dhcp: bool,
+    /// The domain of instances' host names (upstream's `dns_domain`).
+    pub dns_domain: String,
+    pub dnsmasq: PathBuf,
+    /// The `ip` command (iproute2), for namespaces.
+    pub ip: PathBuf,
+}
+
+impl Default for NetworkAgentSection {
+    fn default() -> Self {
+        NetworkAgentSection {
+            enabled: false,
+            host: None,
+            local_ip: None,
+            vxlan_port: 4789,
+            physical_interface_mappings: vec![],
+            state_dir: None,
+            namespace_prefix: String::new(),
+            host_namespace: None,
+            polling_interval: 2.0,
+            resync_interval: 60.0,
+            enable_dhcp: true,
+            dns_domain: "openstacklocal".into(),
+            dnsmasq: "dnsmasq".into(),
+            ip: "ip".into(),
+        }
+    }
+}
+
 /// The placement service's settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -514,6 +570,7 @@ impl Default for Config {
             compute_agent: ComputeAgentSection::default(),
             volume: VolumeSection::default(),
             volume_agent: VolumeAgentSection::default(),
+            network_agent: NetworkAgentSection::default(),
             auth: None,
             bootstrap: BootstrapSection::default(),
         }
@@ -566,7 +623,7 @@ impl Default for BootstrapSection {
 
 /// Top-level keys that environment variables may set; other `STRATUS_*` variables belong to tools, not config.
 const SECTIONS: &[&str] =
-    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "compute_agent", "volume", "volume_agent", "auth", "bootstrap"];
+    &["data_dir", "region", "server", "database", "bus", "log", "identity", "image", "object", "placement", "compute", "compute_agent", "volume", "volume_agent", "network_agent", "auth", "bootstrap"];
 
 impl IdentitySection {
     /// The security-compliance rules in the identity service's terms.

@@ -45,6 +45,8 @@ pub enum Error {
     Volume(#[from] volume::Error),
     #[error("volume agent: {0}")]
     VolumeAgent(#[from] volume_agent::Error),
+    #[error("network agent: {0}")]
+    NetworkAgent(#[from] network_agent::Error),
     #[error("placement: {0}")]
     Placement(#[from] placement::Error),
     #[error("auth: {0}")]
@@ -271,7 +273,7 @@ impl Cloud {
             None
         };
         let network = if services.contains(&Service::Network) {
-            Some(network::Network::new(db.clone(), config.network.clone()))
+            Some(network::Network::new(db.clone(), config.network.clone()).with_bus(bus.clone()))
         } else {
             None
         };
@@ -507,12 +509,16 @@ pub struct StartOptions {
     /// Run this host's volume agent in the process (`up`; split deployments run `stratus volume-agent` on each
     /// storage host).
     pub volume_agent: bool,
+    /// Run this host's network agent in the process. It changes the host's networking, so `stratus up` runs it
+    /// only when `[network_agent] enabled` says so, and tests only when they ask (split deployments run
+    /// `stratus network-agent` on each host).
+    pub network_agent: bool,
 }
 
 impl StartOptions {
     /// What `stratus up` does: everything, in one process.
     pub fn all_in_one() -> Self {
-        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true, compute_agent: true, volume_agent: true }
+        StartOptions { services: Service::ALL.to_vec(), migrate: true, bootstrap: true, compute_agent: true, volume_agent: true, network_agent: false }
     }
 }
 
@@ -536,6 +542,8 @@ pub struct RunningCloud {
     pub agent: Option<compute_agent::AgentHandle>,
     /// The in-process volume agent, if any.
     pub volume_agent: Option<volume_agent::AgentHandle>,
+    /// The in-process network agent, if any.
+    pub network_agent: Option<network_agent::AgentHandle>,
 }
 
 impl RunningCloud {
@@ -552,6 +560,9 @@ impl RunningCloud {
             agent.stop().await;
         }
         if let Some(agent) = self.volume_agent.take() {
+            agent.stop().await;
+        }
+        if let Some(agent) = self.network_agent.take() {
             agent.stop().await;
         }
         for server in self.bus_servers.drain(..) {
@@ -653,6 +664,14 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
     if let Some(volume) = &cloud.volume {
         bus_servers.push(volume.serve(&format!("scheduler-{}", addr.port())).await?);
     }
+    if let Some(network) = &cloud.network {
+        bus_servers.push(network.serve_agents(&cloud.bus, &format!("network-{}", addr.port())).await?);
+    }
+    let network_agent = if opts.network_agent {
+        Some(agent::start_network_agent(&cloud.config, cloud.bus.clone()).await?)
+    } else {
+        None
+    };
     let volume_agent =
         if opts.volume_agent { Some(agent::start_volume_agent(&cloud.config, cloud.bus.clone()).await?) } else { None };
     let agent = if opts.compute_agent {
@@ -678,5 +697,6 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         bus_servers,
         agent,
         volume_agent,
+        network_agent,
     })
 }

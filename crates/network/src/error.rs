@@ -21,6 +21,8 @@ pub enum Error {
     Db(#[from] db::Error),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("bus: {0}")]
+    Bus(#[from] bus::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -58,6 +60,10 @@ impl From<Error> for ApiError {
                 ApiError::internal(ApiError::default_message(StatusCode::INTERNAL_SERVER_ERROR))
             }
             Error::Config(m) => ApiError::internal(m),
+            Error::Bus(e) => {
+                tracing::error!(error = %e, "network bus error");
+                ApiError::internal(ApiError::default_message(StatusCode::INTERNAL_SERVER_ERROR))
+            }
         }
     }
 }

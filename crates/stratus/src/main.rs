@@ -51,6 +51,14 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Run this host's network agent (upstream's Linux bridge and DHCP agents) on the configured message bus.
+    NetworkAgent {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The host name ports are bound to (default: [network_agent] host, else this machine's host name).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Database administration.
     Db {
         #[command(subcommand)]
@@ -204,7 +212,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             init_logging(&config);
             let data_dir = config.data_dir.clone();
-            let mut running = cloud::start(config, StartOptions::all_in_one()).await?;
+            let network_agent = config.network_agent.enabled;
+            let mut running = cloud::start(config, StartOptions { network_agent, ..StartOptions::all_in_one() }).await?;
             let clouds = data_dir.join("clouds.yaml");
             tracing::info!(url = %running.url, elapsed_ms = started.elapsed().as_millis() as u64, "stratus is ready");
             println!("Stratus is ready at {}", running.url);
@@ -231,7 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let names: Vec<_> = services.iter().map(|s| s.name()).collect();
             let mut running =
-                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false, compute_agent: false, volume_agent: false }).await?;
+                cloud::start(config, StartOptions { services, migrate: false, bootstrap: false, compute_agent: false, volume_agent: false, network_agent: false }).await?;
             tracing::info!(url = %running.url, services = ?names, "serving");
             println!("Serving {} at {}", names.join(", "), running.url);
             tokio::select! {
@@ -277,6 +286,27 @@ async fn run(cli: Cli) -> Result<()> {
             let bus = bus::Bus::connect(&config.bus.url).await.context("cannot connect to the message bus")?;
             let agent = cloud::agent::start_volume_agent(&config, bus.clone()).await?;
             println!("Volume agent {} started.", agent.service_host());
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            agent.stop().await;
+            bus.close().await;
+            Ok(())
+        }
+        Command::NetworkAgent { config, host } => {
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(host) = host {
+                config.network_agent.host = Some(host);
+            }
+            init_logging(&config);
+            if config.bus.url.starts_with("memory://") {
+                anyhow::bail!(
+                    "the network agent needs a bus shared with the network service: set [bus] url (or \
+                     STRATUS_BUS__URL) to an amqp:// URL; memory:// only reaches services in the same process"
+                );
+            }
+            let bus = bus::Bus::connect(&config.bus.url).await.context("cannot connect to the message bus")?;
+            let agent = cloud::agent::start_network_agent(&config, bus.clone()).await?;
+            println!("Network agent of host {} started.", agent.host());
             shutdown_signal().await;
             tracing::info!("shutting down");
             agent.stop().await;

@@ -47,6 +47,11 @@ impl TestCloud {
         Self::start_opts(adjust, StartOptions::all_in_one()).await
     }
 
+    /// A fresh cloud started with `opts` (for example with the in-process network agent).
+    pub async fn start_with_options(adjust: impl FnOnce(&mut Config), opts: StartOptions) -> TestCloud {
+        Self::start_opts(adjust, opts).await
+    }
+
     async fn start_opts(adjust: impl FnOnce(&mut Config), opts: StartOptions) -> TestCloud {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();

@@ -283,7 +283,7 @@ async fn split_deployment_on_server_databases_and_amqp() {
             project_name: "admin".into(),
             project_domain_name: "Default".into(),
         });
-        let remote = cloud::start(other, cloud::StartOptions { services: vec![], migrate: false, bootstrap: false, compute_agent: false, volume_agent: false })
+        let remote = cloud::start(other, cloud::StartOptions { services: vec![], migrate: false, bootstrap: false, compute_agent: false, volume_agent: false, network_agent: false })
             .await
             .expect("second process");
         assert!(remote.cloud.identity.is_none());

@@ -4,6 +4,7 @@
 //! Resources are JSON documents (see [`crate::store`]); each module here owns one family and shapes its documents
 //! exactly as the API returns them, so the API layer only filters, pages and trims them.
 
+mod agents;
 mod auto_allocate;
 mod networks;
 mod other;
@@ -172,6 +173,8 @@ pub struct Network {
     pub(crate) store: Store,
     pub(crate) config: Arc<NetworkConfig>,
     pub(crate) driver: Arc<dyn NetworkDriver>,
+    /// Where network agents are told of changes (none: no agents to tell).
+    pub(crate) bus: Option<bus::Bus>,
 }
 
 pub(crate) fn now() -> String {
@@ -284,7 +287,14 @@ impl Network {
     }
 
     pub fn with_driver(db: db::Database, config: NetworkConfig, driver: Arc<dyn NetworkDriver>) -> Network {
-        Network { store: Store::new(db), config: Arc::new(config), driver }
+        Network { store: Store::new(db), config: Arc::new(config), driver, bus: None }
+    }
+
+    /// Tells the network agents on `bus` of every change of a network, subnet or port, and lets them fetch their
+    /// hosts' state ([`Network::serve_agents`]).
+    pub fn with_bus(mut self, bus: bus::Bus) -> Network {
+        self.bus = Some(bus);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -470,6 +480,7 @@ impl Network {
             RBAC_POLICY => self.create_rbac_policy(caller, body).await?,
             _ => return Err(Error::bad("BadRequest", "unsupported resource")),
         };
+        self.notify_agents(kind, &doc).await;
         let mut out = self.decorate(caller, kind, vec![doc]).await?;
         Ok(out.pop().unwrap_or(Value::Null))
     }
@@ -503,6 +514,7 @@ impl Network {
                 return Err(Error::bad("BadRequest", format!("Resource {} does not support update", kind.singular)));
             }
         };
+        self.notify_agents(kind, &doc).await;
         let mut out = self.decorate(caller, kind, vec![doc]).await?;
         Ok(out.pop().unwrap_or(Value::Null))
     }
@@ -510,6 +522,15 @@ impl Network {
     pub async fn delete(&self, caller: &Caller<'_>, kind: Kind, id: &str) -> Result<()> {
         let rule = format!("delete_{}", kind.singular);
         let doc = self.fetch_for_write(caller, kind, id, &rule).await?;
+        let notice = doc.clone();
+        let result = self.delete_doc(caller, kind, doc).await;
+        if result.is_ok() {
+            self.notify_agents(kind, &notice).await;
+        }
+        result
+    }
+
+    async fn delete_doc(&self, caller: &Caller<'_>, kind: Kind, doc: Value) -> Result<()> {
         match kind {
             NETWORK => self.delete_network(caller, doc).await,
             SUBNET => self.delete_subnet(caller, doc).await,

@@ -1,6 +1,7 @@
 //! Integration tests of the network service: the HTTP API through the whole-cloud harness, IP address management
 //! under concurrency, and the datastore on every database backend.
 
+mod agents;
 mod ipam;
 mod networks;
 mod routers;

@@ -1,0 +1,267 @@
+//! Makes the host match a desired [`HostState`], idempotently: every pass creates what is missing, corrects what
+//! differs and removes what no network wants any more — also what a crashed agent left behind, since the pass looks
+//! at the devices and namespaces that exist, not at a memory of what it made.
+//!
+//! Per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
+//! taps, then DHCP. Routers, security groups and metadata are further steps of the same pass, each owning its own
+//! names (`qrouter-…` namespaces, nftables tables) and its own orphan sweep.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use bus::{Bus, Target};
+use network_rpc::{DHCP_OWNER, GetDhcpPort, HostState, NetworkState, PLUGIN_TOPIC, ReleaseDhcpPort};
+
+use crate::{
+    AgentConfig, Error, bridge_name,
+    dhcp::{self, DhcpFiles},
+    namespace,
+    netlink::{Link, Netlink, parse_mac},
+    ns_device_name, tap_name, vxlan_name,
+};
+
+/// What one pass did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Networks wired (bridge present).
+    pub networks: usize,
+    /// Tap devices on their bridges.
+    pub taps: usize,
+    /// Networks with DHCP running.
+    pub dhcp: usize,
+    /// Things removed: bridges, VXLAN devices, namespaces.
+    pub removed: Vec<String>,
+    /// Per-network failures (the pass goes on with the other networks).
+    pub errors: Vec<String>,
+}
+
+pub struct Reconciler {
+    config: AgentConfig,
+    bus: Bus,
+    nl: Netlink,
+}
+
+impl Reconciler {
+    pub async fn new(config: AgentConfig, bus: Bus) -> Result<Reconciler, Error> {
+        let nl = Netlink::open(config.host_namespace.as_deref()).await?;
+        std::fs::create_dir_all(config.state_dir.join("dhcp"))
+            .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
+        Ok(Reconciler { config, bus, nl })
+    }
+
+    pub fn netlink(&self) -> &Netlink {
+        &self.nl
+    }
+
+    /// The names of the tap devices present (their appearance calls for a pass).
+    pub async fn taps(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self.nl.links().await?.into_iter().map(|l| l.name).filter(|n| n.starts_with("tap")).collect())
+    }
+
+    /// One pass towards `state`.
+    pub async fn apply(&self, state: &HostState) -> Result<Outcome, Error> {
+        let mut out = Outcome::default();
+        let mut bridges = HashSet::new();
+        let mut vxlans = HashSet::new();
+        let mut dhcp_networks = HashSet::new();
+        for net in &state.networks {
+            bridges.insert(bridge_name(&net.id));
+            if let Some(vni) = vni(net) {
+                vxlans.insert(vxlan_name(vni));
+            }
+            if self.config.enable_dhcp && !dhcp::dhcp_subnets(net).is_empty() {
+                dhcp_networks.insert(net.id.clone());
+            }
+            match self.wire_network(net, &mut out).await {
+                Ok(()) => out.networks += 1,
+                Err(e) => out.errors.push(format!("network {}: {e}", net.id)),
+            }
+        }
+        // DHCP of networks no longer served, and orphaned namespaces
+        let prefix = self.config.dhcp_namespace("");
+        for ns in namespace::list(&prefix) {
+            let id = &ns[prefix.len()..];
+            if !dhcp_networks.contains(id) {
+                match self.stop_dhcp(id).await {
+                    Ok(()) => out.removed.push(ns.clone()),
+                    Err(e) => out.errors.push(format!("DHCP of {id}: {e}")),
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir(self.config.state_dir.join("dhcp")) {
+            for e in dir.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !dhcp_networks.contains(&id) {
+                    dhcp::stop(&DhcpFiles::new(&self.config.state_dir, &id)).await;
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        // bridges and VXLAN devices of networks gone
+        for l in self.nl.links().await? {
+            let stale = (l.kind == "bridge" && l.name.starts_with("brq") && !bridges.contains(&l.name))
+                || (l.kind == "vxlan" && l.name.starts_with("vxlan-") && !vxlans.contains(&l.name));
+            if stale {
+                self.nl.delete(l.index, &l.name).await?;
+                out.removed.push(l.name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn wire_network(&self, net: &NetworkState, out: &mut Outcome) -> Result<(), Error> {
+        let bridge = self.nl.ensure_bridge(&bridge_name(&net.id), net.mtu).await?;
+        match net.segment.network_type.as_str() {
+            "vxlan" => self.wire_vxlan(net, &bridge).await?,
+            "flat" => {
+                let physnet = net.segment.physical_network.as_deref().unwrap_or_default();
+                match self.config.interface_mappings.iter().find(|(p, _)| p == physnet) {
+                    Some((_, iface)) => match self.nl.link(iface).await? {
+                        Some(l) => self.nl.attach(&l, bridge.index).await?,
+                        None => tracing::warn!(network = %net.id, %iface, "the mapped interface does not exist"),
+                    },
+                    None => tracing::debug!(network = %net.id, physnet, "no interface mapped: the bridge stays local"),
+                }
+            }
+            // 802.1Q sub-interfaces of mapped interfaces come with provider VLAN support.
+            other => tracing::debug!(network = %net.id, network_type = other, "segment type not wired on this host"),
+        }
+        for p in net.ports.iter().filter(|p| p.host == self.config.host && p.device_owner != DHCP_OWNER) {
+            if let Some(tap) = self.nl.link(&tap_name(&p.id)).await? {
+                self.nl.attach(&tap, bridge.index).await?;
+                out.taps += 1;
+            }
+        }
+        if self.config.enable_dhcp && !dhcp::dhcp_subnets(net).is_empty() {
+            self.ensure_dhcp(net, &bridge).await?;
+            out.dhcp += 1;
+        }
+        Ok(())
+    }
+
+    async fn wire_vxlan(&self, net: &NetworkState, bridge: &Link) -> Result<(), Error> {
+        let (Some(vni), Some(local)) = (vni(net), self.config.tunnel_ip) else {
+            tracing::debug!(network = %net.id, "no VNI or no local tunnel address: the bridge stays local");
+            return Ok(());
+        };
+        let vx = self.nl.ensure_vxlan(&vxlan_name(vni), vni, local, self.config.vxlan_port, net.mtu).await?;
+        self.nl.attach(&vx, bridge.index).await?;
+        let wanted: HashSet<Ipv4Addr> = net.peers.iter().filter_map(|p| p.tunnel_ip.parse().ok()).filter(|ip| *ip != local).collect();
+        let have = self.nl.flood_entries(vx.index).await?;
+        for ip in &wanted {
+            if !have.contains(&IpAddr::V4(*ip)) {
+                self.nl.add_flood_entry(vx.index, *ip).await?;
+            }
+        }
+        for ip in have {
+            if let IpAddr::V4(ip) = ip
+                && !wanted.contains(&ip)
+            {
+                self.nl.remove_flood_entry(vx.index, ip).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_dhcp(&self, net: &NetworkState, bridge: &Link) -> Result<(), Error> {
+        let port = self
+            .bus
+            .call(
+                &Target::topic(PLUGIN_TOPIC),
+                &GetDhcpPort { network_id: net.id.clone(), host: self.config.host.clone() },
+                self.config.rpc_timeout,
+            )
+            .await?;
+        let ns = self.config.dhcp_namespace(&net.id);
+        let ip = &self.config.ip;
+        namespace::ensure(ip, &ns).await?;
+        let inner_nl = Netlink::open(Some(&ns)).await?;
+        if let Some(lo) = inner_nl.link("lo").await?
+            && !lo.up
+        {
+            inner_nl.set_up(lo.index, "lo").await?;
+        }
+        let (tap, inner) = (tap_name(&port.id), ns_device_name(&port.id));
+        if inner_nl.link(&inner).await?.is_none() {
+            // a half-made pair (a crash between creating and moving it) is made again
+            if let Some(old) = self.nl.link(&tap).await? {
+                self.nl.delete(old.index, &tap).await?;
+            }
+            self.nl.ensure_veth(&tap, &inner).await?;
+            let peer = self.nl.link(&inner).await?.ok_or_else(|| Error::Netlink(format!("{inner} vanished")))?;
+            self.nl.move_to(peer.index, &ns, &inner).await?;
+        }
+        let tap_link = self.nl.link(&tap).await?.ok_or_else(|| Error::Netlink(format!("{tap} vanished")))?;
+        self.nl.attach(&tap_link, bridge.index).await?;
+        let dev = inner_nl.link(&inner).await?.ok_or_else(|| Error::Netlink(format!("{inner} vanished")))?;
+        let mac = parse_mac(&port.mac_address).ok_or_else(|| Error::Netlink(format!("bad MAC {}", port.mac_address)))?;
+        if dev.mac != mac || dev.mtu != Some(net.mtu) {
+            inner_nl.set_mac_mtu(dev.index, mac, net.mtu, &inner).await?;
+        }
+        let mut addrs = Vec::new();
+        for f in &port.fixed_ips {
+            let Some(s) = net.subnets.iter().find(|s| s.id == f.subnet_id) else { continue };
+            let (Ok(a), Some((_, prefix))) = (f.ip_address.parse::<Ipv4Addr>(), dhcp::parse_cidr4(&s.cidr)) else { continue };
+            addrs.push((IpAddr::V4(a), prefix));
+        }
+        inner_nl.sync_addresses(dev.index, &addrs, &inner).await?;
+        if !dev.up {
+            inner_nl.set_up(dev.index, &inner).await?;
+        }
+        // files, then the process
+        let files = DhcpFiles::new(&self.config.state_dir, &net.id);
+        std::fs::create_dir_all(&files.dir).map_err(|e| Error::io(format!("cannot create {}", files.dir.display()), e))?;
+        let hosts_changed = dhcp::write_if_changed(&files.hosts(), &dhcp::hosts_file(net))?;
+        let opts_changed = dhcp::write_if_changed(&files.opts(), &dhcp::opts_file(net))?;
+        let args = dhcp::dnsmasq_args(net, &files, &inner, &self.config.dns_domain);
+        let args_changed = dhcp::write_if_changed(&files.args(), &args.join("\n"))?;
+        match dhcp::running_pid(&files) {
+            Some(_) if args_changed => {
+                dhcp::stop(&files).await;
+                self.start_dnsmasq(&ns, &files, &args).await?;
+            }
+            Some(pid) if hosts_changed || opts_changed => dhcp::reload(pid),
+            Some(_) => {}
+            None => self.start_dnsmasq(&ns, &files, &args).await?,
+        }
+        Ok(())
+    }
+
+    async fn start_dnsmasq(&self, ns: &str, files: &DhcpFiles, args: &[String]) -> Result<(), Error> {
+        let _ = std::fs::remove_file(files.pid());
+        namespace::exec(&self.config.ip, ns, &self.config.dnsmasq, args, &files.dir.join("start.log")).await?;
+        tracing::info!(namespace = ns, "dnsmasq started");
+        Ok(())
+    }
+
+    /// Stops DHCP for `network_id`: dnsmasq, the namespace (and the veth pair with it), the files and the port.
+    async fn stop_dhcp(&self, network_id: &str) -> Result<(), Error> {
+        let files = DhcpFiles::new(&self.config.state_dir, network_id);
+        dhcp::stop(&files).await;
+        namespace::delete(&self.config.ip, &self.config.dhcp_namespace(network_id)).await?;
+        let _ = std::fs::remove_dir_all(&files.dir);
+        self.bus
+            .call(
+                &Target::topic(PLUGIN_TOPIC),
+                &ReleaseDhcpPort { network_id: network_id.into(), host: self.config.host.clone() },
+                self.config.rpc_timeout,
+            )
+            .await?;
+        tracing::info!(network_id, "DHCP stopped");
+        Ok(())
+    }
+
+    /// Removes everything this agent made: DHCP namespaces with its prefix, its bridges and VXLAN devices.
+    pub async fn teardown(&self) -> Result<Outcome, Error> {
+        self.apply(&HostState::default()).await
+    }
+}
+
+fn vni(net: &NetworkState) -> Option<u32> {
+    if net.segment.network_type != "vxlan" {
+        return None;
+    }
+    net.segment.segmentation_id.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0 && *v < (1 << 24))
+}

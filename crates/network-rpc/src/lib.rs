@@ -1,0 +1,192 @@
+//! The bus contract between the network service (`network`) and the per-host network agents (`network-agent`), the
+//! part upstream's plugin RPC (`q-plugin`) and agent notifier (`q-agent-notifier`) topics play.
+//!
+//! * The service serves [`PLUGIN_TOPIC`]. An agent asks it for the desired state of its host with
+//!   [`GetHostState`] (every network with a port bound to the host, its subnets and ports, and the tunnel
+//!   endpoints of the other hosts on it), and for the port its DHCP server uses on a network with
+//!   [`GetDhcpPort`] / [`ReleaseDhcpPort`] (device owner `network:dhcp`, one per network and host).
+//! * Agents serve [`AGENT_TOPIC`] as server `<host>`; the service fans [`NetworkChanged`] out to them after every
+//!   change of a network, subnet or port. An agent answers it by fetching its host's state again, so a lost
+//!   notification costs only time until the next one or the agent's periodic resync.
+//!
+//! Agents never touch the database. Method names and field names are part of the wire format and must stay stable.
+
+use bus::Rpc;
+use serde::{Deserialize, Serialize};
+
+/// The topic the network service serves for agents.
+pub const PLUGIN_TOPIC: &str = "q-plugin";
+/// The topic network agents serve, one server per host.
+pub const AGENT_TOPIC: &str = "q-agent-notifier";
+/// The device owner of a DHCP server's port.
+pub const DHCP_OWNER: &str = "network:dhcp";
+/// The agent type network agents report, as upstream's Linux bridge agent.
+pub const AGENT_TYPE: &str = "Linux bridge agent";
+
+/// A network's segment, as the agent wires it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// `flat`, `vlan`, `vxlan`, `geneve` or `local`.
+    pub network_type: String,
+    pub physical_network: Option<String>,
+    /// The VLAN id or VNI.
+    pub segmentation_id: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub destination: String,
+    pub nexthop: String,
+}
+
+/// A subnet, with what DHCP hands out on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetState {
+    pub id: String,
+    pub cidr: String,
+    pub ip_version: u8,
+    pub gateway_ip: Option<String>,
+    pub enable_dhcp: bool,
+    pub dns_nameservers: Vec<String>,
+    pub host_routes: Vec<HostRoute>,
+    pub ipv6_ra_mode: Option<String>,
+    pub ipv6_address_mode: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedIp {
+    pub subnet_id: String,
+    pub ip_address: String,
+}
+
+/// One extra DHCP option of a port (`extra_dhcp_opts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpOption {
+    pub opt_name: String,
+    pub opt_value: String,
+    pub ip_version: u8,
+}
+
+/// A port of a network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortState {
+    pub id: String,
+    pub network_id: String,
+    pub mac_address: String,
+    pub fixed_ips: Vec<FixedIp>,
+    pub device_owner: String,
+    pub device_id: String,
+    /// `binding:host_id` (empty when unbound).
+    pub host: String,
+    pub admin_state_up: bool,
+    /// `dns_name`, empty when unset.
+    pub dns_name: String,
+    pub extra_dhcp_opts: Vec<DhcpOption>,
+}
+
+/// Another host with ports on a network: where the network's tunnel reaches them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub host: String,
+    pub tunnel_ip: String,
+    /// The MACs of the network's ports bound to that host.
+    pub macs: Vec<String>,
+}
+
+/// One network as a host must realise it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkState {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub admin_state_up: bool,
+    pub mtu: u32,
+    pub segment: Segment,
+    pub subnets: Vec<SubnetState>,
+    /// Every port of the network (DHCP answers for all of them, wherever they are bound).
+    pub ports: Vec<PortState>,
+    /// The other hosts with ports on the network and a known tunnel endpoint.
+    pub peers: Vec<Peer>,
+}
+
+/// An agent's report of itself, sent with each [`GetHostState`] (upstream's agent state report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// The local end of this host's VXLAN tunnels, if it has any.
+    pub tunnel_ip: Option<String>,
+    /// `physnet:interface` pairs this host can wire flat and VLAN networks to.
+    pub interface_mappings: Vec<String>,
+}
+
+/// The desired state of `host`: every network with a port bound to it (DHCP ports aside).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetHostState {
+    pub host: String,
+    pub report: AgentReport,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    pub networks: Vec<NetworkState>,
+}
+
+impl Rpc for GetHostState {
+    const METHOD: &'static str = "get_host_state";
+    type Reply = HostState;
+}
+
+/// The DHCP port of `host` on `network_id`, created (or given an address on every DHCP-enabled subnet that lacks
+/// one) as needed and bound to `host`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetDhcpPort {
+    pub network_id: String,
+    pub host: String,
+}
+
+impl Rpc for GetDhcpPort {
+    const METHOD: &'static str = "get_dhcp_port";
+    type Reply = PortState;
+}
+
+/// `host` no longer serves DHCP on `network_id`: its DHCP port goes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReleaseDhcpPort {
+    pub network_id: String,
+    pub host: String,
+}
+
+impl Rpc for ReleaseDhcpPort {
+    const METHOD: &'static str = "release_dhcp_port";
+    type Reply = ();
+}
+
+/// Fanned out to every agent after a change of network `network_id` (its subnets or ports).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetworkChanged {
+    pub network_id: String,
+}
+
+impl Rpc for NetworkChanged {
+    const METHOD: &'static str = "network_changed";
+    type Reply = ();
+}
+
+/// The device owner's DHCP port id for `host` on a network: upstream's `dhcp<host uuid>-<network id>`, with the
+/// host name itself (device ids are free text).
+pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
+    format!("dhcp-{host}-{network_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_stable() {
+        assert_eq!(GetHostState::METHOD, "get_host_state");
+        assert_eq!(GetDhcpPort::METHOD, "get_dhcp_port");
+        assert_eq!(ReleaseDhcpPort::METHOD, "release_dhcp_port");
+        assert_eq!(NetworkChanged::METHOD, "network_changed");
+        assert_eq!(dhcp_device_id("cn1", "n1"), "dhcp-cn1-n1");
+    }
+}

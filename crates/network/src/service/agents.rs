@@ -1,0 +1,260 @@
+//! The service's side of the network agents' bus contract (`network-rpc`): the desired state of a host, the DHCP
+//! ports agents serve from, and the notices of change fanned out to them.
+//!
+//! Agents are recorded as `agent` documents (host, type, tunnel endpoint, last report), the rows upstream's agents
+//! API lists; a host's tunnel endpoint is how the other hosts of a VXLAN network reach its ports.
+
+use std::collections::{BTreeMap, HashSet};
+
+use bus::{Bus, Dispatcher, RemoteError, ServerHandle};
+use network_rpc::{
+    AGENT_TOPIC, AGENT_TYPE, AgentReport, DHCP_OWNER, DhcpOption, FixedIp, GetDhcpPort, GetHostState, HostRoute, HostState,
+    NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort, Segment, SubnetState, dhcp_device_id,
+};
+use serde_json::{Value, json};
+
+use super::{Kind, NETWORK, Network, PORT, SUBNET, bump, new_id, now, ports::IpRequest, str_of};
+use crate::error::{Error, Result};
+
+fn to_remote(e: Error) -> RemoteError {
+    let kind = match &e {
+        Error::NotFound { kind, .. } | Error::BadRequest { kind, .. } | Error::Conflict { kind, .. } => *kind,
+        _ => "InternalError",
+    };
+    RemoteError::new(kind, e.to_string())
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
+}
+
+pub(crate) fn port_state(p: &Value) -> PortState {
+    PortState {
+        id: str_of(p, "id").into(),
+        network_id: str_of(p, "network_id").into(),
+        mac_address: str_of(p, "mac_address").into(),
+        fixed_ips: p["fixed_ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| FixedIp { subnet_id: str_of(f, "subnet_id").into(), ip_address: str_of(f, "ip_address").into() })
+            .collect(),
+        device_owner: str_of(p, "device_owner").into(),
+        device_id: str_of(p, "device_id").into(),
+        host: str_of(p, "binding:host_id").into(),
+        admin_state_up: p["admin_state_up"].as_bool().unwrap_or(true),
+        dns_name: str_of(p, "dns_name").into(),
+        extra_dhcp_opts: p["extra_dhcp_opts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| DhcpOption {
+                opt_name: str_of(o, "opt_name").into(),
+                opt_value: match &o["opt_value"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                ip_version: o["ip_version"].as_u64().unwrap_or(4) as u8,
+            })
+            .collect(),
+    }
+}
+
+fn subnet_state(s: &Value) -> SubnetState {
+    SubnetState {
+        id: str_of(s, "id").into(),
+        cidr: str_of(s, "cidr").into(),
+        ip_version: s["ip_version"].as_u64().unwrap_or(4) as u8,
+        gateway_ip: s["gateway_ip"].as_str().map(str::to_string),
+        enable_dhcp: s["enable_dhcp"].as_bool().unwrap_or(true),
+        dns_nameservers: strings(&s["dns_nameservers"]),
+        host_routes: s["host_routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| HostRoute { destination: str_of(r, "destination").into(), nexthop: str_of(r, "nexthop").into() })
+            .collect(),
+        ipv6_ra_mode: s["ipv6_ra_mode"].as_str().map(str::to_string),
+        ipv6_address_mode: s["ipv6_address_mode"].as_str().map(str::to_string),
+    }
+}
+
+impl Network {
+    /// Fans a [`NetworkChanged`] out to the agents after a change of a network, subnet or port. A lost notice only
+    /// delays an agent until its next resync, so failures are logged, never returned.
+    pub(crate) async fn notify_agents(&self, kind: Kind, doc: &Value) {
+        let Some(bus) = &self.bus else { return };
+        let network_id = match kind {
+            NETWORK => str_of(doc, "id"),
+            SUBNET | PORT => str_of(doc, "network_id"),
+            _ => return,
+        };
+        if let Err(error) = bus.fanout(AGENT_TOPIC, &NetworkChanged { network_id: network_id.into() }).await {
+            tracing::warn!(%error, network_id, "cannot notify the network agents");
+        }
+    }
+
+    /// Records (or refreshes) `host`'s agent.
+    async fn record_agent(&self, host: &str, report: &AgentReport) -> Result<Vec<Value>> {
+        let agents = self.store.resource_list("agent").await?;
+        let mine = agents.iter().find(|a| str_of(a, "host") == host && str_of(a, "agent_type") == AGENT_TYPE).cloned();
+        let configurations = json!({
+            "tunneling_ip": report.tunnel_ip,
+            "interface_mappings": report.interface_mappings,
+            "tunnel_types": if report.tunnel_ip.is_some() { json!(["vxlan"]) } else { json!([]) },
+        });
+        match mine {
+            Some(mut a) => {
+                a["configurations"] = configurations;
+                a["heartbeat_timestamp"] = json!(now());
+                self.store.resource_update("agent", str_of(&a, "id"), &a).await?;
+            }
+            None => {
+                let id = new_id();
+                let doc = json!({
+                    "id": id,
+                    "host": host,
+                    "agent_type": AGENT_TYPE,
+                    "binary": "neutron-linuxbridge-agent",
+                    "topic": "N/A",
+                    "admin_state_up": true,
+                    "configurations": configurations,
+                    "created_at": now(),
+                    "started_at": now(),
+                    "heartbeat_timestamp": now(),
+                });
+                self.store.resource_insert("agent", &id, "", "", &doc).await?;
+            }
+        }
+        self.store.resource_list("agent").await
+    }
+
+    /// The desired state of `host`: every network with a non-DHCP port bound to it, with all its subnets and
+    /// ports and the tunnel endpoints of the other hosts with ports on it.
+    pub async fn host_state(&self, host: &str, report: &AgentReport) -> Result<HostState> {
+        let agents = self.record_agent(host, report).await?;
+        let tunnel_of: BTreeMap<&str, &str> = agents
+            .iter()
+            .filter_map(|a| Some((str_of(a, "host"), a["configurations"]["tunneling_ip"].as_str()?)))
+            .collect();
+        let ports = self.store.resource_list("port").await?;
+        let wanted: HashSet<&str> = ports
+            .iter()
+            .filter(|p| str_of(p, "binding:host_id") == host && str_of(p, "device_owner") != DHCP_OWNER)
+            .map(|p| str_of(p, "network_id"))
+            .collect();
+        let mut networks = Vec::new();
+        for net_id in wanted {
+            let Some(net) = self.store.resource_get("network", net_id).await? else { continue };
+            let net_ports: Vec<&Value> = ports.iter().filter(|p| str_of(p, "network_id") == net_id).collect();
+            let mut peers: BTreeMap<&str, Peer> = BTreeMap::new();
+            for p in &net_ports {
+                let h = str_of(p, "binding:host_id");
+                if h.is_empty() || h == host {
+                    continue;
+                }
+                let Some(ip) = tunnel_of.get(h) else { continue };
+                peers
+                    .entry(h)
+                    .or_insert_with(|| Peer { host: h.into(), tunnel_ip: (*ip).into(), macs: vec![] })
+                    .macs
+                    .push(str_of(p, "mac_address").into());
+            }
+            networks.push(NetworkState {
+                id: net_id.into(),
+                name: str_of(&net, "name").into(),
+                project_id: str_of(&net, "project_id").into(),
+                admin_state_up: net["admin_state_up"].as_bool().unwrap_or(true),
+                mtu: net["mtu"].as_u64().unwrap_or(1500) as u32,
+                segment: Segment {
+                    network_type: str_of(&net, "provider:network_type").into(),
+                    physical_network: net["provider:physical_network"].as_str().map(str::to_string),
+                    segmentation_id: net["provider:segmentation_id"].as_i64(),
+                },
+                subnets: self.store.resource_list_by_parent("subnet", net_id).await?.iter().map(subnet_state).collect(),
+                ports: net_ports.into_iter().map(port_state).collect(),
+                peers: peers.into_values().collect(),
+            });
+        }
+        networks.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(HostState { networks })
+    }
+
+    /// The DHCP port of `host` on `network_id`: created when missing, given an address on each DHCP-enabled
+    /// subnet that lacks one, bound to `host`.
+    pub async fn dhcp_port(&self, network_id: &str, host: &str) -> Result<PortState> {
+        let net = self.fetch(NETWORK, network_id).await?;
+        let device_id = dhcp_device_id(host, network_id);
+        let subnets = self.store.resource_list_by_parent("subnet", network_id).await?;
+        let existing = self
+            .store
+            .resource_list_by_parent("port", network_id)
+            .await?
+            .into_iter()
+            .find(|p| str_of(p, "device_owner") == DHCP_OWNER && str_of(p, "device_id") == device_id);
+        let mut port = match existing {
+            Some(p) => p,
+            None => {
+                let mut p = self
+                    .create_internal_port(network_id, str_of(&net, "project_id"), DHCP_OWNER, &device_id, Some(&[]))
+                    .await?;
+                p["binding:host_id"] = json!(host);
+                p["binding:vif_type"] = json!("bridge");
+                p["binding:vif_details"] = json!({"port_filter": true, "connectivity": "l2"});
+                self.save(PORT, &p).await?;
+                p
+            }
+        };
+        let keep: Vec<Value> = port["fixed_ips"].as_array().cloned().unwrap_or_default();
+        let missing: Vec<IpRequest> = subnets
+            .iter()
+            .filter(|s| s["enable_dhcp"].as_bool().unwrap_or(true) && s["ip_version"] == 4)
+            .filter(|s| !keep.iter().any(|f| str_of(f, "subnet_id") == str_of(s, "id")))
+            .map(|s| IpRequest { subnet_id: Some(str_of(s, "id").into()), ip_address: None })
+            .collect();
+        if !missing.is_empty() {
+            let id = str_of(&port, "id").to_string();
+            let mac = str_of(&port, "mac_address").to_string();
+            let mut ips = keep.clone();
+            ips.extend(self.allocate_ips(network_id, &id, &mac, Some(&missing), DHCP_OWNER, &[]).await?);
+            port["fixed_ips"] = json!(ips);
+            bump(&mut port);
+            self.save(PORT, &port).await?;
+        }
+        Ok(port_state(&port))
+    }
+
+    /// Deletes `host`'s DHCP port on `network_id`, if it has one.
+    pub async fn release_dhcp_port(&self, network_id: &str, host: &str) -> Result<()> {
+        let device_id = dhcp_device_id(host, network_id);
+        for p in self.store.resource_list_by_parent("port", network_id).await? {
+            if str_of(&p, "device_owner") == DHCP_OWNER && str_of(&p, "device_id") == device_id {
+                let id = str_of(&p, "id").to_string();
+                self.store.ip_delete_port(&id).await?;
+                self.store.mac_delete_port(&id).await?;
+                self.store.resource_delete("port", &id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves the agents' calls on [`PLUGIN_TOPIC`] as server `server`.
+    pub async fn serve_agents(&self, bus: &Bus, server: &str) -> Result<ServerHandle> {
+        let n = self.clone();
+        let d = Dispatcher::new().on(move |m: GetHostState| {
+            let n = n.clone();
+            async move { n.host_state(&m.host, &m.report).await.map_err(to_remote) }
+        });
+        let n = self.clone();
+        let d = d.on(move |m: GetDhcpPort| {
+            let n = n.clone();
+            async move { n.dhcp_port(&m.network_id, &m.host).await.map_err(to_remote) }
+        });
+        let n = self.clone();
+        let d = d.on(move |m: ReleaseDhcpPort| {
+            let n = n.clone();
+            async move { n.release_dhcp_port(&m.network_id, &m.host).await.map_err(to_remote) }
+        });
+        Ok(bus.serve(PLUGIN_TOPIC, server, d).await?)
+    }
+}
