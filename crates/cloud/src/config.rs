@@ -225,6 +225,36 @@ pub struct ComputeSection {
     pub max_placement_results: usize,
     /// The zone of hosts in no zone (upstream's `default_availability_zone`).
     pub default_availability_zone: String,
+    /// The scheduler's filters, in order (upstream's `[filter_scheduler] enabled_filters`; its default restricted
+    /// to the filters that exist here).
+    pub enabled_filters: Vec<String>,
+    /// The weighers' multipliers (upstream's `[filter_scheduler]` options of the same names): positive spreads,
+    /// negative stacks, 0 turns a weigher off.
+    pub ram_weight_multiplier: f64,
+    pub cpu_weight_multiplier: f64,
+    pub disk_weight_multiplier: f64,
+    pub soft_affinity_weight_multiplier: f64,
+    pub soft_anti_affinity_weight_multiplier: f64,
+    pub build_failure_weight_multiplier: f64,
+    /// The architecture `ImagePropertiesFilter` assumes for images without `hw_architecture`.
+    pub image_properties_default_architecture: Option<String>,
+}
+
+impl ComputeSection {
+    /// The scheduler's part of the section.
+    pub fn scheduler(&self) -> scheduler::SchedulerConfig {
+        scheduler::SchedulerConfig {
+            enabled_filters: self.enabled_filters.clone(),
+            ram_weight_multiplier: self.ram_weight_multiplier,
+            cpu_weight_multiplier: self.cpu_weight_multiplier,
+            disk_weight_multiplier: self.disk_weight_multiplier,
+            soft_affinity_weight_multiplier: self.soft_affinity_weight_multiplier,
+            soft_anti_affinity_weight_multiplier: self.soft_anti_affinity_weight_multiplier,
+            build_failure_weight_multiplier: self.build_failure_weight_multiplier,
+            image_properties_default_architecture: self.image_properties_default_architecture.clone(),
+            host_subset_size: self.host_subset_size.max(1),
+        }
+    }
 }
 
 impl Default for ComputeSection {
@@ -241,6 +271,14 @@ impl Default for ComputeSection {
             host_subset_size: 1,
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
+            enabled_filters: scheduler::DEFAULT_FILTERS.iter().map(|f| f.to_string()).collect(),
+            ram_weight_multiplier: 1.0,
+            cpu_weight_multiplier: 1.0,
+            disk_weight_multiplier: 1.0,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
+            build_failure_weight_multiplier: 1_000_000.0,
+            image_properties_default_architecture: None,
         }
     }
 }
