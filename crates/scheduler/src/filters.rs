@@ -372,6 +372,9 @@ mod tests {
         assert_eq!(ServerGroupAntiAffinityFilter.name(), "ServerGroupAntiAffinityFilter");
     }
 
+    /// Key/value pairs of a test case.
+    type Pairs = &'static [(&'static str, &'static str)];
+
     fn with_specs(specs: &[(&str, &str)]) -> RequestSpec {
         RequestSpec {
             extra_specs: specs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -393,7 +396,7 @@ mod tests {
     fn compute_capabilities_filter() {
         let h = capable_host();
         // (extra specs, passes)
-        let cases: &[(&[(&str, &str)], bool)] = &[
+        let cases: &[(Pairs, bool)] = &[
             (&[], true),
             (&[("capabilities:hypervisor_type", "QEMU")], true),
             (&[("capabilities:hypervisor_type", "s== QEMU")], true),
@@ -458,7 +461,7 @@ mod tests {
         .into();
         let bare = host("b", 1, 1, 1);
         // (extra specs, passes on `a`, passes on `bare`)
-        let cases: &[(&[(&str, &str)], bool, bool)] = &[
+        let cases: &[(Pairs, bool, bool)] = &[
             (&[], true, true),
             (&[("aggregate_instance_extra_specs:ssd", "true")], true, false),
             (&[("aggregate_instance_extra_specs:ssd", "false")], false, false),
@@ -494,7 +497,7 @@ mod tests {
         nothing.hypervisor_version = 1000;
         let f = ImagePropertiesFilter::default();
         // (image properties, passes on the qemu host, on the fake host, on a host advertising nothing)
-        let cases: &[(&[(&str, &str)], bool, bool, bool)] = &[
+        let cases: &[(Pairs, bool, bool, bool)] = &[
             (&[], true, true, true),
             (&[("disk_format", "qcow2"), ("hw_disk_bus", "virtio")], true, true, true),
             (&[("hw_architecture", "x86_64")], true, true, false),
