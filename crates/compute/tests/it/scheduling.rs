@@ -1,5 +1,6 @@
-//! The scheduler through the whole cloud with two fake compute hosts in one process: flavor extra specs matched
-//! against aggregate metadata, and hosts whose builds fail weighed down.
+//! The scheduler through the whole cloud, some tests with two fake compute hosts in one process: flavor extra
+//! specs matched against aggregate metadata and the host's capabilities, image properties against the host's
+//! supported instances, and hosts whose builds fail weighed down.
 
 use compute_agent::{FakeConfig, FakeFailures};
 use serde_json::{Value, json};
@@ -128,6 +129,53 @@ async fn hosts_whose_builds_fail_are_avoided() {
     for name in ["second", "third"] {
         let id = boot(&cloud.member, &img, name, "1").await;
         assert_eq!(active_on(&cloud, &id).await, main, "{name}");
+    }
+    cloud.shutdown().await;
+}
+
+/// An active image with extra properties; returns its id.
+async fn image_with(c: &Client, properties: Value) -> String {
+    let mut body = json!({"name": "props", "disk_format": "raw", "container_format": "bare"});
+    body.as_object_mut().unwrap().extend(properties.as_object().unwrap().clone());
+    let r = c.post("/image/v2/images", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = c
+        .request(reqwest::Method::PUT, &format!("/image/v2/images/{id}/file"), None, &[("content-type", "application/octet-stream")])
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    id
+}
+
+#[tokio::test]
+async fn image_properties_and_capabilities_match_what_the_host_reports() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    // The fake driver supports x86_64/fake/hvm.
+    for (props, ok) in [
+        (json!({"hw_architecture": "x86_64", "img_hv_type": "fake", "hw_vm_mode": "hvm"}), true),
+        (json!({"architecture": "amd64"}), true),
+        (json!({"hw_architecture": "aarch64"}), false),
+        (json!({"img_hv_type": "qemu"}), false),
+    ] {
+        let img = image_with(&cloud.member, props.clone()).await;
+        let id = boot(&cloud.member, &img, "props", "1").await;
+        let s = status(&cloud.member, &id, if ok { "ACTIVE" } else { "ERROR" }).await;
+        if !ok {
+            assert!(s["fault"]["message"].as_str().unwrap().starts_with("No valid host was found"), "{props}: {s}");
+        }
+    }
+    // Capabilities: the node's hypervisor type and cpu_info.
+    let img = image(&cloud.member).await;
+    for (id, specs, ok) in [
+        ("cap-fake", json!({"capabilities:hypervisor_type": "s== fake"}), true),
+        ("cap-arch", json!({"capabilities:cpu_info:arch": "x86_64"}), true),
+        ("cap-qemu", json!({"capabilities:hypervisor_type": "QEMU"}), false),
+        ("cap-big", json!({"vcpus_total": ">= 1000"}), false),
+    ] {
+        flavor(&cloud, id, specs.clone()).await;
+        let server = boot(&cloud.member, &img, id, id).await;
+        status(&cloud.member, &server, if ok { "ACTIVE" } else { "ERROR" }).await;
     }
     cloud.shutdown().await;
 }
