@@ -770,6 +770,24 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_options_from_file() {
+        let c = Config::default();
+        assert_eq!(c.compute.scheduler(), scheduler::SchedulerConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        let toml = "[compute]\nenabled_filters = [\"ComputeFilter\", \"AggregateInstanceExtraSpecsFilter\"]\n\
+                    ram_weight_multiplier = -1.0\nbuild_failure_weight_multiplier = 10.0\nhost_subset_size = 2\n";
+        std::fs::write(&path, toml).unwrap();
+        let s = Config::load(Some(&path)).unwrap().compute.scheduler();
+        assert_eq!(s.enabled_filters, ["ComputeFilter", "AggregateInstanceExtraSpecsFilter"]);
+        assert_eq!((s.ram_weight_multiplier, s.cpu_weight_multiplier, s.build_failure_weight_multiplier), (-1.0, 1.0, 10.0));
+        assert_eq!(s.host_subset_size, 2);
+        assert!(scheduler::Scheduler::from_config(&s).is_ok());
+        let bad = scheduler::SchedulerConfig { enabled_filters: vec!["RetryFilter".into()], ..s };
+        assert!(scheduler::Scheduler::from_config(&bad).is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stratus.toml");
