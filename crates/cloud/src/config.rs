@@ -229,6 +229,36 @@ pub struct ComputeSection {
     /// Seconds a shelved server keeps its host before it is offloaded (upstream's `shelved_offload_time`): 0
     /// offloads at once, -1 never.
     pub shelved_offload_time: i64,
+    /// The scheduler's filters, in order (upstream's `[filter_scheduler] enabled_filters`; its default restricted
+    /// to the filters that exist here).
+    pub enabled_filters: Vec<String>,
+    /// The weighers' multipliers (upstream's `[filter_scheduler]` options of the same names): positive spreads,
+    /// negative stacks, 0 turns a weigher off.
+    pub ram_weight_multiplier: f64,
+    pub cpu_weight_multiplier: f64,
+    pub disk_weight_multiplier: f64,
+    pub soft_affinity_weight_multiplier: f64,
+    pub soft_anti_affinity_weight_multiplier: f64,
+    pub build_failure_weight_multiplier: f64,
+    /// The architecture `ImagePropertiesFilter` assumes for images without `hw_architecture`.
+    pub image_properties_default_architecture: Option<String>,
+}
+
+impl ComputeSection {
+    /// The scheduler's part of the section.
+    pub fn scheduler(&self) -> scheduler::SchedulerConfig {
+        scheduler::SchedulerConfig {
+            enabled_filters: self.enabled_filters.clone(),
+            ram_weight_multiplier: self.ram_weight_multiplier,
+            cpu_weight_multiplier: self.cpu_weight_multiplier,
+            disk_weight_multiplier: self.disk_weight_multiplier,
+            soft_affinity_weight_multiplier: self.soft_affinity_weight_multiplier,
+            soft_anti_affinity_weight_multiplier: self.soft_anti_affinity_weight_multiplier,
+            build_failure_weight_multiplier: self.build_failure_weight_multiplier,
+            image_properties_default_architecture: self.image_properties_default_architecture.clone(),
+            host_subset_size: self.host_subset_size.max(1),
+        }
+    }
 }
 
 impl Default for ComputeSection {
@@ -246,6 +276,14 @@ impl Default for ComputeSection {
             max_placement_results: 1000,
             default_availability_zone: "nova".into(),
             shelved_offload_time: 0,
+            enabled_filters: scheduler::DEFAULT_FILTERS.iter().map(|f| f.to_string()).collect(),
+            ram_weight_multiplier: 1.0,
+            cpu_weight_multiplier: 1.0,
+            disk_weight_multiplier: 1.0,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
+            build_failure_weight_multiplier: 1_000_000.0,
+            image_properties_default_architecture: None,
         }
     }
 }
@@ -790,6 +828,24 @@ mod tests {
         assert_eq!(c.network.global_physnet_mtu, 1500);
         std::fs::write(&path, "[network]\nvni_range = []\n").unwrap();
         assert!(Config::load(Some(&path)).is_err(), "unknown keys are rejected");
+    }
+
+    #[test]
+    fn scheduler_options_from_file() {
+        let c = Config::default();
+        assert_eq!(c.compute.scheduler(), scheduler::SchedulerConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stratus.toml");
+        let toml = "[compute]\nenabled_filters = [\"ComputeFilter\", \"AggregateInstanceExtraSpecsFilter\"]\n\
+                    ram_weight_multiplier = -1.0\nbuild_failure_weight_multiplier = 10.0\nhost_subset_size = 2\n";
+        std::fs::write(&path, toml).unwrap();
+        let s = Config::load(Some(&path)).unwrap().compute.scheduler();
+        assert_eq!(s.enabled_filters, ["ComputeFilter", "AggregateInstanceExtraSpecsFilter"]);
+        assert_eq!((s.ram_weight_multiplier, s.cpu_weight_multiplier, s.build_failure_weight_multiplier), (-1.0, 1.0, 10.0));
+        assert_eq!(s.host_subset_size, 2);
+        assert!(scheduler::Scheduler::from_config(&s).is_ok());
+        let bad = scheduler::SchedulerConfig { enabled_filters: vec!["RetryFilter".into()], ..s };
+        assert!(scheduler::Scheduler::from_config(&bad).is_err());
     }
 
     #[test]

@@ -246,11 +246,13 @@ impl Cloud {
                 config.compute.placement_url.clone().unwrap_or_else(|| format!("{public_url}{}", Service::Placement.prefix()));
             let placement = compute::PlacementClient::new(&placement_url, session.clone())?;
             let c = &config.compute;
+            scheduler::Scheduler::from_config(&c.scheduler()).map_err(|e| Error::Config(format!("[compute] {e}")))?;
             let settings = compute::ConductorSettings {
                 service_down_time: std::time::Duration::from_secs(c.service_down_time.max(1)),
                 max_attempts: c.max_attempts.max(1),
                 max_placement_results: c.max_placement_results.max(1),
                 host_subset_size: c.host_subset_size.max(1),
+                scheduler: c.scheduler(),
                 default_availability_zone: c.default_availability_zone.clone(),
                 shelved_offload_time: c.shelved_offload_time.max(-1),
                 ..Default::default()

@@ -40,6 +40,7 @@ impl Agent {
             locks: InstanceLocks::default(),
             registration,
             synced: std::sync::Mutex::new(std::collections::HashMap::new()),
+            failed_builds: std::sync::atomic::AtomicI64::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         tracing::info!(host = %inner.config.host, driver = inner.driver.name(), "compute agent starting");
@@ -114,6 +115,9 @@ pub(crate) struct Inner {
     registration: watch::Sender<Phase>,
     /// The power state last written to each instance by the power-state sync.
     synced: std::sync::Mutex<std::collections::HashMap<String, compute_rpc::PowerState>>,
+    /// Builds that failed here since the last successful one (upstream's `failed_builds` stat), reported with
+    /// the resources.
+    failed_builds: std::sync::atomic::AtomicI64,
 }
 
 /// Where the agent is in its life.
@@ -142,7 +146,7 @@ impl Inner {
     /// Like upstream's resource tracker, the `_used` figures include what is reserved for the host.
     async fn node_info(&self) -> Result<NodeInfo, Error> {
         let info = self.driver.host_info().await?;
-        let resources = self.resources(&info);
+        let resources = self.resources(&info, self.driver.supported_instances().await);
         Ok(NodeInfo {
             host: self.config.host.clone(),
             node: self.config.host.clone(),
@@ -154,7 +158,7 @@ impl Inner {
         })
     }
 
-    fn resources(&self, info: &HypervisorInfo) -> NodeResources {
+    fn resources(&self, info: &HypervisorInfo, supported_instances: Vec<[String; 3]>) -> NodeResources {
         let c = &self.config;
         NodeResources {
             vcpus: info.vcpus,
@@ -170,6 +174,23 @@ impl Inner {
             reserved_host_cpus: c.reserved_host_cpus,
             reserved_host_memory_mb: c.reserved_host_memory_mb,
             reserved_host_disk_mb: c.reserved_host_disk_mb,
+            supported_instances,
+            failed_builds: self.failed_builds.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a build's outcome as upstream's compute manager does: a failure adds one, a success resets the
+    /// count. A change is reported at once, so the scheduler sees it on its next decision.
+    pub(crate) async fn build_outcome(&self, success: bool) {
+        use std::sync::atomic::Ordering;
+        let changed = if success {
+            self.failed_builds.swap(0, Ordering::Relaxed) != 0
+        } else {
+            self.failed_builds.fetch_add(1, Ordering::Relaxed);
+            true
+        };
+        if changed {
+            self.audit().await;
         }
     }
 
@@ -213,7 +234,7 @@ impl Inner {
             Ok(info) => ReportResources {
                 host: self.config.host.clone(),
                 node: self.config.host.clone(),
-                resources: self.resources(&info),
+                resources: self.resources(&info, self.driver.supported_instances().await),
             },
             Err(error) => {
                 tracing::warn!(%error, "cannot read the hypervisor's resources");

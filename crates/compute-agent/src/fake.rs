@@ -167,6 +167,11 @@ impl Hypervisor for FakeDriver {
         "fake"
     }
 
+    async fn supported_instances(&self) -> Vec<[String; 3]> {
+        // As upstream's fake driver.
+        vec![["x86_64".into(), "fake".into(), "hvm".into()]]
+    }
+
     async fn host_info(&self) -> Result<HypervisorInfo, Error> {
         let state = self.state();
         let flavors = state.guests.values().map(|g| &g.flavor);

@@ -111,6 +111,13 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// The host's capacity and what its guests use.
     async fn host_info(&self) -> Result<HypervisorInfo, Error>;
 
+    /// The `(architecture, hypervisor type, vm mode)` triples guests can have here, lower case (upstream's
+    /// `supported_instances`); the scheduler matches images' `hw_architecture`, `img_hv_type` and `hw_vm_mode`
+    /// against them. None by default: images asking for any of these then do not land here.
+    async fn supported_instances(&self) -> Vec<[String; 3]> {
+        Vec::new()
+    }
+
     /// Every guest on the host, with its power state.
     async fn list_guests(&self) -> Result<Vec<GuestInfo>, Error>;
 

@@ -265,6 +265,7 @@ impl Inner {
         let phase = match self.build(&instance, &request_id, &vifs).await {
             Ok(()) => {
                 tracing::info!(instance = %uuid, "instance is active");
+                self.build_outcome(true).await;
                 Self::finish(true, None)
             }
             Err(Stop::Gone) => {
@@ -309,6 +310,7 @@ impl Inner {
                 (format!("{reason}; cleaning up failed: {error}"), false)
             }
         };
+        self.build_outcome(false).await;
         let msg = BuildFailed {
             instance_uuid: uuid.to_owned(),
             request_id: request_id.to_owned(),

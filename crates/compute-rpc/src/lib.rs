@@ -171,6 +171,14 @@ pub struct NodeResources {
     pub reserved_host_cpus: i64,
     pub reserved_host_memory_mb: i64,
     pub reserved_host_disk_mb: i64,
+    /// `(architecture, hypervisor type, vm mode)` triples the hypervisor runs, lower case (upstream's
+    /// `supported_instances`: `x86_64`, `qemu`, `hvm`).
+    #[serde(default)]
+    pub supported_instances: Vec<[String; 3]>,
+    /// Builds that failed on the node since its last successful one (upstream's `failed_builds` stat); the
+    /// scheduler's build failure weigher keeps new builds away from such nodes.
+    #[serde(default)]
+    pub failed_builds: i64,
 }
 
 /// A compute node: one hypervisor of one host.

@@ -213,7 +213,11 @@ impl Compute {
     /// The availability zone of every compute host: its aggregates' zone, else `default_availability_zone`.
     /// Hosts absent from the map are in the default zone.
     pub async fn host_zones(&self) -> Result<HostZones, Error> {
-        Ok(HostZones { zones: self.store().aggregate_host_zones().await?, default: self.default_availability_zone() })
+        Ok(HostZones {
+            zones: self.store().aggregate_host_zones().await?,
+            default: self.default_availability_zone(),
+            metadata: HashMap::new(),
+        })
     }
 
     /// The zones a server may be created in: those of enabled compute services.
@@ -235,6 +239,9 @@ impl Compute {
 pub struct HostZones {
     pub zones: HashMap<String, String>,
     pub default: String,
+    /// The metadata of each host's aggregates (key → values), where the scheduler's view was asked for
+    /// ([`host_zones_and_metadata`]).
+    pub metadata: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl HostZones {
@@ -246,7 +253,12 @@ impl HostZones {
 
 /// [`Compute::host_zones`] on a store, for the conductor.
 pub async fn host_zones(store: &crate::store::Store, default: &str) -> Result<HostZones, Error> {
-    Ok(HostZones { zones: store.aggregate_host_zones().await?, default: default.to_string() })
+    Ok(HostZones { zones: store.aggregate_host_zones().await?, default: default.to_string(), metadata: HashMap::new() })
+}
+
+/// [`host_zones`] with every host's aggregate metadata, for the scheduler's view.
+pub async fn host_zones_and_metadata(store: &crate::store::Store, default: &str) -> Result<HostZones, Error> {
+    Ok(HostZones { metadata: store.aggregate_host_metadata().await?, ..host_zones(store, default).await? })
 }
 
 #[cfg(test)]
@@ -258,7 +270,7 @@ mod tests {
         assert_eq!(py_list(&["a".into(), "b".into()]), "['a', 'b']");
         assert!(matches!(invalid(Action::Add, 3, "x"), Error::Conflict(m) if m == "Cannot add host to aggregate 3. Reason: x."));
         assert!(matches!(invalid(Action::UpdateMeta, 3, "x"), Error::BadRequest(m) if m.starts_with("Cannot update metadata")));
-        let z = HostZones { zones: [("h1".to_string(), "az1".to_string())].into(), default: "nova".into() };
+        let z = HostZones { zones: [("h1".to_string(), "az1".to_string())].into(), default: "nova".into(), ..Default::default() };
         assert_eq!((z.of("h1"), z.of("h2")), ("az1", "nova"));
     }
 }

@@ -39,6 +39,9 @@ pub struct ConductorSettings {
     pub max_placement_results: usize,
     /// `[filter_scheduler] host_subset_size`.
     pub host_subset_size: usize,
+    /// `[filter_scheduler] enabled_filters` and the weighers' multipliers (its `host_subset_size` is the one
+    /// above).
+    pub scheduler: scheduler::SchedulerConfig,
     /// The zone of hosts in no zone (`[DEFAULT] default_availability_zone`, `nova`).
     pub default_availability_zone: String,
     /// How long to wait for an agent's answer to a call.
@@ -57,6 +60,7 @@ impl Default for ConductorSettings {
             max_attempts: 3,
             max_placement_results: 1000,
             host_subset_size: 1,
+            scheduler: scheduler::SchedulerConfig::default(),
             default_availability_zone: "nova".into(),
             call_timeout: Duration::from_secs(60),
             host: crate::services::hostname(),
@@ -323,6 +327,10 @@ impl Conductor {
         if inventory_changed {
             self.inner.placement.set_inventory(&before.uuid, &m.resources).await?;
         }
+        if (r.failed_builds, &r.supported_instances) != (m.resources.failed_builds, &m.resources.supported_instances) {
+            // The scheduler weighs and filters on these: its next decision rereads them.
+            self.forget_hosts().await;
+        }
         Ok(())
     }
 
@@ -570,7 +578,8 @@ impl Conductor {
             self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
         let services: HashMap<String, ServiceRow> =
             self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
-        let zones = crate::aggregates::host_zones(self.store(), &self.inner.settings.default_availability_zone).await?;
+        let zones =
+            crate::aggregates::host_zones_and_metadata(self.store(), &self.inner.settings.default_availability_zone).await?;
         let fresh = HostCache {
             loaded: std::time::Instant::now(),
             nodes: Arc::new(nodes),
@@ -616,6 +625,12 @@ impl Conductor {
                     ram_allocation_ratio: r.ram_allocation_ratio,
                     disk_allocation_ratio: r.disk_allocation_ratio,
                     num_instances: r.running_vms,
+                    hypervisor_type: node.info.hypervisor_type.clone(),
+                    hypervisor_version: node.info.hypervisor_version,
+                    cpu_info: node.info.cpu_info.clone(),
+                    supported_instances: r.supported_instances.clone(),
+                    aggregate_metadata: zones.metadata.get(&node.info.host).cloned().unwrap_or_default(),
+                    failed_builds: r.failed_builds,
                 },
                 node.clone(),
             ));
@@ -624,7 +639,10 @@ impl Conductor {
     }
 
     fn scheduler(&self) -> Scheduler {
-        Scheduler { host_subset_size: self.inner.settings.host_subset_size, ..Scheduler::default() }
+        let s = &self.inner.settings;
+        let config = scheduler::SchedulerConfig { host_subset_size: s.host_subset_size, ..s.scheduler.clone() };
+        // The configuration was checked at start; an unknown filter name cannot get here.
+        Scheduler::from_config(&config).unwrap_or_default()
     }
 
     /// Picks hosts for one instance: the chosen one first, then alternates, best first.
@@ -652,6 +670,12 @@ impl Conductor {
             num_instances: 1,
             group_policy: group.as_ref().map(|g| g.policy.clone()),
             group_hosts: group.as_ref().map(|g| g.hosts.clone()).unwrap_or_default(),
+            extra_specs: inst.flavor.extra_specs.clone(),
+            image_properties: inst
+                .image_properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .collect(),
         };
         // An anti-affinity group with `max_server_per_host` (2.64) allows that many members per host: such hosts
         // are kept here and the scheduler's plain anti-affinity check is not applied.

@@ -9,14 +9,21 @@
 //! The placement pre-filter (allocation candidates) and the claim of allocations happen before and after this, in
 //! the conductor; hosts given here are the candidates placement returned.
 
+pub mod extra_specs;
 pub mod filters;
 pub mod weighers;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
-pub use filters::{AvailabilityZoneFilter, ComputeFilter, Filter, ServerGroupAffinityFilter, ServerGroupAntiAffinityFilter};
+pub use filters::{
+    AggregateInstanceExtraSpecsFilter, AvailabilityZoneFilter, ComputeCapabilitiesFilter, ComputeFilter, Filter,
+    ImagePropertiesFilter, ServerGroupAffinityFilter, ServerGroupAntiAffinityFilter,
+};
 pub use weighers::{
-    CpuWeigher, DiskWeigher, RamWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher, Weigher,
+    BuildFailureWeigher, CpuWeigher, DiskWeigher, RamWeigher, ServerGroupSoftAffinityWeigher,
+    ServerGroupSoftAntiAffinityWeigher, Weigher,
 };
 
 /// What the scheduler knows about one compute host (one node, one resource provider).
@@ -43,6 +50,25 @@ pub struct HostState {
     pub ram_allocation_ratio: f64,
     pub disk_allocation_ratio: f64,
     pub num_instances: i64,
+    /// The hypervisor as its compute node reports it (`fake`, `QEMU`).
+    #[serde(default)]
+    pub hypervisor_type: String,
+    /// Upstream's integer encoding (`1.2.3` is 1002003).
+    #[serde(default)]
+    pub hypervisor_version: i64,
+    /// The compute node's `cpu_info` (arch, model, vendor, topology, features).
+    #[serde(default)]
+    pub cpu_info: serde_json::Value,
+    /// `(architecture, hypervisor type, vm mode)` triples the host can run, canonical and lower case
+    /// (`x86_64`, `qemu`, `hvm`).
+    #[serde(default)]
+    pub supported_instances: Vec<[String; 3]>,
+    /// The metadata of the host's aggregates: each key with the values the aggregates give it.
+    #[serde(default)]
+    pub aggregate_metadata: BTreeMap<String, BTreeSet<String>>,
+    /// Builds that failed on the host since its last successful one, as its agent counts them.
+    #[serde(default)]
+    pub failed_builds: i64,
 }
 
 impl HostState {
@@ -79,6 +105,12 @@ pub struct RequestSpec {
     /// The hosts of the group's other members, one entry per member: a host holding two members is listed twice.
     #[serde(default)]
     pub group_hosts: Vec<String>,
+    /// The flavor's extra specs.
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
+    /// The image's properties, values as text (`hw_architecture`, `img_hv_type`, …).
+    #[serde(default)]
+    pub image_properties: BTreeMap<String, String>,
 }
 
 impl RequestSpec {
@@ -103,30 +135,105 @@ pub struct Scheduler {
     pub host_subset_size: usize,
 }
 
-impl Default for Scheduler {
-    /// Nova's defaults for what exists here: Compute, AvailabilityZone and the two server group filters; RAM,
-    /// CPU, disk and the two soft server group weighers with multiplier 1.0 (spreading); `host_subset_size` 1.
+/// Filter names [`Scheduler::from_config`] knows, as upstream's classes are named.
+pub const FILTERS: &[&str] = &[
+    "ComputeFilter",
+    "AvailabilityZoneFilter",
+    "ComputeCapabilitiesFilter",
+    "ImagePropertiesFilter",
+    "ServerGroupAntiAffinityFilter",
+    "ServerGroupAffinityFilter",
+    "AggregateInstanceExtraSpecsFilter",
+];
+
+/// Upstream's `[filter_scheduler] enabled_filters` default, restricted to the filters that exist here (the
+/// availability zone is not a placement pre-filter here, so its filter stays on).
+pub const DEFAULT_FILTERS: &[&str] = &[
+    "ComputeFilter",
+    "AvailabilityZoneFilter",
+    "ComputeCapabilitiesFilter",
+    "ImagePropertiesFilter",
+    "ServerGroupAntiAffinityFilter",
+    "ServerGroupAffinityFilter",
+];
+
+/// The operator's choice of filters and weigher multipliers (upstream's `[filter_scheduler]` options, same
+/// names and defaults). Every weigher runs; a multiplier of 0 turns one off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// Filters to run, in order, by upstream's class name.
+    pub enabled_filters: Vec<String>,
+    pub ram_weight_multiplier: f64,
+    pub cpu_weight_multiplier: f64,
+    pub disk_weight_multiplier: f64,
+    pub soft_affinity_weight_multiplier: f64,
+    pub soft_anti_affinity_weight_multiplier: f64,
+    /// Upstream's default (1000000.0) outweighs every other weigher: a host whose builds fail is the last resort.
+    pub build_failure_weight_multiplier: f64,
+    /// The architecture assumed for images without `hw_architecture` (none by default).
+    pub image_properties_default_architecture: Option<String>,
+    /// Pick randomly among this many best hosts.
+    pub host_subset_size: usize,
+}
+
+impl Default for SchedulerConfig {
     fn default() -> Self {
-        Scheduler {
-            filters: vec![
-                Box::new(ComputeFilter),
-                Box::new(AvailabilityZoneFilter),
-                Box::new(ServerGroupAntiAffinityFilter),
-                Box::new(ServerGroupAffinityFilter),
-            ],
-            weighers: vec![
-                Box::new(RamWeigher::new(1.0)),
-                Box::new(CpuWeigher::new(1.0)),
-                Box::new(DiskWeigher::new(1.0)),
-                Box::new(ServerGroupSoftAffinityWeigher::new(1.0)),
-                Box::new(ServerGroupSoftAntiAffinityWeigher::new(1.0)),
-            ],
+        SchedulerConfig {
+            enabled_filters: DEFAULT_FILTERS.iter().map(|f| f.to_string()).collect(),
+            ram_weight_multiplier: 1.0,
+            cpu_weight_multiplier: 1.0,
+            disk_weight_multiplier: 1.0,
+            soft_affinity_weight_multiplier: 1.0,
+            soft_anti_affinity_weight_multiplier: 1.0,
+            build_failure_weight_multiplier: 1_000_000.0,
+            image_properties_default_architecture: None,
             host_subset_size: 1,
         }
     }
 }
 
+impl Default for Scheduler {
+    /// Upstream's defaults for what exists here (see [`SchedulerConfig::default`]).
+    fn default() -> Self {
+        Scheduler::from_config(&SchedulerConfig::default()).unwrap_or_else(|_| unreachable!("the defaults are known"))
+    }
+}
+
 impl Scheduler {
+    /// The scheduler an operator configured; an unknown filter name is an error naming it.
+    pub fn from_config(c: &SchedulerConfig) -> Result<Scheduler, String> {
+        let mut filters: Vec<Box<dyn Filter>> = Vec::with_capacity(c.enabled_filters.len());
+        for name in &c.enabled_filters {
+            filters.push(match name.as_str() {
+                "ComputeFilter" => Box::new(ComputeFilter),
+                "AvailabilityZoneFilter" => Box::new(AvailabilityZoneFilter),
+                "ComputeCapabilitiesFilter" => Box::new(ComputeCapabilitiesFilter),
+                "ImagePropertiesFilter" => Box::new(ImagePropertiesFilter {
+                    default_architecture: c.image_properties_default_architecture.clone(),
+                }),
+                "ServerGroupAntiAffinityFilter" => Box::new(ServerGroupAntiAffinityFilter),
+                "ServerGroupAffinityFilter" => Box::new(ServerGroupAffinityFilter),
+                "AggregateInstanceExtraSpecsFilter" => Box::new(AggregateInstanceExtraSpecsFilter),
+                other => {
+                    return Err(format!("unknown scheduler filter {other:?} (known: {})", FILTERS.join(", ")));
+                }
+            });
+        }
+        Ok(Scheduler {
+            filters,
+            weighers: vec![
+                Box::new(RamWeigher::new(c.ram_weight_multiplier)),
+                Box::new(CpuWeigher::new(c.cpu_weight_multiplier)),
+                Box::new(DiskWeigher::new(c.disk_weight_multiplier)),
+                Box::new(ServerGroupSoftAffinityWeigher::new(c.soft_affinity_weight_multiplier)),
+                Box::new(ServerGroupSoftAntiAffinityWeigher::new(c.soft_anti_affinity_weight_multiplier)),
+                Box::new(BuildFailureWeigher::new(c.build_failure_weight_multiplier)),
+            ],
+            host_subset_size: c.host_subset_size.max(1),
+        })
+    }
+
     /// Hosts passing every filter.
     pub fn filter<'a>(&self, hosts: &'a [HostState], spec: &RequestSpec) -> Vec<&'a HostState> {
         hosts.iter().filter(|h| self.filters.iter().all(|f| f.passes(h, spec))).collect()
@@ -205,6 +312,7 @@ pub(crate) mod tests {
             ram_allocation_ratio: 1.0,
             disk_allocation_ratio: 1.0,
             num_instances: 0,
+            ..Default::default()
         }
     }
 
@@ -301,6 +409,46 @@ pub(crate) mod tests {
         // A group with no member placed yet does not constrain.
         let first = RequestSpec { group_policy: Some("affinity".into()), ..Default::default() };
         assert_eq!(s.select_with(&hosts, &first, |_| 0).len(), 3);
+    }
+
+    #[test]
+    fn configuration_picks_filters_and_multipliers() {
+        let s = Scheduler::default();
+        let filters: Vec<&str> = s.filters.iter().map(|f| f.name()).collect();
+        assert_eq!(filters, DEFAULT_FILTERS);
+        let weighers: Vec<(&str, f64)> = s.weighers.iter().map(|w| (w.name(), w.multiplier())).collect();
+        assert_eq!(weighers.last(), Some(&("BuildFailureWeigher", 1_000_000.0)));
+        let c = SchedulerConfig {
+            enabled_filters: vec!["AggregateInstanceExtraSpecsFilter".into(), "ComputeFilter".into()],
+            ram_weight_multiplier: -1.0,
+            host_subset_size: 0,
+            ..Default::default()
+        };
+        let s = Scheduler::from_config(&c).unwrap();
+        assert_eq!(s.filters.iter().map(|f| f.name()).collect::<Vec<_>>(), ["AggregateInstanceExtraSpecsFilter", "ComputeFilter"]);
+        assert_eq!(s.weighers[0].multiplier(), -1.0);
+        assert_eq!(s.host_subset_size, 1);
+        let bad = SchedulerConfig { enabled_filters: vec!["RamFilter".into()], ..Default::default() };
+        let e = Scheduler::from_config(&bad).err().unwrap();
+        assert!(e.contains("\"RamFilter\""), "{e}");
+        for name in FILTERS {
+            let one = SchedulerConfig { enabled_filters: vec![name.to_string()], ..Default::default() };
+            assert_eq!(Scheduler::from_config(&one).unwrap().filters[0].name(), *name);
+        }
+    }
+
+    #[test]
+    fn hosts_with_failed_builds_come_last() {
+        // b has the most of everything but its builds fail; it stays an alternate.
+        let mut b = host("b", 8192, 32, 500);
+        b.failed_builds = 2;
+        let mut c = host("c", 4096, 8, 100);
+        c.failed_builds = 1;
+        let hosts = vec![host("a", 1024, 8, 100), b, c];
+        let s = Scheduler::default();
+        assert_eq!(names(&s.select_with(&hosts, &RequestSpec::default(), |_| 0)), ["a", "c", "b"]);
+        let off = Scheduler::from_config(&SchedulerConfig { build_failure_weight_multiplier: 0.0, ..Default::default() }).unwrap();
+        assert_eq!(names(&off.select_with(&hosts, &RequestSpec::default(), |_| 0)), ["b", "c", "a"]);
     }
 
     #[test]

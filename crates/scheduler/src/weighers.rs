@@ -52,6 +52,12 @@ weigher!(
     DiskWeigher, "DiskWeigher", |h| h.free_disk_mb()
 );
 
+weigher!(
+    /// Minus the builds that failed on the host since its last success (`build_failure_weight_multiplier`,
+    /// upstream's default 1000000.0 making such hosts the last choice).
+    BuildFailureWeigher, "BuildFailureWeigher", |h| -(h.failed_builds as f64)
+);
+
 /// With a `soft-affinity` group: the number of the group's members on the host
 /// (`soft_affinity_weight_multiplier`).
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +126,17 @@ mod tests {
         assert_eq!(DiskWeigher::new(1.0).weigh(&h, &spec), 7.0 * 1024.0);
         assert_eq!(DiskWeigher::new(-2.0).multiplier(), -2.0);
         assert_eq!(RamWeigher::new(1.0).name(), "RAMWeigher");
+    }
+
+    #[test]
+    fn build_failures_weigh_hosts_down() {
+        let spec = RequestSpec::default();
+        let w = BuildFailureWeigher::new(1_000_000.0);
+        let mut a = host("a", 2048, 3, 7);
+        assert_eq!(w.weigh(&a, &spec), 0.0);
+        a.failed_builds = 3;
+        assert_eq!(w.weigh(&a, &spec), -3.0);
+        assert_eq!((w.name(), w.multiplier()), ("BuildFailureWeigher", 1_000_000.0));
     }
 
     #[test]

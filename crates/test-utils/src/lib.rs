@@ -8,6 +8,7 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use cloud::{Config, RunningCloud, StartOptions};
 use reqwest::{Method, StatusCode};
@@ -71,6 +72,22 @@ impl TestCloud {
         let member = anonymous.login("demo", &creds.demo_password, "demo").await;
         let reader = anonymous.login("reader", READER_PASSWORD, "demo").await;
         TestCloud { running, url, admin, member, reader, anonymous, _dir: dir }
+    }
+
+    /// Starts one more compute agent, as host `host`, with the fake driver `fake` on the cloud's bus (a second
+    /// compute host in the same process); returns once it has registered. The driver is returned so the test can
+    /// inject failures; dropping the handle stops the agent.
+    pub async fn start_fake_agent(
+        &self,
+        host: &str,
+        fake: compute_agent::FakeConfig,
+    ) -> (compute_agent::AgentHandle, Arc<compute_agent::FakeDriver>) {
+        let mut config = cloud::agent::agent_config(&self.running.cloud.config);
+        config.host = host.to_string();
+        let driver = Arc::new(compute_agent::FakeDriver::new(fake));
+        let agent = compute_agent::Agent::start(config, driver.clone(), self.running.cloud.bus.clone()).expect("agent starts");
+        agent.registered().await.expect("the agent registers");
+        (agent, driver)
     }
 
     pub async fn shutdown(self) {

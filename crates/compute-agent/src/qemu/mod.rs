@@ -641,6 +641,16 @@ impl Hypervisor for QemuDriver {
         "qemu"
     }
 
+    async fn supported_instances(&self) -> Vec<[String; 3]> {
+        // Full virtualisation of this machine's architecture: emulated always, KVM when guests run on it.
+        let arch = std::env::consts::ARCH.to_string();
+        let mut out = vec![[arch.clone(), "qemu".into(), "hvm".into()]];
+        if self.accel().await == "kvm" {
+            out.push([arch, "kvm".into(), "hvm".into()]);
+        }
+        out
+    }
+
     async fn host_info(&self) -> Result<HypervisorInfo, Error> {
         let c = &self.config;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);

@@ -333,3 +333,35 @@ async fn messages_for_one_instance_do_not_interleave() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_builds_are_counted_and_reported_until_one_succeeds() {
+    bounded(async {
+        let mut env = Env::start().await;
+        let build = |name: &str, host: &str| BuildAndRunInstance {
+            instance: instance(name),
+            node: host.into(),
+            request_id: req(),
+            vifs: Vec::new(),
+        };
+        let host = env.agent.host().to_string();
+        env.fake.set_failures(FakeFailures { spawn: true, ..Default::default() });
+        for n in 1..=2 {
+            env.send(&build(&format!("doomed-{n}"), &host)).await;
+            let seen = env
+                .recorder
+                .until("a report of the failed build", |s| matches!(s, Seen::Resources(r) if r.resources.failed_builds == n))
+                .await;
+            let Some(Seen::Resources(report)) = seen.last() else { unreachable!() };
+            assert_eq!(report.resources.supported_instances, [["x86_64".to_string(), "fake".into(), "hvm".into()]]);
+        }
+        // A success resets the count, and says so at once.
+        env.fake.set_failures(FakeFailures::default());
+        env.send(&build("fine", &host)).await;
+        env.recorder
+            .until("a report of the reset", |s| matches!(s, Seen::Resources(r) if r.resources.failed_builds == 0))
+            .await;
+        env.stop().await;
+    })
+    .await
+}

@@ -46,6 +46,8 @@ async fn registration_describes_the_node() {
                 reserved_host_cpus: 1,
                 reserved_host_memory_mb: 512,
                 reserved_host_disk_mb: 2048,
+                supported_instances: vec![["x86_64".into(), "fake".into(), "hvm".into()]],
+                failed_builds: 0,
             }
         );
         assert_eq!(register.report_interval_secs, 1);

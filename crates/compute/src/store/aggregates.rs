@@ -1,7 +1,7 @@
 //! Host aggregates: named groups of compute hosts with metadata; the `availability_zone` key of an aggregate's
 //! metadata puts its hosts in that zone. Times are unix microseconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use db::Migration;
 use sqlx::Row;
@@ -241,6 +241,28 @@ impl Store {
         let n = self.db.query("DELETE FROM compute_aggregate WHERE id = ?").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(n.rows_affected() > 0)
+    }
+
+    /// The metadata of every host's aggregates, for the scheduler: each key with the values its aggregates give
+    /// it. Hosts in no aggregate with metadata are absent.
+    pub async fn aggregate_host_metadata(&self) -> Result<HashMap<String, BTreeMap<String, BTreeSet<String>>>, Error> {
+        let rows = self
+            .db
+            .query(
+                "SELECT h.host, m.meta_key, m.meta_value FROM compute_aggregate_host h JOIN compute_aggregate_metadata m \
+                 ON m.aggregate_id = h.aggregate_id",
+            )
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut out: HashMap<String, BTreeMap<String, BTreeSet<String>>> = HashMap::new();
+        for r in &rows {
+            out.entry(r.try_get("host")?)
+                .or_default()
+                .entry(r.try_get("meta_key")?)
+                .or_default()
+                .insert(r.try_get("meta_value")?);
+        }
+        Ok(out)
     }
 
     /// The availability zone of every host in an aggregate that names one: the zones of its aggregates, sorted

@@ -6,6 +6,7 @@ mod metadata;
 mod microversions;
 mod network;
 mod quotas;
+mod scheduling;
 mod server_groups;
 mod servers;
 mod store;

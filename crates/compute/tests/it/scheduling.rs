@@ -1,0 +1,181 @@
+//! The scheduler through the whole cloud, some tests with two fake compute hosts in one process: flavor extra
+//! specs matched against aggregate metadata and the host's capabilities, image properties against the host's
+//! supported instances, and hosts whose builds fail weighed down.
+
+use compute_agent::{FakeConfig, FakeFailures};
+use serde_json::{Value, json};
+use test_utils::{Client, TestCloud};
+
+use crate::servers::{image, status, wait_agent};
+
+/// The in-process agent's host.
+fn main_host(cloud: &TestCloud) -> String {
+    cloud.running.agent.as_ref().expect("an in-process agent").host().to_string()
+}
+
+async fn flavor(cloud: &TestCloud, id: &str, extra_specs: Value) {
+    let r = cloud
+        .admin
+        .post("/compute/v2.1/flavors", &json!({"flavor": {"name": id, "id": id, "ram": 512, "vcpus": 1, "disk": 1}}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = cloud.admin.post(&format!("/compute/v2.1/flavors/{id}/os-extra_specs"), &json!({"extra_specs": extra_specs})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+async fn boot(c: &Client, image: &str, name: &str, flavor: &str) -> String {
+    let r = c.post("/compute/v2.1/servers", &json!({"server": {"name": name, "imageRef": image, "flavorRef": flavor}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    r.json()["server"]["id"].as_str().unwrap().to_string()
+}
+
+/// The host of an ACTIVE server, as the admin sees it.
+async fn active_on(cloud: &TestCloud, id: &str) -> String {
+    let s = status(&cloud.admin, id, "ACTIVE").await;
+    s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn aggregate_extra_specs_pick_the_aggregate_hosts() {
+    let cloud = TestCloud::start_with(|c| c.compute.enabled_filters.push("AggregateInstanceExtraSpecsFilter".into())).await;
+    wait_agent(&cloud).await;
+    let main = main_host(&cloud);
+    // The second host is smaller: the RAM, CPU and disk weighers prefer the main one.
+    let small = FakeConfig { vcpus: 4, memory_mb: 8192, local_gb: 100, ..FakeConfig::default() };
+    let (_agent, _) = cloud.start_fake_agent("ssd-host", small).await;
+    let img = image(&cloud.member).await;
+
+    let r = cloud.admin.post("/compute/v2.1/os-aggregates", &json!({"aggregate": {"name": "fast"}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let agg = r.json()["aggregate"]["id"].as_i64().unwrap();
+    let act = |body: Value| {
+        let admin = cloud.admin.clone();
+        async move { admin.post(&format!("/compute/v2.1/os-aggregates/{agg}/action"), &body).await }
+    };
+    assert_eq!(act(json!({"add_host": {"host": "ssd-host"}})).await.status, 200);
+    let r = act(json!({"set_metadata": {"metadata": {"ssd": "true"}}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    flavor(&cloud, "ssd", json!({"aggregate_instance_extra_specs:ssd": "true"})).await;
+    flavor(&cloud, "ssd-or", json!({"aggregate_instance_extra_specs:ssd": "<or> yes <or> true"})).await;
+    flavor(&cloud, "hdd", json!({"aggregate_instance_extra_specs:ssd": "false"})).await;
+
+    // Without extra specs the weighers choose the main host.
+    let plain = boot(&cloud.member, &img, "plain", "1").await;
+    assert_eq!(active_on(&cloud, &plain).await, main);
+    // With them, only the aggregate's host passes, whatever the weights.
+    for (name, flavor) in [("fast-1", "ssd"), ("fast-2", "ssd"), ("fast-3", "ssd-or")] {
+        let id = boot(&cloud.member, &img, name, flavor).await;
+        assert_eq!(active_on(&cloud, &id).await, "ssd-host", "{name}");
+    }
+    // No host has `ssd=false`: no valid host, the server ends in ERROR with the fault.
+    let none = boot(&cloud.member, &img, "slow", "hdd").await;
+    let s = status(&cloud.member, &none, "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap().starts_with("No valid host was found"), "{s}");
+    // The metadata changes: the main host joins, with `ssd=false` in a second aggregate.
+    let r = cloud.admin.post("/compute/v2.1/os-aggregates", &json!({"aggregate": {"name": "slow"}})).await;
+    let slow = r.json()["aggregate"]["id"].as_i64().unwrap();
+    let path = format!("/compute/v2.1/os-aggregates/{slow}/action");
+    assert_eq!(cloud.admin.post(&path, &json!({"add_host": {"host": main}})).await.status, 200);
+    assert_eq!(cloud.admin.post(&path, &json!({"set_metadata": {"metadata": {"ssd": "false"}}})).await.status, 200);
+    let id = boot(&cloud.member, &img, "slow-2", "hdd").await;
+    assert_eq!(active_on(&cloud, &id).await, main);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn hosts_whose_builds_fail_are_avoided() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let main = main_host(&cloud);
+    // The flaky host is the biggest, so the weighers prefer it, but every spawn there fails.
+    let big = FakeConfig {
+        vcpus: 64,
+        memory_mb: 262144,
+        local_gb: 4000,
+        failures: FakeFailures { spawn: true, ..FakeFailures::default() },
+    };
+    let (_agent, driver) = cloud.start_fake_agent("flaky", big).await;
+    let img = image(&cloud.member).await;
+
+    // Tried on the flaky host first, rescheduled to the main one.
+    let first = boot(&cloud.member, &img, "first", "1").await;
+    assert_eq!(active_on(&cloud, &first).await, main);
+    let actions = cloud.admin.get(&format!("/compute/v2.1/servers/{first}/os-instance-actions")).await.json();
+    let req = actions["instanceActions"][0]["request_id"].as_str().unwrap().to_string();
+    let events = cloud
+        .admin
+        .request(
+            reqwest::Method::GET,
+            &format!("/compute/v2.1/servers/{first}/os-instance-actions/{req}"),
+            None,
+            &[("X-OpenStack-Nova-API-Version", "2.62")],
+        )
+        .await
+        .json();
+    let tries: Vec<(&str, &str)> = events["instanceAction"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "compute__do_build_and_run_instance")
+        .map(|e| (e["host"].as_str().unwrap_or_default(), e["result"].as_str().unwrap_or_default()))
+        .collect();
+    // The first try failed on the flaky host, the last one succeeded on the main host.
+    assert_eq!(tries.first(), Some(&("flaky", "Error")), "{events}");
+    assert_eq!(tries.last(), Some(&(main.as_str(), "Success")), "{events}");
+
+    // The flaky host works again, and still has the most room, but its failed build weighs it down.
+    driver.set_failures(FakeFailures::default());
+    for name in ["second", "third"] {
+        let id = boot(&cloud.member, &img, name, "1").await;
+        assert_eq!(active_on(&cloud, &id).await, main, "{name}");
+    }
+    cloud.shutdown().await;
+}
+
+/// An active image with extra properties; returns its id.
+async fn image_with(c: &Client, properties: Value) -> String {
+    let mut body = json!({"name": "props", "disk_format": "raw", "container_format": "bare"});
+    body.as_object_mut().unwrap().extend(properties.as_object().unwrap().clone());
+    let r = c.post("/image/v2/images", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = c
+        .request(reqwest::Method::PUT, &format!("/image/v2/images/{id}/file"), None, &[("content-type", "application/octet-stream")])
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    id
+}
+
+#[tokio::test]
+async fn image_properties_and_capabilities_match_what_the_host_reports() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    // The fake driver supports x86_64/fake/hvm.
+    for (props, ok) in [
+        (json!({"hw_architecture": "x86_64", "img_hv_type": "fake", "hw_vm_mode": "hvm"}), true),
+        (json!({"architecture": "amd64"}), true),
+        (json!({"hw_architecture": "aarch64"}), false),
+        (json!({"img_hv_type": "qemu"}), false),
+    ] {
+        let img = image_with(&cloud.member, props.clone()).await;
+        let id = boot(&cloud.member, &img, "props", "1").await;
+        let s = status(&cloud.member, &id, if ok { "ACTIVE" } else { "ERROR" }).await;
+        if !ok {
+            assert!(s["fault"]["message"].as_str().unwrap().starts_with("No valid host was found"), "{props}: {s}");
+        }
+    }
+    // Capabilities: the node's hypervisor type and cpu_info.
+    let img = image(&cloud.member).await;
+    for (id, specs, ok) in [
+        ("cap-fake", json!({"capabilities:hypervisor_type": "s== fake"}), true),
+        ("cap-arch", json!({"capabilities:cpu_info:arch": "x86_64"}), true),
+        ("cap-qemu", json!({"capabilities:hypervisor_type": "QEMU"}), false),
+        ("cap-big", json!({"vcpus_total": ">= 1000"}), false),
+    ] {
+        flavor(&cloud, id, specs.clone()).await;
+        let server = boot(&cloud.member, &img, id, id).await;
+        status(&cloud.member, &server, if ok { "ACTIVE" } else { "ERROR" }).await;
+    }
+    cloud.shutdown().await;
+}
