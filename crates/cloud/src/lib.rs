@@ -259,7 +259,14 @@ impl Cloud {
                 Some(url) => Some(compute::network::NetworkClient::new(&url, Some(session.clone()))?),
                 None => None,
             };
-            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, settings))
+            let volume_url = c.volume_url.clone().or_else(|| {
+                services.contains(&Service::Volume).then(|| format!("{public_url}{}", Service::Volume.prefix()))
+            });
+            let volume = match volume_url {
+                Some(url) => Some(compute::volume::VolumeClient::new(&url, Some(session.clone()))?),
+                None => None,
+            };
+            Some(compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, volume, settings))
         } else {
             None
         };

@@ -18,6 +18,7 @@ mod quotas;
 mod server_groups;
 mod servers;
 mod usage;
+mod volumes;
 
 use std::{path::Path, sync::Arc};
 
@@ -107,6 +108,22 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:servers:detail:get_all_tenants", ADMIN),
     ("os_compute_api:servers:show", READER),
     ("os_compute_api:ips:index", READER),
+    ("os_compute_api:os-volumes-attachments:index", READER),
+    ("os_compute_api:os-volumes-attachments:show", READER),
+    ("os_compute_api:os-volumes-attachments:create", MEMBER),
+    ("os_compute_api:os-volumes-attachments:update", MEMBER),
+    ("os_compute_api:os-volumes-attachments:swap", ADMIN),
+    ("os_compute_api:os-volumes-attachments:delete", MEMBER),
+    ("os_compute_api:os-volumes:list", READER),
+    ("os_compute_api:os-volumes:detail", READER),
+    ("os_compute_api:os-volumes:show", READER),
+    ("os_compute_api:os-volumes:create", MEMBER),
+    ("os_compute_api:os-volumes:delete", MEMBER),
+    ("os_compute_api:os-volumes:snapshots:list", READER),
+    ("os_compute_api:os-volumes:snapshots:detail", READER),
+    ("os_compute_api:os-volumes:snapshots:show", READER),
+    ("os_compute_api:os-volumes:snapshots:create", MEMBER),
+    ("os_compute_api:os-volumes:snapshots:delete", MEMBER),
     ("os_compute_api:os-attach-interfaces:list", READER),
     ("os_compute_api:os-attach-interfaces:show", READER),
     ("os_compute_api:os-attach-interfaces:create", MEMBER),
@@ -239,6 +256,7 @@ pub fn router(
         .merge(network::routes())
         .merge(proxies::routes())
         .merge(interfaces::routes())
+        .merge(volumes::routes())
         .merge(hosts::routes())
         .merge(images::routes())
         .merge(quotas::routes())

@@ -146,6 +146,8 @@ pub(super) struct Extras {
     pub net: Option<crate::store::netinfo::NetInfo>,
     /// `OS-DCF:diskConfig` is `AUTO`.
     pub auto_disk_config: bool,
+    /// The block device mappings (`os-extended-volumes:volumes_attached`).
+    pub volumes: Vec<crate::store::bdm::Bdm>,
 }
 
 /// Whether an instance's system metadata asks for `AUTO` disk configuration.
@@ -189,6 +191,7 @@ impl Extras {
             },
             net: store.netinfo_get(uuid).await?,
             auto_disk_config: auto_disk(store.sysmeta_of(&[uuid]).await?.get(uuid)),
+            volumes: store.bdm_list(uuid).await?,
         })
     }
 }
@@ -287,7 +290,12 @@ pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras
     if extended {
         let az =
             i.availability_zone.clone().unwrap_or_else(|| if i.host.is_some() { "nova".into() } else { String::new() });
-        let volumes_attached: Vec<Value> = Vec::new();
+        let volumes_attached: Vec<Value> = x
+            .volumes
+            .iter()
+            .filter_map(|b| b.volume_id.as_ref().map(|id| (id, b.delete_on_termination)))
+            .map(|(id, dot)| if mv >= v(3) { json!({"id": id, "delete_on_termination": dot}) } else { json!({"id": id}) })
+            .collect();
         let ext = json!({
             "key_name": i.key_name,
             "config_drive": if i.config_drive { "True" } else { "" },
@@ -1082,6 +1090,7 @@ async fn listing(
         let mut tags = if mv >= v(26) { s.compute.store().tags_of(&uuids).await? } else { BTreeMap::new() };
         let mut nets = s.compute.store().netinfo_of(&uuids).await?;
         let sysmeta = s.compute.store().sysmeta_of(&uuids).await?;
+        let mut bdms = s.compute.store().bdms_of(&uuids).await?;
         items
             .iter()
             .map(|i| {
@@ -1091,6 +1100,7 @@ async fn listing(
                     group: None,
                     net: nets.remove(&i.uuid),
                     auto_disk_config: auto_disk(sysmeta.get(&i.uuid)),
+                    volumes: bdms.remove(&i.uuid).unwrap_or_default(),
                 };
                 server_view(s, &vc, i, x, Purpose::List)
             })

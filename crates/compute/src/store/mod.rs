@@ -8,6 +8,7 @@ use sqlx::Row;
 use crate::error::Error;
 
 pub mod aggregates;
+pub mod bdm;
 pub mod hosts;
 pub mod instances;
 pub mod netinfo;
@@ -32,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     server_groups::RULES_MIGRATION,
     netinfo::MIGRATION,
     sysmeta::MIGRATION,
+    bdm::MIGRATION,
 ];
 
 const INITIAL: Migration = Migration {
