@@ -49,6 +49,9 @@ pub struct Boot {
     pub networks: Option<Vec<crate::network::NetworkRequest>>,
     /// Security group names for the instances' new ports (empty: the project's `default`).
     pub security_groups: Vec<String>,
+    /// The volumes the instances boot with (one instance only when there are any), root first, their volumes
+    /// made or named; the conductor attaches them in the build's `block_device_mapping` phase.
+    pub block_devices: Vec<crate::store::bdm::Bdm>,
 }
 
 /// A requested destination of a build: the scheduler only considers this host and/or node.
@@ -296,6 +299,16 @@ impl Compute {
             };
             for r in &rows {
                 self.store().netinfo_insert(&r.uuid, &info).await?;
+            }
+        }
+        for r in &rows {
+            for b in &boot.block_devices {
+                let mut b = b.clone();
+                b.instance_uuid = r.uuid.clone();
+                if rows.len() > 1 {
+                    b.id = uuid::Uuid::new_v4().to_string();
+                }
+                self.store().bdm_insert(&b).await?;
             }
         }
         if let Some(group) = &boot.group {

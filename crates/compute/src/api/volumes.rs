@@ -155,17 +155,17 @@ fn valid_device(d: &str) -> bool {
 
 /// The device a new disk gets: the requested one when free, else the next free `/dev/vdX` after the root disk
 /// and the flavor's ephemeral and swap disks.
-pub(crate) fn next_device(inst: &InstanceRow, bdms: &[Bdm], requested: Option<&str>) -> String {
+pub(crate) fn next_device(flavor: &compute_rpc::FlavorSpec, config_drive: bool, bdms: &[Bdm], requested: Option<&str>) -> String {
     let mut used: Vec<String> = bdms.iter().filter_map(|b| b.device_name.clone()).collect();
     used.push("/dev/vda".into());
     let mut extra = 0;
-    if inst.flavor.ephemeral_gb > 0 {
+    if flavor.ephemeral_gb > 0 {
         extra += 1;
     }
-    if inst.flavor.swap > 0 {
+    if flavor.swap > 0 {
         extra += 1;
     }
-    if inst.config_drive {
+    if config_drive {
         extra += 1;
     }
     for i in 0..extra {
@@ -260,7 +260,7 @@ async fn attach(
             volume["status"].as_str().unwrap_or_default()
         )));
     }
-    let device_name = next_device(&inst, &bdms, device.as_deref());
+    let device_name = next_device(&inst.flavor, inst.config_drive, &bdms, device.as_deref());
     let mut b = Bdm {
         id: uuid::Uuid::new_v4().to_string(),
         instance_uuid: inst.uuid.clone(),
@@ -588,5 +588,230 @@ mod tests {
         let v = volume_view(&json!({"id": "v1", "attachments": [{"server_id": "s", "device": "/dev/vdb"}]}));
         assert_eq!(v["attachments"][0]["serverId"], "s");
         assert_eq!(v["attachments"][0]["volumeId"], "v1");
+    }
+}
+
+// ----- block_device_mapping_v2 of a create -----
+
+/// One entry of a create's `block_device_mapping_v2` that becomes a volume: the mapping (without instance) and,
+/// for a volume compute makes (from an image, a snapshot, or blank), the volume to create.
+#[derive(Clone, Debug)]
+pub(crate) struct PlannedVolume {
+    pub bdm: Bdm,
+    pub create: Option<Value>,
+}
+
+/// A create's block devices, checked: the volumes to attach (root first), and the image a local root disk
+/// comes from (an image boot).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BdmPlan {
+    pub volumes: Vec<PlannedVolume>,
+    pub local_root_image: Option<String>,
+}
+
+impl BdmPlan {
+    /// The instance boots from a volume.
+    pub(crate) fn boots_from_volume(&self) -> bool {
+        self.volumes.iter().any(|p| p.bdm.boot_index == Some(0))
+    }
+}
+
+fn bdm_invalid(reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("Block Device Mapping is Invalid: {reason}"))
+}
+
+fn boot_index(d: &Map<String, Value>) -> Result<Option<i64>, ApiError> {
+    match d.get("boot_index") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().filter(|i| *i >= 0)),
+        Some(Value::String(t)) if t.parse::<i64>().is_ok() => Ok(t.parse::<i64>().ok().filter(|i| *i >= 0)),
+        Some(other) => Err(invalid("boot_index", other, &format!("{other} is not of type 'integer', 'string', 'null'"))),
+    }
+}
+
+/// Checks a create's `block_device_mapping_v2` (upstream's rules, in its words); volumes named must exist and be
+/// available to the caller. Nothing is created here.
+pub(crate) async fn plan_bdms(
+    s: &AppState,
+    token: &str,
+    project: &str,
+    list: &[Value],
+    mv: Microversion,
+    max_count: i64,
+) -> Result<BdmPlan, ApiError> {
+    let mut plan = BdmPlan::default();
+    let mut allowed = vec![
+        "source_type", "destination_type", "uuid", "boot_index", "volume_size", "delete_on_termination", "device_name",
+        "guest_format", "disk_bus", "device_type", "no_device", "connection_info", "snapshot_id", "volume_id", "image_id",
+    ];
+    if (v(32)..v(37)).contains(&mv) || mv >= v(42) {
+        allowed.push("tag");
+    }
+    if mv >= v(67) {
+        allowed.push("volume_type");
+    }
+    let mut boot_indexes = Vec::new();
+    for item in list {
+        let Value::Object(d) = item else {
+            return Err(invalid("block_device_mapping_v2", item, &format!("{item} is not of type 'object'")));
+        };
+        only(d, &allowed)?;
+        let text = |k: &str| d.get(k).and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+        let source = text("source_type").unwrap_or_else(|| "volume".into());
+        if !["volume", "image", "snapshot", "blank"].contains(&source.as_str()) {
+            return Err(invalid("source_type", &json!(source), &format!("'{source}' is not one of ['volume', 'image', 'snapshot', 'blank']")));
+        }
+        let destination = text("destination_type").unwrap_or_else(|| if source == "volume" || source == "snapshot" { "volume".into() } else { "local".into() });
+        if !["local", "volume"].contains(&destination.as_str()) {
+            return Err(invalid("destination_type", &json!(destination), &format!("'{destination}' is not one of ['local', 'volume']")));
+        }
+        let index = boot_index(d)?;
+        if let Some(i) = index {
+            boot_indexes.push(i);
+        }
+        let uuid = text("uuid");
+        if let Some(u) = &uuid
+            && !safe(u)
+        {
+            return Err(invalid("uuid", &json!(u), &format!("'{u}' does not match '^[a-zA-Z0-9._-]*$'")));
+        }
+        let size = match d.get("volume_size") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => n.as_i64(),
+            Some(Value::String(t)) if t.parse::<i64>().is_ok_and(|n| n >= 0) => t.parse::<i64>().ok(),
+            Some(other) => return Err(invalid("volume_size", other, &format!("{other} is not of type 'integer', 'string'"))),
+        };
+        let delete_on_termination = bool_field(d, "delete_on_termination")?.unwrap_or(false);
+        let tag = tag_field(d)?;
+        if destination == "local" {
+            if source == "image" && index == Some(0) {
+                plan.local_root_image = uuid.clone();
+            } else if source == "volume" || source == "snapshot" {
+                return Err(bdm_invalid("Mapping image to local is not supported."));
+            }
+            // Ephemeral and swap disks come from the flavor.
+            continue;
+        }
+        let mut bdm = Bdm {
+            id: uuid::Uuid::new_v4().to_string(),
+            boot_index: index,
+            source_type: source.clone(),
+            destination_type: destination,
+            volume_size: size,
+            delete_on_termination,
+            tag,
+            device_name: if index == Some(0) { Some("/dev/vda".into()) } else { text("device_name") },
+            ..Default::default()
+        };
+        let c = volumes(s).map_err(|_| bdm_invalid("volumes need the block storage service, which compute cannot reach."))?;
+        let create = match source.as_str() {
+            "volume" => {
+                let id = uuid.ok_or_else(|| bdm_invalid("a volume mapping needs the volume's uuid."))?;
+                let vol = c
+                    .get(As::User(token), project, &id)
+                    .await?
+                    .ok_or_else(|| bdm_invalid(format!("failed to get volume {id}.")))?;
+                if vol["status"] != json!("available") {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid volume: volume '{id}' status must be 'available'. Currently in '{}'",
+                        vol["status"].as_str().unwrap_or_default()
+                    )));
+                }
+                bdm.volume_id = Some(id);
+                None
+            }
+            "image" => {
+                let id = uuid.ok_or_else(|| bdm_invalid("an image mapping needs the image's uuid."))?;
+                let size = size.filter(|n| *n > 0).ok_or_else(|| {
+                    bdm_invalid("Images with destination_type 'volume' need to have a non-zero size specified")
+                })?;
+                bdm.image_id = Some(id.clone());
+                Some(json!({"size": size, "imageRef": id}))
+            }
+            "snapshot" => {
+                let id = uuid.ok_or_else(|| bdm_invalid("a snapshot mapping needs the snapshot's uuid."))?;
+                let mut vol = json!({"snapshot_id": id});
+                if let Some(n) = size.filter(|n| *n > 0) {
+                    vol["size"] = json!(n);
+                }
+                Some(vol)
+            }
+            _ => {
+                let size = size.filter(|n| *n > 0).ok_or_else(|| bdm_invalid("a blank volume needs a non-zero volume_size."))?;
+                Some(json!({"size": size}))
+            }
+        };
+        let create = create.map(|mut vol| {
+            if let Some(vt) = text("volume_type") {
+                vol["volume_type"] = json!(vt);
+            }
+            vol
+        });
+        plan.volumes.push(PlannedVolume { bdm, create });
+    }
+    if !plan.volumes.is_empty() && max_count > 1 {
+        return Err(ApiError::bad_request("Cannot attach one or more volumes to multiple instances"));
+    }
+    boot_indexes.sort_unstable();
+    if boot_indexes.iter().enumerate().any(|(i, b)| *b != i as i64) {
+        return Err(bdm_invalid("Boot sequence for the instance and image/block device mapping combination is not valid."));
+    }
+    plan.volumes.sort_by_key(|p| (p.bdm.boot_index != Some(0), p.bdm.boot_index.unwrap_or(i64::MAX)));
+    Ok(plan)
+}
+
+/// Creates the volumes a plan makes (with the caller's token, in the caller's project); on a failure those
+/// made so far are deleted again. Returns the mappings with their volumes.
+pub(crate) async fn make_volumes(s: &AppState, token: &str, project: &str, plan: &BdmPlan) -> Result<Vec<Bdm>, ApiError> {
+    let mut out: Vec<Bdm> = Vec::new();
+    let mut made: Vec<String> = Vec::new();
+    for p in &plan.volumes {
+        let mut b = p.bdm.clone();
+        if let Some(vol) = &p.create {
+            let c = volumes(s)?;
+            match c.create(As::User(token), project, vol).await {
+                Ok(v) => {
+                    let id = v["id"].as_str().unwrap_or_default().to_string();
+                    made.push(id.clone());
+                    b.volume_id = Some(id);
+                }
+                Err(e) => {
+                    for id in &made {
+                        let _ = c.delete(As::User(token), project, id).await;
+                    }
+                    return Err(match e {
+                        crate::Error::BadRequest(m) => bdm_invalid(m),
+                        other => other.into(),
+                    });
+                }
+            }
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// Gives the mappings of a create their guest devices: the root volume `/dev/vda`, the others the next free ones.
+pub(crate) fn assign_devices(bdms: &mut [Bdm], flavor: &compute_rpc::FlavorSpec, config_drive: bool) {
+    for i in 0..bdms.len() {
+        if bdms[i].boot_index == Some(0) {
+            bdms[i].device_name = Some("/dev/vda".into());
+            continue;
+        }
+        let requested = bdms[i].device_name.take();
+        let others: Vec<Bdm> = bdms[..i].to_vec();
+        bdms[i].device_name = Some(next_device(flavor, config_drive, &others, requested.as_deref()));
+    }
+}
+
+/// Deletes volumes [`make_volumes`] made for a create that then failed.
+pub(crate) async fn unmake_volumes(s: &AppState, token: &str, project: &str, plan: &BdmPlan, bdms: &[Bdm]) {
+    let Ok(c) = volumes(s) else { return };
+    for (p, b) in plan.volumes.iter().zip(bdms) {
+        if p.create.is_some()
+            && let Some(id) = &b.volume_id
+        {
+            let _ = c.delete(As::User(token), project, id).await;
+        }
     }
 }
