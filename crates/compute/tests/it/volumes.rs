@@ -156,6 +156,35 @@ async fn boot_from_a_volume_made_from_an_image() {
     let r = compute(m, Method::DELETE, &format!("/servers/{id}/os-volume_attachments/{root}"), None, "2.1").await;
     assert_eq!(r.status, 400, "{}", r.text);
 
+    // A snapshot of a volume-backed server: volume snapshots, and an active image without data that maps them.
+    let r = compute(m, Method::POST, &format!("/servers/{id}/action"), Some(json!({"createImage": {"name": "bfv-snap"}})), "2.45").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let image_id = r.json()["image_id"].as_str().unwrap().to_string();
+    let snap_image = m.get(&format!("/image/v2/images/{image_id}")).await.json();
+    assert_eq!(snap_image["status"], "active", "{snap_image}");
+    assert_eq!(snap_image["bdm_v2"], "True");
+    let mappings: Value = serde_json::from_str(snap_image["block_device_mapping"].as_str().unwrap()).unwrap();
+    assert_eq!(mappings.as_array().unwrap().len(), 2, "{mappings}");
+    assert_eq!(mappings[0]["boot_index"], 0);
+    let snapshot_id = mappings[0]["snapshot_id"].as_str().unwrap().to_string();
+    let snapshot = m.get(&vol_url(m, &format!("/snapshots/{snapshot_id}"))).await.json()["snapshot"].clone();
+    assert_eq!(snapshot["volume_id"], root.as_str());
+    // A volume with snapshots cannot be deleted: the snapshot goes first.
+    let snap_path = vol_url(m, &format!("/snapshots/{snapshot_id}"));
+    for _ in 0..100 {
+        if m.get(&snap_path).await.json()["snapshot"]["status"] == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.delete(&snap_path).await.status, 202);
+    for _ in 0..100 {
+        if m.get(&snap_path).await.status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Bad mappings: a volume that is in use, an image volume without a size.
     let in_use = json!([{"source_type": "volume", "destination_type": "volume", "uuid": extra, "boot_index": 0}]);
     let r = compute(m, Method::POST, "/servers", Some(json!({"server": {"name": "x", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": in_use}})), "2.37").await;
