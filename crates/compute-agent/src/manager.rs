@@ -411,7 +411,7 @@ impl Inner {
         let expected = action_task_states(action);
         let context = GuestContext::for_instance(instance, request_id);
         let (end, nominal) = match action {
-            Action::Rebuild { image_ref } => return self.rebuild(instance, image_ref, request_id).await,
+            Action::Rebuild { image_ref, block_devices } => return self.rebuild(instance, image_ref, block_devices, request_id).await,
             Action::Resize { flavor } => return self.resize(instance, flavor, request_id).await,
             Action::RevertResize { flavor } => return self.revert_resize(instance, flavor, request_id).await,
             Action::Snapshot { image_id, image_url, auth_token } => {
@@ -441,7 +441,13 @@ impl Inner {
 
     /// Upstream's rebuild: record the power state, remove the guest, walk the task states, spawn from the new
     /// image, and end ACTIVE on it.
-    async fn rebuild(&self, instance: &InstanceSpec, image_ref: &str, request_id: &str) -> Result<(), Stop> {
+    async fn rebuild(
+        &self,
+        instance: &InstanceSpec,
+        image_ref: &str,
+        block_devices: &[compute_rpc::BlockDeviceSpec],
+        request_id: &str,
+    ) -> Result<(), Stop> {
         use task_state::*;
         let uuid = instance.uuid.as_str();
         let power = self.driver.power_state(uuid).await.ok();
@@ -455,7 +461,8 @@ impl Inner {
             rebuilt.image_ref = image_ref.to_owned();
             rebuilt.image_properties.clear();
         }
-        let context = GuestContext::for_instance(&rebuilt, request_id);
+        let mut context = GuestContext::for_instance(&rebuilt, request_id);
+        context.block_devices = block_devices.to_vec();
         if let Err(error) = self.driver.spawn(&rebuilt, &context).await {
             return Err(Stop::Driver { error, guest_lost: true });
         }
@@ -662,7 +669,7 @@ mod tests {
             (Action::Unpause, UNPAUSING),
             (Action::Suspend, SUSPENDING),
             (Action::Resume, RESUMING),
-            (Action::Rebuild { image_ref: "i".into() }, REBUILDING),
+            (Action::Rebuild { image_ref: "i".into(), block_devices: Vec::new() }, REBUILDING),
         ];
         for (action, state) in api_sets {
             assert!(action_task_states(&action).contains(&state), "{action:?}");

@@ -394,7 +394,13 @@ pub enum Action {
     Unpause,
     Suspend,
     Resume,
-    Rebuild { image_ref: String },
+    /// Re-create the guest from `image_ref` (empty for a volume-backed server, which keeps its root volume),
+    /// with the volumes it has attached (`connection_info` as at their attach).
+    Rebuild {
+        image_ref: String,
+        #[serde(default)]
+        block_devices: Vec<BlockDeviceSpec>,
+    },
     /// Resize in place to `flavor` (the conductor has claimed it on this host); ends in `resized`
     /// (VERIFY_RESIZE) until the user confirms or reverts.
     Resize { flavor: FlavorSpec },

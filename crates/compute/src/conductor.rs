@@ -727,6 +727,12 @@ impl Conductor {
     pub async fn action(&self, inst: &InstanceRow, action: compute_rpc::Action, request_id: &str) -> Result<(), Error> {
         let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
         let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let action = match action {
+            compute_rpc::Action::Rebuild { image_ref, .. } => {
+                compute_rpc::Action::Rebuild { image_ref, block_devices: self.attached_devices(&inst.uuid).await? }
+            }
+            other => other,
+        };
         let msg = InstanceAction { instance: spec_of(inst, metadata), action, request_id: request_id.to_string() };
         if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &host), &msg).await {
             // Give the instance back its previous task state so it is not stuck.

@@ -378,12 +378,33 @@ impl Compute {
         if let Action::Resize { flavor } = &action {
             self.check_resize_quota(&inst.project_id, &inst.flavor, flavor).await?;
         }
+        // A volume-backed server keeps its root volume: a rebuild may only name the image the volume came from
+        // (as upstream before 2.93), and the server stays without an image.
+        let volume_backed = inst.image_ref.is_empty()
+            && self.store().bdm_list(uuid).await?.iter().any(|b| b.boot_index == Some(0) && b.volume_id.is_some());
+        if volume_backed
+            && let Action::Rebuild { image_ref, .. } = &action
+        {
+            let root = self.store().bdm_list(uuid).await?.into_iter().find(|b| b.boot_index == Some(0));
+            if root.and_then(|b| b.image_id).as_deref() != Some(image_ref.as_str()) {
+                return Err(Error::BadRequest("Unable to rebuild with a different image for a volume-backed server.".into()));
+            }
+        }
         let expected: Vec<Option<String>> = rule.task_states.iter().map(|t| t.map(str::to_string)).collect();
         let mut set = vec![("task_state", Value::S(Some(rule.starts_in.to_string())))];
         // A rebuild shows its new image at once, as upstream records it before casting.
-        if let Action::Rebuild { image_ref } = &action {
+        if let Action::Rebuild { image_ref, .. } = &action
+            && !volume_backed
+        {
             set.push(("image_ref", Value::S(Some(image_ref.clone()))));
         }
+        let action = match action {
+            Action::Rebuild { image_ref, block_devices } => Action::Rebuild {
+                image_ref: if volume_backed { String::new() } else { image_ref },
+                block_devices,
+            },
+            other => other,
+        };
         if !self.store().instance_update(uuid, Some(&expected), &set).await? {
             let now = self.instance(caller, uuid).await?;
             return Err(invalid_state(rule.name, uuid, "task_state", now.task_state.as_deref().unwrap_or("None")));

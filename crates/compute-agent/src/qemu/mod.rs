@@ -1120,6 +1120,7 @@ pub(crate) mod tests {
             cmdline: Some("console=ttyS0".into()),
             config_drive: true,
             state: PowerState::Shutdown,
+            volumes: Vec::new(),
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
         for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
@@ -1130,5 +1131,50 @@ pub(crate) mod tests {
         assert!(!args.contains("-incoming"));
         let args = driver.command_line(&def, "kvm", Some(Path::new("/s"))).join(" ");
         assert!(args.contains("-cpu host") && args.contains("-incoming file:/s"), "{args}");
+    }
+
+    #[test]
+    fn volumes_come_from_local_connections_and_a_root_volume_boots() {
+        let device = |id: &str, kind: &str, path: &str, boot: Option<i64>| BlockDeviceSpec {
+            volume_id: id.into(),
+            device_name: "/dev/vdb".into(),
+            boot_index: boot,
+            connection_info: json!({"driver_volume_type": kind, "data": {"device_path": path, "format": "qcow2"}}),
+        };
+        let root = VolumeDisk::of(&device("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "local", "/v/volume-a", Some(0))).unwrap();
+        assert!(root.boot && root.format == "qcow2" && !root.read_only);
+        assert_eq!(root.node(), "volaaaaaaaabbbbccccdddd");
+        assert!(VolumeDisk::of(&device("b", "iscsi", "/v/b", None)).is_err(), "only local connections");
+        assert!(VolumeDisk::of(&device("b", "local", "relative", None)).is_err());
+        assert!(VolumeDisk::of(&device("b", "local", "/v/a,b", None)).is_err(), "no option injection");
+        let data = VolumeDisk::of(&device("ffffffff-0000", "local", "/v/volume-f", None)).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let driver = QemuDriver {
+            config: QemuConfig::new(dir.path()),
+            bases: BaseCache::new(dir.path().join("_base"), None),
+            accel: tokio::sync::OnceCell::new(),
+            version: 1,
+        };
+        let def = GuestDef {
+            uuid: "u2".into(),
+            name: "vm".into(),
+            flavor: instance("u2").flavor,
+            bases: Vec::new(),
+            base_format: None,
+            kernel: None,
+            ramdisk: None,
+            cmdline: None,
+            config_drive: false,
+            state: PowerState::Shutdown,
+            volumes: vec![data, root],
+        };
+        let args = driver.command_line(&def, "tcg", None).join(" ");
+        assert!(!args.contains("node-name=root"), "no root overlay: {args}");
+        let root_at = args.find("drive=volaaaaaaaabbbbccccdddd").unwrap();
+        let data_at = args.find("drive=volffffffff0000").unwrap();
+        assert!(root_at < data_at, "the root volume is the first disk: {args}");
+        assert!(args.contains("id=volaaaaaaaabbbbccccdddd-disk,serial=aaaaaaaa-bbbb-cccc-d,bootindex=1"), "{args}");
+        assert!(args.contains("driver=file,filename=/v/volume-f,node-name=volffffffff0000-file"), "{args}");
     }
 }

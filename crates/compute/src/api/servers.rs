@@ -1387,7 +1387,7 @@ async fn action(
                 s.compute.server_set_boot_data(&c, &id, key, user_data).await?;
             }
             set_disk_config(&s, &id, auto_disk_config).await?;
-            ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image })
+            ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image, block_devices: Vec::new() })
         }
         "resize" => {
             let m = arg.as_object().ok_or_else(|| invalid("resize", arg, &format!("{arg} is not of type 'object'")))?;

@@ -48,7 +48,12 @@ impl Conductor {
             let Some(volume_id) = b.volume_id.clone() else {
                 return Err(Error::BadRequest(format!("Block device mapping {} has no volume", b.id)));
             };
-            if b.attachment_id.is_none() {
+            // A reschedule: the attachment made for the last host goes, a new one is made for this one.
+            if let Some(old) = b.attachment_id.take() {
+                v.attachment_delete(&inst.project_id, &old).await?;
+                self.store().bdm_update(&b).await?;
+            }
+            {
                 match v.wait_settled(&inst.project_id, &volume_id, VOLUME_CREATE_TIMEOUT).await?.as_deref() {
                     Some("available") => {}
                     Some(status) => {
@@ -64,6 +69,8 @@ impl Conductor {
             }
             let info = self.connect(v, &inst.project_id, &b, host).await?;
             v.attachment_complete(&inst.project_id, b.attachment_id.as_deref().unwrap_or_default()).await?;
+            b.connection_info = Some(info.clone());
+            self.store().bdm_update(&b).await?;
             devices.push(BlockDeviceSpec {
                 volume_id,
                 device_name: b.device_name.clone().unwrap_or_default(),
@@ -120,6 +127,9 @@ impl Conductor {
             .await
             .map_err(|e| Error::Unavailable(format!("Compute service of {host} cannot attach the volume: {e}")))?;
         v.attachment_complete(&inst.project_id, b.attachment_id.as_deref().unwrap_or_default()).await?;
+        let mut b = b.clone();
+        b.connection_info = Some(msg.block_device.connection_info);
+        self.store().bdm_update(&b).await?;
         tracing::info!(instance = %inst.uuid, volume = ?b.volume_id, "volume attached");
         Ok(())
     }
@@ -155,6 +165,24 @@ impl Conductor {
         self.store().bdm_delete(&b.id).await?;
         tracing::info!(instance = %inst.uuid, volume = %volume_id, "volume detached");
         Ok(())
+    }
+
+    /// The volumes a re-created guest (a rebuild) gets: those attached, as they were connected.
+    pub(super) async fn attached_devices(&self, uuid: &str) -> Result<Vec<BlockDeviceSpec>, Error> {
+        Ok(self
+            .store()
+            .bdm_list(uuid)
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                Some(BlockDeviceSpec {
+                    volume_id: b.volume_id?,
+                    device_name: b.device_name.unwrap_or_default(),
+                    boot_index: b.boot_index,
+                    connection_info: b.connection_info?,
+                })
+            })
+            .collect())
     }
 
     /// An instance is gone (or its build failed): its attachments are deleted, the volumes marked

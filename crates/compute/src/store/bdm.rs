@@ -27,6 +27,7 @@ CREATE TABLE compute_block_device_mapping (
     volume_size {int},
     delete_on_termination {bool} NOT NULL,
     tag {name},
+    connection_info {text},
     created_at {int} NOT NULL
 );
 CREATE INDEX compute_bdm_instance ON compute_block_device_mapping (instance_uuid);
@@ -54,11 +55,13 @@ pub struct Bdm {
     pub volume_size: Option<i64>,
     pub delete_on_termination: bool,
     pub tag: Option<String>,
+    /// How the instance's host reaches the volume, as the block storage service said at the last connect.
+    pub connection_info: Option<serde_json::Value>,
     pub created_at: i64,
 }
 
 const COLUMNS: &str = "id, instance_uuid, volume_id, attachment_id, device_name, boot_index, source_type, destination_type, \
-    image_id, volume_size, delete_on_termination, tag, created_at";
+    image_id, volume_size, delete_on_termination, tag, connection_info, created_at";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Bdm, Error> {
     Ok(Bdm {
@@ -74,6 +77,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Bdm, Error> {
         volume_size: r.try_get("volume_size")?,
         delete_on_termination: r.try_get::<Bool, _>("delete_on_termination")?.0,
         tag: r.try_get("tag")?,
+        connection_info: r.try_get::<Option<String>, _>("connection_info")?.and_then(|t| serde_json::from_str(&t).ok()),
         created_at: r.try_get("created_at")?,
     })
 }
@@ -90,7 +94,7 @@ impl Store {
         let r = self
             .db
             .query(db::sqlx::AssertSqlSafe(format!(
-                "INSERT INTO compute_block_device_mapping ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO compute_block_device_mapping ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )))
             .bind(&b.id)
             .bind(&b.instance_uuid)
@@ -104,6 +108,7 @@ impl Store {
             .bind(b.volume_size)
             .bind(b.delete_on_termination)
             .bind(&b.tag)
+            .bind(b.connection_info.as_ref().map(|c| c.to_string()))
             .bind(created)
             .execute(self.db.pool())
             .await;
@@ -129,13 +134,17 @@ impl Store {
         Ok(m)
     }
 
-    /// Stores a mapping's volume, attachment and device.
+    /// Stores a mapping's volume, attachment, device and connection.
     pub async fn bdm_update(&self, b: &Bdm) -> Result<(), Error> {
         self.db
-            .query("UPDATE compute_block_device_mapping SET volume_id = ?, attachment_id = ?, device_name = ? WHERE id = ?")
+            .query(
+                "UPDATE compute_block_device_mapping SET volume_id = ?, attachment_id = ?, device_name = ?, connection_info = ? \
+                 WHERE id = ?",
+            )
             .bind(&b.volume_id)
             .bind(&b.attachment_id)
             .bind(&b.device_name)
+            .bind(b.connection_info.as_ref().map(|c| c.to_string()))
             .bind(&b.id)
             .execute(self.db.pool())
             .await?;
