@@ -460,7 +460,7 @@ impl QemuDriver {
             let serial = serial.map(|s| format!(",serial={s}")).unwrap_or_default();
             push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{serial}{boot}")]);
         };
-        let volume = |disk: &mut dyn FnMut(&str, &str, &str, bool, bool, Option<&str>), v: &VolumeDisk, boot: bool| {
+        let volume = |disk: &mut DiskArgs<'_>, v: &VolumeDisk, boot: bool| {
             disk(&v.node(), &v.path.to_string_lossy(), &v.format, v.read_only, boot, Some(&serial(&v.volume_id)));
         };
         // The root disk comes first (the guest's vda): the overlay, or the boot volume of a guest without one.
@@ -597,6 +597,9 @@ impl QemuDriver {
 }
 
 /// Whether `s` is a UUID in its hyphenated form (QEMU's `-uuid` takes nothing else).
+/// Adds one disk's arguments: node name, file, format, read-only, boot, serial.
+type DiskArgs<'a> = dyn FnMut(&str, &str, &str, bool, bool, Option<&str>) + 'a;
+
 /// Hot-adds a volume's disk to a running QEMU: its protocol and format nodes (`blockdev-add`), then a
 /// virtio-blk-pci device on them (`device_add`); what was added is removed again when a later step fails.
 async fn hot_add(qmp: &mut Qmp, disk: &VolumeDisk) -> Result<(), Error> {
