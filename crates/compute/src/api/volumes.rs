@@ -717,6 +717,10 @@ pub(crate) async fn plan_bdms(
                         vol["status"].as_str().unwrap_or_default()
                     )));
                 }
+                // A volume the server boots from must be bootable (upstream's `InvalidBDMVolumeNotBootable`).
+                if index == Some(0) && vol["bootable"] != json!("true") && vol["bootable"] != json!(true) {
+                    return Err(bdm_invalid(format!("Block Device {id} is not bootable.")));
+                }
                 bdm.volume_id = Some(id);
                 None
             }

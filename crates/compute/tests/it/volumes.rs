@@ -189,6 +189,11 @@ async fn boot_from_a_volume_made_from_an_image() {
     let in_use = json!([{"source_type": "volume", "destination_type": "volume", "uuid": extra, "boot_index": 0}]);
     let r = compute(m, Method::POST, "/servers", Some(json!({"server": {"name": "x", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": in_use}})), "2.37").await;
     assert_eq!(r.status, 400, "{}", r.text);
+    let plain = new_volume(m, json!({"size": 1})).await;
+    let not_bootable = json!([{"source_type": "volume", "destination_type": "volume", "uuid": plain, "boot_index": 0}]);
+    let r = compute(m, Method::POST, "/servers", Some(json!({"server": {"name": "x", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": not_bootable}})), "2.37").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("is not bootable"), "{}", r.text);
     let no_size = json!([{"source_type": "image", "destination_type": "volume", "uuid": img, "boot_index": 0}]);
     let r = compute(m, Method::POST, "/servers", Some(json!({"server": {"name": "x", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": no_size}})), "2.37").await;
     assert_eq!(r.status, 400, "{}", r.text);
