@@ -31,9 +31,9 @@ use serde_json::{Value, json};
 use crate::{error::Error, service::Compute};
 
 /// The newest microversion this service honours. Every version up to it is honoured where it changes an API this
-/// service has; the rest concern APIs not here yet (network and volume proxies and attachments, interfaces,
-/// consoles, migrations, evacuation, shelving, rescue) and change nothing else: 2.4–2.6, 2.8, 2.12, 2.14, 2.18,
-/// 2.20, 2.22–2.25, 2.29–2.31, 2.34, 2.49, 2.56, 2.59, 2.60, 2.65, 2.67–2.70, 2.72, 2.77, 2.79 and 2.80. The
+/// service has; the rest concern APIs not here yet (consoles, migrations, evacuation, shelving, rescue) and change
+/// nothing else: 2.4–2.6, 2.8, 2.12, 2.14, 2.18, 2.20, 2.22–2.25, 2.29–2.31, 2.34, 2.56, 2.59, 2.60, 2.65, 2.68,
+/// 2.69, 2.72, 2.77 and 2.80. The
 /// resource modules decide what each version changes (`server_view`, `FlavorView`, the key pair, server group,
 /// service, hypervisor, quota and aggregate views; `until` for the APIs versions removed).
 pub const MAX_VERSION: Microversion = Microversion::new(2, 80);
