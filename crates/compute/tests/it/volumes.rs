@@ -250,3 +250,50 @@ async fn volume_and_snapshot_proxies_until_2_36() {
     wait_volume(m, &id, None).await;
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_build_whose_volume_fails_ends_in_error_and_releases_its_volumes() {
+    let cloud = TestCloud::start_with(|c| c.volume_agent.report_interval = 1).await;
+    wait_agent(&cloud).await;
+    wait_backend(&cloud.admin).await;
+    let m = &cloud.member;
+    let img = image(m).await;
+    // An image that claims to be qcow2 but is not: the volume made from it goes to `error`.
+    let r = m.post("/image/v2/images", &json!({"name": "bad", "disk_format": "qcow2", "container_format": "bare"})).await;
+    let bad = r.json()["id"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{}/image/v2/images/{bad}/file", cloud.url))
+        .header("X-Auth-Token", m.token.clone().unwrap())
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![7u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let kept = new_volume(m, json!({"size": 1})).await;
+    let bdm = json!([
+        {"source_type": "image", "destination_type": "volume", "uuid": img, "volume_size": 1, "boot_index": 0, "delete_on_termination": true},
+        {"source_type": "volume", "destination_type": "volume", "uuid": kept, "boot_index": 1},
+        {"source_type": "image", "destination_type": "volume", "uuid": bad, "volume_size": 1, "boot_index": 2, "delete_on_termination": true},
+    ]);
+    let id = boot(m, json!({"name": "doomed", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": bdm})).await;
+    let s = status(m, &id, "ERROR").await;
+    assert!(s["fault"]["message"].as_str().unwrap().contains("Volume"), "{s}");
+    let s = compute(m, Method::GET, &format!("/servers/{id}"), None, "2.3").await.json()["server"].clone();
+    assert_eq!(s["os-extended-volumes:volumes_attached"], json!([]), "the mappings are gone: {s}");
+    // The volumes compute made are deleted, the user's is free again.
+    let r = m.get(&vol_url(m, "/volumes/detail")).await.json()["volumes"].clone();
+    for _ in 0..100 {
+        let left = m.get(&vol_url(m, "/volumes/detail")).await.json()["volumes"].as_array().unwrap().len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = m.get(&vol_url(m, "/volumes/detail")).await.json()["volumes"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 1, "before: {r}\nafter: {left}");
+    assert_eq!(left[0]["id"], kept.as_str());
+    assert_eq!(left[0]["status"], "available");
+    cloud.shutdown().await;
+}
