@@ -210,6 +210,9 @@ pub struct ComputeSection {
     /// The network endpoint compute makes ports in; defaults to this listener's `/networking` when the network
     /// service runs in this process (without either, servers boot with no network).
     pub network_url: Option<String>,
+    /// The block storage endpoint compute attaches volumes from; defaults to this listener's `/volume` when the
+    /// volume service runs in this process (without either, servers have no volumes).
+    pub volume_url: Option<String>,
     /// Where the metadata service for instances listens (upstream's `metadata_listen`, port 8775); unset: not
     /// served. The data plane's metadata proxy forwards guests' requests to 169.254.169.254 here.
     pub metadata_listen: Option<std::net::SocketAddr>,
@@ -268,6 +271,7 @@ impl Default for ComputeSection {
             placement_url: None,
             image_url: None,
             network_url: None,
+            volume_url: None,
             metadata_listen: None,
             metadata_proxy_shared_secret: String::new(),
             service_down_time: 60,

@@ -264,7 +264,14 @@ impl Cloud {
                 Some(url) => Some(compute::network::NetworkClient::new(&url, Some(session.clone()))?),
                 None => None,
             };
-            let compute = compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, settings);
+            let volume_url = c.volume_url.clone().or_else(|| {
+                services.contains(&Service::Volume).then(|| format!("{public_url}{}", Service::Volume.prefix()))
+            });
+            let volume = match volume_url {
+                Some(url) => Some(compute::volume::VolumeClient::new(&url, Some(session.clone()))?),
+                None => None,
+            };
+            let compute = compute::Compute::with_conductor(db.clone(), bus.clone(), placement, network, volume, settings);
             let image_url = c.image_url.clone().unwrap_or_else(|| format!("{public_url}{}", Service::Image.prefix()));
             if let Ok(conductor) = compute.conductor() {
                 let client = compute::images::ImageClient::new(&image_url)?;

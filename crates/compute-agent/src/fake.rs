@@ -13,7 +13,7 @@ use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use serde_json::json;
 
 use crate::Error;
-use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
 
 /// Console lines kept per guest; older ones are dropped.
 const CONSOLE_LINES: usize = 1000;
@@ -60,6 +60,8 @@ struct Guest {
     console: Vec<String>,
     /// Seconds since the guest's last boot, for the kernel-style timestamps of its console.
     clock: f64,
+    /// The volumes attached to the guest, in attach order.
+    volumes: Vec<BlockDeviceSpec>,
 }
 
 impl Guest {
@@ -136,6 +138,11 @@ impl FakeDriver {
         self.state().failures = failures;
     }
 
+    /// The volumes attached to a guest (`None` when there is no guest), for tests.
+    pub fn volumes(&self, uuid: &str) -> Option<Vec<BlockDeviceSpec>> {
+        self.state().guests.get(uuid).map(|g| g.volumes.clone())
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -205,7 +212,7 @@ impl Hypervisor for FakeDriver {
         Ok(self.state().guests.iter().map(|(uuid, g)| GuestInfo { uuid: uuid.clone(), power_state: g.power }).collect())
     }
 
-    async fn spawn(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
+    async fn spawn(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
         let uuid = &instance.uuid;
         let mut state = self.state();
         let failures = &state.failures;
@@ -223,6 +230,7 @@ impl Hypervisor for FakeDriver {
             rescue: None,
             console: Vec::new(),
             clock: 0.0,
+            volumes: context.block_devices.clone(),
         };
         guest.boot(uuid);
         state.guests.insert(uuid.clone(), guest);
@@ -386,6 +394,28 @@ impl Hypervisor for FakeDriver {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect())
+        })
+    }
+
+    async fn attach_volume(&self, instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        self.with_guest(uuid, "attach volume", |g| {
+            if g.volumes.iter().any(|v| v.volume_id == device.volume_id || v.device_name == device.device_name) {
+                return Err(Error::Hypervisor(format!(
+                    "volume {} or device {} is already attached to instance {uuid}",
+                    device.volume_id, device.device_name
+                )));
+            }
+            g.volumes.push(device.clone());
+            g.kernel(0.5, &format!("virtio_blk: [{}] attached", device.device_name.trim_start_matches("/dev/")));
+            Ok(())
+        })
+    }
+
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
+        self.with_guest(uuid, "detach volume", |g| {
+            g.volumes.retain(|v| v.volume_id != volume_id);
+            Ok(())
         })
     }
 

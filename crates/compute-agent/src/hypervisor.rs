@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+pub use compute_rpc::BlockDeviceSpec;
 use compute_rpc::{InstanceSpec, PowerState};
 
 use crate::Error;
@@ -54,6 +55,9 @@ pub struct GuestContext {
     pub image: Option<ImageSource>,
     /// Network interfaces to plug (tap devices on QEMU): the ports bound to this host for the instance.
     pub network_interfaces: Vec<NetworkInterface>,
+    /// Volumes attached at boot (`connection_info` as the block storage service gave it), the root one
+    /// (`boot_index` 0) when the instance boots from a volume.
+    pub block_devices: Vec<BlockDeviceSpec>,
 }
 
 impl GuestContext {
@@ -61,7 +65,7 @@ impl GuestContext {
     pub fn for_instance(instance: &InstanceSpec, request_id: &str) -> GuestContext {
         let image = (!instance.image_ref.is_empty())
             .then(|| ImageSource { id: instance.image_ref.clone(), properties: instance.image_properties.clone() });
-        GuestContext { request_id: request_id.to_owned(), image, network_interfaces: Vec::new() }
+        GuestContext { request_id: request_id.to_owned(), image, network_interfaces: Vec::new(), block_devices: Vec::new() }
     }
 }
 
@@ -151,7 +155,6 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Restores a suspended guest.
     async fn resume(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error>;
 
-    /// The guest's power state; [`Error::NotFound`] when there is no guest.
     /// Gives a guest the resources of `flavor` in place (same host), keeping its disk and power state.
     async fn resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, context: &GuestContext) -> Result<(), Error>;
 
@@ -162,6 +165,14 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Counters of a guest, as upstream's pre-2.48 diagnostics (`cpu0_time`, `memory`, `vda_read`, …).
     async fn diagnostics(&self, instance: &InstanceSpec) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error>;
 
+    /// Attaches a volume to the guest (hot-plugged when it runs) and keeps it in the guest's definition, so
+    /// later restarts have it. [`Error::NotFound`] when there is no guest.
+    async fn attach_volume(&self, instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error>;
+
+    /// Detaches a volume from the guest and its definition. A volume the guest does not have is not an error.
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error>;
+
+    /// The guest's power state; [`Error::NotFound`] when there is no guest.
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
 
     /// Everything the guest wrote to its serial console that the driver kept (lines separated by `\n`).

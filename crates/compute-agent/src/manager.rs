@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bus::{Dispatcher, RemoteError};
 use compute_rpc::{
-    Action, ActionEvent, BuildAndRunInstance, BuildFailed, EventPhase, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
+    Action, ActionEvent, AttachVolume, BuildAndRunInstance, DetachVolume, BuildFailed, EventPhase, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
     InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, task_state,
     vm_state,
 };
@@ -26,7 +26,8 @@ pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
 
 pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
     let (build, terminate, action, console, diagnostics) =
-        (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner);
+        (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner.clone());
+    let (attach, detach) = (inner.clone(), inner);
     Dispatcher::new()
         .on(move |m: BuildAndRunInstance| {
             let inner = build.clone();
@@ -56,6 +57,26 @@ pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
         .on(move |m: GetDiagnostics| {
             let inner = diagnostics.clone();
             async move { inner.driver.diagnostics(&m.instance).await.map_err(|e| e.to_remote()) }
+        })
+        .on(move |m: AttachVolume| {
+            let inner = attach.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.instance.uuid).await;
+                tracing::info!(instance = %m.instance.uuid, volume = %m.block_device.volume_id, request_id = %m.request_id, "attaching volume");
+                inner.driver.attach_volume(&m.instance, &m.block_device).await.map_err(|e| e.to_remote())
+            }
+        })
+        .on(move |m: DetachVolume| {
+            let inner = detach.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.uuid).await;
+                tracing::info!(instance = %m.uuid, volume = %m.volume_id, request_id = %m.request_id, "detaching volume");
+                match inner.driver.detach_volume(&m.uuid, &m.volume_id).await {
+                    // No guest, no disk to take away.
+                    Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e.to_remote()),
+                }
+            }
         })
         .on(|_: GetHostUptime| async move { host_uptime().map_err(|e| e.to_remote()) })
 }
@@ -257,12 +278,12 @@ impl Inner {
     // ----- build -----
 
     pub(crate) async fn build_and_run(&self, msg: BuildAndRunInstance) {
-        let BuildAndRunInstance { instance, request_id, vifs, .. } = msg;
+        let BuildAndRunInstance { instance, request_id, vifs, block_devices, .. } = msg;
         let uuid = instance.uuid.as_str();
         let _guard = self.locks.lock(uuid).await;
         tracing::info!(instance = %uuid, request_id = %request_id, "building instance");
         self.event(uuid, &request_id, BUILD_EVENT, EventPhase::Start).await;
-        let phase = match self.build(&instance, &request_id, &vifs).await {
+        let phase = match self.build(&instance, &request_id, &vifs, &block_devices).await {
             Ok(()) => {
                 tracing::info!(instance = %uuid, "instance is active");
                 self.build_outcome(true).await;
@@ -282,16 +303,22 @@ impl Inner {
         self.event(uuid, &request_id, BUILD_EVENT, phase).await;
     }
 
-    async fn build(&self, instance: &InstanceSpec, request_id: &str, vifs: &[compute_rpc::VifSpec]) -> Result<(), Stop> {
+    async fn build(
+        &self,
+        instance: &InstanceSpec,
+        request_id: &str,
+        vifs: &[compute_rpc::VifSpec],
+        block_devices: &[compute_rpc::BlockDeviceSpec],
+    ) -> Result<(), Stop> {
         use task_state::*;
         let uuid = instance.uuid.as_str();
-        // The conductor binds the ports in `networking` before it sends the build; an older one sent it in
-        // `scheduling`.
-        self.advance(uuid, &[SCHEDULING, NETWORKING], set_task(NETWORKING)).await?;
-        self.advance(uuid, &[NETWORKING], set_task(BLOCK_DEVICE_MAPPING)).await?;
+        // The conductor binds the ports in `networking` and attaches the volumes in `block_device_mapping` before
+        // it sends the build; an older one sent it in `scheduling`.
+        self.advance(uuid, &[SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING], set_task(BLOCK_DEVICE_MAPPING)).await?;
         self.advance(uuid, &[BLOCK_DEVICE_MAPPING], set_task(SPAWNING)).await?;
         let mut context = GuestContext::for_instance(instance, request_id);
         context.network_interfaces = vifs.iter().map(NetworkInterface::of).collect();
+        context.block_devices = block_devices.to_vec();
         self.driver.spawn(instance, &context).await.map_err(driver)?;
         let power = self.power_or(uuid, PowerState::Running).await;
         let active = InstanceChanges { launched: true, ..settled(vm_state::ACTIVE, power) };
@@ -393,7 +420,7 @@ impl Inner {
         let expected = action_task_states(action);
         let context = GuestContext::for_instance(instance, request_id);
         let (end, nominal) = match action {
-            Action::Rebuild { image_ref } => return self.rebuild(instance, image_ref, request_id).await,
+            Action::Rebuild { image_ref, block_devices } => return self.rebuild(instance, image_ref, block_devices, request_id).await,
             Action::Resize { flavor } => return self.resize(instance, flavor, request_id).await,
             Action::RevertResize { flavor } => return self.revert_resize(instance, flavor, request_id).await,
             Action::Snapshot { image_id, image_url, auth_token } => {
@@ -441,7 +468,13 @@ impl Inner {
 
     /// Upstream's rebuild: record the power state, remove the guest, walk the task states, spawn from the new
     /// image, and end ACTIVE on it.
-    async fn rebuild(&self, instance: &InstanceSpec, image_ref: &str, request_id: &str) -> Result<(), Stop> {
+    async fn rebuild(
+        &self,
+        instance: &InstanceSpec,
+        image_ref: &str,
+        block_devices: &[compute_rpc::BlockDeviceSpec],
+        request_id: &str,
+    ) -> Result<(), Stop> {
         use task_state::*;
         let uuid = instance.uuid.as_str();
         let power = self.driver.power_state(uuid).await.ok();
@@ -455,7 +488,8 @@ impl Inner {
             rebuilt.image_ref = image_ref.to_owned();
             rebuilt.image_properties.clear();
         }
-        let context = GuestContext::for_instance(&rebuilt, request_id);
+        let mut context = GuestContext::for_instance(&rebuilt, request_id);
+        context.block_devices = block_devices.to_vec();
         if let Err(error) = self.driver.spawn(&rebuilt, &context).await {
             return Err(Stop::Driver { error, guest_lost: true });
         }
@@ -706,7 +740,7 @@ mod tests {
             (Action::Unpause, UNPAUSING),
             (Action::Suspend, SUSPENDING),
             (Action::Resume, RESUMING),
-            (Action::Rebuild { image_ref: "i".into() }, REBUILDING),
+            (Action::Rebuild { image_ref: "i".into(), block_devices: Vec::new() }, REBUILDING),
         ];
         for (action, state) in api_sets {
             assert!(action_task_states(&action).contains(&state), "{action:?}");

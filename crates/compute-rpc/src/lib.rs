@@ -2,7 +2,7 @@
 //! (`compute-agent`), as `nova/compute/rpcapi.py` and `nova/conductor/rpcapi.py` are upstream.
 //!
 //! * Agents serve [`COMPUTE_TOPIC`] as server `<host>`; the conductor sends them [`BuildAndRunInstance`],
-//!   [`TerminateInstance`], [`InstanceAction`] and [`GetConsoleOutput`].
+//!   [`TerminateInstance`], [`InstanceAction`], [`AttachVolume`], [`DetachVolume`] and [`GetConsoleOutput`].
 //! * The conductor serves [`CONDUCTOR_TOPIC`]; agents send it [`RegisterNode`], [`ReportResources`],
 //!   [`Heartbeat`], [`InstanceUpdate`], [`ActionEvent`], [`BuildFailed`] and [`InstanceTerminated`].
 //!
@@ -348,6 +348,23 @@ pub struct BuildAndRunInstance {
     /// The ports the conductor bound to this host for the instance (task state `networking`), to plug.
     #[serde(default)]
     pub vifs: Vec<VifSpec>,
+    /// The volumes the conductor attached for the instance (task state `block_device_mapping`): the root disk
+    /// when it boots from a volume, and the others in boot order.
+    #[serde(default)]
+    pub block_devices: Vec<BlockDeviceSpec>,
+}
+
+/// A volume as a host reaches it: the block storage service's `connection_info` for this host's connector
+/// (`driver_volume_type` and its `data`), and where the guest sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockDeviceSpec {
+    pub volume_id: String,
+    /// The guest's device name (`/dev/vdb`).
+    pub device_name: String,
+    /// `0` for the root disk; `None` for a disk that is not booted from.
+    #[serde(default)]
+    pub boot_index: Option<i64>,
+    pub connection_info: serde_json::Value,
 }
 
 /// A port bound to the instance's host, as the agent plugs it: the port, its network and MAC (the network
@@ -387,7 +404,13 @@ pub enum Action {
     Unpause,
     Suspend,
     Resume,
-    Rebuild { image_ref: String },
+    /// Re-create the guest from `image_ref` (empty for a volume-backed server, which keeps its root volume),
+    /// with the volumes it has attached (`connection_info` as at their attach).
+    Rebuild {
+        image_ref: String,
+        #[serde(default)]
+        block_devices: Vec<BlockDeviceSpec>,
+    },
     /// Resize in place to `flavor` (the conductor has claimed it on this host); ends in `resized`
     /// (VERIFY_RESIZE) until the user confirms or reverts.
     Resize { flavor: FlavorSpec },
@@ -456,6 +479,34 @@ pub struct InstanceAction {
 
 impl Rpc for InstanceAction {
     const METHOD: &'static str = "instance_action";
+    type Reply = ();
+}
+
+/// Attach a volume to a built instance's guest (hot-plugged when it runs; part of its definition either way).
+/// A call: the conductor completes the volume's attachment only when the agent answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachVolume {
+    pub instance: InstanceSpec,
+    pub block_device: BlockDeviceSpec,
+    pub request_id: String,
+}
+
+impl Rpc for AttachVolume {
+    const METHOD: &'static str = "attach_volume";
+    type Reply = ();
+}
+
+/// Detach a volume from an instance's guest. A call: the conductor deletes the volume's attachment only when
+/// the agent answers. A volume the guest does not have is not an error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DetachVolume {
+    pub uuid: String,
+    pub volume_id: String,
+    pub request_id: String,
+}
+
+impl Rpc for DetachVolume {
+    const METHOD: &'static str = "detach_volume";
     type Reply = ();
 }
 

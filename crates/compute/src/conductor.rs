@@ -9,6 +9,8 @@
 //! the claim is freed) → `BuildAndRunInstance` cast to the host's agent. A failed spawn comes back as
 //! `BuildFailed` and is retried on the alternates, up to `max_attempts` hosts in all.
 
+mod volumes;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
@@ -81,6 +83,7 @@ struct Inner {
     placement: PlacementClient,
     /// The network service, where one is configured: ports are made and bound in the `networking` task state.
     network: Option<NetworkClient>,
+    volume: Option<crate::volume::VolumeClient>,
     settings: ConductorSettings,
     /// Compute nodes and services by uuid, as the scheduler reads them: reloaded when older than
     /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise).
@@ -195,6 +198,7 @@ impl Conductor {
         bus: Bus,
         placement: PlacementClient,
         network: Option<NetworkClient>,
+        volume: Option<crate::volume::VolumeClient>,
         settings: ConductorSettings,
     ) -> Self {
         Conductor {
@@ -203,6 +207,7 @@ impl Conductor {
                 bus,
                 placement,
                 network,
+                volume,
                 settings,
                 hosts: tokio::sync::Mutex::new(None),
                 images: std::sync::OnceLock::new(),
@@ -213,6 +218,15 @@ impl Conductor {
     /// Gives the conductor the image service (set once, at start-up).
     pub fn set_images(&self, images: ServiceImages) {
         let _ = self.inner.images.set(images);
+    }
+
+    /// The block storage service's client, where one is configured.
+    pub fn volume(&self) -> Option<&crate::volume::VolumeClient> {
+        self.inner.volume.as_ref()
+    }
+
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.inner.bus
     }
 
     /// The network service's client, where one is configured.
@@ -493,7 +507,8 @@ impl Conductor {
         // Marked deleted before the ports are read: a build binding ports concurrently checks for the deletion
         // after recording them, so one of the two always releases them.
         self.store().instance_mark_deleted(uuid).await?;
-        self.release_network(uuid).await
+        self.release_network(uuid).await?;
+        self.release_volumes(uuid).await
     }
 
     /// Deletes the ports compute made for an instance and unbinds the others; the info cache empties.
@@ -760,6 +775,23 @@ impl Conductor {
                 self.inner.placement.free(&inst.uuid).await?;
                 let message = format!("Build of instance {} aborted: {e}", inst.uuid);
                 self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
+                self.release_volumes(&inst.uuid).await?;
+                return Ok(());
+            }
+        };
+        let block_devices = match self.setup_volumes(inst, &sel.host).await {
+            Ok(Some(devices)) => devices,
+            Ok(None) => {
+                self.inner.placement.free(&inst.uuid).await?;
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(instance = %inst.uuid, error = %e, "cannot attach the instance's volumes");
+                self.inner.placement.free(&inst.uuid).await?;
+                let message = format!("Build of instance {} aborted: {e}", inst.uuid);
+                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
+                self.release_network(&inst.uuid).await?;
+                self.release_volumes(&inst.uuid).await?;
                 return Ok(());
             }
         };
@@ -776,6 +808,7 @@ impl Conductor {
             node: sel.node.clone(),
             request_id: scheduling.request_id.clone(),
             vifs,
+            block_devices,
         };
         if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &sel.host), &msg).await {
             tracing::warn!(host = %sel.host, error = %e, "cannot reach the compute agent; rescheduling");
@@ -838,8 +871,10 @@ impl Conductor {
             self.set_error(uuid, 500, &format!("Build of instance {uuid} aborted: {}", m.reason), Some(&m.reason))
                 .await?;
         }
-        // A build that ended in ERROR keeps no ports (as upstream's cleanup of a failed build).
+        // A build that ended in ERROR keeps no ports and no volume attachments (as upstream's cleanup of a
+        // failed build).
         self.release_network(uuid).await?;
+        self.release_volumes(uuid).await?;
         Ok(())
     }
 
@@ -866,6 +901,7 @@ impl Conductor {
             self.inner.placement.free(&inst.uuid).await?;
             self.store().instance_mark_deleted(&inst.uuid).await?;
             self.release_network(&inst.uuid).await?;
+            self.release_volumes(&inst.uuid).await?;
             return Ok(());
         }
         let set = [("task_state", Value::S(Some(task_state::DELETING.into())))];
@@ -885,6 +921,12 @@ impl Conductor {
     pub async fn action(&self, inst: &InstanceRow, action: compute_rpc::Action, request_id: &str) -> Result<(), Error> {
         let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
         let metadata = self.store().metadata_of(&[&inst.uuid]).await?.remove(&inst.uuid).unwrap_or_default();
+        let action = match action {
+            compute_rpc::Action::Rebuild { image_ref, .. } => {
+                compute_rpc::Action::Rebuild { image_ref, block_devices: self.attached_devices(&inst.uuid).await? }
+            }
+            other => other,
+        };
         let msg = InstanceAction { instance: spec_of(inst, metadata), action, request_id: request_id.to_string() };
         if let Err(e) = self.inner.bus.cast(&Target::server(COMPUTE_TOPIC, &host), &msg).await {
             // Give the instance back its previous task state so it is not stuck.

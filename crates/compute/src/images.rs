@@ -150,6 +150,23 @@ impl ImageClient {
         &self.url
     }
 
+    /// Uploads no data to a queued image, which becomes active with size 0 (upstream's `force_activate` of a
+    /// volume-backed server's snapshot, whose data is in the volume snapshots its `block_device_mapping` names).
+    pub async fn activate_empty(&self, token: &str, id: &str) -> Result<(), Error> {
+        let req = self
+            .http
+            .put(format!("{}/v2/images/{id}/file", self.url))
+            .header("x-auth-token", token)
+            .header("content-type", "application/octet-stream")
+            .body(Vec::<u8>::new());
+        let (status, _) = self.send(req).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!("image service answered {status} to an upload")))
+        }
+    }
+
     /// Creates an image record (queued) as the caller.
     pub async fn create(&self, token: &str, body: &Value) -> Result<Value, Error> {
         let req = self.http.post(format!("{}/v2/images", self.url)).header("x-auth-token", token).json(body);

@@ -31,6 +31,7 @@ pub mod service;
 pub mod services;
 pub mod store;
 pub mod usage;
+pub mod volume;
 
 pub use conductor::{Conductor, ConductorSettings};
 pub use error::Error;

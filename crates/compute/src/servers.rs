@@ -49,6 +49,9 @@ pub struct Boot {
     pub networks: Option<Vec<crate::network::NetworkRequest>>,
     /// Security group names for the instances' new ports (empty: the project's `default`).
     pub security_groups: Vec<String>,
+    /// The volumes the instances boot with (one instance only when there are any), root first, their volumes
+    /// made or named; the conductor attaches them in the build's `block_device_mapping` phase.
+    pub block_devices: Vec<crate::store::bdm::Bdm>,
 }
 
 /// A requested destination of a build: the scheduler only considers this host and/or node.
@@ -333,6 +336,16 @@ impl Compute {
                 self.store().netinfo_insert(&r.uuid, &info).await?;
             }
         }
+        for r in &rows {
+            for b in &boot.block_devices {
+                let mut b = b.clone();
+                b.instance_uuid = r.uuid.clone();
+                if rows.len() > 1 {
+                    b.id = uuid::Uuid::new_v4().to_string();
+                }
+                self.store().bdm_insert(&b).await?;
+            }
+        }
         if let Some(group) = &boot.group {
             let uuids: Vec<String> = rows.iter().map(|r| r.uuid.clone()).collect();
             self.store().server_group_add_members(group, &uuids).await?;
@@ -395,12 +408,33 @@ impl Compute {
         if let Action::Resize { flavor } = &action {
             self.check_resize_quota(&inst.project_id, &inst.flavor, flavor).await?;
         }
+        // A volume-backed server keeps its root volume: a rebuild may only name the image the volume came from
+        // (as upstream before 2.93), and the server stays without an image.
+        let volume_backed = inst.image_ref.is_empty()
+            && self.store().bdm_list(uuid).await?.iter().any(|b| b.boot_index == Some(0) && b.volume_id.is_some());
+        if volume_backed
+            && let Action::Rebuild { image_ref, .. } = &action
+        {
+            let root = self.store().bdm_list(uuid).await?.into_iter().find(|b| b.boot_index == Some(0));
+            if root.and_then(|b| b.image_id).as_deref() != Some(image_ref.as_str()) {
+                return Err(Error::BadRequest("Unable to rebuild with a different image for a volume-backed server.".into()));
+            }
+        }
         let expected: Vec<Option<String>> = rule.task_states.iter().map(|t| t.map(str::to_string)).collect();
         let mut set = vec![("task_state", Value::S(Some(rule.starts_in.to_string())))];
         // A rebuild shows its new image at once, as upstream records it before casting.
-        if let Action::Rebuild { image_ref } = &action {
+        if let Action::Rebuild { image_ref, .. } = &action
+            && !volume_backed
+        {
             set.push(("image_ref", Value::S(Some(image_ref.clone()))));
         }
+        let action = match action {
+            Action::Rebuild { image_ref, block_devices } => Action::Rebuild {
+                image_ref: if volume_backed { String::new() } else { image_ref },
+                block_devices,
+            },
+            other => other,
+        };
         if !self.store().instance_update(uuid, Some(&expected), &set).await? {
             let now = self.instance(caller, uuid).await?;
             return Err(invalid_state(rule.name, uuid, "task_state", now.task_state.as_deref().unwrap_or("None")));
@@ -515,6 +549,13 @@ impl Compute {
         for (k, v) in metadata {
             body[k] = serde_json::json!(v);
         }
+        if inst.image_ref.is_empty() {
+            let bdms = self.store().bdm_list(uuid).await?;
+            if bdms.iter().any(|b| b.boot_index == Some(0) && b.volume_id.is_some()) {
+                self.record_action(caller, &inst, action, request_id).await?;
+                return self.snapshot_volume_backed(&inst, &bdms, images, token, body).await;
+            }
+        }
         let image = images.create(token, &body).await?;
         let image_id = image["id"].as_str().unwrap_or_default().to_string();
         let set = [("task_state", Value::S(Some(task_state::IMAGE_SNAPSHOT.into())))];
@@ -616,6 +657,74 @@ impl Compute {
     /// One migration by uuid.
     pub async fn migration(&self, uuid: &str) -> Result<Option<crate::store::MigrationRow>, Error> {
         self.store().migration_get(uuid).await
+    }
+
+    /// The snapshot of a volume-backed server (upstream's `snapshot_volume_backed`): each volume is snapshotted
+    /// in the block storage service (forced, as it is in use) with the caller's token, and the image holds no
+    /// data, only the `block_device_mapping` that boots a new server from those snapshots; it is active at once.
+    async fn snapshot_volume_backed(
+        &self,
+        inst: &InstanceRow,
+        bdms: &[crate::store::bdm::Bdm],
+        images: &crate::images::ImageClient,
+        token: &str,
+        mut body: serde_json::Value,
+    ) -> Result<String, Error> {
+        use serde_json::json;
+        let volumes = self
+            .volume()
+            .ok_or_else(|| Error::Unavailable("The block storage service is not available to compute.".into()))?;
+        let name = body["name"].as_str().unwrap_or_default().to_string();
+        let mut mappings = Vec::new();
+        for b in bdms {
+            let Some(vid) = &b.volume_id else { continue };
+            let vol = volumes.get(crate::volume::As::User(token), &inst.project_id, vid).await?;
+            if b.boot_index == Some(0)
+                && let Some(meta) = vol.as_ref().and_then(|v| v["volume_image_metadata"].as_object())
+            {
+                for key in ["disk_format", "container_format", "min_ram"] {
+                    if let Some(x) = meta.get(key).and_then(|x| x.as_str()) {
+                        body[key] = if key == "min_ram" { json!(x.parse::<i64>().unwrap_or(0)) } else { json!(x) };
+                    }
+                }
+            }
+            let snap = json!({"snapshot": {"volume_id": vid, "force": true, "name": format!("snapshot for {name}")}});
+            let (status, v) =
+                volumes.send(crate::volume::As::User(token), reqwest::Method::POST, &inst.project_id, "/snapshots", Some(&snap)).await?;
+            if !status.is_success() {
+                return Err(Error::BadRequest(crate::volume::error_message(&v)));
+            }
+            mappings.push(json!({
+                "source_type": "snapshot",
+                "destination_type": "volume",
+                "snapshot_id": v["snapshot"]["id"],
+                "volume_size": vol.as_ref().map(|v| v["size"].clone()).unwrap_or(serde_json::Value::Null),
+                "boot_index": b.boot_index,
+                "delete_on_termination": b.delete_on_termination,
+                "device_name": b.device_name,
+                "tag": b.tag,
+                "volume_id": null,
+                "image_id": null,
+                "no_device": null,
+                "disk_bus": "virtio",
+                "device_type": "disk",
+                "guest_format": null,
+                "connection_info": null,
+            }));
+        }
+        if body.get("disk_format").is_none_or(|d| d.is_null()) {
+            body["disk_format"] = json!("raw");
+        }
+        body["block_device_mapping"] = json!(serde_json::Value::Array(mappings).to_string());
+        body["bdm_v2"] = json!("True");
+        body["root_device_name"] = json!("/dev/vda");
+        if let Some(o) = body.as_object_mut() {
+            o.remove("base_image_ref");
+        }
+        let image = images.create(token, &body).await?;
+        let image_id = image["id"].as_str().unwrap_or_default().to_string();
+        images.activate_empty(token, &image_id).await?;
+        Ok(image_id)
     }
 
     /// Confirms a resize (the instance is in `resized`, VERIFY_RESIZE).

@@ -77,10 +77,11 @@ impl Compute {
         bus: bus::Bus,
         placement: PlacementClient,
         network: Option<crate::network::NetworkClient>,
+        volume: Option<crate::volume::VolumeClient>,
         settings: ConductorSettings,
     ) -> Self {
         let store = Store::new(db);
-        let conductor = Conductor::new(store.clone(), bus, placement.clone(), network, settings);
+        let conductor = Conductor::new(store.clone(), bus, placement.clone(), network, volume, settings);
         Compute { store, conductor: Some(conductor), placement: Some(placement) }
     }
 
@@ -92,6 +93,11 @@ impl Compute {
     /// The network service's client, where this process has a conductor and a network service is configured.
     pub fn network(&self) -> Option<&crate::network::NetworkClient> {
         self.conductor.as_ref().and_then(Conductor::network)
+    }
+
+    /// The block storage service's client, where one is configured.
+    pub fn volume(&self) -> Option<&crate::volume::VolumeClient> {
+        self.conductor.as_ref().and_then(Conductor::volume)
     }
 
     /// The placement client, where this process has a conductor.

@@ -35,7 +35,7 @@ use base::BaseCache;
 use qmp::Qmp;
 
 use crate::Error;
-use crate::hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
 
 /// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
 const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
@@ -83,6 +83,8 @@ pub struct QemuConfig {
     /// (`remove_unused_original_minimum_age_seconds`, 24 h).
     pub remove_unused_base_images: bool,
     pub remove_unused_minimum_age: Duration,
+    /// How long a guest may take to release a volume's disk on detach (upstream's device detach retries).
+    pub volume_detach_timeout: Duration,
     /// The host's capacity; the machine's own figures when `None`.
     pub vcpus: Option<i64>,
     pub memory_mb: Option<i64>,
@@ -101,6 +103,7 @@ impl QemuConfig {
             force_config_drive: false,
             remove_unused_base_images: true,
             remove_unused_minimum_age: Duration::from_secs(86_400),
+            volume_detach_timeout: Duration::from_secs(30),
             vcpus: None,
             memory_mb: None,
             local_gb: None,
@@ -128,6 +131,62 @@ struct GuestDef {
     /// own disks.
     #[serde(default)]
     rescue: Option<RescueDef>,
+    /// Attached volumes, in attach order (the root one first when the guest boots from a volume).
+    #[serde(default)]
+    volumes: Vec<VolumeDisk>,
+}
+
+/// A volume as the guest has it: a file (raw or qcow2) the block storage service's `local` connection names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct VolumeDisk {
+    volume_id: String,
+    device_name: String,
+    path: PathBuf,
+    format: String,
+    read_only: bool,
+    /// The guest boots from it (no root overlay).
+    boot: bool,
+}
+
+impl VolumeDisk {
+    /// The disk of a volume, from its `connection_info`; only `local` connections (a file on this host) are
+    /// supported.
+    fn of(device: &BlockDeviceSpec) -> Result<VolumeDisk, Error> {
+        let info = &device.connection_info;
+        let kind = info["driver_volume_type"].as_str().unwrap_or_default();
+        if kind != "local" {
+            return Err(Error::Hypervisor(format!(
+                "volume {}: the qemu driver attaches local (file) volumes only, not {kind:?}",
+                device.volume_id
+            )));
+        }
+        let data = &info["data"];
+        let path = data["device_path"].as_str().filter(|p| p.starts_with('/')).ok_or_else(|| {
+            Error::Hypervisor(format!("volume {}: its connection has no device_path", device.volume_id))
+        })?;
+        let format = data["format"].as_str().unwrap_or("raw");
+        if !["raw", "qcow2"].contains(&format) {
+            return Err(Error::Hypervisor(format!("volume {}: unsupported format {format}", device.volume_id)));
+        }
+        if path.contains(',') {
+            return Err(Error::Hypervisor(format!("volume {}: unsupported path {path}", device.volume_id)));
+        }
+        Ok(VolumeDisk {
+            volume_id: device.volume_id.clone(),
+            device_name: device.device_name.clone(),
+            path: PathBuf::from(path),
+            format: format.to_owned(),
+            read_only: data["access_mode"] == json!("ro"),
+            boot: device.boot_index == Some(0),
+        })
+    }
+
+    /// The QEMU node name of the volume's format layer (`vol` and 20 hex digits of its id); its protocol layer
+    /// is `<node>-file`, its device `<node>-disk`.
+    fn node(&self) -> String {
+        let hex: String = self.volume_id.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
+        format!("vol{hex}")
+    }
 }
 
 /// The rescue disk's image, as [`GuestDef`] keeps the root disk's.
@@ -260,9 +319,36 @@ impl QemuDriver {
     async fn create(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
         let uuid = instance.uuid.as_str();
         let dir = self.dir(uuid);
-        let image = context.image.as_ref().ok_or_else(|| {
-            Error::Hypervisor("the qemu driver boots instances from images only (no volumes yet)".into())
-        })?;
+        let volumes = context.block_devices.iter().map(VolumeDisk::of).collect::<Result<Vec<_>, _>>()?;
+        let Some(image) = context.image.as_ref() else {
+            // Booted from a volume: no root overlay, no bases.
+            if !volumes.iter().any(|v| v.boot) {
+                return Err(Error::Hypervisor(format!("instance {uuid} has neither an image nor a root volume")));
+            }
+            if dir.exists() {
+                return Err(Error::AlreadyExists(uuid.to_owned()));
+            }
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+            let config_drive = instance.config_drive || self.config.force_config_drive;
+            if config_drive {
+                config_drive::build(instance, &dir.join("disk.config")).await?;
+            }
+            let def = GuestDef {
+                uuid: uuid.to_owned(),
+                name: instance.display_name.clone(),
+                flavor: instance.flavor.clone(),
+                bases: Vec::new(),
+                base_format: None,
+                kernel: None,
+                ramdisk: None,
+                cmdline: None,
+                config_drive,
+                state: PowerState::Shutdown,
+                rescue: None,
+                volumes,
+            };
+            return self.save(&def);
+        };
         Self::check_bootable(image)?;
         if dir.exists() {
             return Err(Error::AlreadyExists(uuid.to_owned()));
@@ -302,6 +388,7 @@ impl QemuDriver {
             config_drive,
             state: PowerState::Shutdown,
             rescue: None,
+            volumes,
         };
         self.save(&def)
     }
@@ -410,26 +497,42 @@ impl QemuDriver {
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
         push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", p("qmp.sock")), "-mon", "chardev=qmp,mode=control"]);
         push(&["-chardev", &format!("file,id=console,path={},append=on", p("console.log")), "-serial", "chardev:console"]);
-        let mut disk = |node: &str, file: &str, format: &str, read_only: bool, boot: bool| {
+        let mut disk = |node: &str, file: &str, format: &str, read_only: bool, boot: bool, serial: Option<&str>| {
             let ro = if read_only { ",read-only=on" } else { "" };
-            push(&["-blockdev", &format!("driver=file,filename={},node-name={node}-file{ro}", p(file))]);
+            push(&["-blockdev", &format!("driver=file,filename={file},node-name={node}-file{ro}")]);
             push(&["-blockdev", &format!("driver={format},file={node}-file,node-name={node}{ro}")]);
             let boot = if boot { ",bootindex=1" } else { "" };
-            push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{boot}")]);
+            let serial = serial.map(|s| format!(",serial={s}")).unwrap_or_default();
+            push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{serial}{boot}")]);
         };
+        let volume = |disk: &mut DiskArgs<'_>, v: &VolumeDisk, boot: bool| {
+            disk(&v.node(), &v.path.to_string_lossy(), &v.format, v.read_only, boot, Some(&serial(&v.volume_id)));
+        };
+        // The root disk comes first (the guest's vda): the overlay, or the boot volume of a guest without one.
+        let from_volume = def.base_format.is_none();
         // A rescued guest boots from the rescue disk, with its own disks after it (upstream's rescue layout).
         if def.rescue.is_some() {
-            disk("rescue", "disk.rescue", "qcow2", false, true);
+            disk("rescue", &p("disk.rescue"), "qcow2", false, true, None);
         }
-        disk("root", "disk", "qcow2", false, def.rescue.is_none());
+        let own_boot = def.rescue.is_none();
+        if from_volume {
+            for v in def.volumes.iter().filter(|v| v.boot) {
+                volume(&mut disk, v, own_boot);
+            }
+        } else {
+            disk("root", &p("disk"), "qcow2", false, own_boot, None);
+        }
         if dir.join("disk.eph0").exists() {
-            disk("eph0", "disk.eph0", "qcow2", false, false);
+            disk("eph0", &p("disk.eph0"), "qcow2", false, false, None);
         }
         if dir.join("disk.swap").exists() {
-            disk("swap", "disk.swap", "qcow2", false, false);
+            disk("swap", &p("disk.swap"), "qcow2", false, false, None);
         }
         if def.config_drive {
-            disk("config", "disk.config", "raw", true, false);
+            disk("config", &p("disk.config"), "raw", true, false, None);
+        }
+        for v in def.volumes.iter().filter(|v| !(from_volume && v.boot)) {
+            volume(&mut disk, v, false);
         }
         let (kernel, ramdisk, cmdline) = match &def.rescue {
             Some(r) => (&r.kernel, &r.ramdisk, &r.cmdline),
@@ -552,6 +655,76 @@ impl QemuDriver {
 }
 
 /// Whether `s` is a UUID in its hyphenated form (QEMU's `-uuid` takes nothing else).
+/// Adds one disk's arguments: node name, file, format, read-only, boot, serial.
+type DiskArgs<'a> = dyn FnMut(&str, &str, &str, bool, bool, Option<&str>) + 'a;
+
+/// Hot-adds a volume's disk to a running QEMU: its protocol and format nodes (`blockdev-add`), then a
+/// virtio-blk-pci device on them (`device_add`); what was added is removed again when a later step fails.
+async fn hot_add(qmp: &mut Qmp, disk: &VolumeDisk) -> Result<(), Error> {
+    let node = disk.node();
+    let file = format!("{node}-file");
+    qmp.execute(
+        "blockdev-add",
+        Some(json!({"driver": "file", "filename": disk.path, "node-name": file, "read-only": disk.read_only})),
+    )
+    .await?;
+    let format = json!({"driver": disk.format, "file": file, "node-name": node, "read-only": disk.read_only});
+    if let Err(e) = qmp.execute("blockdev-add", Some(format)).await {
+        let _ = qmp.execute("blockdev-del", Some(json!({"node-name": file}))).await;
+        return Err(e);
+    }
+    let device = json!({"driver": "virtio-blk-pci", "drive": node, "id": format!("{node}-disk"), "serial": serial(&disk.volume_id)});
+    if let Err(e) = qmp.execute("device_add", Some(device)).await {
+        let _ = qmp.execute("blockdev-del", Some(json!({"node-name": node}))).await;
+        let _ = qmp.execute("blockdev-del", Some(json!({"node-name": file}))).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Hot-removes a volume's disk: `device_del` (the guest must release the device: PCI unplug goes through its
+/// ACPI), then the format and protocol nodes once the device is gone, waiting up to `timeout`.
+async fn hot_remove(qmp: &mut Qmp, disk: &VolumeDisk, timeout: Duration) -> Result<(), Error> {
+    let node = disk.node();
+    let id = format!("{node}-disk");
+    if let Err(e) = qmp.execute("device_del", Some(json!({"id": id}))).await {
+        // Already gone (an earlier detach that timed out later completed) is fine.
+        if !e.to_string().contains("not found") {
+            return Err(e);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match qmp.execute("blockdev-del", Some(json!({"node-name": node}))).await {
+            Ok(_) => break,
+            // Still in use by the device the guest has not released yet.
+            Err(e) if tokio::time::Instant::now() < deadline && !e.to_string().contains("Failed to find node") => {
+                tracing::debug!(node = %node, error = %e, "waiting for the guest to release the disk");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) if e.to_string().contains("Failed to find node") => break,
+            Err(e) => {
+                return Err(Error::Hypervisor(format!(
+                    "volume {}: the guest did not release the disk within {} s: {e}",
+                    disk.volume_id,
+                    timeout.as_secs()
+                )));
+            }
+        }
+    }
+    match qmp.execute("blockdev-del", Some(json!({"node-name": format!("{node}-file")}))).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Failed to find node") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A volume's disk serial as the guest sees it (`/dev/disk/by-id/virtio-<serial>`): its id, at most 20
+/// characters as virtio-blk allows, as upstream.
+fn serial(volume_id: &str) -> String {
+    volume_id.chars().take(20).collect()
+}
+
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
@@ -922,6 +1095,35 @@ impl Hypervisor for QemuDriver {
         Ok(out)
     }
 
+    async fn attach_volume(&self, instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let mut def = self.load(uuid)?;
+        let disk = VolumeDisk::of(device)?;
+        if def.volumes.iter().any(|v| v.volume_id == disk.volume_id) {
+            return Err(Error::Hypervisor(format!("volume {} is already attached to instance {uuid}", disk.volume_id)));
+        }
+        // A guest whose process runs gets the disk now; one that is off gets it at its next start.
+        if self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused) {
+            let mut qmp = self.qmp(uuid).await?;
+            hot_add(&mut qmp, &disk).await?;
+            tracing::info!(instance = %uuid, volume = %disk.volume_id, node = %disk.node(), "volume hot-added");
+        }
+        def.volumes.push(disk);
+        self.save(&def)
+    }
+
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let Some(disk) = def.volumes.iter().find(|v| v.volume_id == volume_id).cloned() else { return Ok(()) };
+        if self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused) {
+            let mut qmp = self.qmp(uuid).await?;
+            hot_remove(&mut qmp, &disk, self.config.volume_detach_timeout).await?;
+            tracing::info!(instance = %uuid, volume = %volume_id, "volume hot-removed");
+        }
+        def.volumes.retain(|v| v.volume_id != volume_id);
+        self.save(&def)
+    }
+
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error> {
         let def = self.load(uuid)?;
         if self.pid(uuid).is_none() {
@@ -1028,6 +1230,7 @@ pub(crate) mod tests {
             config_drive: true,
             state: PowerState::Shutdown,
             rescue: None,
+            volumes: Vec::new(),
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
         for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
@@ -1051,5 +1254,51 @@ pub(crate) mod tests {
         assert!(args.contains("drive=root,id=root-disk ") || args.ends_with("drive=root,id=root-disk"), "{args}");
         assert!(args.find("node-name=rescue-file") < args.find("node-name=root-file"), "{args}");
         assert!(args.contains("-kernel /rk -append root=/dev/vda") && !args.contains("-initrd"), "{args}");
+    }
+
+    #[test]
+    fn volumes_come_from_local_connections_and_a_root_volume_boots() {
+        let device = |id: &str, kind: &str, path: &str, boot: Option<i64>| BlockDeviceSpec {
+            volume_id: id.into(),
+            device_name: "/dev/vdb".into(),
+            boot_index: boot,
+            connection_info: json!({"driver_volume_type": kind, "data": {"device_path": path, "format": "qcow2"}}),
+        };
+        let root = VolumeDisk::of(&device("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "local", "/v/volume-a", Some(0))).unwrap();
+        assert!(root.boot && root.format == "qcow2" && !root.read_only);
+        assert_eq!(root.node(), "volaaaaaaaabbbbccccdddd");
+        assert!(VolumeDisk::of(&device("b", "iscsi", "/v/b", None)).is_err(), "only local connections");
+        assert!(VolumeDisk::of(&device("b", "local", "relative", None)).is_err());
+        assert!(VolumeDisk::of(&device("b", "local", "/v/a,b", None)).is_err(), "no option injection");
+        let data = VolumeDisk::of(&device("ffffffff-0000", "local", "/v/volume-f", None)).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let driver = QemuDriver {
+            config: QemuConfig::new(dir.path()),
+            bases: BaseCache::new(dir.path().join("_base"), None),
+            accel: tokio::sync::OnceCell::new(),
+            version: 1,
+        };
+        let def = GuestDef {
+            uuid: "u2".into(),
+            name: "vm".into(),
+            flavor: instance("u2").flavor,
+            bases: Vec::new(),
+            base_format: None,
+            kernel: None,
+            ramdisk: None,
+            cmdline: None,
+            config_drive: false,
+            state: PowerState::Shutdown,
+            rescue: None,
+            volumes: vec![data, root],
+        };
+        let args = driver.command_line(&def, "tcg", None).join(" ");
+        assert!(!args.contains("node-name=root"), "no root overlay: {args}");
+        let root_at = args.find("drive=volaaaaaaaabbbbccccdddd").unwrap();
+        let data_at = args.find("drive=volffffffff0000").unwrap();
+        assert!(root_at < data_at, "the root volume is the first disk: {args}");
+        assert!(args.contains("id=volaaaaaaaabbbbccccdddd-disk,serial=aaaaaaaa-bbbb-cccc-d,bootindex=1"), "{args}");
+        assert!(args.contains("driver=file,filename=/v/volume-f,node-name=volffffffff0000-file"), "{args}");
     }
 }

@@ -303,6 +303,96 @@ async fn at_start_the_agent_destroys_orphans_and_stops_instances_whose_guest_die
     agent.stop().await;
 }
 
+/// A `local` volume connection, as the volume agent's `file` driver gives it.
+fn local_volume(id: &str, path: &Path, format: &str, device: &str, boot_index: Option<i64>) -> compute_rpc::BlockDeviceSpec {
+    compute_rpc::BlockDeviceSpec {
+        volume_id: id.into(),
+        device_name: device.into(),
+        boot_index,
+        connection_info: serde_json::json!({
+            "driver_volume_type": "local",
+            "data": {"device_path": path, "format": format, "access_mode": "rw"},
+        }),
+    }
+}
+
+/// The qdev ids of a running guest's block devices, asked over its QMP socket.
+fn block_devices(dir: &Path) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(dir.join("qmp.sock")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |cmd: Option<&str>| -> serde_json::Value {
+        if let Some(c) = cmd {
+            writer.write_all(format!("{{\"execute\": \"{c}\"}}\n").as_bytes()).unwrap();
+        }
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if cmd.is_none() || v.get("return").is_some() {
+                return v;
+            }
+        }
+    };
+    reply(None);
+    reply(Some("qmp_capabilities"));
+    let blocks = reply(Some("query-block"));
+    blocks["return"].as_array().unwrap().iter().filter_map(|b| b["qdev"].as_str().map(str::to_string)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_boots_from_a_volume_and_hot_plugs_another() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images.clone());
+    let driver = env.driver();
+    // The root volume: a standalone copy of the test image; the data volume: an empty raw file.
+    let volumes = env.path.join("volumes");
+    std::fs::create_dir_all(&volumes).unwrap();
+    let root = volumes.join("volume-root");
+    std::fs::copy(images.join("stratus-test-vm.qcow2"), &root).unwrap();
+    let data = volumes.join("volume-data");
+    std::fs::File::create(&data).unwrap().set_len(64 << 20).unwrap();
+
+    let (mut spec, mut ctx) = instance("bfv1", "", &[]);
+    spec.config_drive = false;
+    spec.flavor.ephemeral_gb = 0;
+    ctx.block_devices = vec![local_volume("11111111-2222-3333-4444-555555555555", &root, "qcow2", "/dev/vda", Some(0))];
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "bfv1", MARKER, 1).await;
+    assert!(!env.path.join("bfv1").join("disk").exists(), "a volume-backed guest has no root overlay");
+
+    let vol = local_volume("99999999-8888-7777-6666-555555555555", &data, "raw", "/dev/vdb", None);
+    driver.attach_volume(&spec, &vol).await.unwrap();
+    let err = driver.attach_volume(&spec, &vol).await.unwrap_err();
+    assert!(err.to_string().contains("already attached"), "{err}");
+    let guest = env.path.join("bfv1");
+    let devices = block_devices(&guest);
+    assert!(devices.iter().any(|d| d.contains("/vol99999999")), "{devices:?}");
+    let def = std::fs::read_to_string(env.path.join("bfv1").join("guest.json")).unwrap();
+    assert!(def.contains("volume-data"), "the definition keeps the volume for later starts: {def}");
+
+    // The guest released the device (PCI unplug through its ACPI) before the nodes could go.
+    driver.detach_volume("bfv1", &vol.volume_id).await.unwrap();
+    let devices = block_devices(&guest);
+    assert!(!devices.iter().any(|d| d.contains("/vol99999999")), "{devices:?}");
+    let def = std::fs::read_to_string(env.path.join("bfv1").join("guest.json")).unwrap();
+    assert!(!def.contains("volume-data"), "{def}");
+    // Detaching what the guest does not have is not an error.
+    driver.detach_volume("bfv1", &vol.volume_id).await.unwrap();
+
+    // A volume attached while the guest is off is there when it starts again.
+    driver.power_off("bfv1").await.unwrap();
+    driver.attach_volume(&spec, &vol).await.unwrap();
+    driver.power_on(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "bfv1", MARKER, 2).await;
+    let devices = block_devices(&guest);
+    assert!(devices.iter().any(|d| d.contains("/vol99999999")), "{devices:?}");
+    driver.destroy("bfv1").await.unwrap();
+    assert!(root.exists() && data.exists(), "volumes belong to the block storage service, not the guest");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rescued_guest_boots_the_rescue_image_with_its_disks_after_it() {
     let Some(images) = image_dir() else { return };

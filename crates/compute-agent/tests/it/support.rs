@@ -255,7 +255,7 @@ impl Env {
 
     /// Builds `instance` and returns what the conductor saw of it.
     pub async fn build(&mut self, instance: &InstanceSpec) -> Vec<Seen> {
-        let msg = BuildAndRunInstance { instance: instance.clone(), node: self.agent.host().into(), request_id: req(), vifs: Vec::new() };
+        let msg = BuildAndRunInstance { instance: instance.clone(), node: self.agent.host().into(), request_id: req(), vifs: Vec::new(), block_devices: Vec::new() };
         self.send(&msg).await;
         self.until_finished(&instance.uuid, compute_agent::BUILD_EVENT).await
     }

@@ -19,6 +19,7 @@ mod quotas;
 mod server_groups;
 mod servers;
 mod usage;
+mod volumes;
 
 use std::{path::Path, sync::Arc};
 
@@ -31,9 +32,9 @@ use serde_json::{Value, json};
 use crate::{error::Error, service::Compute};
 
 /// The newest microversion this service honours. Every version up to it is honoured where it changes an API this
-/// service has; the rest concern APIs not here yet (network and volume proxies and attachments, interfaces,
-/// consoles, migrations, evacuation, shelving, rescue) and change nothing else: 2.4–2.6, 2.8, 2.12, 2.14, 2.18,
-/// 2.20, 2.22–2.25, 2.29–2.31, 2.34, 2.49, 2.56, 2.59, 2.60, 2.65, 2.67–2.70, 2.72, 2.77, 2.79 and 2.80. The
+/// service has; the rest concern APIs not here yet (consoles, migrations, evacuation, shelving, rescue) and change
+/// nothing else: 2.4–2.6, 2.8, 2.12, 2.14, 2.18, 2.20, 2.22–2.25, 2.29–2.31, 2.34, 2.56, 2.59, 2.60, 2.65, 2.68,
+/// 2.69, 2.72, 2.77 and 2.80. The
 /// resource modules decide what each version changes (`server_view`, `FlavorView`, the key pair, server group,
 /// service, hypervisor, quota and aggregate views; `until` for the APIs versions removed).
 pub const MAX_VERSION: Microversion = Microversion::new(2, 80);
@@ -108,6 +109,22 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:servers:detail:get_all_tenants", ADMIN),
     ("os_compute_api:servers:show", READER),
     ("os_compute_api:ips:index", READER),
+    ("os_compute_api:os-volumes-attachments:index", READER),
+    ("os_compute_api:os-volumes-attachments:show", READER),
+    ("os_compute_api:os-volumes-attachments:create", MEMBER),
+    ("os_compute_api:os-volumes-attachments:update", MEMBER),
+    ("os_compute_api:os-volumes-attachments:swap", ADMIN),
+    ("os_compute_api:os-volumes-attachments:delete", MEMBER),
+    ("os_compute_api:os-volumes:list", READER),
+    ("os_compute_api:os-volumes:detail", READER),
+    ("os_compute_api:os-volumes:show", READER),
+    ("os_compute_api:os-volumes:create", MEMBER),
+    ("os_compute_api:os-volumes:delete", MEMBER),
+    ("os_compute_api:os-volumes:snapshots:list", READER),
+    ("os_compute_api:os-volumes:snapshots:detail", READER),
+    ("os_compute_api:os-volumes:snapshots:show", READER),
+    ("os_compute_api:os-volumes:snapshots:create", MEMBER),
+    ("os_compute_api:os-volumes:snapshots:delete", MEMBER),
     ("os_compute_api:os-attach-interfaces:list", READER),
     ("os_compute_api:os-attach-interfaces:show", READER),
     ("os_compute_api:os-attach-interfaces:create", MEMBER),
@@ -248,6 +265,7 @@ pub fn router(
         .merge(network::routes())
         .merge(proxies::routes())
         .merge(interfaces::routes())
+        .merge(volumes::routes())
         .merge(hosts::routes())
         .merge(images::routes())
         .merge(quotas::routes())

@@ -146,6 +146,8 @@ pub(super) struct Extras {
     pub net: Option<crate::store::netinfo::NetInfo>,
     /// `OS-DCF:diskConfig` is `AUTO`.
     pub auto_disk_config: bool,
+    /// The block device mappings (`os-extended-volumes:volumes_attached`).
+    pub volumes: Vec<crate::store::bdm::Bdm>,
 }
 
 /// Whether an instance's system metadata asks for `AUTO` disk configuration.
@@ -189,6 +191,7 @@ impl Extras {
             },
             net: store.netinfo_get(uuid).await?,
             auto_disk_config: auto_disk(store.sysmeta_of(&[uuid]).await?.get(uuid)),
+            volumes: store.bdm_list(uuid).await?,
         })
     }
 }
@@ -287,7 +290,12 @@ pub(super) fn server_view(s: &AppState, vc: &ViewCtx, i: &InstanceRow, x: Extras
     if extended {
         let az =
             i.availability_zone.clone().unwrap_or_else(|| if i.host.is_some() { "nova".into() } else { String::new() });
-        let volumes_attached: Vec<Value> = Vec::new();
+        let volumes_attached: Vec<Value> = x
+            .volumes
+            .iter()
+            .filter_map(|b| b.volume_id.as_ref().map(|id| (id, b.delete_on_termination)))
+            .map(|(id, dot)| if mv >= v(3) { json!({"id": id, "delete_on_termination": dot}) } else { json!({"id": id}) })
+            .collect();
         let ext = json!({
             "key_name": i.key_name,
             "config_drive": if i.config_drive { "True" } else { "" },
@@ -676,24 +684,29 @@ async fn create(
         Some(Value::String(t)) => api_common::query::parse_bool(t).unwrap_or(!t.is_empty()),
         Some(other) => return Err(invalid("config_drive", other, &format!("{other} is not of type 'boolean', 'string'"))),
     };
-    let bdms = m.get("block_device_mapping_v2").and_then(Value::as_array).cloned().unwrap_or_default();
-    let is_root = |d: &Value| d["boot_index"] == json!(0) || d["boot_index"] == json!("0");
-    let boot_from_volume = bdms.iter().any(|d| is_root(d) && d["destination_type"] == "volume")
-        || bdms.iter().any(|d| d["destination_type"] == "volume" || d["source_type"] == "volume");
-    // An image copied to a local disk as the root device is an image boot, as `openstack server create --image`
-    // may send it.
-    let image_ref = match bdms.iter().find(|d| is_root(d) && d["source_type"] == "image") {
-        Some(d) if image_ref.is_empty() && d["destination_type"] != "volume" => {
-            d["uuid"].as_str().map(ref_id).unwrap_or_default()
-        }
-        _ => image_ref,
-    };
-    if boot_from_volume {
+    let bdm_list = m.get("block_device_mapping_v2").and_then(Value::as_array).cloned().unwrap_or_default();
+    if let Some(old) = m.get("block_device_mapping").and_then(Value::as_array)
+        && !old.is_empty()
+    {
         return Err(ApiError::bad_request(
-            "Block Device Mapping is Invalid: volumes need the block storage service, which this cloud does not run yet.",
+            "Block Device Mapping is Invalid: the legacy block_device_mapping is not supported; use block_device_mapping_v2.",
         ));
     }
-    if image_ref.is_empty() {
+    let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default();
+    let plan = super::volumes::plan_bdms(&s, token, &project, &bdm_list, mv, max_count).await?;
+    let boot_from_volume = plan.boots_from_volume();
+    // An image copied to a local disk as the root device is an image boot, as `openstack server create --image`
+    // may send it.
+    let image_ref = match &plan.local_root_image {
+        Some(id) if image_ref.is_empty() => ref_id(id),
+        _ => image_ref,
+    };
+    if boot_from_volume && plan.local_root_image.is_some() {
+        return Err(ApiError::bad_request("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid."));
+    }
+    // A server booted from a volume has no image (as upstream's volume-backed instances).
+    let image_ref = if boot_from_volume { String::new() } else { image_ref };
+    if image_ref.is_empty() && !boot_from_volume {
         return Err(ApiError::bad_request("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid."));
     }
     let caller = caller(&s, &ctx);
@@ -703,29 +716,38 @@ async fn create(
         Err(crate::Error::NotFound(_)) => return Err(ApiError::bad_request(format!("Flavor {flavor_ref} could not be found."))),
         Err(e) => return Err(e.into()),
     };
-    let token = headers.get("x-auth-token").and_then(|t| t.to_str().ok()).unwrap_or_default();
     let images = s.images.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The image service is not configured."))?;
-    let image = images
-        .get(token, &image_ref)
-        .await?
-        .ok_or_else(|| ApiError::bad_request(format!("Image {image_ref} could not be found.")))?;
-    if image.status != "active" {
-        return Err(ApiError::bad_request(format!("Image {image_ref} is not active.")));
-    }
-    if image.min_ram > flavor.memory_mb {
-        return Err(ApiError::bad_request("Flavor's memory is too small for requested image."));
-    }
-    if flavor.root_gb > 0 {
-        if image.min_disk > flavor.root_gb {
-            return Err(ApiError::bad_request("Flavor's disk is too small for requested image."));
+    // The image the root disk comes from: the server's, or the one a root volume is made from.
+    let root_image = if boot_from_volume {
+        plan.volumes.iter().find(|p| p.bdm.boot_index == Some(0)).and_then(|p| p.bdm.image_id.clone())
+    } else {
+        Some(image_ref.clone())
+    };
+    let image = match &root_image {
+        Some(id) => Some(images.get(token, id).await?.ok_or_else(|| ApiError::bad_request(format!("Image {id} could not be found.")))?),
+        None => None,
+    };
+    if let Some(image) = &image {
+        let image_ref = root_image.clone().unwrap_or_default();
+        if image.status != "active" {
+            return Err(ApiError::bad_request(format!("Image {image_ref} is not active.")));
         }
-        if let Some(size) = image.size
-            && size > flavor.root_gb * 1024 * 1024 * 1024
-        {
-            return Err(ApiError::bad_request(format!(
-                "Flavor's disk is too small for requested image. Flavor disk is {} bytes, image is {size} bytes.",
-                flavor.root_gb * 1024 * 1024 * 1024
-            )));
+        if image.min_ram > flavor.memory_mb {
+            return Err(ApiError::bad_request("Flavor's memory is too small for requested image."));
+        }
+        // A volume-backed server's root disk is its volume, not the flavor's.
+        if flavor.root_gb > 0 && !boot_from_volume {
+            if image.min_disk > flavor.root_gb {
+                return Err(ApiError::bad_request("Flavor's disk is too small for requested image."));
+            }
+            if let Some(size) = image.size
+                && size > flavor.root_gb * 1024 * 1024 * 1024
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Flavor's disk is too small for requested image. Flavor disk is {} bytes, image is {size} bytes.",
+                    flavor.root_gb * 1024 * 1024 * 1024
+                )));
+            }
         }
     }
     let key_data = match &key_name {
@@ -750,14 +772,18 @@ async fn create(
     if hostname.is_some() && max_count > 1 {
         return Err(ApiError::bad_request("Cannot set a hostname when creating more than one server."));
     }
+    let flavor_spec = s.compute.flavor_spec(&flavor).await;
+    let mut block_devices = super::volumes::make_volumes(&s, token, &project, &plan).await?;
+    super::volumes::assign_devices(&mut block_devices, &flavor_spec, config_drive);
     let boot = Boot {
+        block_devices: block_devices.clone(),
         name,
         description,
         hostname,
         destination,
-        flavor: Some(s.compute.flavor_spec(&flavor).await),
+        flavor: Some(flavor_spec),
         image_ref,
-        image_properties: image.properties,
+        image_properties: image.map(|i| i.properties).unwrap_or_default(),
         key_name,
         user_data,
         metadata,
@@ -773,7 +799,13 @@ async fn create(
         // The groups the new ports get, and the names the server shows: the project's `default` unless named.
         security_groups: if security_groups.is_empty() { vec!["default".to_string()] } else { security_groups.clone() },
     };
-    let (rows, reservation_id) = s.compute.servers_create(&caller, boot, key_data, &rid.0).await?;
+    let (rows, reservation_id) = match s.compute.servers_create(&caller, boot, key_data, &rid.0).await {
+        Ok(made) => made,
+        Err(e) => {
+            super::volumes::unmake_volumes(&s, token, &project, &plan, &block_devices).await;
+            return Err(e.into());
+        }
+    };
     for r in &rows {
         set_disk_config(&s, &r.uuid, auto_disk_config).await?;
     }
@@ -1082,6 +1114,7 @@ async fn listing(
         let mut tags = if mv >= v(26) { s.compute.store().tags_of(&uuids).await? } else { BTreeMap::new() };
         let mut nets = s.compute.store().netinfo_of(&uuids).await?;
         let sysmeta = s.compute.store().sysmeta_of(&uuids).await?;
+        let mut bdms = s.compute.store().bdms_of(&uuids).await?;
         items
             .iter()
             .map(|i| {
@@ -1091,6 +1124,7 @@ async fn listing(
                     group: None,
                     net: nets.remove(&i.uuid),
                     auto_disk_config: auto_disk(sysmeta.get(&i.uuid)),
+                    volumes: bdms.remove(&i.uuid).unwrap_or_default(),
                 };
                 server_view(s, &vc, i, x, Purpose::List)
             })
@@ -1353,7 +1387,7 @@ async fn action(
                 s.compute.server_set_boot_data(&c, &id, key, user_data).await?;
             }
             set_disk_config(&s, &id, auto_disk_config).await?;
-            ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image })
+            ("os_compute_api:servers:rebuild", Action::Rebuild { image_ref: image, block_devices: Vec::new() })
         }
         "resize" => {
             let m = arg.as_object().ok_or_else(|| invalid("resize", arg, &format!("{arg} is not of type 'object'")))?;

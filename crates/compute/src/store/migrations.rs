@@ -9,7 +9,7 @@ use super::instances::now_us;
 use crate::error::Error;
 
 pub const MIGRATION: Migration = Migration {
-    version: 11,
+    version: 12,
     name: "instance migrations",
     sql: "
 CREATE TABLE compute_migration (

@@ -8,6 +8,7 @@ use sqlx::Row;
 use crate::error::Error;
 
 pub mod aggregates;
+pub mod bdm;
 pub mod hosts;
 pub mod instances;
 pub mod migrations;
@@ -34,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     server_groups::RULES_MIGRATION,
     netinfo::MIGRATION,
     sysmeta::MIGRATION,
+    bdm::MIGRATION,
     migrations::MIGRATION,
 ];
 

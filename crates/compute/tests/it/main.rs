@@ -11,3 +11,4 @@ mod server_groups;
 mod servers;
 mod store;
 mod usage;
+mod volumes;

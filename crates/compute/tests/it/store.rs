@@ -324,6 +324,51 @@ async fn network_info_and_system_metadata_on_every_database() {
 }
 
 #[tokio::test]
+async fn block_device_mappings_on_every_database() {
+    use compute::store::bdm::Bdm;
+    for db in test_databases().await {
+        let c = Compute::new((*db).clone());
+        c.migrate().await.unwrap();
+        let s = c.store();
+        let mapping = |id: &str, uuid: &str, volume: Option<&str>, boot: Option<i64>, created: i64| Bdm {
+            id: id.into(),
+            instance_uuid: uuid.into(),
+            volume_id: volume.map(str::to_string),
+            boot_index: boot,
+            source_type: "volume".into(),
+            destination_type: "volume".into(),
+            created_at: created,
+            ..Default::default()
+        };
+        let data = Bdm { tag: Some("data".into()), delete_on_termination: true, ..mapping("b2", "i1", Some("v2"), None, 1) };
+        assert!(s.bdm_insert(&data).await.unwrap(), "{:?}", db.backend());
+        assert!(s.bdm_insert(&mapping("b1", "i1", Some("v1"), Some(0), 2)).await.unwrap());
+        // Volumes made from images have none yet; two such rows are fine.
+        assert!(s.bdm_insert(&mapping("b3", "i2", None, Some(0), 1)).await.unwrap());
+        assert!(s.bdm_insert(&mapping("b4", "i2", None, None, 2)).await.unwrap());
+        // One volume is attached to an instance once.
+        assert!(!s.bdm_insert(&mapping("b5", "i1", Some("v2"), None, 3)).await.unwrap(), "{:?}", db.backend());
+
+        let list = s.bdm_list("i1").await.unwrap();
+        assert_eq!(list.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(), vec!["b1", "b2"], "root first");
+        assert_eq!(list[1], data);
+        let mut root = list[0].clone();
+        root.attachment_id = Some("a1".into());
+        root.device_name = Some("/dev/vda".into());
+        root.connection_info = Some(serde_json::json!({"driver_volume_type": "local", "data": {"device_path": "/v/x"}}));
+        s.bdm_update(&root).await.unwrap();
+        s.bdm_set_delete_on_termination("b1", true).await.unwrap();
+        root.delete_on_termination = true;
+        let all = s.bdms_of(&["i1", "i2", "i3"]).await.unwrap();
+        assert_eq!(all["i1"][0], root);
+        assert_eq!(all["i2"].len(), 2);
+        assert!(!all.contains_key("i3"));
+        s.bdm_delete("b2").await.unwrap();
+        assert_eq!(s.bdm_list("i1").await.unwrap(), vec![root]);
+    }
+}
+
+#[tokio::test]
 async fn migrations_on_every_database() {
     use compute::store::{MigrationFilter, MigrationRow};
     for db in test_databases().await {
