@@ -504,8 +504,16 @@ impl Conductor {
 
     async fn terminated(&self, uuid: &str) -> Result<(), Error> {
         self.inner.placement.free(uuid).await?;
-        // Marked deleted before the ports are read: a build binding ports concurrently checks for the deletion
-        // after recording them, so one of the two always releases them.
+        self.release_and_mark_deleted(uuid).await
+    }
+
+    /// Releases an instance's ports and volumes, then marks it deleted, as upstream deallocates before the
+    /// instance disappears: a client that sees the server gone may delete its subnet or volume at once. They are
+    /// read once more after the mark: a build binding ports concurrently checks for the deletion after recording
+    /// them, so one of the two always releases them.
+    async fn release_and_mark_deleted(&self, uuid: &str) -> Result<(), Error> {
+        self.release_network(uuid).await?;
+        self.release_volumes(uuid).await?;
         self.store().instance_mark_deleted(uuid).await?;
         self.release_network(uuid).await?;
         self.release_volumes(uuid).await
@@ -899,10 +907,7 @@ impl Conductor {
         let agent_up = service.as_ref().is_some_and(|s| self.is_up(s));
         if !agent_up {
             self.inner.placement.free(&inst.uuid).await?;
-            self.store().instance_mark_deleted(&inst.uuid).await?;
-            self.release_network(&inst.uuid).await?;
-            self.release_volumes(&inst.uuid).await?;
-            return Ok(());
+            return self.release_and_mark_deleted(&inst.uuid).await;
         }
         let set = [("task_state", Value::S(Some(task_state::DELETING.into())))];
         if !self.store().instance_update(&inst.uuid, None, &set).await? {
