@@ -28,6 +28,7 @@ pub mod quotas;
 pub mod server_groups;
 pub mod servers;
 pub mod service;
+pub mod service_http;
 pub mod services;
 pub mod store;
 pub mod usage;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::Error;
+pub use crate::service_http::As;
+use crate::service_http::{ServiceHttp, safe};
 
 /// One entry of a server's `networks` request, resolved by the API: a network to make a port on, or a port to
 /// bind, with an optional fixed address and device tag.
@@ -59,22 +61,12 @@ pub struct Vif {
     pub status: String,
 }
 
-/// How a call authenticates.
-#[derive(Clone, Copy, Debug)]
-pub enum As<'a> {
-    /// The caller's own token.
-    User(&'a str),
-    /// The compute service's token.
-    Service,
-}
-
 /// Where the network service is and how the service authenticates to it.
 #[derive(Clone)]
 pub struct NetworkClient {
-    http: reqwest::Client,
+    http: ServiceHttp,
     /// The network endpoint (e.g. `http://host/networking`).
     url: Arc<str>,
-    session: Option<Arc<HttpValidator>>,
 }
 
 impl std::fmt::Debug for NetworkClient {
@@ -93,57 +85,16 @@ pub fn neutron_error(body: &Value) -> (String, String) {
     (e["type"].as_str().unwrap_or_default().to_string(), e["message"].as_str().unwrap_or_default().to_string())
 }
 
-/// A path segment from a client: ids never contain these.
-fn safe(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['/', '?', '#', '%', '&'])
-}
-
 impl NetworkClient {
     /// `url` is the network endpoint; `session` the service's credentials (needed by the conductor).
     pub fn new(url: &str, session: Option<Arc<HttpValidator>>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-        Ok(NetworkClient { http, url: url.trim_end_matches('/').into(), session })
+        let http = ServiceHttp::new("network", Duration::from_secs(30), session)?;
+        Ok(NetworkClient { http, url: url.trim_end_matches('/').into() })
     }
 
-    /// One request; with the service token it is retried once with a fresh token on 401.
+    /// One request under `/v2.0`; with the service token it is retried once with a fresh token on 401.
     pub async fn send(&self, who: As<'_>, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), Error> {
-        let mut token = match who {
-            As::User(t) => t.to_string(),
-            As::Service => {
-                let s = self.session.as_ref().ok_or_else(|| unavailable("no service credentials"))?;
-                s.service_token(None).await.map_err(unavailable)?
-            }
-        };
-        for attempt in 0..2 {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}/v2.0{path}", self.url))
-                .header("x-auth-token", &token)
-                .header("accept", "application/json");
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.map_err(unavailable)?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED
-                && attempt == 0
-                && let (As::Service, Some(s)) = (who, &self.session)
-            {
-                token = s.service_token(Some(&token)).await.map_err(unavailable)?;
-                continue;
-            }
-            let bytes = resp.bytes().await.map_err(unavailable)?;
-            let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-            if status.is_server_error() {
-                return Err(unavailable(format!("{method} {path} answered {status}: {value}")));
-            }
-            return Ok((status, value));
-        }
-        Err(unavailable("the service token was refused twice"))
+        self.http.send(who, method, &format!("{}/v2.0{path}", self.url), path, &[], body).await
     }
 
     /// One resource (`/networks/{id}` → its `network` member), `None` if the caller cannot see it.

@@ -14,7 +14,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::error::Error;
-pub use crate::network::As;
+pub use crate::service_http::{As, safe};
+use crate::service_http::ServiceHttp;
 
 /// The microversion compute speaks: the attachments API with `os-complete`.
 pub const MICROVERSION: &str = "volume 3.44";
@@ -22,10 +23,9 @@ pub const MICROVERSION: &str = "volume 3.44";
 /// Where the block storage service is and how the service authenticates to it.
 #[derive(Clone)]
 pub struct VolumeClient {
-    http: reqwest::Client,
+    http: ServiceHttp,
     /// The block storage endpoint without the version (e.g. `http://host/volume`).
     url: Arc<str>,
-    session: Option<Arc<HttpValidator>>,
 }
 
 impl std::fmt::Debug for VolumeClient {
@@ -46,11 +46,6 @@ pub fn error_message(body: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// A path segment from a client: ids never contain these.
-pub fn safe(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['/', '?', '#', '%', '&'])
-}
-
 /// The connector this host's guests reach volumes through (as os-brick's, for the `local` file connections the
 /// volume agent gives).
 pub fn connector(host: &str, device_name: Option<&str>) -> Value {
@@ -67,16 +62,12 @@ pub fn connector(host: &str, device_name: Option<&str>) -> Value {
 impl VolumeClient {
     /// `url` is the block storage endpoint (`…/volume`, with or without a trailing `/v3/…`).
     pub fn new(url: &str, session: Option<Arc<HttpValidator>>) -> Result<Self, Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = ServiceHttp::new("block storage", Duration::from_secs(60), session)?;
         let mut base = url.trim_end_matches('/').to_string();
         if let Some(i) = base.find("/v3") {
             base.truncate(i);
         }
-        Ok(VolumeClient { http, url: base.into(), session })
+        Ok(VolumeClient { http, url: base.into() })
     }
 
     /// One request under `/v3/{project}`; with the service token it is retried once with a fresh token on 401.
@@ -88,40 +79,8 @@ impl VolumeClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), Error> {
-        let mut token = match who {
-            As::User(t) => t.to_string(),
-            As::Service => {
-                let s = self.session.as_ref().ok_or_else(|| unavailable("no service credentials"))?;
-                s.service_token(None).await.map_err(unavailable)?
-            }
-        };
-        for attempt in 0..2 {
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}/v3/{project}{path}", self.url))
-                .header("x-auth-token", &token)
-                .header("accept", "application/json")
-                .header("openstack-api-version", MICROVERSION);
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.map_err(unavailable)?;
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED
-                && attempt == 0
-                && let (As::Service, Some(s)) = (who, &self.session)
-            {
-                token = s.service_token(Some(&token)).await.map_err(unavailable)?;
-                continue;
-            }
-            let bytes = resp.bytes().await.map_err(unavailable)?;
-            let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-            if status.is_server_error() {
-                return Err(unavailable(format!("{method} {path} answered {status}: {value}")));
-            }
-            return Ok((status, value));
-        }
-        Err(unavailable("the service token was refused twice"))
+        let url = format!("{}/v3/{project}{path}", self.url);
+        self.http.send(who, method, &url, path, &[("openstack-api-version", MICROVERSION)], body).await
     }
 
     /// A volume, `None` when the caller cannot see it.
