@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{AppState, body, invalid, member, only, v};
+use super::{AppState, body, invalid, member, naive_time, only, v};
 use crate::store::AggregateRow;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -27,20 +27,16 @@ fn enforce(s: &AppState, ctx: &Context, action: &str) -> Result<(), ApiError> {
     s.policy.enforce(&format!("os_compute_api:os-aggregates:{action}"), ctx, &json!({}))
 }
 
-fn time(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()).unwrap_or_default()
-}
-
 /// The aggregate representation; the uuid is shown from 2.41.
 fn view(a: &AggregateRow, full: bool, mv: Microversion) -> Value {
     let mut out = json!({
         "availability_zone": a.availability_zone(),
-        "created_at": time(a.created_at),
+        "created_at": naive_time(a.created_at),
         "deleted": false,
         "deleted_at": null,
         "id": a.id,
         "name": a.name,
-        "updated_at": a.updated_at.map(time),
+        "updated_at": a.updated_at.map(naive_time),
     });
     if full {
         out["hosts"] = json!(a.hosts);

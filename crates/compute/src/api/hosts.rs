@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, body, only, v};
+use super::{AppState, body, naive_time, only, v};
 use crate::{
     aggregates::HostZones,
     store::{NodeRow, ServiceRow},
@@ -46,10 +46,6 @@ pub(super) fn routes() -> Router<AppState> {
         ))
 }
 
-fn time(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S.%6f").to_string()).unwrap_or_default()
-}
-
 fn up(s: &AppState, svc: &ServiceRow) -> bool {
     s.compute.conductor().map(|c| c.is_up(svc)).unwrap_or(false)
 }
@@ -71,7 +67,7 @@ fn service_view(s: &AppState, mv: Microversion, zones: &HostZones, svc: &Service
         "zone": zone(zones, svc),
         "status": if svc.disabled { "disabled" } else { "enabled" },
         "state": if up(s, svc) && !svc.forced_down { "up" } else { "down" },
-        "updated_at": svc.last_seen_up.map(time),
+        "updated_at": svc.last_seen_up.map(naive_time),
         "disabled_reason": svc.disabled_reason,
     });
     if mv >= v(11) {
@@ -600,7 +596,7 @@ async fn zones_detail(State(s): State<AppState>, ctx: Context) -> Result<Json<Va
     for svc in services.iter().filter(|x| !x.disabled) {
         let hosts = by_zone.entry(zone(&zones, svc)).or_default();
         let entry = hosts.entry(svc.host.clone()).or_insert_with(|| json!({}));
-        entry[&svc.binary] = json!({"available": up(&s, svc), "active": !svc.disabled, "updated_at": svc.last_seen_up.map(time)});
+        entry[&svc.binary] = json!({"available": up(&s, svc), "active": !svc.disabled, "updated_at": svc.last_seen_up.map(naive_time)});
     }
     let mut info: Vec<Value> = available
         .iter()

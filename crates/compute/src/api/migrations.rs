@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, v};
+use super::{AppState, naive_time, v};
 use crate::store::{MigrationFilter, MigrationRow};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -18,10 +18,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/os-migrations", get(list))
         .route("/v2.1/servers/{id}/migrations", get(server_list))
         .route("/v2.1/servers/{id}/migrations/{migration_id}", get(server_show))
-}
-
-fn time(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()).unwrap_or_default()
 }
 
 /// A flavor's id as upstream's integer `instance_type_id`, where the flavor id is a number.
@@ -41,8 +37,8 @@ fn view(m: &MigrationRow, mv: Microversion) -> Value {
         "dest_host": m.dest_host,
         "old_instance_type_id": flavor_number(&m.old_flavorid),
         "new_instance_type_id": flavor_number(&m.new_flavorid),
-        "created_at": time(m.created_at),
-        "updated_at": m.updated_at.map(time),
+        "created_at": naive_time(m.created_at),
+        "updated_at": m.updated_at.map(naive_time),
     });
     if mv >= v(23) {
         out["migration_type"] = json!(m.migration_type);

@@ -380,6 +380,11 @@ pub(crate) fn page(q: &api_common::QueryPairs, max: usize) -> Result<api_common:
 }
 
 /// 400 in Nova's schema-validation wording.
+/// A time as upstream serialises naive UTC datetimes, with microseconds (`2013-10-29T13:42:02.000000`).
+pub(crate) fn naive_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()).unwrap_or_default()
+}
+
 pub(crate) fn invalid(field: &str, value: &Value, reason: &str) -> ApiError {
     ApiError::bad_request(format!("Invalid input for field/attribute {field}. Value: {value}. {reason}"))
 }

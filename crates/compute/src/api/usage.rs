@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{AppState, v};
+use super::{AppState, naive_time, v};
 use crate::usage::{AuditLog, ServerUsage, TenantUsage};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -19,11 +19,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v2.1/os-simple-tenant-usage/{id}", get(show))
         .route("/v2.1/os-instance_usage_audit_log", get(audit_list))
         .route("/v2.1/os-instance_usage_audit_log/{before}", get(audit_show))
-}
-
-/// Naive UTC with microseconds, as upstream serialises datetimes.
-fn time(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()).unwrap_or_default()
 }
 
 /// A `start`/`end` parameter in one of upstream's three formats (UTC); absent means now.
@@ -56,8 +51,8 @@ fn server_view(u: &ServerUsage) -> Value {
         "memory_mb": u.memory_mb,
         "local_gb": u.local_gb,
         "vcpus": u.vcpus,
-        "started_at": time(u.started_at),
-        "ended_at": u.ended_at.map(time),
+        "started_at": naive_time(u.started_at),
+        "ended_at": u.ended_at.map(naive_time),
         "state": u.state,
         "uptime": u.uptime,
     })
@@ -66,8 +61,8 @@ fn server_view(u: &ServerUsage) -> Value {
 fn tenant_view(t: &TenantUsage, detailed: bool) -> Value {
     let mut v = json!({
         "tenant_id": t.tenant_id,
-        "start": time(t.start),
-        "stop": time(t.stop),
+        "start": naive_time(t.start),
+        "stop": naive_time(t.stop),
         "total_hours": t.total_hours,
         "total_local_gb_usage": t.total_local_gb_usage,
         "total_memory_mb_usage": t.total_memory_mb_usage,
@@ -176,6 +171,6 @@ mod tests {
         assert_eq!(parse_datetime(Some("1970-01-01T00:00:01.5")).unwrap(), 1_500_000);
         assert_eq!(parse_datetime(Some("1970-01-01 00:00:02.000001")).unwrap(), 2_000_001);
         assert!(parse_datetime(Some("yesterday")).is_err());
-        assert_eq!(time(1_500_000), "1970-01-01T00:00:01.500000");
+        assert_eq!(naive_time(1_500_000), "1970-01-01T00:00:01.500000");
     }
 }
