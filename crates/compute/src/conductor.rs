@@ -782,8 +782,8 @@ impl Conductor {
                 tracing::warn!(instance = %inst.uuid, error = %e, "cannot set up the instance's network");
                 self.inner.placement.free(&inst.uuid).await?;
                 let message = format!("Build of instance {} aborted: {e}", inst.uuid);
-                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
                 self.release_volumes(&inst.uuid).await?;
+                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
                 return Ok(());
             }
         };
@@ -797,9 +797,9 @@ impl Conductor {
                 tracing::warn!(instance = %inst.uuid, error = %e, "cannot attach the instance's volumes");
                 self.inner.placement.free(&inst.uuid).await?;
                 let message = format!("Build of instance {} aborted: {e}", inst.uuid);
-                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
                 self.release_network(&inst.uuid).await?;
                 self.release_volumes(&inst.uuid).await?;
+                self.set_error(&inst.uuid, 500, &message, Some(&e.to_string())).await?;
                 return Ok(());
             }
         };
@@ -843,7 +843,7 @@ impl Conductor {
         let mut scheduling: Scheduling =
             inst.scheduling.clone().and_then(|s| serde_json::from_value(s).ok()).unwrap_or_default();
         let max = self.inner.settings.max_attempts.max(1);
-        if m.reschedule {
+        let message = if m.reschedule {
             let building = [
                 Some(task_state::SCHEDULING.to_string()),
                 Some(task_state::NETWORKING.to_string()),
@@ -868,21 +868,20 @@ impl Conductor {
                     return self.dispatch(&inst, &alt, scheduling).await;
                 }
             }
-            let message = format!(
+            format!(
                 "Exceeded maximum number of retries. Exceeded max scheduling attempts {} for instance {uuid}. \
                  Last exception: {}",
                 scheduling.attempts.max(1),
                 m.reason
-            );
-            self.set_error(uuid, 500, &message, Some(&m.reason)).await?;
+            )
         } else {
-            self.set_error(uuid, 500, &format!("Build of instance {uuid} aborted: {}", m.reason), Some(&m.reason))
-                .await?;
-        }
-        // A build that ended in ERROR keeps no ports and no volume attachments (as upstream's cleanup of a
-        // failed build).
+            format!("Build of instance {uuid} aborted: {}", m.reason)
+        };
+        // A build that ends in ERROR keeps no ports and no volume attachments, released before the ERROR shows
+        // (as upstream's cleanup of a failed build).
         self.release_network(uuid).await?;
         self.release_volumes(uuid).await?;
+        self.set_error(uuid, 500, &message, Some(&m.reason)).await?;
         Ok(())
     }
 
