@@ -46,6 +46,39 @@ pub fn error_message(body: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The device a new disk gets: the requested one when free, else the next free `/dev/vdX` after the root disk
+/// and the flavor's ephemeral and swap disks.
+pub fn next_device(flavor: &compute_rpc::FlavorSpec, config_drive: bool, bdms: &[crate::store::bdm::Bdm], requested: Option<&str>) -> String {
+    let mut used: Vec<String> = bdms.iter().filter_map(|b| b.device_name.clone()).collect();
+    used.push("/dev/vda".into());
+    let mut extra = 0;
+    if flavor.ephemeral_gb > 0 {
+        extra += 1;
+    }
+    if flavor.swap > 0 {
+        extra += 1;
+    }
+    if config_drive {
+        extra += 1;
+    }
+    for i in 0..extra {
+        used.push(format!("/dev/vd{}", (b'b' + i) as char));
+    }
+    if let Some(r) = requested {
+        let full = if r.starts_with("/dev/") { r.to_string() } else { format!("/dev/{r}") };
+        if !used.contains(&full) {
+            return full;
+        }
+    }
+    for c in b'b'..=b'z' {
+        let d = format!("/dev/vd{}", c as char);
+        if !used.contains(&d) {
+            return d;
+        }
+    }
+    format!("/dev/vd{}", bdms.len() + 1)
+}
+
 /// The connector this host's guests reach volumes through (as os-brick's, for the `local` file connections the
 /// volume agent gives).
 pub fn connector(host: &str, device_name: Option<&str>) -> Value {

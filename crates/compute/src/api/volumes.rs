@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::{AppState, body, invalid, member, only, v};
 use crate::{
     store::{InstanceRow, bdm::Bdm},
-    volume::{As, VolumeClient, error_message, safe},
+    volume::{As, VolumeClient, error_message, next_device, safe},
 };
 
 pub(super) fn routes() -> Router<AppState> {
@@ -125,21 +125,23 @@ async fn show(
     Ok(Json(json!({"volumeAttachment": view(&b, mv)})))
 }
 
-/// The states a server may gain or lose volumes in (upstream's `attach_volume`/`detach_volume`).
-fn attachable(s: &AppState, ctx: &Context, inst: &InstanceRow, action: &str) -> Result<(), ApiError> {
+/// The states a server may gain or lose volumes in (upstream's `attach_volume`/`detach_volume`); shelved ones from
+/// 2.20. An offloaded server has no host: its mappings are only recorded, and connected when it is unshelved.
+fn attachable(s: &AppState, ctx: &Context, inst: &InstanceRow, action: &str, mv: Microversion) -> Result<(), ApiError> {
     if inst.locked_by.is_some() && !s.is_admin(ctx) {
         return Err(ApiError::conflict(format!("Instance {} is locked", inst.uuid)));
     }
-    let ok = [vm_state::ACTIVE, vm_state::PAUSED, vm_state::STOPPED, vm_state::RESIZED, vm_state::SOFT_DELETED]
-        .contains(&inst.vm_state.as_str())
-        && inst.task_state.is_none();
-    if !ok {
+    let mut states = vec![vm_state::ACTIVE, vm_state::PAUSED, vm_state::STOPPED, vm_state::RESIZED, vm_state::SOFT_DELETED];
+    if mv >= v(20) {
+        states.extend([vm_state::SHELVED, vm_state::SHELVED_OFFLOADED]);
+    }
+    if !states.contains(&inst.vm_state.as_str()) || inst.task_state.is_some() {
         return Err(ApiError::conflict(format!(
             "Cannot '{action}' instance {} while it is in vm_state {}",
             inst.uuid, inst.vm_state
         )));
     }
-    if inst.host.is_none() {
+    if inst.host.is_none() && inst.vm_state != vm_state::SHELVED_OFFLOADED {
         return Err(ApiError::conflict(format!("Cannot '{action}' instance {} while it has no host", inst.uuid)));
     }
     Ok(())
@@ -151,39 +153,6 @@ fn valid_device(d: &str) -> bool {
     let letters: String = name.chars().take_while(|c| c.is_ascii_lowercase()).collect();
     let rest = &name[letters.len()..];
     letters.len() >= 2 && rest.chars().all(|c| c.is_ascii_digit())
-}
-
-/// The device a new disk gets: the requested one when free, else the next free `/dev/vdX` after the root disk
-/// and the flavor's ephemeral and swap disks.
-pub(crate) fn next_device(flavor: &compute_rpc::FlavorSpec, config_drive: bool, bdms: &[Bdm], requested: Option<&str>) -> String {
-    let mut used: Vec<String> = bdms.iter().filter_map(|b| b.device_name.clone()).collect();
-    used.push("/dev/vda".into());
-    let mut extra = 0;
-    if flavor.ephemeral_gb > 0 {
-        extra += 1;
-    }
-    if flavor.swap > 0 {
-        extra += 1;
-    }
-    if config_drive {
-        extra += 1;
-    }
-    for i in 0..extra {
-        used.push(format!("/dev/vd{}", (b'b' + i) as char));
-    }
-    if let Some(r) = requested {
-        let full = if r.starts_with("/dev/") { r.to_string() } else { format!("/dev/{r}") };
-        if !used.contains(&full) {
-            return full;
-        }
-    }
-    for c in b'b'..=b'z' {
-        let d = format!("/dev/vd{}", c as char);
-        if !used.contains(&d) {
-            return d;
-        }
-    }
-    format!("/dev/vd{}", bdms.len() + 1)
 }
 
 fn bool_field(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiError> {
@@ -239,7 +208,7 @@ async fn attach(
     };
     let tag = tag_field(m)?;
     let delete_on_termination = bool_field(m, "delete_on_termination")?.unwrap_or(false);
-    attachable(&s, &ctx, &inst, "attach_volume")?;
+    attachable(&s, &ctx, &inst, "attach_volume", mv)?;
     let c = volumes(&s)?;
     let conductor = s.compute.conductor()?;
     let tok = token(&headers);
@@ -260,13 +229,20 @@ async fn attach(
             volume["status"].as_str().unwrap_or_default()
         )));
     }
-    let device_name = next_device(&inst.flavor, inst.config_drive, &bdms, device.as_deref());
+    // An offloaded server's devices are named when it is unshelved onto a host (as upstream): only a requested one
+    // is kept.
+    let offloaded = inst.vm_state == vm_state::SHELVED_OFFLOADED;
+    let device_name = if offloaded {
+        device.map(|d| if d.starts_with("/dev/") { d } else { format!("/dev/{d}") })
+    } else {
+        Some(next_device(&inst.flavor, inst.config_drive, &bdms, device.as_deref()))
+    };
     let mut b = Bdm {
         id: uuid::Uuid::new_v4().to_string(),
         instance_uuid: inst.uuid.clone(),
         volume_id: Some(volume_id.clone()),
         attachment_id: None,
-        device_name: Some(device_name),
+        device_name,
         boot_index: None,
         source_type: "volume".into(),
         destination_type: "volume".into(),
@@ -290,13 +266,23 @@ async fn attach(
     };
     b.attachment_id = a["id"].as_str().map(str::to_string);
     s.compute.store().bdm_update(&b).await?;
-    conductor.attach_volume(inst, b.clone(), rid.0.clone());
+    if offloaded {
+        // No host to connect to: the reservation is completed at once (the volume is `in-use`), as upstream.
+        if let Err(e) = c.attachment_complete(&owner, b.attachment_id.as_deref().unwrap_or_default()).await {
+            let _ = c.attachment_delete(&owner, b.attachment_id.as_deref().unwrap_or_default()).await;
+            s.compute.store().bdm_delete(&b.id).await?;
+            return Err(e.into());
+        }
+    } else {
+        conductor.attach_volume(inst, b.clone(), rid.0.clone());
+    }
     Ok(Json(json!({"volumeAttachment": view(&b, mv)})))
 }
 
 async fn detach(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(mv): Extension<Microversion>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     Path((id, volume_id)): Path<(String, String)>,
@@ -304,7 +290,7 @@ async fn detach(
     let inst = super::servers::visible_server(&s, &ctx, &id, "os_compute_api:os-volumes-attachments:delete").await?;
     let b = attached(&s, &inst.uuid).await?.into_iter().find(|b| b.volume_id.as_deref() == Some(volume_id.as_str()));
     let b = b.ok_or_else(|| not_attached(&inst.uuid, &volume_id))?;
-    attachable(&s, &ctx, &inst, "detach_volume")?;
+    attachable(&s, &ctx, &inst, "detach_volume", mv)?;
     if b.boot_index == Some(0) {
         return Err(ApiError::bad_request("Cannot detach a root device volume"));
     }

@@ -12,7 +12,7 @@ use super::{Conductor, spec_of};
 use crate::{
     error::Error,
     store::{InstanceRow, bdm::Bdm, instances::Value},
-    volume::{As, VolumeClient, connector},
+    volume::{As, VolumeClient, connector, next_device},
 };
 
 /// How long a build waits for a volume it had made (from an image) to become available.
@@ -44,7 +44,14 @@ impl Conductor {
         }
         let v = self.volumes()?;
         let mut devices = Vec::new();
+        let mut named: Vec<Bdm> = bdms.iter().filter(|b| b.device_name.is_some()).cloned().collect();
         for mut b in bdms {
+            // A volume attached while the instance was offloaded gets its device now that it has a host.
+            if b.device_name.is_none() {
+                b.device_name = Some(next_device(&inst.flavor, inst.config_drive, &named, None));
+                self.store().bdm_update(&b).await?;
+                named.push(b.clone());
+            }
             let Some(volume_id) = b.volume_id.clone() else {
                 return Err(Error::BadRequest(format!("Block device mapping {} has no volume", b.id)));
             };

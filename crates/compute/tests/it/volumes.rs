@@ -297,3 +297,121 @@ async fn a_build_whose_volume_fails_ends_in_error_and_releases_its_volumes() {
     assert_eq!(left[0]["status"], "available");
     cloud.shutdown().await;
 }
+
+/// From 2.20 a shelved-offloaded server (no host) gains and loses volumes: the attachment is only recorded (the
+/// volume `in-use`, no device yet) and connected with a device name when the server is unshelved onto a host.
+#[tokio::test]
+async fn attach_and_detach_volumes_of_an_offloaded_server() {
+    let cloud = TestCloud::start_with(|c| c.volume_agent.report_interval = 1).await;
+    wait_agent(&cloud).await;
+    wait_backend(&cloud.admin).await;
+    let m = &cloud.member;
+    let img = image(m).await;
+    let id = boot(
+        m,
+        json!({"name": "offl", "imageRef": img, "flavorRef": "1", "networks": "none"}),
+    )
+    .await;
+    status(m, &id, "ACTIVE").await;
+    assert_eq!(
+        compute(
+            m,
+            Method::POST,
+            &format!("/servers/{id}/action"),
+            Some(json!({"shelve": null})),
+            "2.1"
+        )
+        .await
+        .status,
+        202
+    );
+    status(m, &id, "SHELVED_OFFLOADED").await;
+    let path = format!("/servers/{id}/os-volume_attachments");
+    let kept = new_volume(m, json!({"size": 1})).await;
+    let dropped = new_volume(m, json!({"size": 1})).await;
+
+    // Before 2.20 a shelved server is in the wrong state.
+    let body = json!({"volumeAttachment": {"volumeId": kept}});
+    let r = compute(m, Method::POST, &path, Some(body.clone()), "2.19").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = compute(m, Method::POST, &path, Some(body), "2.20").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json()["volumeAttachment"]["device"].is_null(),
+        "no device without a host: {}",
+        r.text
+    );
+    wait_volume(m, &kept, Some("in-use")).await;
+    let r = compute(
+        m,
+        Method::POST,
+        &path,
+        Some(json!({"volumeAttachment": {"volumeId": dropped}})),
+        "2.20",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_volume(m, &dropped, Some("in-use")).await;
+
+    // Detached while offloaded: available again, the mapping gone.
+    assert_eq!(
+        compute(
+            m,
+            Method::DELETE,
+            &format!("{path}/{dropped}"),
+            None,
+            "2.19"
+        )
+        .await
+        .status,
+        409
+    );
+    assert_eq!(
+        compute(
+            m,
+            Method::DELETE,
+            &format!("{path}/{dropped}"),
+            None,
+            "2.20"
+        )
+        .await
+        .status,
+        202
+    );
+    wait_volume(m, &dropped, Some("available")).await;
+    let list =
+        compute(m, Method::GET, &path, None, "2.20").await.json()["volumeAttachments"].clone();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // Unshelved onto a host: the kept volume is connected there and named.
+    assert_eq!(
+        compute(
+            m,
+            Method::POST,
+            &format!("/servers/{id}/action"),
+            Some(json!({"unshelve": null})),
+            "2.20"
+        )
+        .await
+        .status,
+        202
+    );
+    status(m, &id, "ACTIVE").await;
+    let shown = compute(m, Method::GET, &format!("{path}/{kept}"), None, "2.20").await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert_eq!(
+        shown.json()["volumeAttachment"]["device"],
+        "/dev/vdb",
+        "{}",
+        shown.text
+    );
+    wait_volume(m, &kept, Some("in-use")).await;
+    let v = m.get(&vol_url(m, &format!("/volumes/{kept}"))).await.json()["volume"].clone();
+    assert_eq!(v["attachments"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["attachments"][0]["server_id"], id.as_str());
+    assert!(
+        v["attachments"][0]["host_name"].is_string(),
+        "connected to a host: {v}"
+    );
+    cloud.shutdown().await;
+}
