@@ -62,6 +62,8 @@ struct Guest {
     clock: f64,
     /// The volumes attached to the guest, in attach order.
     volumes: Vec<BlockDeviceSpec>,
+    /// The file chain of each volume's disk after assisted snapshots, oldest first (the volume's own file is `""`).
+    chains: BTreeMap<String, Vec<String>>,
 }
 
 impl Guest {
@@ -136,6 +138,11 @@ impl FakeDriver {
     /// Replaces the failures to inject from now on.
     pub fn set_failures(&self, failures: FakeFailures) {
         self.state().failures = failures;
+    }
+
+    /// The file chain of a volume's disk after assisted snapshots (`""` is the volume's own file), for tests.
+    pub fn volume_chain(&self, uuid: &str, volume_id: &str) -> Option<Vec<String>> {
+        self.state().guests.get(uuid).and_then(|g| g.chains.get(volume_id).cloned())
     }
 
     /// The volumes attached to a guest (`None` when there is no guest), for tests.
@@ -231,6 +238,7 @@ impl Hypervisor for FakeDriver {
             console: Vec::new(),
             clock: 0.0,
             volumes: context.block_devices.clone(),
+            chains: BTreeMap::new(),
         };
         guest.boot(uuid);
         state.guests.insert(uuid.clone(), guest);
@@ -415,6 +423,37 @@ impl Hypervisor for FakeDriver {
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
         self.with_guest(uuid, "detach volume", |g| {
             g.volumes.retain(|v| v.volume_id != volume_id);
+            g.chains.remove(volume_id);
+            Ok(())
+        })
+    }
+
+    async fn volume_snapshot_create(&self, uuid: &str, volume_id: &str, create_info: &serde_json::Value) -> Result<(), Error> {
+        let new_file = create_info["new_file"].as_str().unwrap_or_default().to_owned();
+        self.with_guest(uuid, "volume snapshot", |g| {
+            if !g.volumes.iter().any(|v| v.volume_id == volume_id) {
+                return Err(Error::Hypervisor(format!("volume {volume_id} is not attached to instance {uuid}")));
+            }
+            let chain = g.chains.entry(volume_id.to_owned()).or_insert_with(|| vec![String::new()]);
+            if chain.contains(&new_file) {
+                return Err(Error::Hypervisor(format!("file {new_file} is already in the chain of volume {volume_id}")));
+            }
+            chain.push(new_file);
+            Ok(())
+        })
+    }
+
+    async fn volume_snapshot_delete(&self, uuid: &str, volume_id: &str, delete_info: &serde_json::Value) -> Result<(), Error> {
+        let merge = delete_info["file_to_merge"].as_str().map(str::to_owned);
+        self.with_guest(uuid, "volume snapshot delete", |g| {
+            if !g.volumes.iter().any(|v| v.volume_id == volume_id) {
+                return Err(Error::Hypervisor(format!("volume {volume_id} is not attached to instance {uuid}")));
+            }
+            let chain = g.chains.entry(volume_id.to_owned()).or_insert_with(|| vec![String::new()]);
+            // No file to merge: the snapshot's file is the base itself, nothing leaves the chain (as upstream).
+            if let Some(f) = merge {
+                chain.retain(|x| *x != f);
+            }
             Ok(())
         })
     }

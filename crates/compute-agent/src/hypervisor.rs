@@ -172,6 +172,19 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Detaches a volume from the guest and its definition. A volume the guest does not have is not an error.
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error>;
 
+    /// Continues an attached volume's disk on a new qcow2 file (`create_info.new_file`, beside the volume's current
+    /// file) over the current one, for the block storage service's file-based snapshots (upstream's assisted
+    /// volume snapshots). Drivers that cannot say so.
+    async fn volume_snapshot_create(&self, _uuid: &str, _volume_id: &str, _create_info: &serde_json::Value) -> Result<(), Error> {
+        Err(Error::Hypervisor(format!("the {} driver cannot snapshot volumes", self.name())))
+    }
+
+    /// Removes `delete_info.file_to_merge` from an attached volume's chain: committed into `merge_target_file`
+    /// when given, else pulled into the file above it.
+    async fn volume_snapshot_delete(&self, _uuid: &str, _volume_id: &str, _delete_info: &serde_json::Value) -> Result<(), Error> {
+        Err(Error::Hypervisor(format!("the {} driver cannot snapshot volumes", self.name())))
+    }
+
     /// The guest's power state; [`Error::NotFound`] when there is no guest.
     async fn power_state(&self, uuid: &str) -> Result<PowerState, Error>;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bus::{Dispatcher, RemoteError};
 use compute_rpc::{
     Action, ActionEvent, AttachVolume, BuildAndRunInstance, DetachVolume, BuildFailed, EventPhase, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
-    InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, task_state,
+    InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, VolumeSnapshotCreate, VolumeSnapshotDelete, task_state,
     vm_state,
 };
 
@@ -27,7 +27,7 @@ pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
 pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
     let (build, terminate, action, console, diagnostics) =
         (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner.clone());
-    let (attach, detach) = (inner.clone(), inner);
+    let (attach, detach, snapshot_create, snapshot_delete) = (inner.clone(), inner.clone(), inner.clone(), inner);
     Dispatcher::new()
         .on(move |m: BuildAndRunInstance| {
             let inner = build.clone();
@@ -76,6 +76,22 @@ pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
                     Ok(()) | Err(Error::NotFound(_)) => Ok(()),
                     Err(e) => Err(e.to_remote()),
                 }
+            }
+        })
+        .on(move |m: VolumeSnapshotCreate| {
+            let inner = snapshot_create.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.uuid).await;
+                tracing::info!(instance = %m.uuid, volume = %m.volume_id, request_id = %m.request_id, "snapshotting volume");
+                inner.driver.volume_snapshot_create(&m.uuid, &m.volume_id, &m.create_info).await.map_err(|e| e.to_remote())
+            }
+        })
+        .on(move |m: VolumeSnapshotDelete| {
+            let inner = snapshot_delete.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.uuid).await;
+                tracing::info!(instance = %m.uuid, volume = %m.volume_id, snapshot = %m.snapshot_id, request_id = %m.request_id, "deleting volume snapshot");
+                inner.driver.volume_snapshot_delete(&m.uuid, &m.volume_id, &m.delete_info).await.map_err(|e| e.to_remote())
             }
         })
         .on(|_: GetHostUptime| async move { host_uptime().map_err(|e| e.to_remote()) })

@@ -2,7 +2,8 @@
 //! (`compute-agent`), as `nova/compute/rpcapi.py` and `nova/conductor/rpcapi.py` are upstream.
 //!
 //! * Agents serve [`COMPUTE_TOPIC`] as server `<host>`; the conductor sends them [`BuildAndRunInstance`],
-//!   [`TerminateInstance`], [`InstanceAction`], [`AttachVolume`], [`DetachVolume`] and [`GetConsoleOutput`].
+//!   [`TerminateInstance`], [`InstanceAction`], [`AttachVolume`], [`DetachVolume`], [`VolumeSnapshotCreate`],
+//!   [`VolumeSnapshotDelete`] and [`GetConsoleOutput`].
 //! * The conductor serves [`CONDUCTOR_TOPIC`]; agents send it [`RegisterNode`], [`ReportResources`],
 //!   [`Heartbeat`], [`InstanceUpdate`], [`ActionEvent`], [`BuildFailed`] and [`InstanceTerminated`].
 //!
@@ -507,6 +508,40 @@ pub struct DetachVolume {
 
 impl Rpc for DetachVolume {
     const METHOD: &'static str = "detach_volume";
+    type Reply = ();
+}
+
+/// Snapshot a volume attached to an instance's guest for a file-based block storage driver (upstream's assisted
+/// volume snapshots): the guest's disk continues on a new qcow2 file over the old one. `create_info` is what the
+/// API received (`snapshot_id`, `type` (`qcow2`), `new_file`, the name of the new file beside the volume's). A
+/// call: the conductor reports the outcome to the block storage service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VolumeSnapshotCreate {
+    pub uuid: String,
+    pub volume_id: String,
+    pub create_info: serde_json::Value,
+    pub request_id: String,
+}
+
+impl Rpc for VolumeSnapshotCreate {
+    const METHOD: &'static str = "volume_snapshot_create";
+    type Reply = ();
+}
+
+/// Remove a file from the chain of an attached volume's disk (upstream's assisted snapshot delete): `delete_info`
+/// names `file_to_merge` and, when it is merged into its backing file, `merge_target_file`; without a target the
+/// file's data is pulled into the file above it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VolumeSnapshotDelete {
+    pub uuid: String,
+    pub volume_id: String,
+    pub snapshot_id: String,
+    pub delete_info: serde_json::Value,
+    pub request_id: String,
+}
+
+impl Rpc for VolumeSnapshotDelete {
+    const METHOD: &'static str = "volume_snapshot_delete";
     type Reply = ();
 }
 

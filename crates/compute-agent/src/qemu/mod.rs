@@ -660,6 +660,22 @@ type DiskArgs<'a> = dyn FnMut(&str, &str, &str, bool, bool, Option<&str>) + 'a;
 
 /// Hot-adds a volume's disk to a running QEMU: its protocol and format nodes (`blockdev-add`), then a
 /// virtio-blk-pci device on them (`device_add`); what was added is removed again when a later step fails.
+/// The disk of an attached volume in a guest's definition.
+fn attached_disk<'a>(def: &'a mut GuestDef, uuid: &str, volume_id: &str) -> Result<&'a mut VolumeDisk, Error> {
+    def.volumes
+        .iter_mut()
+        .find(|v| v.volume_id == volume_id)
+        .ok_or_else(|| Error::Hypervisor(format!("volume {volume_id} is not attached to instance {uuid}")))
+}
+
+/// A file name without a directory (the files of an assisted snapshot live beside the volume's file).
+fn plain_file_name(name: Option<&str>) -> Result<&str, Error> {
+    match name {
+        Some(n) if !n.is_empty() && !n.contains('/') && n != "." && n != ".." => Ok(n),
+        other => Err(Error::Hypervisor(format!("{other:?} is not a file name"))),
+    }
+}
+
 async fn hot_add(qmp: &mut Qmp, disk: &VolumeDisk) -> Result<(), Error> {
     let node = disk.node();
     let file = format!("{node}-file");
@@ -1121,6 +1137,88 @@ impl Hypervisor for QemuDriver {
             tracing::info!(instance = %uuid, volume = %volume_id, "volume hot-removed");
         }
         def.volumes.retain(|v| v.volume_id != volume_id);
+        self.save(&def)
+    }
+
+    async fn volume_snapshot_create(&self, uuid: &str, volume_id: &str, create_info: &Value) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let running = self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused);
+        let disk = attached_disk(&mut def, uuid, volume_id)?;
+        let new_file = plain_file_name(create_info["new_file"].as_str())?;
+        let dir = disk.path.parent().ok_or_else(|| Error::Hypervisor(format!("volume {volume_id} has no directory")))?;
+        let new_path = dir.join(new_file);
+        if new_path.exists() {
+            return Err(Error::Hypervisor(format!("{} exists already", new_path.display())));
+        }
+        if running {
+            return Err(Error::Hypervisor(format!(
+                "instance {uuid} is running: the qemu driver snapshots the volumes of stopped guests only"
+            )));
+        }
+        let (old, format) = (disk.path.to_string_lossy().into_owned(), disk.format.clone());
+        let new = new_path.to_string_lossy().into_owned();
+        self.qemu_img(&["create".into(), "-q".into(), "-f".into(), "qcow2".into(), "-F".into(), format, "-b".into(), old, new]).await?;
+        disk.path = new_path;
+        disk.format = "qcow2".into();
+        self.save(&def)
+    }
+
+    async fn volume_snapshot_delete(&self, uuid: &str, volume_id: &str, delete_info: &Value) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let running = self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused);
+        let disk = attached_disk(&mut def, uuid, volume_id)?;
+        // No file to merge: the snapshot is the volume's own base file, which stays (as upstream).
+        let Some(merge) = delete_info["file_to_merge"].as_str() else { return Ok(()) };
+        let merge = plain_file_name(Some(merge))?;
+        if running {
+            return Err(Error::Hypervisor(format!(
+                "instance {uuid} is running: the qemu driver merges the volume files of stopped guests only"
+            )));
+        }
+        // The chain from the active file down: (path, format).
+        let active = disk.path.to_string_lossy().into_owned();
+        let text = self.qemu_img_output(&["info".into(), "--backing-chain".into(), "--output=json".into(), "-U".into(), active.clone()]).await?;
+        let chain: Vec<Value> = serde_json::from_str(&text).map_err(|e| Error::Hypervisor(format!("qemu-img info: {e}")))?;
+        let chain: Vec<(String, String)> = chain
+            .iter()
+            .map(|c| (c["filename"].as_str().unwrap_or_default().to_owned(), c["format"].as_str().unwrap_or("raw").to_owned()))
+            .collect();
+        let name = |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let i = chain.iter().position(|(p, _)| name(p) == merge).ok_or_else(|| {
+            Error::Hypervisor(format!("{merge} is not in the chain of volume {volume_id}"))
+        })?;
+        match delete_info["merge_target_file"].as_str() {
+            // Commit the file into its backing file (the target); the file above it, or the disk, then uses the target.
+            Some(target) => {
+                let target = plain_file_name(Some(target))?;
+                let Some((base, base_format)) = chain.get(i + 1).cloned().filter(|(p, _)| name(p) == target) else {
+                    return Err(Error::Hypervisor(format!("{target} is not the backing file of {merge}")));
+                };
+                let (file, format) = chain[i].clone();
+                self.qemu_img(&["commit".into(), "-q".into(), "-f".into(), format, "-d".into(), file]).await?;
+                if i == 0 {
+                    disk.path = PathBuf::from(base);
+                    disk.format = base_format;
+                } else {
+                    let (child, child_format) = chain[i - 1].clone();
+                    self.qemu_img(&["rebase".into(), "-q".into(), "-u".into(), "-f".into(), child_format, "-F".into(), base_format, "-b".into(), base, child])
+                        .await?;
+                }
+            }
+            // Pull the file's data into the active file, which then sits on the file's own backing file.
+            None => {
+                if i == 0 {
+                    return Err(Error::Hypervisor(format!("{merge} is the active file of volume {volume_id}: it needs a merge target")));
+                }
+                let mut args: Vec<String> = vec!["rebase".into(), "-q".into(), "-f".into(), chain[0].1.clone()];
+                match chain.get(i + 1) {
+                    Some((base, base_format)) => args.extend(["-F".into(), base_format.clone(), "-b".into(), base.clone()]),
+                    None => args.extend(["-b".into(), String::new()]),
+                }
+                args.push(active);
+                self.qemu_img(&args).await?;
+            }
+        }
         self.save(&def)
     }
 

@@ -426,3 +426,68 @@ async fn a_rescued_guest_boots_the_rescue_image_with_its_disks_after_it() {
     assert!(driver.unrescue(&spec, &ctx).await.is_err());
     driver.destroy("resc1").await.unwrap();
 }
+
+/// The backing chain of a disk file, active first: (file name, format).
+fn chain_of(path: &Path) -> Vec<(String, String)> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--backing-chain", "--output=json", "-U"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    v.iter()
+        .map(|c| {
+            let name = Path::new(c["filename"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            (name, c["format"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assisted_volume_snapshots_stack_and_merge_the_files_of_a_stopped_guest() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    let driver = env.driver();
+    let volumes = env.path.join("volumes");
+    std::fs::create_dir_all(&volumes).unwrap();
+    let data = volumes.join("volume-snap");
+    std::fs::File::create(&data).unwrap().set_len(64 << 20).unwrap();
+    let (spec, ctx) = instance("avs1", "disk-image", &[("disk_format", "qcow2")]);
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "avs1", MARKER, 1).await;
+    let vol = local_volume("77777777-8888-7777-6666-555555555555", &data, "raw", "/dev/vdd", None);
+    driver.attach_volume(&spec, &vol).await.unwrap();
+    let id = vol.volume_id.as_str();
+    let info = |f: &str| serde_json::json!({"snapshot_id": "s", "type": "qcow2", "new_file": f});
+
+    // A running guest's volume files are left alone.
+    let err = driver.volume_snapshot_create("avs1", id, &info("volume-snap.s1")).await.unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+    assert!(!volumes.join("volume-snap.s1").exists());
+
+    driver.power_off("avs1").await.unwrap();
+    driver.volume_snapshot_create("avs1", id, &info("volume-snap.s1")).await.unwrap();
+    driver.volume_snapshot_create("avs1", id, &info("volume-snap.s2")).await.unwrap();
+    let def = std::fs::read_to_string(env.path.join("avs1").join("guest.json")).unwrap();
+    assert!(def.contains("volume-snap.s2"), "the guest continues on the newest file: {def}");
+    let names = |c: Vec<(String, String)>| c.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(chain_of(&volumes.join("volume-snap.s2"))), ["volume-snap.s2", "volume-snap.s1", "volume-snap"]);
+    assert!(driver.volume_snapshot_create("avs1", id, &info("volume-snap.s1")).await.is_err(), "an existing file");
+    assert!(driver.volume_snapshot_create("avs1", id, &info("../escape")).await.is_err(), "a path");
+
+    // s1 pulled into the active file (no target), then the active file committed into the volume's own file.
+    let del = |f: &str, t: Option<&str>| serde_json::json!({"volume_id": id, "file_to_merge": f, "merge_target_file": t});
+    driver.volume_snapshot_delete("avs1", id, &del("volume-snap.s1", None)).await.unwrap();
+    assert_eq!(names(chain_of(&volumes.join("volume-snap.s2"))), ["volume-snap.s2", "volume-snap"]);
+    driver.volume_snapshot_delete("avs1", id, &del("volume-snap.s2", Some("volume-snap"))).await.unwrap();
+    let def = std::fs::read_to_string(env.path.join("avs1").join("guest.json")).unwrap();
+    assert!(!def.contains("volume-snap.s"), "back on the volume's own file: {def}");
+    assert!(driver.volume_snapshot_delete("avs1", id, &del("volume-snap.s9", Some("volume-snap"))).await.is_err());
+
+    // It boots with the volume again.
+    driver.power_on(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "avs1", MARKER, 2).await;
+    assert!(block_devices(&env.path.join("avs1")).iter().any(|d| d.contains("/vol77777777")));
+    driver.destroy("avs1").await.unwrap();
+}

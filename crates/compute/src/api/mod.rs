@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 mod aggregates;
+mod assisted_snapshots;
 mod extensions;
 mod flavors;
 mod hosts;
@@ -112,6 +113,8 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:os-volumes-attachments:index", READER),
     ("os_compute_api:os-volumes-attachments:show", READER),
     ("os_compute_api:os-volumes-attachments:create", MEMBER),
+    ("os_compute_api:os-assisted-volume-snapshots:create", "role:service or rule:context_is_admin"),
+    ("os_compute_api:os-assisted-volume-snapshots:delete", "role:service or rule:context_is_admin"),
     ("os_compute_api:os-volumes-attachments:update", MEMBER),
     ("os_compute_api:os-volumes-attachments:swap", ADMIN),
     ("os_compute_api:os-volumes-attachments:delete", MEMBER),
@@ -266,6 +269,7 @@ pub fn router(
         .merge(proxies::routes())
         .merge(interfaces::routes())
         .merge(volumes::routes())
+        .merge(assisted_snapshots::routes())
         .merge(hosts::routes())
         .merge(images::routes())
         .merge(quotas::routes())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bus::Target;
-use compute_rpc::{AttachVolume, BlockDeviceSpec, COMPUTE_TOPIC, DetachVolume, task_state};
+use compute_rpc::{AttachVolume, BlockDeviceSpec, COMPUTE_TOPIC, DetachVolume, VolumeSnapshotCreate, VolumeSnapshotDelete, task_state};
 use serde_json::json;
 
 use super::{Conductor, spec_of};
@@ -172,6 +172,63 @@ impl Conductor {
         self.store().bdm_delete(&b.id).await?;
         tracing::info!(instance = %inst.uuid, volume = %volume_id, "volume detached");
         Ok(())
+    }
+
+    /// An assisted volume snapshot (the API checked the volume's server): the agent continues the volume's disk on
+    /// `create_info.new_file`, then the block storage service's snapshot `create_info.snapshot_id` is told how it
+    /// went (`os-update_snapshot_status`: `creating` at 90% or `error`, as upstream). Runs in the background.
+    pub fn volume_snapshot_create(&self, inst: InstanceRow, volume_id: String, create_info: serde_json::Value, request_id: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let snapshot_id = create_info["snapshot_id"].as_str().unwrap_or_default().to_string();
+            let msg = VolumeSnapshotCreate { uuid: inst.uuid.clone(), volume_id: volume_id.clone(), create_info, request_id };
+            let status = match c.agent_call(&inst, &msg).await {
+                Ok(()) => json!({"status": "creating", "progress": "90%"}),
+                Err(e) => {
+                    tracing::warn!(instance = %inst.uuid, volume = %volume_id, error = %e, "assisted volume snapshot failed");
+                    json!({"status": "error", "progress": "90%"})
+                }
+            };
+            c.snapshot_status(&inst, &snapshot_id, status).await;
+        });
+    }
+
+    /// An assisted snapshot's file is merged away (`delete_info` as the API received it); the block storage
+    /// service's snapshot is told (`deleting` at 90% or `error_deleting`). Runs in the background.
+    pub fn volume_snapshot_delete(&self, inst: InstanceRow, volume_id: String, snapshot_id: String, delete_info: serde_json::Value, request_id: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let msg = VolumeSnapshotDelete { uuid: inst.uuid.clone(), volume_id: volume_id.clone(), snapshot_id: snapshot_id.clone(), delete_info, request_id };
+            let status = match c.agent_call(&inst, &msg).await {
+                Ok(()) => json!({"status": "deleting", "progress": "90%"}),
+                Err(e) => {
+                    tracing::warn!(instance = %inst.uuid, volume = %volume_id, error = %e, "deleting an assisted volume snapshot failed");
+                    json!({"status": "error_deleting", "progress": "90%"})
+                }
+            };
+            c.snapshot_status(&inst, &snapshot_id, status).await;
+        });
+    }
+
+    async fn agent_call<M: bus::Rpc<Reply = ()>>(&self, inst: &InstanceRow, msg: &M) -> Result<(), Error> {
+        let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
+        self.bus()
+            .call(&Target::server(COMPUTE_TOPIC, &host), msg, self.settings().call_timeout)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Compute service of {host}: {e}")))
+    }
+
+    /// Reports an assisted snapshot's progress to the block storage service; a snapshot it does not know (a
+    /// caller that made up the id) is only logged.
+    async fn snapshot_status(&self, inst: &InstanceRow, snapshot_id: &str, status: serde_json::Value) {
+        let Ok(v) = self.volumes() else { return };
+        let path = format!("/snapshots/{snapshot_id}/action");
+        let body = json!({"os-update_snapshot_status": status});
+        match v.send(As::Service, reqwest::Method::POST, &inst.project_id, &path, Some(&body)).await {
+            Ok((s, _)) if s.is_success() => {}
+            Ok((s, _)) => tracing::info!(snapshot = %snapshot_id, status = %s, "the block storage service did not take the snapshot's status"),
+            Err(e) => tracing::warn!(snapshot = %snapshot_id, error = %e, "cannot report an assisted snapshot's status"),
+        }
     }
 
     /// The volumes a re-created guest (a rebuild) gets: those attached, as they were connected.

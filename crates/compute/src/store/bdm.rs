@@ -134,6 +134,19 @@ impl Store {
         Ok(m)
     }
 
+    /// The mappings of a volume (more than one only for a multi-attach volume), oldest first.
+    pub async fn bdms_of_volume(&self, volume_id: &str) -> Result<Vec<Bdm>, Error> {
+        let rows = self
+            .db
+            .query(db::sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM compute_block_device_mapping WHERE volume_id = ?")))
+            .bind(volume_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut list = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        list.sort_by_key(|b| (b.created_at, b.id.clone()));
+        Ok(list)
+    }
+
     /// Stores a mapping's volume, attachment, device and connection.
     pub async fn bdm_update(&self, b: &Bdm) -> Result<(), Error> {
         self.db

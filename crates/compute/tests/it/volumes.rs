@@ -415,3 +415,92 @@ async fn attach_and_detach_volumes_of_an_offloaded_server() {
     );
     cloud.shutdown().await;
 }
+
+/// `os-assisted-volume-snapshots`: for services and administrators; the server is found by the volume's mapping,
+/// the agent's driver continues the disk on the new file, and the block storage service's snapshot hears how it
+/// went (upstream's `creating` at 90%).
+#[tokio::test]
+async fn assisted_volume_snapshots() {
+    let cloud = TestCloud::start_with(|c| c.volume_agent.report_interval = 1).await;
+    wait_agent(&cloud).await;
+    wait_backend(&cloud.admin).await;
+    let (m, admin) = (&cloud.member, &cloud.admin);
+    let img = image(m).await;
+    let id = boot(m, json!({"name": "avs", "imageRef": img, "flavorRef": "1", "networks": "none"})).await;
+    status(m, &id, "ACTIVE").await;
+    let vol = new_volume(m, json!({"size": 1})).await;
+    let spare = new_volume(m, json!({"size": 1})).await;
+    let r = compute(m, Method::POST, &format!("/servers/{id}/os-volume_attachments"), Some(json!({"volumeAttachment": {"volumeId": vol}})), "2.1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_volume(m, &vol, Some("in-use")).await;
+    let r = m.post(&vol_url(m, "/snapshots"), &json!({"snapshot": {"volume_id": vol, "force": true}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let snap = r.json()["snapshot"]["id"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        if m.get(&vol_url(m, &format!("/snapshots/{snap}"))).await.json()["snapshot"]["status"] == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let create = |volume: &str, info: Value| json!({"snapshot": {"volume_id": volume, "create_info": info}});
+    let info = json!({"snapshot_id": snap, "type": "qcow2", "new_file": "volume.snap1", "id": snap});
+    let r = compute(m, Method::POST, "/os-assisted-volume-snapshots", Some(create(&vol, info.clone())), "2.1").await;
+    assert_eq!(r.status, 403, "members may not: {}", r.text);
+    let r = compute(admin, Method::POST, "/os-assisted-volume-snapshots", Some(create(&vol, info.clone())), "2.1").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json(), json!({"snapshot": {"id": snap, "volumeId": vol}}));
+    let mut progress = Value::Null;
+    for _ in 0..100 {
+        progress = admin.get(&vol_url(admin, &format!("/snapshots/{snap}"))).await.json()["snapshot"].clone();
+        if progress["status"] == "creating" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(progress["status"], "creating", "the snapshot hears of the new file: {progress}");
+    assert_eq!(progress["os-extended-snapshot-attributes:progress"], "90%", "{progress}");
+
+    // Bad input: a volume attached to no server, another type, a path, a missing field.
+    let r = compute(admin, Method::POST, "/os-assisted-volume-snapshots", Some(create(&spare, info.clone())), "2.1").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let bad = [
+        json!({"snapshot_id": snap, "type": "raw", "new_file": "x"}),
+        json!({"snapshot_id": snap, "type": "qcow2", "new_file": "../x"}),
+        json!({"snapshot_id": snap, "type": "qcow2"}),
+    ];
+    for b in bad {
+        let r = compute(admin, Method::POST, "/os-assisted-volume-snapshots", Some(create(&vol, b.clone())), "2.1").await;
+        assert_eq!(r.status, 400, "{b}: {}", r.text);
+    }
+
+    // Delete: the file merged away, the snapshot told `deleting`.
+    let q = |info: Value| format!("/os-assisted-volume-snapshots/{snap}?delete_info={}", urlencode(&info.to_string()));
+    let del = json!({"volume_id": vol, "file_to_merge": "volume.snap1", "merge_target_file": null, "type": "qcow2"});
+    assert_eq!(compute(m, Method::DELETE, &q(del.clone()), None, "2.1").await.status, 403);
+    let r = compute(admin, Method::DELETE, &q(del), None, "2.1").await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = compute(admin, Method::DELETE, &format!("/os-assisted-volume-snapshots/{snap}"), None, "2.1").await;
+    assert_eq!(r.status, 400, "delete_info is required: {}", r.text);
+    let r = compute(admin, Method::DELETE, &q(json!({"volume_id": spare})), None, "2.1").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = admin.get(&vol_url(admin, &format!("/snapshots/{snap}"))).await.json()["snapshot"]["status"].clone();
+        if state == "deleting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "deleting");
+    cloud.shutdown().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
