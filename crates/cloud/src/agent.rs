@@ -63,6 +63,7 @@ pub fn driver_config(config: &Config, endpoints: Endpoints) -> Result<DriverConf
     qemu.force_config_drive = q.force_config_drive;
     qemu.remove_unused_base_images = q.remove_unused_base_images;
     qemu.remove_unused_minimum_age = Duration::from_secs(q.remove_unused_original_minimum_age_seconds);
+    qemu.iscsi_initiator = compute_agent::iscsi_initiator(&agent_config(config).host);
     let qemu = QemuSettings {
         qemu,
         image_url: Some(q.image_url.clone().unwrap_or(endpoints.image_url)),
@@ -85,7 +86,7 @@ pub fn volume_agent_config(config: &Config) -> volume_agent::AgentConfig {
     c
 }
 
-/// The volume driver `[volume_agent] driver` names: `file` (the default) or `fake`.
+/// The volume driver `[volume_agent] driver` names: `file` (the default), `iscsi` or `fake`.
 pub fn volume_driver(config: &Config) -> Result<std::sync::Arc<dyn volume_agent::VolumeDriver>, Error> {
     let section = &config.volume_agent;
     let dir = section.volumes_dir.clone().unwrap_or_else(|| config.data_dir.join("volumes"));
@@ -96,11 +97,22 @@ pub fn volume_driver(config: &Config) -> Result<std::sync::Arc<dyn volume_agent:
             c.capacity_gb = section.capacity_gb;
             Ok(std::sync::Arc::new(volume_agent::FileDriver::new(c)?))
         }
+        "iscsi" => {
+            let mut file = volume_agent::FileConfig::new(&dir);
+            file.capacity_gb = section.capacity_gb;
+            let i = &section.iscsi;
+            let mut c = volume_agent::IscsiConfig::new(file);
+            c.portal = format!("{}:{}", i.target_ip_address, i.target_port);
+            c.target_prefix = i.target_prefix.clone();
+            c.control_port = i.control_port;
+            c.start_daemon = i.start_daemon;
+            Ok(std::sync::Arc::new(volume_agent::IscsiDriver::new(c)?))
+        }
         "fake" => {
             std::fs::create_dir_all(&dir).map_err(|source| Error::Io { context: format!("cannot create {}", dir.display()), source })?;
             Ok(std::sync::Arc::new(volume_agent::FakeDriver::new(section.capacity_gb.unwrap_or(1000.0), &dir)))
         }
-        other => Err(Error::Config(format!("[volume_agent] driver: unknown driver '{other}' (file or fake)"))),
+        other => Err(Error::Config(format!("[volume_agent] driver: unknown driver '{other}' (file, iscsi or fake)"))),
     }
 }
 

@@ -443,7 +443,8 @@ pub struct VolumeAgentSection {
     pub backend_name: String,
     /// The zone the backend is in (upstream's `storage_availability_zone`).
     pub availability_zone: String,
-    /// The driver: `file` (raw/qcow2 files through `qemu-img`) or `fake` (volumes in memory).
+    /// The driver: `file` (raw/qcow2 files through `qemu-img`), `iscsi` (raw files exported to other hosts by the
+    /// userspace iSCSI target `tgt`, `[volume_agent.iscsi]`) or `fake` (volumes in memory).
     pub driver: String,
     /// Where the `file` driver keeps volumes; defaults to `<data_dir>/volumes`.
     pub volumes_dir: Option<PathBuf>,
@@ -459,6 +460,35 @@ pub struct VolumeAgentSection {
     pub reserved_percentage: u32,
     /// Extra capabilities reported to the scheduler, matched against volume type extra specs.
     pub capabilities: std::collections::BTreeMap<String, String>,
+    /// The `iscsi` driver's target.
+    pub iscsi: IscsiSection,
+}
+
+/// The `iscsi` volume driver's target (upstream's `target_ip_address`, `target_port`, `target_prefix`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IscsiSection {
+    /// The address initiators reach the target at (the storage host's address on the storage network).
+    pub target_ip_address: String,
+    pub target_port: u16,
+    /// The prefix of target names (an iSCSI qualified name).
+    pub target_prefix: String,
+    /// tgt's control port (`tgtadm -C`): 0 for the system's daemon.
+    pub control_port: u16,
+    /// Start `tgtd` on the portal when none answers (a host without a tgt service).
+    pub start_daemon: bool,
+}
+
+impl Default for IscsiSection {
+    fn default() -> Self {
+        IscsiSection {
+            target_ip_address: "127.0.0.1".into(),
+            target_port: 3260,
+            target_prefix: "iqn.2010-10.org.openstack:".into(),
+            control_port: 0,
+            start_daemon: true,
+        }
+    }
 }
 
 impl Default for VolumeAgentSection {
@@ -475,6 +505,7 @@ impl Default for VolumeAgentSection {
             max_over_subscription_ratio: 20.0,
             reserved_percentage: 0,
             capabilities: Default::default(),
+            iscsi: IscsiSection::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod images;
 mod manager;
 pub mod qemu;
 
+pub use compute_rpc::iscsi_initiator;
 pub use agent::{Agent, AgentHandle};
 pub use config::{AgentConfig, DriverConfig, QemuSettings, default_ip, hostname};
 pub use error::Error;

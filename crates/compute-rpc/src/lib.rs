@@ -368,6 +368,16 @@ pub struct BlockDeviceSpec {
     pub connection_info: serde_json::Value,
 }
 
+/// The iSCSI initiator name of a compute host: the connector the conductor sends for the host names it, and the
+/// host's QEMU logs in with it (block storage exports a volume to the initiators of the hosts it is connected to).
+pub fn iscsi_initiator(host: &str) -> String {
+    let name: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    format!("iqn.2010-10.org.openstack.stratus:{name}")
+}
+
 /// A port bound to the instance's host, as the agent plugs it: the port, its network and MAC (the network
 /// service bound the port to the host and the network's segment).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

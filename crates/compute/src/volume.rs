@@ -79,8 +79,8 @@ pub fn next_device(flavor: &compute_rpc::FlavorSpec, config_drive: bool, bdms: &
     format!("/dev/vd{}", bdms.len() + 1)
 }
 
-/// The connector this host's guests reach volumes through (as os-brick's, for the `local` file connections the
-/// volume agent gives).
+/// The connector this host's guests reach volumes through (as os-brick's: the `local` file connections and the
+/// `iscsi` ones, for which `initiator` is the host's iSCSI name).
 pub fn connector(host: &str, device_name: Option<&str>) -> Value {
     json!({
         "host": host,
@@ -88,6 +88,7 @@ pub fn connector(host: &str, device_name: Option<&str>) -> Value {
         "os_type": "linux",
         "multipath": false,
         "do_local_attach": false,
+        "initiator": compute_rpc::iscsi_initiator(host),
         "mountpoint": device_name,
     })
 }

@@ -7,7 +7,7 @@ use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
 use tokio::{sync::watch, task::JoinHandle};
 use volume_rpc::{
     BackendReport, BackupVolume, BackupWritten, CreateSnapshot, CreateVolume, DeleteBackup, DeleteSnapshot,
-    DeleteVolume, ExtendVolume, InitializeConnection, RestoreBackup, RevertToSnapshot, SCHEDULER_TOPIC, UploadToImage, VOLUME_TOPIC,
+    DeleteVolume, ExtendVolume, InitializeConnection, RestoreBackup, RevertToSnapshot, SCHEDULER_TOPIC, TerminateConnection, UploadToImage, VOLUME_TOPIC,
     VolumeSource,
 };
 
@@ -262,7 +262,12 @@ fn dispatcher(inner: &Arc<Inner>) -> Dispatcher {
     let i = inner.clone();
     let d = d.on(move |m: InitializeConnection| {
         let i = i.clone();
-        async move { logged("initialize_connection", i.driver.connection_info(&m.volume_id).await) }
+        async move { logged("initialize_connection", i.driver.connection_info(&m.volume_id, &m.connector).await) }
+    });
+    let i = inner.clone();
+    let d = d.on(move |m: TerminateConnection| {
+        let i = i.clone();
+        async move { logged("terminate_connection", i.driver.terminate_connection(&m.volume_id, &m.connector).await) }
     });
     let i = inner.clone();
     let d = d.on(move |m: BackupVolume| {

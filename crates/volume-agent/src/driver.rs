@@ -56,8 +56,14 @@ pub trait VolumeDriver: Send + Sync {
     async fn export(&self, source: DataSource<'_>, dest: &Path, format: &str) -> Result<(), Error>;
     /// Replaces an existing volume's data with `source` (a file in `format`), keeping the volume's size.
     async fn import(&self, id: &str, source: &Path, format: &str) -> Result<(), Error>;
-    /// How a host reaches the volume (upstream's `connection_info`).
-    async fn connection_info(&self, id: &str) -> Result<Value, Error>;
+    /// How the host of `connector` reaches the volume (upstream's `initialize_connection`: the export is made for
+    /// that host if the backend exports per host).
+    async fn connection_info(&self, id: &str, connector: &Value) -> Result<Value, Error>;
+    /// The host of `connector` no longer reaches the volume (upstream's `terminate_connection`): what was exported
+    /// for it is withdrawn. Nothing to do for backends that export nothing.
+    async fn terminate_connection(&self, _id: &str, _connector: &Value) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// `qemu-img`'s name for an image service `disk_format`.

@@ -133,7 +133,7 @@ impl VolumeDriver for FakeDriver {
         Ok(())
     }
 
-    async fn connection_info(&self, id: &str) -> Result<Value, Error> {
+    async fn connection_info(&self, id: &str, _connector: &Value) -> Result<Value, Error> {
         self.get(DataSource::Volume(id))?;
         Ok(json!({"driver_volume_type": "fake", "data": {"volume_id": id, "access_mode": "rw"}}))
     }

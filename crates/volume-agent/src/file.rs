@@ -56,6 +56,11 @@ impl FileDriver {
         self.config.dir.join(format!("volume-{}", safe(id)))
     }
 
+    /// The file of an existing volume.
+    pub(crate) fn volume_file(&self, id: &str) -> Result<PathBuf, Error> {
+        self.path_of(DataSource::Volume(id))
+    }
+
     fn snapshot_path(&self, id: &str) -> PathBuf {
         self.config.dir.join(format!("snapshot-{}", safe(id)))
     }
@@ -140,7 +145,7 @@ impl FileDriver {
 }
 
 /// Ids come from the service (UUIDs); anything else is refused rather than used in a path.
-fn safe(id: &str) -> String {
+pub(crate) fn safe(id: &str) -> String {
     id.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
 }
 
@@ -247,7 +252,7 @@ impl VolumeDriver for FileDriver {
         self.convert_into(source, format, &dest, size.div_ceil(GIB) as i64).await
     }
 
-    async fn connection_info(&self, id: &str) -> Result<Value, Error> {
+    async fn connection_info(&self, id: &str, _connector: &Value) -> Result<Value, Error> {
         let path = self.path_of(DataSource::Volume(id))?;
         Ok(json!({
             "driver_volume_type": "local",

@@ -170,6 +170,20 @@ impl Rpc for InitializeConnection {
     type Reply = serde_json::Value;
 }
 
+/// A host no longer reaches a volume (upstream's `terminate_connection` + `remove_export`): the backend withdraws
+/// what it exported for that connector (an iSCSI target's access rule, the target once nobody uses it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TerminateConnection {
+    pub volume_id: String,
+    /// The connector the attachment was made with.
+    pub connector: serde_json::Value,
+}
+
+impl Rpc for TerminateConnection {
+    const METHOD: &'static str = "terminate_connection";
+    type Reply = ();
+}
+
 /// Where backups go: a container of the caller's object-store account, reached with the caller's token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ObjectTarget {

@@ -1511,6 +1511,12 @@ impl Volume {
         let mut v = self.volume_get(caller, id).await?;
         let attachments = self.attachments_of(id).await?;
         for a in attachments.iter().filter(|a| attachment_id.is_none_or(|aid| a["id"] == json!(aid))) {
+            // Forced: a backend that cannot withdraw its export does not keep the attachment.
+            if a["connector"].is_object()
+                && let Err(e) = self.terminate(&v, &a["connector"]).await
+            {
+                tracing::warn!(volume = %id, error = %e, "force-detach: the backend did not withdraw its export");
+            }
             self.store().resource_delete(ATTACHMENT, a["id"].as_str().unwrap_or_default()).await?;
         }
         let left = self.attachments_of(id).await?;
@@ -1525,6 +1531,10 @@ impl Volume {
 
     async fn remove_attachment(&self, v: &Value, a: &Value) -> Result<()> {
         let vid = v["id"].as_str().unwrap_or_default();
+        // The backend withdraws what it exported to the attachment's host first: a failure keeps the attachment.
+        if a["connector"].is_object() {
+            self.terminate(v, &a["connector"]).await?;
+        }
         self.store().resource_delete(ATTACHMENT, a["id"].as_str().unwrap_or_default()).await?;
         let remaining = self.attachments_of(vid).await?;
         let attached = remaining.iter().any(|a| a["attach_status"] == json!("attached"));
@@ -1544,6 +1554,27 @@ impl Volume {
             return Err(Error::BadRequest("Must specify 'connector'".into()));
         }
         self.connection_info(&v, connector).await
+    }
+
+    /// `os-terminate_connection`: the backend withdraws what it exported for the connector.
+    pub async fn terminate_connection(&self, caller: &Caller<'_>, id: &str, connector: &Value) -> Result<()> {
+        let v = self.volume_get(caller, id).await?;
+        if !connector.is_object() {
+            return Err(Error::BadRequest("Must specify 'connector'".into()));
+        }
+        self.terminate(&v, connector).await
+    }
+
+    /// Has the volume's backend withdraw its export to `connector` (no backend, nothing exported).
+    async fn terminate(&self, v: &Value, connector: &Value) -> Result<()> {
+        let Some(host) = v["host"].as_str() else { return Ok(()) };
+        let server = host.split('#').next().unwrap_or(host);
+        let msg = volume_rpc::TerminateConnection { volume_id: v["id"].as_str().unwrap_or_default().into(), connector: connector.clone() };
+        self.inner
+            .bus
+            .call(&Target::server(VOLUME_TOPIC, server), &msg, Duration::from_secs(60))
+            .await
+            .map_err(|e| Error::Unavailable(format!("Unable to terminate the volume connection: {e}")))
     }
 
     async fn connection_info(&self, v: &Value, connector: &Value) -> Result<Value> {

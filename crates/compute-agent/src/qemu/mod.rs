@@ -85,6 +85,8 @@ pub struct QemuConfig {
     pub remove_unused_minimum_age: Duration,
     /// How long a guest may take to release a volume's disk on detach (upstream's device detach retries).
     pub volume_detach_timeout: Duration,
+    /// The iSCSI name QEMU logs in to volumes' targets with (the host's, as the connector names it).
+    pub iscsi_initiator: String,
     /// The host's capacity; the machine's own figures when `None`.
     pub vcpus: Option<i64>,
     pub memory_mb: Option<i64>,
@@ -104,6 +106,7 @@ impl QemuConfig {
             remove_unused_base_images: true,
             remove_unused_minimum_age: Duration::from_secs(86_400),
             volume_detach_timeout: Duration::from_secs(30),
+            iscsi_initiator: compute_rpc::iscsi_initiator(&crate::config::hostname()),
             vcpus: None,
             memory_mb: None,
             local_gb: None,
@@ -141,7 +144,11 @@ struct GuestDef {
 struct VolumeDisk {
     volume_id: String,
     device_name: String,
+    /// The file of a `local` connection (empty for an iSCSI one).
     path: PathBuf,
+    /// The LUN of an `iscsi` connection, reached by QEMU's own initiator.
+    #[serde(default)]
+    iscsi: Option<IscsiLun>,
     format: String,
     read_only: bool,
     /// The guest boots from it (no root overlay).
@@ -149,36 +156,76 @@ struct VolumeDisk {
 }
 
 impl VolumeDisk {
-    /// The disk of a volume, from its `connection_info`; only `local` connections (a file on this host) are
-    /// supported.
-    fn of(device: &BlockDeviceSpec) -> Result<VolumeDisk, Error> {
+    /// The disk of a volume, from its `connection_info`: `local` (a file on this host) or `iscsi` (a LUN QEMU
+    /// logs in to as `initiator`).
+    fn of(device: &BlockDeviceSpec, initiator: &str) -> Result<VolumeDisk, Error> {
         let info = &device.connection_info;
         let kind = info["driver_volume_type"].as_str().unwrap_or_default();
-        if kind != "local" {
-            return Err(Error::Hypervisor(format!(
-                "volume {}: the qemu driver attaches local (file) volumes only, not {kind:?}",
-                device.volume_id
-            )));
-        }
         let data = &info["data"];
-        let path = data["device_path"].as_str().filter(|p| p.starts_with('/')).ok_or_else(|| {
-            Error::Hypervisor(format!("volume {}: its connection has no device_path", device.volume_id))
-        })?;
-        let format = data["format"].as_str().unwrap_or("raw");
+        let id = &device.volume_id;
+        // Values end up in QEMU's key=value options: no commas, no spaces.
+        let plain = |what: &str, v: &str| -> Result<(), Error> {
+            if v.is_empty() || v.contains([',', ' ', '=']) {
+                return Err(Error::Hypervisor(format!("volume {id}: unsupported {what} {v:?}")));
+            }
+            Ok(())
+        };
+        let (path, iscsi) = match kind {
+            "local" => {
+                let path = data["device_path"].as_str().filter(|p| p.starts_with('/')).ok_or_else(|| {
+                    Error::Hypervisor(format!("volume {id}: its connection has no device_path"))
+                })?;
+                plain("path", path)?;
+                (PathBuf::from(path), None)
+            }
+            "iscsi" => {
+                let portal = data["target_portal"].as_str().unwrap_or_default();
+                let target = data["target_iqn"].as_str().unwrap_or_default();
+                let lun = data["target_lun"].as_u64().unwrap_or(0);
+                plain("portal", portal)?;
+                plain("target", target)?;
+                plain("initiator", initiator)?;
+                let lun = IscsiLun { portal: portal.into(), target: target.into(), lun, initiator: initiator.into() };
+                (PathBuf::new(), Some(lun))
+            }
+            other => {
+                return Err(Error::Hypervisor(format!(
+                    "volume {id}: the qemu driver attaches local (file) and iscsi volumes, not {other:?}"
+                )));
+            }
+        };
+        let format = if iscsi.is_some() { "raw" } else { data["format"].as_str().unwrap_or("raw") };
         if !["raw", "qcow2"].contains(&format) {
-            return Err(Error::Hypervisor(format!("volume {}: unsupported format {format}", device.volume_id)));
-        }
-        if path.contains(',') {
-            return Err(Error::Hypervisor(format!("volume {}: unsupported path {path}", device.volume_id)));
+            return Err(Error::Hypervisor(format!("volume {id}: unsupported format {format}")));
         }
         Ok(VolumeDisk {
-            volume_id: device.volume_id.clone(),
+            volume_id: id.clone(),
             device_name: device.device_name.clone(),
-            path: PathBuf::from(path),
+            path,
+            iscsi,
             format: format.to_owned(),
             read_only: data["access_mode"] == json!("ro"),
             boot: device.boot_index == Some(0),
         })
+    }
+
+    /// The options of the volume's protocol node (`-blockdev` key=value syntax, without its node name).
+    fn protocol_options(&self) -> String {
+        match &self.iscsi {
+            Some(l) => format!(
+                "driver=iscsi,transport=tcp,portal={},target={},lun={},initiator-name={}",
+                l.portal, l.target, l.lun, l.initiator
+            ),
+            None => format!("driver=file,filename={}", self.path.to_string_lossy()),
+        }
+    }
+
+    /// The protocol node for QMP `blockdev-add`.
+    fn protocol_json(&self) -> Value {
+        match &self.iscsi {
+            Some(l) => json!({"driver": "iscsi", "transport": "tcp", "portal": l.portal, "target": l.target, "lun": l.lun, "initiator-name": l.initiator}),
+            None => json!({"driver": "file", "filename": self.path}),
+        }
     }
 
     /// The QEMU node name of the volume's format layer (`vol` and 20 hex digits of its id); its protocol layer
@@ -187,6 +234,16 @@ impl VolumeDisk {
         let hex: String = self.volume_id.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
         format!("vol{hex}")
     }
+}
+
+/// An iSCSI LUN as QEMU's built-in initiator reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct IscsiLun {
+    /// `address:port`.
+    portal: String,
+    target: String,
+    lun: u64,
+    initiator: String,
 }
 
 /// The rescue disk's image, as [`GuestDef`] keeps the root disk's.
@@ -319,7 +376,7 @@ impl QemuDriver {
     async fn create(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
         let uuid = instance.uuid.as_str();
         let dir = self.dir(uuid);
-        let volumes = context.block_devices.iter().map(VolumeDisk::of).collect::<Result<Vec<_>, _>>()?;
+        let volumes = context.block_devices.iter().map(|d| VolumeDisk::of(d, &self.config.iscsi_initiator)).collect::<Result<Vec<_>, _>>()?;
         let Some(image) = context.image.as_ref() else {
             // Booted from a volume: no root overlay, no bases.
             if !volumes.iter().any(|v| v.boot) {
@@ -497,22 +554,22 @@ impl QemuDriver {
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
         push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", p("qmp.sock")), "-mon", "chardev=qmp,mode=control"]);
         push(&["-chardev", &format!("file,id=console,path={},append=on", p("console.log")), "-serial", "chardev:console"]);
-        let mut disk = |node: &str, file: &str, format: &str, read_only: bool, boot: bool, serial: Option<&str>| {
+        let mut disk = |node: &str, protocol: &str, format: &str, read_only: bool, boot: bool, serial: Option<&str>| {
             let ro = if read_only { ",read-only=on" } else { "" };
-            push(&["-blockdev", &format!("driver=file,filename={file},node-name={node}-file{ro}")]);
+            push(&["-blockdev", &format!("{protocol},node-name={node}-file{ro}")]);
             push(&["-blockdev", &format!("driver={format},file={node}-file,node-name={node}{ro}")]);
             let boot = if boot { ",bootindex=1" } else { "" };
             let serial = serial.map(|s| format!(",serial={s}")).unwrap_or_default();
             push(&["-device", &format!("virtio-blk-pci,drive={node},id={node}-disk{serial}{boot}")]);
         };
         let volume = |disk: &mut DiskArgs<'_>, v: &VolumeDisk, boot: bool| {
-            disk(&v.node(), &v.path.to_string_lossy(), &v.format, v.read_only, boot, Some(&serial(&v.volume_id)));
+            disk(&v.node(), &v.protocol_options(), &v.format, v.read_only, boot, Some(&serial(&v.volume_id)));
         };
         // The root disk comes first (the guest's vda): the overlay, or the boot volume of a guest without one.
         let from_volume = def.base_format.is_none();
         // A rescued guest boots from the rescue disk, with its own disks after it (upstream's rescue layout).
         if def.rescue.is_some() {
-            disk("rescue", &p("disk.rescue"), "qcow2", false, true, None);
+            disk("rescue", &file_options(&p("disk.rescue")), "qcow2", false, true, None);
         }
         let own_boot = def.rescue.is_none();
         if from_volume {
@@ -520,16 +577,16 @@ impl QemuDriver {
                 volume(&mut disk, v, own_boot);
             }
         } else {
-            disk("root", &p("disk"), "qcow2", false, own_boot, None);
+            disk("root", &file_options(&p("disk")), "qcow2", false, own_boot, None);
         }
         if dir.join("disk.eph0").exists() {
-            disk("eph0", &p("disk.eph0"), "qcow2", false, false, None);
+            disk("eph0", &file_options(&p("disk.eph0")), "qcow2", false, false, None);
         }
         if dir.join("disk.swap").exists() {
-            disk("swap", &p("disk.swap"), "qcow2", false, false, None);
+            disk("swap", &file_options(&p("disk.swap")), "qcow2", false, false, None);
         }
         if def.config_drive {
-            disk("config", &p("disk.config"), "raw", true, false, None);
+            disk("config", &file_options(&p("disk.config")), "raw", true, false, None);
         }
         for v in def.volumes.iter().filter(|v| !(from_volume && v.boot)) {
             volume(&mut disk, v, false);
@@ -658,6 +715,11 @@ impl QemuDriver {
 /// Adds one disk's arguments: node name, file, format, read-only, boot, serial.
 type DiskArgs<'a> = dyn FnMut(&str, &str, &str, bool, bool, Option<&str>) + 'a;
 
+/// The options of a plain file's protocol node.
+fn file_options(path: &str) -> String {
+    format!("driver=file,filename={path}")
+}
+
 /// Hot-adds a volume's disk to a running QEMU: its protocol and format nodes (`blockdev-add`), then a
 /// virtio-blk-pci device on them (`device_add`); what was added is removed again when a later step fails.
 /// The disk of an attached volume in a guest's definition.
@@ -681,7 +743,12 @@ async fn hot_add(qmp: &mut Qmp, disk: &VolumeDisk) -> Result<(), Error> {
     let file = format!("{node}-file");
     qmp.execute(
         "blockdev-add",
-        Some(json!({"driver": "file", "filename": disk.path, "node-name": file, "read-only": disk.read_only})),
+        Some({
+            let mut node = disk.protocol_json();
+            node["node-name"] = json!(file);
+            node["read-only"] = json!(disk.read_only);
+            node
+        }),
     )
     .await?;
     let format = json!({"driver": disk.format, "file": file, "node-name": node, "read-only": disk.read_only});
@@ -1114,7 +1181,7 @@ impl Hypervisor for QemuDriver {
     async fn attach_volume(&self, instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error> {
         let uuid = instance.uuid.as_str();
         let mut def = self.load(uuid)?;
-        let disk = VolumeDisk::of(device)?;
+        let disk = VolumeDisk::of(device, &self.config.iscsi_initiator)?;
         if def.volumes.iter().any(|v| v.volume_id == disk.volume_id) {
             return Err(Error::Hypervisor(format!("volume {} is already attached to instance {uuid}", disk.volume_id)));
         }
@@ -1144,6 +1211,9 @@ impl Hypervisor for QemuDriver {
         let mut def = self.load(uuid)?;
         let running = self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused);
         let disk = attached_disk(&mut def, uuid, volume_id)?;
+        if disk.iscsi.is_some() {
+            return Err(Error::Hypervisor(format!("volume {volume_id} is an iSCSI LUN: its backend snapshots it")));
+        }
         let new_file = plain_file_name(create_info["new_file"].as_str())?;
         let dir = disk.path.parent().ok_or_else(|| Error::Hypervisor(format!("volume {volume_id} has no directory")))?;
         let new_path = dir.join(new_file);
@@ -1362,13 +1432,28 @@ pub(crate) mod tests {
             boot_index: boot,
             connection_info: json!({"driver_volume_type": kind, "data": {"device_path": path, "format": "qcow2"}}),
         };
-        let root = VolumeDisk::of(&device("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "local", "/v/volume-a", Some(0))).unwrap();
+        let of = |d: &BlockDeviceSpec| VolumeDisk::of(d, "iqn.2010-10.org.openstack.stratus:h1");
+        let root = of(&device("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "local", "/v/volume-a", Some(0))).unwrap();
         assert!(root.boot && root.format == "qcow2" && !root.read_only);
         assert_eq!(root.node(), "volaaaaaaaabbbbccccdddd");
-        assert!(VolumeDisk::of(&device("b", "iscsi", "/v/b", None)).is_err(), "only local connections");
-        assert!(VolumeDisk::of(&device("b", "local", "relative", None)).is_err());
-        assert!(VolumeDisk::of(&device("b", "local", "/v/a,b", None)).is_err(), "no option injection");
-        let data = VolumeDisk::of(&device("ffffffff-0000", "local", "/v/volume-f", None)).unwrap();
+        assert!(of(&device("b", "rbd", "/v/b", None)).is_err(), "local and iscsi connections only");
+        assert!(of(&device("b", "iscsi", "/v/b", None)).is_err(), "an iscsi connection names its target");
+        let lun = BlockDeviceSpec {
+            connection_info: json!({"driver_volume_type": "iscsi", "data": {"target_portal": "10.0.0.5:3260", "target_iqn": "iqn.2010-10.org.openstack:volume-c", "target_lun": 1}}),
+            ..device("c", "iscsi", "", None)
+        };
+        let iscsi = of(&lun).unwrap();
+        assert_eq!(iscsi.format, "raw");
+        assert_eq!(
+            iscsi.protocol_options(),
+            "driver=iscsi,transport=tcp,portal=10.0.0.5:3260,target=iqn.2010-10.org.openstack:volume-c,lun=1,initiator-name=iqn.2010-10.org.openstack.stratus:h1"
+        );
+        let mut bad = lun.clone();
+        bad.connection_info["data"]["target_iqn"] = json!("iqn.x,file=/etc/shadow");
+        assert!(of(&bad).is_err(), "no option injection");
+        assert!(of(&device("b", "local", "relative", None)).is_err());
+        assert!(of(&device("b", "local", "/v/a,b", None)).is_err(), "no option injection");
+        let data = of(&device("ffffffff-0000", "local", "/v/volume-f", None)).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let driver = QemuDriver {

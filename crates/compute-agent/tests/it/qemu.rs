@@ -491,3 +491,90 @@ async fn assisted_volume_snapshots_stack_and_merge_the_files_of_a_stopped_guest(
     assert!(block_devices(&env.path.join("avs1")).iter().any(|d| d.contains("/vol77777777")));
     driver.destroy("avs1").await.unwrap();
 }
+
+/// The test's own iSCSI target daemon (tgt), on its own control port and loopback portal; ended on drop.
+struct Target {
+    control: String,
+    portal: String,
+}
+
+impl Target {
+    fn start() -> Option<Target> {
+        if std::process::Command::new("tgtadm").arg("--help").output().is_err() {
+            assert!(std::env::var("STRATUS_TEST_REQUIRE_QEMU").as_deref() != Ok("1"), "tgt is required with QEMU");
+            return None;
+        }
+        let control = 900 + (std::process::id() % 90) as u16;
+        let t = Target { control: control.to_string(), portal: format!("127.0.0.1:{}", 34000 + control) };
+        let ok = std::process::Command::new("tgtd")
+            .args(["-C", &t.control, "--iscsi", &format!("portal={}", t.portal)])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tgtd");
+        for _ in 0..50 {
+            if t.adm(&["--op", "show", "--mode", "system"]) {
+                return Some(t);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tgtd did not come up");
+    }
+
+    fn adm(&self, args: &[&str]) -> bool {
+        std::process::Command::new("tgtadm")
+            .args(["-C", &self.control, "--lld", "iscsi"])
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tgtadm").args(["-C", &self.control, "--op", "delete", "--mode", "system"]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_reaches_an_iscsi_volume_through_qemus_initiator() {
+    let Some(images) = image_dir() else { return };
+    let Some(target) = Target::start() else { return };
+    let env = Env::new(images);
+    let driver = env.driver();
+    let file = env.path.join("lun.raw");
+    std::fs::File::create(&file).unwrap().set_len(32 << 20).unwrap();
+    let iqn = "iqn.2010-10.org.openstack:volume-cccccccc";
+    assert!(target.adm(&["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn]));
+    assert!(target.adm(&["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", &file.to_string_lossy()]));
+    // Only this host's initiator may log in (the driver's default is the machine's host name, as the connector's).
+    let me = compute_agent::iscsi_initiator(&compute_agent::hostname());
+    assert!(target.adm(&["--op", "bind", "--mode", "target", "--tid", "1", "-Q", &me]));
+
+    let (spec, ctx) = instance("isc1", "disk-image", &[("disk_format", "qcow2")]);
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "isc1", MARKER, 1).await;
+    let lun = compute_rpc::BlockDeviceSpec {
+        volume_id: "cccccccc-1111-2222-3333-444444444444".into(),
+        device_name: "/dev/vdd".into(),
+        boot_index: None,
+        connection_info: serde_json::json!({"driver_volume_type": "iscsi", "data": {"target_portal": target.portal, "target_iqn": iqn, "target_lun": 1}}),
+    };
+    driver.attach_volume(&spec, &lun).await.unwrap();
+    let guest = env.path.join("isc1");
+    assert!(block_devices(&guest).iter().any(|d| d.contains("/volcccccccc")), "hot-added over iSCSI");
+
+    // Restarted, QEMU logs in again from its command line.
+    driver.power_off("isc1").await.unwrap();
+    driver.power_on(&spec, &ctx).await.unwrap();
+    wait_console(&driver, "isc1", MARKER, 2).await;
+    assert!(block_devices(&guest).iter().any(|d| d.contains("/volcccccccc")));
+    driver.detach_volume("isc1", &lun.volume_id).await.unwrap();
+    assert!(!block_devices(&guest).iter().any(|d| d.contains("/volcccccccc")));
+
+    // Another initiator is refused by the target: the attach fails and the guest is unchanged.
+    assert!(target.adm(&["--op", "unbind", "--mode", "target", "--tid", "1", "-Q", &me]));
+    assert!(driver.attach_volume(&spec, &lun).await.is_err(), "not allowed to log in");
+    assert!(!block_devices(&guest).iter().any(|d| d.contains("/volcccccccc")));
+    driver.destroy("isc1").await.unwrap();
+}

@@ -66,7 +66,7 @@ async fn file_volumes_are_thin_and_keep_their_data() {
         let mut head = vec![0u8; 65536];
         std::io::Read::read_exact(&mut std::fs::File::open(&reverted).unwrap(), &mut head).unwrap();
         assert_eq!(head, pattern(), "{format}: reverted");
-        let info = d.connection_info("v1").await.unwrap();
+        let info = d.connection_info("v1", &serde_json::json!({})).await.unwrap();
         assert_eq!(info["driver_volume_type"], "local");
         assert_eq!(info["data"]["format"], format);
         for id in ["v1", "v2", "v3"] {
@@ -74,7 +74,7 @@ async fn file_volumes_are_thin_and_keep_their_data() {
         }
         d.delete("v1").await.unwrap();
         d.delete_snapshot("s1").await.unwrap();
-        assert!(d.connection_info("v1").await.is_err());
+        assert!(d.connection_info("v1", &serde_json::json!({})).await.is_err());
         assert_eq!(d.capacity().await.unwrap().provisioned_gb, 0.0);
     }
 }
@@ -138,4 +138,97 @@ async fn the_agent_serves_calls_and_reports_its_backend() {
     assert!(fake.volume_ids().is_empty());
     agent.stop().await;
     scheduler.stop().await;
+}
+
+/// Stops the test's own tgt daemon (tgtd ignores SIGTERM; `--op delete --mode system` ends it).
+struct Tgtd(u16);
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tgtadm")
+            .args(["-C", &self.0.to_string(), "--op", "delete", "--mode", "system"])
+            .output();
+    }
+}
+
+/// The userspace iSCSI target is there (CI installs it with the QEMU tools and requires it).
+fn have_tgt() -> bool {
+    let found = std::process::Command::new("tgtadm").arg("--help").output().is_ok();
+    if !found && std::env::var("STRATUS_TEST_REQUIRE_QEMU").as_deref() == Ok("1") {
+        panic!("tgtadm is required (scripts/host-tools installs tgt)");
+    }
+    found
+}
+
+/// Reads the first 64 KiB of an iSCSI LUN as `initiator`, through QEMU's own initiator.
+fn read_lun(info: &serde_json::Value, initiator: &str, dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    let d = &info["data"];
+    let spec = format!(
+        "driver=raw,file.driver=iscsi,file.transport=tcp,file.portal={},file.target={},file.lun={},file.initiator-name={initiator}",
+        d["target_portal"].as_str().unwrap(),
+        d["target_iqn"].as_str().unwrap(),
+        d["target_lun"]
+    );
+    let out = dir.join(format!("read-{}", initiator.replace(':', "_")));
+    let r = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "--image-opts", &spec, "-O", "raw"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    if !r.status.success() {
+        return Err(String::from_utf8_lossy(&r.stderr).into_owned());
+    }
+    let mut head = vec![0u8; 65536];
+    std::io::Read::read_exact(&mut std::fs::File::open(&out).unwrap(), &mut head).unwrap();
+    Ok(head)
+}
+
+#[tokio::test]
+async fn iscsi_volumes_are_exported_to_the_connected_hosts_only() {
+    if !have_tgt() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let control = 100 + (std::process::id() % 800) as u16;
+    let _daemon = Tgtd(control);
+    let mut c = volume_agent::IscsiConfig::new(FileConfig::new(&dir.path().join("volumes")));
+    c.control_port = control;
+    c.portal = format!("127.0.0.1:{}", 33000 + control);
+    c.target_prefix = format!("iqn.2010-10.org.stratus.test{control}:");
+    let d = volume_agent::IscsiDriver::new(c).unwrap();
+    assert_eq!((d.name(), d.storage_protocol()), ("iscsi", "iSCSI"));
+    d.create("v1", 1).await.unwrap();
+    let src = dir.path().join("src.raw");
+    std::fs::write(&src, pattern()).unwrap();
+    d.import("v1", &src, "raw").await.unwrap();
+
+    let (h1, h2, h3) = ("iqn.2026-11.org.stratus:h1", "iqn.2026-11.org.stratus:h2", "iqn.2026-11.org.stratus:h3");
+    assert!(d.connection_info("v1", &serde_json::json!({"host": "h1"})).await.is_err(), "no initiator");
+    let info = d.connection_info("v1", &serde_json::json!({"host": "h1", "initiator": h1})).await.unwrap();
+    assert_eq!(info["driver_volume_type"], "iscsi");
+    assert_eq!(info["data"]["target_lun"], 1);
+    assert_eq!(info["data"]["target_iqn"], format!("iqn.2010-10.org.stratus.test{control}:volume-v1"));
+    assert_eq!(read_lun(&info, h1, dir.path()).unwrap(), pattern(), "the connected host reads the volume");
+    let refused = read_lun(&info, h3, dir.path()).unwrap_err();
+    assert!(refused.contains("Failed to log in") || refused.contains("not found"), "{refused}");
+    // A second host shares the target; connecting again is idempotent.
+    let again = d.connection_info("v1", &serde_json::json!({"initiator": h2})).await.unwrap();
+    assert_eq!(again, info);
+    d.connection_info("v1", &serde_json::json!({"initiator": h2})).await.unwrap();
+    assert!(read_lun(&info, h2, dir.path()).is_ok());
+
+    // h1 disconnects: h2 keeps the target; when h2 goes too the target is gone.
+    d.terminate_connection("v1", &serde_json::json!({"initiator": h1})).await.unwrap();
+    assert!(read_lun(&info, h1, dir.path()).is_err(), "h1 is out");
+    assert!(read_lun(&info, h2, dir.path()).is_ok(), "h2 still in");
+    d.terminate_connection("v1", &serde_json::json!({"initiator": h2})).await.unwrap();
+    assert!(read_lun(&info, h2, dir.path()).is_err());
+    d.terminate_connection("v1", &serde_json::json!({"initiator": h2})).await.unwrap();
+
+    // Deleting an exported volume removes its target with it.
+    d.connection_info("v1", &serde_json::json!({"initiator": h1})).await.unwrap();
+    d.delete("v1").await.unwrap();
+    assert!(read_lun(&info, h1, dir.path()).is_err());
+    assert!(!dir.path().join("volumes/volume-v1").exists());
+    assert!(d.connection_info("v1", &serde_json::json!({"initiator": h1})).await.is_err(), "no volume, no export");
 }

@@ -223,6 +223,7 @@ async fn action(State(s): State<AppState>, ctx: Context, headers: HeaderMap, Ext
         }
         "os-terminate_connection" => {
             s.enforce(&ctx, "volume:update", project)?;
+            vol.terminate_connection(&caller, id, &arg["connector"]).await?;
             accepted()
         }
         "os-reset_status" => {
