@@ -450,7 +450,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="catalog",
         help="catalog (default): only the listed tests of services in the catalog; all: the whole list",
     )
-    p.add_argument("--concurrency", type=int, default=2, help="Tempest workers (default 2)")
+    p.add_argument("--concurrency", type=int, default=3, help="Tempest workers (default 3)")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression for the CLI scenarios")
     p.add_argument(
         "--conformance-list",
