@@ -259,6 +259,7 @@ mod tests {
             fixed_ips: ips.iter().map(|(s, ip)| FixedIp { subnet_id: (*s).into(), ip_address: (*ip).into() }).collect(),
             device_owner: owner.into(),
             device_id: String::new(),
+            project_id: "p".into(),
             host: "cn1".into(),
             admin_state_up: true,
             dns_name: String::new(),
