@@ -127,6 +127,7 @@ struct Listener {
     scope: Arc<Scope>,
     /// The namespace's identity (device, inode) when bound: a namespace deleted and made again is a new one.
     netns: (u64, u64),
+    addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
@@ -157,11 +158,17 @@ impl MetadataProxy {
     /// `instances`: binds a listener there unless one serves that very namespace, else only replaces whom it
     /// answers.
     pub async fn serve(&self, namespace: &str, instances: Instances) -> Result<(), Error> {
+        self.serve_on(namespace, SocketAddr::from((METADATA_IP, METADATA_PORT)), instances).await
+    }
+
+    /// As [`MetadataProxy::serve`], on `addr` (a router namespace may listen elsewhere and redirect port 80 to
+    /// it). A namespace has one listener: a different address replaces it.
+    pub async fn serve_on(&self, namespace: &str, addr: SocketAddr, instances: Instances) -> Result<(), Error> {
         let id = netns_id(namespace).ok_or_else(|| Error::Config(format!("no namespace {namespace}")))?;
         {
             let mut listeners = self.listeners.lock().expect("metadata listeners");
             if let Some(l) = listeners.get(namespace) {
-                if l.netns == id && !l.task.is_finished() {
+                if l.netns == id && l.addr == addr && !l.task.is_finished() {
                     *l.scope.instances.write().expect("metadata instances") = Arc::new(instances);
                     return Ok(());
                 }
@@ -171,7 +178,6 @@ impl MetadataProxy {
                 }
             }
         }
-        let addr = SocketAddr::from((METADATA_IP, METADATA_PORT));
         let std_listener = in_namespace(Some(namespace), || {
             let l = std::net::TcpListener::bind(addr).map_err(|e| Error::io(format!("cannot listen on {addr} in {namespace}"), e))?;
             l.set_nonblocking(true).map_err(|e| Error::io("metadata listener", e))?;
@@ -190,7 +196,8 @@ impl MetadataProxy {
             }
         });
         tracing::info!(namespace, "metadata proxy listening on {addr}");
-        let old = self.listeners.lock().expect("metadata listeners").insert(namespace.to_string(), Listener { scope, netns: id, task });
+        let old =
+            self.listeners.lock().expect("metadata listeners").insert(namespace.to_string(), Listener { scope, netns: id, addr, task });
         if let Some(old) = old {
             old.task.abort();
         }
