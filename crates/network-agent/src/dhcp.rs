@@ -202,6 +202,15 @@ pub fn running_pid(files: &DhcpFiles) -> Option<i32> {
     cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()).then_some(pid)
 }
 
+/// Whether process `pid` runs in the named namespace as it is now (not in one deleted and made again, which the
+/// process keeps alive).
+pub fn runs_in(pid: i32, namespace: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: String| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let own = id(format!("/proc/{pid}/ns/net"));
+    own.is_some() && own == id(format!("{}/{namespace}", crate::netlink::NETNS_DIR))
+}
+
 fn signal(pid: i32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process(pid, sig);

@@ -241,7 +241,8 @@ impl Reconciler {
         let args = dhcp::dnsmasq_args(net, &files, &inner, &self.config.dns_domain);
         let args_changed = dhcp::write_if_changed(&files.args(), &args.join("\n"))?;
         match dhcp::running_pid(&files) {
-            Some(_) if args_changed => {
+            // a changed command line, or a namespace made anew (the old dnsmasq serves a device no bridge has)
+            Some(pid) if args_changed || !dhcp::runs_in(pid, &ns) => {
                 dhcp::stop(&files).await;
                 self.start_dnsmasq(&ns, &files, &args).await?;
             }

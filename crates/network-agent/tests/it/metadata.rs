@@ -260,6 +260,17 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     let outcome = agent.sync_now().await.unwrap();
     assert_eq!((outcome.dhcp, outcome.metadata), (1, 1), "{outcome:?}");
 
+    // a DHCP namespace made anew gets a listener and a dnsmasq of its own (the old ones keep the old namespace)
+    let old_dnsmasq = dnsmasq_pids(&dhcp_ns);
+    ip(&["netns", "delete", &dhcp_ns]);
+    let outcome = agent.sync_now().await.unwrap();
+    assert!(outcome.errors.is_empty(), "{outcome:?}");
+    let new_dnsmasq = dnsmasq_pids(&dhcp_ns);
+    assert!(!new_dnsmasq.is_empty() && new_dnsmasq != old_dnsmasq, "{old_dnsmasq:?} {new_dnsmasq:?}");
+    assert!(old_dnsmasq.iter().all(|pid| !network_agent::dhcp::alive(pid.parse().unwrap())), "{old_dnsmasq:?} still runs");
+    let (code, body, _) = curl(&vm_ns, url, &[]).await;
+    assert_eq!(code, 200, "{body}");
+
     // the server goes: its address no longer gets metadata
     assert_eq!(m.delete(&format!("/compute/v2.1/servers/{server_id}")).await.status, 204);
     let start = Instant::now();
