@@ -15,9 +15,12 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::MetadataExt,
+    pin::Pin,
     sync::{Arc, Mutex, RwLock},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -30,7 +33,11 @@ use axum::{
 };
 use hmac::{KeyInit, Mac};
 use network_rpc::PortState;
-use tokio::task::JoinHandle;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 
 use crate::{
     Error,
@@ -41,6 +48,11 @@ use crate::{
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// The port the proxy listens on.
 pub const METADATA_PORT: u16 = 80;
+/// Connections one listener holds at once (guests are not trusted: the agent's descriptors are bounded); more wait
+/// in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 128;
+/// How long a connection may stay open, idle or not (a metadata request takes milliseconds).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Where the proxy forwards to (upstream's `nova_metadata_host`/`port`/`protocol` as one URL) and how it signs.
 #[derive(Clone)]
@@ -184,14 +196,12 @@ impl MetadataProxy {
             Ok(l)
         })?;
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| Error::io("metadata listener", e))?;
+        let listener = Limited::new(listener, MAX_CONNECTIONS, CONNECTION_LIFETIME);
         let scope = Arc::new(Scope { namespace: namespace.to_string(), instances: RwLock::new(Arc::new(instances)) });
         let app = Router::new().fallback(handle).with_state((self.upstream.clone(), scope.clone()));
         let ns = namespace.to_string();
         let task = tokio::spawn(async move {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await {
                 tracing::warn!(namespace = %ns, error = %e, "metadata proxy stopped");
             }
         });
@@ -239,13 +249,106 @@ impl Drop for MetadataProxy {
     }
 }
 
+/// A listener that holds at most a number of connections at once, each for a bounded time.
+pub struct Limited {
+    inner: tokio::net::TcpListener,
+    permits: Arc<Semaphore>,
+    lifetime: Duration,
+}
+
+impl Limited {
+    pub fn new(inner: tokio::net::TcpListener, connections: usize, lifetime: Duration) -> Limited {
+        Limited { inner, permits: Arc::new(Semaphore::new(connections.max(1))), lifetime }
+    }
+}
+
+impl axum::serve::Listener for Limited {
+    type Io = Bounded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Bounded, SocketAddr) {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let deadline = Box::pin(tokio::time::sleep(self.lifetime));
+                    return (Bounded { stream, deadline, _permit: permit }, addr);
+                }
+                Err(e) => {
+                    // out of descriptors, a connection reset before it was accepted: wait, then go on
+                    tracing::debug!(error = %e, "metadata proxy accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection of a [`Limited`] listener: it fails once its time is up, and gives its place back when dropped.
+pub struct Bounded {
+    stream: tokio::net::TcpStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Bounded {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn time_is_up<T>() -> Poll<std::io::Result<T>> {
+    Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the connection's time is up")))
+}
+
+impl AsyncRead for Bounded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return time_is_up();
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Bounded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return time_is_up();
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The client's address, as the handler gets it.
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 fn plain(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
 }
 
 async fn handle(
     State((upstream, scope)): State<(Arc<Upstream>, Arc<Scope>)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
 ) -> Response {
@@ -349,6 +452,33 @@ mod tests {
     fn signatures_are_hex_hmac_sha256() {
         // RFC 4231, test case 2
         assert_eq!(sign("Jefe", "what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[tokio::test]
+    async fn a_listener_holds_a_bounded_number_of_connections_for_a_bounded_time() {
+        use axum::serve::Listener;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut l = Limited::new(tcp, 1, Duration::from_millis(300));
+        let _c1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut first, _) = l.accept().await;
+        let _c2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // the second waits while the first is held
+        assert!(tokio::time::timeout(Duration::from_millis(100), l.accept()).await.is_err());
+        // the first's time runs out: reads and writes fail
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let err = first.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+        assert!(first.write_all(b"x").await.is_err());
+        // once it is gone, the second is accepted
+        drop(first);
+        let (second, peer) = tokio::time::timeout(Duration::from_secs(5), l.accept()).await.expect("the second connection");
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        drop(second);
     }
 
     #[test]
