@@ -243,7 +243,8 @@ mod tests {
         assert_eq!(local.url, "http://[::1]:8775");
         config.network_agent.metadata_url = Some("http://192.0.2.10:8775".into());
         config.network_agent.metadata_proxy_shared_secret = "own".into();
-        for c in [network_agent_config(&config).unwrap(), network_agent_config_in_process(&config, Some("127.0.0.1:1".parse().unwrap())).unwrap()] {
+        let elsewhere = network_agent_config_in_process(&config, Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        for c in [network_agent_config(&config).unwrap(), elsewhere] {
             let m = c.metadata.unwrap();
             assert_eq!((m.url.as_str(), m.shared_secret.as_str()), ("http://192.0.2.10:8775", "own"));
         }
