@@ -142,9 +142,35 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     c.polling_interval = seconds("polling_interval", s.polling_interval)?;
     c.resync_interval = seconds("resync_interval", s.resync_interval)?;
     c.enable_dhcp = s.enable_dhcp;
+    if let Some(url) = &s.metadata_url {
+        c.metadata = Some(network_agent::metadata::MetadataConfig::new(url.clone(), metadata_secret(config)));
+    }
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
     c.ip = s.ip.clone();
+    Ok(c)
+}
+
+fn metadata_secret(config: &Config) -> String {
+    let own = &config.network_agent.metadata_proxy_shared_secret;
+    if own.is_empty() { config.compute.metadata_proxy_shared_secret.clone() } else { own.clone() }
+}
+
+/// The settings of a network agent in the same process as the compute service: without `[network_agent]
+/// metadata_url` its metadata proxy forwards to the metadata listener of this process, at `metadata_addr`.
+pub fn network_agent_config_in_process(
+    config: &Config,
+    metadata_addr: Option<std::net::SocketAddr>,
+) -> Result<network_agent::AgentConfig, Error> {
+    let mut c = network_agent_config(config)?;
+    if c.metadata.is_none()
+        && let Some(mut addr) = metadata_addr
+    {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        c.metadata = Some(network_agent::metadata::MetadataConfig::new(format!("http://{addr}"), metadata_secret(config)));
+    }
     Ok(c)
 }
 
@@ -215,6 +241,29 @@ mod tests {
         config.network_agent.polling_interval = 1.0;
         config.network_agent.physical_interface_mappings = vec!["eth1".into()];
         assert!(network_agent_config(&config).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_metadata_proxy_forwards_to_the_configured_or_the_local_metadata_api() {
+        let mut config = Config::default();
+        assert!(network_agent_config(&config).unwrap().metadata.is_none());
+        assert!(network_agent_config_in_process(&config, None).unwrap().metadata.is_none());
+        config.compute.metadata_proxy_shared_secret = "s3".into();
+        let local = network_agent_config_in_process(&config, Some("0.0.0.0:8775".parse().unwrap())).unwrap().metadata.unwrap();
+        assert_eq!((local.url.as_str(), local.shared_secret.as_str()), ("http://127.0.0.1:8775", "s3"));
+        let local = network_agent_config_in_process(&config, Some("[::]:8775".parse().unwrap())).unwrap().metadata.unwrap();
+        assert_eq!(local.url, "http://[::1]:8775");
+        config.network_agent.metadata_url = Some("http://192.0.2.10:8775".into());
+        config.network_agent.metadata_proxy_shared_secret = "own".into();
+        let elsewhere = network_agent_config_in_process(&config, Some("127.0.0.1:1".parse().unwrap())).unwrap();
+        for c in [network_agent_config(&config).unwrap(), elsewhere] {
+            let m = c.metadata.unwrap();
+            assert_eq!((m.url.as_str(), m.shared_secret.as_str()), ("http://192.0.2.10:8775", "own"));
+        }
+        config.network_agent.metadata_url = Some("ftp://x".into());
+        let bus = Bus::connect("memory://").await.unwrap();
+        let err = network_agent::Agent::start(network_agent_config(&config).unwrap(), bus).await.unwrap_err();
+        assert!(err.to_string().contains("metadata URL"), "{err}");
     }
 
     #[test]

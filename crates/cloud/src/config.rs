@@ -537,6 +537,14 @@ pub struct NetworkAgentSection {
     pub resync_interval: f64,
     /// Serve DHCP for this host's networks.
     pub enable_dhcp: bool,
+    /// The compute metadata API the metadata proxy in the DHCP namespaces forwards instances' requests for
+    /// `http://169.254.169.254/` to (upstream's `nova_metadata_host`/`port`/`protocol`), e.g.
+    /// `http://192.0.2.10:8775`. Unset: the in-process agent of `stratus up` uses `[compute] metadata_listen`, a
+    /// standalone agent serves no metadata.
+    pub metadata_url: Option<String>,
+    /// The secret the proxy signs instance ids with, as `[compute] metadata_proxy_shared_secret` (whose value it
+    /// takes when empty).
+    pub metadata_proxy_shared_secret: String,
     /// The domain of instances' host names (upstream's `dns_domain`).
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
@@ -558,6 +566,8 @@ impl Default for NetworkAgentSection {
             polling_interval: 2.0,
             resync_interval: 60.0,
             enable_dhcp: true,
+            metadata_url: None,
+            metadata_proxy_shared_secret: String::new(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),

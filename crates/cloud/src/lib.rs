@@ -677,7 +677,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningCloud, E
         bus_servers.push(network.serve_agents(&cloud.bus, &format!("network-{}", addr.port())).await?);
     }
     let network_agent = if opts.network_agent {
-        Some(agent::start_network_agent(&cloud.config, cloud.bus.clone()).await?)
+        let config = agent::network_agent_config_in_process(&cloud.config, metadata_addr)?;
+        Some(network_agent::Agent::start(config, cloud.bus.clone()).await?)
     } else {
         None
     };

@@ -51,7 +51,8 @@ impl Agent {
     }
 }
 
-/// A running agent; [`AgentHandle::stop`] stops it (the data plane stays as it is, as upstream's agents leave it).
+/// A running agent; [`AgentHandle::stop`] stops it (the data plane stays as it is, as upstream's agents leave it;
+/// only the metadata listeners, served by the agent itself, close).
 #[must_use = "dropping the handle stops the agent"]
 pub struct AgentHandle {
     inner: Arc<Inner>,
@@ -89,6 +90,8 @@ impl AgentHandle {
         inner.reconciler.teardown().await
     }
 
+    /// Stops the agent. Bridges, namespaces and dnsmasq stay; the metadata listeners, which live in this process,
+    /// close (the next agent binds them again).
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {
@@ -96,6 +99,9 @@ impl AgentHandle {
         }
         if let Some(server) = self.server.take() {
             server.stop().await;
+        }
+        if let Some(proxy) = self.inner.reconciler.metadata() {
+            proxy.stop_all().await;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! DHCP for one network: dnsmasq in the network's namespace, answering only the ports the network service knows
 //! (static ranges, a hosts file MAC → fixed IP and host name), with the subnet's router, DNS servers, host routes
-//! and MTU as options, as upstream's DHCP agent runs it.
+//! (and the route to the metadata address through the DHCP port when its namespace serves metadata) and MTU as
+//! options, as upstream's DHCP agent runs it.
 //!
 //! Files live in `<state_dir>/dhcp/<network id>/`: `host`, `opts`, `args` (the command line the running dnsmasq was
 //! started with) and `pid`. A changed hosts or options file is re-read on SIGHUP; a changed command line (a subnet
@@ -73,9 +74,15 @@ pub fn hosts_file(net: &NetworkState) -> String {
     out
 }
 
+/// The host route to the metadata address, as upstream writes it.
+pub const METADATA_CIDR: &str = "169.254.169.254/32";
+
 /// The options file: per subnet the router, DNS servers, host routes (with the default route, since a client
 /// that gets classless routes ignores the router option) and MTU; per port its extra DHCP options.
-pub fn opts_file(net: &NetworkState) -> String {
+///
+/// With `metadata_via` (the DHCP port, when its namespace serves metadata) each subnet also gets a route to
+/// 169.254.169.254/32 through the DHCP port's address on it, unless the subnet routes that address itself.
+pub fn opts_file(net: &NetworkState, metadata_via: Option<&PortState>) -> String {
     let mut out = String::new();
     for s in dhcp_subnets(net) {
         let tag = format!("tag:subnet-{}", s.id);
@@ -91,6 +98,13 @@ pub fn opts_file(net: &NetworkState) -> String {
             let _ = writeln!(out, "{tag},option:dns-server,{}", s.dns_nameservers.join(","));
         }
         let mut routes: Vec<String> = s.host_routes.iter().map(|r| format!("{},{}", r.destination, r.nexthop)).collect();
+        let own = |d: &str| d == METADATA_CIDR || d == "169.254.169.254";
+        if let Some(dhcp) = metadata_via
+            && !s.host_routes.iter().any(|r| own(&r.destination))
+            && let Some(ip) = dhcp.fixed_ips.iter().find(|f| f.subnet_id == s.id && f.ip_address.parse::<Ipv4Addr>().is_ok())
+        {
+            routes.push(format!("{METADATA_CIDR},{}", ip.ip_address));
+        }
         if !routes.is_empty() {
             if let Some(gw) = &s.gateway_ip {
                 routes.push(format!("0.0.0.0/0,{gw}"));
@@ -188,6 +202,15 @@ pub fn running_pid(files: &DhcpFiles) -> Option<i32> {
     cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()).then_some(pid)
 }
 
+/// Whether process `pid` runs in the named namespace as it is now (not in one deleted and made again, which the
+/// process keeps alive).
+pub fn runs_in(pid: i32, namespace: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: String| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let own = id(format!("/proc/{pid}/ns/net"));
+    own.is_some() && own == id(format!("{}/{namespace}", crate::netlink::NETNS_DIR))
+}
+
 fn signal(pid: i32, sig: rustix::process::Signal) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process(pid, sig);
@@ -259,6 +282,7 @@ mod tests {
             fixed_ips: ips.iter().map(|(s, ip)| FixedIp { subnet_id: (*s).into(), ip_address: (*ip).into() }).collect(),
             device_owner: owner.into(),
             device_id: String::new(),
+            project_id: "p".into(),
             host: "cn1".into(),
             admin_state_up: true,
             dns_name: String::new(),
@@ -294,7 +318,7 @@ mod tests {
 
     #[test]
     fn options_carry_router_dns_routes_mtu_and_port_options() {
-        let o = opts_file(&net());
+        let o = opts_file(&net(), None);
         assert_eq!(
             o,
             "tag:subnet-s1,option:router,10.1.0.1\n\
@@ -304,6 +328,27 @@ mod tests {
              tag:subnet-s1,option:mtu,1450\n\
              tag:port-p2,option:tftp-server,10.1.0.9\n"
         );
+    }
+
+    #[test]
+    fn metadata_is_routed_through_the_dhcp_port() {
+        let n = net();
+        let dhcp = n.ports.iter().find(|p| p.device_owner == DHCP_OWNER).unwrap();
+        let o = opts_file(&n, Some(dhcp));
+        let routes = "10.9.0.0/16,10.1.0.254,169.254.169.254/32,10.1.0.2,0.0.0.0/0,10.1.0.1";
+        assert!(o.contains(&format!("tag:subnet-s1,option:classless-static-route,{routes}\n")), "{o}");
+        assert!(o.contains(&format!("tag:subnet-s1,249,{routes}\n")), "{o}");
+        // a subnet without other routes gets the metadata route and the default route
+        let mut bare = net();
+        bare.subnets[0].host_routes.clear();
+        let o = opts_file(&bare, Some(dhcp));
+        assert!(o.contains("option:classless-static-route,169.254.169.254/32,10.1.0.2,0.0.0.0/0,10.1.0.1\n"), "{o}");
+        // a subnet that routes the address itself keeps its own route
+        let mut own = net();
+        own.subnets[0].host_routes = vec![HostRoute { destination: METADATA_CIDR.into(), nexthop: "10.1.0.7".into() }];
+        let o = opts_file(&own, Some(dhcp));
+        assert!(o.contains("classless-static-route,169.254.169.254/32,10.1.0.7,0.0.0.0/0,10.1.0.1\n"), "{o}");
+        assert_eq!(o.matches("169.254.169.254").count(), 2, "{o}");
     }
 
     #[test]
@@ -326,7 +371,7 @@ mod tests {
         n.ports[1].mac_address = "not-a-mac".into();
         n.ports[0].dns_name = "-bad".into();
         assert_eq!(hosts_file(&n), "fa:16:3e:00:00:02,set:port-p2,10.1.0.5,host-10-1-0-5\n");
-        let o = opts_file(&n);
+        let o = opts_file(&n, None);
         assert!(!o.contains("dhcp-script") && !o.contains("tag:x"), "{o}");
         assert!(o.contains("tag:port-p2,option:tftp-server,10.1.0.9"));
     }

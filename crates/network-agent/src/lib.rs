@@ -10,12 +10,15 @@
 //!   `tap<port id[:11]>` as bridge ports, and DHCP;
 //! * [`dhcp`] — dnsmasq's files and process for one network, run in the namespace `qdhcp-<network id>` behind a
 //!   veth pair (`tap<dhcp port[:11]>` on the bridge, `ns-<dhcp port[:11]>` inside);
+//! * [`metadata`] — the metadata proxy: `169.254.169.254:80` inside a namespace, each source address mapped to its
+//!   port's instance and the request forwarded, signed, to the compute metadata API;
 //! * [`netlink`] — links, addresses and forwarding entries over rtnetlink, in any namespace.
 //!
 //! The agent never touches a database.
 
 pub mod agent;
 pub mod dhcp;
+pub mod metadata;
 pub mod namespace;
 pub mod netlink;
 pub mod reconcile;
@@ -68,6 +71,9 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// Serve DHCP for the networks of this host.
     pub enable_dhcp: bool,
+    /// Serve `http://169.254.169.254/` from the DHCP namespaces, forwarded to the compute metadata API (upstream's
+    /// `enable_isolated_metadata` with `nova_metadata_host` and `metadata_proxy_shared_secret`); none: no metadata.
+    pub metadata: Option<metadata::MetadataConfig>,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
     pub ip: PathBuf,
@@ -88,6 +94,7 @@ impl AgentConfig {
             polling_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(60),
             enable_dhcp: true,
+            metadata: None,
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),
@@ -104,6 +111,9 @@ impl AgentConfig {
         }
         if !self.namespace_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(Error::Config("namespace_prefix may hold only letters, digits, '-' and '_'".into()));
+        }
+        if let Some(m) = &self.metadata {
+            m.validate()?;
         }
         for (physnet, iface) in &self.interface_mappings {
             if physnet.is_empty() || iface.is_empty() || iface.len() > 15 {

@@ -96,6 +96,27 @@ pub fn parse_mac(s: &str) -> Option<Vec<u8>> {
     (bytes.len() == 6).then_some(bytes)
 }
 
+/// Runs `f` on a short-lived thread that entered the named network namespace (`/run/netns/<name>`; the process's
+/// own when `None`). Sockets `f` opens stay in that namespace after the thread ends.
+pub fn in_namespace<T: Send>(namespace: Option<&str>, f: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
+    let path = namespace.map(|n| format!("{NETNS_DIR}/{n}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(path) = &path {
+                let fd = std::fs::File::open(path).map_err(|e| Error::Netlink(format!("cannot open {path}: {e}")))?;
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(|e| Error::Netlink(format!("cannot enter {path}: {e}")))?;
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
+    })
+}
+
 /// A netlink connection in one namespace.
 #[derive(Clone)]
 pub struct Netlink {
@@ -106,23 +127,10 @@ impl Netlink {
     /// A connection in the process's own namespace, or in the named one (`/run/netns/<name>`).
     pub async fn open(namespace: Option<&str>) -> Result<Netlink, Error> {
         let runtime = tokio::runtime::Handle::current();
-        let path = namespace.map(|n| format!("{NETNS_DIR}/{n}"));
-        let (conn, handle) = std::thread::scope(|s| {
-            s.spawn(|| {
-                let _guard = runtime.enter();
-                if let Some(path) = &path {
-                    let fd = std::fs::File::open(path).map_err(|e| Error::Netlink(format!("cannot open {path}: {e}")))?;
-                    rustix::thread::move_into_link_name_space(
-                        std::os::fd::AsFd::as_fd(&fd),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                    .map_err(|e| Error::Netlink(format!("cannot enter {path}: {e}")))?;
-                }
-                let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Netlink(format!("socket: {e}")))?;
-                Ok::<_, Error>((conn, handle))
-            })
-            .join()
-            .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
+        let (conn, handle) = in_namespace(namespace, || {
+            let _guard = runtime.enter();
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Netlink(format!("socket: {e}")))?;
+            Ok((conn, handle))
         })?;
         tokio::spawn(conn);
         Ok(Netlink { handle })

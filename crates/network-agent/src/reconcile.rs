@@ -3,8 +3,10 @@
 //! at the devices and namespaces that exist, not at a memory of what it made.
 //!
 //! Per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
-//! taps, then DHCP. Routers, security groups and metadata are further steps of the same pass, each owning its own
-//! names (`qrouter-…` namespaces, nftables tables) and its own orphan sweep.
+//! taps, then DHCP with, when configured, the metadata proxy in the DHCP namespace (169.254.169.254/32 on the
+//! namespace's device, a listener on port 80 answering for the network's ports). Routers and security groups are
+//! further steps of the same pass, each owning its own names (`qrouter-…` namespaces, nftables tables) and its own
+//! orphan sweep.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -17,6 +19,7 @@ use network_rpc::{DHCP_OWNER, GetDhcpPort, HostState, NetworkState, PLUGIN_TOPIC
 use crate::{
     AgentConfig, Error, bridge_name,
     dhcp::{self, DhcpFiles},
+    metadata::{self, METADATA_IP, MetadataProxy},
     namespace,
     netlink::{Link, Netlink, parse_mac},
     ns_device_name, tap_name, vxlan_name,
@@ -31,6 +34,8 @@ pub struct Outcome {
     pub taps: usize,
     /// Networks with DHCP running.
     pub dhcp: usize,
+    /// Namespaces serving metadata.
+    pub metadata: usize,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -41,6 +46,7 @@ pub struct Reconciler {
     config: AgentConfig,
     bus: Bus,
     nl: Netlink,
+    metadata: Option<MetadataProxy>,
 }
 
 impl Reconciler {
@@ -48,11 +54,17 @@ impl Reconciler {
         let nl = Netlink::open(config.host_namespace.as_deref()).await?;
         std::fs::create_dir_all(config.state_dir.join("dhcp"))
             .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
-        Ok(Reconciler { config, bus, nl })
+        let metadata = config.metadata.as_ref().map(MetadataProxy::new).transpose()?;
+        Ok(Reconciler { config, bus, nl, metadata })
     }
 
     pub fn netlink(&self) -> &Netlink {
         &self.nl
+    }
+
+    /// The metadata proxy, when metadata is served.
+    pub fn metadata(&self) -> Option<&MetadataProxy> {
+        self.metadata.as_ref()
     }
 
     /// The names of the tap devices present (their appearance calls for a pass).
@@ -81,6 +93,13 @@ impl Reconciler {
         }
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
+        if let Some(proxy) = &self.metadata {
+            for ns in proxy.namespaces() {
+                if ns.strip_prefix(&prefix).is_some_and(|id| !dhcp_networks.contains(id)) {
+                    proxy.stop(&ns).await;
+                }
+            }
+        }
         for ns in namespace::list(&prefix) {
             let id = &ns[prefix.len()..];
             if !dhcp_networks.contains(id) {
@@ -135,7 +154,7 @@ impl Reconciler {
             }
         }
         if self.config.enable_dhcp && !dhcp::dhcp_subnets(net).is_empty() {
-            self.ensure_dhcp(net, &bridge).await?;
+            self.ensure_dhcp(net, &bridge, out).await?;
             out.dhcp += 1;
         }
         Ok(())
@@ -165,7 +184,7 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn ensure_dhcp(&self, net: &NetworkState, bridge: &Link) -> Result<(), Error> {
+    async fn ensure_dhcp(&self, net: &NetworkState, bridge: &Link, out: &mut Outcome) -> Result<(), Error> {
         let port = self
             .bus
             .call(
@@ -206,6 +225,9 @@ impl Reconciler {
             let (Ok(a), Some((_, prefix))) = (f.ip_address.parse::<Ipv4Addr>(), dhcp::parse_cidr4(&s.cidr)) else { continue };
             addrs.push((IpAddr::V4(a), prefix));
         }
+        if self.metadata.is_some() {
+            addrs.push((IpAddr::V4(METADATA_IP), 32));
+        }
         inner_nl.sync_addresses(dev.index, &addrs, &inner).await?;
         if !dev.up {
             inner_nl.set_up(dev.index, &inner).await?;
@@ -214,17 +236,23 @@ impl Reconciler {
         let files = DhcpFiles::new(&self.config.state_dir, &net.id);
         std::fs::create_dir_all(&files.dir).map_err(|e| Error::io(format!("cannot create {}", files.dir.display()), e))?;
         let hosts_changed = dhcp::write_if_changed(&files.hosts(), &dhcp::hosts_file(net))?;
-        let opts_changed = dhcp::write_if_changed(&files.opts(), &dhcp::opts_file(net))?;
+        let metadata_via = self.metadata.is_some().then_some(&port);
+        let opts_changed = dhcp::write_if_changed(&files.opts(), &dhcp::opts_file(net, metadata_via))?;
         let args = dhcp::dnsmasq_args(net, &files, &inner, &self.config.dns_domain);
         let args_changed = dhcp::write_if_changed(&files.args(), &args.join("\n"))?;
         match dhcp::running_pid(&files) {
-            Some(_) if args_changed => {
+            // a changed command line, or a namespace made anew (the old dnsmasq serves a device no bridge has)
+            Some(pid) if args_changed || !dhcp::runs_in(pid, &ns) => {
                 dhcp::stop(&files).await;
                 self.start_dnsmasq(&ns, &files, &args).await?;
             }
             Some(pid) if hosts_changed || opts_changed => dhcp::reload(pid),
             Some(_) => {}
             None => self.start_dnsmasq(&ns, &files, &args).await?,
+        }
+        if let Some(proxy) = &self.metadata {
+            proxy.serve(&ns, metadata::instances(&net.ports)).await?;
+            out.metadata += 1;
         }
         Ok(())
     }
@@ -239,6 +267,9 @@ impl Reconciler {
     /// Stops DHCP for `network_id`: dnsmasq, the namespace (and the veth pair with it), the files and the port.
     async fn stop_dhcp(&self, network_id: &str) -> Result<(), Error> {
         let files = DhcpFiles::new(&self.config.state_dir, network_id);
+        if let Some(proxy) = &self.metadata {
+            proxy.stop(&self.config.dhcp_namespace(network_id)).await;
+        }
         dhcp::stop(&files).await;
         namespace::delete(&self.config.ip, &self.config.dhcp_namespace(network_id)).await?;
         let _ = std::fs::remove_dir_all(&files.dir);

@@ -75,7 +75,12 @@ pub struct PortState {
     pub mac_address: String,
     pub fixed_ips: Vec<FixedIp>,
     pub device_owner: String,
+    /// The instance's uuid for a `compute:*` port.
     pub device_id: String,
+    /// The port's project, which the metadata proxy names the instance's project by (empty from a service that
+    /// predates it).
+    #[serde(default)]
+    pub project_id: String,
     /// `binding:host_id` (empty when unbound).
     pub host: String,
     pub admin_state_up: bool,

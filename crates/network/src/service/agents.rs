@@ -41,6 +41,7 @@ pub(crate) fn port_state(p: &Value) -> PortState {
             .collect(),
         device_owner: str_of(p, "device_owner").into(),
         device_id: str_of(p, "device_id").into(),
+        project_id: str_of(p, "project_id").into(),
         host: str_of(p, "binding:host_id").into(),
         admin_state_up: p["admin_state_up"].as_bool().unwrap_or(true),
         dns_name: str_of(p, "dns_name").into(),

@@ -54,6 +54,8 @@ async fn agents_get_their_hosts_state_dhcp_ports_and_change_notices() {
     assert_eq!(n.subnets.len(), 1);
     assert_eq!(n.subnets[0].gateway_ip.as_deref(), Some("10.5.0.1"));
     assert_eq!(n.ports.len(), 2);
+    // the metadata proxy names an instance's project by its port's
+    assert!(n.ports.iter().all(|p| !p.project_id.is_empty() && p.project_id == str_of_json(&p1, "project_id")), "{:?}", n.ports);
     assert_eq!(n.peers.len(), 1);
     assert_eq!((n.peers[0].host.as_str(), n.peers[0].tunnel_ip.as_str()), ("h2", "192.0.2.2"));
     assert_eq!(n.peers[0].macs, vec![p2["mac_address"].as_str().unwrap().to_string()]);
@@ -93,4 +95,8 @@ async fn agents_get_their_hosts_state_dhcp_ports_and_change_notices() {
     assert_eq!(tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap(), net_id);
     server.stop().await;
     cloud.shutdown().await;
+}
+
+fn str_of_json(v: &serde_json::Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_string()
 }
