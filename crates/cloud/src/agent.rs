@@ -133,6 +133,8 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
     c.ip = s.ip.clone();
+    c.enable_l3 = s.enable_l3;
+    c.nft = s.nft.clone();
     Ok(c)
 }
 

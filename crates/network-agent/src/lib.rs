@@ -10,6 +10,9 @@
 //!   `tap<port id[:11]>` as bridge ports, and DHCP;
 //! * [`dhcp`] — dnsmasq's files and process for one network, run in the namespace `qdhcp-<network id>` behind a
 //!   veth pair (`tap<dhcp port[:11]>` on the bridge, `ns-<dhcp port[:11]>` inside);
+//! * [`router`] — routers (upstream's L3 agent): a namespace `qrouter-<router id>` per router placed on this
+//!   host, its interfaces and gateway as veth pairs on the networks' bridges, routes, and NAT in one nftables
+//!   table;
 //! * [`netlink`] — links, addresses and forwarding entries over rtnetlink, in any namespace.
 //!
 //! The agent never touches a database.
@@ -19,6 +22,7 @@ pub mod dhcp;
 pub mod namespace;
 pub mod netlink;
 pub mod reconcile;
+pub mod router;
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
@@ -68,6 +72,10 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// Serve DHCP for the networks of this host.
     pub enable_dhcp: bool,
+    /// Host routers (report the `l3` capability, so the network service places routers here).
+    pub enable_l3: bool,
+    /// The `nft` command (nftables), for routers' NAT.
+    pub nft: PathBuf,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
     pub ip: PathBuf,
@@ -88,6 +96,8 @@ impl AgentConfig {
             polling_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(60),
             enable_dhcp: true,
+            enable_l3: true,
+            nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),
@@ -117,6 +127,11 @@ impl AgentConfig {
     pub fn dhcp_namespace(&self, network_id: &str) -> String {
         format!("{}qdhcp-{network_id}", self.namespace_prefix)
     }
+
+    /// The namespace of a router.
+    pub fn router_namespace(&self, router_id: &str) -> String {
+        format!("{}qrouter-{router_id}", self.namespace_prefix)
+    }
 }
 
 /// Parses `physnet:interface` pairs.
@@ -129,7 +144,7 @@ pub fn parse_mappings(list: &[String]) -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..11).unwrap_or(id)
 }
 
@@ -183,6 +198,7 @@ mod tests {
         assert_eq!(c.dhcp_namespace("n1"), "qdhcp-n1");
         c.namespace_prefix = "t1-".into();
         assert_eq!(c.dhcp_namespace("n1"), "t1-qdhcp-n1");
+        assert_eq!(c.router_namespace("r1"), "t1-qrouter-r1");
         c.namespace_prefix = "a/b".into();
         assert!(c.validate().is_err());
         let mut c = AgentConfig::new("cn1", "/tmp/x");

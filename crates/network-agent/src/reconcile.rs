@@ -31,6 +31,8 @@ pub struct Outcome {
     pub taps: usize,
     /// Networks with DHCP running.
     pub dhcp: usize,
+    /// Routers in place.
+    pub routers: usize,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -79,6 +81,7 @@ impl Reconciler {
                 Err(e) => out.errors.push(format!("network {}: {e}", net.id)),
             }
         }
+        crate::router::sync(&self.config, &self.nl, state, &mut out).await;
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
         for ns in namespace::list(&prefix) {
@@ -253,7 +256,8 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Removes everything this agent made: DHCP namespaces with its prefix, its bridges and VXLAN devices.
+    /// Removes everything this agent made: DHCP and router namespaces with its prefix, its bridges and VXLAN
+    /// devices.
     pub async fn teardown(&self) -> Result<Outcome, Error> {
         self.apply(&HostState::default()).await
     }

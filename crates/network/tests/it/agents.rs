@@ -40,7 +40,7 @@ async fn agents_get_their_hosts_state_dhcp_ports_and_change_notices() {
     create(admin, "ports", "port", json!({"network_id": other["id"]})).await;
 
     let call = |host: &str, tunnel: Option<&str>| {
-        let m = GetHostState { host: host.into(), report: AgentReport { tunnel_ip: tunnel.map(String::from), interface_mappings: vec![] } };
+        let m = GetHostState { host: host.into(), report: AgentReport { tunnel_ip: tunnel.map(String::from), interface_mappings: vec![], capabilities: vec![] } };
         let bus = bus.clone();
         async move { bus.call(&Target::topic(PLUGIN_TOPIC), &m, T).await.unwrap() }
     };

@@ -1,0 +1,380 @@
+//! Routers, as upstream's L3 agent makes them with the Linux bridge interface driver: one namespace
+//! `<prefix>qrouter-<router id>` per router, and in it
+//!
+//! * per interface a veth pair, `qr-<port id[:11]>` inside with the port's MAC and addresses, `tap<port id[:11]>` on
+//!   the network's bridge;
+//! * for the external gateway the same with `qg-<port id[:11]>`, holding the gateway's addresses and each floating
+//!   IP as a /32 (so the router answers ARP for them on the external network);
+//! * IPv4 forwarding on, the default route via the external subnet's gateway and the router's static routes (routes
+//!   the agent adds carry `proto static`; others of that kind are removed);
+//! * one nftables table, `ip stratus-l3`, replaced atomically (`nft -f`, a create-delete-define transaction) when its
+//!   text changes: per floating IP DNAT floating → fixed (prerouting, and output for the router itself) and SNAT
+//!   fixed → floating leaving through the gateway; with `enable_snat`, SNAT of the tenant subnets to the gateway's
+//!   address leaving through the gateway. Traffic between the router's own subnets is never translated.
+//!
+//! The text last applied is kept in `<state_dir>/l3/<router id>.nft`; it is applied again whenever it changed or
+//! the namespace was made by this pass. A router that is down, no longer placed here or gone loses its namespace
+//! (the veth pairs go with it), and namespaces with the agent's `qrouter-` prefix that no router wants are removed
+//! the same way, whatever left them. IPv4 only: IPv6 router addresses and routes are not made yet.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use network_rpc::{HostState, RouterPort, RouterState};
+
+use crate::{
+    AgentConfig, Error, bridge_name,
+    dhcp::{parse_cidr4, write_if_changed},
+    namespace,
+    netlink::{NETNS_DIR, Netlink, parse_mac},
+    reconcile::Outcome,
+    short, tap_name,
+};
+
+/// The nftables table the agent owns in each router namespace.
+pub const NFT_TABLE: &str = "stratus-l3";
+
+/// A router interface's device inside the namespace.
+pub fn internal_device_name(port_id: &str) -> String {
+    format!("qr-{}", short(port_id))
+}
+
+/// A router gateway's device inside the namespace.
+pub fn gateway_device_name(port_id: &str) -> String {
+    format!("qg-{}", short(port_id))
+}
+
+/// Makes the routers of `state` (those up) true on this host and removes every other router namespace of the
+/// agent's prefix. Failures of one router are recorded in `out` and do not stop the others.
+pub async fn sync(config: &AgentConfig, nl: &Netlink, state: &HostState, out: &mut Outcome) {
+    let wanted: Vec<&RouterState> = if config.enable_l3 { state.routers.iter().filter(|r| r.admin_state_up).collect() } else { vec![] };
+    let names: HashSet<String> = wanted.iter().map(|r| config.router_namespace(&r.id)).collect();
+    for r in &wanted {
+        match ensure(config, nl, state, r).await {
+            Ok(()) => out.routers += 1,
+            Err(e) => out.errors.push(format!("router {}: {e}", r.id)),
+        }
+    }
+    let prefix = config.router_namespace("");
+    for ns in namespace::list(&prefix) {
+        if !names.contains(&ns) {
+            match namespace::delete(&config.ip, &ns).await {
+                Ok(()) => {
+                    tracing::info!(namespace = %ns, "router removed");
+                    out.removed.push(ns);
+                }
+                Err(e) => out.errors.push(format!("router namespace {ns}: {e}")),
+            }
+        }
+    }
+    let ids: HashSet<&str> = wanted.iter().map(|r| r.id.as_str()).collect();
+    if let Ok(dir) = std::fs::read_dir(config.state_dir.join("l3")) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.strip_suffix(".nft").is_none_or(|id| !ids.contains(id)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The IPv4 addresses (with prefix lengths) of a router port.
+fn v4_addresses(port: &RouterPort) -> Vec<(Ipv4Addr, u8)> {
+    port.addresses.iter().filter_map(|a| Some((a.ip_address.parse().ok()?, a.prefixlen)).filter(|(_, p)| *p <= 32)).collect()
+}
+
+/// Whether `name` is safe to write into an nftables file or a command line.
+fn plain(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &RouterState) -> Result<(), Error> {
+    let ns = config.router_namespace(&r.id);
+    if !plain(&r.id) {
+        return Err(Error::Config(format!("router id '{}' cannot name a namespace", r.id)));
+    }
+    let fresh = !namespace::exists(&ns);
+    namespace::ensure(&config.ip, &ns).await?;
+    let inner = Netlink::open(Some(&ns)).await?;
+    if let Some(lo) = inner.link("lo").await?
+        && !lo.up
+    {
+        inner.set_up(lo.index, "lo").await?;
+    }
+    enable_forwarding(&ns)?;
+    let mut devices = HashSet::new();
+    for itf in &r.interfaces {
+        let dev = internal_device_name(&itf.port_id);
+        let addrs: Vec<(IpAddr, u8)> = v4_addresses(itf).into_iter().map(|(a, p)| (IpAddr::V4(a), p)).collect();
+        plug(nl, &inner, state, &ns, itf, &dev, &addrs).await?;
+        devices.insert(dev);
+    }
+    let gateway = r.gateway.as_ref().filter(|g| !v4_addresses(g).is_empty());
+    if let Some(gw) = gateway {
+        let dev = gateway_device_name(&gw.port_id);
+        let mut addrs: Vec<(IpAddr, u8)> = v4_addresses(gw).into_iter().map(|(a, p)| (IpAddr::V4(a), p)).collect();
+        for f in &r.floating_ips {
+            if let Ok(a) = f.floating_ip_address.parse::<Ipv4Addr>() {
+                addrs.push((IpAddr::V4(a), 32));
+            }
+        }
+        addrs.dedup();
+        plug(nl, &inner, state, &ns, gw, &dev, &addrs).await?;
+        devices.insert(dev);
+    }
+    // interfaces removed and a gateway cleared or replaced: their veth pairs go (both ends)
+    for l in inner.links().await? {
+        if (l.name.starts_with("qr-") || l.name.starts_with("qg-")) && !devices.contains(&l.name) {
+            inner.delete(l.index, &l.name).await?;
+        }
+    }
+    sync_routes(config, &ns, r, gateway).await?;
+    let rules = ruleset(r, gateway);
+    let dir = config.state_dir.join("l3");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let file = dir.join(format!("{}.nft", r.id));
+    let applied = std::fs::read_to_string(&file).ok();
+    if fresh || applied.as_deref() != Some(rules.as_str()) {
+        // the file names what is in force only once nft has taken it
+        let staged = dir.join(format!("{}.nft.new", r.id));
+        write_if_changed(&staged, &rules)?;
+        let nft = config.nft.to_string_lossy().into_owned();
+        let path = staged.to_string_lossy().into_owned();
+        namespace::run(&config.ip, &["netns", "exec", &ns, &nft, "-f", &path]).await?;
+        std::fs::rename(&staged, &file).map_err(|e| Error::io(format!("cannot write {}", file.display()), e))?;
+        tracing::info!(router = %r.id, "router NAT rules applied");
+    }
+    Ok(())
+}
+
+/// One router port: the veth pair (made again if half of it is missing), the host end on the network's bridge,
+/// the inside end with the port's MAC, the network's MTU and `addrs`, up.
+async fn plug(
+    nl: &Netlink,
+    inner: &Netlink,
+    state: &HostState,
+    ns: &str,
+    port: &RouterPort,
+    dev: &str,
+    addrs: &[(IpAddr, u8)],
+) -> Result<(), Error> {
+    let net = state.networks.iter().find(|n| n.id == port.network_id);
+    let mtu = net.map_or(1500, |n| n.mtu);
+    let bridge = nl
+        .link(&bridge_name(&port.network_id))
+        .await?
+        .ok_or_else(|| Error::Netlink(format!("network {} of port {} is not wired", port.network_id, port.port_id)))?;
+    let tap = tap_name(&port.port_id);
+    if inner.link(dev).await?.is_none() {
+        if let Some(old) = nl.link(&tap).await? {
+            nl.delete(old.index, &tap).await?;
+        }
+        nl.ensure_veth(&tap, dev).await?;
+        let peer = nl.link(dev).await?.ok_or_else(|| Error::Netlink(format!("{dev} vanished")))?;
+        nl.move_to(peer.index, ns, dev).await?;
+    }
+    let tap_link = nl.link(&tap).await?.ok_or_else(|| Error::Netlink(format!("{tap} vanished")))?;
+    nl.attach(&tap_link, bridge.index).await?;
+    let link = inner.link(dev).await?.ok_or_else(|| Error::Netlink(format!("{dev} vanished")))?;
+    let mac = parse_mac(&port.mac_address).ok_or_else(|| Error::Netlink(format!("bad MAC {}", port.mac_address)))?;
+    if link.mac != mac || link.mtu != Some(mtu) {
+        inner.set_mac_mtu(link.index, mac, mtu, dev).await?;
+    }
+    inner.sync_addresses(link.index, addrs, dev).await?;
+    if !link.up {
+        inner.set_up(link.index, dev).await?;
+    }
+    Ok(())
+}
+
+/// Turns IPv4 forwarding on in namespace `ns` (a thread enters it: `/proc/sys/net` shows the opener's namespace).
+fn enable_forwarding(ns: &str) -> Result<(), Error> {
+    let path = format!("{NETNS_DIR}/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
+            rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&fd), Some(rustix::thread::LinkNameSpaceType::Network))
+                .map_err(|e| Error::Netlink(format!("cannot enter {path}: {e}")))?;
+            let knob = "/proc/sys/net/ipv4/ip_forward";
+            if std::fs::read_to_string(knob).map_err(|e| Error::io(knob, e))?.trim() != "1" {
+                std::fs::write(knob, "1").map_err(|e| Error::io(format!("cannot write {knob} in {ns}"), e))?;
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
+    })
+}
+
+/// Normalises a destination as `ip -j route` prints it: `default`, an address without `/32`, else the CIDR.
+fn route_key(destination: &str) -> Option<String> {
+    let (addr, prefix) = parse_cidr4(destination)?;
+    let net = if prefix == 0 { 0 } else { u32::from(addr) & (u32::MAX << (32 - prefix)) };
+    Some(match prefix {
+        0 => "default".into(),
+        32 => Ipv4Addr::from(net).to_string(),
+        _ => format!("{}/{prefix}", Ipv4Addr::from(net)),
+    })
+}
+
+/// The routes the router wants: (destination as `ip` prints it, next hop).
+pub fn wanted_routes(r: &RouterState, gateway: Option<&RouterPort>) -> BTreeSet<(String, Ipv4Addr)> {
+    let mut out = BTreeSet::new();
+    if let Some(gw) = gateway
+        && let Some(next) = gw.addresses.iter().filter_map(|a| a.gateway_ip.as_deref()?.parse::<Ipv4Addr>().ok()).next()
+    {
+        out.insert(("default".to_string(), next));
+    }
+    for route in &r.routes {
+        if let (Some(dst), Ok(next)) = (route_key(&route.destination), route.nexthop.parse::<Ipv4Addr>()) {
+            out.insert((dst, next));
+        }
+    }
+    out
+}
+
+/// Makes the namespace's `proto static` routes the wanted ones.
+async fn sync_routes(config: &AgentConfig, ns: &str, r: &RouterState, gateway: Option<&RouterPort>) -> Result<(), Error> {
+    let wanted = wanted_routes(r, gateway);
+    let listing = namespace::run(&config.ip, &["-n", ns, "-4", "-j", "route", "show", "proto", "static"]).await?;
+    let have: BTreeSet<(String, Ipv4Addr)> = serde_json::from_str::<Vec<serde_json::Value>>(listing.trim())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| Some((x["dst"].as_str()?.to_string(), x["gateway"].as_str()?.parse().ok()?)))
+        .collect();
+    for (dst, next) in have.difference(&wanted) {
+        // a route through a device that went is gone already
+        let _ = namespace::run(&config.ip, &["-n", ns, "route", "del", dst, "via", &next.to_string(), "proto", "static"]).await;
+    }
+    for (dst, next) in wanted.difference(&have) {
+        if let Err(e) = namespace::run(&config.ip, &["-n", ns, "route", "replace", dst, "via", &next.to_string(), "proto", "static"]).await {
+            // a next hop not (yet) on a connected subnet: the service checks routes, so log it and go on
+            tracing::warn!(router = %r.id, %dst, %next, error = %e, "cannot add a route");
+        }
+    }
+    Ok(())
+}
+
+/// The router's nftables table, as one transaction that replaces the table whole.
+pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
+    let mut dnat = String::new();
+    let mut snat = String::new();
+    if let Some(gw) = gateway {
+        let qg = gateway_device_name(&gw.port_id);
+        let mut fips: Vec<(Ipv4Addr, Ipv4Addr)> = r
+            .floating_ips
+            .iter()
+            .filter_map(|f| Some((f.floating_ip_address.parse().ok()?, f.fixed_ip_address.parse().ok()?)))
+            .collect();
+        fips.sort();
+        fips.dedup();
+        if plain(&qg) {
+            for (floating, fixed) in &fips {
+                let _ = writeln!(dnat, "\t\tip daddr {floating} dnat to {fixed}");
+                let _ = writeln!(snat, "\t\toifname \"{qg}\" ip saddr {fixed} snat to {floating}");
+            }
+            let gw_ip = v4_addresses(gw).first().map(|(a, _)| *a);
+            let mut tenant: Vec<String> = r
+                .interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter())
+                .filter_map(|a| parse_cidr4(&a.cidr))
+                .map(|(n, p)| format!("{}/{p}", Ipv4Addr::from(if p == 0 { 0 } else { u32::from(n) & (u32::MAX << (32 - p)) })))
+                .collect();
+            tenant.sort();
+            tenant.dedup();
+            if r.enable_snat
+                && let Some(gw_ip) = gw_ip
+                && !tenant.is_empty()
+            {
+                let _ = writeln!(snat, "\t\toifname \"{qg}\" ip saddr {{ {} }} snat to {gw_ip}", tenant.join(", "));
+            }
+        }
+    }
+    format!(
+        "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n\
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{dnat}\t}}\n\
+         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{dnat}\t}}\n\
+         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{snat}\t}}\n}}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use network_rpc::{FloatingIpState, HostRoute, RouterAddress};
+
+    use super::*;
+
+    fn port(id: &str, net: &str, ip: &str, cidr: &str, gw: Option<&str>) -> RouterPort {
+        RouterPort {
+            port_id: id.into(),
+            network_id: net.into(),
+            mac_address: "fa:16:3e:00:00:01".into(),
+            addresses: vec![RouterAddress {
+                subnet_id: format!("s-{id}"),
+                ip_address: ip.into(),
+                prefixlen: cidr.split('/').nth(1).unwrap().parse().unwrap(),
+                cidr: cidr.into(),
+                gateway_ip: gw.map(String::from),
+            }],
+        }
+    }
+
+    fn router(snat: bool) -> RouterState {
+        RouterState {
+            id: "r1".into(),
+            admin_state_up: true,
+            interfaces: vec![port("int00000000-1", "n1", "10.1.0.1", "10.1.0.0/24", Some("10.1.0.1"))],
+            gateway: Some(port("ext00000000-1", "ext", "172.24.4.10", "172.24.4.0/24", Some("172.24.4.1"))),
+            enable_snat: snat,
+            routes: vec![HostRoute { destination: "10.9.0.0/16".into(), nexthop: "10.1.0.254".into() }],
+            floating_ips: vec![FloatingIpState {
+                id: "f1".into(),
+                floating_ip_address: "172.24.4.20".into(),
+                fixed_ip_address: "10.1.0.5".into(),
+                port_id: "p1".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn names_follow_upstream_and_fit() {
+        let id = "0123456789abcdef-0123";
+        assert_eq!(internal_device_name(id), "qr-0123456789a");
+        assert_eq!(gateway_device_name(id), "qg-0123456789a");
+        assert!(internal_device_name(id).len() <= 15);
+    }
+
+    #[test]
+    fn the_ruleset_translates_floating_ips_and_tenant_subnets_through_the_gateway_only() {
+        let r = router(true);
+        let text = ruleset(&r, r.gateway.as_ref());
+        assert!(text.starts_with("table ip stratus-l3\ndelete table ip stratus-l3\n"), "{text}");
+        assert_eq!(text.matches("ip daddr 172.24.4.20 dnat to 10.1.0.5").count(), 2, "{text}");
+        assert!(text.contains("oifname \"qg-ext00000000\" ip saddr 10.1.0.5 snat to 172.24.4.20"), "{text}");
+        assert!(text.contains("oifname \"qg-ext00000000\" ip saddr { 10.1.0.0/24 } snat to 172.24.4.10"), "{text}");
+        // the floating IP's own SNAT comes first
+        assert!(text.find("snat to 172.24.4.20").unwrap() < text.find("snat to 172.24.4.10").unwrap());
+        let text = ruleset(&router(false), r.gateway.as_ref());
+        assert!(text.contains("snat to 172.24.4.20") && !text.contains("snat to 172.24.4.10"), "{text}");
+        // no gateway: empty chains
+        let text = ruleset(&r, None);
+        assert!(!text.contains("nat to"), "{text}");
+    }
+
+    #[test]
+    fn routes_are_the_default_via_the_external_gateway_and_the_static_ones() {
+        let r = router(true);
+        let routes = wanted_routes(&r, r.gateway.as_ref());
+        let want: BTreeSet<(String, Ipv4Addr)> =
+            [("default".into(), "172.24.4.1".parse().unwrap()), ("10.9.0.0/16".into(), "10.1.0.254".parse().unwrap())].into();
+        assert_eq!(routes, want);
+        assert_eq!(route_key("10.9.1.7/32").as_deref(), Some("10.9.1.7"));
+        assert_eq!(route_key("10.9.1.7/16").as_deref(), Some("10.9.0.0/16"));
+        assert_eq!(route_key("0.0.0.0/0").as_deref(), Some("default"));
+        assert_eq!(wanted_routes(&r, None).len(), 1);
+    }
+}
