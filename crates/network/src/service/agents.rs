@@ -239,15 +239,15 @@ impl Network {
             .map(|a| str_of(a, "host"))
             .collect();
         let routers = self.store.resource_list("router").await?;
-        // router id → its host; only routers that are up occupy their host's data plane
-        let router_host: BTreeMap<&str, &str> = routers
-            .iter()
-            .filter(|r| r["admin_state_up"].as_bool().unwrap_or(true))
-            .filter_map(|r| Some((str_of(r, "id"), l3_host(str_of(r, "id"), l3_hosts.iter().copied())?)))
-            .collect();
+        // router id → its host; only routers that are up wire their ports there (a router that is down goes to
+        // its host too, which removes it)
+        let router_host: BTreeMap<&str, &str> =
+            routers.iter().filter_map(|r| Some((str_of(r, "id"), l3_host(str_of(r, "id"), l3_hosts.iter().copied())?))).collect();
+        let up: HashSet<&str> = routers.iter().filter(|r| r["admin_state_up"].as_bool().unwrap_or(true)).map(|r| str_of(r, "id")).collect();
         let mut ports = self.store.resource_list("port").await?;
         for p in &mut ports {
             if is_router_port(p)
+                && up.contains(str_of(p, "device_id"))
                 && let Some(h) = router_host.get(str_of(p, "device_id"))
             {
                 p["binding:host_id"] = json!(h);
