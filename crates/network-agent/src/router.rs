@@ -250,7 +250,8 @@ async fn sync_routes(config: &AgentConfig, ns: &str, r: &RouterState, gateway: O
         let _ = namespace::run(&config.ip, &["-n", ns, "route", "del", dst, "via", &next.to_string(), "proto", "static"]).await;
     }
     for (dst, next) in wanted.difference(&have) {
-        if let Err(e) = namespace::run(&config.ip, &["-n", ns, "route", "replace", dst, "via", &next.to_string(), "proto", "static"]).await {
+        if let Err(e) = namespace::run(&config.ip, &["-n", ns, "route", "replace", dst, "via", &next.to_string(), "proto", "static"]).await
+        {
             // a next hop not (yet) on a connected subnet: the service checks routes, so log it and go on
             tracing::warn!(router = %r.id, %dst, %next, error = %e, "cannot add a route");
         }
@@ -264,11 +265,8 @@ pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
     let mut snat = String::new();
     if let Some(gw) = gateway {
         let qg = gateway_device_name(&gw.port_id);
-        let mut fips: Vec<(Ipv4Addr, Ipv4Addr)> = r
-            .floating_ips
-            .iter()
-            .filter_map(|f| Some((f.floating_ip_address.parse().ok()?, f.fixed_ip_address.parse().ok()?)))
-            .collect();
+        let mut fips: Vec<(Ipv4Addr, Ipv4Addr)> =
+            r.floating_ips.iter().filter_map(|f| Some((f.floating_ip_address.parse().ok()?, f.fixed_ip_address.parse().ok()?))).collect();
         fips.sort();
         fips.dedup();
         if plain(&qg) {

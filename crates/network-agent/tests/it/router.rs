@@ -134,11 +134,13 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     let r = admin.get("/networking/v2.0/networks?name=public").await;
     let ext = r.json()["networks"][0]["id"].as_str().expect("the public network").to_string();
     let net = post("networks", json!({"network": {"name": "inside"}})).await["network"]["id"].as_str().unwrap().to_string();
-    let subnet = post("subnets", json!({"subnet": {"network_id": net, "cidr": "10.81.0.0/24", "ip_version": 4, "enable_dhcp": false}})).await["subnet"]["id"]
+    let subnet = post("subnets", json!({"subnet": {"network_id": net, "cidr": "10.81.0.0/24", "ip_version": 4, "enable_dhcp": false}}))
+        .await["subnet"]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let port = post("ports", json!({"port": {"network_id": net, "binding:host_id": host, "device_owner": "compute:nova"}})).await["port"].clone();
+    let port =
+        post("ports", json!({"port": {"network_id": net, "binding:host_id": host, "device_owner": "compute:nova"}})).await["port"].clone();
     let port_id = port["id"].as_str().unwrap().to_string();
     let fixed: Ipv4Addr = port["fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
 
@@ -238,7 +240,8 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     assert_eq!(r.status, 204, "{}", r.text);
     put(format!("routers/{router_id}/remove_router_interface"), json!({"subnet_id": subnet})).await;
     wait_for("the router interface to go", Duration::from_secs(15), || {
-        !ns_has(&qrouter, &["-o", "link", "show"], "qr-") && !ip(&["-n", &host_ns, "-o", "link", "show"]).contains(&format!("tap{}", &itf_port[..11]))
+        !ns_has(&qrouter, &["-o", "link", "show"], "qr-")
+            && !ip(&["-n", &host_ns, "-o", "link", "show"]).contains(&format!("tap{}", &itf_port[..11]))
     })
     .await;
     assert_eq!(probe(&vm_ns, &outside, outside_ip).await, None);
