@@ -6,7 +6,7 @@
 //! * for the external gateway the same with `qg-<port id[:11]>`, holding the gateway's addresses and each floating
 //!   IP as a /32 (so the router answers ARP for them on the external network);
 //! * IPv4 forwarding on, the default route via the external subnet's gateway and the router's static routes (routes
-//!   the agent adds carry `proto static`; others of that kind are removed);
+//!   the agent adds carry `proto static`; others of that kind are removed; all over rtnetlink);
 //! * one nftables table, `ip stratus-l3`, replaced atomically (`nft -f`, a create-delete-define transaction) when its
 //!   text changes: per floating IP DNAT floating → fixed (prerouting, and output for the router itself) and SNAT
 //!   fixed → floating leaving through the gateway; with `enable_snat`, SNAT of the tenant subnets to the gateway's
@@ -131,7 +131,7 @@ async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &Route
             inner.delete(l.index, &l.name).await?;
         }
     }
-    sync_routes(config, &ns, r, gateway).await?;
+    sync_routes(&inner, r, gateway).await?;
     let rules = ruleset(r, gateway);
     let dir = config.state_dir.join("l3");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
@@ -209,51 +209,39 @@ fn enable_forwarding(ns: &str) -> Result<(), Error> {
     })
 }
 
-/// Normalises a destination as `ip -j route` prints it: `default`, an address without `/32`, else the CIDR.
-fn route_key(destination: &str) -> Option<String> {
+/// A destination as the kernel keeps it: the network address (host bits cleared) and the prefix length.
+fn route_key(destination: &str) -> Option<(Ipv4Addr, u8)> {
     let (addr, prefix) = parse_cidr4(destination)?;
-    let net = if prefix == 0 { 0 } else { u32::from(addr) & (u32::MAX << (32 - prefix)) };
-    Some(match prefix {
-        0 => "default".into(),
-        32 => Ipv4Addr::from(net).to_string(),
-        _ => format!("{}/{prefix}", Ipv4Addr::from(net)),
-    })
+    Some((Ipv4Addr::from(if prefix == 0 { 0 } else { u32::from(addr) & (u32::MAX << (32 - prefix)) }), prefix))
 }
 
-/// The routes the router wants: (destination as `ip` prints it, next hop).
-pub fn wanted_routes(r: &RouterState, gateway: Option<&RouterPort>) -> BTreeSet<(String, Ipv4Addr)> {
+/// The routes the router wants: (destination, prefix length, next hop).
+pub fn wanted_routes(r: &RouterState, gateway: Option<&RouterPort>) -> BTreeSet<(Ipv4Addr, u8, Ipv4Addr)> {
     let mut out = BTreeSet::new();
     if let Some(gw) = gateway
         && let Some(next) = gw.addresses.iter().filter_map(|a| a.gateway_ip.as_deref()?.parse::<Ipv4Addr>().ok()).next()
     {
-        out.insert(("default".to_string(), next));
+        out.insert((Ipv4Addr::UNSPECIFIED, 0, next));
     }
     for route in &r.routes {
-        if let (Some(dst), Ok(next)) = (route_key(&route.destination), route.nexthop.parse::<Ipv4Addr>()) {
-            out.insert((dst, next));
+        if let (Some((dst, prefix)), Ok(next)) = (route_key(&route.destination), route.nexthop.parse::<Ipv4Addr>()) {
+            out.insert((dst, prefix, next));
         }
     }
     out
 }
 
 /// Makes the namespace's `proto static` routes the wanted ones.
-async fn sync_routes(config: &AgentConfig, ns: &str, r: &RouterState, gateway: Option<&RouterPort>) -> Result<(), Error> {
+async fn sync_routes(inner: &Netlink, r: &RouterState, gateway: Option<&RouterPort>) -> Result<(), Error> {
     let wanted = wanted_routes(r, gateway);
-    let listing = namespace::run(&config.ip, &["-n", ns, "-4", "-j", "route", "show", "proto", "static"]).await?;
-    let have: BTreeSet<(String, Ipv4Addr)> = serde_json::from_str::<Vec<serde_json::Value>>(listing.trim())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|x| Some((x["dst"].as_str()?.to_string(), x["gateway"].as_str()?.parse().ok()?)))
-        .collect();
-    for (dst, next) in have.difference(&wanted) {
-        // a route through a device that went is gone already
-        let _ = namespace::run(&config.ip, &["-n", ns, "route", "del", dst, "via", &next.to_string(), "proto", "static"]).await;
+    let have: BTreeSet<(Ipv4Addr, u8, Ipv4Addr)> = inner.static_routes().await?.into_iter().collect();
+    for (dst, prefix, next) in have.difference(&wanted) {
+        inner.delete_route(*dst, *prefix, *next).await?;
     }
-    for (dst, next) in wanted.difference(&have) {
-        if let Err(e) = namespace::run(&config.ip, &["-n", ns, "route", "replace", dst, "via", &next.to_string(), "proto", "static"]).await
-        {
+    for (dst, prefix, next) in wanted.difference(&have) {
+        if let Err(e) = inner.replace_route(*dst, *prefix, *next).await {
             // a next hop not (yet) on a connected subnet: the service checks routes, so log it and go on
-            tracing::warn!(router = %r.id, %dst, %next, error = %e, "cannot add a route");
+            tracing::warn!(router = %r.id, %dst, prefix, %next, error = %e, "cannot add a route");
         }
     }
     Ok(())
@@ -367,12 +355,12 @@ mod tests {
     fn routes_are_the_default_via_the_external_gateway_and_the_static_ones() {
         let r = router(true);
         let routes = wanted_routes(&r, r.gateway.as_ref());
-        let want: BTreeSet<(String, Ipv4Addr)> =
-            [("default".into(), "172.24.4.1".parse().unwrap()), ("10.9.0.0/16".into(), "10.1.0.254".parse().unwrap())].into();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let want: BTreeSet<(Ipv4Addr, u8, Ipv4Addr)> =
+            [(ip("0.0.0.0"), 0, ip("172.24.4.1")), (ip("10.9.0.0"), 16, ip("10.1.0.254"))].into();
         assert_eq!(routes, want);
-        assert_eq!(route_key("10.9.1.7/32").as_deref(), Some("10.9.1.7"));
-        assert_eq!(route_key("10.9.1.7/16").as_deref(), Some("10.9.0.0/16"));
-        assert_eq!(route_key("0.0.0.0/0").as_deref(), Some("default"));
+        assert_eq!(route_key("10.9.1.7/32"), Some((ip("10.9.1.7"), 32)));
+        assert_eq!(route_key("10.9.1.7/16"), Some((ip("10.9.0.0"), 16)));
         assert_eq!(wanted_routes(&r, None).len(), 1);
     }
 }
