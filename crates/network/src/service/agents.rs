@@ -190,6 +190,13 @@ impl Network {
         if report.capabilities.iter().any(|c| c == CAP_L3) {
             let configurations = json!({"agent_mode": "legacy", "interface_driver": "linuxbridge", "external_network_bridge": ""});
             self.record_agent_row(host, L3_AGENT_TYPE, "neutron-l3-agent", configurations).await?;
+        } else {
+            // a host that stopped hosting routers gives them up
+            for a in self.store.resource_list("agent").await? {
+                if str_of(&a, "host") == host && str_of(&a, "agent_type") == L3_AGENT_TYPE {
+                    self.store.resource_delete("agent", str_of(&a, "id")).await?;
+                }
+            }
         }
         self.store.resource_list("agent").await
     }

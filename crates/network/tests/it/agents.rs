@@ -171,6 +171,10 @@ async fn routers_go_to_an_l3_host_with_their_networks_and_changes_are_noticed() 
     let agents = cloud.running.cloud.network.as_ref().unwrap().store().resource_list("agent").await.unwrap();
     assert!(agents.iter().any(|a| a["host"] == "l3a" && a["agent_type"] == "L3 agent"));
     assert!(!agents.iter().any(|a| a["host"] == "compute" && a["agent_type"] == "L3 agent"));
+    // a host that stops reporting l3 gives its routers up (here: to no one), and takes them back
+    assert!(state("l3a", false).await.routers.is_empty());
+    assert!(state("compute", false).await.networks.iter().all(|n| n.peers.is_empty()));
+    assert_eq!(state("l3a", true).await.routers.len(), 1);
 
     // a disassociated floating IP, a router set down and a deleted router are noticed and leave the host's state
     let r = put(admin, &format!("/floatingips/{}", fip["id"].as_str().unwrap()), &json!({"floatingip": {"port_id": null}})).await;
