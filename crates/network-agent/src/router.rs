@@ -10,7 +10,10 @@
 //! * one nftables table, `ip stratus-l3`, replaced atomically (`nft -f`, a create-delete-define transaction) when its
 //!   text changes: per floating IP DNAT floating → fixed (prerouting, and output for the router itself) and SNAT
 //!   fixed → floating leaving through the gateway; with `enable_snat`, SNAT of the tenant subnets to the gateway's
-//!   address leaving through the gateway. Traffic between the router's own subnets is never translated.
+//!   address leaving through the gateway. Traffic between the router's own subnets is never translated. Flows
+//!   translated earlier to an address the router no longer has (a floating IP disassociated or deleted, SNAT
+//!   turned off, the gateway changed) are dropped in the forward hook by their conntrack tuples, so an established
+//!   connection does not outlive its floating IP — what upstream gets by deleting the conntrack entries.
 //!
 //! The text last applied is kept in `<state_dir>/l3/<router id>.nft`; it is applied again whenever it changed or
 //! the namespace was made by this pass. A router that is down, no longer placed here or gone loses its namespace
@@ -251,6 +254,9 @@ async fn sync_routes(inner: &Netlink, r: &RouterState, gateway: Option<&RouterPo
 pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
     let mut dnat = String::new();
     let mut snat = String::new();
+    // the addresses flows may still be translated to: destinations of DNAT, sources of SNAT
+    let mut dnat_to: Vec<Ipv4Addr> = Vec::new();
+    let mut snat_to: Vec<Ipv4Addr> = Vec::new();
     if let Some(gw) = gateway {
         let qg = gateway_device_name(&gw.port_id);
         let mut fips: Vec<(Ipv4Addr, Ipv4Addr)> =
@@ -261,6 +267,8 @@ pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
             for (floating, fixed) in &fips {
                 let _ = writeln!(dnat, "\t\tip daddr {floating} dnat to {fixed}");
                 let _ = writeln!(snat, "\t\toifname \"{qg}\" ip saddr {fixed} snat to {floating}");
+                dnat_to.push(*floating);
+                snat_to.push(*floating);
             }
             let gw_ip = v4_addresses(gw).first().map(|(a, _)| *a);
             let mut tenant: Vec<String> = r
@@ -277,14 +285,31 @@ pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
                 && !tenant.is_empty()
             {
                 let _ = writeln!(snat, "\t\toifname \"{qg}\" ip saddr {{ {} }} snat to {gw_ip}", tenant.join(", "));
+                snat_to.push(gw_ip);
             }
         }
     }
+    let set = |v: &mut Vec<Ipv4Addr>| {
+        v.sort();
+        v.dedup();
+        v.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let (d, s) = (set(&mut dnat_to), set(&mut snat_to));
+    let mut stale = String::new();
+    let _ = match d.is_empty() {
+        true => writeln!(stale, "\t\tct status dnat drop"),
+        false => writeln!(stale, "\t\tct status dnat ct original ip daddr != {{ {d} }} drop"),
+    };
+    let _ = match s.is_empty() {
+        true => writeln!(stale, "\t\tct status snat drop"),
+        false => writeln!(stale, "\t\tct status snat ct reply ip daddr != {{ {s} }} drop"),
+    };
     format!(
         "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n\
          \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{dnat}\t}}\n\
          \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{dnat}\t}}\n\
-         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{snat}\t}}\n}}\n"
+         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{snat}\t}}\n\
+         \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n{stale}\t}}\n}}\n"
     )
 }
 
@@ -346,9 +371,14 @@ mod tests {
         assert!(text.find("snat to 172.24.4.20").unwrap() < text.find("snat to 172.24.4.10").unwrap());
         let text = ruleset(&router(false), r.gateway.as_ref());
         assert!(text.contains("snat to 172.24.4.20") && !text.contains("snat to 172.24.4.10"), "{text}");
-        // no gateway: empty chains
+        // flows translated to addresses no longer in use are dropped
+        let text = ruleset(&r, r.gateway.as_ref());
+        assert!(text.contains("ct status dnat ct original ip daddr != { 172.24.4.20 } drop"), "{text}");
+        assert!(text.contains("ct status snat ct reply ip daddr != { 172.24.4.10, 172.24.4.20 } drop"), "{text}");
+        // no gateway: no translation, and none of earlier flows
         let text = ruleset(&r, None);
         assert!(!text.contains("nat to"), "{text}");
+        assert!(text.contains("ct status dnat drop") && text.contains("ct status snat drop"), "{text}");
     }
 
     #[test]

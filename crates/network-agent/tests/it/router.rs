@@ -6,6 +6,7 @@
 //! the address each side sees is what the test asserts.
 
 use std::{
+    io::{Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsFd,
     path::Path,
@@ -49,15 +50,39 @@ async fn probe(from: &str, listener: &TcpListener, dst: Ipv4Addr) -> Option<IpAd
     .await
     .unwrap()
     .ok()?;
+    let seen = accept(listener).await.map(|(_, peer)| peer.ip());
+    drop(stream);
+    seen
+}
+
+/// The next connection on `listener` (waiting up to a second), blocking.
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
     for _ in 0..100 {
         match listener.accept() {
-            Ok((_, peer)) => return Some(peer.ip()),
+            Ok((s, peer)) => {
+                s.set_nonblocking(false).unwrap();
+                return Some((s, peer));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(e) => panic!("accept: {e}"),
         }
     }
-    drop(stream);
     None
+}
+
+/// Sends a byte on `from` and reads it on `to` (1.5 s at most): whether it arrived.
+async fn carries(from: &TcpStream, to: &TcpStream) -> bool {
+    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+    tokio::task::spawn_blocking(move || {
+        if from.write_all(b"x").is_err() {
+            return false;
+        }
+        to.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        let mut b = [0u8; 1];
+        matches!(to.read(&mut b), Ok(1))
+    })
+    .await
+    .unwrap()
 }
 
 /// Probes until the connection gets through (bounded); the source seen and how long it took.
@@ -219,13 +244,29 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     assert_eq!(outcome.removed, vec![orphan.clone()]);
     assert!(!Path::new("/run/netns").join(&orphan).exists());
 
-    // disassociated: the path from the outside is cut, the instance goes out through SNAT again
+    // a connection made through the floating IP, open across the disassociation
+    let port = instance.local_addr().unwrap().port();
+    let ns = out_ns.clone();
+    let client = tokio::task::spawn_blocking(move || {
+        in_ns(&ns, || TcpStream::connect_timeout(&SocketAddr::new(fip_ip.into(), port), Duration::from_secs(3)))
+    })
+    .await
+    .unwrap()
+    .expect("a connection through the floating IP");
+    let (served, _) = accept(&instance).await.expect("the instance accepts it");
+    assert!(carries(&client, &served).await && carries(&served, &client).await);
+
+    // disassociated: the path from the outside is cut (the open connection too), the instance goes out through
+    // SNAT again
     put(format!("floatingips/{fip_id}"), json!({"floatingip": {"port_id": null}})).await;
     wait_for("the floating IP to leave the gateway", Duration::from_secs(15), || {
         !ns_has(&qrouter, &["-o", "addr", "show"], &format!("{fip_ip}/32")) && !nft_table(&qrouter).contains(&fip_ip.to_string())
     })
     .await;
     assert_eq!(probe(&out_ns, &instance, fip_ip).await, None, "the floating IP still reaches the instance");
+    assert!(!carries(&client, &served).await, "the connection through the floating IP outlived it");
+    assert!(!carries(&served, &client).await, "the connection through the floating IP outlived it");
+    drop((client, served));
     assert_eq!(probe(&vm_ns, &outside, outside_ip).await, Some(IpAddr::V4(gw_ip)));
 
     // a router set down leaves the host, and comes back when set up
