@@ -10,7 +10,9 @@
 //! * one nftables table, `ip stratus-l3`, replaced atomically (`nft -f`, a create-delete-define transaction) when its
 //!   text changes: per floating IP DNAT floating → fixed (prerouting, and output for the router itself) and SNAT
 //!   fixed → floating leaving through the gateway; with `enable_snat`, SNAT of the tenant subnets to the gateway's
-//!   address leaving through the gateway. Traffic between the router's own subnets is never translated. Flows
+//!   address leaving through the gateway; traffic from the inside to a floating IP of the same router (hairpin) is
+//!   SNATed to the gateway's address so the answer comes back through the router, as upstream does. Other traffic
+//!   between the router's own subnets is never translated. Flows
 //!   translated earlier to an address the router no longer has (a floating IP disassociated or deleted, SNAT
 //!   turned off, the gateway changed) are dropped in the forward hook by their conntrack tuples, so an established
 //!   connection does not outlive its floating IP — what upstream gets by deleting the conntrack entries.
@@ -287,6 +289,13 @@ pub fn ruleset(r: &RouterState, gateway: Option<&RouterPort>) -> String {
                 let _ = writeln!(snat, "\t\toifname \"{qg}\" ip saddr {{ {} }} snat to {gw_ip}", tenant.join(", "));
                 snat_to.push(gw_ip);
             }
+            // hairpin: an instance reaching a floating IP behind the same router gets the answer through the router
+            if let Some(gw_ip) = gw_ip
+                && !fips.is_empty()
+            {
+                let _ = writeln!(snat, "\t\tiifname != \"{qg}\" oifname != \"{qg}\" ct status dnat snat to {gw_ip}");
+                snat_to.push(gw_ip);
+            }
         }
     }
     let set = |v: &mut Vec<Ipv4Addr>| {
@@ -370,7 +379,8 @@ mod tests {
         // the floating IP's own SNAT comes first
         assert!(text.find("snat to 172.24.4.20").unwrap() < text.find("snat to 172.24.4.10").unwrap());
         let text = ruleset(&router(false), r.gateway.as_ref());
-        assert!(text.contains("snat to 172.24.4.20") && !text.contains("snat to 172.24.4.10"), "{text}");
+        assert!(text.contains("snat to 172.24.4.20") && !text.contains("ip saddr { 10.1.0.0/24 }"), "{text}");
+        assert!(text.contains("iifname != \"qg-ext00000000\" oifname != \"qg-ext00000000\" ct status dnat snat to 172.24.4.10"), "{text}");
         // flows translated to addresses no longer in use are dropped
         let text = ruleset(&r, r.gateway.as_ref());
         assert!(text.contains("ct status dnat ct original ip daddr != { 172.24.4.20 } drop"), "{text}");

@@ -228,6 +228,8 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     assert_eq!(src, IpAddr::V4(outside_ip), "DNAT keeps the outside's address");
     let fip_reachable = start_fip.elapsed();
     assert_eq!(probe(&vm_ns, &outside, outside_ip).await, Some(IpAddr::V4(fip_ip)));
+    // hairpin: the instance reaches its own floating IP, through the router
+    assert_eq!(probe(&vm_ns, &instance, fip_ip).await, Some(IpAddr::V4(gw_ip)));
 
     // a pass with nothing to do changes nothing
     let agent = cloud.running.network_agent.as_ref().unwrap();
