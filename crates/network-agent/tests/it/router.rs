@@ -307,3 +307,117 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     );
     cloud.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_another_host_reaches_the_outside_through_the_router_host_over_vxlan() {
+    if !can_run() || !has_nft() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (host_a, host_b) = (spaces.add("ha"), spaces.add("hb"));
+    let (vm_ns, out_ns) = (spaces.add("vm"), spaces.add("out"));
+    // the underlay between the two hosts, and the outside on the router host's uplink
+    ip(&["-n", &host_a, "link", "add", "ua", "type", "veth", "peer", "name", "ub", "netns", &host_b]);
+    ip(&["-n", &host_a, "addr", "add", "10.67.0.1/24", "dev", "ua"]);
+    ip(&["-n", &host_b, "addr", "add", "10.67.0.2/24", "dev", "ub"]);
+    ip(&["-n", &host_a, "link", "set", "ua", "up"]);
+    ip(&["-n", &host_b, "link", "set", "ub", "up"]);
+    let uplink = format!("o{tag}");
+    ip(&["-n", &host_a, "link", "add", &uplink, "type", "veth", "peer", "name", "eth0", "netns", &out_ns]);
+    ip(&["-n", &out_ns, "addr", "add", "172.24.4.1/24", "dev", "eth0"]);
+    ip(&["-n", &out_ns, "link", "set", "eth0", "up"]);
+
+    // host A: the cloud's agent, with l3; host B: a second agent without
+    let (a, b) = (format!("l3a-{tag}"), format!("cmp-{tag}"));
+    let (h, hn, prefix, mapping) = (a.clone(), host_a.clone(), format!("{}a-", spaces.prefix), format!("public:{uplink}"));
+    let cloud = TestCloud::start_with_options(
+        move |c| {
+            c.network_agent.host = Some(h);
+            c.network_agent.host_namespace = Some(hn);
+            c.network_agent.namespace_prefix = prefix;
+            c.network_agent.polling_interval = 0.1;
+            c.network_agent.local_ip = Some("10.67.0.1".parse().unwrap());
+            c.network_agent.physical_interface_mappings = vec![mapping];
+        },
+        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+    )
+    .await;
+    let mut config = cloud::agent::network_agent_config(&cloud.running.cloud.config).unwrap();
+    config.host = b.clone();
+    config.host_namespace = Some(host_b.clone());
+    config.namespace_prefix = format!("{}b-", spaces.prefix);
+    config.tunnel_ip = Some("10.67.0.2".parse().unwrap());
+    config.interface_mappings = vec![];
+    config.enable_l3 = false;
+    config.state_dir = cloud.running.data_dir.join("network-agent-b");
+    let agent_b = network_agent::Agent::start(config, cloud.running.cloud.bus.clone()).await.unwrap();
+
+    let admin = &cloud.admin;
+    let post = |path: &'static str, body: serde_json::Value| async move {
+        let r = admin.post(&format!("/networking/v2.0/{path}"), &body).await;
+        assert_eq!(r.status, 201, "{path}: {}", r.text);
+        r.json()
+    };
+    let r = admin.get("/networking/v2.0/networks?name=public").await;
+    let ext = r.json()["networks"][0]["id"].as_str().expect("the public network").to_string();
+    let net = post("networks", json!({"network": {"name": "inside"}})).await["network"].clone();
+    let (net_id, vni) = (net["id"].as_str().unwrap().to_string(), net["provider:segmentation_id"].as_u64().unwrap());
+    let subnet = post("subnets", json!({"subnet": {"network_id": net_id, "cidr": "10.82.0.0/24", "ip_version": 4, "enable_dhcp": false}}))
+        .await["subnet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port =
+        post("ports", json!({"port": {"network_id": net_id, "binding:host_id": b, "device_owner": "compute:nova"}})).await["port"].clone();
+    let port_id = port["id"].as_str().unwrap().to_string();
+    let fixed: Ipv4Addr = port["fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
+    let tap = format!("tap{}", &port_id[..11]);
+    ip(&["-n", &host_b, "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &vm_ns]);
+    ip(&["-n", &vm_ns, "link", "set", "eth0", "address", port["mac_address"].as_str().unwrap(), "up"]);
+    ip(&["-n", &vm_ns, "addr", "add", &format!("{fixed}/24"), "dev", "eth0"]);
+    ip(&["-n", &vm_ns, "route", "add", "default", "via", "10.82.0.1"]);
+
+    let router = post("routers", json!({"router": {"name": "r", "external_gateway_info": {"network_id": ext}}})).await["router"].clone();
+    let router_id = router["id"].as_str().unwrap().to_string();
+    let gw_ip: Ipv4Addr = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
+    let r = admin
+        .request(
+            reqwest::Method::PUT,
+            &format!("/networking/v2.0/routers/{router_id}/add_router_interface"),
+            Some(&json!({"subnet_id": subnet})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // the router is on host A only; each host floods the tenant network to the other
+    let vxlan = format!("vxlan-{vni}");
+    let flooded = |ns: &str, peer: &str| {
+        Command::new("bridge")
+            .args(["-n", ns, "fdb", "show", "dev", &vxlan])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("00:00:00:00:00:00 dst {peer}")))
+    };
+    wait_for("the router on host A and the tunnels both ways", Duration::from_secs(20), || {
+        Path::new("/run/netns").join(format!("{}a-qrouter-{router_id}", spaces.prefix)).exists()
+            && flooded(&host_a, "10.67.0.2")
+            && flooded(&host_b, "10.67.0.1")
+    })
+    .await;
+    assert!(!Path::new("/run/netns").join(format!("{}b-qrouter-{router_id}", spaces.prefix)).exists());
+
+    let outside = listen(&out_ns);
+    let outside_ip: Ipv4Addr = "172.24.4.1".parse().unwrap();
+    let (src, _) = probe_until("the instance on host B to reach the outside", &vm_ns, &outside, outside_ip, Duration::from_secs(15)).await;
+    assert_eq!(src, IpAddr::V4(gw_ip));
+    let fip = post("floatingips", json!({"floatingip": {"floating_network_id": ext, "port_id": port_id}})).await["floatingip"].clone();
+    let fip_ip: Ipv4Addr = fip["floating_ip_address"].as_str().unwrap().parse().unwrap();
+    let instance = listen(&vm_ns);
+    let (src, _) = probe_until("the outside to reach the instance on host B", &out_ns, &instance, fip_ip, Duration::from_secs(15)).await;
+    assert_eq!(src, IpAddr::V4(outside_ip));
+
+    let outcome = agent_b.teardown().await.unwrap();
+    assert!(outcome.errors.is_empty(), "{outcome:?}");
+    cloud.shutdown().await;
+}
