@@ -50,7 +50,8 @@ pub fn run(args: Args) -> Result<()> {
         config.network_agent.host_namespace = Some(host_ns.clone());
         config.network_agent.namespace_prefix = prefix.clone();
         config.network_agent.enable_dhcp = false;
-        let opts = cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() };
+        let opts =
+            cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() };
         let running = cloud::start(config, opts).await.map_err(|e| anyhow!("cloud start: {e}"))?;
         let result = measure(&running, &args, &prefix).await;
         running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
@@ -127,27 +128,31 @@ async fn measure(running: &cloud::RunningCloud, args: &Args, prefix: &str) -> Re
     let (mut create, mut fip, mut delete) = (Vec::new(), Vec::new(), Vec::new());
     let mut made = Vec::new();
     for i in 0..args.routers {
-        let net = call(&admin, Method::POST, "networks", Some(json!({"network": {"name": format!("bench-{i}")}})), 201).await?["network"]["id"]
-            .as_str()
-            .context("network id")?
-            .to_string();
+        let net =
+            call(&admin, Method::POST, "networks", Some(json!({"network": {"name": format!("bench-{i}")}})), 201).await?["network"]["id"]
+                .as_str()
+                .context("network id")?
+                .to_string();
         let cidr = format!("10.{}.{}.0/24", 100 + i / 250, i % 250);
         let body = json!({"subnet": {"network_id": net, "cidr": cidr, "ip_version": 4, "enable_dhcp": false}});
-        let subnet = call(&admin, Method::POST, "subnets", Some(body), 201).await?["subnet"]["id"].as_str().context("subnet id")?.to_string();
+        let subnet =
+            call(&admin, Method::POST, "subnets", Some(body), 201).await?["subnet"]["id"].as_str().context("subnet id")?.to_string();
         let body = json!({"port": {"network_id": net, "binding:host_id": "bench-l3", "device_owner": "compute:nova"}});
         let port = call(&admin, Method::POST, "ports", Some(body), 201).await?["port"].clone();
         let fixed = port["fixed_ips"][0]["ip_address"].as_str().context("fixed ip")?.to_string();
 
         let start = Instant::now();
         let body = json!({"router": {"name": format!("bench-{i}"), "external_gateway_info": {"network_id": public}}});
-        let router = call(&admin, Method::POST, "routers", Some(body), 201).await?["router"]["id"].as_str().context("router id")?.to_string();
+        let router =
+            call(&admin, Method::POST, "routers", Some(body), 201).await?["router"]["id"].as_str().context("router id")?.to_string();
         call(&admin, Method::PUT, &format!("routers/{router}/add_router_interface"), Some(json!({"subnet_id": subnet})), 200).await?;
         let want = format!("{{ {cidr} }} snat to");
         create.push(until("the router's NAT", start, || rules(&state, &router).contains(&want)).await?);
 
         let start = Instant::now();
         let body = json!({"floatingip": {"floating_network_id": public, "port_id": port["id"]}});
-        let f = call(&admin, Method::POST, "floatingips", Some(body), 201).await?["floatingip"]["id"].as_str().context("fip id")?.to_string();
+        let f =
+            call(&admin, Method::POST, "floatingips", Some(body), 201).await?["floatingip"]["id"].as_str().context("fip id")?.to_string();
         let want = format!("dnat to {fixed}");
         fip.push(until("the floating IP's DNAT", start, || rules(&state, &router).contains(&want)).await?);
         made.push((router, subnet, f));
