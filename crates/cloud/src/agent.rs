@@ -148,6 +148,8 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
     c.ip = s.ip.clone();
+    c.enable_l3 = s.enable_l3;
+    c.nft = s.nft.clone();
     Ok(c)
 }
 
@@ -236,6 +238,12 @@ mod tests {
         assert_eq!(c.interface_mappings, vec![("public".to_string(), "eth1".to_string())]);
         assert_eq!(c.polling_interval, Duration::from_millis(250));
         assert!(c.state_dir.ends_with("network-agent"));
+        assert!(c.enable_l3, "routers are hosted unless turned off");
+        config.network_agent.enable_l3 = false;
+        config.network_agent.nft = "/usr/sbin/nft".into();
+        let c = network_agent_config(&config).unwrap();
+        assert!(!c.enable_l3);
+        assert_eq!(c.nft, std::path::PathBuf::from("/usr/sbin/nft"));
         config.network_agent.polling_interval = 0.0;
         assert!(network_agent_config(&config).unwrap_err().to_string().contains("polling_interval"));
         config.network_agent.polling_interval = 1.0;

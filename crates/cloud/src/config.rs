@@ -550,6 +550,10 @@ pub struct NetworkAgentSection {
     pub dnsmasq: PathBuf,
     /// The `ip` command (iproute2), for namespaces.
     pub ip: PathBuf,
+    /// Host routers (upstream's L3 agent on this host): the network service places routers on such hosts.
+    pub enable_l3: bool,
+    /// The `nft` command (nftables), for routers' NAT.
+    pub nft: PathBuf,
 }
 
 impl Default for NetworkAgentSection {
@@ -571,6 +575,8 @@ impl Default for NetworkAgentSection {
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),
+            enable_l3: true,
+            nft: "nft".into(),
         }
     }
 }

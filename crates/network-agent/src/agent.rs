@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
-use network_rpc::{AGENT_TOPIC, AgentReport, GetHostState, NetworkChanged, PLUGIN_TOPIC};
+use network_rpc::{AGENT_TOPIC, AgentReport, CAP_L3, GetHostState, NetworkChanged, PLUGIN_TOPIC, RouterChanged};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
@@ -39,6 +39,15 @@ impl Agent {
             let i = i.clone();
             async move {
                 tracing::debug!(network_id = %m.network_id, "network changed");
+                i.wake.notify_one();
+                Ok::<_, RemoteError>(())
+            }
+        });
+        let i = inner.clone();
+        let dispatcher = dispatcher.on(move |m: RouterChanged| {
+            let i = i.clone();
+            async move {
+                tracing::debug!(router_id = %m.router_id, "router changed");
                 i.wake.notify_one();
                 Ok::<_, RemoteError>(())
             }
@@ -117,6 +126,7 @@ async fn sync(inner: &Inner) -> Result<Outcome, Error> {
     let report = AgentReport {
         tunnel_ip: c.tunnel_ip.map(|ip| ip.to_string()),
         interface_mappings: c.interface_mappings.iter().map(|(p, i)| format!("{p}:{i}")).collect(),
+        capabilities: if c.enable_l3 { vec![CAP_L3.to_string()] } else { vec![] },
     };
     let state = inner
         .bus

@@ -12,6 +12,9 @@
 //!   veth pair (`tap<dhcp port[:11]>` on the bridge, `ns-<dhcp port[:11]>` inside);
 //! * [`metadata`] — the metadata proxy: `169.254.169.254:80` inside a namespace, each source address mapped to its
 //!   port's instance and the request forwarded, signed, to the compute metadata API;
+//! * [`router`] — routers (upstream's L3 agent): a namespace `qrouter-<router id>` per router placed on this
+//!   host, its interfaces and gateway as veth pairs on the networks' bridges, routes, and NAT in one nftables
+//!   table;
 //! * [`netlink`] — links, addresses and forwarding entries over rtnetlink, in any namespace.
 //!
 //! The agent never touches a database.
@@ -22,6 +25,7 @@ pub mod metadata;
 pub mod namespace;
 pub mod netlink;
 pub mod reconcile;
+pub mod router;
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
@@ -74,6 +78,10 @@ pub struct AgentConfig {
     /// Serve `http://169.254.169.254/` from the DHCP namespaces, forwarded to the compute metadata API (upstream's
     /// `enable_isolated_metadata` with `nova_metadata_host` and `metadata_proxy_shared_secret`); none: no metadata.
     pub metadata: Option<metadata::MetadataConfig>,
+    /// Host routers (report the `l3` capability, so the network service places routers here).
+    pub enable_l3: bool,
+    /// The `nft` command (nftables), for routers' NAT.
+    pub nft: PathBuf,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
     pub ip: PathBuf,
@@ -95,6 +103,8 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(60),
             enable_dhcp: true,
             metadata: None,
+            enable_l3: true,
+            nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),
@@ -127,6 +137,11 @@ impl AgentConfig {
     pub fn dhcp_namespace(&self, network_id: &str) -> String {
         format!("{}qdhcp-{network_id}", self.namespace_prefix)
     }
+
+    /// The namespace of a router.
+    pub fn router_namespace(&self, router_id: &str) -> String {
+        format!("{}qrouter-{router_id}", self.namespace_prefix)
+    }
 }
 
 /// Parses `physnet:interface` pairs.
@@ -139,7 +154,7 @@ pub fn parse_mappings(list: &[String]) -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..11).unwrap_or(id)
 }
 
@@ -193,6 +208,7 @@ mod tests {
         assert_eq!(c.dhcp_namespace("n1"), "qdhcp-n1");
         c.namespace_prefix = "t1-".into();
         assert_eq!(c.dhcp_namespace("n1"), "t1-qdhcp-n1");
+        assert_eq!(c.router_namespace("r1"), "t1-qrouter-r1");
         c.namespace_prefix = "a/b".into();
         assert!(c.validate().is_err());
         let mut c = AgentConfig::new("cn1", "/tmp/x");

@@ -7,7 +7,7 @@ use tokio::process::Command;
 
 use crate::{Error, netlink::NETNS_DIR};
 
-async fn run(ip: &Path, args: &[&str]) -> Result<String, Error> {
+pub(crate) async fn run(ip: &Path, args: &[&str]) -> Result<String, Error> {
     let out = Command::new(ip)
         .args(args)
         .kill_on_drop(true)

@@ -1,4 +1,4 @@
-//! Links, addresses and bridge forwarding entries over rtnetlink, in the agent's own network namespace or in a
+//! Links, addresses, static routes and bridge forwarding entries over rtnetlink, in the agent's own network namespace or in a
 //! named one (`/run/netns/<name>`): the socket is opened on a short-lived thread that entered the namespace, and a
 //! netlink socket stays in the namespace it was created in.
 
@@ -6,13 +6,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan,
+    Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
     packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
         address::AddressAttribute,
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteProtocol},
     },
 };
 
@@ -272,6 +273,54 @@ impl Netlink {
             }
         }
         Ok(())
+    }
+
+    /// The IPv4 routes of the main table with protocol `static` and a gateway: (destination, prefix length,
+    /// gateway).
+    pub async fn static_routes(&self) -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, Error> {
+        let msgs: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("list routes", e))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.table != RouteHeader::RT_TABLE_MAIN || m.header.protocol != RouteProtocol::Static {
+                continue;
+            }
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut gw = None;
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    _ => {}
+                }
+            }
+            if let Some(gw) = gw {
+                out.push((dst, m.header.destination_prefix_length, gw));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) the `static` route to `dst/prefix` via `gateway` in the main table.
+    pub async fn replace_route(&self, dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), Error> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, prefix).gateway(gateway).build();
+        self.handle.route().add(msg).replace().execute().await.map_err(|e| nl(format!("add route {dst}/{prefix} via {gateway}"), e))
+    }
+
+    /// Removes the `static` route to `dst/prefix` via `gateway` (gone already is fine).
+    pub async fn delete_route(&self, dst: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<(), Error> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, prefix).gateway(gateway).build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(3) => Ok(()),
+            Err(e) => Err(nl(format!("remove route {dst}/{prefix} via {gateway}"), e)),
+        }
     }
 
     /// The remote endpoints of the all-zero (flooding) forwarding entries of VXLAN device `index`.

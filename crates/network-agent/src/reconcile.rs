@@ -36,6 +36,8 @@ pub struct Outcome {
     pub dhcp: usize,
     /// Namespaces serving metadata.
     pub metadata: usize,
+    /// Routers in place.
+    pub routers: usize,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -91,6 +93,7 @@ impl Reconciler {
                 Err(e) => out.errors.push(format!("network {}: {e}", net.id)),
             }
         }
+        crate::router::sync(&self.config, &self.nl, state, &mut out).await;
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
         if let Some(proxy) = &self.metadata {
@@ -284,7 +287,8 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Removes everything this agent made: DHCP namespaces with its prefix, its bridges and VXLAN devices.
+    /// Removes everything this agent made: DHCP and router namespaces with its prefix, its bridges and VXLAN
+    /// devices.
     pub async fn teardown(&self) -> Result<Outcome, Error> {
         self.apply(&HostState::default()).await
     }

@@ -6,8 +6,14 @@
 //!   endpoints of the other hosts on it), and for the port its DHCP server uses on a network with
 //!   [`GetDhcpPort`] / [`ReleaseDhcpPort`] (device owner `network:dhcp`, one per network and host).
 //! * Agents serve [`AGENT_TOPIC`] as server `<host>`; the service fans [`NetworkChanged`] out to them after every
-//!   change of a network, subnet or port. An agent answers it by fetching its host's state again, so a lost
+//!   change of a network, subnet or port, and [`RouterChanged`] after every change of a router, its interfaces,
+//!   its gateway or its floating IPs. An agent answers either by fetching its host's state again, so a lost
 //!   notification costs only time until the next one or the agent's periodic resync.
+//! * Routers travel inside [`HostState`] (`routers`), not through an RPC of their own: a router's interfaces
+//!   and gateway make their networks part of the host's state (their bridges are needed even without an
+//!   instance), so one answer computed from one reading of the database keeps networks and routers consistent,
+//!   and one round trip per pass is all an agent spends. An agent that reports [`CAP_L3`] is eligible to host
+//!   routers; the service places each router on one of them (see [`l3_host`]).
 //!
 //! Agents never touch the database. Method names and field names are part of the wire format and must stay stable.
 
@@ -121,7 +127,13 @@ pub struct AgentReport {
     pub tunnel_ip: Option<String>,
     /// `physnet:interface` pairs this host can wire flat and VLAN networks to.
     pub interface_mappings: Vec<String>,
+    /// What else the agent does besides layer 2 and DHCP: [`CAP_L3`] when it hosts routers.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
+
+/// The capability of an agent that hosts routers (upstream's L3 agent on the same host).
+pub const CAP_L3: &str = "l3";
 
 /// The desired state of `host`: every network with a port bound to it (DHCP ports aside).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,7 +144,57 @@ pub struct GetHostState {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
+    /// The networks of the host's ports, and those of the routers it hosts.
     pub networks: Vec<NetworkState>,
+    /// The routers placed on this host (only for an agent that reports [`CAP_L3`]).
+    #[serde(default)]
+    pub routers: Vec<RouterState>,
+}
+
+/// An address of a router port on one subnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterAddress {
+    pub subnet_id: String,
+    pub ip_address: String,
+    /// The subnet's prefix length.
+    pub prefixlen: u8,
+    /// The subnet's CIDR.
+    pub cidr: String,
+    /// The subnet's gateway (on the external network: the router's next hop).
+    pub gateway_ip: Option<String>,
+}
+
+/// A router port: an interface on a tenant network (`network:router_interface`) or the external gateway
+/// (`network:router_gateway`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterPort {
+    pub port_id: String,
+    pub network_id: String,
+    pub mac_address: String,
+    pub addresses: Vec<RouterAddress>,
+}
+
+/// A floating IP associated with a port behind the router.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpState {
+    pub id: String,
+    pub floating_ip_address: String,
+    pub fixed_ip_address: String,
+    pub port_id: String,
+}
+
+/// A router as its host realises it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterState {
+    pub id: String,
+    pub admin_state_up: bool,
+    pub interfaces: Vec<RouterPort>,
+    pub gateway: Option<RouterPort>,
+    /// Source NAT of the tenant subnets to the gateway's address (`external_gateway_info.enable_snat`).
+    pub enable_snat: bool,
+    /// Static routes (`routes`).
+    pub routes: Vec<HostRoute>,
+    pub floating_ips: Vec<FloatingIpState>,
 }
 
 impl Rpc for GetHostState {
@@ -176,6 +238,35 @@ impl Rpc for NetworkChanged {
     type Reply = ();
 }
 
+/// Fanned out to every agent after a change of router `router_id`: its attributes, interfaces, gateway or
+/// floating IPs, or its deletion.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouterChanged {
+    pub router_id: String,
+}
+
+impl Rpc for RouterChanged {
+    const METHOD: &'static str = "router_changed";
+    type Reply = ();
+}
+
+/// The host of `router_id` among the hosts whose agents report [`CAP_L3`]: the one with the highest hash of
+/// (router id, host) — rendezvous hashing, so the choice needs no stored state, is the same in every process and
+/// moves only the routers of a host that joins or leaves. Upstream schedules a router to one L3 agent too (its
+/// chance and least-routers schedulers); this one is deterministic.
+pub fn l3_host<'a>(router_id: &str, hosts: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    hosts.into_iter().max_by_key(|h| (fnv1a(&[router_id.as_bytes(), b"/", h.as_bytes()]), *h))
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// The device owner's DHCP port id for `host` on a network: upstream's `dhcp<host uuid>-<network id>`, with the
 /// host name itself (device ids are free text).
 pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
@@ -192,6 +283,35 @@ mod tests {
         assert_eq!(GetDhcpPort::METHOD, "get_dhcp_port");
         assert_eq!(ReleaseDhcpPort::METHOD, "release_dhcp_port");
         assert_eq!(NetworkChanged::METHOD, "network_changed");
+        assert_eq!(RouterChanged::METHOD, "router_changed");
         assert_eq!(dhcp_device_id("cn1", "n1"), "dhcp-cn1-n1");
+    }
+
+    #[test]
+    fn routers_go_to_one_l3_host_and_stay_there() {
+        assert_eq!(l3_host("r1", []), None);
+        assert_eq!(l3_host("r1", ["a"]), Some("a"));
+        let hosts = ["a", "b", "c", "d"];
+        let placed: Vec<&str> = (0..40).map(|i| l3_host(&format!("r{i}"), hosts).unwrap()).collect();
+        // the same everywhere, whatever the order of the hosts
+        let reversed: Vec<&str> = (0..40).map(|i| l3_host(&format!("r{i}"), hosts.iter().rev().copied()).unwrap()).collect();
+        assert_eq!(placed, reversed);
+        assert!(hosts.iter().all(|h| placed.contains(h)), "{placed:?}");
+        // a host leaving moves only its own routers
+        for (i, p) in placed.iter().enumerate() {
+            let without_d = l3_host(&format!("r{i}"), ["a", "b", "c"]).unwrap();
+            if *p != "d" {
+                assert_eq!(without_d, *p);
+            }
+        }
+    }
+
+    #[test]
+    fn older_peers_interoperate() {
+        // a report and a state without the router fields still parse
+        let r: AgentReport = serde_json::from_str(r#"{"tunnel_ip":null,"interface_mappings":[]}"#).unwrap();
+        assert!(r.capabilities.is_empty());
+        let s: HostState = serde_json::from_str(r#"{"networks":[]}"#).unwrap();
+        assert!(s.routers.is_empty());
     }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use test_utils::TestCloud;
 
 mod metadata;
+mod router;
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip runs");
@@ -244,7 +245,7 @@ async fn vxlan_peers_get_flooding_entries_and_a_restarted_agent_keeps_dhcp_and_r
     let bus = cloud.running.cloud.bus.clone();
     // another host's agent, known by its tunnel endpoint
     let peer = format!("peer-{tag}");
-    let report = network_rpc::AgentReport { tunnel_ip: Some("10.66.0.2".into()), interface_mappings: vec![] };
+    let report = network_rpc::AgentReport { tunnel_ip: Some("10.66.0.2".into()), interface_mappings: vec![], capabilities: vec![] };
     bus.call(&bus::Target::topic(network_rpc::PLUGIN_TOPIC), &network_rpc::GetHostState { host: peer.clone(), report }, Duration::from_secs(10))
         .await
         .unwrap();

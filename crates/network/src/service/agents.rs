@@ -2,18 +2,25 @@
 //! ports agents serve from, and the notices of change fanned out to them.
 //!
 //! Agents are recorded as `agent` documents (host, type, tunnel endpoint, last report), the rows upstream's agents
-//! API lists; a host's tunnel endpoint is how the other hosts of a VXLAN network reach its ports.
+//! API lists; a host's tunnel endpoint is how the other hosts of a VXLAN network reach its ports. An agent that
+//! reports the `l3` capability is also recorded as an `L3 agent` row, as upstream lists its L3 agents.
+//!
+//! Routers are placed on the hosts of those agents with [`network_rpc::l3_host`] (deterministic, nothing
+//! stored); a router's interface and gateway ports count as bound to its host wherever a host's state is computed
+//! (the networks a host wires, the tunnel peers of the others), so a router's networks are wired on its host even
+//! without an instance there.
 
 use std::collections::{BTreeMap, HashSet};
 
 use bus::{Bus, Dispatcher, RemoteError, ServerHandle};
 use network_rpc::{
-    AGENT_TOPIC, AGENT_TYPE, AgentReport, DHCP_OWNER, DhcpOption, FixedIp, GetDhcpPort, GetHostState, HostRoute, HostState,
-    NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort, Segment, SubnetState, dhcp_device_id,
+    AGENT_TOPIC, AGENT_TYPE, AgentReport, CAP_L3, DHCP_OWNER, DhcpOption, FixedIp, FloatingIpState, GetDhcpPort, GetHostState,
+    HostRoute, HostState, NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort, RouterAddress,
+    RouterChanged, RouterPort, RouterState, Segment, SubnetState, dhcp_device_id, l3_host,
 };
 use serde_json::{Value, json};
 
-use super::{Kind, NETWORK, Network, PORT, SUBNET, bump, new_id, now, ports::IpRequest, str_of};
+use super::{Kind, NETWORK, Network, PORT, SUBNET, bump, new_id, now, ports::IpRequest, str_of, subnets::subnet_cidr};
 use crate::error::{Error, Result};
 
 fn to_remote(e: Error) -> RemoteError {
@@ -80,6 +87,74 @@ fn subnet_state(s: &Value) -> SubnetState {
     }
 }
 
+/// The agent type of a host that hosts routers, as upstream's L3 agent.
+pub(crate) const L3_AGENT_TYPE: &str = "L3 agent";
+
+const ROUTER_INTERFACE: &str = "network:router_interface";
+const ROUTER_GATEWAY: &str = "network:router_gateway";
+
+fn is_router_port(p: &Value) -> bool {
+    matches!(str_of(p, "device_owner"), ROUTER_INTERFACE | ROUTER_GATEWAY)
+}
+
+fn router_port(p: &Value, subnets: &BTreeMap<String, Value>) -> RouterPort {
+    RouterPort {
+        port_id: str_of(p, "id").into(),
+        network_id: str_of(p, "network_id").into(),
+        mac_address: str_of(p, "mac_address").into(),
+        addresses: p["fixed_ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                let s = subnets.get(str_of(f, "subnet_id"))?;
+                let c = subnet_cidr(s)?;
+                Some(RouterAddress {
+                    subnet_id: str_of(f, "subnet_id").into(),
+                    ip_address: str_of(f, "ip_address").into(),
+                    prefixlen: c.prefix,
+                    cidr: str_of(s, "cidr").into(),
+                    gateway_ip: s["gateway_ip"].as_str().map(str::to_string),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A router as its host realises it, from the router, every port, every subnet and every floating IP.
+fn router_state(r: &Value, ports: &[Value], subnets: &BTreeMap<String, Value>, fips: &[Value]) -> RouterState {
+    let id = str_of(r, "id");
+    let mine = |owner: &'static str| ports.iter().filter(move |p| str_of(p, "device_id") == id && str_of(p, "device_owner") == owner);
+    let mut interfaces: Vec<RouterPort> = mine(ROUTER_INTERFACE).map(|p| router_port(p, subnets)).collect();
+    interfaces.sort_by(|a, b| a.port_id.cmp(&b.port_id));
+    let gateway = if r["external_gateway_info"].is_null() { None } else { mine(ROUTER_GATEWAY).next().map(|p| router_port(p, subnets)) };
+    let mut floating_ips: Vec<FloatingIpState> = fips
+        .iter()
+        .filter(|f| str_of(f, "router_id") == id && f["port_id"].is_string() && f["fixed_ip_address"].is_string())
+        .map(|f| FloatingIpState {
+            id: str_of(f, "id").into(),
+            floating_ip_address: str_of(f, "floating_ip_address").into(),
+            fixed_ip_address: str_of(f, "fixed_ip_address").into(),
+            port_id: str_of(f, "port_id").into(),
+        })
+        .collect();
+    floating_ips.sort_by(|a, b| a.id.cmp(&b.id));
+    RouterState {
+        id: id.into(),
+        admin_state_up: r["admin_state_up"].as_bool().unwrap_or(true),
+        interfaces,
+        gateway,
+        enable_snat: r["external_gateway_info"]["enable_snat"].as_bool().unwrap_or(true),
+        routes: r["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| HostRoute { destination: str_of(x, "destination").into(), nexthop: str_of(x, "nexthop").into() })
+            .collect(),
+        floating_ips,
+    }
+}
+
 impl Network {
     /// Fans a [`NetworkChanged`] out to the agents after a change of a network, subnet or port. A lost notice only
     /// delays an agent until its next resync, so failures are logged, never returned.
@@ -95,15 +170,41 @@ impl Network {
         }
     }
 
-    /// Records (or refreshes) `host`'s agent.
+    /// Fans a [`RouterChanged`] out to the agents after a change of router `router_id` (its interfaces, gateway,
+    /// routes or floating IPs included). Failures are logged, as for networks.
+    pub(crate) async fn notify_router_agents(&self, router_id: &str) {
+        let Some(bus) = &self.bus else { return };
+        if let Err(error) = bus.fanout(AGENT_TOPIC, &RouterChanged { router_id: router_id.into() }).await {
+            tracing::warn!(%error, router_id, "cannot notify the network agents");
+        }
+    }
+
+    /// Records (or refreshes) `host`'s agent, and its L3 agent when it reports the capability.
     async fn record_agent(&self, host: &str, report: &AgentReport) -> Result<Vec<Value>> {
-        let agents = self.store.resource_list("agent").await?;
-        let mine = agents.iter().find(|a| str_of(a, "host") == host && str_of(a, "agent_type") == AGENT_TYPE).cloned();
         let configurations = json!({
             "tunneling_ip": report.tunnel_ip,
             "interface_mappings": report.interface_mappings,
             "tunnel_types": if report.tunnel_ip.is_some() { json!(["vxlan"]) } else { json!([]) },
+            "capabilities": report.capabilities,
         });
+        self.record_agent_row(host, AGENT_TYPE, "neutron-linuxbridge-agent", configurations).await?;
+        if report.capabilities.iter().any(|c| c == CAP_L3) {
+            let configurations = json!({"agent_mode": "legacy", "interface_driver": "linuxbridge", "external_network_bridge": ""});
+            self.record_agent_row(host, L3_AGENT_TYPE, "neutron-l3-agent", configurations).await?;
+        } else {
+            // a host that stopped hosting routers gives them up
+            for a in self.store.resource_list("agent").await? {
+                if str_of(&a, "host") == host && str_of(&a, "agent_type") == L3_AGENT_TYPE {
+                    self.store.resource_delete("agent", str_of(&a, "id")).await?;
+                }
+            }
+        }
+        self.store.resource_list("agent").await
+    }
+
+    async fn record_agent_row(&self, host: &str, agent_type: &str, binary: &str, configurations: Value) -> Result<()> {
+        let agents = self.store.resource_list("agent").await?;
+        let mine = agents.iter().find(|a| str_of(a, "host") == host && str_of(a, "agent_type") == agent_type).cloned();
         match mine {
             Some(mut a) => {
                 a["configurations"] = configurations;
@@ -115,8 +216,8 @@ impl Network {
                 let doc = json!({
                     "id": id,
                     "host": host,
-                    "agent_type": AGENT_TYPE,
-                    "binary": "neutron-linuxbridge-agent",
+                    "agent_type": agent_type,
+                    "binary": binary,
                     "topic": "N/A",
                     "admin_state_up": true,
                     "configurations": configurations,
@@ -127,18 +228,39 @@ impl Network {
                 self.store.resource_insert("agent", &id, "", "", &doc).await?;
             }
         }
-        self.store.resource_list("agent").await
+        Ok(())
     }
 
     /// The desired state of `host`: every network with a non-DHCP port bound to it, with all its subnets and
-    /// ports and the tunnel endpoints of the other hosts with ports on it.
+    /// ports and the tunnel endpoints of the other hosts with ports on it; the routers placed on it, and their
+    /// networks.
     pub async fn host_state(&self, host: &str, report: &AgentReport) -> Result<HostState> {
         let agents = self.record_agent(host, report).await?;
         let tunnel_of: BTreeMap<&str, &str> = agents
             .iter()
+            .filter(|a| str_of(a, "agent_type") == AGENT_TYPE)
             .filter_map(|a| Some((str_of(a, "host"), a["configurations"]["tunneling_ip"].as_str()?)))
             .collect();
-        let ports = self.store.resource_list("port").await?;
+        let l3_hosts: Vec<&str> = agents
+            .iter()
+            .filter(|a| str_of(a, "agent_type") == L3_AGENT_TYPE && a["admin_state_up"].as_bool().unwrap_or(true))
+            .map(|a| str_of(a, "host"))
+            .collect();
+        let routers = self.store.resource_list("router").await?;
+        // router id → its host; only routers that are up wire their ports there (a router that is down goes to
+        // its host too, which removes it)
+        let router_host: BTreeMap<&str, &str> =
+            routers.iter().filter_map(|r| Some((str_of(r, "id"), l3_host(str_of(r, "id"), l3_hosts.iter().copied())?))).collect();
+        let up: HashSet<&str> = routers.iter().filter(|r| r["admin_state_up"].as_bool().unwrap_or(true)).map(|r| str_of(r, "id")).collect();
+        let mut ports = self.store.resource_list("port").await?;
+        for p in &mut ports {
+            if is_router_port(p)
+                && up.contains(str_of(p, "device_id"))
+                && let Some(h) = router_host.get(str_of(p, "device_id"))
+            {
+                p["binding:host_id"] = json!(h);
+            }
+        }
         let wanted: HashSet<&str> = ports
             .iter()
             .filter(|p| str_of(p, "binding:host_id") == host && str_of(p, "device_owner") != DHCP_OWNER)
@@ -178,7 +300,16 @@ impl Network {
             });
         }
         networks.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(HostState { networks })
+        let mut host_routers = Vec::new();
+        if router_host.values().any(|h| *h == host) {
+            let subnets: BTreeMap<String, Value> =
+                self.store.resource_list("subnet").await?.into_iter().map(|s| (str_of(&s, "id").to_string(), s)).collect();
+            let fips = self.store.resource_list("floatingip").await?;
+            for r in routers.iter().filter(|r| router_host.get(str_of(r, "id")) == Some(&host)) {
+                host_routers.push(router_state(r, &ports, &subnets, &fips));
+            }
+        }
+        Ok(HostState { networks, routers: host_routers })
     }
 
     /// The DHCP port of `host` on `network_id`: created when missing, given an address on each DHCP-enabled

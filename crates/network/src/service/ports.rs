@@ -755,15 +755,19 @@ impl Network {
                 ));
             }
         }
-        // floating IPs lose their association
+        // floating IPs lose their association (and their router its NAT)
         for mut f in self.store.resource_list("floatingip").await? {
             if str_of(&f, "port_id") == id {
+                let router = f["router_id"].as_str().map(str::to_string);
                 f["port_id"] = Value::Null;
                 f["fixed_ip_address"] = Value::Null;
                 f["router_id"] = Value::Null;
                 f["status"] = json!("DOWN");
                 bump(&mut f);
                 self.save(super::FLOATINGIP, &f).await?;
+                if let Some(router) = router {
+                    self.notify_router_agents(&router).await;
+                }
             }
         }
         self.driver.unbind_port(&id);

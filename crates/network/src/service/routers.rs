@@ -144,6 +144,7 @@ impl Network {
 
     async fn notify_router(&self, router: &Value) -> Result<()> {
         let rid = str_of(router, "id");
+        self.notify_router_agents(rid).await;
         let interfaces = self.router_interfaces(rid).await?;
         let fips = self.store.resource_list("floatingip").await?;
         self.driver.router_updated(&RouterState {
@@ -272,6 +273,7 @@ impl Network {
         self.remove_gateway_port(caller, &id).await?;
         self.store.resource_delete("router", &id).await?;
         self.driver.router_deleted(&id);
+        self.notify_router_agents(&id).await;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bus::{Dispatcher, RemoteError, Target};
-use network_rpc::{AGENT_TOPIC, AgentReport, GetDhcpPort, GetHostState, NetworkChanged, PLUGIN_TOPIC, ReleaseDhcpPort};
+use network_rpc::{AGENT_TOPIC, AgentReport, CAP_L3, GetDhcpPort, GetHostState, HostState, NetworkChanged, PLUGIN_TOPIC, ReleaseDhcpPort, RouterChanged};
 use serde_json::json;
 use test_utils::TestCloud;
 
@@ -40,7 +40,7 @@ async fn agents_get_their_hosts_state_dhcp_ports_and_change_notices() {
     create(admin, "ports", "port", json!({"network_id": other["id"]})).await;
 
     let call = |host: &str, tunnel: Option<&str>| {
-        let m = GetHostState { host: host.into(), report: AgentReport { tunnel_ip: tunnel.map(String::from), interface_mappings: vec![] } };
+        let m = GetHostState { host: host.into(), report: AgentReport { tunnel_ip: tunnel.map(String::from), interface_mappings: vec![], capabilities: vec![] } };
         let bus = bus.clone();
         async move { bus.call(&Target::topic(PLUGIN_TOPIC), &m, T).await.unwrap() }
     };
@@ -99,4 +99,110 @@ async fn agents_get_their_hosts_state_dhcp_ports_and_change_notices() {
 
 fn str_of_json(v: &serde_json::Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn routers_go_to_an_l3_host_with_their_networks_and_changes_are_noticed() {
+    let cloud = TestCloud::start_without_agent().await;
+    let bus = cloud.running.cloud.bus.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = bus
+        .serve(
+            AGENT_TOPIC,
+            "l3a",
+            Dispatcher::new().on(move |m: RouterChanged| {
+                let _ = tx.send(m.router_id);
+                async { Ok::<_, RemoteError>(()) }
+            }),
+        )
+        .await
+        .unwrap();
+    let state = |host: &'static str, l3: bool| {
+        let caps = if l3 { vec![CAP_L3.to_string()] } else { vec![] };
+        let m = GetHostState { host: host.into(), report: AgentReport { tunnel_ip: Some(format!("192.0.2.{}", host.len())), interface_mappings: vec![], capabilities: caps } };
+        let bus = bus.clone();
+        async move { bus.call(&Target::topic(PLUGIN_TOPIC), &m, T).await.unwrap() }
+    };
+    // one host with the l3 capability, one without
+    state("l3a", true).await;
+    assert!(state("compute", false).await.routers.is_empty());
+    let admin = &cloud.admin;
+    let ext = create(admin, "networks", "network", json!({"name": "ext", "router:external": true})).await;
+    let ext_id = ext["id"].as_str().unwrap().to_string();
+    create(admin, "subnets", "subnet", json!({"network_id": ext_id, "cidr": "172.30.0.0/24", "ip_version": 4, "gateway_ip": "172.30.0.1"})).await;
+    let net = create(admin, "networks", "network", json!({"name": "in"})).await;
+    let net_id = net["id"].as_str().unwrap().to_string();
+    let subnet = create(admin, "subnets", "subnet", json!({"network_id": net_id, "cidr": "10.31.0.0/24", "ip_version": 4})).await;
+    let vm = create(admin, "ports", "port", json!({"network_id": net_id, "binding:host_id": "compute"})).await;
+    let router = create(admin, "routers", "router", json!({"name": "r", "external_gateway_info": {"network_id": ext_id}})).await;
+    let rid = router["id"].as_str().unwrap().to_string();
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), rid);
+    let r = put(admin, &format!("/routers/{rid}/add_router_interface"), &json!({"subnet_id": subnet["id"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), rid);
+    let r = put(admin, &format!("/routers/{rid}"), &json!({"router": {"routes": [{"destination": "10.99.0.0/16", "nexthop": "10.31.0.254"}]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let fip = create(admin, "floatingips", "floatingip", json!({"floating_network_id": ext_id, "port_id": vm["id"]})).await;
+    while rx.try_recv().is_ok() {}
+
+    let s: HostState = state("l3a", true).await;
+    assert_eq!(s.routers.len(), 1);
+    let r = &s.routers[0];
+    assert_eq!((r.id.as_str(), r.admin_state_up, r.enable_snat), (rid.as_str(), true, true));
+    assert_eq!(r.interfaces.len(), 1);
+    let itf = &r.interfaces[0];
+    assert_eq!((itf.network_id.as_str(), itf.addresses[0].ip_address.as_str(), itf.addresses[0].prefixlen), (net_id.as_str(), "10.31.0.1", 24));
+    let gw = r.gateway.as_ref().expect("a gateway");
+    assert_eq!(gw.network_id, ext_id);
+    assert_eq!(gw.addresses[0].gateway_ip.as_deref(), Some("172.30.0.1"));
+    assert_eq!(gw.addresses[0].ip_address, router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"].as_str().unwrap());
+    assert_eq!(r.routes.len(), 1);
+    assert_eq!(r.floating_ips.len(), 1);
+    assert_eq!(r.floating_ips[0].floating_ip_address, fip["floating_ip_address"].as_str().unwrap());
+    assert_eq!(r.floating_ips[0].fixed_ip_address, vm["fixed_ips"][0]["ip_address"].as_str().unwrap());
+    // both of the router's networks are the host's, its ports bound there; the compute host sees the router
+    // host as a tunnel peer of the tenant network
+    let mut nets: Vec<&str> = s.networks.iter().map(|n| n.id.as_str()).collect();
+    nets.sort();
+    let mut want = vec![ext_id.as_str(), net_id.as_str()];
+    want.sort();
+    assert_eq!(nets, want);
+    let inside = s.networks.iter().find(|n| n.id == net_id).unwrap();
+    assert!(inside.ports.iter().any(|p| p.device_owner == "network:router_interface" && p.host == "l3a"));
+    let c = state("compute", false).await;
+    assert!(c.routers.is_empty());
+    assert_eq!(c.networks.len(), 1);
+    assert_eq!(c.networks[0].peers.iter().map(|p| p.host.as_str()).collect::<Vec<_>>(), vec!["l3a"]);
+    // the L3 agent is listed
+    let agents = cloud.running.cloud.network.as_ref().unwrap().store().resource_list("agent").await.unwrap();
+    assert!(agents.iter().any(|a| a["host"] == "l3a" && a["agent_type"] == "L3 agent"));
+    assert!(!agents.iter().any(|a| a["host"] == "compute" && a["agent_type"] == "L3 agent"));
+    // a host that stops reporting l3 gives its routers up (here: to no one), and takes them back
+    assert!(state("l3a", false).await.routers.is_empty());
+    assert!(state("compute", false).await.networks.iter().all(|n| n.peers.is_empty()));
+    assert_eq!(state("l3a", true).await.routers.len(), 1);
+
+    // a disassociated floating IP, a router set down and a deleted router are noticed and leave the host's state
+    let r = put(admin, &format!("/floatingips/{}", fip["id"].as_str().unwrap()), &json!({"floatingip": {"port_id": null}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), rid);
+    assert!(state("l3a", true).await.routers[0].floating_ips.is_empty());
+    let r = put(admin, &format!("/routers/{rid}"), &json!({"router": {"admin_state_up": false}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let s = state("l3a", true).await;
+    assert!(!s.routers[0].admin_state_up);
+    assert!(s.networks.is_empty(), "a router that is down needs no networks");
+    let r = put(admin, &format!("/routers/{rid}"), &json!({"router": {"routes": []}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = put(admin, &format!("/routers/{rid}/remove_router_interface"), &json!({"subnet_id": subnet["id"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = delete(admin, &format!("/floatingips/{}", fip["id"].as_str().unwrap())).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    while rx.try_recv().is_ok() {}
+    let r = delete(admin, &format!("/routers/{rid}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), rid);
+    assert!(state("l3a", true).await.routers.is_empty());
+    server.stop().await;
+    cloud.shutdown().await;
 }
