@@ -374,6 +374,17 @@ pub struct VifSpec {
     pub port_id: String,
     pub network_id: String,
     pub mac_address: String,
+    /// The port was `ACTIVE` after binding; the agent waits for `network-vif-plugged` of the others before the
+    /// instance goes ACTIVE (upstream's `vif_plugging_timeout`). Older conductors did not say: no wait.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// The network's MTU, when known.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Rpc for BuildAndRunInstance {
@@ -507,6 +518,26 @@ pub struct DetachVolume {
 
 impl Rpc for DetachVolume {
     const METHOD: &'static str = "detach_volume";
+    type Reply = ();
+}
+
+/// An event another service sent about an instance on this host (`POST /os-server-external-events`, as
+/// upstream's `external_instance_event`): `network-vif-plugged` ends the wait of a build for its port (`tag`).
+/// Cast: nobody waits for the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalInstanceEvent {
+    pub instance_uuid: String,
+    /// `network-vif-plugged`, `network-vif-unplugged`, …
+    pub name: String,
+    /// `completed`, `failed` or `in-progress`.
+    pub status: String,
+    /// The port id for network events.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+impl Rpc for ExternalInstanceEvent {
+    const METHOD: &'static str = "external_instance_event";
     type Reply = ();
 }
 
