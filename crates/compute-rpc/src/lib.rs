@@ -609,4 +609,12 @@ mod tests {
         let leave: InstanceChanges = serde_json::from_str("{}").unwrap();
         assert_eq!(leave.task_state, None);
     }
+
+    #[test]
+    fn a_vif_from_an_older_conductor_is_not_waited_for() {
+        let old: VifSpec = serde_json::from_str(r#"{"port_id": "p", "network_id": "n", "mac_address": "fa:16:3e:00:00:01"}"#).unwrap();
+        assert!(old.active);
+        assert_eq!(old.mtu, None);
+        assert_eq!(ExternalInstanceEvent::METHOD, "external_instance_event");
+    }
 }

@@ -204,10 +204,12 @@ async fn guests_get_their_ports_plugged_before_active_and_their_fixed_ips_by_dhc
                 .post(&format!("/compute/v2.1/servers/{id}/action"), &json!({"os-getConsoleOutput": {}}))
                 .await;
             let out = r.json()["output"].as_str().unwrap_or_default().to_string();
-            if let Some(line) = console_line(&out, "eth0") {
+            // the guest's httpd runs once it printed its boot marker, after the lease
+            let ready = out.contains("STRATUS-TEST-VM-READY");
+            if let Some(line) = console_line(&out, "eth0").filter(|_| ready) {
                 break line;
             }
-            if out.contains("STRATUS-TEST-VM-READY") {
+            if ready {
                 let files = cloud.running.data_dir.join("network-agent/dhcp").join(&net_id);
                 panic!(
                     "{name} booted without a lease:\n{out}\ndnsmasq log:\n{}\nhost links:\n{}",
@@ -246,10 +248,49 @@ async fn guests_get_their_ports_plugged_before_active_and_their_fixed_ips_by_dhc
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&http.stdout).trim(), *name, "{name} ({mac}) over HTTP: {http:?}");
     }
+    // A hard reboot ends the guest's QEMU (its tap goes) and starts it again: the tap comes back on the bridge, the
+    // port is ACTIVE again and the guest gets its address again.
+    let (name, id) = &servers[0];
+    let fixed = port_of[0]["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+    let r = cloud.admin.post(&format!("/compute/v2.1/servers/{id}/action"), &json!({"reboot": {"type": "HARD"}})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let start = Instant::now();
+    loop {
+        let s = cloud.admin.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"].clone();
+        let r =
+            cloud.admin.post(&format!("/compute/v2.1/servers/{id}/action"), &json!({"os-getConsoleOutput": {}})).await;
+        let out = r.json()["output"].as_str().unwrap_or_default().to_string();
+        let leases = out.lines().filter(|l| l.contains("stratus-test-vm: eth0: ")).count();
+        let ready = out.matches("STRATUS-TEST-VM-READY").count();
+        if s["status"] == "ACTIVE" && s["OS-EXT-STS:task_state"].is_null() && leases >= 2 && ready >= 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{name}: no second lease after a hard reboot: {s}\n{out}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rebooted = start.elapsed();
+    let start = Instant::now();
+    while ports_of(&cloud, id).await[0]["status"] != "ACTIVE" {
+        assert!(start.elapsed() < Duration::from_secs(15), "{name}: its port is not ACTIVE after the reboot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tap = format!("tap{}", &port_of[0]["id"].as_str().unwrap()[..11]);
+    let link = ip(&["-n", &host_ns, "-o", "link", "show", &tap]);
+    assert!(link.contains(&format!("master brq{}", &net_id[..11])), "{link}");
+    let http = Command::new("ip")
+        .args(["netns", "exec", &dhcp_ns, "wget", "-q", "-T", "5", "-t", "2", "-O", "-", &format!("http://{fixed}/")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&http.stdout).trim(), *name, "{name} after a reboot: {http:?}");
+    eprintln!(
+        "{name}: hard reboot to a new DHCP lease and the boot marker on the console {:.2} s",
+        rebooted.as_secs_f64()
+    );
+
     for (i, (name, _)) in servers.iter().enumerate() {
         let secs = |d: Option<Duration>| d.map(|d| format!("{:.2}", d.as_secs_f64())).unwrap_or("-".into());
         eprintln!(
-            "{name}: tap seen {} s, port ACTIVE {} s, server ACTIVE {} s, DHCP lease on console {} s (since POST /servers)",
+            "{name}: tap seen {} s, port ACTIVE {} s, server ACTIVE {} s, DHCP lease and boot marker on the console {} s (since POST /servers)",
             secs(tap_seen[i]),
             secs(port_active[i]),
             secs(server_active[i]),
