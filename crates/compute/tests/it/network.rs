@@ -449,3 +449,30 @@ async fn a_build_waits_for_network_vif_plugged_of_ports_a_network_agent_plugs() 
     assert_eq!(r.json()["port"]["status"], "ACTIVE", "{}", r.text);
     cloud.shutdown().await;
 }
+
+/// With `vif_plugging_is_fatal` off, a port nobody reports plugged only delays the build by
+/// `vif_plugging_timeout`: the server goes ACTIVE with its port still `DOWN`.
+#[tokio::test]
+async fn without_vif_plugging_is_fatal_a_build_goes_on_after_the_timeout() {
+    use network_rpc::{AgentReport, GetHostState, PLUGIN_TOPIC};
+    let cloud = TestCloud::start_with(|c| {
+        c.compute_agent.vif_plugging_timeout = 1;
+        c.compute_agent.vif_plugging_is_fatal = false;
+    })
+    .await;
+    wait_agent(&cloud).await;
+    let host = cloud.running.agent.as_ref().unwrap().host().to_string();
+    let bus = cloud.running.cloud.bus.clone();
+    let report = GetHostState { host, report: AgentReport::default() };
+    bus.call(&bus::Target::topic(PLUGIN_TOPIC), &report, std::time::Duration::from_secs(10)).await.unwrap();
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let (net, _) = network(m, "unplugged", "10.21.0.0/24").await;
+    let started = std::time::Instant::now();
+    let id = id_of(&boot(m, &img, "goes-on", json!({"networks": [{"uuid": net}]}), "2.1").await);
+    status(m, &id, "ACTIVE").await;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "ACTIVE before the timeout: {:?}", started.elapsed());
+    let ports = cloud.admin.get(&format!("{NET}/ports?device_id={id}")).await.json()["ports"].clone();
+    assert_eq!(ports[0]["status"], "DOWN", "{ports}");
+    cloud.shutdown().await;
+}
