@@ -371,8 +371,8 @@ impl Inner {
                     }
                 }
                 Ok(Ok(_)) => tracing::info!(instance = %uuid, %port, waited_ms = started.elapsed().as_millis() as u64, "port plugged"),
-                // the wait was replaced by a newer one of the same instance: nothing to wait for here
-                Ok(Err(_)) => {}
+                // the waits were cleared (the instance is being deleted): the next update finds it gone
+                Ok(Err(_)) => return Ok(()),
                 Err(_) if self.config.vif_plugging_is_fatal => {
                     tracing::warn!(instance = %uuid, %port, timeout_s = self.config.vif_plugging_timeout.as_secs_f64(), "timed out waiting for network-vif-plugged");
                     return Err(Stop::Abort(VIF_FAILED.into()));
@@ -416,6 +416,9 @@ impl Inner {
 
     pub(crate) async fn terminate(&self, msg: TerminateInstance) {
         let TerminateInstance { uuid, request_id } = msg;
+        // A build waiting for its ports stops waiting (as upstream clears an instance's events before it takes the
+        // lock): it finds the instance deleting and gives way.
+        self.events.clear(&uuid);
         let _guard = self.locks.lock(&uuid).await;
         tracing::info!(instance = %uuid, request_id = %request_id, "terminating instance");
         self.event(&uuid, &request_id, TERMINATE_EVENT, EventPhase::Start).await;

@@ -443,11 +443,26 @@ async fn a_build_waits_for_network_vif_plugged_of_ports_a_network_agent_plugs() 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(cloud.member.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"]["status"], "ACTIVE");
 
+    // a server deleted while its build waits goes at once (its wait ends), with its port
+    let id = id_of(&boot(m, &img, "deleted", json!({"networks": [{"uuid": net}]}), "2.1").await);
+    wait_for(m, &id, |s| s["OS-EXT-STS:task_state"] == "spawning").await;
+    let port_id = port_of_server(&cloud, &id).await;
+    let started = std::time::Instant::now();
+    assert_eq!(m.delete(&format!("/compute/v2.1/servers/{id}")).await.status, 204);
+    gone(m, &id).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the delete waited for the build: {:?}", started.elapsed());
+    assert_eq!(cloud.admin.get(&format!("{NET}/ports/{port_id}")).await.status, 404);
+
     // without an agent on the host, ports are ACTIVE at binding and builds do not wait (as before)
     let (other, _) = network(m, "unwired", "10.20.0.0/24").await;
     let r = cloud.admin.post(&format!("{NET}/ports"), &json!({"port": {"network_id": other, "binding:host_id": "no-agent-here"}})).await;
     assert_eq!(r.json()["port"]["status"], "ACTIVE", "{}", r.text);
     cloud.shutdown().await;
+}
+
+async fn port_of_server(cloud: &TestCloud, id: &str) -> String {
+    let ports = cloud.admin.get(&format!("{NET}/ports?device_id={id}")).await.json()["ports"].clone();
+    ports[0]["id"].as_str().expect("the server's port").to_string()
 }
 
 /// With `vif_plugging_is_fatal` off, a port nobody reports plugged only delays the build by
