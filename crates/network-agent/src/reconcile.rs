@@ -142,12 +142,13 @@ impl Reconciler {
                     }
                     self.nl.attach(&tap, bridge.index).await?;
                     out.taps += 1;
-                    if p.status != "ACTIVE" && p.admin_state_up {
+                    if p.status != "ACTIVE" && p.admin_state_up && !p.device_owner.starts_with("network:") {
                         self.report_device(&p.id, true).await?;
                         out.plugged.push(p.id.clone());
                     }
                 }
-                None if p.status == "ACTIVE" => {
+                // network-owned ports (routers) get their own devices in later steps: not judged by a tap
+                None if p.status == "ACTIVE" && !p.device_owner.starts_with("network:") => {
                     self.report_device(&p.id, false).await?;
                     out.unplugged.push(p.id.clone());
                 }
