@@ -42,6 +42,8 @@ pub fn agent_config(config: &Config) -> AgentConfig {
     c.reserved_host_memory_mb = section.reserved_host_memory_mb;
     c.reserved_host_disk_mb = section.reserved_host_disk_mb;
     c.sync_power_state_interval = Duration::from_secs(section.sync_power_state_interval);
+    c.vif_plugging_timeout = Duration::from_secs(section.vif_plugging_timeout);
+    c.vif_plugging_is_fatal = section.vif_plugging_is_fatal;
     c
 }
 
@@ -64,6 +66,7 @@ pub fn driver_config(config: &Config, endpoints: Endpoints) -> Result<DriverConf
     qemu.remove_unused_base_images = q.remove_unused_base_images;
     qemu.remove_unused_minimum_age = Duration::from_secs(q.remove_unused_original_minimum_age_seconds);
     qemu.iscsi_initiator = compute_agent::iscsi_initiator(&agent_config(config).host);
+    qemu.host_namespace = q.host_namespace.clone().or_else(|| config.network_agent.host_namespace.clone());
     let qemu = QemuSettings {
         qemu,
         image_url: Some(q.image_url.clone().unwrap_or(endpoints.image_url)),

@@ -320,6 +320,12 @@ pub struct ComputeAgentSection {
     pub fake: FakeDriverSection,
     /// Seconds between syncs of guests' power states to the database (upstream's `sync_power_state_interval`).
     pub sync_power_state_interval: u64,
+    /// Seconds a build waits for the network service to report its ports plugged (`network-vif-plugged`) before
+    /// the instance goes ACTIVE (upstream's `vif_plugging_timeout`); 0: no wait. Only ports bound on a host with
+    /// a network agent are waited for.
+    pub vif_plugging_timeout: u64,
+    /// A build whose ports were not plugged in time fails (upstream's `vif_plugging_is_fatal`).
+    pub vif_plugging_is_fatal: bool,
     /// The `qemu` driver's settings.
     pub qemu: QemuDriverSection,
 }
@@ -345,6 +351,9 @@ pub struct QemuDriverSection {
     /// `/image`. The driver authenticates as the `[auth]` service user (the bootstrap admin when identity runs
     /// in the same process).
     pub image_url: Option<String>,
+    /// The named network namespace QEMU runs in, where the guests' tap devices appear; defaults to
+    /// `[network_agent] host_namespace` (the network agent plugs the taps into its bridges there).
+    pub host_namespace: Option<String>,
 }
 
 impl Default for QemuDriverSection {
@@ -359,6 +368,7 @@ impl Default for QemuDriverSection {
             remove_unused_base_images: true,
             remove_unused_original_minimum_age_seconds: 86_400,
             image_url: None,
+            host_namespace: None,
         }
     }
 }
@@ -388,6 +398,8 @@ impl Default for ComputeAgentSection {
             reserved_host_disk_mb: 0,
             fake: FakeDriverSection::default(),
             sync_power_state_interval: 600,
+            vif_plugging_timeout: 300,
+            vif_plugging_is_fatal: true,
             qemu: QemuDriverSection::default(),
         }
     }

@@ -282,7 +282,18 @@ impl Cloud {
             None
         };
         let network = if services.contains(&Service::Network) {
-            Some(network::Network::new(db.clone(), config.network.clone()).with_bus(bus.clone()))
+            let mut network = network::Network::new(db.clone(), config.network.clone()).with_bus(bus.clone());
+            // Compute hears of ports of instances going up and down (network-vif-plugged), as upstream's notifier.
+            let nova_url = config.network.nova_url.clone().or_else(|| {
+                services.contains(&Service::Compute).then(|| format!("{public_url}{}", Service::Compute.prefix()))
+            });
+            if let (true, Some(url)) = (config.network.notify_nova_on_port_status_changes, nova_url)
+                && let Some(credentials) = service_credentials(&config, &public_url, identity.is_some())?
+            {
+                let session = Arc::new(auth::HttpValidator::new(credentials)?);
+                network = network.with_nova(network::nova::NovaNotifier::new(&url, session)?);
+            }
+            Some(network)
         } else {
             None
         };

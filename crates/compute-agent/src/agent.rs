@@ -41,6 +41,7 @@ impl Agent {
             registration,
             synced: std::sync::Mutex::new(std::collections::HashMap::new()),
             failed_builds: std::sync::atomic::AtomicI64::new(0),
+            events: crate::events::InstanceEvents::default(),
         });
         let (stop, stopped) = watch::channel(false);
         tracing::info!(host = %inner.config.host, driver = inner.driver.name(), "compute agent starting");
@@ -118,6 +119,8 @@ pub(crate) struct Inner {
     /// Builds that failed here since the last successful one (upstream's `failed_builds` stat), reported with
     /// the resources.
     failed_builds: std::sync::atomic::AtomicI64,
+    /// Builds waiting for external events (`network-vif-plugged`).
+    pub(crate) events: crate::events::InstanceEvents,
 }
 
 /// Where the agent is in its life.

@@ -41,6 +41,12 @@ pub struct AgentConfig {
     pub conductor_topic: String,
     /// Between syncs of guests' power states to their instances (upstream's `sync_power_state_interval`, 600 s).
     pub sync_power_state_interval: Duration,
+    /// How long a build waits for `network-vif-plugged` of the ports that were not `ACTIVE` when bound
+    /// (upstream's `vif_plugging_timeout`, 300 s; zero: no wait).
+    pub vif_plugging_timeout: Duration,
+    /// A build whose ports were not plugged in time fails (upstream's `vif_plugging_is_fatal`, true); otherwise
+    /// the instance goes ACTIVE anyway.
+    pub vif_plugging_is_fatal: bool,
 }
 
 impl AgentConfig {
@@ -61,6 +67,8 @@ impl AgentConfig {
             compute_topic: COMPUTE_TOPIC.into(),
             conductor_topic: CONDUCTOR_TOPIC.into(),
             sync_power_state_interval: Duration::from_secs(600),
+            vif_plugging_timeout: Duration::from_secs(300),
+            vif_plugging_is_fatal: true,
         }
     }
 

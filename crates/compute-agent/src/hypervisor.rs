@@ -101,7 +101,7 @@ impl NetworkInterface {
     /// The interface of a port the conductor bound to this host.
     pub fn of(v: &compute_rpc::VifSpec) -> NetworkInterface {
         let short: String = v.port_id.chars().take(11).collect();
-        NetworkInterface { port_id: v.port_id.clone(), mac_address: v.mac_address.clone(), devname: format!("tap{short}"), mtu: None }
+        NetworkInterface { port_id: v.port_id.clone(), mac_address: v.mac_address.clone(), devname: format!("tap{short}"), mtu: v.mtu }
     }
 }
 

@@ -10,6 +10,7 @@
 mod agent;
 mod config;
 mod error;
+mod events;
 pub mod fake;
 pub mod hypervisor;
 mod images;

@@ -10,14 +10,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bus::{Dispatcher, RemoteError};
 use compute_rpc::{
-    Action, ActionEvent, AttachVolume, BuildAndRunInstance, DetachVolume, BuildFailed, EventPhase, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
+    Action, ActionEvent, AttachVolume, BuildAndRunInstance, DetachVolume, BuildFailed, EventPhase, ExternalInstanceEvent, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
     InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, VolumeSnapshotCreate, VolumeSnapshotDelete, task_state,
     vm_state,
 };
 
 use crate::Error;
 use crate::agent::Inner;
+use crate::events::VIF_PLUGGED;
 use crate::hypervisor::{GuestContext, ImageSource, NetworkInterface};
+
+/// Why a build whose ports were not plugged fails, upstream's `VirtualInterfaceCreateException`.
+pub const VIF_FAILED: &str = "Virtual Interface creation failed";
 
 /// The instance action event of a build, upstream's name.
 pub const BUILD_EVENT: &str = "compute__do_build_and_run_instance";
@@ -27,7 +31,7 @@ pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
 pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
     let (build, terminate, action, console, diagnostics) =
         (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner.clone());
-    let (attach, detach, snapshot_create, snapshot_delete) = (inner.clone(), inner.clone(), inner.clone(), inner);
+    let (attach, detach, snapshot_create, snapshot_delete, events) = (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner);
     Dispatcher::new()
         .on(move |m: BuildAndRunInstance| {
             let inner = build.clone();
@@ -95,6 +99,15 @@ pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
             }
         })
         .on(|_: GetHostUptime| async move { host_uptime().map_err(|e| e.to_remote()) })
+        .on(move |m: ExternalInstanceEvent| {
+            // Never behind the instance's lock: the build that waits for it holds that.
+            let inner = events.clone();
+            async move {
+                let delivered = inner.events.deliver(&m.instance_uuid, &m.name, m.tag.as_deref(), &m.status);
+                tracing::info!(instance = %m.instance_uuid, event = %m.name, tag = ?m.tag, status = %m.status, delivered, "external event");
+                Ok(())
+            }
+        })
 }
 
 /// This host's `uptime` line, from `/proc/uptime` and `/proc/loadavg`.
@@ -181,6 +194,8 @@ enum Stop {
     Bus(bus::Error),
     /// The hypervisor failed; `guest_lost` when the instance's guest is gone because of it.
     Driver { error: Error, guest_lost: bool },
+    /// The build cannot succeed on any host: it fails without a reschedule (upstream's `BuildAbortException`).
+    Abort(String),
 }
 
 impl From<bus::Error> for Stop {
@@ -313,8 +328,9 @@ impl Inner {
                 }
                 Self::finish(true, None)
             }
-            Err(Stop::Bus(error)) => self.build_failed(&instance, &request_id, format!("{error}")).await,
-            Err(Stop::Driver { error, .. }) => self.build_failed(&instance, &request_id, error.to_string()).await,
+            Err(Stop::Bus(error)) => self.build_failed(&instance, &request_id, format!("{error}"), true).await,
+            Err(Stop::Driver { error, .. }) => self.build_failed(&instance, &request_id, error.to_string(), true).await,
+            Err(Stop::Abort(reason)) => self.build_failed(&instance, &request_id, reason, false).await,
         };
         self.event(uuid, &request_id, BUILD_EVENT, phase).await;
     }
@@ -335,19 +351,64 @@ impl Inner {
         let mut context = GuestContext::for_instance(instance, request_id);
         context.network_interfaces = vifs.iter().map(NetworkInterface::of).collect();
         context.block_devices = block_devices.to_vec();
-        self.driver.spawn(instance, &context).await.map_err(driver)?;
+        // The waits are registered before the guest starts plugging its ports, as upstream's
+        // `wait_for_instance_event`: an event that comes while the guest starts is not lost.
+        let timeout = self.config.vif_plugging_timeout;
+        let unplugged: Vec<String> =
+            if timeout.is_zero() { Vec::new() } else { vifs.iter().filter(|v| !v.active).map(|v| v.port_id.clone()).collect() };
+        let waits = self.events.prepare(uuid, VIF_PLUGGED, &unplugged);
+        let spawned = self.driver.spawn(instance, &context).await.map_err(driver);
+        let plugged = match spawned {
+            Ok(()) => self.wait_for_plugging(uuid, waits).await,
+            Err(e) => Err(e),
+        };
+        self.events.clear(uuid);
+        plugged?;
         let power = self.power_or(uuid, PowerState::Running).await;
         let active = InstanceChanges { launched: true, ..settled(vm_state::ACTIVE, power) };
         self.advance(uuid, &[SPAWNING], active).await
     }
 
-    /// Cleans up after a failed build and asks the conductor to reschedule it; only a guest that cannot be
-    /// removed keeps the instance here (no reschedule). Returns the build event's end.
-    async fn build_failed(&self, instance: &InstanceSpec, request_id: &str, reason: String) -> EventPhase {
+    /// Waits for `network-vif-plugged` of each port in `waits` (registered before the guest started), up to
+    /// `vif_plugging_timeout` in all. A `failed` event, or a timeout when `vif_plugging_is_fatal`, aborts the
+    /// build (upstream's `VirtualInterfaceCreateException`); a timeout otherwise only warns.
+    async fn wait_for_plugging(&self, uuid: &str, waits: Vec<(String, tokio::sync::oneshot::Receiver<String>)>) -> Result<(), Stop> {
+        if waits.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.config.vif_plugging_timeout;
+        for (port, rx) in waits {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(status)) if status == "failed" => {
+                    tracing::warn!(instance = %uuid, %port, "the network service failed to plug a port");
+                    if self.config.vif_plugging_is_fatal {
+                        return Err(Stop::Abort(VIF_FAILED.into()));
+                    }
+                }
+                Ok(Ok(_)) => tracing::info!(instance = %uuid, %port, waited_ms = started.elapsed().as_millis() as u64, "port plugged"),
+                // the waits were cleared (the instance is being deleted): the next update finds it gone
+                Ok(Err(_)) => return Ok(()),
+                Err(_) if self.config.vif_plugging_is_fatal => {
+                    tracing::warn!(instance = %uuid, %port, timeout_s = self.config.vif_plugging_timeout.as_secs_f64(), "timed out waiting for network-vif-plugged");
+                    return Err(Stop::Abort(VIF_FAILED.into()));
+                }
+                Err(_) => {
+                    tracing::warn!(instance = %uuid, %port, "timed out waiting for network-vif-plugged; going on (vif_plugging_is_fatal is false)");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cleans up after a failed build and asks the conductor to reschedule it (when `reschedule`); only a guest
+    /// that cannot be removed keeps the instance here (no reschedule). Returns the build event's end.
+    async fn build_failed(&self, instance: &InstanceSpec, request_id: &str, reason: String, reschedule: bool) -> EventPhase {
         let uuid = instance.uuid.as_str();
         tracing::warn!(instance = %uuid, %reason, "build failed");
         let (reason, reschedule) = match self.driver.destroy(uuid).await {
-            Ok(()) => (reason, true),
+            Ok(()) => (reason, reschedule),
             Err(error) => {
                 tracing::error!(instance = %uuid, %error, "cannot destroy the guest of a failed build");
                 (format!("{reason}; cleaning up failed: {error}"), false)
@@ -371,6 +432,9 @@ impl Inner {
 
     pub(crate) async fn terminate(&self, msg: TerminateInstance) {
         let TerminateInstance { uuid, request_id } = msg;
+        // A build waiting for its ports stops waiting (as upstream clears an instance's events before it takes the
+        // lock): it finds the instance deleting and gives way.
+        self.events.clear(&uuid);
         let _guard = self.locks.lock(&uuid).await;
         tracing::info!(instance = %uuid, request_id = %request_id, "terminating instance");
         self.event(&uuid, &request_id, TERMINATE_EVENT, EventPhase::Start).await;
@@ -421,6 +485,7 @@ impl Inner {
                 tracing::error!(instance = %uuid, %error, "cannot report an action's progress");
                 Self::finish(false, Some(error.to_string()))
             }
+            Err(Stop::Abort(reason)) => Self::finish(false, Some(reason)),
             Err(Stop::Driver { error, guest_lost }) => {
                 tracing::warn!(instance = %uuid, %error, ?action, "instance action failed");
                 self.revert(uuid, &action, guest_lost).await;

@@ -385,6 +385,17 @@ pub struct VifSpec {
     pub port_id: String,
     pub network_id: String,
     pub mac_address: String,
+    /// The port was `ACTIVE` after binding; the agent waits for `network-vif-plugged` of the others before the
+    /// instance goes ACTIVE (upstream's `vif_plugging_timeout`). Older conductors did not say: no wait.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// The network's MTU, when known.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Rpc for BuildAndRunInstance {
@@ -555,6 +566,26 @@ impl Rpc for VolumeSnapshotDelete {
     type Reply = ();
 }
 
+/// An event another service sent about an instance on this host (`POST /os-server-external-events`, as
+/// upstream's `external_instance_event`): `network-vif-plugged` ends the wait of a build for its port (`tag`).
+/// Cast: nobody waits for the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalInstanceEvent {
+    pub instance_uuid: String,
+    /// `network-vif-plugged`, `network-vif-unplugged`, …
+    pub name: String,
+    /// `completed`, `failed` or `in-progress`.
+    pub status: String,
+    /// The port id for network events.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+impl Rpc for ExternalInstanceEvent {
+    const METHOD: &'static str = "external_instance_event";
+    type Reply = ();
+}
+
 /// The tail of an instance's console log (`length` lines, all when `None`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GetConsoleOutput {
@@ -622,5 +653,13 @@ mod tests {
         assert_eq!(back.task_state, Some(None));
         let leave: InstanceChanges = serde_json::from_str("{}").unwrap();
         assert_eq!(leave.task_state, None);
+    }
+
+    #[test]
+    fn a_vif_from_an_older_conductor_is_not_waited_for() {
+        let old: VifSpec = serde_json::from_str(r#"{"port_id": "p", "network_id": "n", "mac_address": "fa:16:3e:00:00:01"}"#).unwrap();
+        assert!(old.active);
+        assert_eq!(old.mtu, None);
+        assert_eq!(ExternalInstanceEvent::METHOD, "external_instance_event");
     }
 }

@@ -542,8 +542,9 @@ impl Conductor {
             vifs
         } else {
             // A reschedule: the ports move to the new host.
-            net.rebind(&info.vifs, host).await?;
-            info.vifs
+            let mut vifs = info.vifs;
+            net.rebind(&mut vifs, host).await?;
+            vifs
         };
         let now = self.store().instance_get(&inst.uuid).await?;
         if now.is_none_or(|i| i.deleted) {
@@ -553,7 +554,14 @@ impl Conductor {
         }
         Ok(Some(
             vifs.iter()
-                .map(|v| compute_rpc::VifSpec { port_id: v.port_id.clone(), network_id: v.network_id.clone(), mac_address: v.mac.clone() })
+                .map(|v| compute_rpc::VifSpec {
+                    port_id: v.port_id.clone(),
+                    network_id: v.network_id.clone(),
+                    mac_address: v.mac.clone(),
+                    // a port the network service could not say about is not waited for
+                    active: v.status.is_empty() || v.status == "ACTIVE",
+                    mtu: v.mtu,
+                })
                 .collect(),
         ))
     }
@@ -1036,6 +1044,23 @@ impl Conductor {
         self.inner
             .bus
             .call(&Target::server(COMPUTE_TOPIC, &host), &msg, self.inner.settings.call_timeout)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")))
+    }
+
+    /// Hands an external event (`os-server-external-events`) to the agent of the instance's host, which ends a
+    /// build's wait for `network-vif-plugged` with it.
+    pub async fn external_event(&self, inst: &InstanceRow, name: &str, status: &str, tag: Option<&str>) -> Result<(), Error> {
+        let Some(host) = inst.host.clone() else { return Ok(()) };
+        let msg = compute_rpc::ExternalInstanceEvent {
+            instance_uuid: inst.uuid.clone(),
+            name: name.to_string(),
+            status: status.to_string(),
+            tag: tag.map(str::to_string),
+        };
+        self.inner
+            .bus
+            .cast(&Target::server(COMPUTE_TOPIC, &host), &msg)
             .await
             .map_err(|e| Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")))
     }

@@ -59,6 +59,9 @@ pub struct Vif {
     pub tag: Option<String>,
     #[serde(default)]
     pub status: String,
+    /// The network's MTU, when the network service said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// Where the network service is and how the service authenticates to it.
@@ -246,11 +249,9 @@ impl NetworkClient {
     /// The cache entry of a port (its network's name looked up).
     pub async fn vif_of(&self, port: &Value, preexisting: bool) -> Result<Vif, Error> {
         let network_id = port["network_id"].as_str().unwrap_or_default().to_string();
-        let label = self
-            .show(As::Service, "networks", &network_id)
-            .await?
-            .and_then(|n| n["name"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let network = self.show(As::Service, "networks", &network_id).await?;
+        let label = network.as_ref().and_then(|n| n["name"].as_str().map(str::to_string)).unwrap_or_default();
+        let mtu = network.as_ref().and_then(|n| n["mtu"].as_u64()).and_then(|m| u32::try_from(m).ok());
         let fixed = port["fixed_ips"].as_array().cloned().unwrap_or_default();
         let ips = fixed
             .iter()
@@ -269,6 +270,7 @@ impl NetworkClient {
             preexisting,
             tag: None,
             status: port["status"].as_str().unwrap_or_default().to_string(),
+            mtu,
         })
     }
 
@@ -298,12 +300,15 @@ impl NetworkClient {
     }
 
     /// Moves an instance's ports to another host (a reschedule).
-    pub async fn rebind(&self, vifs: &[Vif], host: &str) -> Result<(), Error> {
+    pub async fn rebind(&self, vifs: &mut [Vif], host: &str) -> Result<(), Error> {
         for v in vifs {
             let body = json!({"port": {"binding:host_id": host}});
             let (status, b) = self.send(As::Service, Method::PUT, &format!("/ports/{}", v.port_id), Some(&body)).await?;
             if !status.is_success() && status != StatusCode::NOT_FOUND {
                 return Err(port_error(status, &b));
+            }
+            if let Some(s) = b["port"]["status"].as_str() {
+                v.status = s.to_string();
             }
         }
         Ok(())
@@ -382,6 +387,7 @@ impl NetworkClient {
             preexisting: false,
             tag: None,
             status: port["status"].as_str().unwrap_or_default().to_string(),
+            mtu: None,
         }
     }
 }
@@ -460,6 +466,7 @@ mod tests {
             preexisting: false,
             tag: None,
             status: "ACTIVE".into(),
+            mtu: None,
         }
     }
 

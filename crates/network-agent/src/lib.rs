@@ -7,7 +7,8 @@
 //! * [`reconcile`] — makes the host match a desired state and removes what no network wants (orphans of a crash
 //!   included): a bridge `brq<network id[:11]>` per network, a VXLAN device `vxlan-<vni>` on it for VXLAN networks
 //!   with a flooding entry per peer host, the physical interface for flat networks, the bound ports' taps
-//!   `tap<port id[:11]>` as bridge ports, and DHCP;
+//!   `tap<port id[:11]>` as bridge ports (reported to the network service as plugged, `update_device_up`, or
+//!   gone, `update_device_down`), and DHCP;
 //! * [`dhcp`] — dnsmasq's files and process for one network, run in the namespace `qdhcp-<network id>` behind a
 //!   veth pair (`tap<dhcp port[:11]>` on the bridge, `ns-<dhcp port[:11]>` inside);
 //! * [`metadata`] — the metadata proxy: `169.254.169.254:80` inside a namespace, each source address mapped to its

@@ -205,6 +205,10 @@ impl Netlink {
         self.set(LinkUnspec::new_with_index(index).up().build(), what).await
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32, what: &str) -> Result<(), Error> {
+        self.set(LinkUnspec::new_with_index(index).mtu(mtu).build(), what).await
+    }
+
     pub async fn set_mac_mtu(&self, index: u32, mac: Vec<u8>, mtu: u32, what: &str) -> Result<(), Error> {
         self.set(LinkUnspec::new_with_index(index).address(mac).mtu(mtu).build(), what).await
     }

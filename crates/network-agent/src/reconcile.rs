@@ -3,10 +3,12 @@
 //! at the devices and namespaces that exist, not at a memory of what it made.
 //!
 //! Per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
-//! taps, then DHCP with, when configured, the metadata proxy in the DHCP namespace (169.254.169.254/32 on the
-//! namespace's device, a listener on port 80 answering for the network's ports). Routers and security groups are
-//! further steps of the same pass, each owning its own names (`qrouter-…` namespaces, nftables tables) and its own
-//! orphan sweep.
+//! taps (the network's MTU, on the bridge, up; a plugged port that is not `ACTIVE` is reported up to the network
+//! service, an `ACTIVE` one whose tap is gone down — judged from the port's status and the devices present, so a
+//! restarted agent reports what changed while it was away), then DHCP with, when configured, the metadata proxy in
+//! the DHCP namespace (169.254.169.254/32 on the namespace's device, a listener on port 80 answering for the
+//! network's ports), then routers (`qrouter-…` namespaces, an nftables table each). Security groups are a further
+//! step of the same pass, owning its own names and its own orphan sweep.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -14,7 +16,7 @@ use std::{
 };
 
 use bus::{Bus, Target};
-use network_rpc::{DHCP_OWNER, GetDhcpPort, HostState, NetworkState, PLUGIN_TOPIC, ReleaseDhcpPort};
+use network_rpc::{DHCP_OWNER, GetDhcpPort, HostState, NetworkState, PLUGIN_TOPIC, ReleaseDhcpPort, UpdateDeviceDown, UpdateDeviceUp};
 
 use crate::{
     AgentConfig, Error, bridge_name,
@@ -38,6 +40,9 @@ pub struct Outcome {
     pub metadata: usize,
     /// Routers in place.
     pub routers: usize,
+    /// Ports reported plugged (`update_device_up`) and unplugged (`update_device_down`) by this pass.
+    pub plugged: Vec<String>,
+    pub unplugged: Vec<String>,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -151,14 +156,42 @@ impl Reconciler {
             other => tracing::debug!(network = %net.id, network_type = other, "segment type not wired on this host"),
         }
         for p in net.ports.iter().filter(|p| p.host == self.config.host && p.device_owner != DHCP_OWNER) {
-            if let Some(tap) = self.nl.link(&tap_name(&p.id)).await? {
-                self.nl.attach(&tap, bridge.index).await?;
-                out.taps += 1;
+            match self.nl.link(&tap_name(&p.id)).await? {
+                Some(tap) => {
+                    // the network's MTU before the bridge: a bridge takes its ports' smallest
+                    if tap.mtu != Some(net.mtu) {
+                        self.nl.set_mtu(tap.index, net.mtu, &tap.name).await?;
+                    }
+                    self.nl.attach(&tap, bridge.index).await?;
+                    out.taps += 1;
+                    if p.status != "ACTIVE" && p.admin_state_up && !p.device_owner.starts_with("network:") {
+                        self.report_device(&p.id, true).await?;
+                        out.plugged.push(p.id.clone());
+                    }
+                }
+                // network-owned ports (routers) get their own devices in later steps: not judged by a tap
+                None if p.status == "ACTIVE" && !p.device_owner.starts_with("network:") => {
+                    self.report_device(&p.id, false).await?;
+                    out.unplugged.push(p.id.clone());
+                }
+                None => {}
             }
         }
         if self.config.enable_dhcp && !dhcp::dhcp_subnets(net).is_empty() {
             self.ensure_dhcp(net, &bridge, out).await?;
             out.dhcp += 1;
+        }
+        Ok(())
+    }
+
+    /// Tells the network service that a bound port's device is on its bridge (`up`) or gone.
+    async fn report_device(&self, port_id: &str, up: bool) -> Result<(), Error> {
+        let (port_id, host) = (port_id.to_string(), self.config.host.clone());
+        let target = Target::topic(PLUGIN_TOPIC);
+        if up {
+            self.bus.call(&target, &UpdateDeviceUp { port_id, host }, self.config.rpc_timeout).await?;
+        } else {
+            self.bus.call(&target, &UpdateDeviceDown { port_id, host }, self.config.rpc_timeout).await?;
         }
         Ok(())
     }

@@ -5,6 +5,9 @@
 //!   [`GetHostState`] (every network with a port bound to the host, its subnets and ports, and the tunnel
 //!   endpoints of the other hosts on it), and for the port its DHCP server uses on a network with
 //!   [`GetDhcpPort`] / [`ReleaseDhcpPort`] (device owner `network:dhcp`, one per network and host).
+//! * An agent tells the service when a bound port's tap device is on its network's bridge ([`UpdateDeviceUp`]) and
+//!   when it is gone ([`UpdateDeviceDown`]), as upstream's `update_device_up`/`update_device_down`: the port goes
+//!   `ACTIVE` / `DOWN`, and compute hears of it (`network-vif-plugged` / `network-vif-unplugged`).
 //! * Agents serve [`AGENT_TOPIC`] as server `<host>`; the service fans [`NetworkChanged`] out to them after every
 //!   change of a network, subnet or port, and [`RouterChanged`] after every change of a router, its interfaces,
 //!   its gateway or its floating IPs. An agent answers either by fetching its host's state again, so a lost
@@ -93,6 +96,10 @@ pub struct PortState {
     /// `dns_name`, empty when unset.
     pub dns_name: String,
     pub extra_dhcp_opts: Vec<DhcpOption>,
+    /// The port's `status` (`ACTIVE`, `DOWN`, `BUILD`); the agent reports a plugged port that is not `ACTIVE`
+    /// and an `ACTIVE` one whose device is gone.
+    #[serde(default)]
+    pub status: String,
 }
 
 /// Another host with ports on a network: where the network's tunnel reaches them.
@@ -267,6 +274,32 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// The tap device of port `port_id`, bound to `host`, is plugged into its network's bridge: the port becomes
+/// `ACTIVE` (upstream's `update_device_up`). A port bound elsewhere, or gone, is left alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpdateDeviceUp {
+    pub port_id: String,
+    pub host: String,
+}
+
+impl Rpc for UpdateDeviceUp {
+    const METHOD: &'static str = "update_device_up";
+    type Reply = ();
+}
+
+/// The tap device of port `port_id`, bound to `host`, is gone: the port becomes `DOWN` (upstream's
+/// `update_device_down`). A port bound elsewhere, or gone, is left alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpdateDeviceDown {
+    pub port_id: String,
+    pub host: String,
+}
+
+impl Rpc for UpdateDeviceDown {
+    const METHOD: &'static str = "update_device_down";
+    type Reply = ();
+}
+
 /// The device owner's DHCP port id for `host` on a network: upstream's `dhcp<host uuid>-<network id>`, with the
 /// host name itself (device ids are free text).
 pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
@@ -284,6 +317,8 @@ mod tests {
         assert_eq!(ReleaseDhcpPort::METHOD, "release_dhcp_port");
         assert_eq!(NetworkChanged::METHOD, "network_changed");
         assert_eq!(RouterChanged::METHOD, "router_changed");
+        assert_eq!(UpdateDeviceUp::METHOD, "update_device_up");
+        assert_eq!(UpdateDeviceDown::METHOD, "update_device_down");
         assert_eq!(dhcp_device_id("cn1", "n1"), "dhcp-cn1-n1");
     }
 

@@ -13,6 +13,7 @@ pub mod api;
 mod error;
 pub mod ipam;
 pub mod listing;
+pub mod nova;
 pub mod service;
 pub mod store;
 

@@ -12,6 +12,10 @@
 //! migrated to `memory.state` and the process ends; resume starts QEMU with `-incoming` from it); soft reboot =
 //! clean power off and start, hard reboot = kill and start from a freshly generated definition.
 //!
+//! NICs: a virtio-net device per port on a tap device `tap<port id[:11]>` that QEMU creates when it starts and
+//! that goes when it ends (`-netdev tap,ifname=…,script=no`); the network agent puts it on the network's bridge.
+//! With `host_namespace` QEMU runs in that named network namespace, where the taps then appear.
+//!
 //! Acceleration: `virt_type = kvm` or `qemu` (TCG), or `auto`, which probes KVM once by running the BIOS under it
 //! with a timeout (a `/dev/kvm` that cannot run guests in practice is too slow to get through it) and falls back
 //! to TCG.
@@ -87,6 +91,12 @@ pub struct QemuConfig {
     pub volume_detach_timeout: Duration,
     /// The iSCSI name QEMU logs in to volumes' targets with (the host's, as the connector names it).
     pub iscsi_initiator: String,
+    /// The named network namespace (`/run/netns/<name>`) QEMU runs in, so the guests' tap devices are made there:
+    /// where the network agent's bridges are (its `host_namespace`; several hosts on one machine, tests).
+    /// `None`: the agent's own namespace.
+    pub host_namespace: Option<String>,
+    /// `nsenter`, which enters that namespace.
+    pub nsenter: PathBuf,
     /// The host's capacity; the machine's own figures when `None`.
     pub vcpus: Option<i64>,
     pub memory_mb: Option<i64>,
@@ -107,6 +117,8 @@ impl QemuConfig {
             remove_unused_minimum_age: Duration::from_secs(86_400),
             volume_detach_timeout: Duration::from_secs(30),
             iscsi_initiator: compute_rpc::iscsi_initiator(&crate::config::hostname()),
+            host_namespace: None,
+            nsenter: "nsenter".into(),
             vcpus: None,
             memory_mb: None,
             local_gb: None,
@@ -137,6 +149,42 @@ struct GuestDef {
     /// Attached volumes, in attach order (the root one first when the guest boots from a volume).
     #[serde(default)]
     volumes: Vec<VolumeDisk>,
+    /// Network interfaces, in the order the guest sees them (eth0 first).
+    #[serde(default)]
+    nics: Vec<Nic>,
+}
+
+/// A virtio-net NIC on a host tap device that QEMU creates at start (`-netdev tap,ifname=…`) and that goes with
+/// the process: a guest that stops loses its taps, a restarted one gets them again, and the network agent
+/// (which plugs taps of bound ports into their bridges) sees them come and go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Nic {
+    port_id: String,
+    mac_address: String,
+    /// The tap device (`tap<port id[:11]>`).
+    devname: String,
+    /// The network's MTU, told to the guest (virtio-net `host_mtu`) when known.
+    mtu: Option<u32>,
+}
+
+impl Nic {
+    fn of(interface: &crate::hypervisor::NetworkInterface) -> Result<Nic, Error> {
+        let dev = &interface.devname;
+        if dev.is_empty() || dev.len() > 15 || !dev.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Error::Hypervisor(format!("port {}: unusable tap device name {dev:?}", interface.port_id)));
+        }
+        let mac = &interface.mac_address;
+        let parts: Vec<&str> = mac.split(':').collect();
+        if parts.len() != 6 || !parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
+            return Err(Error::Hypervisor(format!("port {}: bad MAC address {mac:?}", interface.port_id)));
+        }
+        Ok(Nic {
+            port_id: interface.port_id.clone(),
+            mac_address: mac.to_ascii_lowercase(),
+            devname: dev.clone(),
+            mtu: interface.mtu.filter(|m| (68..=65535).contains(m)),
+        })
+    }
 }
 
 /// A volume as the guest has it: a file (raw or qcow2) the block storage service's `local` connection names.
@@ -377,6 +425,7 @@ impl QemuDriver {
         let uuid = instance.uuid.as_str();
         let dir = self.dir(uuid);
         let volumes = context.block_devices.iter().map(|d| VolumeDisk::of(d, &self.config.iscsi_initiator)).collect::<Result<Vec<_>, _>>()?;
+        let nics = context.network_interfaces.iter().map(Nic::of).collect::<Result<Vec<_>, _>>()?;
         let Some(image) = context.image.as_ref() else {
             // Booted from a volume: no root overlay, no bases.
             if !volumes.iter().any(|v| v.boot) {
@@ -403,6 +452,7 @@ impl QemuDriver {
                 state: PowerState::Shutdown,
                 rescue: None,
                 volumes,
+                nics,
             };
             return self.save(&def);
         };
@@ -446,6 +496,7 @@ impl QemuDriver {
             state: PowerState::Shutdown,
             rescue: None,
             volumes,
+            nics,
         };
         self.save(&def)
     }
@@ -591,6 +642,11 @@ impl QemuDriver {
         for v in def.volumes.iter().filter(|v| !(from_volume && v.boot)) {
             volume(&mut disk, v, false);
         }
+        for (i, nic) in def.nics.iter().enumerate() {
+            push(&["-netdev", &format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.devname)]);
+            let mtu = nic.mtu.map(|m| format!(",host_mtu={m}")).unwrap_or_default();
+            push(&["-device", &format!("virtio-net-pci,netdev=net{i},id=nic{i},mac={}{mtu}", nic.mac_address)]);
+        }
         let (kernel, ramdisk, cmdline) = match &def.rescue {
             Some(r) => (&r.kernel, &r.ramdisk, &r.cmdline),
             None => (&def.kernel, &def.ramdisk, &def.cmdline),
@@ -616,7 +672,15 @@ impl QemuDriver {
         let accel = self.accel().await;
         let args = self.command_line(&def, accel, incoming);
         let started = std::time::Instant::now();
-        let out = tokio::process::Command::new(&self.config.qemu_binary)
+        let mut command = match &self.config.host_namespace {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new(&self.config.nsenter);
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(&self.config.qemu_binary);
+                c
+            }
+            None => tokio::process::Command::new(&self.config.qemu_binary),
+        };
+        let out = command
             .args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -1399,8 +1463,17 @@ pub(crate) mod tests {
             state: PowerState::Shutdown,
             rescue: None,
             volumes: Vec::new(),
+            nics: vec![
+                Nic { port_id: "p1".into(), mac_address: "fa:16:3e:00:00:01".into(), devname: "tapp1".into(), mtu: Some(1450) },
+                Nic { port_id: "p2".into(), mac_address: "fa:16:3e:00:00:02".into(), devname: "tapp2".into(), mtu: None },
+            ],
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
+        // NICs on taps QEMU makes (and takes away when it ends), eth0 first, with the network's MTU when known.
+        assert!(args.contains("-netdev tap,id=net0,ifname=tapp1,script=no,downscript=no"), "{args}");
+        assert!(args.contains("-device virtio-net-pci,netdev=net0,id=nic0,mac=fa:16:3e:00:00:01,host_mtu=1450"), "{args}");
+        assert!(args.contains("-device virtio-net-pci,netdev=net1,id=nic1,mac=fa:16:3e:00:00:02 "), "{args}");
+        assert!(args.find("ifname=tapp1") < args.find("ifname=tapp2"), "{args}");
         for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
             assert!(args.contains(part), "{part} in {args}");
         }
@@ -1422,6 +1495,31 @@ pub(crate) mod tests {
         assert!(args.contains("drive=root,id=root-disk ") || args.ends_with("drive=root,id=root-disk"), "{args}");
         assert!(args.find("node-name=rescue-file") < args.find("node-name=root-file"), "{args}");
         assert!(args.contains("-kernel /rk -append root=/dev/vda") && !args.contains("-initrd"), "{args}");
+    }
+
+    #[test]
+    fn nics_take_only_tap_names_and_macs_that_cannot_inject_options() {
+        let iface = |dev: &str, mac: &str, mtu: Option<u32>| {
+            let v = compute_rpc::VifSpec {
+                port_id: "0123456789abcdef".into(),
+                network_id: "n".into(),
+                mac_address: mac.into(),
+                active: true,
+                mtu,
+            };
+            let mut i = crate::hypervisor::NetworkInterface::of(&v);
+            if !dev.is_empty() {
+                i.devname = dev.into();
+            }
+            i
+        };
+        let nic = Nic::of(&iface("", "FA:16:3E:00:00:0A", Some(1450))).unwrap();
+        assert_eq!((nic.devname.as_str(), nic.mac_address.as_str(), nic.mtu), ("tap0123456789a", "fa:16:3e:00:00:0a", Some(1450)));
+        assert_eq!(Nic::of(&iface("", "fa:16:3e:00:00:0a", Some(10))).unwrap().mtu, None, "an impossible MTU is left out");
+        assert!(Nic::of(&iface("tap,x=y", "fa:16:3e:00:00:0a", None)).is_err());
+        assert!(Nic::of(&iface("tap0123456789abcdef", "fa:16:3e:00:00:0a", None)).is_err(), "longer than IFNAMSIZ");
+        assert!(Nic::of(&iface("", "fa:16:3e:00:00:0a,id=x", None)).is_err());
+        assert!(Nic::of(&iface("", "fa:16:3e:00:00", None)).is_err());
     }
 
     #[test]
@@ -1475,6 +1573,7 @@ pub(crate) mod tests {
             state: PowerState::Shutdown,
             rescue: None,
             volumes: vec![data, root],
+            nics: Vec::new(),
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
         assert!(!args.contains("node-name=root"), "no root overlay: {args}");

@@ -2128,7 +2128,7 @@ async fn action_show(
 // ----- external events -----
 
 /// `POST /os-server-external-events`: other services (the network and volume services) tell compute about an
-/// instance. Events for unknown instances, or instances without a host, are 404 each; the call is 200 when all were
+/// instance; each accepted event goes on to the agent of the instance's host. Events for unknown instances, or instances without a host, are 404 each; the call is 200 when all were
 /// accepted, 207 when some were, 404 when none were.
 async fn external_events(
     State(s): State<AppState>,
@@ -2181,6 +2181,14 @@ async fn external_events(
             // The network service says a port of the instance changed: the info cache is read again.
             if name == "network-changed" {
                 super::proxies::refresh_cache(&s, inst).await;
+            }
+            // The instance's host hears of it (a build waits for `network-vif-plugged`), as upstream casts
+            // `external_instance_event` to it; a host that cannot be told loses only the event.
+            if let Ok(conductor) = s.compute.conductor() {
+                let tag = m.get("tag").and_then(Value::as_str);
+                if let Err(e) = conductor.external_event(inst, name, status, tag).await {
+                    tracing::warn!(instance = %inst.uuid, event = name, error = %e, "cannot pass an external event on");
+                }
             }
         } else {
             r["code"] = json!(404);

@@ -382,3 +382,112 @@ async fn unknown_status_filters_match_nothing_before_2_38() {
     assert_eq!(r.status, 400);
     cloud.shutdown().await;
 }
+
+/// A port bound to a host with a network agent is `DOWN` until the agent reports its device plugged
+/// (`update_device_up`, over the agents' bus contract as a network agent sends it); then the network service sets
+/// it `ACTIVE` and sends compute `network-vif-plugged` through `os-server-external-events`, which ends the build's
+/// wait: the server goes ACTIVE only then. A report from another host changes nothing; a device gone makes the
+/// port `DOWN` again.
+#[tokio::test]
+async fn a_build_waits_for_network_vif_plugged_of_ports_a_network_agent_plugs() {
+    use network_rpc::{AgentReport, GetHostState, PLUGIN_TOPIC, UpdateDeviceDown, UpdateDeviceUp};
+    const T: std::time::Duration = std::time::Duration::from_secs(10);
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let host = cloud.running.agent.as_ref().unwrap().host().to_string();
+    let bus = cloud.running.cloud.bus.clone();
+    let plugin = bus::Target::topic(PLUGIN_TOPIC);
+    // the host's network agent reports in
+    let report = GetHostState { host: host.clone(), report: AgentReport::default() };
+    bus.call(&plugin, &report, T).await.unwrap();
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let (net, _) = network(m, "plugged", "10.19.0.0/24").await;
+
+    let id = id_of(&boot(m, &img, "waits", json!({"networks": [{"uuid": net}]}), "2.1").await);
+    let port_of = || async {
+        let ports = cloud.admin.get(&format!("{NET}/ports?device_id={id}")).await.json()["ports"].clone();
+        ports.as_array().and_then(|p| p.first().cloned())
+    };
+    let mut port = None;
+    for _ in 0..200 {
+        port = port_of().await;
+        if port.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let port = port.expect("the server's port");
+    assert_eq!(port["status"], "DOWN", "{port}");
+    assert_eq!(port["binding:vif_type"], "bridge", "{port}");
+    let port_id = port["id"].as_str().unwrap().to_string();
+    // the build waits in spawning
+    let s = wait_for(m, &id, |s| s["OS-EXT-STS:task_state"] == "spawning").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let s2 = cloud.member.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"].clone();
+    assert_eq!((s2["status"].as_str(), s2["OS-EXT-STS:task_state"].as_str()), (Some("BUILD"), Some("spawning")), "{s} {s2}");
+
+    // a report from a host the port is not bound to changes nothing
+    bus.call(&plugin, &UpdateDeviceUp { port_id: port_id.clone(), host: "elsewhere".into() }, T).await.unwrap();
+    assert_eq!(port_of().await.unwrap()["status"], "DOWN");
+    // the agent plugs it: the port goes ACTIVE, compute hears of it, the server goes ACTIVE
+    bus.call(&plugin, &UpdateDeviceUp { port_id: port_id.clone(), host: host.clone() }, T).await.unwrap();
+    assert_eq!(port_of().await.unwrap()["status"], "ACTIVE");
+    let s = status(m, &id, "ACTIVE").await;
+    assert_eq!(s["addresses"]["plugged"].as_array().map(Vec::len), Some(1), "{s}");
+    let events = cloud.admin.get(&format!("/compute/v2.1/servers/{id}/os-instance-actions")).await;
+    assert_eq!(events.status, 200);
+    // the device goes: DOWN (compute hears network-vif-unplugged; the server stays ACTIVE)
+    bus.call(&plugin, &UpdateDeviceDown { port_id: port_id.clone(), host: host.clone() }, T).await.unwrap();
+    assert_eq!(port_of().await.unwrap()["status"], "DOWN");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(cloud.member.get(&format!("/compute/v2.1/servers/{id}")).await.json()["server"]["status"], "ACTIVE");
+
+    // a server deleted while its build waits goes at once (its wait ends), with its port
+    let id = id_of(&boot(m, &img, "deleted", json!({"networks": [{"uuid": net}]}), "2.1").await);
+    wait_for(m, &id, |s| s["OS-EXT-STS:task_state"] == "spawning").await;
+    let port_id = port_of_server(&cloud, &id).await;
+    let started = std::time::Instant::now();
+    assert_eq!(m.delete(&format!("/compute/v2.1/servers/{id}")).await.status, 204);
+    gone(m, &id).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the delete waited for the build: {:?}", started.elapsed());
+    assert_eq!(cloud.admin.get(&format!("{NET}/ports/{port_id}")).await.status, 404);
+
+    // without an agent on the host, ports are ACTIVE at binding and builds do not wait (as before)
+    let (other, _) = network(m, "unwired", "10.20.0.0/24").await;
+    let r = cloud.admin.post(&format!("{NET}/ports"), &json!({"port": {"network_id": other, "binding:host_id": "no-agent-here"}})).await;
+    assert_eq!(r.json()["port"]["status"], "ACTIVE", "{}", r.text);
+    cloud.shutdown().await;
+}
+
+async fn port_of_server(cloud: &TestCloud, id: &str) -> String {
+    let ports = cloud.admin.get(&format!("{NET}/ports?device_id={id}")).await.json()["ports"].clone();
+    ports[0]["id"].as_str().expect("the server's port").to_string()
+}
+
+/// With `vif_plugging_is_fatal` off, a port nobody reports plugged only delays the build by
+/// `vif_plugging_timeout`: the server goes ACTIVE with its port still `DOWN`.
+#[tokio::test]
+async fn without_vif_plugging_is_fatal_a_build_goes_on_after_the_timeout() {
+    use network_rpc::{AgentReport, GetHostState, PLUGIN_TOPIC};
+    let cloud = TestCloud::start_with(|c| {
+        c.compute_agent.vif_plugging_timeout = 1;
+        c.compute_agent.vif_plugging_is_fatal = false;
+    })
+    .await;
+    wait_agent(&cloud).await;
+    let host = cloud.running.agent.as_ref().unwrap().host().to_string();
+    let bus = cloud.running.cloud.bus.clone();
+    let report = GetHostState { host, report: AgentReport::default() };
+    bus.call(&bus::Target::topic(PLUGIN_TOPIC), &report, std::time::Duration::from_secs(10)).await.unwrap();
+    let img = image(&cloud.member).await;
+    let m = &cloud.member;
+    let (net, _) = network(m, "unplugged", "10.21.0.0/24").await;
+    let started = std::time::Instant::now();
+    let id = id_of(&boot(m, &img, "goes-on", json!({"networks": [{"uuid": net}]}), "2.1").await);
+    status(m, &id, "ACTIVE").await;
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "ACTIVE before the timeout: {:?}", started.elapsed());
+    let ports = cloud.admin.get(&format!("{NET}/ports?device_id={id}")).await.json()["ports"].clone();
+    assert_eq!(ports[0]["status"], "DOWN", "{ports}");
+    cloud.shutdown().await;
+}

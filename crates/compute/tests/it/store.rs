@@ -303,6 +303,7 @@ async fn network_info_and_system_metadata_on_every_database() {
             preexisting: false,
             tag: Some("t".into()),
             status: "ACTIVE".into(),
+            mtu: Some(1450),
         };
         s.netinfo_set_vifs("i1", std::slice::from_ref(&vif)).await.unwrap();
         s.netinfo_set_groups("i1", &["web".into()]).await.unwrap();

@@ -14,6 +14,7 @@ use test_utils::TestCloud;
 
 mod metadata;
 mod router;
+mod vif;
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip runs");

@@ -16,7 +16,7 @@ use bus::{Bus, Dispatcher, RemoteError, ServerHandle};
 use network_rpc::{
     AGENT_TOPIC, AGENT_TYPE, AgentReport, CAP_L3, DHCP_OWNER, DhcpOption, FixedIp, FloatingIpState, GetDhcpPort, GetHostState,
     HostRoute, HostState, NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort, RouterAddress,
-    RouterChanged, RouterPort, RouterState, Segment, SubnetState, dhcp_device_id, l3_host,
+    RouterChanged, RouterPort, RouterState, Segment, SubnetState, UpdateDeviceDown, UpdateDeviceUp, dhcp_device_id, l3_host,
 };
 use serde_json::{Value, json};
 
@@ -30,6 +30,10 @@ fn to_remote(e: Error) -> RemoteError {
     };
     RemoteError::new(kind, e.to_string())
 }
+
+/// An agent whose last report is older than this is taken for dead (upstream's `agent_down_time`, 75 s): ports
+/// bound to its host go `ACTIVE` at binding, as nothing would report them plugged.
+const AGENT_DOWN_TIME: chrono::TimeDelta = chrono::TimeDelta::seconds(75);
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string).collect()
@@ -65,6 +69,7 @@ pub(crate) fn port_state(p: &Value) -> PortState {
                 ip_version: o["ip_version"].as_u64().unwrap_or(4) as u8,
             })
             .collect(),
+        status: str_of(p, "status").into(),
     }
 }
 
@@ -231,6 +236,49 @@ impl Network {
         Ok(())
     }
 
+    /// Whether `host` has a network agent that reported within [`AGENT_DOWN_TIME`].
+    pub(crate) async fn host_has_agent(&self, host: &str) -> Result<bool> {
+        let agents = self.store.resource_list("agent").await?;
+        let now = chrono::Utc::now();
+        Ok(agents.iter().any(|a| {
+            str_of(a, "host") == host
+                && str_of(a, "agent_type") == AGENT_TYPE
+                && chrono::DateTime::parse_from_rfc3339(str_of(a, "heartbeat_timestamp"))
+                    .is_ok_and(|t| now.signed_duration_since(t) <= AGENT_DOWN_TIME)
+        }))
+    }
+
+    /// `host`'s agent plugged (`up`) or lost (`!up`) the device of `port_id`: the port goes `ACTIVE` (if its admin
+    /// state is up) or `DOWN`, and compute hears of an instance's port changing. A port bound to another host,
+    /// or gone, is left alone (a late report after a move or a delete).
+    pub async fn update_device(&self, port_id: &str, host: &str, up: bool) -> Result<()> {
+        let Some(mut port) = self.store.resource_get("port", port_id).await? else {
+            tracing::debug!(port_id, host, up, "device report for a port that is gone");
+            return Ok(());
+        };
+        if str_of(&port, "binding:host_id") != host {
+            tracing::debug!(port_id, host, up, "device report from a host the port is not bound to");
+            return Ok(());
+        }
+        let old = str_of(&port, "status").to_string();
+        let new = if up && port["admin_state_up"].as_bool().unwrap_or(true) { "ACTIVE" } else { "DOWN" };
+        if old == new {
+            return Ok(());
+        }
+        port["status"] = json!(new);
+        bump(&mut port);
+        self.save(PORT, &port).await?;
+        tracing::info!(port_id, host, from = %old, to = new, "port status");
+        self.notify_agents(PORT, &port).await;
+        if self.config.notify_nova_on_port_status_changes
+            && let Some(nova) = &self.nova
+            && let Some(event) = crate::nova::event_for(&port, &old, new)
+        {
+            nova.send(event);
+        }
+        Ok(())
+    }
+
     /// The desired state of `host`: every network with a non-DHCP port bound to it, with all its subnets and
     /// ports and the tunnel endpoints of the other hosts with ports on it; the routers placed on it, and their
     /// networks.
@@ -386,6 +434,16 @@ impl Network {
         let d = d.on(move |m: ReleaseDhcpPort| {
             let n = n.clone();
             async move { n.release_dhcp_port(&m.network_id, &m.host).await.map_err(to_remote) }
+        });
+        let n = self.clone();
+        let d = d.on(move |m: UpdateDeviceUp| {
+            let n = n.clone();
+            async move { n.update_device(&m.port_id, &m.host, true).await.map_err(to_remote) }
+        });
+        let n = self.clone();
+        let d = d.on(move |m: UpdateDeviceDown| {
+            let n = n.clone();
+            async move { n.update_device(&m.port_id, &m.host, false).await.map_err(to_remote) }
         });
         Ok(bus.serve(PLUGIN_TOPIC, server, d).await?)
     }

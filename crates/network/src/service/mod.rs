@@ -56,6 +56,12 @@ pub struct NetworkConfig {
     pub default_subnetpool_prefix: String,
     /// The size of the subnets carved from it.
     pub default_subnetpool_prefixlen: i64,
+    /// Tell compute when a port of an instance goes `ACTIVE` or `DOWN` (`network-vif-plugged` /
+    /// `network-vif-unplugged`), as upstream's `notify_nova_on_port_status_changes`.
+    pub notify_nova_on_port_status_changes: bool,
+    /// The compute endpoint the events go to (`…/compute`); defaults to this listener's `/compute` when compute
+    /// runs in this process (without either, compute is not told).
+    pub nova_url: Option<String>,
 }
 
 impl Default for NetworkConfig {
@@ -74,6 +80,8 @@ impl Default for NetworkConfig {
             public_subnet_cidr: "172.24.4.0/24".into(),
             default_subnetpool_prefix: "10.0.0.0/16".into(),
             default_subnetpool_prefixlen: 26,
+            notify_nova_on_port_status_changes: true,
+            nova_url: None,
         }
     }
 }
@@ -175,6 +183,8 @@ pub struct Network {
     pub(crate) driver: Arc<dyn NetworkDriver>,
     /// Where network agents are told of changes (none: no agents to tell).
     pub(crate) bus: Option<bus::Bus>,
+    /// Where compute hears of ports going up and down (none: it is not told).
+    pub(crate) nova: Option<Arc<crate::nova::NovaNotifier>>,
 }
 
 pub(crate) fn now() -> String {
@@ -287,13 +297,19 @@ impl Network {
     }
 
     pub fn with_driver(db: db::Database, config: NetworkConfig, driver: Arc<dyn NetworkDriver>) -> Network {
-        Network { store: Store::new(db), config: Arc::new(config), driver, bus: None }
+        Network { store: Store::new(db), config: Arc::new(config), driver, bus: None, nova: None }
     }
 
     /// Tells the network agents on `bus` of every change of a network, subnet or port, and lets them fetch their
     /// hosts' state ([`Network::serve_agents`]).
     pub fn with_bus(mut self, bus: bus::Bus) -> Network {
         self.bus = Some(bus);
+        self
+    }
+
+    /// Tells compute (through `notifier`) when ports of instances go up and down.
+    pub fn with_nova(mut self, notifier: crate::nova::NovaNotifier) -> Network {
+        self.nova = Some(Arc::new(notifier));
         self
     }
 

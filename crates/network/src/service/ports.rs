@@ -421,8 +421,11 @@ impl Network {
         }
     }
 
-    /// Binds or unbinds `port` per its `binding:host_id`, updating the binding attributes and status.
-    fn apply_binding(&self, net: &Value, port: &mut Value) {
+    /// Binds or unbinds `port` per its `binding:host_id`, updating the binding attributes and status. On a host
+    /// with a live network agent the port is `DOWN` until the agent reports its device plugged
+    /// (`update_device_up`), as upstream's Linux bridge mechanism driver binds it (`same_host`: a port that stays
+    /// on its host keeps its status); elsewhere the driver's binding makes it `ACTIVE` at once.
+    async fn apply_binding(&self, net: &Value, port: &mut Value, same_host: bool) -> Result<()> {
         let host = str_of(port, "binding:host_id").to_string();
         let id = str_of(port, "id").to_string();
         if host.is_empty() {
@@ -430,7 +433,7 @@ impl Network {
             port["binding:vif_type"] = json!("unbound");
             port["binding:vif_details"] = json!({});
             port["status"] = json!("DOWN");
-            return;
+            return Ok(());
         }
         let binding = PortBinding {
             port_id: id,
@@ -442,7 +445,14 @@ impl Network {
             segment: Self::segment_of(net),
             admin_state_up: port["admin_state_up"].as_bool().unwrap_or(true),
         };
+        let agent = self.host_has_agent(&binding.host).await?;
         match self.driver.bind_port(&binding) {
+            Some(_) if agent => {
+                port["binding:vif_type"] = json!("bridge");
+                port["binding:vif_details"] = json!({"port_filter": true, "connectivity": "l2"});
+                let keep = same_host && binding.admin_state_up && str_of(port, "status") == "ACTIVE";
+                port["status"] = json!(if keep { "ACTIVE" } else { "DOWN" });
+            }
             Some(r) => {
                 port["binding:vif_type"] = json!(r.vif_type);
                 port["binding:vif_details"] = r.vif_details;
@@ -454,6 +464,7 @@ impl Network {
                 port["status"] = json!("DOWN");
             }
         }
+        Ok(())
     }
 
     pub(crate) async fn create_port(&self, caller: &Caller<'_>, body: &Value) -> Result<Value> {
@@ -553,7 +564,7 @@ impl Network {
         doc.insert("tags".into(), json!([]));
         doc.insert("propagate_uplink_status".into(), json!(false));
         let mut doc = Value::Object(doc);
-        self.apply_binding(&net, &mut doc);
+        self.apply_binding(&net, &mut doc, false).await?;
         if let Err(e) = self.insert(PORT, &doc, net_id).await {
             self.store.ip_delete_port(&id).await?;
             self.store.mac_delete_port(&id).await?;
@@ -728,12 +739,14 @@ impl Network {
         if let Some(v) = body.get("binding:profile") {
             doc["binding:profile"] = if v.is_null() { json!({}) } else { v.clone() };
         }
+        let old_host = str_of(&doc, "binding:host_id").to_string();
         if let Some(v) = body.get("binding:host_id") {
             doc["binding:host_id"] = json!(v.as_str().unwrap_or(""));
         }
         let rebind = body.get("binding:host_id").is_some() || body.get("admin_state_up").is_some() || body.get("fixed_ips").is_some();
         if rebind && !str_of(&doc, "device_owner").starts_with("network:") {
-            self.apply_binding(&net, &mut doc);
+            let same_host = old_host == str_of(&doc, "binding:host_id");
+            self.apply_binding(&net, &mut doc, same_host).await?;
         }
         bump(&mut doc);
         self.save(PORT, &doc).await?;
