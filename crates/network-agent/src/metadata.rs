@@ -428,6 +428,7 @@ mod tests {
             admin_state_up: true,
             dns_name: String::new(),
             extra_dhcp_opts: vec![],
+            status: "ACTIVE".into(),
         }
     }
 
