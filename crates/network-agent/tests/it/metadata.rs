@@ -80,6 +80,9 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
             c.network_agent.polling_interval = 0.1;
             c.compute.metadata_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             c.compute.metadata_proxy_shared_secret = SECRET.into();
+            // The fake driver plugs no tap (the instance's NIC is the veth the test makes once the port exists):
+            // builds do not wait for network-vif-plugged.
+            c.compute_agent.vif_plugging_timeout = 0;
         },
         cloud::StartOptions { volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
     )
