@@ -263,6 +263,9 @@ mod tests {
             admin_state_up: true,
             dns_name: String::new(),
             extra_dhcp_opts: vec![],
+            port_security_enabled: true,
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
         };
         let mut s1 = subnet("s1", "10.1.0.0/24", 4, true);
         s1.dns_nameservers = vec!["192.0.2.53".into(), "192.0.2.54".into()];

@@ -6,7 +6,9 @@
 //!   endpoints of the other hosts on it), and for the port its DHCP server uses on a network with
 //!   [`GetDhcpPort`] / [`ReleaseDhcpPort`] (device owner `network:dhcp`, one per network and host).
 //! * Agents serve [`AGENT_TOPIC`] as server `<host>`; the service fans [`NetworkChanged`] out to them after every
-//!   change of a network, subnet or port. An agent answers it by fetching its host's state again, so a lost
+//!   change of a network, subnet or port, and [`SecurityGroupChanged`] after every change of a security group or
+//!   its rules. The host state carries the security groups of the host's ports (rules, and the member addresses
+//!   of the groups rules name as remote groups). An agent answers it by fetching its host's state again, so a lost
 //!   notification costs only time until the next one or the agent's periodic resync.
 //!
 //! Agents never touch the database. Method names and field names are part of the wire format and must stay stable.
@@ -82,6 +84,52 @@ pub struct PortState {
     /// `dns_name`, empty when unset.
     pub dns_name: String,
     pub extra_dhcp_opts: Vec<DhcpOption>,
+    /// Whether the port is filtered (security groups and anti-spoofing); off when the service does not say.
+    #[serde(default)]
+    pub port_security_enabled: bool,
+    /// The ids of the port's security groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// More addresses (and MACs) the port may send from.
+    #[serde(default)]
+    pub allowed_address_pairs: Vec<AddressPair>,
+}
+
+/// An allowed address pair of a port: an address or prefix, and the MAC it may come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    /// An address or a CIDR.
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+/// One rule of a security group, as the API shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupRuleState {
+    pub id: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: String,
+    /// A name (`tcp`, `icmp`, `ipv6-icmp`, …) or a decimal number; `None` for any protocol.
+    pub protocol: Option<String>,
+    /// The port range, or for ICMP the type (min) and code (max).
+    pub port_range_min: Option<i64>,
+    pub port_range_max: Option<i64>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+}
+
+/// A security group a host needs: one its ports are in, or one their rules name as a remote group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupState {
+    pub id: String,
+    pub stateful: bool,
+    /// Its rules (empty for a group the host needs only as a remote group).
+    pub rules: Vec<SecurityGroupRuleState>,
+    /// For a group some rule names as its remote group: the fixed IPs and allowed address pair addresses
+    /// (addresses or CIDRs) of every port in it, wherever bound.
+    pub members: Vec<String>,
 }
 
 /// Another host with ports on a network: where the network's tunnel reaches them.
@@ -128,6 +176,9 @@ pub struct GetHostState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
     pub networks: Vec<NetworkState>,
+    /// Every security group of the ports bound to the host, and every group their rules name as a remote group.
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupState>,
 }
 
 impl Rpc for GetHostState {
@@ -171,6 +222,18 @@ impl Rpc for NetworkChanged {
     type Reply = ();
 }
 
+/// Fanned out to every agent after a change of security group `security_group_id` or of its rules (changes of
+/// its member ports come as [`NetworkChanged`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecurityGroupChanged {
+    pub security_group_id: String,
+}
+
+impl Rpc for SecurityGroupChanged {
+    const METHOD: &'static str = "security_group_changed";
+    type Reply = ();
+}
+
 /// The device owner's DHCP port id for `host` on a network: upstream's `dhcp<host uuid>-<network id>`, with the
 /// host name itself (device ids are free text).
 pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
@@ -187,6 +250,7 @@ mod tests {
         assert_eq!(GetDhcpPort::METHOD, "get_dhcp_port");
         assert_eq!(ReleaseDhcpPort::METHOD, "release_dhcp_port");
         assert_eq!(NetworkChanged::METHOD, "network_changed");
+        assert_eq!(SecurityGroupChanged::METHOD, "security_group_changed");
         assert_eq!(dhcp_device_id("cn1", "n1"), "dhcp-cn1-n1");
     }
 }
