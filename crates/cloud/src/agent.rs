@@ -130,6 +130,8 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     c.polling_interval = seconds("polling_interval", s.polling_interval)?;
     c.resync_interval = seconds("resync_interval", s.resync_interval)?;
     c.enable_dhcp = s.enable_dhcp;
+    c.enable_security_group = s.enable_security_group;
+    c.nft = s.nft.clone();
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
     c.ip = s.ip.clone();

@@ -506,6 +506,11 @@ pub struct NetworkAgentSection {
     pub resync_interval: f64,
     /// Serve DHCP for this host's networks.
     pub enable_dhcp: bool,
+    /// Enforce security groups and anti-spoofing on this host's ports with nftables (upstream's
+    /// `[securitygroup] enable_security_group`).
+    pub enable_security_group: bool,
+    /// The `nft` command (nftables).
+    pub nft: PathBuf,
     /// The domain of instances' host names (upstream's `dns_domain`).
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
@@ -527,6 +532,8 @@ impl Default for NetworkAgentSection {
             polling_interval: 2.0,
             resync_interval: 60.0,
             enable_dhcp: true,
+            enable_security_group: true,
+            nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),

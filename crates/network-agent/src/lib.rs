@@ -10,12 +10,15 @@
 //!   `tap<port id[:11]>` as bridge ports, and DHCP;
 //! * [`dhcp`] — dnsmasq's files and process for one network, run in the namespace `qdhcp-<network id>` behind a
 //!   veth pair (`tap<dhcp port[:11]>` on the bridge, `ns-<dhcp port[:11]>` inside);
+//! * [`firewall`] — security groups and anti-spoofing per bound port in nftables (a `bridge` table that marks
+//!   frames by port, a stateful `inet` table under `br_netfilter` that filters by the marks);
 //! * [`netlink`] — links, addresses and forwarding entries over rtnetlink, in any namespace.
 //!
 //! The agent never touches a database.
 
 pub mod agent;
 pub mod dhcp;
+pub mod firewall;
 pub mod namespace;
 pub mod netlink;
 pub mod reconcile;
@@ -68,6 +71,11 @@ pub struct AgentConfig {
     pub resync_interval: Duration,
     /// Serve DHCP for the networks of this host.
     pub enable_dhcp: bool,
+    /// Enforce security groups and anti-spoofing on the bound ports (upstream's
+    /// `[securitygroup] enable_security_group`).
+    pub enable_security_group: bool,
+    /// The `nft` command (nftables).
+    pub nft: PathBuf,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
     pub ip: PathBuf,
@@ -88,6 +96,8 @@ impl AgentConfig {
             polling_interval: Duration::from_secs(2),
             resync_interval: Duration::from_secs(60),
             enable_dhcp: true,
+            enable_security_group: true,
+            nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),

@@ -3,8 +3,9 @@
 //! at the devices and namespaces that exist, not at a memory of what it made.
 //!
 //! Per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
-//! taps, then DHCP. Routers, security groups and metadata are further steps of the same pass, each owning its own
-//! names (`qrouter-…` namespaces, nftables tables) and its own orphan sweep.
+//! taps, then DHCP; then the security groups of all bound ports (`firewall`: its own nftables tables, rendered
+//! whole from the state, so ports gone lose their rules). Routers and metadata are further steps of the same pass,
+//! each owning its own names (`qrouter-…` namespaces, nftables tables) and its own orphan sweep.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -17,6 +18,7 @@ use network_rpc::{DHCP_OWNER, GetDhcpPort, HostState, NetworkState, PLUGIN_TOPIC
 use crate::{
     AgentConfig, Error, bridge_name,
     dhcp::{self, DhcpFiles},
+    firewall::Firewall,
     namespace,
     netlink::{Link, Netlink, parse_mac},
     ns_device_name, tap_name, vxlan_name,
@@ -31,6 +33,8 @@ pub struct Outcome {
     pub taps: usize,
     /// Networks with DHCP running.
     pub dhcp: usize,
+    /// Ports filtered by security groups.
+    pub filtered: usize,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -41,6 +45,7 @@ pub struct Reconciler {
     config: AgentConfig,
     bus: Bus,
     nl: Netlink,
+    firewall: Firewall,
 }
 
 impl Reconciler {
@@ -48,7 +53,8 @@ impl Reconciler {
         let nl = Netlink::open(config.host_namespace.as_deref()).await?;
         std::fs::create_dir_all(config.state_dir.join("dhcp"))
             .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
-        Ok(Reconciler { config, bus, nl })
+        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone());
+        Ok(Reconciler { config, bus, nl, firewall })
     }
 
     pub fn netlink(&self) -> &Netlink {
@@ -78,6 +84,12 @@ impl Reconciler {
                 Ok(()) => out.networks += 1,
                 Err(e) => out.errors.push(format!("network {}: {e}", net.id)),
             }
+        }
+        // security groups: the ports' filters, after their taps joined the bridges; everything else goes
+        let firewall = if self.config.enable_security_group { state } else { &HostState::default() };
+        match self.firewall.apply(firewall, &self.config.host).await {
+            Ok(n) => out.filtered = n,
+            Err(e) => out.errors.push(format!("security groups: {e}")),
         }
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
@@ -253,7 +265,8 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Removes everything this agent made: DHCP namespaces with its prefix, its bridges and VXLAN devices.
+    /// Removes everything this agent made: DHCP namespaces with its prefix, its bridges and VXLAN devices, its
+    /// nftables tables.
     pub async fn teardown(&self) -> Result<Outcome, Error> {
         self.apply(&HostState::default()).await
     }

@@ -12,6 +12,8 @@ use std::{
 use serde_json::json;
 use test_utils::TestCloud;
 
+mod security_groups;
+
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip runs");
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));

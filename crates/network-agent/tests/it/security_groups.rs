@@ -1,0 +1,188 @@
+//! Security groups on real nftables: "instances" are test namespaces behind veth pairs whose host ends are named
+//! as the ports' taps, in the agent's namespace, with the ports' MACs and fixed IPs; traffic between them is ping.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::{Value, json};
+use test_utils::TestCloud;
+
+use super::{Namespaces, can_run, ip, wait_for};
+
+fn nft_ruleset(ns: &str) -> String {
+    let out = Command::new("ip").args(["netns", "exec", ns, "nft", "list", "ruleset"]).output().expect("nft runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One ping from `from` (optionally with source address `src`) to `to`: whether it was answered.
+fn ping(from: &str, src: Option<&str>, to: &str) -> bool {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", from, "busybox", "ping", "-c", "1", "-W", "1"]);
+    if let Some(src) = src {
+        c.args(["-I", src]);
+    }
+    c.arg(to).output().is_ok_and(|o| o.status.success())
+}
+
+/// Whether `from` reaches `to` within a few seconds (rules take a pass to arrive).
+async fn reaches(from: &str, src: Option<&str>, to: &str) -> bool {
+    for _ in 0..10 {
+        if ping(from, src, to) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+struct Instance {
+    port_id: String,
+    ip: String,
+    ns: String,
+}
+
+async fn instance(
+    cloud: &TestCloud,
+    spaces: &Namespaces,
+    host_ns: &str,
+    net_id: &str,
+    host: &str,
+    name: &str,
+    groups: &[&str],
+) -> Instance {
+    let r = cloud
+        .admin
+        .post(
+            "/networking/v2.0/ports",
+            &json!({"port": {"network_id": net_id, "binding:host_id": host, "device_owner": "compute:nova", "security_groups": groups}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let port = r.json()["port"].clone();
+    let port_id = port["id"].as_str().unwrap().to_string();
+    let ip_address = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+    let ns = spaces.add(name);
+    let tap = format!("tap{}", &port_id[..11]);
+    ip(&["-n", host_ns, "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+    ip(&["-n", &ns, "link", "set", "eth0", "address", port["mac_address"].as_str().unwrap(), "up"]);
+    ip(&["-n", &ns, "addr", "add", &format!("{ip_address}/24"), "dev", "eth0"]);
+    Instance { port_id, ip: ip_address, ns }
+}
+
+async fn put(client: &test_utils::Client, path: &str, body: Value) -> test_utils::Response {
+    client.request(reqwest::Method::PUT, path, Some(&body), &[]).await
+}
+
+async fn group(cloud: &TestCloud, name: &str) -> String {
+    let r = cloud.admin.post("/networking/v2.0/security-groups", &json!({"security_group": {"name": name}})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["security_group"]["id"].as_str().unwrap().to_string()
+}
+
+async fn add_rule(cloud: &TestCloud, rule: Value) -> String {
+    let r = cloud.admin.post("/networking/v2.0/security-group-rules", &json!({"security_group_rule": rule})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["security_group_rule"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_with_their_ports() {
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let host_ns = spaces.add("host");
+    let host = format!("sghost-{tag}");
+    let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
+    let cloud = TestCloud::start_with_options(
+        move |c| {
+            c.network_agent.host = Some(h);
+            c.network_agent.host_namespace = Some(hn);
+            c.network_agent.namespace_prefix = prefix;
+            c.network_agent.polling_interval = 0.1;
+            c.network_agent.enable_dhcp = false;
+        },
+        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+    )
+    .await;
+    let admin = &cloud.admin;
+    let r = admin.post("/networking/v2.0/networks", &json!({"network": {"name": "sg-net"}})).await;
+    let net_id = r.json()["network"]["id"].as_str().unwrap().to_string();
+    let r = admin
+        .post(
+            "/networking/v2.0/subnets",
+            &json!({"subnet": {"network_id": net_id, "cidr": "10.81.0.0/24", "ip_version": 4, "enable_dhcp": false}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // groups made by the API allow all egress and no ingress
+    let (web, clients, others) = (group(&cloud, "web").await, group(&cloud, "clients").await, group(&cloud, "others").await);
+    let server = instance(&cloud, &spaces, &host_ns, &net_id, &host, "server", &[&web]).await;
+    let member = instance(&cloud, &spaces, &host_ns, &net_id, &host, "member", &[&clients]).await;
+    let outsider = instance(&cloud, &spaces, &host_ns, &net_id, &host, "outsider", &[&others]).await;
+    let taps: Vec<String> = [&server, &member, &outsider].iter().map(|i| format!("tap{}", &i.port_id[..11])).collect();
+    wait_for("the ports' filters", Duration::from_secs(15), || {
+        let rules = nft_ruleset(&host_ns);
+        taps.iter().all(|t| rules.contains(&format!("chain {t}-ingress")))
+    })
+    .await;
+
+    // no ingress rule: nobody reaches the server
+    assert!(!ping(&member.ns, None, &server.ip), "a group without ingress rules lets ping in");
+
+    // a rule for the clients group admits its members only
+    add_rule(
+        &cloud,
+        json!({"security_group_id": web, "direction": "ingress", "ethertype": "IPv4", "protocol": "icmp", "remote_group_id": clients}),
+    )
+    .await;
+    // (the replies reach the member, whose group has no ingress rule, as established traffic)
+    assert!(reaches(&member.ns, None, &server.ip).await, "a remote group member is let in: {}", nft_ruleset(&host_ns));
+    assert!(!ping(&outsider.ns, None, &server.ip), "a non-member is let in");
+
+    // a rule for the subnet admits the outsider, but not from an address that is not its own
+    let subnet_rule = add_rule(
+        &cloud,
+        json!({"security_group_id": web, "direction": "ingress", "ethertype": "IPv4", "protocol": "icmp", "remote_ip_prefix": "10.81.0.0/24"}),
+    )
+    .await;
+    assert!(reaches(&outsider.ns, None, &server.ip).await, "a prefix rule lets the outsider in");
+    let spoofed = "10.81.0.250";
+    ip(&["-n", &outsider.ns, "addr", "add", &format!("{spoofed}/24"), "dev", "eth0"]);
+    assert!(!ping(&outsider.ns, Some(spoofed), &server.ip), "a spoofed source address gets through");
+    // ... unless it is an allowed address pair of the port
+    let r = put(
+        admin,
+        &format!("/networking/v2.0/ports/{}", outsider.port_id),
+        json!({"port": {"allowed_address_pairs": [{"ip_address": spoofed}]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(reaches(&outsider.ns, Some(spoofed), &server.ip).await, "an allowed address pair is let out");
+
+    // without the prefix rule the outsider is out again; without port security on the server, it is in
+    let r = admin.delete(&format!("/networking/v2.0/security-group-rules/{subnet_rule}")).await;
+    assert_eq!(r.status, 204);
+    wait_for("the rule to go", Duration::from_secs(15), || !nft_ruleset(&host_ns).contains("ip saddr 10.81.0.0/24")).await;
+    assert!(!ping(&outsider.ns, None, &server.ip), "a deleted rule still lets the outsider in");
+    let r = put(
+        admin,
+        &format!("/networking/v2.0/ports/{}", server.port_id),
+        json!({"port": {"port_security_enabled": false, "security_groups": []}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(reaches(&outsider.ns, None, &server.ip).await, "port security off lets everything in");
+    assert!(!nft_ruleset(&host_ns).contains(&format!("{}-ingress", taps[0])), "an unfiltered port keeps chains");
+
+    // a deleted port's rules go; the last port's, the tables
+    let r = admin.delete(&format!("/networking/v2.0/ports/{}", member.port_id)).await;
+    assert_eq!(r.status, 204);
+    wait_for("the member's chains to go", Duration::from_secs(15), || !nft_ruleset(&host_ns).contains(&taps[1])).await;
+    assert!(nft_ruleset(&host_ns).contains(&format!("chain {}-ingress", taps[2])));
+    let r = admin.delete(&format!("/networking/v2.0/ports/{}", outsider.port_id)).await;
+    assert_eq!(r.status, 204);
+    wait_for("the tables to go", Duration::from_secs(15), || !nft_ruleset(&host_ns).contains("stratus-sg")).await;
+    cloud.shutdown().await;
+}
