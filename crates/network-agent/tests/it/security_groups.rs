@@ -94,7 +94,7 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     let host_ns = spaces.add("host");
     let host = format!("sghost-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
-    let cloud = TestCloud::start_with_options(
+    let mut cloud = TestCloud::start_with_options(
         move |c| {
             c.network_agent.host = Some(h);
             c.network_agent.host_namespace = Some(hn);
@@ -140,6 +140,26 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     // (the replies reach the member, whose group has no ingress rule, as established traffic)
     assert!(reaches(&member.ns, None, &server.ip).await, "a remote group member is let in: {}", nft_ruleset(&host_ns));
     assert!(!ping(&outsider.ns, None, &server.ip), "a non-member is let in");
+
+    // a restarted agent replaces the tables in one transaction: a running flow, whose replies come in as
+    // established traffic only, loses nothing
+    let before = nft_ruleset(&host_ns);
+    let flow = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &member.ns, "busybox", "ping", "-c", "20", "-i", "0.1", &server.ip])
+        .kill_on_drop(true)
+        .output();
+    let flow = tokio::spawn(flow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cloud.running.network_agent.take().unwrap().stop().await;
+    let config = cloud::agent::network_agent_config(&cloud.running.cloud.config).unwrap();
+    let agent = network_agent::Agent::start(config, cloud.running.cloud.bus.clone()).await.unwrap();
+    let mut passes = agent.passes();
+    tokio::time::timeout(Duration::from_secs(15), passes.wait_for(|n| *n > 0)).await.expect("a pass").unwrap();
+    cloud.running.network_agent = Some(agent);
+    let flow = tokio::time::timeout(Duration::from_secs(15), flow).await.expect("ping ends").unwrap().unwrap();
+    let report = String::from_utf8_lossy(&flow.stdout);
+    assert!(report.contains("20 packets received"), "{report}");
+    assert_eq!(nft_ruleset(&host_ns), before, "the restarted agent converges on the same ruleset");
 
     // a rule for the subnet admits the outsider, but not from an address that is not its own
     let subnet_rule = add_rule(
