@@ -4,8 +4,9 @@
 //! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]) and `cargo xtask bench
 //! placement` (allocation candidates latency and allocation write throughput; see [`placement`]) and `cargo xtask
 //! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]) and `cargo xtask bench
-//! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]) and `cargo xtask bench vm`
-//! (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
+//! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]) and `cargo xtask
+//! bench security-groups` (rule and member changes of a group shared by 500 ports, to nftables; see
+//! [`security_groups`]) and `cargo xtask bench vm` (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
 //! from Debian packages (see [`vm_image`]).
 
 mod compute;
@@ -14,6 +15,7 @@ mod image;
 mod network;
 mod object;
 mod placement;
+mod security_groups;
 mod vm;
 mod vm_image;
 
@@ -70,6 +72,8 @@ enum Suite {
     Object(object::Args),
     /// Port create/delete at 1 and 4 clients; a /16 filled with 10,000 ports (rate per 1,000, no duplicates).
     Network(network::Args),
+    /// A security group shared by 500 ports of one host: rule and member changes until nftables has them (root).
+    SecurityGroups(security_groups::Args),
     /// Real VMs with the qemu driver: API → ACTIVE and API → boot marker, against a bare QEMU launch.
     Vm(vm::Args),
 }
@@ -101,6 +105,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Network(args)),
             ..
         } => network::run(args),
+        Task::Bench {
+            suite: Some(Suite::SecurityGroups(args)),
+            ..
+        } => security_groups::run(args),
         Task::Bench {
             suite: Some(Suite::Vm(args)),
             ..

@@ -27,8 +27,9 @@
 //! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic.
 //!
 //! # Applying
-//! Each pass renders the whole ruleset from the host state. Nothing runs when it equals the last one applied (and
-//! the tables are there). When only the contents of chains or sets differ — a rule added to a group shared by many
+//! Each pass renders the whole ruleset from the host state. Nothing runs when it equals the last one applied (the
+//! tables' presence is checked at start and then at most every resync interval: listing them costs as much as an
+//! update). When only the contents of chains or sets differ — a rule added to a group shared by many
 //! ports, a member joining a remote group — one `nft -f` transaction flushes and refills just those; otherwise the
 //! two tables are deleted and made again in one transaction, which is also how orphans of ports gone disappear and
 //! how a restarted agent converges. Security groups are treated as stateful (`stateful = false` is not honoured).
@@ -39,6 +40,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::Stdio,
+    time::{Duration, Instant},
 };
 
 use network_rpc::{DHCP_OWNER, HostState, PortState, SecurityGroupRuleState, SecurityGroupState};
@@ -455,12 +457,23 @@ pub struct Firewall {
     nft: PathBuf,
     ip: PathBuf,
     namespace: Option<String>,
-    applied: Mutex<Option<Ruleset>>,
+    verify_every: Duration,
+    applied: Mutex<Applied>,
+}
+
+/// What the last pass left in the kernel, as far as this process knows.
+#[derive(Default)]
+struct Applied {
+    ruleset: Option<Ruleset>,
+    /// When the tables' presence was last checked (listing them costs as much as a small update with big tables).
+    checked: Option<Instant>,
 }
 
 impl Firewall {
-    pub fn new(nft: PathBuf, ip: PathBuf, namespace: Option<String>) -> Firewall {
-        Firewall { nft, ip, namespace, applied: Mutex::new(None) }
+    /// A firewall running `nft` (through `ip netns exec` in `namespace`, if given), which trusts its memory of what
+    /// it applied and checks that its tables are still there at least every `verify_every`.
+    pub fn new(nft: PathBuf, ip: PathBuf, namespace: Option<String>, verify_every: Duration) -> Firewall {
+        Firewall { nft, ip, namespace, verify_every, applied: Mutex::new(Applied::default()) }
     }
 
     /// Makes the host's tables match `state`; returns the number of ports filtered.
@@ -472,13 +485,33 @@ impl Firewall {
     /// Applies a rendered ruleset (see the module's notes).
     pub async fn apply_ruleset(&self, new: Ruleset) -> Result<usize, Error> {
         let mut applied = self.applied.lock().await;
-        let present = self.tables_present().await?;
-        let script = match applied.as_ref() {
-            Some(old) if *old == new && present != new.is_empty() => return Ok(new.ports),
-            Some(old) if present => new.update_script(old).unwrap_or_else(|| new.replace_script()),
-            // nothing to remove and nothing there
-            _ if new.is_empty() && !present => {
-                *applied = Some(new);
+        let due = applied.checked.is_none_or(|t| t.elapsed() >= self.verify_every);
+        let present = if due {
+            let present = match self.tables_present().await {
+                Ok(p) => p,
+                // without nft there are no tables to remove
+                Err(e) if new.is_empty() => {
+                    tracing::debug!(error = %e, "cannot list nftables tables");
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+            applied.checked = Some(Instant::now());
+            Some(present)
+        } else {
+            None
+        };
+        // whether the kernel holds what this process last applied
+        let intact = match (&applied.ruleset, present) {
+            (Some(old), Some(present)) => present != old.is_empty(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let script = match &applied.ruleset {
+            Some(old) if intact && *old == new => return Ok(new.ports),
+            Some(old) if intact => new.update_script(old).unwrap_or_else(|| new.replace_script()),
+            _ if new.is_empty() && present == Some(false) => {
+                applied.ruleset = Some(new);
                 return Ok(0);
             }
             _ => new.replace_script(),
@@ -486,10 +519,10 @@ impl Firewall {
         if !new.is_empty() {
             self.enable_bridge_netfilter()?;
         }
-        *applied = None;
+        applied.ruleset = None;
         self.nft(&script).await?;
         let ports = new.ports;
-        *applied = Some(new);
+        applied.ruleset = Some(new);
         Ok(ports)
     }
 

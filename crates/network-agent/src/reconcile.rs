@@ -53,7 +53,7 @@ impl Reconciler {
         let nl = Netlink::open(config.host_namespace.as_deref()).await?;
         std::fs::create_dir_all(config.state_dir.join("dhcp"))
             .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
-        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone());
+        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone(), config.resync_interval);
         Ok(Reconciler { config, bus, nl, firewall })
     }
 
