@@ -16,15 +16,18 @@
 //!   ARP claiming other addresses (DHCP discovery from `0.0.0.0` and IPv6 duplicate address detection from `::`
 //!   excepted). Hook forward: a frame to a filtered port sets the mark's high 16 bits to that port's index.
 //! * `inet stratus-sg`: base chain `egress` (forward, priority -1) sends marked packets from a port to
-//!   `<tap>-egress`: DHCP and neighbour discovery out are always allowed, DHCP and router advertisement servers
-//!   never, established and related traffic is, and otherwise the port's groups' egress chains `sg-<id>-egress`
-//!   decide (no match: drop). Base chain `ingress` (forward, priority 0) does the same towards a port with
-//!   `<tap>-ingress`: DHCP replies, router advertisements and neighbour discovery always come in, established and
-//!   related traffic too, the rest only as the groups' ingress chains allow. Remote groups are sets
+//!   `<tap>-egress`, which jumps to `port-egress` (shared by all ports: DHCP and neighbour discovery out are always
+//!   allowed, DHCP and router advertisement servers never, established and related traffic is) and then to the
+//!   port's groups' egress chains `sg-<id>-egress` (no match: drop). Base chain `ingress` (forward, priority 0)
+//!   does the same towards a port with `<tap>-ingress` and `port-ingress`: DHCP replies, router advertisements
+//!   and neighbour discovery always come in, established and related traffic too, the rest only as the groups'
+//!   ingress chains allow. Remote groups are sets
 //!   (`sg-<id>-v4` / `sg-<id>-v6`) of their members' addresses, shared by every rule and port that names them.
 //!
 //! A port with `port_security_enabled = false` gets none of it, nor do the network's own ports (`network:*`).
-//! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic.
+//! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic. All
+//! ports share conntrack zone 0 (upstream gives each network its own zone): two networks on one host with the same
+//! addresses could see each other's flows as established.
 //!
 //! # Applying
 //! Each pass renders the whole ruleset from the host state. Nothing runs when it equals the last one applied (the
@@ -224,30 +227,35 @@ pub fn render(state: &HostState, host: &str) -> Ruleset {
         let jumps = |direction: &str| -> Vec<String> {
             p.security_groups.iter().filter(|g| used.contains(g.as_str())).map(|g| format!("jump sg-{g}-{direction}")).collect()
         };
-        let mut egress = vec![
-            "meta nfproto ipv4 udp sport 68 udp dport 67 accept".to_string(),
-            "meta nfproto ipv6 udp sport 546 udp dport 547 accept".into(),
-            "meta nfproto ipv4 udp sport 67 udp dport 68 drop".into(),
-            "meta nfproto ipv6 udp sport 547 udp dport 546 drop".into(),
-            "icmpv6 type nd-router-advert drop".into(),
-            "icmpv6 type { mld-listener-report, mld2-listener-report, nd-neighbor-solicit, nd-neighbor-advert } accept".into(),
-            "ct state established,related accept".into(),
-            "ct state invalid drop".into(),
-        ];
+        let mut egress = vec!["jump port-egress".to_string()];
         egress.extend(jumps("egress"));
         egress.push("drop".into());
         rs.inet.chains.insert(format!("{tap}-egress"), Chain { base: None, rules: egress });
-        let mut ingress = vec![
-            "meta nfproto ipv4 udp sport 67 udp dport 68 accept".to_string(),
-            "meta nfproto ipv6 udp sport 547 udp dport 546 accept".into(),
-            "icmpv6 type { mld-listener-query, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept".into(),
-            "ct state established,related accept".into(),
-            "ct state invalid drop".into(),
-        ];
+        let mut ingress = vec!["jump port-ingress".to_string()];
         ingress.extend(jumps("ingress"));
         ingress.push("drop".into());
         rs.inet.chains.insert(format!("{tap}-ingress"), Chain { base: None, rules: ingress });
     }
+    // what every filtered port may always send and receive, or never send (one copy, jumped to by all)
+    let port_egress = [
+        "meta nfproto ipv4 udp sport 68 udp dport 67 accept",
+        "meta nfproto ipv6 udp sport 546 udp dport 547 accept",
+        "meta nfproto ipv4 udp sport 67 udp dport 68 drop",
+        "meta nfproto ipv6 udp sport 547 udp dport 546 drop",
+        "icmpv6 type nd-router-advert drop",
+        "icmpv6 type { mld-listener-report, mld2-listener-report, nd-neighbor-solicit, nd-neighbor-advert } accept",
+        "ct state established,related accept",
+        "ct state invalid drop",
+    ];
+    rs.inet.chains.insert("port-egress".into(), Chain { base: None, rules: port_egress.map(String::from).to_vec() });
+    let port_ingress = [
+        "meta nfproto ipv4 udp sport 67 udp dport 68 accept",
+        "meta nfproto ipv6 udp sport 547 udp dport 546 accept",
+        "icmpv6 type { mld-listener-query, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
+        "ct state established,related accept",
+        "ct state invalid drop",
+    ];
+    rs.inet.chains.insert("port-ingress".into(), Chain { base: None, rules: port_ingress.map(String::from).to_vec() });
     let base = |header: &'static str, rule: String| Chain { base: Some(header), rules: vec![rule] };
     rs.bridge.chains.insert(
         "prerouting".into(),
