@@ -4,7 +4,8 @@
 //!
 //! * the agent's firewall alone, in one namespace, on a synthetic host state (every port in one group whose
 //!   ingress rule names the group itself, as `default` does): render, the first (full) apply, a pass with nothing
-//!   to do, a rule added to the group, a member joining it, and a full replacement for comparison;
+//!   to do, a rule added to the group, a member joining it, a port coming or going, and a full replacement for
+//!   comparison;
 //! * end to end, with the network service and agent as `stratus up` assembles them (SQLite, in-process bus, the
 //!   agent's devices in a namespace): the ports are created over HTTP, then each rule is timed from the API call
 //!   until `nft` lists it in the group's chain, and a member from the API call until it is in the group's set.
@@ -192,6 +193,15 @@ async fn firewall_only(args: &Args) -> Result<()> {
     }
     row("firewall: member joins the group (one set refilled)", &mut times);
     let mut times = Vec::new();
+    for i in 1..=args.updates {
+        // a port comes (its chains, the maps' elements, the group's set), then goes again
+        let state = synthetic(args.ports + i % 2, args.updates, args.updates);
+        let t = Instant::now();
+        fw.apply(&state, "bench-host").await.map_err(|e| anyhow!("{e}"))?;
+        times.push(ms(t));
+    }
+    row("firewall: port added or removed (its chains, map elements)", &mut times);
+    let mut times = Vec::new();
     for _ in 0..args.updates.min(5) {
         let fresh = Firewall::new("nft".into(), "ip".into(), Some(ns.0.clone()), Duration::from_secs(60));
         let t = Instant::now();
@@ -243,14 +253,18 @@ async fn measure(running: &cloud::RunningCloud, ns: &str, args: &Args) -> Result
     let r = admin.post("/networking/v2.0/networks", &json!({"network": {"name": "sg-bench"}})).await;
     let net = r.json()["network"]["id"].as_str().with_context(|| format!("network create: {}", r.text))?.to_string();
     let r = admin
-        .post("/networking/v2.0/subnets", &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.92.0.0/20", "enable_dhcp": false}}))
+        .post(
+            "/networking/v2.0/subnets",
+            &json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.92.0.0/20", "enable_dhcp": false}}),
+        )
         .await;
     if r.status != StatusCode::CREATED {
         bail!("subnet create answered {}: {}", r.status, r.text);
     }
     let r = admin.post("/networking/v2.0/security-groups", &json!({"security_group": {"name": "shared"}})).await;
     let group = r.json()["security_group"]["id"].as_str().with_context(|| format!("group create: {}", r.text))?.to_string();
-    let rule = json!({"security_group_rule": {"security_group_id": group, "direction": "ingress", "ethertype": "IPv4", "remote_group_id": group}});
+    let rule =
+        json!({"security_group_rule": {"security_group_id": group, "direction": "ingress", "ethertype": "IPv4", "remote_group_id": group}});
     let r = admin.post("/networking/v2.0/security-group-rules", &rule).await;
     if r.status != StatusCode::CREATED {
         bail!("rule create answered {}: {}", r.status, r.text);
@@ -279,9 +293,12 @@ async fn measure(running: &cloud::RunningCloud, ns: &str, args: &Args) -> Result
     }
     let created = ms(started);
     let want = args.ports;
-    wait_for("every port's filter", || nft_list(ns, &["chain", "inet", "stratus-sg", "egress"]).matches(" : goto ").count() == want)
+    wait_for("every port's filter", || nft_list(ns, &["map", "inet", "stratus-sg", "egress-ports"]).matches(" : goto ").count() == want)
         .await?;
-    println!("| end to end: {want} ports created over HTTP (4 clients), then all filtered | 1 | {:.0} | {created:.0} (created) |", ms(started));
+    println!(
+        "| end to end: {want} ports created over HTTP (4 clients), then all filtered | 1 | {:.0} | {created:.0} (created) |",
+        ms(started)
+    );
 
     let chain = format!("sg-{group}-ingress");
     let mut times = Vec::new();

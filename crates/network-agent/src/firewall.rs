@@ -10,19 +10,20 @@
 //! no `physdev` match. So the `bridge` table, which does see the ports, marks each frame with the ports it comes
 //! from and goes to, and the stateful `inet` table filters by those marks:
 //!
-//! * `bridge stratus-sg`, hook prerouting: a frame from a filtered port's tap jumps to `<tap>-spoof`, which sets
-//!   the packet mark's low 16 bits to the port's index and drops what the port may not send: other source MACs,
-//!   IPv4/IPv6 sources other than its fixed IPs, allowed address pairs (with their MACs) and its link-local address,
-//!   ARP claiming other addresses (DHCP discovery from `0.0.0.0` and IPv6 duplicate address detection from `::`
-//!   excepted). Hook forward: a frame to a filtered port sets the mark's high 16 bits to that port's index.
-//! * `inet stratus-sg`: base chain `egress` (forward, priority -1) sends marked packets from a port to
-//!   `<tap>-egress`, which jumps to `port-egress` (shared by all ports: DHCP and neighbour discovery out are always
-//!   allowed, DHCP and router advertisement servers never, established and related traffic is) and then to the
-//!   port's groups' egress chains `sg-<id>-egress` (no match: drop). Base chain `ingress` (forward, priority 0)
-//!   does the same towards a port with `<tap>-ingress` and `port-ingress`: DHCP replies, router advertisements
-//!   and neighbour discovery always come in, established and related traffic too, the rest only as the groups'
-//!   ingress chains allow. Remote groups are sets
-//!   (`sg-<id>-v4` / `sg-<id>-v6`) of their members' addresses, shared by every rule and port that names them.
+//! * `bridge stratus-sg`, hook prerouting: a frame from a filtered port's tap goes (verdict map `from-port`, by
+//!   interface name) to `<tap>-spoof`, which sets the packet mark's low 16 bits to the port's index and drops what
+//!   the port may not send: other source MACs, IPv4/IPv6 sources other than its fixed IPs, allowed address pairs
+//!   (with their MACs) and its link-local address, ARP claiming other addresses (DHCP discovery from `0.0.0.0` and
+//!   IPv6 duplicate address detection from `::` excepted). Hook forward: a frame to a filtered port (map
+//!   `to-port`) gets that port's index in the mark's high 16 bits.
+//! * `inet stratus-sg`: base chain `egress` (forward, priority -1) sends packets from a port (map `egress-ports`,
+//!   by the mark's low half) to `<tap>-egress`, which jumps to `port-egress` (shared by all ports: DHCP and
+//!   neighbour discovery out are always allowed, DHCP and router advertisement servers never, established and
+//!   related traffic is) and then to the port's groups' egress chains `sg-<id>-egress` (no match: drop). Base
+//!   chain `ingress` (forward, priority 0) does the same towards a port (map `ingress-ports`) with
+//!   `<tap>-ingress` and `port-ingress`: DHCP replies, router advertisements and neighbour discovery always come
+//!   in, established and related traffic too, the rest only as the groups' ingress chains allow. Remote groups are
+//!   sets (`sg-<id>-v4` / `sg-<id>-v6`) of their members' addresses, shared by every rule and port that names them.
 //!
 //! A port with `port_security_enabled = false` gets none of it, nor do the network's own ports (`network:*`).
 //! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic. All
@@ -30,12 +31,14 @@
 //! addresses could see each other's flows as established.
 //!
 //! # Applying
-//! Each pass renders the whole ruleset from the host state. Nothing runs when it equals the last one applied (the
-//! tables' presence is checked at start and then at most every resync interval: listing them costs as much as an
-//! update). When only the contents of chains or sets differ — a rule added to a group shared by many
-//! ports, a member joining a remote group — one `nft -f` transaction flushes and refills just those; otherwise the
-//! two tables are deleted and made again in one transaction, which is also how orphans of ports gone disappear and
-//! how a restarted agent converges. Security groups are treated as stateful (`stateful = false` is not honoured).
+//! Each pass renders the whole ruleset from the host state; a port keeps its index from pass to pass (a new one
+//! takes the lowest free). Nothing runs when the ruleset equals the last one applied (the tables' presence is
+//! checked at start and then at most every resync interval: listing them costs as much as an update). Otherwise one
+//! `nft -f` transaction makes, refills or deletes just the chains, sets and maps that differ: a rule added to a
+//! group shared by many ports refills one chain, a member joining a remote group one set, a port coming or going
+//! adds or deletes its chains and refills the four maps. The first pass of a process (or one that finds the tables
+//! gone) deletes both tables and makes them again in one transaction, which is how a restarted agent converges and
+//! how a crash's orphans go. Security groups are treated as stateful (`stateful = false` is not honoured).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -64,9 +67,11 @@ struct Chain {
     rules: Vec<String>,
 }
 
-/// A set: its declaration and elements.
+/// A set or (verdict) map: its declaration and elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Set {
+    /// `set` or `map`.
+    kind: &'static str,
     decl: &'static str,
     elements: Vec<String>,
 }
@@ -78,12 +83,10 @@ struct Table {
 }
 
 impl Table {
-    /// The same chains (and base chains) and sets: only their contents may differ.
-    fn same_shape(&self, other: &Table) -> bool {
-        self.chains.len() == other.chains.len()
-            && self.sets.len() == other.sets.len()
-            && self.chains.iter().zip(&other.chains).all(|((a, x), (b, y))| a == b && x.base == y.base)
-            && self.sets.iter().zip(&other.sets).all(|((a, x), (b, y))| a == b && x.decl == y.decl)
+    /// Base chains and set declarations alike (regular chains and sets may come and go).
+    fn compatible(&self, other: &Table) -> bool {
+        let bases = |t: &Table| t.chains.iter().filter(|(_, c)| c.base.is_some()).map(|(n, c)| (n.clone(), c.base)).collect::<Vec<_>>();
+        bases(self) == bases(other) && self.sets.iter().all(|(n, s)| other.sets.get(n).is_none_or(|o| o.kind == s.kind && o.decl == s.decl))
     }
 }
 
@@ -92,6 +95,9 @@ impl Table {
 pub struct Ruleset {
     bridge: Table,
     inet: Table,
+    /// The ports filtered, by tap, with their index in the packet mark (kept from pass to pass, so that a port
+    /// coming or going changes only its own chains and the maps' elements).
+    indexes: BTreeMap<String, u32>,
     /// The ports filtered.
     pub ports: usize,
 }
@@ -115,7 +121,7 @@ impl Ruleset {
             }
             let _ = writeln!(s, "table {family} {TABLE} {{");
             for (name, set) in &t.sets {
-                let _ = writeln!(s, "  set {name} {{ {} }}", set.decl);
+                let _ = writeln!(s, "  {} {name} {{ {} }}", set.kind, set.decl);
             }
             for (name, chain) in &t.chains {
                 let _ = writeln!(s, "  chain {name} {{");
@@ -137,32 +143,68 @@ impl Ruleset {
         s
     }
 
-    /// The `nft -f` text that turns `old` into this by refilling the chains and sets whose contents differ, when both
-    /// have the same chains and sets; `None` when the tables' shape differs.
+    /// The `nft -f` text that turns `old` into this in one transaction touching only what differs: chains and sets
+    /// made, refilled or deleted, map elements replaced. `None` when base chains or declarations differ (or either
+    /// side has no tables): then only a replacement will do.
     pub fn update_script(&self, old: &Ruleset) -> Option<String> {
         if self.is_empty() || old.is_empty() {
             return None;
         }
+        let pairs = || self.tables().into_iter().zip(old.tables()).map(|((family, new), (_, old))| (family, new, old));
+        if !pairs().all(|(_, new, old)| new.compatible(old)) {
+            return None;
+        }
         let mut s = String::new();
-        for ((family, new), (_, old)) in self.tables().into_iter().zip(old.tables()) {
-            if !new.same_shape(old) {
-                return None;
+        // new chains first (empty), so that maps and jumps may name them; new sets next
+        for (family, new, old) in pairs() {
+            for name in new.chains.keys().filter(|n| !old.chains.contains_key(*n)) {
+                let _ = writeln!(s, "add chain {family} {TABLE} {name}");
             }
+            for (name, set) in new.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
+                let _ = writeln!(s, "add {} {family} {TABLE} {name} {{ {} }}", set.kind, set.decl);
+            }
+        }
+        // sets and maps whose elements differ are refilled (a map no longer names the chains about to go)
+        for (family, new, old) in pairs() {
             for (name, set) in &new.sets {
-                if old.sets.get(name).is_some_and(|o| o.elements != set.elements) {
-                    let _ = writeln!(s, "flush set {family} {TABLE} {name}");
-                    if !set.elements.is_empty() {
-                        let _ = writeln!(s, "add element {family} {TABLE} {name} {{ {} }}", set.elements.join(", "));
-                    }
+                let before = old.sets.get(name);
+                if before.is_some_and(|o| o.elements == set.elements) {
+                    continue;
+                }
+                if before.is_some() {
+                    let _ = writeln!(s, "flush {} {family} {TABLE} {name}", set.kind);
+                }
+                if !set.elements.is_empty() {
+                    let _ = writeln!(s, "add element {family} {TABLE} {name} {{ {} }}", set.elements.join(", "));
                 }
             }
+        }
+        // chains whose rules differ are refilled, new ones filled
+        for (family, new, old) in pairs() {
             for (name, chain) in &new.chains {
-                if old.chains.get(name).is_some_and(|o| o.rules != chain.rules) {
-                    let _ = writeln!(s, "flush chain {family} {TABLE} {name}");
-                    for r in &chain.rules {
-                        let _ = writeln!(s, "add rule {family} {TABLE} {name} {r}");
-                    }
+                let before = old.chains.get(name);
+                if before.is_some_and(|o| o.rules == chain.rules) {
+                    continue;
                 }
+                if before.is_some() {
+                    let _ = writeln!(s, "flush chain {family} {TABLE} {name}");
+                }
+                for r in &chain.rules {
+                    let _ = writeln!(s, "add rule {family} {TABLE} {name} {r}");
+                }
+            }
+        }
+        // chains gone: emptied first (they may jump to each other), then deleted; then sets gone
+        for (family, new, old) in pairs() {
+            let gone: Vec<&String> = old.chains.keys().filter(|n| !new.chains.contains_key(*n)).collect();
+            for name in &gone {
+                let _ = writeln!(s, "flush chain {family} {TABLE} {name}");
+            }
+            for name in &gone {
+                let _ = writeln!(s, "delete chain {family} {TABLE} {name}");
+            }
+            for (name, set) in old.sets.iter().filter(|(n, _)| !new.sets.contains_key(*n)) {
+                let _ = writeln!(s, "delete {} {family} {TABLE} {name}", set.kind);
             }
         }
         Some(s)
@@ -179,8 +221,13 @@ fn plain(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Renders the ruleset `state` asks of `host`.
+/// Renders the ruleset `state` asks of `host`, from scratch.
 pub fn render(state: &HostState, host: &str) -> Ruleset {
+    render_after(state, host, None)
+}
+
+/// Renders the ruleset `state` asks of `host`; ports `previous` filtered keep their index.
+pub fn render_after(state: &HostState, host: &str, previous: Option<&Ruleset>) -> Ruleset {
     let mut ports: Vec<&PortState> = state.networks.iter().flat_map(|n| &n.ports).filter(|p| filtered(p, host) && plain(&p.id)).collect();
     ports.sort_by(|a, b| a.id.cmp(&b.id));
     ports.dedup_by(|a, b| tap_name(&a.id) == tap_name(&b.id));
@@ -209,14 +256,32 @@ pub fn render(state: &HostState, host: &str) -> Ruleset {
     }
     for id in remotes {
         let (v4, v6) = split_prefixes(groups[id].members.iter().map(String::as_str));
-        rs.inet.sets.insert(format!("sg-{id}-v4"), Set { decl: "type ipv4_addr; flags interval; auto-merge;", elements: v4 });
-        rs.inet.sets.insert(format!("sg-{id}-v6"), Set { decl: "type ipv6_addr; flags interval; auto-merge;", elements: v6 });
+        rs.inet.sets.insert(format!("sg-{id}-v4"), Set { kind: "set", decl: "type ipv4_addr; flags interval; auto-merge;", elements: v4 });
+        rs.inet.sets.insert(format!("sg-{id}-v6"), Set { kind: "set", decl: "type ipv6_addr; flags interval; auto-merge;", elements: v6 });
     }
 
+    // indexes: kept from the previous pass, the lowest free one for a new port
+    let taps: Vec<String> = ports.iter().map(|p| tap_name(&p.id)).collect();
+    for tap in &taps {
+        if let Some(i) = previous.and_then(|r| r.indexes.get(tap)) {
+            rs.indexes.insert(tap.clone(), *i);
+        }
+    }
+    let mut taken: BTreeSet<u32> = rs.indexes.values().copied().collect();
+    let mut next = 1;
+    for tap in &taps {
+        if !rs.indexes.contains_key(tap) {
+            while taken.contains(&next) {
+                next += 1;
+            }
+            rs.indexes.insert(tap.clone(), next);
+            taken.insert(next);
+        }
+    }
     let (mut spoof_map, mut to_map, mut egress_map, mut ingress_map) = (vec![], vec![], vec![], vec![]);
-    for (i, p) in ports.iter().enumerate() {
-        let idx = i as u32 + 1;
-        let tap = tap_name(&p.id);
+    for (p, tap) in ports.iter().zip(&taps) {
+        let idx = rs.indexes[tap];
+        let tap = tap.clone();
         spoof_map.push(format!("\"{tap}\" : goto {tap}-spoof"));
         to_map.push(format!("\"{tap}\" : goto {tap}-to"));
         egress_map.push(format!("{idx:#010x} : goto {tap}-egress"));
@@ -256,29 +321,27 @@ pub fn render(state: &HostState, host: &str) -> Ruleset {
         "ct state invalid drop",
     ];
     rs.inet.chains.insert("port-ingress".into(), Chain { base: None, rules: port_ingress.map(String::from).to_vec() });
-    let base = |header: &'static str, rule: String| Chain { base: Some(header), rules: vec![rule] };
-    rs.bridge.chains.insert(
-        "prerouting".into(),
-        base("type filter hook prerouting priority -200; policy accept;", format!("iifname vmap {{ {} }}", spoof_map.join(", "))),
-    );
-    rs.bridge.chains.insert(
-        "forward".into(),
-        base("type filter hook forward priority -200; policy accept;", format!("oifname vmap {{ {} }}", to_map.join(", "))),
-    );
+    let base = |header: &'static str, rule: &str| Chain { base: Some(header), rules: vec![rule.to_string()] };
+    let map = |decl: &'static str, mut elements: Vec<String>| {
+        elements.sort();
+        Set { kind: "map", decl, elements }
+    };
+    rs.bridge
+        .chains
+        .insert("prerouting".into(), base("type filter hook prerouting priority -200; policy accept;", "iifname vmap @from-port"));
+    rs.bridge.chains.insert("forward".into(), base("type filter hook forward priority -200; policy accept;", "oifname vmap @to-port"));
+    rs.bridge.sets.insert("from-port".into(), map("type ifname : verdict;", spoof_map));
+    rs.bridge.sets.insert("to-port".into(), map("type ifname : verdict;", to_map));
     rs.inet.chains.insert(
         "egress".into(),
-        base(
-            "type filter hook forward priority -1; policy accept;",
-            format!("meta mark and 0x0000ffff vmap {{ {} }}", egress_map.join(", ")),
-        ),
+        base("type filter hook forward priority -1; policy accept;", "meta mark and 0x0000ffff vmap @egress-ports"),
     );
     rs.inet.chains.insert(
         "ingress".into(),
-        base(
-            "type filter hook forward priority 0; policy accept;",
-            format!("meta mark and 0xffff0000 vmap {{ {} }}", ingress_map.join(", ")),
-        ),
+        base("type filter hook forward priority 0; policy accept;", "meta mark and 0xffff0000 vmap @ingress-ports"),
     );
+    rs.inet.sets.insert("egress-ports".into(), map("type mark : verdict;", egress_map));
+    rs.inet.sets.insert("ingress-ports".into(), map("type mark : verdict;", ingress_map));
     rs
 }
 
@@ -486,7 +549,10 @@ impl Firewall {
 
     /// Makes the host's tables match `state`; returns the number of ports filtered.
     pub async fn apply(&self, state: &HostState, host: &str) -> Result<usize, Error> {
-        let new = render(state, host);
+        let new = {
+            let applied = self.applied.lock().await;
+            render_after(state, host, applied.ruleset.as_ref())
+        };
         self.apply_ruleset(new).await
     }
 
@@ -717,14 +783,12 @@ mod tests {
         let rs = render(&state(vec![a, b, open], vec![g1.clone()]), "cn1");
         assert_eq!(rs.ports, 2);
         let script = rs.replace_script();
-        assert!(
-            script.contains(
-                "iifname vmap { \"tapaaaaaaaaaaa\" : goto tapaaaaaaaaaaa-spoof, \"tapbbbbbbbbbbb\" : goto tapbbbbbbbbbbb-spoof }"
-            ),
-            "{script}"
-        );
+        assert!(script.contains("iifname vmap @from-port"), "{script}");
         assert!(script.contains(
-            "meta mark and 0xffff0000 vmap { 0x00010000 : goto tapaaaaaaaaaaa-ingress, 0x00020000 : goto tapbbbbbbbbbbb-ingress }"
+            "add element bridge stratus-sg from-port { \"tapaaaaaaaaaaa\" : goto tapaaaaaaaaaaa-spoof, \"tapbbbbbbbbbbb\" : goto tapbbbbbbbbbbb-spoof }"
+        ));
+        assert!(script.contains(
+            "add element inet stratus-sg ingress-ports { 0x00010000 : goto tapaaaaaaaaaaa-ingress, 0x00020000 : goto tapbbbbbbbbbbb-ingress }"
         ));
         assert!(script.contains("ether saddr fa:16:3e:00:00:01 ether type ip ip saddr { 10.0.0.5 } return"));
         assert!(script.contains("ether saddr fa:16:3e:00:00:99 ether type ip ip saddr { 10.0.1.0/24 } return"));
@@ -755,7 +819,27 @@ mod tests {
         let update = again(g3, base_ports()).update_script(&before).unwrap();
         assert!(update.starts_with("flush chain inet stratus-sg sg-g1-ingress\n"), "{update}");
         assert_eq!(update.lines().count(), 3, "{update}");
-        assert_eq!(again(g1.clone(), base_ports()[..1].to_vec()).update_script(&before), None);
+        // a port going loses its chains and map elements, the others keep theirs
+        let one = render_after(&state(base_ports()[..1].to_vec(), vec![g1.clone()]), "cn1", Some(&before));
+        let update = one.update_script(&before).unwrap();
+        assert!(update.contains(
+            "flush map inet stratus-sg egress-ports\nadd element inet stratus-sg egress-ports { 0x00000001 : goto tapaaaaaaaaaaa-egress }"
+        ));
+        assert!(update.contains("flush chain bridge stratus-sg tapbbbbbbbbbbb-spoof\n"), "{update}");
+        assert!(update.contains("delete chain inet stratus-sg tapbbbbbbbbbbb-ingress\n"), "{update}");
+        assert!(!update.contains("tapaaaaaaaaaaa-spoof\n"), "{update}");
+        // a port coming gets a free index; the others keep theirs
+        let mut ports = base_ports();
+        ports.push(port("000000000000-0", "fa:16:3e:00:00:10", "10.0.0.10", &["g1"]));
+        let three = render_after(&state(ports.clone(), vec![g1.clone()]), "cn1", Some(&before));
+        let update = three.update_script(&before).unwrap();
+        assert!(update.starts_with("add chain bridge stratus-sg tap00000000000-spoof\n"), "{update}");
+        assert!(update.contains(
+            "add element inet stratus-sg egress-ports { 0x00000001 : goto tapaaaaaaaaaaa-egress, 0x00000002 : goto tapbbbbbbbbbbb-egress, 0x00000003 : goto tap00000000000-egress }"
+        ));
+        assert!(!update.contains("delete"), "{update}");
+        assert_eq!(render(&state(ports, vec![g1.clone()]), "cn1").indexes["tap00000000000"], 1, "from scratch, by port id");
+        assert_eq!(again(g1.clone(), base_ports()).update_script(&Ruleset::default()), None);
         assert_eq!(render(&HostState::default(), "cn1").replace_script().lines().filter(|l| l.starts_with("table")).count(), 2);
     }
 
