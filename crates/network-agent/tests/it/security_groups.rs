@@ -165,7 +165,7 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
         let mut l: Vec<String> = text
             .lines()
             .flat_map(|l| l.split(", "))
-            .map(|l| l.split_whitespace().filter(|w| !w.starts_with("0x") && !["{", "}"].contains(w)).collect::<Vec<_>>().join(" "))
+            .map(|l| l.split_whitespace().filter(|w| !w.starts_with("0x") && !["{", "}", "elements", "="].contains(w)).collect::<Vec<_>>().join(" "))
             .collect();
         l.sort();
         l
