@@ -165,7 +165,12 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
         let mut l: Vec<String> = text
             .lines()
             .flat_map(|l| l.split(", "))
-            .map(|l| l.split_whitespace().filter(|w| !w.starts_with("0x") && !["{", "}", "elements", "="].contains(w)).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter(|w| !w.starts_with("0x") && !["{", "}", "elements", "="].contains(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         l.sort();
         l
@@ -223,4 +228,114 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     assert_eq!(r.status, 204);
     wait_for("the tables to go", Duration::from_secs(15), || !nft_ruleset(&host_ns).contains("stratus-sg")).await;
     cloud.shutdown().await;
+}
+
+/// Every form a rule, a port or a group can take renders into a ruleset nftables accepts, first whole and then as
+/// an update (IPv6 addresses, pairs with prefixes and other MACs, ICMP types and codes, port ranges, protocol
+/// numbers, remote prefixes and groups of both families), and the tables go when nothing is filtered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rule_form_is_valid_nftables() {
+    use network_agent::firewall::{Firewall, TABLE};
+    use network_rpc::{AddressPair, FixedIp, HostState, NetworkState, PortState, SecurityGroupRuleState as Rule, SecurityGroupState};
+
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let ns = spaces.add("fw");
+    let port = PortState {
+        id: "0a1b2c3d-0000-4000-8000-000000000001".into(),
+        network_id: "n".into(),
+        mac_address: "fa:16:3e:00:00:01".into(),
+        fixed_ips: vec![
+            FixedIp { subnet_id: "s4".into(), ip_address: "10.82.0.5".into() },
+            FixedIp { subnet_id: "s6".into(), ip_address: "fd00:82::5".into() },
+        ],
+        device_owner: "compute:nova".into(),
+        device_id: String::new(),
+        host: "h".into(),
+        admin_state_up: true,
+        dns_name: String::new(),
+        extra_dhcp_opts: vec![],
+        port_security_enabled: true,
+        security_groups: vec!["g1".into(), "g2".into()],
+        allowed_address_pairs: vec![
+            AddressPair { ip_address: "10.82.1.0/24".into(), mac_address: "fa:16:3e:00:00:99".into() },
+            AddressPair { ip_address: "fd00:82:1::/64".into(), mac_address: "fa:16:3e:00:00:01".into() },
+        ],
+    };
+    let rule = |direction: &str, ethertype: &str, protocol: Option<&str>, min: Option<i64>, max: Option<i64>| Rule {
+        id: format!("{direction}-{ethertype}-{protocol:?}-{min:?}-{max:?}"),
+        direction: direction.into(),
+        ethertype: ethertype.into(),
+        protocol: protocol.map(str::to_string),
+        port_range_min: min,
+        port_range_max: max,
+        ..Default::default()
+    };
+    let mut rules = vec![
+        rule("ingress", "IPv4", Some("tcp"), Some(22), Some(22)),
+        rule("ingress", "IPv4", Some("udp"), Some(1000), Some(2000)),
+        rule("ingress", "IPv4", Some("icmp"), Some(8), Some(0)),
+        rule("ingress", "IPv4", Some("icmp"), Some(3), None),
+        rule("ingress", "IPv6", Some("ipv6-icmp"), Some(128), Some(0)),
+        rule("ingress", "IPv6", Some("icmp"), None, None),
+        rule("ingress", "IPv4", Some("112"), None, None),
+        rule("ingress", "IPv6", Some("sctp"), Some(9), Some(9)),
+        rule("egress", "IPv4", None, None, None),
+        rule("egress", "IPv6", None, None, None),
+    ];
+    let mut prefix = rule("ingress", "IPv6", Some("tcp"), Some(443), Some(443));
+    prefix.remote_ip_prefix = Some("fd00:99::/48".into());
+    let mut v4prefix = rule("egress", "IPv4", Some("udp"), Some(53), Some(53));
+    v4prefix.remote_ip_prefix = Some("10.99.1.7/16".into());
+    let mut remote4 = rule("ingress", "IPv4", None, None, None);
+    remote4.remote_group_id = Some("g2".into());
+    let mut remote6 = rule("ingress", "IPv6", Some("tcp"), None, None);
+    remote6.remote_group_id = Some("g2".into());
+    rules.extend([prefix, v4prefix, remote4, remote6]);
+    let groups = vec![
+        SecurityGroupState { id: "g1".into(), stateful: true, rules, members: vec![] },
+        SecurityGroupState {
+            id: "g2".into(),
+            stateful: true,
+            rules: vec![],
+            members: vec!["10.82.0.5".into(), "10.82.1.0/24".into(), "10.82.1.9".into(), "fd00:82::5".into(), "fd00:82:1::/64".into()],
+        },
+    ];
+    let state = |ports: Vec<PortState>, groups: Vec<SecurityGroupState>| HostState {
+        networks: vec![NetworkState {
+            id: "n".into(),
+            name: "n".into(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            mtu: 1500,
+            segment: Default::default(),
+            subnets: vec![],
+            ports,
+            peers: vec![],
+        }],
+        security_groups: groups,
+    };
+    let fw = Firewall::new("nft".into(), "ip".into(), Some(ns.clone()), Duration::from_secs(60));
+    assert_eq!(fw.apply(&state(vec![port.clone()], groups.clone()), "h").await.unwrap(), 1);
+    let rules = nft_ruleset(&ns);
+    for want in
+        ["icmp type echo-request icmp code net-unreachable accept", "ip6 saddr fd00:99::/48 tcp dport 443 accept", "udp dport 1000-2000"]
+    {
+        assert!(rules.contains(want), "{want} missing from\n{rules}");
+    }
+    // as an update: a second port, a member fewer
+    let mut second = port.clone();
+    second.id = "1a1b2c3d-0000-4000-8000-000000000002".into();
+    second.mac_address = "fa:16:3e:00:00:02".into();
+    second.allowed_address_pairs.clear();
+    let mut fewer = groups.clone();
+    fewer[1].members.pop();
+    assert_eq!(fw.apply(&state(vec![port.clone(), second], fewer), "h").await.unwrap(), 2);
+    assert!(nft_ruleset(&ns).contains("chain tap1a1b2c3d-00-spoof"));
+    // nothing filtered: no tables
+    fw.apply(&state(vec![], vec![]), "h").await.unwrap();
+    assert!(!nft_ruleset(&ns).contains(TABLE));
 }
