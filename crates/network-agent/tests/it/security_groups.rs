@@ -339,3 +339,100 @@ async fn every_rule_form_is_valid_nftables() {
     fw.apply(&state(vec![], vec![]), "h").await.unwrap();
     assert!(!nft_ruleset(&ns).contains(TABLE));
 }
+
+/// IPv6 through the firewall: neighbour discovery passes anti-spoofing and the prelude chains, echo requests only
+/// as a rule allows, a spoofed source never. The firewall alone, on a bridge the test makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_neighbour_discovery_passes_and_echo_follows_the_rules() {
+    use network_agent::firewall::Firewall;
+    use network_rpc::{FixedIp, HostState, NetworkState, PortState, SecurityGroupRuleState as Rule, SecurityGroupState};
+
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let host = spaces.add("host6");
+    ip(&["-n", &host, "link", "add", "br6", "type", "bridge"]);
+    ip(&["-n", &host, "link", "set", "br6", "up"]);
+    let mut ports = vec![];
+    let mut vms = vec![];
+    for (i, id) in ["6a000000-0000-4000-8000-000000000001", "6b000000-0000-4000-8000-000000000002"].iter().enumerate() {
+        let vm = spaces.add(&format!("vm6{i}"));
+        let (mac, addr) = (format!("fa:16:3e:00:06:0{i}"), format!("fd00:86::{}", i + 10));
+        let tap = format!("tap{}", &id[..11]);
+        ip(&["-n", &host, "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &vm]);
+        ip(&["-n", &host, "link", "set", &tap, "master", "br6", "up"]);
+        ip(&["-n", &vm, "link", "set", "eth0", "address", &mac, "up"]);
+        ip(&["-n", &vm, "addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"]);
+        ports.push(PortState {
+            id: id.to_string(),
+            network_id: "n6".into(),
+            mac_address: mac,
+            fixed_ips: vec![FixedIp { subnet_id: "s6".into(), ip_address: addr.clone() }],
+            device_owner: "compute:nova".into(),
+            device_id: String::new(),
+            host: "h".into(),
+            admin_state_up: true,
+            dns_name: String::new(),
+            extra_dhcp_opts: vec![],
+            port_security_enabled: true,
+            security_groups: vec!["g6".into()],
+            allowed_address_pairs: vec![],
+        });
+        vms.push((vm, addr));
+    }
+    let egress = Rule { id: "e".into(), direction: "egress".into(), ethertype: "IPv6".into(), ..Default::default() };
+    let echo = Rule {
+        id: "i".into(),
+        direction: "ingress".into(),
+        ethertype: "IPv6".into(),
+        protocol: Some("ipv6-icmp".into()),
+        port_range_min: Some(128),
+        remote_group_id: Some("g6".into()),
+        ..Default::default()
+    };
+    let state = |rules: Vec<Rule>| HostState {
+        networks: vec![NetworkState {
+            id: "n6".into(),
+            name: "n6".into(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            mtu: 1500,
+            segment: Default::default(),
+            subnets: vec![],
+            ports: ports.clone(),
+            peers: vec![],
+        }],
+        security_groups: vec![SecurityGroupState {
+            id: "g6".into(),
+            stateful: true,
+            rules,
+            members: ports.iter().map(|p| p.fixed_ips[0].ip_address.clone()).collect(),
+        }],
+    };
+    let ping6 = |from: &str, src: Option<&str>, to: &str| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", from, "busybox", "ping", "-6", "-c", "1", "-W", "1"]);
+        if let Some(src) = src {
+            c.args(["-I", src]);
+        }
+        c.arg(to).output().is_ok_and(|o| o.status.success())
+    };
+    let fw = Firewall::new("nft".into(), "ip".into(), Some(host.clone()), Duration::from_secs(60));
+    fw.apply(&state(vec![egress.clone()]), "h").await.unwrap();
+    assert!(!ping6(&vms[0].0, None, &vms[1].1), "an echo request without a rule");
+    fw.apply(&state(vec![egress, echo]), "h").await.unwrap();
+    let mut answered = false;
+    for _ in 0..10 {
+        if ping6(&vms[0].0, None, &vms[1].1) {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "neighbour discovery and an allowed echo request:\n{}", nft_ruleset(&host));
+    assert!(ping6(&vms[1].0, None, &vms[0].1));
+    ip(&["-n", &vms[0].0, "addr", "add", "fd00:86::99/64", "dev", "eth0", "nodad"]);
+    assert!(!ping6(&vms[0].0, Some("fd00:86::99"), &vms[1].1), "a spoofed IPv6 source");
+    fw.clear().await.unwrap();
+}
