@@ -4,9 +4,10 @@
 //! upload/download throughput against `cat`, and the server's peak RSS; see [`image`]) and `cargo xtask bench
 //! placement` (allocation candidates latency and allocation write throughput; see [`placement`]) and `cargo xtask
 //! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]) and `cargo xtask bench
-//! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]) and `cargo xtask bench
-//! routers` (router and floating IP convergence in the network agent; see [`routers`]) and `cargo xtask bench vm`
-//! (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
+//! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]), `cargo xtask bench
+//! routers` (router and floating IP convergence in the network agent; see [`routers`]), `cargo xtask bench
+//! security-groups` (rule and member changes of a group shared by 500 ports, to nftables; see [`security_groups`])
+//! and `cargo xtask bench vm` (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
 //! from Debian packages (see [`vm_image`]).
 
 mod compute;
@@ -16,6 +17,7 @@ mod network;
 mod object;
 mod placement;
 mod routers;
+mod security_groups;
 mod vm;
 mod vm_image;
 
@@ -74,6 +76,8 @@ enum Suite {
     Network(network::Args),
     /// Router and floating IP convergence in the network agent (root: namespaces, nftables).
     Routers(routers::Args),
+    /// A security group shared by 500 ports of one host: rule and member changes until nftables has them (root).
+    SecurityGroups(security_groups::Args),
     /// Real VMs with the qemu driver: API → ACTIVE and API → boot marker, against a bare QEMU launch.
     Vm(vm::Args),
 }
@@ -109,6 +113,9 @@ fn main() -> Result<()> {
             suite: Some(Suite::Routers(args)),
             ..
         } => routers::run(args),
+            suite: Some(Suite::SecurityGroups(args)),
+            ..
+        } => security_groups::run(args),
         Task::Bench {
             suite: Some(Suite::Vm(args)),
             ..

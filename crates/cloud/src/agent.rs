@@ -148,6 +148,7 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     if let Some(url) = &s.metadata_url {
         c.metadata = Some(network_agent::metadata::MetadataConfig::new(url.clone(), metadata_secret(config)));
     }
+    c.enable_security_group = s.enable_security_group;
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
     c.ip = s.ip.clone();

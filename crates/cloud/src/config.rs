@@ -557,6 +557,9 @@ pub struct NetworkAgentSection {
     /// The secret the proxy signs instance ids with, as `[compute] metadata_proxy_shared_secret` (whose value it
     /// takes when empty).
     pub metadata_proxy_shared_secret: String,
+    /// Enforce security groups and anti-spoofing on this host's ports with nftables (upstream's
+    /// `[securitygroup] enable_security_group`).
+    pub enable_security_group: bool,
     /// The domain of instances' host names (upstream's `dns_domain`).
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
@@ -564,7 +567,7 @@ pub struct NetworkAgentSection {
     pub ip: PathBuf,
     /// Host routers (upstream's L3 agent on this host): the network service places routers on such hosts.
     pub enable_l3: bool,
-    /// The `nft` command (nftables), for routers' NAT.
+    /// The `nft` command (nftables), for routers' NAT and security groups.
     pub nft: PathBuf,
 }
 
@@ -584,6 +587,7 @@ impl Default for NetworkAgentSection {
             enable_dhcp: true,
             metadata_url: None,
             metadata_proxy_shared_secret: String::new(),
+            enable_security_group: true,
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
             ip: "ip".into(),

@@ -1,11 +1,11 @@
 //! The agent's life: serve the `q-agent-notifier` topic as `<host>`, and run reconciliation passes — at start, after
-//! a change notice, when tap devices appear or vanish, after a failed pass and at least every resync interval —
+//! a change notice (of a network or of a security group), when tap devices appear or vanish, after a failed pass and at least every resync interval —
 //! until stopped. Notices that arrive during a pass coalesce into one more pass.
 
 use std::{sync::Arc, time::Instant};
 
 use bus::{Bus, Dispatcher, RemoteError, ServerHandle, Target};
-use network_rpc::{AGENT_TOPIC, AgentReport, CAP_L3, GetHostState, NetworkChanged, PLUGIN_TOPIC, RouterChanged};
+use network_rpc::{AGENT_TOPIC, AgentReport, CAP_L3, GetHostState, NetworkChanged, PLUGIN_TOPIC, RouterChanged, SecurityGroupChanged};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
@@ -48,6 +48,15 @@ impl Agent {
             let i = i.clone();
             async move {
                 tracing::debug!(router_id = %m.router_id, "router changed");
+                i.wake.notify_one();
+                Ok::<_, RemoteError>(())
+            }
+        });
+        let i = inner.clone();
+        let dispatcher = dispatcher.on(move |m: SecurityGroupChanged| {
+            let i = i.clone();
+            async move {
+                tracing::debug!(security_group_id = %m.security_group_id, "security group changed");
                 i.wake.notify_one();
                 Ok::<_, RemoteError>(())
             }

@@ -288,6 +288,9 @@ mod tests {
             dns_name: String::new(),
             extra_dhcp_opts: vec![],
             status: "ACTIVE".into(),
+            port_security_enabled: true,
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
         };
         let mut s1 = subnet("s1", "10.1.0.0/24", 4, true);
         s1.dns_nameservers = vec!["192.0.2.53".into(), "192.0.2.54".into()];

@@ -16,6 +16,8 @@
 //! * [`router`] — routers (upstream's L3 agent): a namespace `qrouter-<router id>` per router placed on this
 //!   host, its interfaces and gateway as veth pairs on the networks' bridges, routes, and NAT in one nftables
 //!   table;
+//! * [`firewall`] — security groups and anti-spoofing per bound port in nftables (a `bridge` table that marks
+//!   frames by port, a stateful `inet` table under `br_netfilter` that filters by the marks);
 //! * [`netlink`] — links, addresses and forwarding entries over rtnetlink, in any namespace.
 //!
 //! The agent never touches a database.
@@ -23,6 +25,7 @@
 pub mod agent;
 pub mod dhcp;
 pub mod metadata;
+pub mod firewall;
 pub mod namespace;
 pub mod netlink;
 pub mod reconcile;
@@ -81,7 +84,10 @@ pub struct AgentConfig {
     pub metadata: Option<metadata::MetadataConfig>,
     /// Host routers (report the `l3` capability, so the network service places routers here).
     pub enable_l3: bool,
-    /// The `nft` command (nftables), for routers' NAT.
+    /// Enforce security groups and anti-spoofing on the bound ports (upstream's
+    /// `[securitygroup] enable_security_group`).
+    pub enable_security_group: bool,
+    /// The `nft` command (nftables), for routers' NAT and security groups.
     pub nft: PathBuf,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
@@ -105,6 +111,7 @@ impl AgentConfig {
             enable_dhcp: true,
             metadata: None,
             enable_l3: true,
+            enable_security_group: true,
             nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),

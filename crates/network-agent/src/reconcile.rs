@@ -7,8 +7,8 @@
 //! service, an `ACTIVE` one whose tap is gone down — judged from the port's status and the devices present, so a
 //! restarted agent reports what changed while it was away), then DHCP with, when configured, the metadata proxy in
 //! the DHCP namespace (169.254.169.254/32 on the namespace's device, a listener on port 80 answering for the
-//! network's ports), then routers (`qrouter-…` namespaces, an nftables table each). Security groups are a further
-//! step of the same pass, owning its own names and its own orphan sweep.
+//! network's ports), then routers (`qrouter-…` namespaces, an nftables table each), then the security groups of all bound ports
+//! (`firewall`: its own nftables tables, rendered whole from the state, so ports gone lose their rules).
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -22,6 +22,7 @@ use crate::{
     AgentConfig, Error, bridge_name,
     dhcp::{self, DhcpFiles},
     metadata::{self, METADATA_IP, MetadataProxy},
+    firewall::Firewall,
     namespace,
     netlink::{Link, Netlink, parse_mac},
     ns_device_name, tap_name, vxlan_name,
@@ -43,6 +44,8 @@ pub struct Outcome {
     /// Ports reported plugged (`update_device_up`) and unplugged (`update_device_down`) by this pass.
     pub plugged: Vec<String>,
     pub unplugged: Vec<String>,
+    /// Ports filtered by security groups.
+    pub filtered: usize,
     /// Things removed: bridges, VXLAN devices, namespaces.
     pub removed: Vec<String>,
     /// Per-network failures (the pass goes on with the other networks).
@@ -54,6 +57,7 @@ pub struct Reconciler {
     bus: Bus,
     nl: Netlink,
     metadata: Option<MetadataProxy>,
+    firewall: Firewall,
 }
 
 impl Reconciler {
@@ -62,7 +66,8 @@ impl Reconciler {
         std::fs::create_dir_all(config.state_dir.join("dhcp"))
             .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
         let metadata = config.metadata.as_ref().map(MetadataProxy::new).transpose()?;
-        Ok(Reconciler { config, bus, nl, metadata })
+        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone(), config.resync_interval);
+        Ok(Reconciler { config, bus, nl, metadata, firewall })
     }
 
     pub fn netlink(&self) -> &Netlink {
@@ -99,6 +104,12 @@ impl Reconciler {
             }
         }
         crate::router::sync(&self.config, &self.nl, state, &mut out).await;
+        // security groups: the ports' filters, after their taps joined the bridges; everything else goes
+        let firewall = if self.config.enable_security_group { state } else { &HostState::default() };
+        match self.firewall.apply(firewall, &self.config.host).await {
+            Ok(n) => out.filtered = n,
+            Err(e) => out.errors.push(format!("security groups: {e}")),
+        }
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
         if let Some(proxy) = &self.metadata {
@@ -321,7 +332,7 @@ impl Reconciler {
     }
 
     /// Removes everything this agent made: DHCP and router namespaces with its prefix, its bridges and VXLAN
-    /// devices.
+    /// devices, its nftables tables.
     pub async fn teardown(&self) -> Result<Outcome, Error> {
         self.apply(&HostState::default()).await
     }

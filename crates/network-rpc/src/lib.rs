@@ -9,8 +9,10 @@
 //!   when it is gone ([`UpdateDeviceDown`]), as upstream's `update_device_up`/`update_device_down`: the port goes
 //!   `ACTIVE` / `DOWN`, and compute hears of it (`network-vif-plugged` / `network-vif-unplugged`).
 //! * Agents serve [`AGENT_TOPIC`] as server `<host>`; the service fans [`NetworkChanged`] out to them after every
-//!   change of a network, subnet or port, and [`RouterChanged`] after every change of a router, its interfaces,
-//!   its gateway or its floating IPs. An agent answers either by fetching its host's state again, so a lost
+//!   change of a network, subnet or port, [`RouterChanged`] after every change of a router, its interfaces, its
+//!   gateway or its floating IPs, and [`SecurityGroupChanged`] after every change of a security group or its
+//!   rules. The host state carries the security groups of the host's ports (rules, and the member addresses of
+//!   the groups rules name as remote groups). An agent answers either by fetching its host's state again, so a lost
 //!   notification costs only time until the next one or the agent's periodic resync.
 //! * Routers travel inside [`HostState`] (`routers`), not through an RPC of their own: a router's interfaces
 //!   and gateway make their networks part of the host's state (their bridges are needed even without an
@@ -100,6 +102,52 @@ pub struct PortState {
     /// and an `ACTIVE` one whose device is gone.
     #[serde(default)]
     pub status: String,
+    /// Whether the port is filtered (security groups and anti-spoofing); off when the service does not say.
+    #[serde(default)]
+    pub port_security_enabled: bool,
+    /// The ids of the port's security groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// More addresses (and MACs) the port may send from.
+    #[serde(default)]
+    pub allowed_address_pairs: Vec<AddressPair>,
+}
+
+/// An allowed address pair of a port: an address or prefix, and the MAC it may come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    /// An address or a CIDR.
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+/// One rule of a security group, as the API shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupRuleState {
+    pub id: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: String,
+    /// A name (`tcp`, `icmp`, `ipv6-icmp`, …) or a decimal number; `None` for any protocol.
+    pub protocol: Option<String>,
+    /// The port range, or for ICMP the type (min) and code (max).
+    pub port_range_min: Option<i64>,
+    pub port_range_max: Option<i64>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+}
+
+/// A security group a host needs: one its ports are in, or one their rules name as a remote group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupState {
+    pub id: String,
+    pub stateful: bool,
+    /// Its rules (empty for a group the host needs only as a remote group).
+    pub rules: Vec<SecurityGroupRuleState>,
+    /// For a group some rule names as its remote group: the fixed IPs and allowed address pair addresses
+    /// (addresses or CIDRs) of every port in it, wherever bound.
+    pub members: Vec<String>,
 }
 
 /// Another host with ports on a network: where the network's tunnel reaches them.
@@ -153,6 +201,9 @@ pub struct GetHostState {
 pub struct HostState {
     /// The networks of the host's ports, and those of the routers it hosts.
     pub networks: Vec<NetworkState>,
+    /// Every security group of the ports bound to the host, and every group their rules name as a remote group.
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupState>,
     /// The routers placed on this host (only for an agent that reports [`CAP_L3`]).
     #[serde(default)]
     pub routers: Vec<RouterState>,
@@ -300,6 +351,18 @@ impl Rpc for UpdateDeviceDown {
     type Reply = ();
 }
 
+/// Fanned out to every agent after a change of security group `security_group_id` or of its rules (changes of
+/// its member ports come as [`NetworkChanged`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecurityGroupChanged {
+    pub security_group_id: String,
+}
+
+impl Rpc for SecurityGroupChanged {
+    const METHOD: &'static str = "security_group_changed";
+    type Reply = ();
+}
+
 /// The device owner's DHCP port id for `host` on a network: upstream's `dhcp<host uuid>-<network id>`, with the
 /// host name itself (device ids are free text).
 pub fn dhcp_device_id(host: &str, network_id: &str) -> String {
@@ -319,6 +382,7 @@ mod tests {
         assert_eq!(RouterChanged::METHOD, "router_changed");
         assert_eq!(UpdateDeviceUp::METHOD, "update_device_up");
         assert_eq!(UpdateDeviceDown::METHOD, "update_device_down");
+        assert_eq!(SecurityGroupChanged::METHOD, "security_group_changed");
         assert_eq!(dhcp_device_id("cn1", "n1"), "dhcp-cn1-n1");
     }
 

@@ -15,6 +15,7 @@ use test_utils::TestCloud;
 mod metadata;
 mod router;
 mod vif;
+mod security_groups;
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip runs");

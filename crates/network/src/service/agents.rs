@@ -10,17 +10,21 @@
 //! (the networks a host wires, the tunnel peers of the others), so a router's networks are wired on its host even
 //! without an instance there.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bus::{Bus, Dispatcher, RemoteError, ServerHandle};
 use network_rpc::{
-    AGENT_TOPIC, AGENT_TYPE, AgentReport, CAP_L3, DHCP_OWNER, DhcpOption, FixedIp, FloatingIpState, GetDhcpPort, GetHostState,
-    HostRoute, HostState, NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort, RouterAddress,
-    RouterChanged, RouterPort, RouterState, Segment, SubnetState, UpdateDeviceDown, UpdateDeviceUp, dhcp_device_id, l3_host,
+    AGENT_TOPIC, AGENT_TYPE, AddressPair, AgentReport, CAP_L3, DHCP_OWNER, DhcpOption, FixedIp, FloatingIpState, GetDhcpPort,
+    GetHostState, HostRoute, HostState, NetworkChanged, NetworkState, PLUGIN_TOPIC, Peer, PortState, ReleaseDhcpPort,
+    RouterAddress, RouterChanged, RouterPort, RouterState, SecurityGroupChanged, SecurityGroupRuleState, SecurityGroupState,
+    Segment, SubnetState, UpdateDeviceDown, UpdateDeviceUp, dhcp_device_id, l3_host,
 };
 use serde_json::{Value, json};
 
-use super::{Kind, NETWORK, Network, PORT, SUBNET, bump, new_id, now, ports::IpRequest, str_of, subnets::subnet_cidr};
+use super::{
+    Kind, NETWORK, Network, PORT, SECURITY_GROUP, SECURITY_GROUP_RULE, SUBNET, bump, new_id, now, ports::IpRequest, str_of,
+    subnets::subnet_cidr,
+};
 use crate::error::{Error, Result};
 
 fn to_remote(e: Error) -> RemoteError {
@@ -70,7 +74,41 @@ pub(crate) fn port_state(p: &Value) -> PortState {
             })
             .collect(),
         status: str_of(p, "status").into(),
+        port_security_enabled: p["port_security_enabled"].as_bool().unwrap_or(true),
+        security_groups: strings(&p["security_groups"]),
+        allowed_address_pairs: p["allowed_address_pairs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| AddressPair { ip_address: str_of(a, "ip_address").into(), mac_address: str_of(a, "mac_address").into() })
+            .collect(),
     }
+}
+
+/// A rule as agents get it.
+fn rule_state(r: &Value) -> SecurityGroupRuleState {
+    let opt = |k: &str| r[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    SecurityGroupRuleState {
+        id: str_of(r, "id").into(),
+        direction: str_of(r, "direction").into(),
+        ethertype: str_of(r, "ethertype").into(),
+        protocol: match &r["protocol"] {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        },
+        port_range_min: r["port_range_min"].as_i64(),
+        port_range_max: r["port_range_max"].as_i64(),
+        remote_ip_prefix: opt("remote_ip_prefix"),
+        remote_group_id: opt("remote_group_id"),
+    }
+}
+
+/// The addresses a port may send from: its fixed IPs and its allowed address pairs' addresses.
+fn port_addresses(p: &Value) -> impl Iterator<Item = String> + '_ {
+    let fixed = p["fixed_ips"].as_array().into_iter().flatten().map(|f| str_of(f, "ip_address"));
+    let pairs = p["allowed_address_pairs"].as_array().into_iter().flatten().map(|a| str_of(a, "ip_address"));
+    fixed.chain(pairs).filter(|a| !a.is_empty()).map(str::to_string)
 }
 
 fn subnet_state(s: &Value) -> SubnetState {
@@ -161,13 +199,16 @@ fn router_state(r: &Value, ports: &[Value], subnets: &BTreeMap<String, Value>, f
 }
 
 impl Network {
-    /// Fans a [`NetworkChanged`] out to the agents after a change of a network, subnet or port. A lost notice only
-    /// delays an agent until its next resync, so failures are logged, never returned.
+    /// Fans a [`NetworkChanged`] out to the agents after a change of a network, subnet or port (a
+    /// [`SecurityGroupChanged`] after one of a security group or rule). A lost notice only delays an agent until its
+    /// next resync, so failures are logged, never returned.
     pub(crate) async fn notify_agents(&self, kind: Kind, doc: &Value) {
         let Some(bus) = &self.bus else { return };
         let network_id = match kind {
             NETWORK => str_of(doc, "id"),
             SUBNET | PORT => str_of(doc, "network_id"),
+            SECURITY_GROUP => return self.notify_security_group(str_of(doc, "id")).await,
+            SECURITY_GROUP_RULE => return self.notify_security_group(str_of(doc, "security_group_id")).await,
             _ => return,
         };
         if let Err(error) = bus.fanout(AGENT_TOPIC, &NetworkChanged { network_id: network_id.into() }).await {
@@ -358,6 +399,61 @@ impl Network {
             }
         }
         Ok(HostState { networks, routers: host_routers })
+        let security_groups = self.host_security_groups(host, &ports).await?;
+        Ok(HostState { networks, security_groups })
+    }
+
+    /// The security groups of the filtered ports bound to `host` with their rules, and the groups those rules name
+    /// as remote groups with their members' addresses (ports anywhere, of any network).
+    async fn host_security_groups(&self, host: &str, ports: &[Value]) -> Result<Vec<SecurityGroupState>> {
+        let used: BTreeSet<&str> = ports
+            .iter()
+            .filter(|p| str_of(p, "binding:host_id") == host && p["port_security_enabled"].as_bool().unwrap_or(true))
+            .flat_map(|p| p["security_groups"].as_array().into_iter().flatten().filter_map(Value::as_str))
+            .collect();
+        if used.is_empty() {
+            return Ok(vec![]);
+        }
+        let rules = self.store.resource_list("security_group_rule").await?;
+        let mut groups: BTreeMap<&str, SecurityGroupState> = BTreeMap::new();
+        let mut remotes = BTreeSet::new();
+        for id in &used {
+            let Some(sg) = self.store.resource_get("security_group", id).await? else { continue };
+            let rules: Vec<SecurityGroupRuleState> =
+                rules.iter().filter(|r| str_of(r, "security_group_id") == *id).map(rule_state).collect();
+            remotes.extend(rules.iter().filter_map(|r| r.remote_group_id.clone()));
+            let stateful = sg["stateful"].as_bool().unwrap_or(true);
+            groups.insert(id, SecurityGroupState { id: (*id).into(), stateful, rules, members: vec![] });
+        }
+        for remote in &remotes {
+            let mut members: Vec<String> = ports
+                .iter()
+                .filter(|p| p["security_groups"].as_array().is_some_and(|g| g.iter().any(|g| g.as_str() == Some(remote))))
+                .flat_map(port_addresses)
+                .collect();
+            members.sort();
+            members.dedup();
+            match groups.get_mut(remote.as_str()) {
+                Some(g) => g.members = members,
+                None => {
+                    if self.store.resource_get("security_group", remote).await?.is_some() {
+                        let g = SecurityGroupState { id: remote.clone(), stateful: true, rules: vec![], members };
+                        groups.insert(remote, g);
+                    }
+                }
+            }
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// Fans a [`SecurityGroupChanged`] out to the agents after a change of a security group or its rules; as with
+    /// [`NetworkChanged`], a lost notice only delays an agent until its next resync.
+    pub(crate) async fn notify_security_group(&self, security_group_id: &str) {
+        let Some(bus) = &self.bus else { return };
+        let notice = SecurityGroupChanged { security_group_id: security_group_id.into() };
+        if let Err(error) = bus.fanout(AGENT_TOPIC, &notice).await {
+            tracing::warn!(%error, security_group_id, "cannot notify the network agents");
+        }
     }
 
     /// The DHCP port of `host` on `network_id`: created when missing, given an address on each DHCP-enabled

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use bus::{Dispatcher, RemoteError, Target};
-use network_rpc::{AGENT_TOPIC, AgentReport, CAP_L3, GetDhcpPort, GetHostState, HostState, NetworkChanged, PLUGIN_TOPIC, ReleaseDhcpPort, RouterChanged};
+use network_rpc::{
+    AGENT_TOPIC, AgentReport, CAP_L3, GetDhcpPort, GetHostState, HostState, NetworkChanged, PLUGIN_TOPIC, ReleaseDhcpPort, RouterChanged,
+    SecurityGroupChanged,
+};
 use serde_json::json;
 use test_utils::TestCloud;
 
@@ -203,6 +206,87 @@ async fn routers_go_to_an_l3_host_with_their_networks_and_changes_are_noticed() 
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), rid);
     assert!(state("l3a", true).await.routers.is_empty());
+    server.stop().await;
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn agents_get_their_ports_security_groups_with_remote_members_and_group_notices() {
+    let cloud = TestCloud::start_without_agent().await;
+    let bus = cloud.running.cloud.bus.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = bus
+        .serve(
+            AGENT_TOPIC,
+            "sg-h1",
+            Dispatcher::new().on(move |m: SecurityGroupChanged| {
+                let _ = tx.send(m.security_group_id);
+                async { Ok::<_, RemoteError>(()) }
+            }),
+        )
+        .await
+        .unwrap();
+    let admin = &cloud.admin;
+    let net = create(admin, "networks", "network", json!({"name": "n"})).await;
+    let net_id = net["id"].as_str().unwrap().to_string();
+    create(admin, "subnets", "subnet", json!({"network_id": net_id, "cidr": "10.8.0.0/24", "ip_version": 4})).await;
+    let web = create(admin, "security-groups", "security_group", json!({"name": "web"})).await;
+    let web_id = web["id"].as_str().unwrap().to_string();
+    let clients = create(admin, "security-groups", "security_group", json!({"name": "clients"})).await;
+    let clients_id = clients["id"].as_str().unwrap().to_string();
+    let rule = json!({"security_group_id": web_id, "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+        "port_range_min": 80, "port_range_max": 80, "remote_group_id": clients_id});
+    let rule = create(admin, "security-group-rules", "security_group_rule", rule).await;
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.expect("a notice").unwrap(), web_id);
+
+    let p1 = create(admin, "ports", "port", json!({"network_id": net_id, "binding:host_id": "sg-h1", "security_groups": [web_id],
+        "allowed_address_pairs": [{"ip_address": "10.8.1.0/24"}]}))
+    .await;
+    // a member of the remote group on another host and network
+    let other = create(admin, "networks", "network", json!({"name": "other"})).await;
+    create(admin, "subnets", "subnet", json!({"network_id": other["id"], "cidr": "10.9.0.0/24", "ip_version": 4})).await;
+    let p2 = create(admin, "ports", "port", json!({"network_id": other["id"], "binding:host_id": "sg-h2", "security_groups": [clients_id],
+        "allowed_address_pairs": [{"ip_address": "10.9.5.5", "mac_address": "fa:16:3e:aa:bb:cc"}]}))
+    .await;
+    let open = create(admin, "ports", "port", json!({"network_id": net_id, "binding:host_id": "sg-h1", "port_security_enabled": false})).await;
+
+    let m = GetHostState { host: "sg-h1".into(), report: AgentReport::default() };
+    let state = bus.call(&Target::topic(PLUGIN_TOPIC), &m, T).await.unwrap();
+    let port = |id: &serde_json::Value| state.networks[0].ports.iter().find(|p| p.id == id.as_str().unwrap()).unwrap().clone();
+    let mine = port(&p1["id"]);
+    assert!(mine.port_security_enabled);
+    assert_eq!(mine.security_groups, vec![web_id.clone()]);
+    assert_eq!(mine.allowed_address_pairs[0].ip_address, "10.8.1.0/24");
+    assert_eq!(mine.allowed_address_pairs[0].mac_address, p1["mac_address"].as_str().unwrap());
+    let unfiltered = port(&open["id"]);
+    assert!(!unfiltered.port_security_enabled && unfiltered.security_groups.is_empty());
+    let ids: Vec<&str> = state.security_groups.iter().map(|g| g.id.as_str()).collect();
+    let mut want = vec![web_id.as_str(), clients_id.as_str()];
+    want.sort();
+    assert_eq!(ids, want, "the port's group and the group its rule names");
+    let g = state.security_groups.iter().find(|g| g.id == web_id).unwrap();
+    assert!(g.stateful);
+    let r = g.rules.iter().find(|r| r.id == rule["id"].as_str().unwrap()).unwrap();
+    assert_eq!((r.direction.as_str(), r.ethertype.as_str(), r.protocol.as_deref()), ("ingress", "IPv4", Some("tcp")));
+    assert_eq!((r.port_range_min, r.port_range_max, r.remote_group_id.as_deref()), (Some(80), Some(80), Some(clients_id.as_str())));
+    assert_eq!(g.rules.iter().filter(|r| r.direction == "egress").count(), 2);
+    let c = state.security_groups.iter().find(|g| g.id == clients_id).unwrap();
+    assert!(c.rules.is_empty(), "a group needed only as a remote group comes without rules");
+    let p2_ip = p2["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+    let mut members = vec![p2_ip, "10.9.5.5".to_string()];
+    members.sort();
+    assert_eq!(c.members, members);
+
+    // deleting the rule and the group are notices too
+    while rx.try_recv().is_ok() {}
+    let r = delete(admin, &format!("/security-group-rules/{}", rule["id"].as_str().unwrap())).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap(), web_id);
+    let r = delete(admin, &format!("/ports/{}", p2["id"].as_str().unwrap())).await;
+    assert_eq!(r.status, 204);
+    let r = delete(admin, &format!("/security-groups/{clients_id}")).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(tokio::time::timeout(T, rx.recv()).await.unwrap().unwrap(), clients_id);
     server.stop().await;
     cloud.shutdown().await;
 }
