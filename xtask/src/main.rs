@@ -113,6 +113,7 @@ fn main() -> Result<()> {
             suite: Some(Suite::Routers(args)),
             ..
         } => routers::run(args),
+        Task::Bench {
             suite: Some(Suite::SecurityGroups(args)),
             ..
         } => security_groups::run(args),

@@ -105,10 +105,12 @@ fn synthetic(ports: usize, extra_rules: usize, extra_members: usize) -> HostStat
         fixed_ips: vec![FixedIp { subnet_id: "s".into(), ip_address: format!("10.90.{}.{}", i / 250, i % 250 + 2) }],
         device_owner: "compute:nova".into(),
         device_id: String::new(),
+        project_id: String::new(),
         host: "bench-host".into(),
         admin_state_up: true,
         dns_name: String::new(),
         extra_dhcp_opts: vec![],
+        status: "ACTIVE".into(),
         port_security_enabled: true,
         security_groups: vec![group.into()],
         allowed_address_pairs: vec![],
@@ -147,7 +149,7 @@ fn synthetic(ports: usize, extra_rules: usize, extra_members: usize) -> HostStat
         ports,
         peers: vec![],
     };
-    HostState { networks: vec![net], security_groups: vec![SecurityGroupState { id: group.into(), stateful: true, rules, members }] }
+    HostState { networks: vec![net], security_groups: vec![SecurityGroupState { id: group.into(), stateful: true, rules, members }], routers: vec![] }
 }
 
 async fn firewall_only(args: &Args) -> Result<()> {

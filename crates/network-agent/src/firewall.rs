@@ -692,10 +692,12 @@ mod tests {
             fixed_ips: vec![FixedIp { subnet_id: "s1".into(), ip_address: ip.into() }],
             device_owner: "compute:nova".into(),
             device_id: String::new(),
+            project_id: "p1".into(),
             host: "cn1".into(),
             admin_state_up: true,
             dns_name: String::new(),
             extra_dhcp_opts: vec![],
+            status: "ACTIVE".into(),
             port_security_enabled: true,
             security_groups: groups.iter().map(|g| g.to_string()).collect(),
             allowed_address_pairs: vec![],
@@ -726,7 +728,7 @@ mod tests {
             ports,
             peers: vec![],
         };
-        HostState { networks: vec![net], security_groups: groups }
+        HostState { networks: vec![net], security_groups: groups, routers: vec![] }
     }
 
     #[test]

@@ -429,6 +429,9 @@ mod tests {
             dns_name: String::new(),
             extra_dhcp_opts: vec![],
             status: "ACTIVE".into(),
+            port_security_enabled: true,
+            security_groups: vec![],
+            allowed_address_pairs: vec![],
         }
     }
 

@@ -254,6 +254,8 @@ async fn every_rule_form_is_valid_nftables() {
         ],
         device_owner: "compute:nova".into(),
         device_id: String::new(),
+        project_id: String::new(),
+        status: "ACTIVE".into(),
         host: "h".into(),
         admin_state_up: true,
         dns_name: String::new(),
@@ -305,6 +307,7 @@ async fn every_rule_form_is_valid_nftables() {
         },
     ];
     let state = |ports: Vec<PortState>, groups: Vec<SecurityGroupState>| HostState {
+        routers: vec![],
         networks: vec![NetworkState {
             id: "n".into(),
             name: "n".into(),
@@ -372,6 +375,8 @@ async fn ipv6_neighbour_discovery_passes_and_echo_follows_the_rules() {
             fixed_ips: vec![FixedIp { subnet_id: "s6".into(), ip_address: addr.clone() }],
             device_owner: "compute:nova".into(),
             device_id: String::new(),
+            project_id: String::new(),
+            status: "ACTIVE".into(),
             host: "h".into(),
             admin_state_up: true,
             dns_name: String::new(),
@@ -393,6 +398,7 @@ async fn ipv6_neighbour_discovery_passes_and_echo_follows_the_rules() {
         ..Default::default()
     };
     let state = |rules: Vec<Rule>| HostState {
+        routers: vec![],
         networks: vec![NetworkState {
             id: "n6".into(),
             name: "n6".into(),

@@ -398,9 +398,8 @@ impl Network {
                 host_routers.push(router_state(r, &ports, &subnets, &fips));
             }
         }
-        Ok(HostState { networks, routers: host_routers })
         let security_groups = self.host_security_groups(host, &ports).await?;
-        Ok(HostState { networks, security_groups })
+        Ok(HostState { networks, routers: host_routers, security_groups })
     }
 
     /// The security groups of the filtered ports bound to `host` with their rules, and the groups those rules name
