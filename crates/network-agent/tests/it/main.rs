@@ -82,6 +82,19 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Opens IPv4 ingress (optionally one protocol) on the security groups of `port`, as a user does for traffic from
+/// outside the group; the agent's next pass has it in nftables.
+async fn allow_ingress(client: &test_utils::Client, port: &serde_json::Value, protocol: Option<&str>) {
+    for group in port["security_groups"].as_array().into_iter().flatten() {
+        let mut rule = json!({"security_group_id": group, "direction": "ingress", "ethertype": "IPv4", "remote_ip_prefix": "0.0.0.0/0"});
+        if let Some(p) = protocol {
+            rule["protocol"] = json!(p);
+        }
+        let r = client.post("/networking/v2.0/security-group-rules", &json!({"security_group_rule": rule})).await;
+        assert!(r.status == 201 || r.status == 409, "{}", r.text);
+    }
+}
+
 fn dnsmasq_pids(ns: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else { return vec![] };
     String::from_utf8_lossy(&out.stdout)

@@ -166,6 +166,8 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
         .to_string();
     let port =
         post("ports", json!({"port": {"network_id": net, "binding:host_id": host, "device_owner": "compute:nova"}})).await["port"].clone();
+    // the outside may reach the instance (its default group admits only its own members)
+    super::allow_ingress(admin, &port, None).await;
     let port_id = port["id"].as_str().unwrap().to_string();
     let fixed: Ipv4Addr = port["fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
 
@@ -370,6 +372,7 @@ async fn an_instance_on_another_host_reaches_the_outside_through_the_router_host
         .to_string();
     let port =
         post("ports", json!({"port": {"network_id": net_id, "binding:host_id": b, "device_owner": "compute:nova"}})).await["port"].clone();
+    super::allow_ingress(admin, &port, None).await;
     let port_id = port["id"].as_str().unwrap().to_string();
     let fixed: Ipv4Addr = port["fixed_ips"][0]["ip_address"].as_str().unwrap().parse().unwrap();
     let tap = format!("tap{}", &port_id[..11]);

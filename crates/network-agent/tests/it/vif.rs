@@ -190,6 +190,9 @@ async fn guests_get_their_ports_plugged_before_active_and_their_fixed_ips_by_dhc
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // HTTP from outside the servers' group is opened in it (their default group admits only its own members).
+    super::allow_ingress(&cloud.admin, &port_of[0], Some("tcp")).await;
+
     // DHCP: each console shows the port's fixed IP; each guest answers HTTP with its host name from the DHCP
     // namespace.
     let dhcp_ns = format!("{}qdhcp-{net_id}", spaces.prefix);
