@@ -250,10 +250,13 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    ip(&["-n", &vm_ns, "addr", "add", "10.79.0.250/24", "dev", "eth0"]);
+    // an address no port of the network has (IPAM picks ports' addresses at random)
+    let taken = cloud.admin.get(&format!("/networking/v2.0/ports?network_id={net_id}")).await.json()["ports"].to_string();
+    let stranger = (200..254).map(|i| format!("10.79.0.{i}")).find(|a| !taken.contains(&format!("\"{a}\""))).unwrap();
+    ip(&["-n", &vm_ns, "addr", "add", &format!("{stranger}/24"), "dev", "eth0"]);
     let start = Instant::now();
     let (code, body) = loop {
-        let (code, body, _) = curl(&vm_ns, url, &["--interface", "10.79.0.250", "--max-time", "2"]).await;
+        let (code, body, _) = curl(&vm_ns, url, &["--interface", &stranger, "--max-time", "2"]).await;
         if code != 0 || start.elapsed() > Duration::from_secs(20) {
             break (code, body);
         }
