@@ -531,8 +531,12 @@ impl Target {
 }
 
 impl Drop for Target {
+    /// tgtd ignores SIGTERM and refuses to stop while it has targets: they go first, then the daemon (killed if it
+    /// still runs).
     fn drop(&mut self) {
+        let _ = self.adm(&["--op", "delete", "--mode", "target", "--tid", "1", "--force"]);
         let _ = std::process::Command::new("tgtadm").args(["-C", &self.control, "--op", "delete", "--mode", "system"]).output();
+        let _ = std::process::Command::new("pkill").args(["-9", "-f", &format!("tgtd -C {} ", self.control)]).output();
     }
 }
 

@@ -191,7 +191,10 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     )
     .await;
     assert!(reaches(&outsider.ns, None, &server.ip).await, "a prefix rule lets the outsider in");
-    let spoofed = "10.81.0.250";
+    // an address no port of the network has (IPAM picks ports' addresses at random)
+    let taken = admin.get(&format!("/networking/v2.0/ports?network_id={net_id}")).await.json()["ports"].to_string();
+    let spoofed = (200..254).map(|i| format!("10.81.0.{i}")).find(|a| !taken.contains(&format!("\"{a}\""))).unwrap();
+    let spoofed = spoofed.as_str();
     ip(&["-n", &outsider.ns, "addr", "add", &format!("{spoofed}/24"), "dev", "eth0"]);
     assert!(!ping(&outsider.ns, Some(spoofed), &server.ip), "a spoofed source address gets through");
     // ... unless it is an allowed address pair of the port
