@@ -437,32 +437,7 @@ fn rule(r: &SecurityGroupRuleState, groups: &BTreeMap<&str, &SecurityGroupState>
 
 /// A protocol by name or number; `None` for any.
 fn protocol_number(p: &str) -> Option<u8> {
-    const NAMES: &[(&str, u8)] = &[
-        ("ah", 51),
-        ("dccp", 33),
-        ("egp", 8),
-        ("esp", 50),
-        ("gre", 47),
-        ("icmp", 1),
-        ("icmpv6", 58),
-        ("igmp", 2),
-        ("ipip", 4),
-        ("ipv6-encap", 41),
-        ("ipv6-frag", 44),
-        ("ipv6-icmp", 58),
-        ("ipv6-nonxt", 59),
-        ("ipv6-opts", 60),
-        ("ipv6-route", 43),
-        ("ospf", 89),
-        ("pgm", 113),
-        ("rsvp", 46),
-        ("sctp", 132),
-        ("tcp", 6),
-        ("udp", 17),
-        ("udplite", 136),
-        ("vrrp", 112),
-    ];
-    let n = NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(p)).map(|(_, n)| *n).or_else(|| p.parse().ok())?;
+    let n = network_rpc::IP_PROTOCOLS.iter().find(|(n, _)| n.eq_ignore_ascii_case(p)).map(|(_, n)| *n).or_else(|| p.parse().ok())?;
     // 0 (`ip`, `hopopt`, "any") means every protocol, as upstream
     (n != 0).then_some(n)
 }

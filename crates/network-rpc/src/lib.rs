@@ -34,6 +34,36 @@ pub const DHCP_OWNER: &str = "network:dhcp";
 /// The agent type network agents report, as upstream's Linux bridge agent.
 pub const AGENT_TYPE: &str = "Linux bridge agent";
 
+/// The IP protocol names security group rules accept (Neutron's), with their numbers; `ip` and `hopopt` (0) mean
+/// every protocol. The service validates rules with it and the agent turns names into numbers with it.
+pub const IP_PROTOCOLS: &[(&str, u8)] = &[
+    ("ah", 51),
+    ("dccp", 33),
+    ("egp", 8),
+    ("esp", 50),
+    ("gre", 47),
+    ("hopopt", 0),
+    ("icmp", 1),
+    ("igmp", 2),
+    ("ip", 0),
+    ("ipip", 4),
+    ("ipv6-encap", 41),
+    ("ipv6-frag", 44),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("ipv6-nonxt", 59),
+    ("ipv6-opts", 60),
+    ("ipv6-route", 43),
+    ("ospf", 89),
+    ("pgm", 113),
+    ("rsvp", 46),
+    ("sctp", 132),
+    ("tcp", 6),
+    ("udp", 17),
+    ("udplite", 136),
+    ("vrrp", 112),
+];
+
 /// A network's segment, as the agent wires it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {

@@ -26,34 +26,6 @@ const RULE_ATTRS: &[&str] = &[
     "tenant_id",
 ];
 
-/// Protocol names Neutron accepts, with their numbers.
-const PROTOCOLS: &[(&str, u8)] = &[
-    ("ah", 51),
-    ("dccp", 33),
-    ("egp", 8),
-    ("esp", 50),
-    ("gre", 47),
-    ("hopopt", 0),
-    ("icmp", 1),
-    ("igmp", 2),
-    ("ip", 0),
-    ("ipip", 4),
-    ("ipv6-encap", 41),
-    ("ipv6-frag", 44),
-    ("ipv6-icmp", 58),
-    ("icmpv6", 58),
-    ("ipv6-nonxt", 59),
-    ("ipv6-opts", 60),
-    ("ipv6-route", 43),
-    ("ospf", 89),
-    ("pgm", 113),
-    ("rsvp", 46),
-    ("sctp", 132),
-    ("tcp", 6),
-    ("udp", 17),
-    ("udplite", 136),
-    ("vrrp", 112),
-];
 
 /// The protocol as stored (name or decimal string) and its number; `None` for "any".
 fn parse_protocol(v: &Value) -> Result<Option<(String, u8)>> {
@@ -66,13 +38,13 @@ fn parse_protocol(v: &Value) -> Result<Option<(String, u8)>> {
     if s.is_empty() || s.eq_ignore_ascii_case("any") {
         return Ok(None);
     }
-    if let Some((name, n)) = PROTOCOLS.iter().find(|(name, _)| name.eq_ignore_ascii_case(&s)) {
+    if let Some((name, n)) = network_rpc::IP_PROTOCOLS.iter().find(|(name, _)| name.eq_ignore_ascii_case(&s)) {
         return Ok(Some((name.to_string(), *n)));
     }
     if let Ok(n) = s.parse::<u8>() {
         return Ok(Some((n.to_string(), n)));
     }
-    let names: Vec<&str> = PROTOCOLS.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = network_rpc::IP_PROTOCOLS.iter().map(|(n, _)| *n).collect();
     Err(Error::bad(
         "SecurityGroupRuleInvalidProtocol",
         format!("Security group rule protocol {s} not supported. Only protocol values {names:?} and integer representations [0 to 255] are supported."),
