@@ -129,10 +129,7 @@ impl Conductor {
             },
             request_id: request_id.to_string(),
         };
-        self.bus()
-            .call(&Target::server(COMPUTE_TOPIC, &host), &msg, self.settings().call_timeout)
-            .await
-            .map_err(|e| Error::Unavailable(format!("Compute service of {host} cannot attach the volume: {e}")))?;
+        self.agent_call(inst, &msg, "attach the volume").await?;
         v.attachment_complete(&inst.project_id, b.attachment_id.as_deref().unwrap_or_default()).await?;
         let mut b = b.clone();
         b.connection_info = Some(msg.block_device.connection_info);
@@ -159,12 +156,9 @@ impl Conductor {
     async fn detach_volume_now(&self, inst: &InstanceRow, b: &Bdm, request_id: &str) -> Result<(), Error> {
         let v = self.volumes()?;
         let volume_id = b.volume_id.clone().unwrap_or_default();
-        if let Some(host) = &inst.host {
+        if inst.host.is_some() {
             let msg = DetachVolume { uuid: inst.uuid.clone(), volume_id: volume_id.clone(), request_id: request_id.to_string() };
-            self.bus()
-                .call(&Target::server(COMPUTE_TOPIC, host), &msg, self.settings().call_timeout)
-                .await
-                .map_err(|e| Error::Unavailable(format!("Compute service of {host} cannot detach the volume: {e}")))?;
+            self.agent_call(inst, &msg, "detach the volume").await?;
         }
         if let Some(a) = &b.attachment_id {
             v.attachment_delete(&inst.project_id, a).await?;
@@ -182,7 +176,7 @@ impl Conductor {
         tokio::spawn(async move {
             let snapshot_id = create_info["snapshot_id"].as_str().unwrap_or_default().to_string();
             let msg = VolumeSnapshotCreate { uuid: inst.uuid.clone(), volume_id: volume_id.clone(), create_info, request_id };
-            let status = match c.agent_call(&inst, &msg).await {
+            let status = match c.agent_call(&inst, &msg, "snapshot the volume").await {
                 Ok(()) => json!({"status": "creating", "progress": "90%"}),
                 Err(e) => {
                     tracing::warn!(instance = %inst.uuid, volume = %volume_id, error = %e, "assisted volume snapshot failed");
@@ -199,7 +193,7 @@ impl Conductor {
         let c = self.clone();
         tokio::spawn(async move {
             let msg = VolumeSnapshotDelete { uuid: inst.uuid.clone(), volume_id: volume_id.clone(), snapshot_id: snapshot_id.clone(), delete_info, request_id };
-            let status = match c.agent_call(&inst, &msg).await {
+            let status = match c.agent_call(&inst, &msg, "merge the volume's files").await {
                 Ok(()) => json!({"status": "deleting", "progress": "90%"}),
                 Err(e) => {
                     tracing::warn!(instance = %inst.uuid, volume = %volume_id, error = %e, "deleting an assisted volume snapshot failed");
@@ -210,12 +204,13 @@ impl Conductor {
         });
     }
 
-    async fn agent_call<M: bus::Rpc<Reply = ()>>(&self, inst: &InstanceRow, msg: &M) -> Result<(), Error> {
+    /// Calls the agent of the instance's host; `action` names the work in the error.
+    async fn agent_call<M: bus::Rpc<Reply = ()>>(&self, inst: &InstanceRow, msg: &M, action: &str) -> Result<(), Error> {
         let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
         self.bus()
             .call(&Target::server(COMPUTE_TOPIC, &host), msg, self.settings().call_timeout)
             .await
-            .map_err(|e| Error::Unavailable(format!("Compute service of {host}: {e}")))
+            .map_err(|e| Error::Unavailable(format!("Compute service of {host} cannot {action}: {e}")))
     }
 
     /// Reports an assisted snapshot's progress to the block storage service; a snapshot it does not know (a
