@@ -1,6 +1,8 @@
 //! `cargo xtask image build`: the Stratus test VM image, a CirrOS-like guest made of Debian's cloud kernel and
 //! busybox-static, built by `scripts/build-test-image` from Debian packages only and cached in
 //! `target/test-image/` (rebuilt only when the script, the guest's files or the packages' versions change).
+//! The same build also writes the test container, `stratus-test-container.tar`: a `docker save` archive of one
+//! busybox-static layer whose PID 1 is `scripts/test-image/container-init`.
 //! `scripts/upload-test-image` uploads the result to a running cloud.
 
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Builds (or finds cached) the bootable qcow2 disk and the kernel/ramdisk pair for direct kernel boot.
+    /// Builds (or finds cached) the bootable qcow2 disk, the kernel/ramdisk pair for direct kernel boot and the
+    /// test container's `docker save` archive.
     Build {
         /// Where to put the image files (default: target/test-image).
         #[arg(long)]

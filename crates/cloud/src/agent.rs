@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bus::Bus;
-use compute_agent::{Agent, AgentConfig, AgentHandle, DriverConfig, FakeConfig, QemuConfig, QemuSettings};
+use compute_agent::{Agent, AgentConfig, AgentHandle, ContainerConfig, ContainerSettings, DriverConfig, FakeConfig, QemuConfig, QemuSettings};
 
 use crate::{Config, Error};
 
@@ -67,12 +67,25 @@ pub fn driver_config(config: &Config, endpoints: Endpoints) -> Result<DriverConf
     qemu.remove_unused_minimum_age = Duration::from_secs(q.remove_unused_original_minimum_age_seconds);
     qemu.iscsi_initiator = compute_agent::iscsi_initiator(&agent_config(config).host);
     qemu.host_namespace = q.host_namespace.clone().or_else(|| config.network_agent.host_namespace.clone());
+    let k = &section.container;
+    let mut container = ContainerConfig::new(k.instances_path.clone().unwrap_or_else(|| config.data_dir.join("containers")));
+    container.runtime = k.runtime.clone().into();
+    container.stop_timeout = Duration::from_secs(k.stop_timeout);
+    container.pids_limit = k.pids_limit;
+    container.remove_unused_base_images = k.remove_unused_base_images;
+    container.remove_unused_minimum_age = Duration::from_secs(k.remove_unused_original_minimum_age_seconds);
+    container.host_namespace = k.host_namespace.clone().or_else(|| config.network_agent.host_namespace.clone());
+    let container = ContainerSettings {
+        container,
+        image_url: Some(k.image_url.clone().unwrap_or_else(|| endpoints.image_url.clone())),
+        credentials: endpoints.credentials.clone(),
+    };
     let qemu = QemuSettings {
         qemu,
         image_url: Some(q.image_url.clone().unwrap_or(endpoints.image_url)),
         credentials: endpoints.credentials,
     };
-    Ok(DriverConfig::named(&section.driver, fake, qemu)?)
+    Ok(DriverConfig::named(&section.driver, fake, qemu, container)?)
 }
 
 /// The volume agent's settings from `[volume_agent]`.
@@ -225,6 +238,16 @@ mod tests {
         assert_eq!(qemu.qemu.virt_type, compute_agent::VirtType::Qemu);
         assert_eq!(qemu.qemu.shutdown_timeout, Duration::from_secs(5));
         assert!(qemu.qemu.instances_path.ends_with("instances"));
+
+        config.compute_agent.driver = "container".into();
+        config.compute_agent.container.stop_timeout = 3;
+        config.network_agent.host_namespace = Some("hostns".into());
+        let DriverConfig::Container(container) = driver_config(&config, Endpoints::default()).unwrap() else {
+            panic!("container was asked for")
+        };
+        assert_eq!(container.container.stop_timeout, Duration::from_secs(3));
+        assert_eq!(container.container.host_namespace.as_deref(), Some("hostns"));
+        assert!(container.container.instances_path.ends_with("containers"));
         config.compute_agent.qemu.virt_type = "xen".into();
         assert!(driver_config(&config, Endpoints::default()).is_err());
     }

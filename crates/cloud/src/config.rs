@@ -301,7 +301,8 @@ pub struct ComputeAgentSection {
     /// The address shown as the hypervisor's `host_ip` (upstream's `my_ip`); defaults to the address of the
     /// default route.
     pub my_ip: Option<String>,
-    /// The hypervisor driver: `fake` (guests in memory) or `qemu` (QEMU processes, `[compute_agent.qemu]`).
+    /// The hypervisor driver: `fake` (guests in memory), `qemu` (QEMU processes, `[compute_agent.qemu]`) or
+    /// `container` (Linux containers from Docker images, `[compute_agent.container]`).
     pub driver: String,
     /// Seconds between heartbeats (upstream's `report_interval`).
     pub report_interval: u64,
@@ -328,6 +329,46 @@ pub struct ComputeAgentSection {
     pub vif_plugging_is_fatal: bool,
     /// The `qemu` driver's settings.
     pub qemu: QemuDriverSection,
+    /// The `container` driver's settings.
+    pub container: ContainerDriverSection,
+}
+
+/// The `container` driver's settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerDriverSection {
+    /// Containers' directories, the image cache (`_base`) and the unpacked layers; defaults to
+    /// `<data_dir>/containers`.
+    pub instances_path: Option<PathBuf>,
+    /// The OCI runtime, with runc's command line.
+    pub runtime: String,
+    /// Seconds a container has to stop after SIGTERM before it is killed.
+    pub stop_timeout: u64,
+    /// The most processes a container may have.
+    pub pids_limit: i64,
+    pub remove_unused_base_images: bool,
+    /// Seconds a cached image must have been unused before it is removed.
+    pub remove_unused_original_minimum_age_seconds: u64,
+    /// The image endpoint images are fetched from; defaults as `[compute_agent.qemu] image_url`.
+    pub image_url: Option<String>,
+    /// The named network namespace the host ends of the containers' veth pairs go to; defaults to
+    /// `[network_agent] host_namespace`.
+    pub host_namespace: Option<String>,
+}
+
+impl Default for ContainerDriverSection {
+    fn default() -> Self {
+        ContainerDriverSection {
+            instances_path: None,
+            runtime: "runc".into(),
+            stop_timeout: 10,
+            pids_limit: 1024,
+            remove_unused_base_images: true,
+            remove_unused_original_minimum_age_seconds: 86_400,
+            image_url: None,
+            host_namespace: None,
+        }
+    }
 }
 
 /// The `qemu` driver's settings (upstream's `[libvirt]` and `[compute]` options of the same names).
@@ -401,6 +442,7 @@ impl Default for ComputeAgentSection {
             vif_plugging_timeout: 300,
             vif_plugging_is_fatal: true,
             qemu: QemuDriverSection::default(),
+            container: ContainerDriverSection::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use compute_rpc::{COMPUTE_TOPIC, CONDUCTOR_TOPIC};
 use crate::Error;
 use crate::fake::{FakeConfig, FakeDriver};
 use crate::hypervisor::Hypervisor;
+use crate::container::{ContainerConfig, ContainerDriver};
 use crate::qemu::{ImageService, QemuConfig, QemuDriver};
 
 /// How an agent runs. [`AgentConfig::new`] gives upstream's defaults.
@@ -116,6 +117,16 @@ impl AgentConfig {
 pub enum DriverConfig {
     Fake(FakeConfig),
     Qemu(Box<QemuSettings>),
+    Container(Box<ContainerSettings>),
+}
+
+/// The container driver's settings and where it fetches images from.
+#[derive(Clone, Debug)]
+pub struct ContainerSettings {
+    pub container: ContainerConfig,
+    /// The image service's endpoint and the service user the driver downloads images as.
+    pub image_url: Option<String>,
+    pub credentials: Option<auth::ServiceCredentials>,
 }
 
 /// The qemu driver's settings and where it fetches images from.
@@ -128,12 +139,13 @@ pub struct QemuSettings {
 }
 
 impl DriverConfig {
-    /// The driver called `name` (`fake` or `qemu`), with `fake`'s or `qemu`'s settings.
-    pub fn named(name: &str, fake: FakeConfig, qemu: QemuSettings) -> Result<DriverConfig, Error> {
+    /// The driver called `name` (`fake`, `qemu` or `container`), with its settings.
+    pub fn named(name: &str, fake: FakeConfig, qemu: QemuSettings, container: ContainerSettings) -> Result<DriverConfig, Error> {
         match name {
             "fake" => Ok(DriverConfig::Fake(fake)),
             "qemu" => Ok(DriverConfig::Qemu(Box::new(qemu))),
-            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake, qemu)"))),
+            "container" => Ok(DriverConfig::Container(Box::new(container))),
+            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake, qemu, container)"))),
         }
     }
 
@@ -147,16 +159,24 @@ impl DriverConfig {
             }
             DriverConfig::Qemu(settings) => {
                 let settings = *settings;
-                let images = match (settings.image_url, settings.credentials) {
-                    (Some(url), Some(credentials)) => Some(ImageService::new(&url, credentials)?),
-                    (None, _) => None,
-                    (Some(_), None) => {
-                        return Err(Error::Config("the qemu driver needs service credentials to fetch images".into()));
-                    }
-                };
+                let images = image_service("qemu", settings.image_url, settings.credentials)?;
                 Ok(Arc::new(QemuDriver::new(settings.qemu, images)?))
             }
+            DriverConfig::Container(settings) => {
+                let settings = *settings;
+                let images = image_service("container", settings.image_url, settings.credentials)?;
+                Ok(Arc::new(ContainerDriver::new(settings.container, images)?))
+            }
         }
+    }
+}
+
+/// The image service a driver fetches images from, when configured.
+fn image_service(driver: &str, url: Option<String>, credentials: Option<auth::ServiceCredentials>) -> Result<Option<ImageService>, Error> {
+    match (url, credentials) {
+        (Some(url), Some(credentials)) => Ok(Some(ImageService::new(&url, credentials)?)),
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(Error::Config(format!("the {driver} driver needs service credentials to fetch images"))),
     }
 }
 
@@ -221,9 +241,11 @@ mod tests {
     #[test]
     fn drivers_by_name() {
         let qemu = || QemuSettings { qemu: QemuConfig::new("/nonexistent/instances"), image_url: None, credentials: None };
-        assert!(DriverConfig::named("fake", FakeConfig::default(), qemu()).unwrap().build().is_ok());
-        assert!(matches!(DriverConfig::named("qemu", FakeConfig::default(), qemu()).unwrap(), DriverConfig::Qemu(_)));
-        let err = DriverConfig::named("xen", FakeConfig::default(), qemu()).unwrap_err().to_string();
+        let container = || ContainerSettings { container: ContainerConfig::new("/nonexistent/instances"), image_url: None, credentials: None };
+        assert!(DriverConfig::named("fake", FakeConfig::default(), qemu(), container()).unwrap().build().is_ok());
+        assert!(matches!(DriverConfig::named("qemu", FakeConfig::default(), qemu(), container()).unwrap(), DriverConfig::Qemu(_)));
+        assert!(matches!(DriverConfig::named("container", FakeConfig::default(), qemu(), container()).unwrap(), DriverConfig::Container(_)));
+        let err = DriverConfig::named("xen", FakeConfig::default(), qemu(), container()).unwrap_err().to_string();
         assert!(err.contains("xen"), "{err}");
         let negative = FakeConfig { vcpus: -1, ..Default::default() };
         assert!(DriverConfig::Fake(negative).build().is_err());

@@ -344,7 +344,7 @@ impl Hypervisor for FakeDriver {
         })
     }
 
-    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<String, Error> {
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<crate::hypervisor::SnapshotFormat, Error> {
         let uuid = &instance.uuid;
         // The fake guest has no disk: its snapshot is a small raw image naming it.
         let data = self.with_guest(uuid, "snapshot", |g| {
@@ -353,7 +353,7 @@ impl Hypervisor for FakeDriver {
         tokio::fs::write(dest, data.as_bytes())
             .await
             .map_err(|source| Error::Io { context: format!("writing the snapshot of {uuid}"), source })?;
-        Ok("raw".into())
+        Ok(crate::hypervisor::SnapshotFormat::disk("raw"))
     }
 
     async fn rescue(&self, instance: &InstanceSpec, rescue: &ImageSource, _context: &GuestContext) -> Result<(), Error> {

@@ -10,6 +10,7 @@
 //! resume — also get the instance and its context, so a driver can regenerate its definition from them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use async_trait::async_trait;
 pub use compute_rpc::BlockDeviceSpec;
@@ -105,6 +106,35 @@ impl NetworkInterface {
     }
 }
 
+/// The machine's memory in MiB (`/proc/meminfo`).
+pub(crate) fn meminfo_mb() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok()))
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// The size in GiB of the filesystem holding `path`.
+pub(crate) fn disk_gb(path: &Path) -> i64 {
+    rustix::fs::statvfs(path).map_or(0, |s| (s.f_blocks as i64 * s.f_frsize as i64) / (1024 * 1024 * 1024))
+}
+
+/// The formats of a snapshot a driver wrote, as the image service records them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotFormat {
+    /// `qcow2`, `raw`.
+    pub disk_format: String,
+    /// `bare`; `docker` for a container image archive.
+    pub container_format: String,
+}
+
+impl SnapshotFormat {
+    /// A bare disk image in `disk_format`.
+    pub fn disk(disk_format: &str) -> SnapshotFormat {
+        SnapshotFormat { disk_format: disk_format.to_owned(), container_format: "bare".to_owned() }
+    }
+}
+
 /// A hypervisor driver. Every method is safe to call concurrently for different instances; the agent never
 /// runs two operations on one instance at once.
 #[async_trait]
@@ -158,9 +188,10 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Gives a guest the resources of `flavor` in place (same host), keeping its disk and power state.
     async fn resize(&self, instance: &InstanceSpec, flavor: &compute_rpc::FlavorSpec, context: &GuestContext) -> Result<(), Error>;
 
-    /// Writes a copy of the guest's root disk, as a standalone image, to `dest` (a real driver converts its disk
-    /// with qemu-img; the guest keeps running). Returns the disk format written (`qcow2`, `raw`).
-    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<String, Error>;
+    /// Writes a copy of the guest's root disk, as a standalone image, to `dest` (a VM driver converts its disk
+    /// with qemu-img, a container driver writes an image archive; the guest keeps running). Returns the formats
+    /// written.
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &std::path::Path) -> Result<SnapshotFormat, Error>;
 
     /// Counters of a guest, as upstream's pre-2.48 diagnostics (`cpu0_time`, `memory`, `vda_read`, …).
     async fn diagnostics(&self, instance: &InstanceSpec) -> Result<std::collections::BTreeMap<String, serde_json::Value>, Error>;

@@ -5,16 +5,20 @@ use std::path::Path;
 use tokio::io::AsyncReadExt;
 
 use crate::Error;
+use crate::hypervisor::SnapshotFormat;
 
 const CHUNK: usize = 1 << 20;
 
 /// Streams `file` into image `image_id` (`PUT {image_url}/v2/images/{id}/file`) with the user's `token`, after
-/// setting the disk format the driver wrote when the image does not name one yet.
-pub async fn upload(image_url: &str, token: &str, image_id: &str, file: &Path, disk_format: &str) -> Result<(), Error> {
+/// setting the disk and container formats the driver wrote.
+pub async fn upload(image_url: &str, token: &str, image_id: &str, file: &Path, format: &SnapshotFormat) -> Result<(), Error> {
     let base = image_url.trim_end_matches('/');
     let client = reqwest::Client::new();
     let http = |e: reqwest::Error| Error::Hypervisor(format!("image service: {e}"));
-    let patch = serde_json::json!([{"op": "replace", "path": "/disk_format", "value": disk_format}]);
+    let patch = serde_json::json!([
+        {"op": "replace", "path": "/disk_format", "value": format.disk_format},
+        {"op": "replace", "path": "/container_format", "value": format.container_format},
+    ]);
     let _ = client
         .patch(format!("{base}/v2/images/{image_id}"))
         .header("x-auth-token", token)

@@ -5,10 +5,14 @@
 //! their consoles), and reports its liveness and resources. It never touches the database: every change to an
 //! instance goes through the conductor over the bus contract in `compute-rpc`.
 //!
-//! Drivers: [`fake`] (guests in memory) and [`qemu`] (one QEMU process per instance, over QMP).
+//! Drivers: [`fake`] (guests in memory), [`qemu`] (one QEMU process per instance, over QMP) and [`container`]
+//! (Linux containers from Docker images, run by an OCI runtime).
 
 mod agent;
+mod base;
 mod config;
+mod config_drive;
+pub mod container;
 mod error;
 mod events;
 pub mod fake;
@@ -19,9 +23,10 @@ pub mod qemu;
 
 pub use compute_rpc::iscsi_initiator;
 pub use agent::{Agent, AgentHandle};
-pub use config::{AgentConfig, DriverConfig, QemuSettings, default_ip, hostname};
+pub use config::{AgentConfig, ContainerSettings, DriverConfig, QemuSettings, default_ip, hostname};
 pub use error::Error;
 pub use fake::{FakeConfig, FakeDriver, FakeFailures};
-pub use hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
+pub use container::{ContainerConfig, ContainerDriver};
+pub use hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface, SnapshotFormat};
 pub use manager::{BUILD_EVENT, TERMINATE_EVENT};
 pub use qemu::{ImageService, QemuConfig, QemuDriver, VirtType};

@@ -20,8 +20,6 @@
 //! with a timeout (a `/dev/kvm` that cannot run guests in practice is too slow to get through it) and falls back
 //! to TCG.
 
-mod base;
-mod config_drive;
 mod qmp;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,12 +32,13 @@ use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub use base::ImageService;
-use base::BaseCache;
+pub use crate::base::ImageService;
+use crate::base::BaseCache;
+use crate::config_drive;
 use qmp::Qmp;
 
 use crate::Error;
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, SnapshotFormat, disk_gb, meminfo_mb};
 
 /// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
 const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
@@ -944,17 +943,6 @@ async fn probe_kvm(qemu: &Path, timeout: Duration) -> bool {
     ok
 }
 
-fn meminfo_mb() -> i64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok()))
-        .map_or(0, |kb| kb / 1024)
-}
-
-fn disk_gb(path: &Path) -> i64 {
-    rustix::fs::statvfs(path).map_or(0, |s| (s.f_blocks as i64 * s.f_frsize as i64) / (1024 * 1024 * 1024))
-}
-
 #[async_trait]
 impl Hypervisor for QemuDriver {
     fn name(&self) -> &'static str {
@@ -1196,7 +1184,7 @@ impl Hypervisor for QemuDriver {
         Ok(())
     }
 
-    async fn snapshot(&self, instance: &InstanceSpec, dest: &Path) -> Result<String, Error> {
+    async fn snapshot(&self, instance: &InstanceSpec, dest: &Path) -> Result<SnapshotFormat, Error> {
         let uuid = instance.uuid.as_str();
         self.load(uuid)?;
         // A running guest is paused while its disk is copied, so the copy is consistent.
@@ -1214,7 +1202,7 @@ impl Hypervisor for QemuDriver {
             qmp.execute("cont", None).await?;
         }
         result?;
-        Ok("qcow2".into())
+        Ok(SnapshotFormat::disk("qcow2"))
     }
 
     async fn diagnostics(&self, instance: &InstanceSpec) -> Result<BTreeMap<String, Value>, Error> {

@@ -2,9 +2,11 @@
 //! conductor that records every message and answers as told.
 //!
 //! `lifecycle` covers builds, deletes, actions and consoles; `registration` the node's registration, heartbeats
-//! and resource reports; `amqp` one run over RabbitMQ; `qemu` the qemu driver with real QEMU.
+//! and resource reports; `amqp` one run over RabbitMQ; `qemu` the qemu driver with real QEMU; `container` the
+//! container driver with real runc.
 
 mod amqp;
+mod container;
 mod lifecycle;
 mod qemu;
 mod registration;

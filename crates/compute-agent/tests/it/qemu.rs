@@ -177,7 +177,7 @@ async fn a_guest_boots_reads_its_config_drive_and_goes_through_its_lifecycle() {
 
     // A snapshot of the running guest is a standalone qcow2 that boots.
     let snap = env.path.join("_base").join("snap-image");
-    assert_eq!(driver.snapshot(&spec, &snap).await.unwrap(), "qcow2");
+    assert_eq!(driver.snapshot(&spec, &snap).await.unwrap().disk_format, "qcow2");
     assert_eq!(driver.power_state("vm1").await.unwrap(), PowerState::Running);
     let (spec2, ctx2) = instance("vm2", "snap-image", &[("disk_format", "qcow2")]);
     driver.spawn(&spec2, &ctx2).await.unwrap();

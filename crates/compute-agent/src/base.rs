@@ -98,7 +98,7 @@ impl BaseCache {
         let _guard = lock.lock().await;
         if !path.exists() {
             let images = self.images.as_ref().ok_or_else(|| {
-                Error::Config("the qemu driver has no image service configured ([compute_agent.qemu] image_url)".into())
+                Error::Config("the compute driver has no image service configured (image_url)".into())
             })?;
             tokio::fs::create_dir_all(&self.dir)
                 .await
