@@ -86,8 +86,11 @@ impl Runtime {
         let open = || std::fs::File::options().create(true).append(true).open(console);
         let (stdout, stderr) = (open().map_err(io(console))?, open().map_err(io(console))?);
         let log = bundle.join("runtime.log");
+        // The runtime, and the container it forks off, get a process group of their own: signals to the agent's
+        // group (a service manager stopping it) do not reach the containers.
         let status = self
             .command()
+            .process_group(0)
             .arg("--log")
             .arg(&log)
             .args(["--log-format", "json", "create", "--bundle"])
