@@ -11,6 +11,7 @@
 //! from Debian packages (see [`vm_image`]).
 
 mod compute;
+mod containers;
 mod identity;
 mod image;
 mod network;
@@ -80,6 +81,8 @@ enum Suite {
     SecurityGroups(security_groups::Args),
     /// Real VMs with the qemu driver: API → ACTIVE and API → boot marker, against a bare QEMU launch.
     Vm(vm::Args),
+    /// Real containers with the container driver: API → ACTIVE and → ready marker against bare runc; density.
+    Containers(containers::Args),
 }
 
 fn main() -> Result<()> {
@@ -121,6 +124,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Vm(args)),
             ..
         } => vm::run(args),
+        Task::Bench {
+            suite: Some(Suite::Containers(args)),
+            ..
+        } => containers::run(args),
         Task::Bench {
             suite: None,
             runs,
@@ -322,7 +329,7 @@ fn http_status(port: u16, path: &str) -> Result<u16> {
     Ok(text.get(9..12).context("short status line")?.parse()?)
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()

@@ -29,12 +29,12 @@ pub struct Args {
     virt_type: String,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
-fn row(case: &str, v: &[f64]) {
+pub(crate) fn row(case: &str, v: &[f64]) {
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
     let max = v.iter().copied().fold(0.0, f64::max);
     println!("| {case} | {} | {:.2} | {min:.2} | {max:.2} |", v.len(), median(v.to_vec()));
@@ -120,87 +120,167 @@ async fn bare_boot(disk: &Path, accel: &str, i: usize) -> Result<f64> {
     Ok(took)
 }
 
+/// A cloud of one release process built with `cloud::start` whose in-process agent runs `driver` (configured by
+/// `configure`), with an admin token.
+pub(crate) struct BenchCloud {
+    _dir: tempfile::TempDir,
+    running: cloud::RunningCloud,
+    pub base: String,
+    pub token: String,
+    /// The admin project the token is scoped to.
+    pub project: String,
+    pub http: reqwest::Client,
+}
+
+impl BenchCloud {
+    pub(crate) async fn start(driver: &str, configure: impl FnOnce(&mut cloud::Config)) -> Result<BenchCloud> {
+        let dir = tempfile::tempdir()?;
+        let mut config = cloud::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        config.server.listen = "127.0.0.1:0".parse()?;
+        config.bus.url = format!("memory://bench-{driver}-{}", std::process::id());
+        config.identity.password_hash_rounds = 4;
+        config.compute_agent.driver = driver.into();
+        configure(&mut config);
+        let opts = cloud::StartOptions { compute_agent: true, ..cloud::StartOptions::all_in_one() };
+        let running = cloud::start(config, opts).await.map_err(|e| anyhow!("cloud start: {e}"))?;
+        let base = running.url.clone();
+        let (token, project) = crate::admin_token(&base, dir.path()).await?;
+        let http = reqwest::Client::new();
+        // Wait for the agent's node.
+        for _ in 0..500 {
+            let r: serde_json::Value =
+                http.get(format!("{base}/compute/v2.1/os-hypervisors")).header("x-auth-token", &token).send().await?.json().await?;
+            if r["hypervisors"].as_array().is_some_and(|h| !h.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(BenchCloud { _dir: dir, running, base, token, project, http })
+    }
+
+    /// Lifts the admin project's compute quotas (instances, cores, RAM).
+    pub(crate) async fn unlimited(&self) -> Result<()> {
+        let r = self
+            .http
+            .put(format!("{}/compute/v2.1/os-quota-sets/{}", self.base, self.project))
+            .header("x-auth-token", &self.token)
+            .json(&json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("quota update answered {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Uploads `file` as a public image; returns its id.
+    pub(crate) async fn upload(&self, name: &str, disk_format: &str, container_format: &str, file: &Path) -> Result<String> {
+        let r = self
+            .http
+            .post(format!("{}/image/v2/images", self.base))
+            .header("x-auth-token", &self.token)
+            .json(&json!({"name": name, "disk_format": disk_format, "container_format": container_format, "visibility": "public"}))
+            .send()
+            .await?;
+        let image: serde_json::Value = r.json().await?;
+        let image = image["id"].as_str().context("image id")?.to_string();
+        let data = tokio::fs::read(file).await?;
+        let r = self
+            .http
+            .put(format!("{}/image/v2/images/{image}/file", self.base))
+            .header("x-auth-token", &self.token)
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("image upload answered {}", r.status());
+        }
+        Ok(image)
+    }
+
+    /// `POST /servers` with `server`; returns the server's URL.
+    pub(crate) async fn create(&self, server: serde_json::Value) -> Result<String> {
+        let r: serde_json::Value = self
+            .http
+            .post(format!("{}/compute/v2.1/servers", self.base))
+            .header("x-auth-token", &self.token)
+            .json(&json!({"server": server}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = r["server"]["id"].as_str().with_context(|| format!("boot: {r}"))?;
+        Ok(format!("{}/compute/v2.1/servers/{id}", self.base))
+    }
+
+    /// Polls the server at `url` every `poll` until ACTIVE.
+    pub(crate) async fn wait_active(&self, url: &str, started: Instant, poll: Duration) -> Result<()> {
+        loop {
+            let s: serde_json::Value = self.http.get(url).header("x-auth-token", &self.token).send().await?.json().await?;
+            match s["server"]["status"].as_str() {
+                Some("ACTIVE") => return Ok(()),
+                Some("ERROR") => bail!("server went to ERROR: {}", s["server"]["fault"]),
+                _ if started.elapsed() > BOOT_TIMEOUT => bail!("server never became ACTIVE"),
+                _ => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+
+    /// Polls the server's console every `poll` until `marker` is on it.
+    pub(crate) async fn wait_console(&self, url: &str, marker: &str, started: Instant, poll: Duration) -> Result<()> {
+        loop {
+            let r: serde_json::Value = self
+                .http
+                .post(format!("{url}/action"))
+                .header("x-auth-token", &self.token)
+                .json(&json!({"os-getConsoleOutput": {"length": 5}}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if r["output"].as_str().is_some_and(|o| o.contains(marker)) {
+                return Ok(());
+            }
+            if started.elapsed() > BOOT_TIMEOUT {
+                bail!("no {marker} on the console");
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Deletes the server at `url` and waits until it is gone.
+    pub(crate) async fn delete(&self, url: &str) -> Result<()> {
+        self.http.delete(url).header("x-auth-token", &self.token).send().await?;
+        for _ in 0..3000 {
+            if self.http.get(url).header("x-auth-token", &self.token).send().await?.status() == 404 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("server {url} was not deleted")
+    }
+
+    pub(crate) async fn shutdown(self) -> Result<()> {
+        self.running.shutdown().await.map_err(|e| anyhow!("{e}"))
+    }
+}
+
 /// Boots through the cloud's API, each after a bare boot (so both see the same machine load); returns (bare →
 /// marker, API → ACTIVE, API → marker) in seconds per run.
 async fn cloud_boots(disk: &Path, accel: &str, args: &Args) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let dir = tempfile::tempdir()?;
-    let mut config = cloud::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
-    config.server.listen = "127.0.0.1:0".parse()?;
-    config.bus.url = format!("memory://bench-vm-{}", std::process::id());
-    config.identity.password_hash_rounds = 4;
-    config.compute_agent.driver = "qemu".into();
-    config.compute_agent.qemu.virt_type = args.virt_type.clone();
-    let opts = cloud::StartOptions { compute_agent: true, ..cloud::StartOptions::all_in_one() };
-    let running = cloud::start(config, opts).await.map_err(|e| anyhow!("cloud start: {e}"))?;
-    let base = running.url.clone();
-    let (token, _) = crate::admin_token(&base, dir.path()).await?;
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/image/v2/images"))
-        .header("x-auth-token", &token)
-        .json(&json!({"name": "stratus-test-vm", "disk_format": "qcow2", "container_format": "bare"}))
-        .send()
-        .await?;
-    let image: serde_json::Value = r.json().await?;
-    let image = image["id"].as_str().context("image id")?.to_string();
-    let data = tokio::fs::read(disk).await?;
-    let r = http
-        .put(format!("{base}/image/v2/images/{image}/file"))
-        .header("x-auth-token", &token)
-        .header("content-type", "application/octet-stream")
-        .body(data)
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("image upload answered {}", r.status());
-    }
-    // Wait for the agent's node.
-    for _ in 0..500 {
-        let r: serde_json::Value =
-            http.get(format!("{base}/compute/v2.1/os-hypervisors")).header("x-auth-token", &token).send().await?.json().await?;
-        if r["hypervisors"].as_array().is_some_and(|h| !h.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cloud = BenchCloud::start("qemu", |c| c.compute_agent.qemu.virt_type = args.virt_type.clone()).await?;
+    let image = cloud.upload("stratus-test-vm", "qcow2", "bare", disk).await?;
     let (mut bare, mut active, mut marker) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=args.runs {
         if i > 0 {
             bare.push(bare_boot(disk, accel, i).await?);
         }
         let started = Instant::now();
-        let body = json!({"server": {"name": format!("bench-{i}"), "imageRef": image, "flavorRef": "42", "config_drive": true}});
-        let r: serde_json::Value =
-            http.post(format!("{base}/compute/v2.1/servers")).header("x-auth-token", &token).json(&body).send().await?.json().await?;
-        let id = r["server"]["id"].as_str().with_context(|| format!("boot: {r}"))?.to_string();
-        let url = format!("{base}/compute/v2.1/servers/{id}");
-        loop {
-            let s: serde_json::Value = http.get(&url).header("x-auth-token", &token).send().await?.json().await?;
-            match s["server"]["status"].as_str() {
-                Some("ACTIVE") => break,
-                Some("ERROR") => bail!("server went to ERROR: {}", s["server"]["fault"]),
-                _ if started.elapsed() > BOOT_TIMEOUT => bail!("server never became ACTIVE"),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        let url = cloud.create(json!({"name": format!("bench-{i}"), "imageRef": image, "flavorRef": "42", "config_drive": true})).await?;
+        cloud.wait_active(&url, started, Duration::from_millis(20)).await?;
         let to_active = started.elapsed().as_secs_f64();
-        loop {
-            let r: serde_json::Value = http
-                .post(format!("{url}/action"))
-                .header("x-auth-token", &token)
-                .json(&json!({"os-getConsoleOutput": {"length": 5}}))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if r["output"].as_str().is_some_and(|o| o.contains(MARKER)) {
-                break;
-            }
-            if started.elapsed() > BOOT_TIMEOUT {
-                bail!("no boot marker on the console");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        cloud.wait_console(&url, MARKER, started, POLL).await?;
         let to_marker = started.elapsed().as_secs_f64();
         // The first boot also downloads the image into the host's base cache: reported, not counted.
         if i == 0 {
@@ -209,14 +289,8 @@ async fn cloud_boots(disk: &Path, accel: &str, args: &Args) -> Result<(Vec<f64>,
             active.push(to_active);
             marker.push(to_marker);
         }
-        http.delete(&url).header("x-auth-token", &token).send().await?;
-        for _ in 0..1500 {
-            if http.get(&url).header("x-auth-token", &token).send().await?.status() == 404 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        cloud.delete(&url).await?;
     }
-    running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
+    cloud.shutdown().await?;
     Ok((bare, active, marker))
 }

@@ -302,7 +302,8 @@ pub struct ComputeAgentSection {
     /// default route.
     pub my_ip: Option<String>,
     /// The hypervisor driver: `fake` (guests in memory), `qemu` (QEMU processes, `[compute_agent.qemu]`) or
-    /// `container` (Linux containers from Docker images, `[compute_agent.container]`).
+    /// `container` (Linux containers from Docker images, `[compute_agent.container]`), or `qemu+container` (both
+    /// on one node: builds from `container_format=docker` images become containers, the others VMs).
     pub driver: String,
     /// Seconds between heartbeats (upstream's `report_interval`).
     pub report_interval: u64,

@@ -118,6 +118,8 @@ pub enum DriverConfig {
     Fake(FakeConfig),
     Qemu(Box<QemuSettings>),
     Container(Box<ContainerSettings>),
+    /// VMs and containers on one node (`qemu+container`).
+    QemuAndContainer(Box<QemuSettings>, Box<ContainerSettings>),
 }
 
 /// The container driver's settings and where it fetches images from.
@@ -145,7 +147,8 @@ impl DriverConfig {
             "fake" => Ok(DriverConfig::Fake(fake)),
             "qemu" => Ok(DriverConfig::Qemu(Box::new(qemu))),
             "container" => Ok(DriverConfig::Container(Box::new(container))),
-            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake, qemu, container)"))),
+            "qemu+container" => Ok(DriverConfig::QemuAndContainer(Box::new(qemu), Box::new(container))),
+            other => Err(Error::Config(format!("unknown compute driver {other:?} (available: fake, qemu, container, qemu+container)"))),
         }
     }
 
@@ -166,6 +169,11 @@ impl DriverConfig {
                 let settings = *settings;
                 let images = image_service("container", settings.image_url, settings.credentials)?;
                 Ok(Arc::new(ContainerDriver::new(settings.container, images)?))
+            }
+            DriverConfig::QemuAndContainer(qemu, container) => {
+                let vm = DriverConfig::Qemu(qemu).build()?;
+                let container = DriverConfig::Container(container).build()?;
+                Ok(Arc::new(crate::multi::MultiDriver::new(vm, container)))
             }
         }
     }
@@ -245,6 +253,10 @@ mod tests {
         assert!(DriverConfig::named("fake", FakeConfig::default(), qemu(), container()).unwrap().build().is_ok());
         assert!(matches!(DriverConfig::named("qemu", FakeConfig::default(), qemu(), container()).unwrap(), DriverConfig::Qemu(_)));
         assert!(matches!(DriverConfig::named("container", FakeConfig::default(), qemu(), container()).unwrap(), DriverConfig::Container(_)));
+        assert!(matches!(
+            DriverConfig::named("qemu+container", FakeConfig::default(), qemu(), container()).unwrap(),
+            DriverConfig::QemuAndContainer(..)
+        ));
         let err = DriverConfig::named("xen", FakeConfig::default(), qemu(), container()).unwrap_err().to_string();
         assert!(err.contains("xen"), "{err}");
         let negative = FakeConfig { vcpus: -1, ..Default::default() };

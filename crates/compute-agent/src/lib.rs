@@ -6,7 +6,8 @@
 //! instance goes through the conductor over the bus contract in `compute-rpc`.
 //!
 //! Drivers: [`fake`] (guests in memory), [`qemu`] (one QEMU process per instance, over QMP) and [`container`]
-//! (Linux containers from Docker images, run by an OCI runtime).
+//! (Linux containers from Docker images, run by an OCI runtime); [`multi`] runs a VM driver and the container
+//! driver on one node.
 
 mod agent;
 mod base;
@@ -19,6 +20,7 @@ pub mod fake;
 pub mod hypervisor;
 mod images;
 mod manager;
+pub mod multi;
 pub mod qemu;
 
 pub use compute_rpc::iscsi_initiator;
@@ -29,4 +31,5 @@ pub use fake::{FakeConfig, FakeDriver, FakeFailures};
 pub use container::{ContainerConfig, ContainerDriver};
 pub use hypervisor::{GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface, SnapshotFormat};
 pub use manager::{BUILD_EVENT, TERMINATE_EVENT};
+pub use multi::MultiDriver;
 pub use qemu::{ImageService, QemuConfig, QemuDriver, VirtType};

@@ -447,6 +447,53 @@ mod tests {
         assert!(!dir.path().join("escape").exists() && !layers.join("escape").exists());
     }
 
+    #[test]
+    fn oci_layouts_with_gzip_layers_unpack_too() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = layer(&[("etc", None), ("etc/motd", Some(b"hello"))]);
+        let diff_id = hex::encode(Sha256::digest(&plain));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let blob = gz.finish().unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["/bin/sh"], "WorkingDir": "/etc"},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        }))
+        .unwrap();
+        let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", digest(&config)), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{}", digest(&blob)), "size": blob.len()}],
+        }))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", digest(&manifest)), "size": manifest.len()}],
+        }))
+        .unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("oci-layout".to_owned(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ("index.json".to_owned(), index),
+            (format!("blobs/sha256/{}", digest(&manifest)), manifest.clone()),
+            (format!("blobs/sha256/{}", digest(&config)), config.clone()),
+            (format!("blobs/sha256/{}", digest(&blob)), blob.clone()),
+        ] {
+            tar.append_data(&mut file_header(data.len() as u64, 0o644), name, data.as_slice()).unwrap();
+        }
+        let archive = dir.path().join("oci.tar");
+        std::fs::write(&archive, tar.into_inner().unwrap()).unwrap();
+        let (layers, images) = (dir.path().join("_layers"), dir.path().join("_images"));
+        let record = unpack_image("oci", &archive, &layers, &images).unwrap();
+        assert_eq!(record.layers, [diff_id.clone()]);
+        assert_eq!((record.args(), record.working_dir.as_str()), (vec!["/bin/sh".to_owned()], "/etc"));
+        assert_eq!(std::fs::read(layers.join(&diff_id).join("etc/motd")).unwrap(), b"hello");
+    }
+
     trait TapMkdir {
         fn tap_mkdir(self) -> PathBuf;
     }

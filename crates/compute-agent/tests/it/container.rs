@@ -379,3 +379,48 @@ async fn at_start_the_driver_removes_what_a_crash_left() {
     assert_eq!(again.power_state(&kept).await.unwrap(), PowerState::Running, "the others run on");
     again.destroy(&kept).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_node_runs_vms_and_containers_side_by_side() {
+    let Some(archive) = image() else { return };
+    let (ctr, vm) = (uid("mix-c"), uid("mix-v"));
+    let env = Env::new(&archive, &[&ctr]);
+    let container = std::sync::Arc::new(env.driver());
+    let fake = std::sync::Arc::new(compute_agent::FakeDriver::new(compute_agent::FakeConfig::default()));
+    let node = compute_agent::MultiDriver::new(fake.clone(), container.clone());
+    assert_eq!(node.name(), "qemu+container");
+
+    // A docker image becomes a container, another image a VM (of the fake driver here).
+    let (c_spec, c_ctx) = instance(&ctr, "ctr-image", "docker");
+    node.spawn(&c_spec, &c_ctx).await.unwrap();
+    let (v_spec, v_ctx) = instance(&vm, "vm-image", "bare");
+    node.spawn(&v_spec, &v_ctx).await.unwrap();
+    assert!(container.container_pid(&ctr).await.is_some());
+    assert_eq!(fake.power_state(&vm).await.unwrap(), PowerState::Running);
+    assert!(matches!(container.power_state(&vm).await, Err(Error::NotFound(_))));
+    wait_console(&container, &ctr, MARKER, 1).await;
+
+    let mut guests: Vec<String> = node.list_guests().await.unwrap().into_iter().map(|g| g.uuid).collect();
+    guests.sort();
+    let mut want = vec![ctr.clone(), vm.clone()];
+    want.sort();
+    assert_eq!(guests, want);
+    let info = node.host_info().await.unwrap();
+    assert_eq!(info.running_vms, 2);
+    assert_eq!(info.memory_mb_used, 2 * 64);
+    let supported = node.supported_instances().await;
+    assert!(supported.iter().any(|s| s[1] == "docker") && supported.iter().any(|s| s[1] == "fake"), "{supported:?}");
+
+    // Later operations go to the driver that has the instance.
+    node.power_off(&ctr).await.unwrap();
+    assert_eq!(node.power_state(&ctr).await.unwrap(), PowerState::Shutdown);
+    assert_eq!(node.power_state(&vm).await.unwrap(), PowerState::Running);
+    node.pause(&vm).await.unwrap();
+    assert_eq!(fake.power_state(&vm).await.unwrap(), PowerState::Paused);
+    assert!(node.console_output(&ctr).await.unwrap().contains(MARKER));
+    for uuid in [&ctr, &vm] {
+        node.destroy(uuid).await.unwrap();
+        assert!(matches!(node.power_state(uuid).await, Err(Error::NotFound(_))));
+    }
+    assert!(!env.path.join(&ctr).exists());
+}
