@@ -489,7 +489,7 @@ mod tests {
         std::fs::write(&archive, tar.into_inner().unwrap()).unwrap();
         let (layers, images) = (dir.path().join("_layers"), dir.path().join("_images"));
         let record = unpack_image("oci", &archive, &layers, &images).unwrap();
-        assert_eq!(record.layers, [diff_id.clone()]);
+        assert_eq!(record.layers, std::slice::from_ref(&diff_id));
         assert_eq!((record.args(), record.working_dir.as_str()), (vec!["/bin/sh".to_owned()], "/etc"));
         assert_eq!(std::fs::read(layers.join(&diff_id).join("etc/motd")).unwrap(), b"hello");
     }
