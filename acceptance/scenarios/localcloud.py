@@ -183,3 +183,29 @@ def failed_build(os_cli, instances: Path, name: str, image: str) -> str:
     fault = server.get("fault") or {}
     os_cli("server", "delete", "--wait", name)
     return fault.get("message", "") + " " + str(fault.get("details", ""))
+
+
+def walk_power_states(os_cli, name: str, marker: str, stop_sign: str) -> None:
+    """Takes a running server through upstream's power states with the CLI: stop (a clean one: `stop_sign` is on the
+    console afterwards) and start, soft and hard reboot (a new `marker` each), pause and unpause, suspend and resume
+    (which continue the guest: no new marker)."""
+    os_cli("server", "stop", name)
+    assert power(wait(os_cli, name, "SHUTOFF")) == 4
+    os_cli("server", "start", name)
+    assert power(wait(os_cli, name, "ACTIVE")) == 1
+    assert stop_sign in wait_console(os_cli, name, marker, 2), "stop is a clean shutdown"
+    os_cli("server", "reboot", name)
+    wait(os_cli, name, "ACTIVE")
+    wait_console(os_cli, name, marker, 3)
+    os_cli("server", "reboot", "--hard", name)
+    wait(os_cli, name, "ACTIVE")
+    wait_console(os_cli, name, marker, 4)
+    os_cli("server", "pause", name)
+    assert power(wait(os_cli, name, "PAUSED")) == 3
+    os_cli("server", "unpause", name)
+    assert power(wait(os_cli, name, "ACTIVE")) == 1
+    os_cli("server", "suspend", name)
+    assert power(wait(os_cli, name, "SUSPENDED")) == 7
+    os_cli("server", "resume", name)
+    assert power(wait(os_cli, name, "ACTIVE")) == 1
+    assert console(os_cli, name).count(marker) == 4, "resume continues the guest, it does not start it again"

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console
+from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console, walk_power_states
 
 MARKER = "STRATUS-TEST-CONTAINER-READY"
 
@@ -81,27 +81,7 @@ def test_a_container_runs_and_goes_through_its_lifecycle(os_cli, cloud: Containe
     hyp = os_cli("hypervisor", "list", "-f", "json").json()
     assert hyp[0]["Hypervisor Type"] == "docker", hyp
 
-    os_cli("server", "stop", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "SHUTOFF")) == 4
-    os_cli("server", "start", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "ACTIVE")) == 1
-    log = wait_console(os_cli, "ctr-one", MARKER, 2)
-    assert "stratus-test-container: stopping" in log, "stop is a SIGTERM the container handles"
-    os_cli("server", "reboot", "ctr-one")
-    wait(os_cli, "ctr-one", "ACTIVE")
-    wait_console(os_cli, "ctr-one", MARKER, 3)
-    os_cli("server", "reboot", "--hard", "ctr-one")
-    wait(os_cli, "ctr-one", "ACTIVE")
-    wait_console(os_cli, "ctr-one", MARKER, 4)
-    os_cli("server", "pause", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "PAUSED")) == 3
-    os_cli("server", "unpause", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "ACTIVE")) == 1
-    os_cli("server", "suspend", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "SUSPENDED")) == 7
-    os_cli("server", "resume", "ctr-one")
-    assert power(wait(os_cli, "ctr-one", "ACTIVE")) == 1
-    assert console(os_cli, "ctr-one").count(MARKER) == 4, "resume thaws the container, it does not restart it"
+    walk_power_states(os_cli, "ctr-one", MARKER, "stratus-test-container: stopping")
 
     # A snapshot is a container image that runs again, with what the first container wrote.
     uuid = show(os_cli, "ctr-one")["id"]

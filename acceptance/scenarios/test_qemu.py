@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console
+from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console, walk_power_states
 
 MARKER = "STRATUS-TEST-VM-READY"
 
@@ -78,26 +78,7 @@ def test_a_vm_boots_and_goes_through_its_lifecycle(os_cli, cloud: QemuCloud) -> 
     hyp = os_cli("hypervisor", "list", "-f", "json").json()
     assert hyp[0]["Hypervisor Type"] == "QEMU", hyp
 
-    os_cli("server", "stop", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "SHUTOFF")) == 4
-    os_cli("server", "start", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "ACTIVE")) == 1
-    assert "power button pressed" in wait_console(os_cli, "qvm-one", MARKER, 2), "stop is a clean ACPI shutdown"
-    os_cli("server", "reboot", "qvm-one")
-    wait(os_cli, "qvm-one", "ACTIVE")
-    wait_console(os_cli, "qvm-one", MARKER, 3)
-    os_cli("server", "reboot", "--hard", "qvm-one")
-    wait(os_cli, "qvm-one", "ACTIVE")
-    wait_console(os_cli, "qvm-one", MARKER, 4)
-    os_cli("server", "pause", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "PAUSED")) == 3
-    os_cli("server", "unpause", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "ACTIVE")) == 1
-    os_cli("server", "suspend", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "SUSPENDED")) == 7
-    os_cli("server", "resume", "qvm-one")
-    assert power(wait(os_cli, "qvm-one", "ACTIVE")) == 1
-    assert console(os_cli, "qvm-one").count(MARKER) == 4, "resume continues the guest, it does not boot it again"
+    walk_power_states(os_cli, "qvm-one", MARKER, "power button pressed")
 
     # A snapshot is an image that boots again.
     image = os_cli("server", "image", "create", "--name", "qvm-one-snap", "--wait", "qvm-one", "-f", "json").json()

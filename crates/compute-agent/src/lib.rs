@@ -16,6 +16,7 @@ mod config_drive;
 pub mod container;
 mod error;
 mod events;
+mod guest_dir;
 pub mod fake;
 pub mod hypervisor;
 mod images;

@@ -42,10 +42,9 @@ use self::layers::ImageRecord;
 use self::runtime::Runtime;
 use crate::Error;
 use crate::base::{BaseCache, ImageService};
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface, disk_gb, meminfo_mb};
+use crate::guest_dir::{GuestDirs, LocalHost, io_err, is_guest_name, with_power_states};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
 
-/// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
-const MAX_CONSOLE_BYTES: usize = 100 * 1024;
 /// The CFS period CPU quotas are given in (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
 /// Where the config drive tree appears in the container.
@@ -132,20 +131,12 @@ impl Nic {
 
 pub struct ContainerDriver {
     config: ContainerConfig,
+    guests: GuestDirs,
     bases: BaseCache,
     runtime: Runtime,
     version: i64,
     /// One lock per image being unpacked, so concurrent builds unpack it once.
     unpacking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
-}
-
-fn valid_uuid(uuid: &str) -> bool {
-    !uuid.is_empty() && !uuid.starts_with('_') && uuid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// The named network namespace of an instance's container.
@@ -162,14 +153,15 @@ impl ContainerDriver {
         let version = Runtime::version(&config.runtime)?;
         let runtime = Runtime::new(config.runtime.clone(), config.instances_path.join("_runtime"));
         let bases = BaseCache::new(config.instances_path.join("_base"), images);
-        let driver = ContainerDriver { config, bases, runtime, version, unpacking: Mutex::new(HashMap::new()) };
+        let guests = GuestDirs::new(config.instances_path.clone(), "container.json");
+        let driver = ContainerDriver { config, guests, bases, runtime, version, unpacking: Mutex::new(HashMap::new()) };
         driver.bases.remove_partial();
         driver.remove_orphans();
         Ok(driver)
     }
 
     fn dir(&self, uuid: &str) -> PathBuf {
-        self.config.instances_path.join(uuid)
+        self.guests.dir(uuid)
     }
 
     fn layers_dir(&self) -> PathBuf {
@@ -181,23 +173,11 @@ impl ContainerDriver {
     }
 
     fn load(&self, uuid: &str) -> Result<ContainerDef, Error> {
-        if !valid_uuid(uuid) {
-            return Err(Error::NotFound(uuid.to_owned()));
-        }
-        let path = self.dir(uuid).join("container.json");
-        let text = match std::fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(uuid.to_owned())),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
-        };
-        serde_json::from_slice(&text).map_err(|e| Error::Hypervisor(format!("{} is damaged: {e}", path.display())))
+        self.guests.load(uuid)
     }
 
     fn save(&self, def: &ContainerDef) -> Result<(), Error> {
-        let dir = self.dir(&def.uuid);
-        let tmp = dir.join("container.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(def).unwrap_or_default()).map_err(io_err(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, dir.join("container.json")).map_err(io_err(format!("writing {}", dir.display())))
+        self.guests.save(&def.uuid, def)
     }
 
     fn set_state(&self, uuid: &str, state: PowerState) -> Result<(), Error> {
@@ -210,23 +190,14 @@ impl ContainerDriver {
     }
 
     fn defs(&self) -> Vec<ContainerDef> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('_')
-                && let Ok(def) = self.load(&name)
-            {
-                out.push(def);
-            }
-        }
-        out
+        self.guests.all()
     }
 
     /// Start-up clean-up (blocking): containers the runtime has without an instance directory, and instance
     /// directories without a definition, with their mounts and network namespaces.
     fn remove_orphans(&self) {
         for id in self.runtime.list_blocking() {
-            if !self.dir(&id).join("container.json").exists() {
+            if !self.guests.is_defined(&self.dir(&id)) {
                 tracing::info!(container = %id, "removing a container without an instance");
                 self.runtime.delete_blocking(&id);
             }
@@ -234,7 +205,7 @@ impl ContainerDriver {
         for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            if name.starts_with('_') || !path.is_dir() || path.join("container.json").exists() {
+            if name.starts_with('_') || !path.is_dir() || self.guests.is_defined(&path) {
                 continue;
             }
             tracing::info!(dir = %path.display(), "removing a half-made instance directory");
@@ -283,7 +254,7 @@ impl ContainerDriver {
     /// Creates the instance's directory and definition.
     async fn create(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
         let uuid = instance.uuid.as_str();
-        if !valid_uuid(uuid) {
+        if !is_guest_name(uuid) {
             return Err(Error::Hypervisor(format!("invalid instance uuid {uuid:?}")));
         }
         let Some(image) = context.image.as_ref() else {
@@ -619,42 +590,19 @@ impl Hypervisor for ContainerDriver {
 
     async fn host_info(&self) -> Result<HypervisorInfo, Error> {
         let c = &self.config;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
-        let defs = self.defs();
-        let (mut vcpus_used, mut memory_mb_used, mut local_gb_used) = (0, 0, 0);
-        for d in &defs {
-            vcpus_used += d.flavor.vcpus;
-            memory_mb_used += d.flavor.memory_mb;
-            local_gb_used += d.flavor.root_gb + d.flavor.ephemeral_gb;
-        }
-        let vcpus = c.vcpus.unwrap_or(cpus);
-        Ok(HypervisorInfo {
-            hypervisor_type: "docker".into(),
-            hypervisor_version: self.version,
-            cpu_info: json!({
-                "arch": std::env::consts::ARCH,
-                "model": "host",
-                "vendor": "Linux",
-                "topology": {"sockets": 1, "cores": vcpus, "threads": 1},
-                "features": [],
-            }),
-            vcpus,
-            memory_mb: c.memory_mb.unwrap_or_else(meminfo_mb),
-            local_gb: c.local_gb.unwrap_or_else(|| disk_gb(&c.instances_path)),
-            vcpus_used,
-            memory_mb_used,
-            local_gb_used,
-            running_vms: defs.len() as i64,
-        })
+        let host = LocalHost {
+            hypervisor_type: "docker",
+            version: self.version,
+            model: "host",
+            vendor: "Linux",
+            capacity: [c.vcpus, c.memory_mb, c.local_gb],
+            instances_path: &c.instances_path,
+        };
+        Ok(host.info(self.defs().iter().map(|d| &d.flavor)))
     }
 
     async fn list_guests(&self) -> Result<Vec<GuestInfo>, Error> {
-        let mut out = Vec::new();
-        for d in self.defs() {
-            let power_state = self.power_state(&d.uuid).await.unwrap_or(PowerState::NoState);
-            out.push(GuestInfo { uuid: d.uuid, power_state });
-        }
-        Ok(out)
+        Ok(with_power_states(self, self.defs().into_iter().map(|d| d.uuid)).await)
     }
 
     async fn spawn(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
@@ -666,7 +614,7 @@ impl Hypervisor for ContainerDriver {
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), Error> {
-        if !valid_uuid(uuid) {
+        if !is_guest_name(uuid) {
             return Ok(());
         }
         let dir = self.dir(uuid);
@@ -828,15 +776,7 @@ impl Hypervisor for ContainerDriver {
     }
 
     async fn console_output(&self, uuid: &str) -> Result<String, Error> {
-        self.load(uuid)?;
-        let path = self.dir(uuid).join("console.log");
-        let data = match tokio::fs::read(&path).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
-        };
-        let start = data.len().saturating_sub(MAX_CONSOLE_BYTES);
-        Ok(String::from_utf8_lossy(&data[start..]).replace("\r\n", "\n"))
+        self.guests.console::<ContainerDef>(uuid).await
     }
 
     async fn expected_power_state(&self, uuid: &str) -> Option<PowerState> {
@@ -877,6 +817,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = ContainerConfig { runtime: "/bin/true".into(), ..ContainerConfig::new(dir.path()) };
         let driver = ContainerDriver {
+            guests: GuestDirs::new(dir.path().to_path_buf(), "container.json"),
             runtime: Runtime::new(config.runtime.clone(), dir.path().join("_runtime")),
             bases: BaseCache::new(dir.path().join("_base"), None),
             version: 1,

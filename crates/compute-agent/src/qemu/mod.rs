@@ -35,13 +35,12 @@ use serde_json::{Value, json};
 pub use crate::base::ImageService;
 use crate::base::BaseCache;
 use crate::config_drive;
+use crate::guest_dir::{GuestDirs, LocalHost, io_err, with_power_states};
 use qmp::Qmp;
 
 use crate::Error;
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, SnapshotFormat, disk_gb, meminfo_mb};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, SnapshotFormat};
 
-/// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
-const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
 /// The disk formats the driver boots.
 const BOOTABLE_FORMATS: &[&str] = &["qcow2", "raw", "ami"];
 
@@ -317,14 +316,10 @@ struct BootSource {
 /// The qemu hypervisor driver.
 pub struct QemuDriver {
     config: QemuConfig,
+    guests: GuestDirs,
     bases: BaseCache,
     accel: tokio::sync::OnceCell<&'static str>,
     version: i64,
-}
-
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.into();
-    move |source| Error::Io { context, source }
 }
 
 impl QemuDriver {
@@ -338,21 +333,22 @@ impl QemuDriver {
         let version = parse_version(&String::from_utf8_lossy(&out.stdout))
             .ok_or_else(|| Error::Config(format!("cannot read the version of {}", config.qemu_binary.display())))?;
         let bases = BaseCache::new(config.instances_path.join("_base"), images);
-        let driver = QemuDriver { config, bases, accel: tokio::sync::OnceCell::new(), version };
+        let guests = GuestDirs::new(config.instances_path.clone(), "guest.json");
+        let driver = QemuDriver { config, guests, bases, accel: tokio::sync::OnceCell::new(), version };
         driver.bases.remove_partial();
         driver.remove_half_made();
         Ok(driver)
     }
 
     fn dir(&self, uuid: &str) -> PathBuf {
-        self.config.instances_path.join(uuid)
+        self.guests.dir(uuid)
     }
 
     fn remove_half_made(&self) {
         for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('_') || !path.is_dir() || path.join("guest.json").exists() {
+            if name.starts_with('_') || !path.is_dir() || self.guests.is_defined(&path) {
                 continue;
             }
             if let Some(pid) = read_pid(&path, &name) {
@@ -364,23 +360,11 @@ impl QemuDriver {
     }
 
     fn load(&self, uuid: &str) -> Result<GuestDef, Error> {
-        if uuid.is_empty() || uuid.contains(['/', '.']) {
-            return Err(Error::NotFound(uuid.to_owned()));
-        }
-        let path = self.dir(uuid).join("guest.json");
-        let text = match std::fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(uuid.to_owned())),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
-        };
-        serde_json::from_slice(&text).map_err(|e| Error::Hypervisor(format!("{} is damaged: {e}", path.display())))
+        self.guests.load(uuid)
     }
 
     fn save(&self, def: &GuestDef) -> Result<(), Error> {
-        let dir = self.dir(&def.uuid);
-        let tmp = dir.join("guest.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(def).unwrap_or_default()).map_err(io_err(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, dir.join("guest.json")).map_err(io_err(format!("writing {}", dir.display())))
+        self.guests.save(&def.uuid, def)
     }
 
     fn set_state(&self, uuid: &str, state: PowerState) -> Result<(), Error> {
@@ -737,17 +721,7 @@ impl QemuDriver {
     }
 
     fn guests(&self) -> Vec<GuestDef> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.config.instances_path).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('_') {
-                continue;
-            }
-            if let Ok(def) = self.load(&name) {
-                out.push(def);
-            }
-        }
-        out
+        self.guests.all()
     }
 
     /// Removes unused bases (when configured); returns their image ids.
@@ -961,42 +935,19 @@ impl Hypervisor for QemuDriver {
 
     async fn host_info(&self) -> Result<HypervisorInfo, Error> {
         let c = &self.config;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
-        let guests = self.guests();
-        let (mut vcpus_used, mut memory_mb_used, mut local_gb_used) = (0, 0, 0);
-        for g in &guests {
-            vcpus_used += g.flavor.vcpus;
-            memory_mb_used += g.flavor.memory_mb;
-            local_gb_used += g.flavor.root_gb + g.flavor.ephemeral_gb;
-        }
-        let vcpus = c.vcpus.unwrap_or(cpus);
-        Ok(HypervisorInfo {
-            hypervisor_type: "QEMU".into(),
-            hypervisor_version: self.version,
-            cpu_info: json!({
-                "arch": std::env::consts::ARCH,
-                "model": if self.accel().await == "kvm" { "host" } else { "max" },
-                "vendor": "QEMU",
-                "topology": {"sockets": 1, "cores": vcpus, "threads": 1},
-                "features": [],
-            }),
-            vcpus,
-            memory_mb: c.memory_mb.unwrap_or_else(meminfo_mb),
-            local_gb: c.local_gb.unwrap_or_else(|| disk_gb(&c.instances_path)),
-            vcpus_used,
-            memory_mb_used,
-            local_gb_used,
-            running_vms: guests.len() as i64,
-        })
+        let host = LocalHost {
+            hypervisor_type: "QEMU",
+            version: self.version,
+            model: if self.accel().await == "kvm" { "host" } else { "max" },
+            vendor: "QEMU",
+            capacity: [c.vcpus, c.memory_mb, c.local_gb],
+            instances_path: &c.instances_path,
+        };
+        Ok(host.info(self.guests().iter().map(|g| &g.flavor)))
     }
 
     async fn list_guests(&self) -> Result<Vec<GuestInfo>, Error> {
-        let mut out = Vec::new();
-        for g in self.guests() {
-            let power_state = self.power_state(&g.uuid).await.unwrap_or(PowerState::NoState);
-            out.push(GuestInfo { uuid: g.uuid, power_state });
-        }
-        Ok(out)
+        Ok(with_power_states(self, self.guests().into_iter().map(|g| g.uuid)).await)
     }
 
     async fn spawn(&self, instance: &InstanceSpec, context: &GuestContext) -> Result<(), Error> {
@@ -1008,7 +959,7 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn destroy(&self, uuid: &str) -> Result<(), Error> {
-        if uuid.is_empty() || uuid.contains(['/', '.']) || uuid.starts_with('_') {
+        if !crate::guest_dir::is_guest_name(uuid) {
             return Ok(());
         }
         let dir = self.dir(uuid);
@@ -1366,15 +1317,7 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn console_output(&self, uuid: &str) -> Result<String, Error> {
-        self.load(uuid)?;
-        let path = self.dir(uuid).join("console.log");
-        let data = match tokio::fs::read(&path).await {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(format!("reading {}", path.display()))(e)),
-        };
-        let start = data.len().saturating_sub(MAX_CONSOLE_BYTES as usize);
-        Ok(String::from_utf8_lossy(&data[start..]).replace("\r\n", "\n"))
+        self.guests.console::<GuestDef>(uuid).await
     }
 
     async fn expected_power_state(&self, uuid: &str) -> Option<PowerState> {
@@ -1433,6 +1376,7 @@ pub(crate) mod tests {
     fn the_command_line_boots_the_definition() {
         let dir = tempfile::tempdir().unwrap();
         let driver = QemuDriver {
+            guests: GuestDirs::new(dir.path().to_path_buf(), "guest.json"),
             config: QemuConfig::new(dir.path()),
             bases: BaseCache::new(dir.path().join("_base"), None),
             accel: tokio::sync::OnceCell::new(),
@@ -1543,6 +1487,7 @@ pub(crate) mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let driver = QemuDriver {
+            guests: GuestDirs::new(dir.path().to_path_buf(), "guest.json"),
             config: QemuConfig::new(dir.path()),
             bases: BaseCache::new(dir.path().join("_base"), None),
             accel: tokio::sync::OnceCell::new(),

@@ -3,12 +3,11 @@
 //! Skipped when runc or the image is missing, unless `STRATUS_TEST_REQUIRE_CONTAINERS=1` (as CI sets) makes that a
 //! failure. Each test's network namespaces and cgroups carry its own instance uuids.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use compute_agent::{ContainerConfig, ContainerDriver, Error, GuestContext, Hypervisor, NetworkInterface};
-use compute_rpc::{FlavorSpec, InstanceSpec, PowerState, VifSpec};
+use compute_rpc::{InstanceSpec, PowerState, VifSpec};
 
 const MARKER: &str = "STRATUS-TEST-CONTAINER-READY";
 
@@ -72,34 +71,12 @@ fn uid(prefix: &str) -> String {
 }
 
 fn instance(uuid: &str, image: &str, container_format: &str) -> (InstanceSpec, GuestContext) {
-    let props: BTreeMap<String, serde_json::Value> =
+    let mut spec = crate::support::instance(&format!("host-{uuid}"));
+    spec.uuid = uuid.into();
+    spec.flavor.memory_mb = 64;
+    spec.image_ref = image.into();
+    spec.image_properties =
         [("container_format", container_format), ("disk_format", "raw")].iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-    let spec = InstanceSpec {
-        uuid: uuid.into(),
-        display_name: format!("server {uuid}"),
-        hostname: format!("host-{uuid}"),
-        project_id: "p".into(),
-        user_id: "u".into(),
-        flavor: FlavorSpec {
-            flavorid: "42".into(),
-            name: "c1.nano".into(),
-            vcpus: 1,
-            memory_mb: 64,
-            root_gb: 1,
-            ephemeral_gb: 0,
-            swap: 0,
-            extra_specs: BTreeMap::new(),
-        },
-        image_ref: image.into(),
-        image_properties: props,
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        metadata: BTreeMap::new(),
-        config_drive: false,
-        availability_zone: None,
-        launch_index: 0,
-    };
     let context = GuestContext::for_instance(&spec, "req-test");
     (spec, context)
 }

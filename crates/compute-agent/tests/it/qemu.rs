@@ -77,34 +77,13 @@ impl Drop for Env {
 }
 
 fn instance(uuid: &str, image: &str, properties: &[(&str, &str)]) -> (InstanceSpec, GuestContext) {
-    let props: BTreeMap<String, serde_json::Value> =
-        properties.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
-    let spec = InstanceSpec {
-        uuid: uuid.into(),
-        display_name: format!("server {uuid}"),
-        hostname: format!("host-{uuid}"),
-        project_id: "p".into(),
-        user_id: "u".into(),
-        flavor: FlavorSpec {
-            flavorid: "42".into(),
-            name: "m1.nano".into(),
-            vcpus: 1,
-            memory_mb: 192,
-            root_gb: 1,
-            ephemeral_gb: 1,
-            swap: 0,
-            extra_specs: BTreeMap::new(),
-        },
-        image_ref: image.into(),
-        image_properties: props,
-        key_name: None,
-        key_data: None,
-        user_data: None,
-        metadata: BTreeMap::new(),
-        config_drive: true,
-        availability_zone: None,
-        launch_index: 0,
-    };
+    let mut spec = crate::support::instance(&format!("host-{uuid}"));
+    spec.uuid = uuid.into();
+    spec.display_name = format!("server {uuid}");
+    spec.flavor = FlavorSpec { memory_mb: 192, ephemeral_gb: 1, ..spec.flavor };
+    spec.image_ref = image.into();
+    spec.image_properties = properties.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    spec.config_drive = true;
     let context = GuestContext::for_instance(&spec, "req-test");
     (spec, context)
 }
