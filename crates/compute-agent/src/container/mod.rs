@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
     LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 use serde::{Deserialize, Serialize};
@@ -105,6 +106,52 @@ struct ContainerDef {
     state: PowerState,
     #[serde(default)]
     nics: Vec<Nic>,
+    /// Attached volumes, as block devices in the container.
+    #[serde(default)]
+    volumes: Vec<Volume>,
+}
+
+/// A volume as the container has it: the raw file of a `local` connection behind a loop device, whose node the
+/// container sees at `device_name` (`/dev/vdb`), allowed by its devices cgroup.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Volume {
+    volume_id: String,
+    device_name: String,
+    path: PathBuf,
+    read_only: bool,
+}
+
+impl Volume {
+    fn of(device: &BlockDeviceSpec) -> Result<Volume, Error> {
+        let id = &device.volume_id;
+        let info = &device.connection_info;
+        let data = &info["data"];
+        match info["driver_volume_type"].as_str().unwrap_or_default() {
+            "local" => {}
+            other => {
+                return Err(Error::Hypervisor(format!(
+                    "volume {id}: the container driver attaches local (file) volumes, not {other:?} (an iSCSI volume \
+                     would need the host's kernel initiator)"
+                )));
+            }
+        }
+        let path = data["device_path"].as_str().filter(|p| p.starts_with('/')).ok_or_else(|| Error::Hypervisor(format!("volume {id}: its connection has no device_path")))?;
+        let format = data["format"].as_str().unwrap_or("raw");
+        if format != "raw" {
+            return Err(Error::Hypervisor(format!("volume {id}: the container driver attaches raw volumes, not {format}")));
+        }
+        let name = device.device_name.strip_prefix("/dev/").unwrap_or_default();
+        if name.is_empty() || name.len() > 16 || !name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+            return Err(Error::Hypervisor(format!("volume {id}: unusable device name {:?}", device.device_name)));
+        }
+        Ok(Volume { volume_id: id.clone(), device_name: device.device_name.clone(), path: PathBuf::from(path), read_only: data["access_mode"] == "ro" })
+    }
+}
+
+/// A loop device's major and minor numbers.
+fn device_numbers(node: &Path) -> Result<(i64, i64), Error> {
+    let st = rustix::fs::stat(node).map_err(|e| Error::Hypervisor(format!("{}: {e}", node.display())))?;
+    Ok((rustix::fs::major(st.st_rdev) as i64, rustix::fs::minor(st.st_rdev) as i64))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,6 +327,7 @@ impl ContainerDriver {
             image: record,
             state: PowerState::Shutdown,
             nics,
+            volumes: Vec::new(),
         };
         self.save(&def)
     }
@@ -373,8 +421,50 @@ impl ContainerDriver {
         }
     }
 
+    /// The loop device of a volume's file, set up unless it is.
+    async fn loop_device(&self, volume: &Volume) -> Result<PathBuf, Error> {
+        let run = |args: Vec<String>| async move {
+            let out = tokio::process::Command::new("losetup").args(&args).output().await.map_err(io_err("running losetup"))?;
+            if !out.status.success() {
+                return Err(Error::Hypervisor(format!("losetup {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let file = volume.path.to_string_lossy().into_owned();
+        // `losetup -j FILE` lists the loop devices of a file: `/dev/loop3: []: (/path)`.
+        let listed = run(vec!["-j".into(), file.clone()]).await?;
+        if let Some(dev) = listed.lines().filter_map(|l| l.split(':').next()).find(|d| d.starts_with("/dev/loop")) {
+            return Ok(PathBuf::from(dev));
+        }
+        let mut args = vec!["--find".to_owned(), "--show".to_owned()];
+        if volume.read_only {
+            args.push("--read-only".into());
+        }
+        args.push(file);
+        Ok(PathBuf::from(run(args).await?.trim()))
+    }
+
+    /// Detaches the loop devices of a volume's file.
+    async fn release_loop(&self, volume: &Volume) {
+        let file = volume.path.to_string_lossy().into_owned();
+        let Ok(out) = tokio::process::Command::new("losetup").args(["-j", &file]).output().await else { return };
+        for dev in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()) {
+            let _ = tokio::process::Command::new("losetup").args(["-d", dev]).output().await;
+        }
+    }
+
+    /// The volumes' devices: (volume, major, minor), their loop devices set up.
+    async fn volume_devices(&self, def: &ContainerDef) -> Result<Vec<(Volume, i64, i64)>, Error> {
+        let mut out = Vec::new();
+        for v in &def.volumes {
+            let (major, minor) = device_numbers(&self.loop_device(v).await?)?;
+            out.push((v.clone(), major, minor));
+        }
+        Ok(out)
+    }
+
     /// The OCI runtime configuration of the instance.
-    fn spec(&self, def: &ContainerDef) -> Result<Spec, Error> {
+    fn spec(&self, def: &ContainerDef, volumes: &[(Volume, i64, i64)]) -> Result<Spec, Error> {
         let dir = self.dir(&def.uuid);
         let err = |e: oci_spec::OciSpecError| Error::Hypervisor(format!("the container configuration of instance {}: {e}", def.uuid));
         let image = &def.image;
@@ -433,7 +523,29 @@ impl ContainerDriver {
                 .map_err(err)?,
         );
         let memory = def.flavor.memory_mb.max(4) * 1024 * 1024;
+        // Volumes are block devices in the container, and only they among the host's disks are allowed.
+        let mut devices = Vec::new();
+        let mut allowed = Vec::new();
+        for (v, major, minor) in volumes {
+            devices.push(
+                LinuxDeviceBuilder::default()
+                    .path(&v.device_name)
+                    .typ(LinuxDeviceType::B)
+                    .major(*major)
+                    .minor(*minor)
+                    .file_mode(0o660u32)
+                    .uid(0u32)
+                    .gid(0u32)
+                    .build()
+                    .map_err(err)?,
+            );
+            let access = if v.read_only { "r" } else { "rw" };
+            allowed.push(
+                LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::B).major(*major).minor(*minor).access(access).build().map_err(err)?,
+            );
+        }
         let resources = LinuxResourcesBuilder::default()
+            .devices(allowed)
             .memory(LinuxMemoryBuilder::default().limit(memory).swap(memory).build().map_err(err)?)
             .cpu(LinuxCpuBuilder::default().period(CPU_PERIOD_US).quota(cpu_quota(def.flavor.vcpus)).build().map_err(err)?)
             .pids(LinuxPidsBuilder::default().limit(self.config.pids_limit).build().map_err(err)?)
@@ -449,6 +561,7 @@ impl ContainerDriver {
                 .map_err(err)?,
         );
         let linux = LinuxBuilder::default()
+            .devices(devices)
             .namespaces(namespaces)
             .resources(resources)
             .cgroups_path(PathBuf::from(format!("/stratus/{}", def.uuid)))
@@ -474,7 +587,8 @@ impl ContainerDriver {
         self.mount_rootfs(&def)?;
         self.plug(&def).await?;
         let dir = self.dir(&uuid);
-        self.spec(&def)?
+        let volumes = self.volume_devices(&def).await?;
+        self.spec(&def, &volumes)?
             .save(dir.join("config.json"))
             .map_err(|e| Error::Hypervisor(format!("writing the container configuration of instance {uuid}: {e}")))?;
         def.state = PowerState::Running;
@@ -555,6 +669,19 @@ impl ContainerDriver {
     }
 }
 
+/// Writes a rule for block device `major:minor` to the container's v1 devices cgroup (`devices.allow` or
+/// `devices.deny`). cgroup v2 has no such files (its device rules are eBPF programs the runtime installs at start):
+/// there a volume reaches a running container at its next start.
+fn cgroup_devices(uuid: &str, file: &str, major: i64, minor: i64, access: &str) -> Result<(), Error> {
+    let dir = PathBuf::from(format!("/sys/fs/cgroup/devices/stratus/{uuid}"));
+    if !dir.is_dir() {
+        return Err(Error::Hypervisor(format!(
+            "instance {uuid} runs without a v1 devices cgroup: its volume appears when it is started again"
+        )));
+    }
+    std::fs::write(dir.join(file), format!("b {major}:{minor} {access}")).map_err(io_err(format!("writing {}/{file}", dir.display())))
+}
+
 /// The CPU quota per period for `vcpus` CPUs (at least one).
 fn cpu_quota(vcpus: i64) -> i64 {
     vcpus.max(1) * CPU_PERIOD_US as i64
@@ -623,7 +750,12 @@ impl Hypervisor for ContainerDriver {
         }
         self.stop(uuid, Duration::ZERO).await?;
         match self.load(uuid) {
-            Ok(def) => self.unplug(&def).await,
+            Ok(def) => {
+                self.unplug(&def).await;
+                for v in &def.volumes {
+                    self.release_loop(v).await;
+                }
+            }
             Err(_) => {
                 let _ = self.ip(&["netns", "delete", &netns(uuid)]).await;
             }
@@ -752,11 +884,51 @@ impl Hypervisor for ContainerDriver {
         Ok(out)
     }
 
-    async fn attach_volume(&self, _instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error> {
-        Err(Error::Hypervisor(format!("the container driver cannot attach volume {} yet", device.volume_id)))
+    async fn attach_volume(&self, instance: &InstanceSpec, device: &BlockDeviceSpec) -> Result<(), Error> {
+        let uuid = instance.uuid.as_str();
+        let mut def = self.load(uuid)?;
+        let volume = Volume::of(device)?;
+        if def.volumes.iter().any(|v| v.volume_id == volume.volume_id) {
+            return Ok(());
+        }
+        if def.volumes.iter().any(|v| v.device_name == volume.device_name) {
+            return Err(Error::Hypervisor(format!("instance {uuid} already has a device {}", volume.device_name)));
+        }
+        let (major, minor) = device_numbers(&self.loop_device(&volume).await?)?;
+        // A running container gets the device at once: its devices cgroup allows it and the node appears in its
+        // /dev (reached through its first process's root).
+        if let Some(pid) = self.container_pid(uuid).await {
+            let access = if volume.read_only { "r" } else { "rw" };
+            cgroup_devices(uuid, "devices.allow", major, minor, access)?;
+            let node = PathBuf::from(format!("/proc/{pid}/root{}", volume.device_name));
+            let _ = std::fs::remove_file(&node);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &node,
+                rustix::fs::FileType::BlockDevice,
+                rustix::fs::Mode::from_raw_mode(0o660),
+                rustix::fs::makedev(major as u32, minor as u32),
+            )
+            .map_err(|e| Error::Hypervisor(format!("making {} in instance {uuid}: {e}", volume.device_name)))?;
+        }
+        def.volumes.push(volume);
+        self.save(&def)
     }
 
-    async fn detach_volume(&self, _uuid: &str, _volume_id: &str) -> Result<(), Error> {
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let Some(at) = def.volumes.iter().position(|v| v.volume_id == volume_id) else { return Ok(()) };
+        let volume = def.volumes.remove(at);
+        if let Some(pid) = self.container_pid(uuid).await {
+            let _ = std::fs::remove_file(format!("/proc/{pid}/root{}", volume.device_name));
+            if let Ok(dev) = self.loop_device(&volume).await
+                && let Ok((major, minor)) = device_numbers(&dev)
+            {
+                let _ = cgroup_devices(uuid, "devices.deny", major, minor, "rwm");
+            }
+        }
+        self.save(&def)?;
+        self.release_loop(&volume).await;
         Ok(())
     }
 
@@ -835,8 +1007,12 @@ mod tests {
             image: ImageRecord { layers: vec!["l".into()], entrypoint: vec!["/init".into()], cmd: vec!["a".into()], env: vec!["X=1".into()], working_dir: "/srv".into(), user: "7".into() },
             state: PowerState::Shutdown,
             nics: Vec::new(),
+            volumes: vec![Volume { volume_id: "v1".into(), device_name: "/dev/vdb".into(), path: "/v".into(), read_only: false }],
         };
-        let spec = serde_json::to_value(driver.spec(&def).unwrap()).unwrap();
+        let volumes = vec![(def.volumes[0].clone(), 7, 3)];
+        let spec = serde_json::to_value(driver.spec(&def, &volumes).unwrap()).unwrap();
+        assert!(spec["linux"]["devices"].as_array().unwrap().contains(&json!({"path": "/dev/vdb", "type": "b", "major": 7, "minor": 3, "fileMode": 0o660, "uid": 0, "gid": 0})));
+        assert!(spec["linux"]["resources"]["devices"].as_array().unwrap().contains(&json!({"allow": true, "type": "b", "major": 7, "minor": 3, "access": "rw"})));
         assert_eq!(spec["hostname"], "web-1");
         assert_eq!(spec["process"]["args"], json!(["/init", "a"]));
         assert_eq!(spec["process"]["cwd"], "/srv");

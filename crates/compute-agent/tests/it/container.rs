@@ -401,3 +401,70 @@ async fn one_node_runs_vms_and_containers_side_by_side() {
     }
     assert!(!env.path.join(&ctr).exists());
 }
+
+/// Runs `args` inside the container with the runtime's `exec`.
+fn exec(env: &Env, uuid: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("runc").arg("--root").arg(env.path.join("_runtime")).args(["exec", uuid]).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_is_a_block_device_in_the_container_while_attached() {
+    let Some(archive) = image() else { return };
+    let c = uid("vol");
+    let env = Env::new(&archive, &[&c]);
+    let driver = env.driver();
+    let (spec, ctx) = instance(&c, "ctr-image", "docker");
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, &c, MARKER, 1).await;
+
+    // A raw volume file of the file driver, with a marker at its start.
+    let file = env.path.join("volume-v1");
+    let mut data = b"stratus volume v1".to_vec();
+    data.resize(4 << 20, 0);
+    std::fs::write(&file, &data).unwrap();
+    let device = compute_agent::hypervisor::BlockDeviceSpec {
+        volume_id: "v1".into(),
+        device_name: "/dev/vdb".into(),
+        boot_index: None,
+        connection_info: serde_json::json!({"driver_volume_type": "local", "data": {"device_path": file, "format": "raw"}}),
+    };
+    struct Loops(PathBuf);
+    impl Drop for Loops {
+        fn drop(&mut self) {
+            let out = std::process::Command::new("losetup").arg("-j").arg(&self.0).output().unwrap();
+            for dev in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()) {
+                let _ = std::process::Command::new("losetup").args(["-d", dev]).output();
+            }
+        }
+    }
+    let _loops = Loops(file.clone());
+
+    // Hot-attached: the running container reads and writes it.
+    driver.attach_volume(&spec, &device).await.unwrap();
+    let read = exec(&env, &c, &["dd", "if=/dev/vdb", "bs=17", "count=1"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "stratus volume v1", "{}", String::from_utf8_lossy(&read.stderr));
+    let wrote = exec(&env, &c, &["sh", "-c", "echo written-in-the-container | dd of=/dev/vdb bs=512 seek=1 conv=fsync"]);
+    assert!(wrote.status.success(), "{}", String::from_utf8_lossy(&wrote.stderr));
+    assert!(std::fs::read(&file).unwrap()[512..].starts_with(b"written-in-the-container"));
+    // Other host disks stay out of reach.
+    let other = exec(&env, &c, &["sh", "-c", "mknod /dev/other b 7 200 && dd if=/dev/other bs=1 count=1"]);
+    assert!(!other.status.success(), "only the volume's device is allowed");
+
+    // A restart keeps it; a detach takes it away and frees the loop device.
+    driver.reboot(&spec, &ctx, true).await.unwrap();
+    wait_console(&driver, &c, MARKER, 2).await;
+    let read = exec(&env, &c, &["dd", "if=/dev/vdb", "bs=17", "count=1"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "stratus volume v1");
+    driver.detach_volume(&c, "v1").await.unwrap();
+    assert!(!exec(&env, &c, &["test", "-b", "/dev/vdb"]).status.success(), "the device is gone");
+    let loops = std::process::Command::new("losetup").arg("-j").arg(&file).output().unwrap();
+    assert!(loops.stdout.is_empty(), "{}", String::from_utf8_lossy(&loops.stdout));
+    // A volume the driver cannot attach says why.
+    let iscsi = compute_agent::hypervisor::BlockDeviceSpec {
+        connection_info: serde_json::json!({"driver_volume_type": "iscsi", "data": {}}),
+        ..device.clone()
+    };
+    let err = driver.attach_volume(&spec, &iscsi).await.unwrap_err().to_string();
+    assert!(err.contains("iscsi"), "{err}");
+    driver.destroy(&c).await.unwrap();
+}
