@@ -899,17 +899,22 @@ impl Hypervisor for ContainerDriver {
         // /dev (reached through its first process's root).
         if let Some(pid) = self.container_pid(uuid).await {
             let access = if volume.read_only { "r" } else { "rw" };
-            cgroup_devices(uuid, "devices.allow", major, minor, access)?;
             let node = PathBuf::from(format!("/proc/{pid}/root{}", volume.device_name));
-            let _ = std::fs::remove_file(&node);
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                &node,
-                rustix::fs::FileType::BlockDevice,
-                rustix::fs::Mode::from_raw_mode(0o660),
-                rustix::fs::makedev(major as u32, minor as u32),
-            )
-            .map_err(|e| Error::Hypervisor(format!("making {} in instance {uuid}: {e}", volume.device_name)))?;
+            let added = cgroup_devices(uuid, "devices.allow", major, minor, access).and_then(|()| {
+                let _ = std::fs::remove_file(&node);
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &node,
+                    rustix::fs::FileType::BlockDevice,
+                    rustix::fs::Mode::from_raw_mode(0o660),
+                    rustix::fs::makedev(major as u32, minor as u32),
+                )
+                .map_err(|e| Error::Hypervisor(format!("making {} in instance {uuid}: {e}", volume.device_name)))
+            });
+            if let Err(e) = added {
+                self.release_loop(&volume).await;
+                return Err(e);
+            }
         }
         def.volumes.push(volume);
         self.save(&def)
