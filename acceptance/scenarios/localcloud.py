@@ -38,11 +38,13 @@ def _free_port() -> int:
 
 
 class LocalCloud:
-    """A `stratus up` with `settings` (STRATUS_* environment variables), on its own data dir and port."""
+    """A `stratus up` with `settings` (STRATUS_* environment variables) and, if given, the configuration file text
+    `config` (for settings the environment cannot spell, such as lists), on its own data dir and port."""
 
-    def __init__(self, root: Path, settings: dict[str, str]) -> None:
+    def __init__(self, root: Path, settings: dict[str, str], config: str | None = None) -> None:
         self.root = root
         self.settings = settings
+        self.config = config
         self.data = root / "data"
         self.port = _free_port()
         self.log = root / "stratus.log"
@@ -52,6 +54,10 @@ class LocalCloud:
     def start(self) -> None:
         env = {**os.environ, "NO_COLOR": "1", **self.settings}
         cmd = [str(_binary()), "up", "--data-dir", str(self.data), "--listen", f"127.0.0.1:{self.port}"]
+        if self.config is not None:
+            path = self.root / "stratus.toml"
+            path.write_text(self.config)
+            cmd += ["--config", str(path)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
