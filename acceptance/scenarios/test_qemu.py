@@ -1,8 +1,9 @@
 """Real virtual machines: a second cloud whose compute agent runs the `qemu` driver under TCG, driven with the real
 `openstack` CLI. It boots the test VM image (`cargo xtask image build`, uploaded by scripts/upload-test-image as
 DevStack uploads CirrOS), reads the boot marker and the host name from the config drive on the console, walks the
-lifecycle through upstream's states, snapshots, restarts the agent under running guests, and fails bad builds
-with a fault. Skipped when QEMU or the image is missing, unless STRATUS_TEST_REQUIRE_QEMU=1."""
+lifecycle through upstream's states, snapshots, restarts the agent under running guests, fails bad builds with a
+fault, and carries a volume's data from one guest to another (written and read by user-data scripts), through a
+snapshot and a backup, and boots from a volume. Skipped when QEMU or the image is missing, unless STRATUS_TEST_REQUIRE_QEMU=1."""
 
 from __future__ import annotations
 
@@ -144,3 +145,113 @@ def test_bad_images_and_flavors_end_in_error_with_a_fault(os_cli, cloud: QemuClo
     os_cli("image", "set", "--min-ram", "4096", "qvm-big")
     refused = os_cli("server", "create", "--image", "qvm-big", "--flavor", "m1.nano", "qvm-bad-4", check=False)
     assert refused.returncode != 0 and "memory is too small" in refused.stderr, refused.stderr
+
+
+# The guests' user-data scripts find a volume's disk by its virtio serial (the first 20 characters of the volume id).
+READER = r"""#!/bin/sh
+seen=""
+while true; do
+  for s in /sys/block/vd*/serial; do
+    [ -f "$s" ] || continue
+    id=$(cat "$s")
+    [ -n "$id" ] || continue
+    case " $seen " in *" $id "*) continue ;; esac
+    seen="$seen $id"
+    name=${s#/sys/block/}
+    echo "READ $id: $(dd if=/dev/${name%/serial} bs=64 count=1 2>/dev/null | tr -cd 'a-z0-9-')"
+  done
+  sleep 1
+done
+"""
+
+
+def _writer(serial: str, data: str) -> str:
+    return f"""#!/bin/sh
+while true; do
+  for s in /sys/block/vd*/serial; do [ "$(cat "$s" 2>/dev/null)" = "{serial}" ] && break 2; done
+  sleep 0.5
+done
+name=${{s#/sys/block/}}
+echo "{data}" | dd of=/dev/${{name%/serial}} conv=fsync 2>/dev/null && echo "WROTE {serial}"
+"""
+
+
+def _volume_status(os_cli, name: str, status: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        volume = os_cli("volume", "show", name, "-f", "json").json()
+        if volume["status"] == status:
+            return volume
+        assert volume["status"] not in ("error", "error_restoring") or status == "error", volume
+        assert time.monotonic() < deadline, f"volume {name} stayed {volume['status']}"
+        time.sleep(1)
+
+
+def _backup_status(os_cli, name: str, status: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while os_cli("volume", "backup", "show", name, "-f", "json").json()["status"] != status:
+        assert time.monotonic() < deadline, f"backup {name} never became {status}"
+        time.sleep(1)
+
+
+def test_a_volume_carries_data_between_vms_through_snapshots_and_backups(os_cli, tmp_path: Path) -> None:
+    data = "stratus-volume-data-" + os.urandom(4).hex()
+    vol = os_cli("volume", "create", "--size", "1", "qvol", "-f", "json").json()["id"]
+    _volume_status(os_cli, "qvol", "available")
+
+    # Written by one guest...
+    (tmp_path / "writer").write_text(_writer(vol[:20], data))
+    (tmp_path / "reader").write_text(READER)
+    os_cli("server", "create", "--image", "stratus-test-vm", "--flavor", "m1.nano", "--config-drive", "true",
+           "--user-data", str(tmp_path / "writer"), "--wait", "qvol-writer")
+    wait_console(os_cli, "qvol-writer", "running user data")
+    os_cli("server", "add", "volume", "qvol-writer", "qvol")
+    _volume_status(os_cli, "qvol", "in-use")
+    wait_console(os_cli, "qvol-writer", f"WROTE {vol[:20]}")
+    os_cli("server", "remove", "volume", "qvol-writer", "qvol")
+    _volume_status(os_cli, "qvol", "available")
+
+    # ...read by another.
+    os_cli("server", "create", "--image", "stratus-test-vm", "--flavor", "m1.nano", "--config-drive", "true",
+           "--user-data", str(tmp_path / "reader"), "--wait", "qvol-reader")
+    wait_console(os_cli, "qvol-reader", "running user data")
+    os_cli("server", "add", "volume", "qvol-reader", "qvol")
+    wait_console(os_cli, "qvol-reader", f"READ {vol[:20]}: {data}")
+    os_cli("server", "remove", "volume", "qvol-reader", "qvol")
+    _volume_status(os_cli, "qvol", "available")
+
+    # A volume made from a snapshot has the data.
+    os_cli("volume", "snapshot", "create", "--volume", "qvol", "qvol-snap")
+    deadline = time.monotonic() + 60
+    while os_cli("volume", "snapshot", "show", "qvol-snap", "-f", "json").json()["status"] != "available":
+        assert time.monotonic() < deadline, "the snapshot never became available"
+        time.sleep(1)
+    copy = os_cli("volume", "create", "--snapshot", "qvol-snap", "--size", "1", "qvol-copy", "-f", "json").json()["id"]
+    _volume_status(os_cli, "qvol-copy", "available")
+    os_cli("server", "add", "volume", "qvol-reader", "qvol-copy")
+    wait_console(os_cli, "qvol-reader", f"READ {copy[:20]}: {data}")
+
+    # Backed up to the object store, the volume deleted, restored: the data is intact.
+    os_cli("volume", "backup", "create", "--name", "qvol-backup", "qvol")
+    _backup_status(os_cli, "qvol-backup", "available")
+    os_cli("volume", "snapshot", "delete", "qvol-snap")
+    os_cli("volume", "delete", "qvol")
+    restored = os_cli("volume", "backup", "restore", "qvol-backup", "qvol-restored", "-f", "json").json()
+    restored_id = restored.get("volume_id") or os_cli("volume", "show", "qvol-restored", "-f", "json").json()["id"]
+    _volume_status(os_cli, restored_id, "available")
+    os_cli("server", "add", "volume", "qvol-reader", restored_id)
+    wait_console(os_cli, "qvol-reader", f"READ {restored_id[:20]}: {data}")
+
+    # An instance boots from a volume made from an image.
+    os_cli("volume", "create", "--image", "stratus-test-vm", "--size", "1", "--bootable", "qvol-boot")
+    _volume_status(os_cli, "qvol-boot", "available")
+    os_cli("server", "create", "--volume", "qvol-boot", "--flavor", "m1.nano", "--config-drive", "true", "--wait",
+           "qvol-booted")
+    wait_console(os_cli, "qvol-booted", "hostname: qvol-booted")
+
+    for server in ("qvol-writer", "qvol-reader", "qvol-booted"):
+        os_cli("server", "delete", "--wait", server)
+    for volume in ("qvol-copy", restored_id, "qvol-boot"):
+        _volume_status(os_cli, volume, "available")
+        os_cli("volume", "delete", volume)
+    os_cli("volume", "backup", "delete", "qvol-backup")
