@@ -21,6 +21,7 @@ mod routers;
 mod security_groups;
 mod vm;
 mod vm_image;
+mod volumes;
 
 use std::{
     io::{Read, Write},
@@ -83,6 +84,8 @@ enum Suite {
     Vm(vm::Args),
     /// Real containers with the container driver: API → ACTIVE and → ready marker against bare runc; density.
     Containers(containers::Args),
+    /// Block storage with real VMs: volume from a 1 GiB image, attach/detach latency, guest vs host write rate.
+    Volumes(volumes::Args),
 }
 
 fn main() -> Result<()> {
@@ -128,6 +131,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::Containers(args)),
             ..
         } => containers::run(args),
+        Task::Bench {
+            suite: Some(Suite::Volumes(args)),
+            ..
+        } => volumes::run(args),
         Task::Bench {
             suite: None,
             runs,

@@ -249,6 +249,81 @@ impl BenchCloud {
         }
     }
 
+    /// The cloud's data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The last lines of the server's console.
+    pub(crate) async fn console(&self, url: &str) -> Result<String> {
+        let r: serde_json::Value = self
+            .http
+            .post(format!("{url}/action"))
+            .header("x-auth-token", &self.token)
+            .json(&json!({"os-getConsoleOutput": {"length": 50}}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(r["output"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn volumes_url(&self) -> String {
+        format!("{}/volume/v3/{}/volumes", self.base, self.project)
+    }
+
+    /// `POST /volumes` with `volume`; returns its id.
+    pub(crate) async fn volume_create(&self, volume: serde_json::Value) -> Result<String> {
+        let r: serde_json::Value =
+            self.http.post(self.volumes_url()).header("x-auth-token", &self.token).json(&json!({"volume": volume})).send().await?.json().await?;
+        Ok(r["volume"]["id"].as_str().with_context(|| format!("volume create: {r}"))?.to_owned())
+    }
+
+    /// Polls volume `id` (every 20 ms) until `status`.
+    pub(crate) async fn volume_wait(&self, id: &str, status: &str, started: Instant) -> Result<()> {
+        loop {
+            let v: serde_json::Value =
+                self.http.get(format!("{}/{id}", self.volumes_url())).header("x-auth-token", &self.token).send().await?.json().await?;
+            match v["volume"]["status"].as_str() {
+                Some(s) if s == status => return Ok(()),
+                Some(s) if s.starts_with("error") => bail!("volume {id} went to {s}"),
+                _ if started.elapsed() > BOOT_TIMEOUT * 5 => bail!("volume {id} never became {status}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    pub(crate) async fn volume_delete(&self, id: &str) -> Result<()> {
+        let r = self.http.delete(format!("{}/{id}", self.volumes_url())).header("x-auth-token", &self.token).send().await?;
+        if !r.status().is_success() {
+            bail!("volume delete answered {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Attaches volume `id` to the server at `url` (`os-volume_attachments`).
+    pub(crate) async fn attach(&self, url: &str, id: &str) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{url}/os-volume_attachments"))
+            .header("x-auth-token", &self.token)
+            .json(&json!({"volumeAttachment": {"volumeId": id}}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("attach answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn detach(&self, url: &str, id: &str) -> Result<()> {
+        let r = self.http.delete(format!("{url}/os-volume_attachments/{id}")).header("x-auth-token", &self.token).send().await?;
+        if !r.status().is_success() {
+            bail!("detach answered {}", r.status());
+        }
+        Ok(())
+    }
+
     /// Deletes the server at `url` and waits until it is gone.
     pub(crate) async fn delete(&self, url: &str) -> Result<()> {
         self.http.delete(url).header("x-auth-token", &self.token).send().await?;
