@@ -215,3 +215,19 @@ def walk_power_states(os_cli, name: str, marker: str, stop_sign: str) -> None:
     os_cli("server", "resume", name)
     assert power(wait(os_cli, name, "ACTIVE")) == 1
     assert console(os_cli, name).count(marker) == 4, "resume continues the guest, it does not start it again"
+
+
+def managed_after_restart(os_cli, name: str, pid: int) -> None:
+    """After the cloud restarted under the running server `name` (whose guest process is `pid`): it is ACTIVE and
+    takes actions; once its process is killed the power-state sync makes it SHUTOFF, as upstream, and it starts
+    again. Deletes it."""
+    assert power(wait(os_cli, name, "ACTIVE")) == 1
+    os_cli("server", "pause", name)
+    wait(os_cli, name, "PAUSED")
+    os_cli("server", "unpause", name)
+    wait(os_cli, name, "ACTIVE")
+    os.kill(pid, signal.SIGKILL)
+    assert power(wait(os_cli, name, "SHUTOFF", timeout=30)) == 4
+    os_cli("server", "start", name)
+    wait(os_cli, name, "ACTIVE")
+    os_cli("server", "delete", "--wait", name)

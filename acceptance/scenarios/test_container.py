@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console, walk_power_states
+from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, managed_after_restart, running_cloud, show, wait_console, walk_power_states
 
 MARKER = "STRATUS-TEST-CONTAINER-READY"
 
@@ -111,17 +110,7 @@ def test_containers_outlive_an_agent_restart_and_dead_ones_show_shutoff(os_cli, 
     cloud.kill()
     assert cloud.pid(uuid) == pid, "killing the cloud and its agent leaves the containers running"
     cloud.start()
-    assert power(wait(os_cli, "ctr-three", "ACTIVE")) == 1
-    os_cli("server", "pause", "ctr-three")
-    wait(os_cli, "ctr-three", "PAUSED")
-    os_cli("server", "unpause", "ctr-three")
-    wait(os_cli, "ctr-three", "ACTIVE")
-    # A container whose process dies is found by the power-state sync: the instance becomes SHUTOFF, as upstream.
-    os.kill(pid, signal.SIGKILL)
-    assert power(wait(os_cli, "ctr-three", "SHUTOFF", timeout=30)) == 4
-    os_cli("server", "start", "ctr-three")
-    wait(os_cli, "ctr-three", "ACTIVE")
-    os_cli("server", "delete", "--wait", "ctr-three")
+    managed_after_restart(os_cli, "ctr-three", pid)
 
 
 def test_images_a_container_cannot_run_end_in_error_with_a_fault(os_cli, cloud: ContainerCloud, tmp_path: Path) -> None:

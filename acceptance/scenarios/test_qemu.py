@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, running_cloud, show, wait, wait_console, walk_power_states
+from localcloud import IMAGES, LocalCloud, cli, console, failed_build, missing, new_root, power, managed_after_restart, running_cloud, show, wait_console, walk_power_states
 
 MARKER = "STRATUS-TEST-VM-READY"
 
@@ -112,19 +112,8 @@ def test_guests_outlive_an_agent_restart_and_dead_guests_show_shutoff(os_cli, cl
     cloud.kill()
     assert cloud.qemu_pids() == pids, "killing the cloud and its agent leaves the guests running"
     cloud.start()
-    server = wait(os_cli, "qvm-three", "ACTIVE")
-    assert power(server) == 1
-    os_cli("server", "pause", "qvm-three")
-    wait(os_cli, "qvm-three", "PAUSED")
-    os_cli("server", "unpause", "qvm-three")
-    wait(os_cli, "qvm-three", "ACTIVE")
-    # A guest that dies is found by the power-state sync: the instance becomes SHUTOFF, as upstream.
     [pid] = cloud.qemu_pids(uuid)
-    os.kill(pid, signal.SIGKILL)
-    assert power(wait(os_cli, "qvm-three", "SHUTOFF", timeout=30)) == 4
-    os_cli("server", "start", "qvm-three")
-    wait(os_cli, "qvm-three", "ACTIVE")
-    os_cli("server", "delete", "--wait", "qvm-three")
+    managed_after_restart(os_cli, "qvm-three", pid)
 
 
 def test_bad_images_and_flavors_end_in_error_with_a_fault(os_cli, cloud: QemuCloud, tmp_path: Path) -> None:
