@@ -195,8 +195,11 @@ impl ContainerDriver {
     /// A driver over `config.instances_path`, fetching images from `images`. Checks that the runtime runs, and
     /// removes what a crash left behind: half-made instance directories, containers without an instance,
     /// interrupted downloads and layers.
-    pub fn new(config: ContainerConfig, images: Option<ImageService>) -> Result<ContainerDriver, Error> {
+    pub fn new(mut config: ContainerConfig, images: Option<ImageService>) -> Result<ContainerDriver, Error> {
         std::fs::create_dir_all(&config.instances_path).map_err(io_err(format!("creating {}", config.instances_path.display())))?;
+        // The runtime's bundles and the overlay's options need absolute paths.
+        config.instances_path =
+            std::fs::canonicalize(&config.instances_path).map_err(io_err(format!("resolving {}", config.instances_path.display())))?;
         let version = Runtime::version(&config.runtime)?;
         let runtime = Runtime::new(config.runtime.clone(), config.instances_path.join("_runtime"));
         let bases = BaseCache::new(config.instances_path.join("_base"), images);
