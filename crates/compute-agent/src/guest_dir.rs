@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use compute_rpc::{FlavorSpec, PowerState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorInfo, disk_gb, meminfo_mb};
+use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorInfo, NetworkInterface, disk_gb, meminfo_mb};
 
 /// The most console output returned (upstream's `MAX_CONSOLE_BYTES`, 100 KiB).
 pub(crate) const MAX_CONSOLE_BYTES: usize = 100 * 1024;
@@ -22,6 +22,39 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 /// A name that can be a guest's directory: an instance uuid (letters, digits, dashes), not a driver's own.
 pub(crate) fn is_guest_name(uuid: &str) -> bool {
     !uuid.is_empty() && !uuid.starts_with('_') && uuid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+/// A guest's network interface as a driver keeps it: the host device the network agent plugs (`tap<port id[:11]>`:
+/// the tap QEMU creates, or the host end of a container's veth pair) and the port's MAC and MTU.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Nic {
+    pub port_id: String,
+    pub mac_address: String,
+    pub devname: String,
+    /// The network's MTU, when known.
+    pub mtu: Option<u32>,
+}
+
+impl Nic {
+    /// The interface of a bound port. Only device names and MACs that are what they claim are taken: both end up on
+    /// QEMU's and `ip`'s command lines.
+    pub(crate) fn of(interface: &NetworkInterface) -> Result<Nic, Error> {
+        let dev = &interface.devname;
+        if dev.is_empty() || dev.len() > 15 || !dev.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Error::Hypervisor(format!("port {}: unusable tap device name {dev:?}", interface.port_id)));
+        }
+        let mac = &interface.mac_address;
+        let parts: Vec<&str> = mac.split(':').collect();
+        if parts.len() != 6 || !parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
+            return Err(Error::Hypervisor(format!("port {}: bad MAC address {mac:?}", interface.port_id)));
+        }
+        Ok(Nic {
+            port_id: interface.port_id.clone(),
+            mac_address: mac.to_ascii_lowercase(),
+            devname: dev.clone(),
+            mtu: interface.mtu.filter(|m| (68..=65535).contains(m)),
+        })
+    }
 }
 
 /// The guests' directories under one root, each with a definition file named `definition`.
@@ -142,4 +175,20 @@ pub(crate) async fn with_power_states(driver: &dyn Hypervisor, uuids: impl IntoI
         out.push(GuestInfo { uuid, power_state });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nics_take_only_names_and_macs_that_cannot_inject_options() {
+        let good = NetworkInterface { port_id: "p".into(), mac_address: "fa:16:3e:00:00:01".into(), devname: "tapabc".into(), mtu: Some(1450) };
+        assert!(Nic::of(&good).is_ok());
+        for (mac, dev) in [("fa:16:3e:00:00:01 x", "tapabc"), ("fa:16:3e:00:00:01", "tap abc"), ("fa:16:3e:00:00:01", "tap-with-a-very-long-name")] {
+            let bad = NetworkInterface { mac_address: mac.into(), devname: dev.into(), ..good.clone() };
+            assert!(Nic::of(&bad).is_err(), "{mac} {dev}");
+        }
+    }
+
 }

@@ -9,7 +9,7 @@
 //! directory. [`write_layer`] does the reverse, for snapshots. Every layer's content is checked against its diff
 //! id: a corrupt image fails to unpack and leaves nothing behind.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::guest_dir::io_err;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -60,11 +61,6 @@ fn chain(e: &std::io::Error) -> String {
     out
 }
 
-fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
-    let context = context.to_string();
-    move |source| Error::Io { context, source }
-}
-
 /// A path inside an archive that stays inside it (no `..`, no absolute path).
 fn inside(root: &Path, name: &str) -> Option<PathBuf> {
     let rel = Path::new(name);
@@ -81,11 +77,11 @@ pub(crate) fn unpack_image(image: &str, archive: &Path, layers_dir: &Path, image
     {
         return Ok(record);
     }
-    std::fs::create_dir_all(layers_dir).map_err(io(format!("creating {}", layers_dir.display())))?;
-    std::fs::create_dir_all(images_dir).map_err(io(format!("creating {}", images_dir.display())))?;
+    std::fs::create_dir_all(layers_dir).map_err(io_err(format!("creating {}", layers_dir.display())))?;
+    std::fs::create_dir_all(images_dir).map_err(io_err(format!("creating {}", images_dir.display())))?;
     // The archive's members (manifest, configuration, layer blobs) are read in the order the format needs, not
     // the order they are stored in: they are taken out into a scratch directory first.
-    let scratch = tempfile::Builder::new().prefix(&format!("{image}.")).suffix(".unpack").tempdir_in(images_dir).map_err(io("creating a scratch directory"))?;
+    let scratch = tempfile::Builder::new().prefix(&format!("{image}.")).suffix(".unpack").tempdir_in(images_dir).map_err(io_err("creating a scratch directory"))?;
     extract_archive(image, archive, scratch.path())?;
     let (config, blobs) = read_manifest(image, scratch.path())?;
     let diff_ids = config.rootfs().diff_ids().clone();
@@ -114,18 +110,17 @@ pub(crate) fn unpack_image(image: &str, archive: &Path, layers_dir: &Path, image
         return Err(bad(image, "it names no entry point or command"));
     }
     let tmp = images_dir.join(format!("{image}.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default()).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, &record_path).map_err(io(format!("writing {}", record_path.display())))?;
+    std::fs::write(&tmp, serde_json::to_vec(&record).unwrap_or_default()).map_err(io_err(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, &record_path).map_err(io_err(format!("writing {}", record_path.display())))?;
     Ok(record)
 }
 
 /// Opens a file that may be gzip-compressed (by its magic number).
 fn maybe_gzip(path: &Path) -> Result<Box<dyn Read>, Error> {
-    let mut file = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
-    let mut magic = [0u8; 2];
-    let gzip = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
-    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let file = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let magic = reader.fill_buf().map_err(io_err(format!("reading {}", path.display())))?;
+    let gzip = magic.starts_with(&[0x1f, 0x8b]);
     Ok(if gzip { Box::new(flate2::read::MultiGzDecoder::new(reader)) } else { Box::new(reader) })
 }
 
@@ -142,9 +137,9 @@ fn extract_archive(image: &str, archive: &Path, dest: &Path) -> Result<(), Error
         let name = entry.path().map_err(|e| bad(image, e))?.to_string_lossy().into_owned();
         let path = inside(dest, &name).ok_or_else(|| bad(image, format!("member {name:?} leaves the archive")))?;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
         }
-        let mut out = std::fs::File::create(&path).map_err(io(format!("writing {}", path.display())))?;
+        let mut out = std::fs::File::create(&path).map_err(io_err(format!("writing {}", path.display())))?;
         std::io::copy(&mut entry, &mut out).map_err(|e| bad(image, e))?;
         any = true;
     }
@@ -166,7 +161,7 @@ fn read_manifest(image: &str, root: &Path) -> Result<(ImageConfiguration, Vec<Pa
     let member = |name: &str| inside(root, name).filter(|p| p.is_file()).ok_or_else(|| bad(image, format!("member {name:?} is missing")));
     let docker = root.join("manifest.json");
     if docker.is_file() {
-        let text = std::fs::read(&docker).map_err(io("reading manifest.json"))?;
+        let text = std::fs::read(&docker).map_err(io_err("reading manifest.json"))?;
         let manifests: Vec<DockerManifest> = serde_json::from_slice(&text).map_err(|e| bad(image, format!("manifest.json: {e}")))?;
         let m = manifests.into_iter().next().ok_or_else(|| bad(image, "manifest.json lists no image"))?;
         let config = ImageConfiguration::from_file(member(&m.config)?).map_err(|e| bad(image, format!("{}: {e}", m.config)))?;
@@ -215,7 +210,7 @@ impl<R: Read> Read for Hashing<R> {
 /// Unpacks one layer blob into `dest` (through a temporary sibling, renamed when complete and verified).
 fn unpack_layer(image: &str, blob: &Path, diff_id: &str, dest: &Path) -> Result<(), Error> {
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new().prefix(&format!("{diff_id}.")).suffix(".part").tempdir_in(parent).map_err(io("creating a layer directory"))?;
+    let tmp = tempfile::Builder::new().prefix(&format!("{diff_id}.")).suffix(".part").tempdir_in(parent).map_err(io_err("creating a layer directory"))?;
     let mut reader = Hashing { inner: maybe_gzip(blob)?, hash: Sha256::new() };
     {
         let mut tar = tar::Archive::new(&mut reader);
@@ -231,14 +226,14 @@ fn unpack_layer(image: &str, blob: &Path, diff_id: &str, dest: &Path) -> Result<
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if let Some(hidden) = name.strip_prefix(WHITEOUT) {
                 let dir = inside(root, &path.parent().unwrap_or(Path::new("")).to_string_lossy()).ok_or_else(|| bad(image, format!("layer member {path:?} leaves the layer")))?;
-                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
                 if name == OPAQUE {
                     rustix::fs::setxattr(&dir, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
-                        .map_err(|e| io(format!("marking {} opaque", dir.display()))(e.into()))?;
+                        .map_err(|e| io_err(format!("marking {} opaque", dir.display()))(e.into()))?;
                 } else if !hidden.is_empty() {
                     let target = dir.join(hidden);
                     rustix::fs::mknodat(rustix::fs::CWD, &target, rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::empty(), rustix::fs::makedev(0, 0))
-                        .map_err(|e| io(format!("making the whiteout {}", target.display()))(e.into()))?;
+                        .map_err(|e| io_err(format!("making the whiteout {}", target.display()))(e.into()))?;
                 }
                 continue;
             }
@@ -256,7 +251,7 @@ fn unpack_layer(image: &str, blob: &Path, diff_id: &str, dest: &Path) -> Result<
     let tmp = tmp.keep();
     std::fs::rename(&tmp, dest).map_err(|e| {
         let _ = std::fs::remove_dir_all(&tmp);
-        io(format!("storing {}", dest.display()))(e)
+        io_err(format!("storing {}", dest.display()))(e)
     })
 }
 
@@ -277,10 +272,10 @@ pub(crate) fn write_layer(dir: &Path, out: &Path) -> Result<String, Error> {
             self.inner.flush()
         }
     }
-    let file = std::fs::File::create(out).map_err(io(format!("writing {}", out.display())))?;
+    let file = std::fs::File::create(out).map_err(io_err(format!("writing {}", out.display())))?;
     let mut tar = tar::Builder::new(HashingWriter { inner: std::io::BufWriter::new(file), hash: Sha256::new() });
     tar.follow_symlinks(false);
-    let err = |e: std::io::Error| io(format!("writing the layer of {}", dir.display()))(e);
+    let err = |e: std::io::Error| io_err(format!("writing the layer of {}", dir.display()))(e);
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let abs = dir.join(&rel);
@@ -330,9 +325,9 @@ pub(crate) fn write_archive(out: &Path, layers: &[(PathBuf, String)], record: &I
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config)));
     let layer_names: Vec<String> = layers.iter().map(|(_, id)| format!("{id}/layer.tar")).collect();
     let manifest = serde_json::to_vec(&serde_json::json!([{"Config": config_name, "RepoTags": [tag], "Layers": layer_names}])).unwrap_or_default();
-    let file = std::fs::File::create(out).map_err(io(format!("writing {}", out.display())))?;
+    let file = std::fs::File::create(out).map_err(io_err(format!("writing {}", out.display())))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let err = |e: std::io::Error| io(format!("writing {}", out.display()))(e);
+    let err = |e: std::io::Error| io_err(format!("writing {}", out.display()))(e);
     let mut add = |name: &str, data: &[u8]| {
         tar.append_data(&mut file_header(data.len() as u64, 0o644), name, data)
     };

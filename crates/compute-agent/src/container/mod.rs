@@ -43,8 +43,8 @@ use self::layers::ImageRecord;
 use self::runtime::Runtime;
 use crate::Error;
 use crate::base::{BaseCache, ImageService};
-use crate::guest_dir::{GuestDirs, LocalHost, io_err, is_guest_name, with_power_states};
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
+use crate::guest_dir::{GuestDirs, LocalHost, Nic, io_err, is_guest_name, with_power_states};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
 
 /// The CFS period CPU quotas are given in (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -148,32 +148,25 @@ impl Volume {
     }
 }
 
+/// Runs `losetup` with `args`; its standard output.
+async fn losetup(args: &[&str]) -> Result<String, Error> {
+    let out = tokio::process::Command::new("losetup").args(args).output().await.map_err(io_err("running losetup"))?;
+    if !out.status.success() {
+        return Err(Error::Hypervisor(format!("losetup {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The loop devices of `file` (`losetup -j FILE` lists them as `/dev/loop3: []: (/path)`).
+async fn loops_of(file: &Path) -> Result<Vec<String>, Error> {
+    let listed = losetup(&["-j", &file.to_string_lossy()]).await?;
+    Ok(listed.lines().filter_map(|l| l.split(':').next()).filter(|d| d.starts_with("/dev/loop")).map(str::to_owned).collect())
+}
+
 /// A loop device's major and minor numbers.
 fn device_numbers(node: &Path) -> Result<(i64, i64), Error> {
     let st = rustix::fs::stat(node).map_err(|e| Error::Hypervisor(format!("{}: {e}", node.display())))?;
     Ok((rustix::fs::major(st.st_rdev) as i64, rustix::fs::minor(st.st_rdev) as i64))
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Nic {
-    port_id: String,
-    mac_address: String,
-    /// The host end of the veth pair (`tap<port id[:11]>`).
-    devname: String,
-    mtu: Option<u32>,
-}
-
-impl Nic {
-    /// Only names and MACs that are what they claim go to `ip`'s command line.
-    fn of(interface: &NetworkInterface) -> Result<Nic, Error> {
-        let mac_ok = interface.mac_address.len() == 17
-            && interface.mac_address.split(':').all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
-        let name_ok = interface.devname.len() <= 15 && !interface.devname.is_empty() && interface.devname.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
-        if !mac_ok || !name_ok {
-            return Err(Error::Hypervisor(format!("port {} has an unusable device name or MAC address", interface.port_id)));
-        }
-        Ok(Nic { port_id: interface.port_id.clone(), mac_address: interface.mac_address.clone(), devname: interface.devname.clone(), mtu: interface.mtu })
-    }
 }
 
 pub struct ContainerDriver {
@@ -426,33 +419,22 @@ impl ContainerDriver {
 
     /// The loop device of a volume's file, set up unless it is.
     async fn loop_device(&self, volume: &Volume) -> Result<PathBuf, Error> {
-        let run = |args: Vec<String>| async move {
-            let out = tokio::process::Command::new("losetup").args(&args).output().await.map_err(io_err("running losetup"))?;
-            if !out.status.success() {
-                return Err(Error::Hypervisor(format!("losetup {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        let file = volume.path.to_string_lossy().into_owned();
-        // `losetup -j FILE` lists the loop devices of a file: `/dev/loop3: []: (/path)`.
-        let listed = run(vec!["-j".into(), file.clone()]).await?;
-        if let Some(dev) = listed.lines().filter_map(|l| l.split(':').next()).find(|d| d.starts_with("/dev/loop")) {
+        if let Some(dev) = loops_of(&volume.path).await?.into_iter().next() {
             return Ok(PathBuf::from(dev));
         }
-        let mut args = vec!["--find".to_owned(), "--show".to_owned()];
+        let mut args = vec!["--find", "--show"];
         if volume.read_only {
-            args.push("--read-only".into());
+            args.push("--read-only");
         }
-        args.push(file);
-        Ok(PathBuf::from(run(args).await?.trim()))
+        let file = volume.path.to_string_lossy();
+        args.push(&file);
+        Ok(PathBuf::from(losetup(&args).await?.trim()))
     }
 
     /// Detaches the loop devices of a volume's file.
     async fn release_loop(&self, volume: &Volume) {
-        let file = volume.path.to_string_lossy().into_owned();
-        let Ok(out) = tokio::process::Command::new("losetup").args(["-j", &file]).output().await else { return };
-        for dev in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()) {
-            let _ = tokio::process::Command::new("losetup").args(["-d", dev]).output().await;
+        for dev in loops_of(&volume.path).await.unwrap_or_default() {
+            let _ = losetup(&["-d", &dev]).await;
         }
     }
 
@@ -525,7 +507,7 @@ impl ContainerDriver {
                 .build()
                 .map_err(err)?,
         );
-        let memory = def.flavor.memory_mb.max(4) * 1024 * 1024;
+        let memory = memory_limit(&def.flavor);
         // Volumes are block devices in the container, and only they among the host's disks are allowed.
         let mut devices = Vec::new();
         let mut allowed = Vec::new();
@@ -628,6 +610,15 @@ impl ContainerDriver {
         self.runtime.delete(uuid).await
     }
 
+    /// Freezes the container (unless frozen) and records `state` (`Paused` or `Suspended`).
+    async fn freeze(&self, uuid: &str, state: PowerState) -> Result<(), Error> {
+        self.load(uuid)?;
+        if self.runtime.state(uuid).await?.is_none_or(|s| s.status != "paused") {
+            self.runtime.pause(uuid).await?;
+        }
+        self.set_state(uuid, state)
+    }
+
     /// Removes cached images no instance uses (once unused for the minimum age) and the layers no cached image
     /// or instance needs; returns the removed image ids.
     pub fn remove_unused_images(&self) -> Vec<String> {
@@ -661,14 +652,9 @@ impl ContainerDriver {
         removed
     }
 
-    /// The directory cached images and layers are kept in (`_base`).
-    pub fn base_dir(&self) -> &Path {
-        self.bases.dir()
-    }
-
     /// The pid of the instance's first process, when its container runs.
     pub async fn container_pid(&self, uuid: &str) -> Option<i32> {
-        self.runtime.state(uuid).await.ok().flatten().filter(|s| s.status == "running" || s.status == "paused").map(|s| s.pid)
+        self.runtime.state(uuid).await.ok().flatten().filter(runtime::State::alive).map(|s| s.pid)
     }
 }
 
@@ -685,6 +671,11 @@ fn cgroup_devices(uuid: &str, file: &str, major: i64, minor: i64, access: &str) 
     std::fs::write(dir.join(file), format!("b {major}:{minor} {access}")).map_err(io_err(format!("writing {}/{file}", dir.display())))
 }
 
+/// The memory (and memory + swap) limit in bytes of a container of `flavor` (at least 4 MiB).
+fn memory_limit(flavor: &FlavorSpec) -> i64 {
+    flavor.memory_mb.max(4) * 1024 * 1024
+}
+
 /// The CPU quota per period for `vcpus` CPUs (at least one).
 fn cpu_quota(vcpus: i64) -> i64 {
     vcpus.max(1) * CPU_PERIOD_US as i64
@@ -699,7 +690,7 @@ fn numeric_user(user: &str) -> (u32, u32) {
     (uid, gid)
 }
 
-/// `path` is a mount point (its device differs from its parent's, or it is an overlay).
+/// `path` is a mount point of this process's mount namespace (`/proc/self/mountinfo` lists it).
 fn is_mount_point(path: &Path) -> bool {
     let target = path.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -794,11 +785,7 @@ impl Hypervisor for ContainerDriver {
     }
 
     async fn pause(&self, uuid: &str) -> Result<(), Error> {
-        self.load(uuid)?;
-        if self.runtime.state(uuid).await?.is_none_or(|s| s.status != "paused") {
-            self.runtime.pause(uuid).await?;
-        }
-        self.set_state(uuid, PowerState::Paused)
+        self.freeze(uuid, PowerState::Paused).await
     }
 
     async fn unpause(&self, uuid: &str) -> Result<(), Error> {
@@ -811,11 +798,7 @@ impl Hypervisor for ContainerDriver {
 
     async fn suspend(&self, uuid: &str) -> Result<(), Error> {
         // A container's memory cannot be saved to disk without checkpointing (CRIU); it stays frozen in place.
-        self.load(uuid)?;
-        if self.runtime.state(uuid).await?.is_none_or(|s| s.status != "paused") {
-            self.runtime.pause(uuid).await?;
-        }
-        self.set_state(uuid, PowerState::Suspended)
+        self.freeze(uuid, PowerState::Suspended).await
     }
 
     async fn resume(&self, instance: &InstanceSpec, _context: &GuestContext) -> Result<(), Error> {
@@ -833,9 +816,8 @@ impl Hypervisor for ContainerDriver {
     async fn resize(&self, instance: &InstanceSpec, flavor: &FlavorSpec, _context: &GuestContext) -> Result<(), Error> {
         let uuid = instance.uuid.as_str();
         let mut def = self.load(uuid)?;
-        if self.runtime.state(uuid).await?.is_some_and(|s| s.status == "running" || s.status == "paused") {
-            let memory = flavor.memory_mb.max(4) * 1024 * 1024;
-            self.runtime.update(uuid, memory, cpu_quota(flavor.vcpus), self.config.pids_limit).await?;
+        if self.runtime.state(uuid).await?.is_some_and(|s| s.alive()) {
+            self.runtime.update(uuid, memory_limit(flavor), cpu_quota(flavor.vcpus), self.config.pids_limit).await?;
         }
         def.flavor = flavor.clone();
         self.save(&def)
@@ -878,7 +860,7 @@ impl Hypervisor for ContainerDriver {
         let def = self.load(&instance.uuid)?;
         let mut out = BTreeMap::new();
         out.insert("memory".to_owned(), json!(def.flavor.memory_mb * 1024));
-        if self.runtime.state(&instance.uuid).await?.is_some_and(|s| s.status == "running" || s.status == "paused") {
+        if self.runtime.state(&instance.uuid).await?.is_some_and(|s| s.alive()) {
             let stats = self.runtime.stats(&instance.uuid).await?;
             out.insert("cpu0_time".to_owned(), stats["cpu"]["usage"]["total"].clone());
             out.insert("memory-actual".to_owned(), json!(stats["memory"]["usage"]["usage"].as_u64().unwrap_or(0) / 1024));
@@ -980,16 +962,6 @@ mod tests {
         assert_eq!(numeric_user("nobody"), (0, 0));
         assert_eq!(cpu_quota(2), 200_000);
         assert_eq!(cpu_quota(0), 100_000);
-    }
-
-    #[test]
-    fn nics_take_only_names_and_macs_that_cannot_inject_options() {
-        let good = NetworkInterface { port_id: "p".into(), mac_address: "fa:16:3e:00:00:01".into(), devname: "tapabc".into(), mtu: Some(1450) };
-        assert!(Nic::of(&good).is_ok());
-        for (mac, dev) in [("fa:16:3e:00:00:01 x", "tapabc"), ("fa:16:3e:00:00:01", "tap abc"), ("fa:16:3e:00:00:01", "tap-with-a-very-long-name")] {
-            let bad = NetworkInterface { mac_address: mac.into(), devname: dev.into(), ..good.clone() };
-            assert!(Nic::of(&bad).is_err(), "{mac} {dev}");
-        }
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub(crate) struct State {
     pub pid: i32,
 }
 
+impl State {
+    /// The container has a process (running, or frozen by a pause).
+    pub(crate) fn alive(&self) -> bool {
+        self.status == "running" || self.status == "paused"
+    }
+}
+
 pub(crate) struct Runtime {
     binary: PathBuf,
     root: PathBuf,
@@ -29,6 +36,12 @@ pub(crate) struct Runtime {
 impl Runtime {
     pub(crate) fn new(binary: PathBuf, root: PathBuf) -> Runtime {
         Runtime { binary, root }
+    }
+
+    /// The error of a runtime that could not be run at all.
+    fn not_run(&self) -> impl FnOnce(std::io::Error) -> Error {
+        let context = format!("running {} (scripts/host-tools installs runc)", self.binary.display());
+        move |source| Error::Io { context, source }
     }
 
     fn command(&self) -> tokio::process::Command {
@@ -44,7 +57,7 @@ impl Runtime {
             .args(args)
             .output()
             .await
-            .map_err(|source| Error::Io { context: format!("running {} (scripts/host-tools installs runc)", self.binary.display()), source })?;
+            .map_err(self.not_run())?;
         if !out.status.success() {
             return Err(Error::Hypervisor(format!(
                 "{} {}: {}",
@@ -102,7 +115,7 @@ impl Runtime {
             .stderr(stderr)
             .status()
             .await
-            .map_err(|source| Error::Io { context: format!("running {} (scripts/host-tools installs runc)", self.binary.display()), source })?;
+            .map_err(self.not_run())?;
         if status.success() {
             return Ok(());
         }
@@ -124,10 +137,7 @@ impl Runtime {
 
     /// The container's state; `None` when the runtime has no such container.
     pub(crate) async fn state(&self, id: &str) -> Result<Option<State>, Error> {
-        let out = self.command().args(["state", id]).output().await.map_err(|source| Error::Io {
-            context: format!("running {} (scripts/host-tools installs runc)", self.binary.display()),
-            source,
-        })?;
+        let out = self.command().args(["state", id]).output().await.map_err(self.not_run())?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             if err.contains("does not exist") || err.contains("not found") || err.contains("No such file") {

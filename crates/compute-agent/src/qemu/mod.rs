@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 pub use crate::base::ImageService;
 use crate::base::BaseCache;
 use crate::config_drive;
-use crate::guest_dir::{GuestDirs, LocalHost, io_err, with_power_states};
+use crate::guest_dir::{GuestDirs, LocalHost, Nic, io_err, with_power_states};
 use qmp::Qmp;
 
 use crate::Error;
@@ -150,39 +150,6 @@ struct GuestDef {
     /// Network interfaces, in the order the guest sees them (eth0 first).
     #[serde(default)]
     nics: Vec<Nic>,
-}
-
-/// A virtio-net NIC on a host tap device that QEMU creates at start (`-netdev tap,ifname=…`) and that goes with
-/// the process: a guest that stops loses its taps, a restarted one gets them again, and the network agent
-/// (which plugs taps of bound ports into their bridges) sees them come and go.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Nic {
-    port_id: String,
-    mac_address: String,
-    /// The tap device (`tap<port id[:11]>`).
-    devname: String,
-    /// The network's MTU, told to the guest (virtio-net `host_mtu`) when known.
-    mtu: Option<u32>,
-}
-
-impl Nic {
-    fn of(interface: &crate::hypervisor::NetworkInterface) -> Result<Nic, Error> {
-        let dev = &interface.devname;
-        if dev.is_empty() || dev.len() > 15 || !dev.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(Error::Hypervisor(format!("port {}: unusable tap device name {dev:?}", interface.port_id)));
-        }
-        let mac = &interface.mac_address;
-        let parts: Vec<&str> = mac.split(':').collect();
-        if parts.len() != 6 || !parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit())) {
-            return Err(Error::Hypervisor(format!("port {}: bad MAC address {mac:?}", interface.port_id)));
-        }
-        Ok(Nic {
-            port_id: interface.port_id.clone(),
-            mac_address: mac.to_ascii_lowercase(),
-            devname: dev.clone(),
-            mtu: interface.mtu.filter(|m| (68..=65535).contains(m)),
-        })
-    }
 }
 
 /// A volume as the guest has it: a file (raw or qcow2) the block storage service's `local` connection names.
