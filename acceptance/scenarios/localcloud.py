@@ -88,6 +88,33 @@ class LocalCloud:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def qemu_pids(self, uuid: str = "") -> list[int]:
+        """QEMU processes of this cloud's instances (of instance `uuid` if given)."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system" in cmdline and str(self.data) in cmdline and uuid in cmdline:
+                pids.append(int(proc.name))
+        return sorted(pids)
+
+    def remove_guests(self) -> None:
+        """Ends what the cloud's drivers left running: its QEMU processes, and its containers with their mounts and
+        network namespaces."""
+        for pid in self.qemu_pids():
+            os.kill(pid, signal.SIGKILL)
+        containers = self.data / "containers"
+        runc = ["runc", "--root", str(containers / "_runtime")]
+        listed = subprocess.run([*runc, "list", "--quiet"], capture_output=True, text=True)
+        for uuid in listed.stdout.split() if listed.returncode == 0 else []:
+            subprocess.run([*runc, "delete", "--force", uuid], capture_output=True)
+            subprocess.run(["umount", "-l", str(containers / uuid / "rootfs")], capture_output=True)
+            subprocess.run(["ip", "netns", "delete", f"ctr-{uuid}"], capture_output=True)
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env["OS_CLIENT_CONFIG_FILE"] = str(self.clouds)
@@ -95,9 +122,9 @@ class LocalCloud:
         return env
 
 
-def running_cloud(cloud: LocalCloud, leftovers: Callable[[], None]) -> Iterator[LocalCloud]:
-    """Starts `cloud`, uploads the test images, yields it; afterwards deletes its servers, stops it, calls
-    `leftovers` (which kills what the driver left running) and removes its files."""
+def running_cloud(cloud: LocalCloud, leftovers: Callable[[], None] = lambda: None) -> Iterator[LocalCloud]:
+    """Starts `cloud`, uploads the test images, yields it; afterwards deletes its servers, stops it, ends the guests
+    its drivers left running, calls `leftovers` (the scenario's own clean-up) and removes its files."""
     cloud.start()
     try:
         subprocess.run([str(REPO / "scripts" / "upload-test-image"), str(IMAGES)], env=cloud.env(), check=True,
@@ -113,6 +140,7 @@ def running_cloud(cloud: LocalCloud, leftovers: Callable[[], None]) -> Iterator[
                                    capture_output=True, timeout=300)
         finally:
             cloud.stop()
+            cloud.remove_guests()
             leftovers()
             if os.environ.get("STRATUS_KEEP_LOCAL_CLOUD") != "1":
                 shutil.rmtree(cloud.root, ignore_errors=True)

@@ -50,16 +50,7 @@ def cloud() -> Iterator[ContainerCloud]:
     if shutil.which("runc") is None or not (IMAGES / "stratus-test-container.tar").is_file():
         missing("runc or the test container image (scripts/host-tools, cargo xtask image build)",
                 "STRATUS_TEST_REQUIRE_CONTAINERS")
-    c = ContainerCloud()
-
-    def leftovers() -> None:
-        listed = c.runc("list", "--quiet")
-        for uuid in listed.stdout.split() if listed.returncode == 0 else []:
-            c.runc("delete", "--force", uuid)
-            subprocess.run(["umount", "-l", str(c.instances / uuid / "rootfs")], capture_output=True)
-            subprocess.run(["ip", "netns", "delete", f"ctr-{uuid}"], capture_output=True)
-
-    yield from running_cloud(c, leftovers)
+    yield from running_cloud(ContainerCloud())
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ traffic in. Skipped when QEMU, runc or the test images are missing, unless STRAT
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import uuid as uuidlib
@@ -73,10 +71,6 @@ polling_interval = 0.2
 """
         super().__init__(new_root("stratus-dp-"), {}, config)
 
-    def qemu_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", f"qemu-system.*{self.data}"], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
-
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[DataplaneCloud]:
@@ -95,14 +89,6 @@ def cloud() -> Iterator[DataplaneCloud]:
     c = DataplaneCloud()
 
     def leftovers() -> None:
-        for pid in c.qemu_pids():
-            os.kill(pid, signal.SIGKILL)
-        runtime = c.data / "containers" / "_runtime"
-        listed = subprocess.run(["runc", "--root", str(runtime), "list", "-q"], capture_output=True, text=True)
-        for uuid in listed.stdout.split():
-            subprocess.run(["runc", "--root", str(runtime), "delete", "--force", uuid], capture_output=True)
-            subprocess.run(["umount", "-l", str(c.data / "containers" / uuid / "rootfs")], capture_output=True)
-            subprocess.run(["ip", "netns", "delete", f"ctr-{uuid}"], capture_output=True)
         # The scenario's and the agent's namespaces, their processes (dnsmasq) killed first.
         for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n"):
             name = ns.split(" ")[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -33,32 +32,12 @@ class QemuCloud(LocalCloud):
             "STRATUS_COMPUTE_AGENT__SYNC_POWER_STATE_INTERVAL": "2",
         })
 
-    def qemu_pids(self, uuid: str = "") -> list[int]:
-        """QEMU processes of this cloud's instances (of instance `uuid` if given)."""
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "qemu-system" in cmdline and str(self.data) in cmdline and uuid in cmdline:
-                pids.append(int(proc.name))
-        return sorted(pids)
-
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[QemuCloud]:
     if shutil.which("qemu-system-x86_64") is None or not (IMAGES / "stratus-test-vm.qcow2").is_file():
         missing("QEMU or the test VM image (scripts/install-qemu, cargo xtask image build)", "STRATUS_TEST_REQUIRE_QEMU")
-    c = QemuCloud()
-
-    def leftovers() -> None:
-        for pid in c.qemu_pids():
-            os.kill(pid, signal.SIGKILL)
-
-    yield from running_cloud(c, leftovers)
+    yield from running_cloud(QemuCloud())
 
 
 @pytest.fixture(scope="module")
