@@ -2,9 +2,14 @@
 //! `SchedulerReportClient`): resource providers and their inventory for compute nodes, allocation candidates,
 //! and claiming and freeing allocations of instances.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use auth::HttpValidator;
+use axum::body::Bytes;
 use compute_rpc::NodeResources;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -56,8 +61,16 @@ impl PlacementClient {
         Ok(PlacementClient { http, url: url.trim_end_matches('/').into(), session })
     }
 
-    /// One request with the service token, retried once with a fresh token on 401.
+    /// One request with the service token, retried once with a fresh token on 401; the body as JSON (`Null` when
+    /// empty or not JSON).
     async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), Error> {
+        let (status, bytes) = self.send_raw(method, path, body).await?;
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, value))
+    }
+
+    /// [`PlacementClient::send`] with the body as received, for answers read into typed structures.
+    async fn send_raw(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), Error> {
         let mut token = self.session.service_token(None).await.map_err(unavailable)?;
         for attempt in 0..2 {
             let mut req = self
@@ -76,8 +89,7 @@ impl PlacementClient {
                 continue;
             }
             let bytes = resp.bytes().await.map_err(unavailable)?;
-            let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-            return Ok((status, value));
+            return Ok((status, bytes));
         }
         Err(unavailable("the service token was refused twice"))
     }
@@ -140,33 +152,12 @@ impl PlacementClient {
     pub async fn candidates(&self, resources: &Resources, limit: usize) -> Result<Vec<Candidate>, Error> {
         let wanted: Vec<String> = resources.iter().filter(|(_, n)| **n > 0).map(|(c, n)| format!("{c}:{n}")).collect();
         let path = format!("/allocation_candidates?resources={}&limit={limit}", wanted.join(","));
-        let (status, body) = self.send(Method::GET, &path, None).await?;
+        let (status, bytes) = self.send_raw(Method::GET, &path, None).await?;
         if !status.is_success() {
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(Self::unexpected("allocation candidates", status, &body));
         }
-        #[derive(Deserialize)]
-        struct Req {
-            allocations: BTreeMap<String, ReqAlloc>,
-        }
-        #[derive(Deserialize)]
-        struct ReqAlloc {
-            resources: Resources,
-        }
-        let requests: Vec<Req> = serde_json::from_value(body["allocation_requests"].clone()).map_err(unavailable)?;
-        let summaries = body["provider_summaries"].as_object().cloned().unwrap_or_default();
-        let mut out = Vec::new();
-        for req in requests {
-            // Single-provider candidates: compute nodes hold all three classes themselves.
-            let Some((provider_uuid, alloc)) = req.allocations.into_iter().next() else { continue };
-            let mut summary = BTreeMap::new();
-            if let Some(s) = summaries.get(&provider_uuid).and_then(|s| s["resources"].as_object()) {
-                for (class, v) in s {
-                    summary.insert(class.clone(), (v["capacity"].as_i64().unwrap_or(0), v["used"].as_i64().unwrap_or(0)));
-                }
-            }
-            out.push(Candidate { provider_uuid, resources: alloc.resources, summary });
-        }
-        Ok(out)
+        parse_candidates(&bytes)
     }
 
     /// Claims `resources` on `provider` for a new consumer; `Ok(false)` when placement refuses (capacity taken by
@@ -263,6 +254,51 @@ impl PlacementClient {
     }
 }
 
+/// An allocation candidates answer, read straight into the candidates the scheduler uses (no intermediate
+/// JSON tree: with upstream's default of 1,000 candidates the answer is a few hundred kilobytes). Fields the
+/// conductor does not read (traits, generations) are skipped.
+fn parse_candidates(bytes: &[u8]) -> Result<Vec<Candidate>, Error> {
+    #[derive(Deserialize)]
+    struct Body {
+        allocation_requests: Vec<Req>,
+        #[serde(default)]
+        provider_summaries: HashMap<String, Summary>,
+    }
+    #[derive(Deserialize)]
+    struct Req {
+        allocations: BTreeMap<String, ReqAlloc>,
+    }
+    #[derive(Deserialize)]
+    struct ReqAlloc {
+        resources: Resources,
+    }
+    #[derive(Deserialize)]
+    struct Summary {
+        #[serde(default)]
+        resources: BTreeMap<String, Usage>,
+    }
+    #[derive(Deserialize)]
+    struct Usage {
+        #[serde(default)]
+        capacity: i64,
+        #[serde(default)]
+        used: i64,
+    }
+    let body: Body = serde_json::from_slice(bytes).map_err(unavailable)?;
+    let mut summaries = body.provider_summaries;
+    let mut out = Vec::with_capacity(body.allocation_requests.len());
+    for req in body.allocation_requests {
+        // Single-provider candidates: compute nodes hold all three classes themselves.
+        let Some((provider_uuid, alloc)) = req.allocations.into_iter().next() else { continue };
+        let summary = summaries
+            .remove(&provider_uuid)
+            .map(|s| s.resources.into_iter().map(|(class, u)| (class, (u.capacity, u.used))).collect())
+            .unwrap_or_default();
+        out.push(Candidate { provider_uuid, resources: alloc.resources, summary });
+    }
+    Ok(out)
+}
+
 /// A compute node's inventory as nova's resource tracker reports it.
 pub fn inventory_of(r: &NodeResources) -> Value {
     json!({
@@ -322,5 +358,42 @@ mod tests {
         other["VCPU"]["total"] = json!(4);
         assert!(!same_inventory(&other, &inv));
         assert!(!same_inventory(&json!({}), &inv));
+    }
+
+    #[test]
+    fn candidates_are_read_from_the_answer() {
+        let answer = json!({
+            "allocation_requests": [
+                {"allocations": {"rp-b": {"resources": {"VCPU": 1, "MEMORY_MB": 512}}}},
+                {"allocations": {"rp-a": {"resources": {"VCPU": 1, "MEMORY_MB": 512}}}},
+                {"allocations": {}},
+            ],
+            "provider_summaries": {
+                "rp-a": {"resources": {"VCPU": {"capacity": 64, "used": 3}, "MEMORY_MB": {"capacity": 1024, "used": 0}},
+                         "traits": ["HW_CPU_X86_AVX2"]},
+                "rp-b": {"resources": {"VCPU": {"capacity": 8, "used": 8}}, "traits": []},
+            },
+        });
+        let got = parse_candidates(answer.to_string().as_bytes()).unwrap();
+        let resources: Resources = [("MEMORY_MB".to_string(), 512), ("VCPU".to_string(), 1)].into();
+        assert_eq!(
+            got,
+            [
+                Candidate {
+                    provider_uuid: "rp-b".into(),
+                    resources: resources.clone(),
+                    summary: [("VCPU".to_string(), (8, 8))].into(),
+                },
+                Candidate {
+                    provider_uuid: "rp-a".into(),
+                    resources,
+                    summary: [("MEMORY_MB".to_string(), (1024, 0)), ("VCPU".to_string(), (64, 3))].into(),
+                },
+            ]
+        );
+        // A candidate without a summary has an empty one; an answer that is not one is an error.
+        let bare = json!({"allocation_requests": [{"allocations": {"rp-c": {"resources": {"VCPU": 1}}}}], "provider_summaries": {}});
+        assert!(parse_candidates(bare.to_string().as_bytes()).unwrap()[0].summary.is_empty());
+        assert!(parse_candidates(b"{}").is_err());
     }
 }

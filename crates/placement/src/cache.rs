@@ -9,13 +9,19 @@
 //! Writes made through this process avoid the full reload: after committing, the writer reads the counter; if it is
 //! exactly the cached tag + 1, the only change since the snapshot is its own, and it refreshes just the providers
 //! it touched (from the database, after its commit) and advances the tag. Otherwise (another write slipped in) it
-//! drops the snapshot and the next read reloads.
+//! drops the snapshot and the next read reloads. Allocation writes, the hot path of scheduling, need no query for
+//! this: the store hands back the counter value read inside their transaction (their own bump) and the touched
+//! providers' generations and usages as the transaction left them.
 
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::{candidates::Snapshot, error::Error, store::Store};
+use crate::{
+    candidates::Snapshot,
+    error::Error,
+    store::{AllocationsCommitted, Store},
+};
 
 #[derive(Debug)]
 struct Tagged {
@@ -33,8 +39,8 @@ pub(crate) struct SnapshotCache {
 pub(crate) enum Touched<'a> {
     /// Everything about these providers (created, deleted, inventories, traits, aggregates, renamed).
     Providers(&'a [String]),
-    /// Only usages and generations of these providers (allocation writes).
-    Usages(&'a [String]),
+    /// Only usages and generations of providers (allocation writes), as committed.
+    Usages(&'a AllocationsCommitted),
 }
 
 impl SnapshotCache {
@@ -62,7 +68,10 @@ impl SnapshotCache {
         let mut guard = self.inner.lock().await;
         let Some(tagged) = guard.as_mut() else { return };
         let result = async {
-            let counter = store.change_counter().await?;
+            let counter = match &touched {
+                Touched::Usages(c) => c.counter,
+                Touched::Providers(_) => store.change_counter().await?,
+            };
             if counter <= tagged.counter {
                 return Ok(true); // a reload after the commit already holds it
             }
@@ -85,16 +94,15 @@ impl SnapshotCache {
                         }
                     }
                 }
-                Touched::Usages(uuids) => {
-                    for uuid in uuids {
-                        let Ok(i) = snapshot.providers.binary_search_by(|p| p.row.uuid.as_str().cmp(uuid)) else {
+                Touched::Usages(committed) => {
+                    for after in &committed.providers {
+                        let Ok(i) = snapshot.providers.binary_search_by(|p| p.row.uuid.as_str().cmp(&after.uuid)) else {
                             return Ok(false);
                         };
-                        let Some(row) = store.provider_get(uuid).await? else { return Ok(false) };
-                        let usages = store.provider_usages(uuid).await?;
                         let p = &mut snapshot.providers[i];
-                        p.row = row;
-                        p.usages = usages;
+                        p.row.generation = after.generation;
+                        p.row.updated_at = after.updated_at;
+                        p.usages = after.usages.clone();
                     }
                 }
             }

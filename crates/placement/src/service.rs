@@ -230,8 +230,8 @@ impl Placement {
                     tracing::debug!(attempt, "allocation write lost a provider generation race; retrying");
                 }
                 Err(e) => return Err(e),
-                Ok(touched) => {
-                    self.cache.committed(&self.store, Touched::Usages(&touched)).await;
+                Ok(committed) => {
+                    self.cache.committed(&self.store, Touched::Usages(&committed)).await;
                     return Ok(());
                 }
             }

@@ -1,5 +1,6 @@
 //! The placement service's tables and every query on them; handlers never run SQL. Tables are prefixed
-//! `placement_`. Usage sums are computed in Rust (portable SQL has no decodable `SUM`).
+//! `placement_`. Usage sums are computed in Rust (portable SQL has no decodable `SUM`), except one provider's usage,
+//! on the allocation write path, which casts its sums per backend.
 //!
 //! Writes that change what a provider offers or what is allocated on it bump the provider's `generation` with
 //! `UPDATE … WHERE generation = ?` inside the writing transaction, so two writers that read the same state can
@@ -11,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use db::{Database, Migration};
+use db::{Backend, Database, Migration};
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::{
@@ -143,6 +144,24 @@ pub struct ConsumerWrite {
     pub expected_generation: Option<Option<i64>>,
     /// provider uuid → class → amount. Empty: the consumer's allocations are removed.
     pub allocations: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// What an allocation write committed, as the snapshot cache needs it: the change counter's value after the write
+/// (read inside its transaction, so it is this write's own), and each touched provider's generation, update time
+/// and usage afterwards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllocationsCommitted {
+    pub counter: i64,
+    pub providers: Vec<ProviderUsage>,
+}
+
+/// A provider's state after an allocation write touched it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderUsage {
+    pub uuid: String,
+    pub generation: i64,
+    pub updated_at: i64,
+    pub usages: BTreeMap<String, i64>,
 }
 
 fn provider_from_row(row: &sqlx::any::AnyRow) -> Result<ProviderRow, sqlx::Error> {
@@ -624,8 +643,8 @@ impl Store {
     /// Writes the allocations of several consumers atomically: consumer-generation checks, capacity checks
     /// against every touched provider's inventory (its other consumers' usage included), and a generation bump of
     /// every touched provider. Nothing is written unless everything passes.
-    /// Returns every provider whose usage changed (those losing allocations included).
-    pub async fn allocations_write(&self, writes: &[ConsumerWrite]) -> Result<Vec<String>, Error> {
+    /// Returns every provider whose usage changed (those losing allocations included) with its state afterwards.
+    pub async fn allocations_write(&self, writes: &[ConsumerWrite]) -> Result<AllocationsCommitted, Error> {
         let mut tx = self.begin().await?;
         let now = now_micros();
         let mut touched: BTreeMap<String, i64> = BTreeMap::new(); // provider → generation read
@@ -649,13 +668,17 @@ impl Store {
                     ),
                 ));
             }
-            // Providers losing allocations change too.
-            let old: Vec<String> = self
-                .db
-                .query_scalar("SELECT DISTINCT provider_uuid FROM placement_allocation WHERE consumer_uuid = ?")
-                .bind(&w.consumer_uuid)
-                .fetch_all(&mut *tx)
-                .await?;
+            // Providers losing allocations change too. A consumer has allocations only while its row exists (both
+            // are written here, together), so a new consumer has none to read or remove.
+            let old: Vec<String> = if existing.is_some() {
+                self.db
+                    .query_scalar("SELECT DISTINCT provider_uuid FROM placement_allocation WHERE consumer_uuid = ?")
+                    .bind(&w.consumer_uuid)
+                    .fetch_all(&mut *tx)
+                    .await?
+            } else {
+                Vec::new()
+            };
             for p in old.into_iter().chain(w.allocations.keys().cloned()) {
                 if let std::collections::btree_map::Entry::Vacant(slot) = touched.entry(p) {
                     let g: Option<i64> = self
@@ -673,11 +696,13 @@ impl Store {
                     slot.insert(g);
                 }
             }
-            self.db
-                .query("DELETE FROM placement_allocation WHERE consumer_uuid = ?")
-                .bind(&w.consumer_uuid)
-                .execute(&mut *tx)
-                .await?;
+            if existing.is_some() {
+                self.db
+                    .query("DELETE FROM placement_allocation WHERE consumer_uuid = ?")
+                    .bind(&w.consumer_uuid)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             match (existing, w.allocations.is_empty()) {
                 (Some(_), true) => {
                     self.db.query("DELETE FROM placement_consumer WHERE uuid = ?").bind(&w.consumer_uuid).execute(&mut *tx).await?;
@@ -727,6 +752,7 @@ impl Store {
             }
         }
         // Capacity checks, per touched provider, with every rewritten consumer's old allocations gone.
+        let mut usages_after: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
         for w in writes {
             for (provider, resources) in &w.allocations {
                 let inventories: HashMap<String, Inventory> = {
@@ -742,6 +768,7 @@ impl Store {
                     rows.iter().map(|r| inventory_from_row(r).map(|i| (i.resource_class.clone(), i))).collect::<Result<_, _>>()?
                 };
                 let used = usage_of_provider(&self.db, &mut tx, provider).await?;
+                let mut after = used.clone();
                 for (class, amount) in resources {
                     let inv = inventories.get(class).ok_or_else(|| {
                         Error::BadRequest(format!(
@@ -777,15 +804,29 @@ impl Store {
                         .bind(amount)
                         .execute(&mut *tx)
                         .await?;
+                    *after.entry(class.clone()).or_insert(0) += amount;
                 }
+                // Exact as of this insert; a later consumer of this write on the same provider rereads and
+                // replaces it.
+                usages_after.insert(provider.clone(), after);
             }
         }
+        let mut providers = Vec::with_capacity(touched.len());
         for (provider, generation) in &touched {
-            bump_generation(&self.db, &mut tx, provider, *generation).await?;
+            let now = now_micros();
+            let generation = bump_generation_at(&self.db, &mut tx, provider, *generation, now).await?;
+            // Providers that only lost allocations were not read above.
+            let usages = match usages_after.remove(provider) {
+                Some(u) => u,
+                None => usage_of_provider(&self.db, &mut tx, provider).await?,
+            };
+            providers.push(ProviderUsage { uuid: provider.clone(), generation, updated_at: now, usages });
         }
         bump_change(&self.db, &mut tx).await?;
+        let counter: i64 =
+            self.db.query_scalar("SELECT counter FROM placement_change WHERE id = 1").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(touched.into_keys().collect())
+        Ok(AllocationsCommitted { counter, providers })
     }
 
     /// The change counter: it moves with every committed write that candidates can see.
@@ -884,9 +925,14 @@ async fn insert_name(db: &Database, sql: &'static str, name: &str) -> Result<boo
 /// Bumps a provider's generation if it is still `generation`; returns the new one. 404 if the provider is gone,
 /// 409 `placement.concurrent_update` if it moved.
 async fn bump_generation(db: &Database, conn: &mut AnyConnection, uuid: &str, generation: i64) -> Result<i64, Error> {
+    bump_generation_at(db, conn, uuid, generation, now_micros()).await
+}
+
+/// [`bump_generation`] with the update time given.
+async fn bump_generation_at(db: &Database, conn: &mut AnyConnection, uuid: &str, generation: i64, now: i64) -> Result<i64, Error> {
     let r = db
         .query("UPDATE placement_provider SET generation = generation + 1, updated_at = ? WHERE uuid = ? AND generation = ?")
-        .bind(now_micros())
+        .bind(now)
         .bind(uuid)
         .bind(generation)
         .execute(&mut *conn)
@@ -908,12 +954,21 @@ async fn bump_change(db: &Database, conn: &mut AnyConnection) -> Result<(), Erro
     Ok(())
 }
 
+/// Usage per class on one provider, summed by the database: a provider holding many consumers' allocations (every
+/// instance of a busy host) answers with one row per class, not one per allocation. The sum is cast to a 64-bit
+/// integer, which every backend decodes (a bare `SUM` is `NUMERIC`/`DECIMAL` on PostgreSQL and MariaDB).
 async fn usage_of_provider(db: &Database, conn: &mut AnyConnection, uuid: &str) -> Result<BTreeMap<String, i64>, Error> {
-    let rows = db
-        .query("SELECT resource_class, used FROM placement_allocation WHERE provider_uuid = ?")
-        .bind(uuid)
-        .fetch_all(&mut *conn)
-        .await?;
+    let sql = match db.backend() {
+        Backend::MySql => {
+            "SELECT resource_class, CAST(SUM(used) AS SIGNED) AS used FROM placement_allocation WHERE provider_uuid = ? \
+             GROUP BY resource_class"
+        }
+        Backend::Sqlite | Backend::Postgres => {
+            "SELECT resource_class, CAST(SUM(used) AS BIGINT) AS used FROM placement_allocation WHERE provider_uuid = ? \
+             GROUP BY resource_class"
+        }
+    };
+    let rows = db.query(sql).bind(uuid).fetch_all(&mut *conn).await?;
     let mut out = BTreeMap::new();
     for r in rows {
         *out.entry(r.try_get::<String, _>("resource_class")?).or_insert(0) += r.try_get::<i64, _>("used")?;

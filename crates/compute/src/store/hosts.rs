@@ -169,6 +169,20 @@ impl Store {
         rows.iter().map(service_from_row).collect()
     }
 
+    /// Services whose row changed at or after `since` (unix µs; every write sets `updated_at`).
+    pub async fn services_changed_since(&self, since: i64) -> Result<Vec<ServiceRow>, Error> {
+        let sql = format!("SELECT {SERVICE_COLUMNS} FROM compute_service WHERE updated_at >= ?");
+        let rows = self.db.query(db::sqlx::AssertSqlSafe(sql)).bind(since).fetch_all(self.db.pool()).await?;
+        rows.iter().map(service_from_row).collect()
+    }
+
+    /// How many services and compute nodes there are.
+    pub async fn host_counts(&self) -> Result<(i64, i64), Error> {
+        let services: i64 = self.db.query_scalar("SELECT COUNT(*) FROM compute_service").fetch_one(self.db.pool()).await?;
+        let nodes: i64 = self.db.query_scalar("SELECT COUNT(*) FROM compute_node").fetch_one(self.db.pool()).await?;
+        Ok((services, nodes))
+    }
+
     /// Records a heartbeat; `Ok(false)` if the service is unknown (deleted by an operator, or never registered).
     pub async fn service_heartbeat(&self, host: &str, binary: &str) -> Result<bool, Error> {
         let now = now_us();
@@ -302,6 +316,13 @@ impl Store {
         let sql = format!("SELECT {NODE_COLUMNS} FROM compute_node WHERE id = ?");
         let row = self.db.query(db::sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.db.pool()).await?;
         row.as_ref().map(node_from_row).transpose()
+    }
+
+    /// Compute nodes whose row changed at or after `since` (unix µs; every write sets `updated_at`).
+    pub async fn nodes_changed_since(&self, since: i64) -> Result<Vec<NodeRow>, Error> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM compute_node WHERE updated_at >= ?");
+        let rows = self.db.query(db::sqlx::AssertSqlSafe(sql)).bind(since).fetch_all(self.db.pool()).await?;
+        rows.iter().map(node_from_row).collect()
     }
 
     /// Every compute node, by host and node name.

@@ -180,3 +180,38 @@ async fn image_properties_and_capabilities_match_what_the_host_reports() {
     }
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_zone_with_a_host_forces_the_host_for_admins() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let main = main_host(&cloud);
+    // The second host is smaller: the weighers alone choose the main one.
+    let small = FakeConfig { vcpus: 2, memory_mb: 4096, local_gb: 50, ..FakeConfig::default() };
+    let (_agent, _) = cloud.start_fake_agent("small-host", small).await;
+    let img = image(&cloud.member).await;
+    let create = |c: &Client, name: &str, zone: &str| {
+        let (c, body) = (c.clone(), json!({"server": {"name": name, "imageRef": img, "flavorRef": "1", "availability_zone": zone}}));
+        async move { c.post("/compute/v2.1/servers", &body).await }
+    };
+
+    let r = create(&cloud.admin, "forced", "nova:small-host").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["server"]["id"].as_str().unwrap().to_string();
+    assert_eq!(active_on(&cloud, &id).await, "small-host");
+    let s = status(&cloud.admin, &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-AZ:availability_zone"], "nova", "{s}");
+    let r = create(&cloud.admin, "zone-only", "nova:").await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(active_on(&cloud, r.json()["server"]["id"].as_str().unwrap()).await, main);
+
+    // Members may not force a host; an unknown host, or a zone host with the 2.74 fields, is a 400.
+    assert_eq!(create(&cloud.member, "m", "nova:small-host").await.status, 403);
+    let r = create(&cloud.admin, "nowhere", "nova:nowhere").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let body = json!({"server": {"name": "both", "imageRef": img, "flavorRef": "1", "networks": "none",
+        "availability_zone": "nova:small-host", "host": "small-host"}});
+    let r = cloud.admin.request(reqwest::Method::POST, "/compute/v2.1/servers", Some(&body), &[("OpenStack-API-Version", "compute 2.74")]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    cloud.shutdown().await;
+}

@@ -9,9 +9,11 @@ use axum::{
     Extension, Json, Router,
     body::Bytes,
     extract::{Path, State},
-    http::StatusCode,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -19,7 +21,7 @@ use super::{
     providers::{check_traits_exist, parse_member_of, parse_required},
 };
 use crate::{
-    candidates::Request,
+    candidates::{ProviderView, Request, Snapshot},
     error::code,
     model::parse_resources,
     service::normalize_uuid,
@@ -260,35 +262,247 @@ fn split_suffix(key: &str) -> (&str, &str) {
     (key, "")
 }
 
-async fn candidates(State(s): State<AppState>, ctx: Context, Extension(mv): Extension<Microversion>, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+async fn candidates(State(s): State<AppState>, ctx: Context, Extension(mv): Extension<Microversion>, q: QueryPairs) -> Result<Response, ApiError> {
     at_least(mv, 1, 10)?;
     s.enforce(&ctx, "placement:allocation_candidates:list")?;
     let (req, limit) = candidate_request(&s, &q, mv).await?;
     let (snapshot, picked) = s.placement.allocation_candidates(&req, limit).await?;
-    let mut requests = Vec::with_capacity(picked.len());
-    let mut summaries = Map::new();
-    for i in picked {
-        let Some(p) = snapshot.providers.get(i) else { continue };
-        let resources: Map<String, Value> = req.resources.iter().map(|(c, n)| (c.clone(), json!(n))).collect();
-        if mv >= v((1, 12)) {
-            requests.push(json!({"allocations": {p.row.uuid.clone(): {"resources": resources}}}));
-        } else {
-            requests.push(json!({"allocations": [{"resource_provider": {"uuid": p.row.uuid}, "resources": resources}]}));
+    let answer = CandidatesAnswer::new(&snapshot, &picked, &req, mv);
+    let body = serde_json::to_vec(&answer).map_err(|e| ApiError::internal(format!("allocation candidates: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The body of `GET /allocation_candidates`, written straight from the snapshot: with upstream's default limit of
+/// 1,000 it holds a thousand requests and summaries, and no intermediate JSON tree is built for them. Objects
+/// keep the key order of a `serde_json::Map` (sorted), as the other answers have it.
+struct CandidatesAnswer<'a> {
+    providers: Vec<&'a ProviderView>,
+    /// The requested amounts, sorted by class.
+    resources: Vec<(&'a str, i64)>,
+    mv: Microversion,
+}
+
+impl<'a> CandidatesAnswer<'a> {
+    fn new(snapshot: &'a Snapshot, picked: &[usize], req: &'a Request, mv: Microversion) -> Self {
+        let providers = picked.iter().filter_map(|i| snapshot.providers.get(*i)).collect();
+        let mut resources: Vec<(&str, i64)> = req.resources.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        resources.sort_unstable();
+        CandidatesAnswer { providers, resources, mv }
+    }
+}
+
+impl Serialize for CandidatesAnswer<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut top = ser.serialize_map(Some(2))?;
+        top.serialize_entry("allocation_requests", &AllocationRequests(self))?;
+        top.serialize_entry("provider_summaries", &ProviderSummaries(self))?;
+        top.end()
+    }
+}
+
+/// `{"CLASS": amount, ...}`
+struct Amounts<'a>(&'a [(&'a str, i64)]);
+
+impl Serialize for Amounts<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.0.iter().map(|(c, n)| (*c, *n)))
+    }
+}
+
+struct AllocationRequests<'a>(&'a CandidatesAnswer<'a>);
+
+impl Serialize for AllocationRequests<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        ser.collect_seq(a.providers.iter().map(|p| AllocationRequest { uuid: &p.row.uuid, resources: Amounts(&a.resources), mv: a.mv }))
+    }
+}
+
+/// One allocation request: a dict keyed by provider (1.12+) or a list of provider/resources pairs.
+struct AllocationRequest<'a> {
+    uuid: &'a str,
+    resources: Amounts<'a>,
+    mv: Microversion,
+}
+
+impl Serialize for AllocationRequest<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Resources<'a> {
+            resources: &'a Amounts<'a>,
         }
-        let mut summary_resources = Map::new();
-        for (class, inv) in &p.inventories {
-            if mv >= v((1, 27)) || req.resources.iter().any(|(c, _)| c == class) {
-                summary_resources.insert(
-                    class.clone(),
-                    json!({"capacity": inv.capacity(), "used": p.usages.get(class).copied().unwrap_or(0)}),
-                );
+        #[derive(Serialize)]
+        struct Uuid<'a> {
+            uuid: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            resource_provider: Uuid<'a>,
+            resources: &'a Amounts<'a>,
+        }
+        let mut m = ser.serialize_map(Some(1))?;
+        if self.mv >= v((1, 12)) {
+            m.serialize_entry("allocations", &OneEntry(self.uuid, Resources { resources: &self.resources }))?;
+        } else {
+            m.serialize_entry("allocations", &[Listed { resource_provider: Uuid { uuid: self.uuid }, resources: &self.resources }])?;
+        }
+        m.end()
+    }
+}
+
+/// A JSON object of one entry.
+struct OneEntry<'a, T>(&'a str, T);
+
+impl<T: Serialize> Serialize for OneEntry<'_, T> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, &self.1)?;
+        m.end()
+    }
+}
+
+struct ProviderSummaries<'a>(&'a CandidatesAnswer<'a>);
+
+impl Serialize for ProviderSummaries<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        // Snapshot order is uuid order, so the keys come out sorted; a provider picked twice is written once.
+        let mut m = ser.serialize_map(None)?;
+        let mut last: Option<&str> = None;
+        for p in &a.providers {
+            if last == Some(p.row.uuid.as_str()) {
+                continue;
+            }
+            last = Some(&p.row.uuid);
+            m.serialize_entry(&p.row.uuid, &ProviderSummary { p, answer: a })?;
+        }
+        m.end()
+    }
+}
+
+/// `{"resources": {CLASS: {"capacity": n, "used": n}, ...}, "traits": [...]}` (traits 1.17+; every class of the
+/// provider 1.27+, the requested ones before).
+struct ProviderSummary<'a> {
+    p: &'a ProviderView,
+    answer: &'a CandidatesAnswer<'a>,
+}
+
+impl Serialize for ProviderSummary<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut m = ser.serialize_map(Some(2))?;
+        m.serialize_entry("resources", &SummaryResources { p: self.p, answer: self.answer })?;
+        if self.answer.mv >= v((1, 17)) {
+            m.serialize_entry("traits", &self.p.traits)?;
+        }
+        m.end()
+    }
+}
+
+struct SummaryResources<'a> {
+    p: &'a ProviderView,
+    answer: &'a CandidatesAnswer<'a>,
+}
+
+impl Serialize for SummaryResources<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Usage {
+            capacity: i64,
+            used: i64,
+        }
+        let (p, a) = (self.p, self.answer);
+        let all = a.mv >= v((1, 27));
+        ser.collect_map(
+            p.inventories
+                .iter()
+                .filter(|(class, _)| all || a.resources.iter().any(|(c, _)| c == class))
+                .map(|(class, inv)| (class, Usage { capacity: inv.capacity(), used: p.usages.get(class).copied().unwrap_or(0) })),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model::Inventory, store::ProviderRow};
+
+    fn provider(uuid: &str, classes: &[(&str, i64, i64)], traits: &[&str]) -> ProviderView {
+        let mut p = ProviderView::new(ProviderRow {
+            uuid: uuid.into(),
+            name: uuid.into(),
+            generation: 3,
+            parent_uuid: None,
+            root_uuid: uuid.into(),
+            updated_at: 0,
+        });
+        for (class, total, used) in classes {
+            p.inventories.insert(
+                class.to_string(),
+                Inventory {
+                    resource_class: class.to_string(),
+                    total: *total,
+                    reserved: 1,
+                    min_unit: 1,
+                    max_unit: *total,
+                    step_size: 1,
+                    allocation_ratio: 1.5,
+                },
+            );
+            p.usages.insert(class.to_string(), *used);
+        }
+        p.traits = traits.iter().map(|t| t.to_string()).collect();
+        p
+    }
+
+    /// The answer as a tree of `serde_json` maps, as it was built before it was serialized from the snapshot.
+    fn as_tree(snapshot: &Snapshot, picked: &[usize], req: &Request, mv: Microversion) -> Value {
+        let mut requests = Vec::new();
+        let mut summaries = Map::new();
+        for i in picked {
+            let p = &snapshot.providers[*i];
+            let resources: Map<String, Value> = req.resources.iter().map(|(c, n)| (c.clone(), json!(n))).collect();
+            if mv >= v((1, 12)) {
+                requests.push(json!({"allocations": {p.row.uuid.clone(): {"resources": resources}}}));
+            } else {
+                requests.push(json!({"allocations": [{"resource_provider": {"uuid": p.row.uuid}, "resources": resources}]}));
+            }
+            let mut summary_resources = Map::new();
+            for (class, inv) in &p.inventories {
+                if mv >= v((1, 27)) || req.resources.iter().any(|(c, _)| c == class) {
+                    summary_resources.insert(
+                        class.clone(),
+                        json!({"capacity": inv.capacity(), "used": p.usages.get(class).copied().unwrap_or(0)}),
+                    );
+                }
+            }
+            let mut summary = json!({"resources": summary_resources});
+            if mv >= v((1, 17)) {
+                summary["traits"] = json!(p.traits);
+            }
+            summaries.insert(p.row.uuid.clone(), summary);
+        }
+        json!({"allocation_requests": requests, "provider_summaries": summaries})
+    }
+
+    #[test]
+    fn candidates_answer_matches_every_microversions_shape() {
+        let snapshot = Snapshot {
+            providers: vec![
+                provider("a", &[("DISK_GB", 100, 10), ("MEMORY_MB", 4096, 512), ("VCPU", 8, 2)], &["HW_CPU_X86_AVX2", "CUSTOM_B"]),
+                provider("b", &[("MEMORY_MB", 2048, 0), ("VCPU", 4, 0)], &[]),
+                provider("c", &[("VCPU", 4, 4)], &[]),
+            ],
+        };
+        // Requested out of class order, as a query string may give them.
+        let req = Request { resources: vec![("VCPU".into(), 1), ("MEMORY_MB".into(), 256)], ..Default::default() };
+        for mv in [(1, 10), (1, 12), (1, 17), (1, 27), (1, 28), (1, 36)] {
+            let mv = v(mv);
+            for picked in [vec![], vec![1], vec![0, 1]] {
+                let written = serde_json::to_vec(&CandidatesAnswer::new(&snapshot, &picked, &req, mv)).unwrap();
+                let tree = as_tree(&snapshot, &picked, &req, mv);
+                // Same bytes, key order included.
+                assert_eq!(String::from_utf8(written).unwrap(), tree.to_string(), "{mv:?} {picked:?}");
             }
         }
-        let mut summary = json!({"resources": summary_resources});
-        if mv >= v((1, 17)) {
-            summary["traits"] = json!(p.traits);
-        }
-        summaries.insert(p.row.uuid.clone(), summary);
     }
-    Ok(Json(json!({"allocation_requests": requests, "provider_summaries": summaries})))
 }
