@@ -91,6 +91,9 @@ pub fn policies() -> Vec<(&'static str, &'static str)> {
         ("create_subnetpool:is_default", ADMIN),
         ("create_rbac_policy:target_tenant", ADMIN),
         ("get_network_ip_availability", ADMIN),
+        ("get_agent", ADMIN),
+        ("update_agent", ADMIN),
+        ("delete_agent", ADMIN),
         ("get_quota", ADMIN_OR_READER),
         ("update_quota", ADMIN),
         ("delete_quota", ADMIN),
@@ -109,7 +112,8 @@ pub fn router(network: Network, base_url: &str, policy: Policy, validator: Arc<d
     let auth = AuthLayerState::new(validator, identity_url);
     let protected = Router::new()
         .route("/v2.0/extensions", get(extensions))
-        .route("/v2.0/agents", get(agents))
+        .route("/v2.0/agents", get(agent_list))
+        .route("/v2.0/agents/{id}", get(agent_show).put(agent_update).delete(agent_delete))
         .route("/v2.0/service-providers", get(service_providers))
         .route("/v2.0/extensions/{alias}", get(extension))
         .route("/v2.0/quotas", get(quota_list))
@@ -190,9 +194,26 @@ fn extension_doc(alias: &str, name: &str, description: &str) -> Value {
     json!({"alias": alias, "name": name, "description": description, "updated": "2013-01-01T10:00:00-00:00", "links": []})
 }
 
-/// No network agents run yet (the data plane arrives with them): the list is empty for everyone.
-async fn agents(_ctx: Context) -> Json<Value> {
-    Json(json!({"agents": []}))
+async fn agent_list(State(s): State<AppState>, ctx: Context, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    let docs = s.network.agent_list(&s.caller(&ctx)).await?;
+    let docs: Vec<Value> = listing::filter(docs, &q).into_iter().map(|d| listing::select_fields(d, &q)).collect();
+    Ok(Json(json!({"agents": docs})))
+}
+
+async fn agent_show(State(s): State<AppState>, ctx: Context, UrlPath(id): UrlPath<String>, q: QueryPairs) -> Result<Json<Value>, ApiError> {
+    let doc = s.network.agent_show(&s.caller(&ctx), &id).await?;
+    Ok(Json(json!({"agent": listing::select_fields(doc, &q)})))
+}
+
+async fn agent_update(State(s): State<AppState>, ctx: Context, UrlPath(id): UrlPath<String>, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+    let v = body(&bytes)?;
+    let b = resource_body(&v, "agent")?;
+    Ok(Json(json!({"agent": s.network.agent_update(&s.caller(&ctx), &id, b).await?})))
+}
+
+async fn agent_delete(State(s): State<AppState>, ctx: Context, UrlPath(id): UrlPath<String>) -> Result<StatusCode, ApiError> {
+    s.network.agent_delete(&s.caller(&ctx), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The advanced services (L3 routers) and their providers.

@@ -22,7 +22,7 @@ use network_rpc::{
 use serde_json::{Value, json};
 
 use super::{
-    Kind, NETWORK, Network, PORT, SECURITY_GROUP, SECURITY_GROUP_RULE, SUBNET, bump, new_id, now, ports::IpRequest, str_of,
+    Caller, Kind, NETWORK, Network, PORT, SECURITY_GROUP, SECURITY_GROUP_RULE, SUBNET, bump, new_id, now, ports::IpRequest, str_of,
     subnets::subnet_cidr,
 };
 use crate::error::{Error, Result};
@@ -128,6 +128,28 @@ fn subnet_state(s: &Value) -> SubnetState {
         ipv6_ra_mode: s["ipv6_ra_mode"].as_str().map(str::to_string),
         ipv6_address_mode: s["ipv6_address_mode"].as_str().map(str::to_string),
     }
+}
+
+/// Whether DHCP serves subnet `s` (given `enable_dhcp`): IPv4, and IPv6 in a DHCPv6 address mode (SLAAC addresses
+/// come from router advertisements alone).
+fn serves_dhcp(s: &Value) -> bool {
+    s["ip_version"] == 4 || matches!(s["ipv6_address_mode"].as_str(), Some("dhcpv6-stateful" | "dhcpv6-stateless"))
+}
+
+/// An agent record as the API shows it: `alive` when it reported within [`AGENT_DOWN_TIME`] of `now`.
+fn agent_view(mut a: Value, now: chrono::DateTime<chrono::Utc>) -> Value {
+    let alive = chrono::DateTime::parse_from_rfc3339(str_of(&a, "heartbeat_timestamp"))
+        .is_ok_and(|t| now.signed_duration_since(t) <= AGENT_DOWN_TIME);
+    a["alive"] = json!(alive);
+    for (k, default) in [("description", json!("")), ("availability_zone", json!(null)), ("resources_synced", json!(null))] {
+        if a.get(k).is_none() {
+            a[k] = default;
+        }
+    }
+    if str_of(&a, "agent_type") == L3_AGENT_TYPE && a["availability_zone"].is_null() {
+        a["availability_zone"] = json!("nova");
+    }
+    a
 }
 
 /// The agent type of a host that hosts routers, as upstream's L3 agent.
@@ -275,6 +297,62 @@ impl Network {
             }
         }
         Ok(())
+    }
+
+    /// `GET /v2.0/agents`: every agent for admins, with `alive` from its last report; others see none (upstream
+    /// filters agents, which have no owner, by `get_agent`).
+    pub async fn agent_list(&self, caller: &Caller<'_>) -> Result<Vec<Value>> {
+        if !caller.allowed("get_agent", "") {
+            return Ok(vec![]);
+        }
+        let now = chrono::Utc::now();
+        Ok(self.store.resource_list("agent").await?.into_iter().map(|a| agent_view(a, now)).collect())
+    }
+
+    /// `GET /v2.0/agents/{id}`; an agent the caller may not see is not found.
+    pub async fn agent_show(&self, caller: &Caller<'_>, id: &str) -> Result<Value> {
+        let a = self.agent_fetch(caller, "get_agent", id).await?;
+        Ok(agent_view(a, chrono::Utc::now()))
+    }
+
+    /// `PUT /v2.0/agents/{id}`: `admin_state_up` (an L3 agent that is down gets no routers) and `description`.
+    pub async fn agent_update(&self, caller: &Caller<'_>, id: &str, body: &Value) -> Result<Value> {
+        let mut a = self.agent_fetch(caller, "update_agent", id).await?;
+        let Some(fields) = body.as_object() else { return Err(Error::invalid("the agent must be an object")) };
+        for (k, v) in fields {
+            match (k.as_str(), v) {
+                ("admin_state_up", Value::Bool(_)) => a["admin_state_up"] = v.clone(),
+                ("admin_state_up", _) => return Err(Error::invalid(format!("'{v}' is not a valid boolean value"))),
+                ("description", Value::Null) => a["description"] = json!(""),
+                ("description", Value::String(d)) if d.chars().count() <= 255 => a["description"] = v.clone(),
+                ("description", _) => return Err(Error::invalid("description must be a string of at most 255 characters")),
+                (other, _) => return Err(Error::bad("HTTPBadRequest", format!("Cannot update read-only attribute {other}"))),
+            }
+        }
+        self.store.resource_update("agent", id, &a).await?;
+        if str_of(&a, "agent_type") == L3_AGENT_TYPE {
+            // routers move to or from this host
+            for r in self.store.resource_list("router").await? {
+                self.notify_router_agents(str_of(&r, "id")).await;
+            }
+        }
+        Ok(agent_view(a, chrono::Utc::now()))
+    }
+
+    /// `DELETE /v2.0/agents/{id}`: the record goes; an agent still running records itself again on its next report.
+    pub async fn agent_delete(&self, caller: &Caller<'_>, id: &str) -> Result<()> {
+        self.agent_fetch(caller, "delete_agent", id).await?;
+        self.store.resource_delete("agent", id).await?;
+        Ok(())
+    }
+
+    async fn agent_fetch(&self, caller: &Caller<'_>, rule: &str, id: &str) -> Result<Value> {
+        let not_found = || Error::not_found("AgentNotFound", format!("Agent {id} could not be found."));
+        if !caller.allowed("get_agent", "") {
+            return Err(not_found());
+        }
+        caller.enforce(rule, "")?;
+        self.store.resource_get("agent", id).await?.ok_or_else(not_found)
     }
 
     /// Whether `host` has a network agent that reported within [`AGENT_DOWN_TIME`].
@@ -483,7 +561,7 @@ impl Network {
         let keep: Vec<Value> = port["fixed_ips"].as_array().cloned().unwrap_or_default();
         let missing: Vec<IpRequest> = subnets
             .iter()
-            .filter(|s| s["enable_dhcp"].as_bool().unwrap_or(true) && s["ip_version"] == 4)
+            .filter(|s| s["enable_dhcp"].as_bool().unwrap_or(true) && serves_dhcp(s))
             .filter(|s| !keep.iter().any(|f| str_of(f, "subnet_id") == str_of(s, "id")))
             .map(|s| IpRequest { subnet_id: Some(str_of(s, "id").into()), ip_address: None })
             .collect();

@@ -26,6 +26,7 @@ pub const QUOTA_RESOURCES: &[(&str, i64)] = &[
 
 /// The extensions this service implements: (alias, name, description).
 pub const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("agent", "agent", "The agent management extension."),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     ("auto-allocated-topology", "Auto Allocated Topology Services", "Auto Allocated Topology Services."),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),

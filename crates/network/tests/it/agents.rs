@@ -290,3 +290,50 @@ async fn agents_get_their_ports_security_groups_with_remote_members_and_group_no
     server.stop().await;
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_agents_api_lists_shows_updates_and_deletes_what_agents_report() {
+    let cloud = TestCloud::start_without_agent().await;
+    let bus = cloud.running.cloud.bus.clone();
+    let report = |host: &str, caps: Vec<String>| {
+        let m = GetHostState {
+            host: host.into(),
+            report: AgentReport { tunnel_ip: Some("192.0.2.9".into()), interface_mappings: vec![], capabilities: caps },
+        };
+        let bus = bus.clone();
+        async move { bus.call(&Target::topic(PLUGIN_TOPIC), &m, T).await.unwrap() }
+    };
+    report("ha", vec![CAP_L3.into()]).await;
+    report("hb", vec![]).await;
+
+    let agents = get(&cloud.admin, "/agents").await.json()["agents"].as_array().unwrap().clone();
+    let mut rows: Vec<(String, String)> =
+        agents.iter().map(|a| (a["host"].as_str().unwrap().into(), a["agent_type"].as_str().unwrap().into())).collect();
+    rows.sort();
+    assert_eq!(rows, [("ha".into(), "L3 agent".into()), ("ha".into(), "Linux bridge agent".into()), ("hb".into(), "Linux bridge agent".into())]);
+    assert!(agents.iter().all(|a| a["alive"] == true && a["admin_state_up"] == true), "{agents:?}");
+    let bridge = agents.iter().find(|a| a["host"] == "hb").unwrap();
+    assert_eq!(bridge["configurations"]["tunneling_ip"], "192.0.2.9");
+    let filtered = get(&cloud.admin, "/agents?agent_type=L3%20agent").await.json()["agents"].as_array().unwrap().len();
+    assert_eq!(filtered, 1);
+    // Agents have no owner: others see none, and none by id.
+    assert_eq!(get(&cloud.member, "/agents").await.json()["agents"], json!([]));
+    let path = format!("/agents/{}", bridge["id"].as_str().unwrap());
+    assert_eq!(get(&cloud.member, &path).await.status, 404);
+    assert_eq!(get(&cloud.admin, &path).await.json()["agent"]["host"], "hb");
+
+    let updated = put(&cloud.admin, &path, &json!({"agent": {"description": "rack 4", "admin_state_up": false}})).await.json();
+    assert_eq!((updated["agent"]["description"].clone(), updated["agent"]["admin_state_up"].clone()), (json!("rack 4"), json!(false)));
+    let r = put(&cloud.admin, &path, &json!({"agent": {"host": "elsewhere"}})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(put(&cloud.member, &path, &json!({"agent": {"description": "x"}})).await.status, 404);
+
+    // A deleted agent's record goes; the agent records itself again on its next report.
+    assert_eq!(delete(&cloud.admin, &path).await.status, 204);
+    assert_eq!(get(&cloud.admin, &path).await.status, 404);
+    report("hb", vec![]).await;
+    let hosts = get(&cloud.admin, "/agents?agent_type=Linux%20bridge%20agent&fields=host").await.json();
+    assert_eq!(hosts["agents"].as_array().unwrap().len(), 2, "{hosts}");
+    assert!(get(&cloud.admin, "/extensions").await.text.contains("\"alias\":\"agent\""));
+    cloud.shutdown().await;
+}
