@@ -13,7 +13,7 @@ use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use serde_json::json;
 
 use crate::Error;
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
 
 /// Console lines kept per guest; older ones are dropped.
 const CONSOLE_LINES: usize = 1000;
@@ -424,6 +424,20 @@ impl Hypervisor for FakeDriver {
         self.with_guest(uuid, "detach volume", |g| {
             g.volumes.retain(|v| v.volume_id != volume_id);
             g.chains.remove(volume_id);
+            Ok(())
+        })
+    }
+
+    async fn attach_interface(&self, uuid: &str, interface: &NetworkInterface) -> Result<(), Error> {
+        self.with_guest(uuid, "attach interface", |g| {
+            g.kernel(0.5, &format!("virtio_net: {} attached ({})", interface.mac_address, interface.port_id));
+            Ok(())
+        })
+    }
+
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<(), Error> {
+        self.with_guest(uuid, "detach interface", |g| {
+            g.kernel(0.5, &format!("virtio_net: {port_id} detached"));
             Ok(())
         })
     }

@@ -203,6 +203,17 @@ pub trait Hypervisor: Send + Sync + 'static {
     /// Detaches a volume from the guest and its definition. A volume the guest does not have is not an error.
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error>;
 
+    /// Plugs a network interface into the guest (hot-plugged when it runs) and keeps it in the guest's definition,
+    /// so later starts have it. Drivers without guest NICs accept it and do nothing.
+    async fn attach_interface(&self, _uuid: &str, _interface: &NetworkInterface) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Unplugs a network interface from the guest and its definition. One the guest does not have is not an error.
+    async fn detach_interface(&self, _uuid: &str, _port_id: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Continues an attached volume's disk on a new qcow2 file (`create_info.new_file`, beside the volume's current
     /// file) over the current one, for the block storage service's file-based snapshots (upstream's assisted
     /// volume snapshots). Drivers that cannot say so.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bus::{Dispatcher, RemoteError};
 use compute_rpc::{
-    Action, ActionEvent, AttachVolume, BuildAndRunInstance, DetachVolume, BuildFailed, EventPhase, ExternalInstanceEvent, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
+    Action, ActionEvent, AttachInterface, AttachVolume, BuildAndRunInstance, DetachInterface, DetachVolume, BuildFailed, EventPhase, ExternalInstanceEvent, GetConsoleOutput, GetDiagnostics, GetHostUptime, InstanceAction,
     InstanceChanges, InstanceSpec, InstanceTerminated, InstanceUpdate, PowerState, TerminateInstance, VolumeSnapshotCreate, VolumeSnapshotDelete, task_state,
     vm_state,
 };
@@ -31,7 +31,8 @@ pub const TERMINATE_EVENT: &str = "compute_terminate_instance";
 pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
     let (build, terminate, action, console, diagnostics) =
         (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner.clone());
-    let (attach, detach, snapshot_create, snapshot_delete, events) = (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner);
+    let (attach, detach, snapshot_create, snapshot_delete, events) = (inner.clone(), inner.clone(), inner.clone(), inner.clone(), inner.clone());
+    let (plug, unplug) = (inner.clone(), inner);
     Dispatcher::new()
         .on(move |m: BuildAndRunInstance| {
             let inner = build.clone();
@@ -77,6 +78,26 @@ pub(crate) fn dispatcher(inner: Arc<Inner>) -> Dispatcher {
                 tracing::info!(instance = %m.uuid, volume = %m.volume_id, request_id = %m.request_id, "detaching volume");
                 match inner.driver.detach_volume(&m.uuid, &m.volume_id).await {
                     // No guest, no disk to take away.
+                    Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e.to_remote()),
+                }
+            }
+        })
+        .on(move |m: AttachInterface| {
+            let inner = plug.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.uuid).await;
+                tracing::info!(instance = %m.uuid, port = %m.vif.port_id, request_id = %m.request_id, "attaching interface");
+                inner.driver.attach_interface(&m.uuid, &NetworkInterface::of(&m.vif)).await.map_err(|e| e.to_remote())
+            }
+        })
+        .on(move |m: DetachInterface| {
+            let inner = unplug.clone();
+            async move {
+                let _guard = inner.locks.lock(&m.uuid).await;
+                tracing::info!(instance = %m.uuid, port = %m.port_id, request_id = %m.request_id, "detaching interface");
+                match inner.driver.detach_interface(&m.uuid, &m.port_id).await {
+                    // No guest, no interface to take away.
                     Ok(()) | Err(Error::NotFound(_)) => Ok(()),
                     Err(e) => Err(e.to_remote()),
                 }

@@ -13,7 +13,7 @@ use compute_rpc::{FlavorSpec, InstanceSpec, PowerState};
 use serde_json::Value;
 
 use crate::Error;
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, SnapshotFormat};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface, SnapshotFormat};
 
 pub struct MultiDriver {
     vm: Arc<dyn Hypervisor>,
@@ -128,6 +128,14 @@ impl Hypervisor for MultiDriver {
 
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
         self.of(uuid).await.detach_volume(uuid, volume_id).await
+    }
+
+    async fn attach_interface(&self, uuid: &str, interface: &NetworkInterface) -> Result<(), Error> {
+        self.of(uuid).await.attach_interface(uuid, interface).await
+    }
+
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<(), Error> {
+        self.of(uuid).await.detach_interface(uuid, port_id).await
     }
 
     async fn volume_snapshot_create(&self, uuid: &str, volume_id: &str, create_info: &Value) -> Result<(), Error> {

@@ -2,7 +2,8 @@
 //! (`compute-agent`), as `nova/compute/rpcapi.py` and `nova/conductor/rpcapi.py` are upstream.
 //!
 //! * Agents serve [`COMPUTE_TOPIC`] as server `<host>`; the conductor sends them [`BuildAndRunInstance`],
-//!   [`TerminateInstance`], [`InstanceAction`], [`AttachVolume`], [`DetachVolume`], [`VolumeSnapshotCreate`],
+//!   [`TerminateInstance`], [`InstanceAction`], [`AttachVolume`], [`DetachVolume`], [`AttachInterface`],
+//!   [`DetachInterface`], [`VolumeSnapshotCreate`],
 //!   [`VolumeSnapshotDelete`] and [`GetConsoleOutput`].
 //! * The conductor serves [`CONDUCTOR_TOPIC`]; agents send it [`RegisterNode`], [`ReportResources`],
 //!   [`Heartbeat`], [`InstanceUpdate`], [`ActionEvent`], [`BuildFailed`] and [`InstanceTerminated`].
@@ -529,6 +530,33 @@ pub struct DetachVolume {
 
 impl Rpc for DetachVolume {
     const METHOD: &'static str = "detach_volume";
+    type Reply = ();
+}
+
+/// Plug a port bound to the instance's host into its guest (upstream's `attach_interface`): at once when the guest
+/// runs, at its next start otherwise. A call: the API answers once the agent has.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachInterface {
+    pub uuid: String,
+    pub vif: VifSpec,
+    pub request_id: String,
+}
+
+impl Rpc for AttachInterface {
+    const METHOD: &'static str = "attach_interface";
+    type Reply = ();
+}
+
+/// Unplug a port from an instance's guest. A call; a port the guest does not have is not an error.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DetachInterface {
+    pub uuid: String,
+    pub port_id: String,
+    pub request_id: String,
+}
+
+impl Rpc for DetachInterface {
+    const METHOD: &'static str = "detach_interface";
     type Reply = ();
 }
 

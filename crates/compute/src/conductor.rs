@@ -85,8 +85,9 @@ struct Inner {
     network: Option<NetworkClient>,
     volume: Option<crate::volume::VolumeClient>,
     settings: ConductorSettings,
-    /// Compute nodes and services by uuid, as the scheduler reads them: reloaded when older than
-    /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise).
+    /// Compute nodes and services by uuid, as the scheduler reads them: refreshed when older than
+    /// [`HOST_CACHE_TTL`] or after a registration (upstream's host manager caches them likewise). A refresh
+    /// rereads only the rows changed since the last one (see [`Conductor::hosts`]).
     hosts: tokio::sync::Mutex<Option<HostCache>>,
     /// The image service with the service's credentials: shelved instances' images are removed through it.
     images: std::sync::OnceLock<ServiceImages>,
@@ -107,7 +108,12 @@ impl ServiceImages {
 }
 
 struct HostCache {
-    loaded: std::time::Instant,
+    /// When the cache was last brought up to date; `None` after [`Conductor::forget_hosts`].
+    refreshed: Option<std::time::Instant>,
+    /// When every row was last read.
+    full_load: std::time::Instant,
+    /// The newest `updated_at` (unix µs) of the rows read.
+    newest: i64,
     nodes: Arc<HashMap<String, NodeRow>>,
     services: Arc<HashMap<String, ServiceRow>>,
     zones: Arc<crate::aggregates::HostZones>,
@@ -118,6 +124,39 @@ type HostView = (Arc<HashMap<String, NodeRow>>, Arc<HashMap<String, ServiceRow>>
 
 /// How stale the scheduler's view of nodes and services may get (heartbeats, enable/disable, audits).
 const HOST_CACHE_TTL: Duration = Duration::from_secs(1);
+/// A refresh rereads the rows whose `updated_at` is at most this much older than the newest one it has seen
+/// (µs): a row is stamped before its transaction commits, and other processes' clocks may differ a little.
+const HOST_CHANGE_SLACK_US: i64 = 5_000_000;
+/// Every row is reread at least this often, whatever the refreshes found.
+const HOST_FULL_RELOAD: Duration = Duration::from_secs(60);
+
+/// What a refresh of the host cache read: the rows changed since the cache's newest one, and how many rows
+/// there are now.
+struct HostChanges {
+    nodes: Vec<NodeRow>,
+    services: Vec<ServiceRow>,
+    node_count: i64,
+    service_count: i64,
+}
+
+impl HostChanges {
+    /// The newest `updated_at` among the changed rows (0 when none).
+    fn newest(&self) -> i64 {
+        self.nodes.iter().map(|n| n.updated_at).chain(self.services.iter().map(|s| s.updated_at)).max().unwrap_or(0)
+    }
+
+    /// Puts the changed rows into the cached maps. `false` when the counts then differ from the database's: rows
+    /// were deleted since (or changed without being seen), and only a full reload is right.
+    fn apply(self, nodes: &mut HashMap<String, NodeRow>, services: &mut HashMap<String, ServiceRow>) -> bool {
+        for n in self.nodes {
+            nodes.insert(n.uuid.clone(), n);
+        }
+        for s in self.services {
+            services.insert(s.uuid.clone(), s);
+        }
+        nodes.len() as i64 == self.node_count && services.len() as i64 == self.service_count
+    }
+}
 
 impl std::fmt::Debug for Conductor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -597,38 +636,69 @@ impl Conductor {
         &self.inner.placement
     }
 
-    /// Nodes and services, from the cache when it is fresh.
+    /// Nodes and services, from the cache when it is fresh. A stale cache is refreshed from the rows changed
+    /// since its newest one (heartbeats, node reports and operator changes all stamp `updated_at`); deleted rows
+    /// show as a count that no longer matches and force a full reload, as does [`HOST_FULL_RELOAD`]. Zones are
+    /// reread on every refresh.
     async fn hosts(&self) -> Result<HostView, Error> {
         let mut cache = self.inner.hosts.lock().await;
         if let Some(c) = cache.as_ref()
-            && c.loaded.elapsed() < HOST_CACHE_TTL
+            && c.refreshed.is_some_and(|at| at.elapsed() < HOST_CACHE_TTL)
         {
             return Ok((c.nodes.clone(), c.services.clone(), c.zones.clone()));
         }
-        let nodes: HashMap<String, NodeRow> =
-            self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
-        let services: HashMap<String, ServiceRow> =
-            self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
-        let zones =
-            crate::aggregates::host_zones_and_metadata(self.store(), &self.inner.settings.default_availability_zone).await?;
-        let fresh = HostCache {
-            loaded: std::time::Instant::now(),
-            nodes: Arc::new(nodes),
-            services: Arc::new(services),
-            zones: Arc::new(zones),
+        let started = std::time::Instant::now();
+        let zones = Arc::new(
+            crate::aggregates::host_zones_and_metadata(self.store(), &self.inner.settings.default_availability_zone).await?,
+        );
+        let refreshed = match cache.as_mut() {
+            Some(c) if c.full_load.elapsed() < HOST_FULL_RELOAD => {
+                let since = c.newest - HOST_CHANGE_SLACK_US;
+                let nodes = self.store().nodes_changed_since(since).await?;
+                let services = self.store().services_changed_since(since).await?;
+                let (service_count, node_count) = self.store().host_counts().await?;
+                let changes = HostChanges { nodes, services, node_count, service_count };
+                let newest = changes.newest().max(c.newest);
+                if changes.apply(Arc::make_mut(&mut c.nodes), Arc::make_mut(&mut c.services)) {
+                    c.newest = newest;
+                    c.refreshed = Some(started);
+                    c.zones = zones.clone();
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
         };
-        let out = (fresh.nodes.clone(), fresh.services.clone(), fresh.zones.clone());
-        *cache = Some(fresh);
-        Ok(out)
+        if !refreshed {
+            let nodes: HashMap<String, NodeRow> =
+                self.store().node_list().await?.into_iter().map(|n| (n.uuid.clone(), n)).collect();
+            let services: HashMap<String, ServiceRow> =
+                self.store().service_list().await?.into_iter().map(|s| (s.uuid.clone(), s)).collect();
+            let newest = nodes.values().map(|n| n.updated_at).chain(services.values().map(|s| s.updated_at)).max().unwrap_or(0);
+            *cache = Some(HostCache {
+                refreshed: Some(started),
+                full_load: started,
+                newest,
+                nodes: Arc::new(nodes),
+                services: Arc::new(services),
+                zones,
+            });
+        }
+        let c = cache.as_ref().ok_or_else(|| Error::Unavailable("host cache".into()))?;
+        Ok((c.nodes.clone(), c.services.clone(), c.zones.clone()))
     }
 
-    /// Drops the scheduler's cached view of nodes, services and zones (after an operator changed one).
+    /// Makes the scheduler's next decision reread nodes, services and zones (after an operator or an agent changed
+    /// one).
     pub async fn forget_hosts(&self) {
-        *self.inner.hosts.lock().await = None;
+        if let Some(c) = self.inner.hosts.lock().await.as_mut() {
+            c.refreshed = None;
+        }
     }
 
     /// Host states of the candidates: the agents' node reports, their services' state, placement's usage.
-    async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<(HostState, NodeRow)>, Error> {
+    async fn host_states(&self, candidates: &[Candidate]) -> Result<Vec<HostState>, Error> {
         let (nodes, services, zones) = self.hosts().await?;
         let mut out = Vec::with_capacity(candidates.len());
         for c in candidates {
@@ -636,35 +706,32 @@ impl Conductor {
             let service = services.get(&node.service_uuid);
             let r = &node.info.resources;
             let used = |class: &str| c.summary.get(class).map(|s| s.1).unwrap_or(0);
-            out.push((
-                HostState {
-                    host: node.info.host.clone(),
-                    node: node.info.node.clone(),
-                    provider_uuid: node.uuid.clone(),
-                    availability_zone: zones.of(&node.info.host).to_string(),
-                    enabled: service.is_some_and(|s| !s.disabled),
-                    up: service.is_some_and(|s| self.is_up(s)),
-                    vcpus_total: r.vcpus,
-                    vcpus_used: used("VCPU"),
-                    memory_mb_total: r.memory_mb,
-                    memory_mb_used: used("MEMORY_MB"),
-                    memory_mb_reserved: r.reserved_host_memory_mb,
-                    disk_gb_total: r.local_gb,
-                    disk_gb_used: used("DISK_GB"),
-                    disk_gb_reserved: (r.reserved_host_disk_mb + 1023) / 1024,
-                    cpu_allocation_ratio: r.cpu_allocation_ratio,
-                    ram_allocation_ratio: r.ram_allocation_ratio,
-                    disk_allocation_ratio: r.disk_allocation_ratio,
-                    num_instances: r.running_vms,
-                    hypervisor_type: node.info.hypervisor_type.clone(),
-                    hypervisor_version: node.info.hypervisor_version,
-                    cpu_info: node.info.cpu_info.clone(),
-                    supported_instances: r.supported_instances.clone(),
-                    aggregate_metadata: zones.metadata.get(&node.info.host).cloned().unwrap_or_default(),
-                    failed_builds: r.failed_builds,
-                },
-                node.clone(),
-            ));
+            out.push(HostState {
+                host: node.info.host.clone(),
+                node: node.info.node.clone(),
+                provider_uuid: node.uuid.clone(),
+                availability_zone: zones.of(&node.info.host).to_string(),
+                enabled: service.is_some_and(|s| !s.disabled),
+                up: service.is_some_and(|s| self.is_up(s)),
+                vcpus_total: r.vcpus,
+                vcpus_used: used("VCPU"),
+                memory_mb_total: r.memory_mb,
+                memory_mb_used: used("MEMORY_MB"),
+                memory_mb_reserved: r.reserved_host_memory_mb,
+                disk_gb_total: r.local_gb,
+                disk_gb_used: used("DISK_GB"),
+                disk_gb_reserved: (r.reserved_host_disk_mb + 1023) / 1024,
+                cpu_allocation_ratio: r.cpu_allocation_ratio,
+                ram_allocation_ratio: r.ram_allocation_ratio,
+                disk_allocation_ratio: r.disk_allocation_ratio,
+                num_instances: r.running_vms,
+                hypervisor_type: node.info.hypervisor_type.clone(),
+                hypervisor_version: node.info.hypervisor_version,
+                cpu_info: node.info.cpu_info.clone(),
+                supported_instances: r.supported_instances.clone(),
+                aggregate_metadata: zones.metadata.get(&node.info.host).cloned().unwrap_or_default(),
+                failed_builds: r.failed_builds,
+            });
         }
         Ok(out)
     }
@@ -680,8 +747,7 @@ impl Conductor {
     pub async fn select_destinations(&self, inst: &InstanceRow) -> Result<Vec<Selection>, Error> {
         let resources = resources_of(&inst.flavor);
         let candidates = self.inner.placement.candidates(&resources, self.inner.settings.max_placement_results).await?;
-        let hosts = self.host_states(&candidates).await?;
-        let mut states: Vec<HostState> = hosts.iter().map(|(h, _)| h.clone()).collect();
+        let mut states = self.host_states(&candidates).await?;
         // A requested destination (2.74) narrows the hosts before the filters run.
         let destination: Option<crate::servers::Destination> =
             inst.scheduling.as_ref().and_then(|s| serde_json::from_value(s["destination"].clone()).ok());
@@ -1065,6 +1131,32 @@ impl Conductor {
             .map_err(|e| Error::Unavailable(format!("Compute service of {host} is unavailable at this time: {e}")))
     }
 
+    /// Plugs port `vif` (bound to the instance's host) into the guest through its agent; an instance without a host
+    /// (shelved, never built) gets it at its next build.
+    pub async fn plug_interface(&self, inst: &InstanceRow, vif: &crate::network::Vif, request_id: &str) -> Result<(), Error> {
+        if inst.host.is_none() {
+            return Ok(());
+        }
+        let spec = compute_rpc::VifSpec {
+            port_id: vif.port_id.clone(),
+            network_id: vif.network_id.clone(),
+            mac_address: vif.mac.clone(),
+            active: true,
+            mtu: vif.mtu,
+        };
+        let msg = compute_rpc::AttachInterface { uuid: inst.uuid.clone(), vif: spec, request_id: request_id.into() };
+        self.agent_call(inst, &msg, "attach the interface").await
+    }
+
+    /// Unplugs port `port_id` from the guest through its agent.
+    pub async fn unplug_interface(&self, inst: &InstanceRow, port_id: &str, request_id: &str) -> Result<(), Error> {
+        if inst.host.is_none() {
+            return Ok(());
+        }
+        let msg = compute_rpc::DetachInterface { uuid: inst.uuid.clone(), port_id: port_id.into(), request_id: request_id.into() };
+        self.agent_call(inst, &msg, "detach the interface").await
+    }
+
     /// The console log of an instance, from its agent.
     pub async fn console_output(&self, inst: &InstanceRow, length: Option<u64>) -> Result<String, Error> {
         let host = inst.host.clone().ok_or_else(|| {
@@ -1081,3 +1173,75 @@ impl Conductor {
 
 /// The power state an instance shows before its agent reports one.
 pub const NO_STATE: PowerState = PowerState::NoState;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(uuid: &str, updated_at: i64) -> NodeRow {
+        NodeRow {
+            id: 1,
+            uuid: uuid.into(),
+            service_uuid: format!("s-{uuid}"),
+            info: compute_rpc::NodeInfo {
+                host: uuid.into(),
+                node: uuid.into(),
+                hypervisor_type: "fake".into(),
+                hypervisor_version: 1,
+                host_ip: "127.0.0.1".into(),
+                cpu_info: serde_json::json!({}),
+                resources: Default::default(),
+            },
+            created_at: 0,
+            updated_at,
+        }
+    }
+
+    fn service(uuid: &str, updated_at: i64) -> ServiceRow {
+        ServiceRow {
+            id: 1,
+            uuid: uuid.into(),
+            host: uuid.into(),
+            binary: COMPUTE_BINARY.into(),
+            topic: COMPUTE_TOPIC.into(),
+            disabled: false,
+            disabled_reason: None,
+            forced_down: false,
+            report_count: 0,
+            last_seen_up: Some(updated_at),
+            created_at: 0,
+            updated_at,
+        }
+    }
+
+    #[test]
+    fn host_changes_update_the_cache_or_ask_for_a_reload() {
+        let mut nodes: HashMap<String, NodeRow> = [("a".to_string(), node("a", 10)), ("b".to_string(), node("b", 10))].into();
+        let mut services: HashMap<String, ServiceRow> = [("s-a".to_string(), service("s-a", 10))].into();
+        // A changed node, a new node and a heartbeat: merged, counts match.
+        let mut disabled = service("s-a", 30);
+        disabled.disabled = true;
+        let changes = HostChanges {
+            nodes: vec![node("b", 20), node("c", 25)],
+            services: vec![disabled],
+            node_count: 3,
+            service_count: 1,
+        };
+        assert_eq!(changes.newest(), 30);
+        assert!(changes.apply(&mut nodes, &mut services));
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes["b"].updated_at, 20);
+        assert!(services["s-a"].disabled);
+        // Nothing changed: nothing to do.
+        let none = HostChanges { nodes: vec![], services: vec![], node_count: 3, service_count: 1 };
+        assert_eq!(none.newest(), 0);
+        assert!(none.apply(&mut nodes, &mut services));
+        // A node was deleted: the count tells, and a full reload follows.
+        let deleted = HostChanges { nodes: vec![], services: vec![], node_count: 2, service_count: 1 };
+        assert!(!deleted.apply(&mut nodes, &mut services));
+        // Deleted and another added in the same interval: still caught.
+        let mut nodes: HashMap<String, NodeRow> = [("a".to_string(), node("a", 10))].into();
+        let replaced = HostChanges { nodes: vec![node("z", 40)], services: vec![], node_count: 1, service_count: 1 };
+        assert!(!replaced.apply(&mut nodes, &mut services));
+    }
+}

@@ -44,7 +44,7 @@ use self::runtime::Runtime;
 use crate::Error;
 use crate::base::{BaseCache, ImageService};
 use crate::guest_dir::{GuestDirs, LocalHost, Nic, io_err, is_guest_name, with_power_states};
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface};
 
 /// The CFS period CPU quotas are given in (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -389,24 +389,27 @@ impl ContainerDriver {
         }
         for (i, nic) in def.nics.iter().enumerate() {
             let peer = format!("eth{i}");
-            let present = tokio::process::Command::new(&self.config.ip)
-                .args(["-n", &ns, "link", "show", &peer])
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success());
-            if present {
-                continue;
+            if !self.has_link(&ns, &peer).await {
+                self.plug_one(&ns, nic, &peer).await?;
             }
-            let mtu = nic.mtu.unwrap_or(1500).to_string();
-            // A host end left from an earlier pair would block the name.
-            let _ = self.ip(&self.host_ip_args(&["link", "delete", &nic.devname])).await;
-            self.ip(&self.host_ip_args(&[
-                "link", "add", &nic.devname, "mtu", &mtu, "type", "veth", "peer", "name", &peer, "address", &nic.mac_address, "mtu", &mtu, "netns", &ns,
-            ]))
-            .await?;
-            self.ip(&self.host_ip_args(&["link", "set", &nic.devname, "up"])).await?;
         }
         Ok(())
+    }
+
+    async fn has_link(&self, ns: &str, name: &str) -> bool {
+        tokio::process::Command::new(&self.config.ip).args(["-n", ns, "link", "show", name]).output().await.is_ok_and(|o| o.status.success())
+    }
+
+    /// One veth pair: `nic.devname` on the host side, `peer` with the port's MAC in the container's namespace `ns`.
+    async fn plug_one(&self, ns: &str, nic: &Nic, peer: &str) -> Result<(), Error> {
+        let mtu = nic.mtu.unwrap_or(1500).to_string();
+        // A host end left from an earlier pair would block the name.
+        let _ = self.ip(&self.host_ip_args(&["link", "delete", &nic.devname])).await;
+        self.ip(&self.host_ip_args(&[
+            "link", "add", &nic.devname, "mtu", &mtu, "type", "veth", "peer", "name", peer, "address", &nic.mac_address, "mtu", &mtu, "netns", ns,
+        ]))
+        .await?;
+        self.ip(&self.host_ip_args(&["link", "set", &nic.devname, "up"])).await
     }
 
     /// Removes the network namespace (and with it the veth pairs) and any host end left.
@@ -902,6 +905,36 @@ impl Hypervisor for ContainerDriver {
             }
         }
         def.volumes.push(volume);
+        self.save(&def)
+    }
+
+    async fn attach_interface(&self, uuid: &str, interface: &NetworkInterface) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let nic = Nic::of(interface)?;
+        if def.nics.iter().any(|n| n.port_id == nic.port_id || n.devname == nic.devname) {
+            return Err(Error::Hypervisor(format!("port {} ({}) is already attached to instance {uuid}", nic.port_id, nic.devname)));
+        }
+        // A running container gets the pair now, as the first free ethN (a stopped one gets eth0… in order when it
+        // starts); the network agent plugs the host end.
+        let ns = netns(uuid);
+        if self.container_pid(uuid).await.is_some() && Path::new("/run/netns").join(&ns).exists() {
+            let mut n = 0;
+            while self.has_link(&ns, &format!("eth{n}")).await {
+                n += 1;
+            }
+            self.plug_one(&ns, &nic, &format!("eth{n}")).await?;
+            tracing::info!(instance = %uuid, port = %nic.port_id, device = %format!("eth{n}"), "interface hot-added");
+        }
+        def.nics.push(nic);
+        self.save(&def)
+    }
+
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let Some(at) = def.nics.iter().position(|n| n.port_id == port_id) else { return Ok(()) };
+        let nic = def.nics.remove(at);
+        // Deleting the host end takes the container's end with it.
+        let _ = self.ip(&self.host_ip_args(&["link", "delete", &nic.devname])).await;
         self.save(&def)
     }
 

@@ -39,7 +39,7 @@ use crate::guest_dir::{GuestDirs, LocalHost, Nic, io_err, with_power_states};
 use qmp::Qmp;
 
 use crate::Error;
-use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, SnapshotFormat};
+use crate::hypervisor::{BlockDeviceSpec, GuestContext, GuestInfo, Hypervisor, HypervisorInfo, ImageSource, NetworkInterface, SnapshotFormat};
 
 /// The disk formats the driver boots.
 const BOOTABLE_FORMATS: &[&str] = &["qcow2", "raw", "ami"];
@@ -348,6 +348,12 @@ impl QemuDriver {
         read_pid(&self.dir(uuid), uuid)
     }
 
+    /// Whether the guest's process runs with the guest up (running or paused): what hot-plugging and live changes
+    /// need; otherwise a change waits for the next start.
+    fn live(&self, uuid: &str, def: &GuestDef) -> bool {
+        self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused)
+    }
+
     async fn qmp(&self, uuid: &str) -> Result<Qmp, Error> {
         Qmp::connect(&self.dir(uuid).join("qmp.sock")).await
     }
@@ -592,10 +598,11 @@ impl QemuDriver {
         for v in def.volumes.iter().filter(|v| !(from_volume && v.boot)) {
             volume(&mut disk, v, false);
         }
-        for (i, nic) in def.nics.iter().enumerate() {
-            push(&["-netdev", &format!("tap,id=net{i},ifname={},script=no,downscript=no", nic.devname)]);
+        for nic in &def.nics {
+            let (netdev, device) = nic_ids(nic);
+            push(&["-netdev", &format!("tap,id={netdev},ifname={},script=no,downscript=no", nic.devname)]);
             let mtu = nic.mtu.map(|m| format!(",host_mtu={m}")).unwrap_or_default();
-            push(&["-device", &format!("virtio-net-pci,netdev=net{i},id=nic{i},mac={}{mtu}", nic.mac_address)]);
+            push(&["-device", &format!("virtio-net-pci,netdev={netdev},id={device},mac={}{mtu}", nic.mac_address)]);
         }
         let (kernel, ramdisk, cmdline) = match &def.rescue {
             Some(r) => (&r.kernel, &r.ramdisk, &r.cmdline),
@@ -767,6 +774,55 @@ async fn hot_add(qmp: &mut Qmp, disk: &VolumeDisk) -> Result<(), Error> {
         return Err(e);
     }
     Ok(())
+}
+
+/// The QEMU ids of a NIC's netdev and device, by its tap (so a hot-unplug finds NICs the command line made).
+fn nic_ids(nic: &Nic) -> (String, String) {
+    (format!("net-{}", nic.devname), format!("nic-{}", nic.devname))
+}
+
+/// Hot-adds a NIC: a tap netdev QEMU creates (in its own network namespace, where the network agent's bridges
+/// are), then the virtio-net device; the netdev goes again if the device cannot be added.
+async fn hot_add_nic(qmp: &mut Qmp, nic: &Nic) -> Result<(), Error> {
+    let (netdev, device) = nic_ids(nic);
+    let tap = json!({"type": "tap", "id": netdev, "ifname": nic.devname, "script": "no", "downscript": "no"});
+    qmp.execute("netdev_add", Some(tap)).await?;
+    let mut dev = json!({"driver": "virtio-net-pci", "netdev": netdev, "id": device, "mac": nic.mac_address});
+    if let Some(mtu) = nic.mtu {
+        dev["host_mtu"] = json!(mtu);
+    }
+    if let Err(e) = qmp.execute("device_add", Some(dev)).await {
+        let _ = qmp.execute("netdev_del", Some(json!({"id": netdev}))).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Hot-removes a NIC: `device_del`, then (once the guest released the device, within `timeout`) the netdev, which
+/// takes the tap with it.
+async fn hot_remove_nic(qmp: &mut Qmp, nic: &Nic, timeout: Duration) -> Result<(), Error> {
+    let (netdev, device) = nic_ids(nic);
+    if let Err(e) = qmp.execute("device_del", Some(json!({"id": device}))).await
+        && !e.to_string().contains("not found")
+    {
+        return Err(e);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let present = qmp.execute("qom-list", Some(json!({"path": "/machine/peripheral"}))).await?;
+        let gone = !present.as_array().is_some_and(|l| l.iter().any(|p| p["name"] == json!(device)));
+        if gone {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Hypervisor(format!("port {}: the guest did not release its NIC within {} s", nic.port_id, timeout.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match qmp.execute("netdev_del", Some(json!({"id": netdev}))).await {
+        Err(e) if !e.to_string().contains("not found") => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Hot-removes a volume's disk: `device_del` (the guest must release the device: PCI unplug goes through its
@@ -1156,7 +1212,7 @@ impl Hypervisor for QemuDriver {
             return Err(Error::Hypervisor(format!("volume {} is already attached to instance {uuid}", disk.volume_id)));
         }
         // A guest whose process runs gets the disk now; one that is off gets it at its next start.
-        if self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused) {
+        if self.live(uuid, &def) {
             let mut qmp = self.qmp(uuid).await?;
             hot_add(&mut qmp, &disk).await?;
             tracing::info!(instance = %uuid, volume = %disk.volume_id, node = %disk.node(), "volume hot-added");
@@ -1168,7 +1224,7 @@ impl Hypervisor for QemuDriver {
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<(), Error> {
         let mut def = self.load(uuid)?;
         let Some(disk) = def.volumes.iter().find(|v| v.volume_id == volume_id).cloned() else { return Ok(()) };
-        if self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused) {
+        if self.live(uuid, &def) {
             let mut qmp = self.qmp(uuid).await?;
             hot_remove(&mut qmp, &disk, self.config.volume_detach_timeout).await?;
             tracing::info!(instance = %uuid, volume = %volume_id, "volume hot-removed");
@@ -1177,9 +1233,37 @@ impl Hypervisor for QemuDriver {
         self.save(&def)
     }
 
+    async fn attach_interface(&self, uuid: &str, interface: &NetworkInterface) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let nic = Nic::of(interface)?;
+        if def.nics.iter().any(|n| n.port_id == nic.port_id || n.devname == nic.devname) {
+            return Err(Error::Hypervisor(format!("port {} ({}) is already attached to instance {uuid}", nic.port_id, nic.devname)));
+        }
+        // A guest whose process runs gets the NIC now; one that is off gets it at its next start.
+        if self.live(uuid, &def) {
+            let mut qmp = self.qmp(uuid).await?;
+            hot_add_nic(&mut qmp, &nic).await?;
+            tracing::info!(instance = %uuid, port = %nic.port_id, tap = %nic.devname, "NIC hot-added");
+        }
+        def.nics.push(nic);
+        self.save(&def)
+    }
+
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<(), Error> {
+        let mut def = self.load(uuid)?;
+        let Some(nic) = def.nics.iter().find(|n| n.port_id == port_id).cloned() else { return Ok(()) };
+        if self.live(uuid, &def) {
+            let mut qmp = self.qmp(uuid).await?;
+            hot_remove_nic(&mut qmp, &nic, self.config.volume_detach_timeout).await?;
+            tracing::info!(instance = %uuid, port = %port_id, "NIC hot-removed");
+        }
+        def.nics.retain(|n| n.port_id != port_id);
+        self.save(&def)
+    }
+
     async fn volume_snapshot_create(&self, uuid: &str, volume_id: &str, create_info: &Value) -> Result<(), Error> {
         let mut def = self.load(uuid)?;
-        let running = self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused);
+        let running = self.live(uuid, &def);
         let disk = attached_disk(&mut def, uuid, volume_id)?;
         if disk.iscsi.is_some() {
             return Err(Error::Hypervisor(format!("volume {volume_id} is an iSCSI LUN: its backend snapshots it")));
@@ -1205,7 +1289,7 @@ impl Hypervisor for QemuDriver {
 
     async fn volume_snapshot_delete(&self, uuid: &str, volume_id: &str, delete_info: &Value) -> Result<(), Error> {
         let mut def = self.load(uuid)?;
-        let running = self.pid(uuid).is_some() && matches!(def.state, PowerState::Running | PowerState::Paused);
+        let running = self.live(uuid, &def);
         let disk = attached_disk(&mut def, uuid, volume_id)?;
         // No file to merge: the snapshot is the volume's own base file, which stays (as upstream).
         let Some(merge) = delete_info["file_to_merge"].as_str() else { return Ok(()) };
@@ -1369,9 +1453,9 @@ pub(crate) mod tests {
         };
         let args = driver.command_line(&def, "tcg", None).join(" ");
         // NICs on taps QEMU makes (and takes away when it ends), eth0 first, with the network's MTU when known.
-        assert!(args.contains("-netdev tap,id=net0,ifname=tapp1,script=no,downscript=no"), "{args}");
-        assert!(args.contains("-device virtio-net-pci,netdev=net0,id=nic0,mac=fa:16:3e:00:00:01,host_mtu=1450"), "{args}");
-        assert!(args.contains("-device virtio-net-pci,netdev=net1,id=nic1,mac=fa:16:3e:00:00:02 "), "{args}");
+        assert!(args.contains("-netdev tap,id=net-tapp1,ifname=tapp1,script=no,downscript=no"), "{args}");
+        assert!(args.contains("-device virtio-net-pci,netdev=net-tapp1,id=nic-tapp1,mac=fa:16:3e:00:00:01,host_mtu=1450"), "{args}");
+        assert!(args.contains("-device virtio-net-pci,netdev=net-tapp2,id=nic-tapp2,mac=fa:16:3e:00:00:02 "), "{args}");
         assert!(args.find("ifname=tapp1") < args.find("ifname=tapp2"), "{args}");
         for part in ["-accel tcg", "-cpu max", "-smp 2", "-m 256", "-kernel /k -append console=ttyS0", "-initrd /r", "-daemonize"] {
             assert!(args.contains(part), "{part} in {args}");

@@ -300,6 +300,20 @@ async fn a_port_is_a_veth_pair_and_the_container_answers_on_it() {
     };
     assert_eq!(page.trim(), format!("host-{c}"));
 
+    // A second port, hot-plugged: the next free ethN inside, the port's MAC; detached, both ends go.
+    let second = VifSpec { port_id: format!("2{c}"), network_id: "net".into(), mac_address: "fa:16:3e:12:34:57".into(), active: true, mtu: None };
+    let nic = NetworkInterface::of(&second);
+    driver.attach_interface(&c, &nic).await.unwrap();
+    assert!(driver.attach_interface(&c, &nic).await.unwrap_err().to_string().contains("already attached"));
+    let eth1 = ip(&["-n", &format!("ctr-{c}"), "link", "show", "eth1"]);
+    assert!(eth1.contains("fa:16:3e:12:34:57"), "{eth1}");
+    assert!(ip(&["-n", &hostns, "-d", "link", "show", &nic.devname]).contains("veth"));
+    driver.detach_interface(&c, &second.port_id).await.unwrap();
+    let gone = std::process::Command::new("ip").args(["-n", &format!("ctr-{c}"), "link", "show", "eth1"]).output().unwrap();
+    assert!(!gone.status.success(), "eth1 goes with its host end");
+    assert!(ip(&["-n", &format!("ctr-{c}"), "link", "show", "eth0"]).contains("fa:16:3e:12:34:56"), "eth0 stays");
+    driver.detach_interface(&c, &second.port_id).await.unwrap();
+
     driver.destroy(&c).await.unwrap();
     assert!(!netns_exists(&c));
     let gone = std::process::Command::new("ip").args(["-n", &hostns, "link", "show", &tap]).output().unwrap();

@@ -561,3 +561,61 @@ async fn a_guest_reaches_an_iscsi_volume_through_qemus_initiator() {
     assert!(!block_devices(&guest).iter().any(|d| d.contains("/volcccccccc")));
     driver.destroy("isc1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_guest_gets_a_nic_hot_plugged_and_unplugged_and_keeps_it_across_restarts() {
+    let Some(images) = image_dir() else { return };
+    let env = Env::new(images);
+    // QEMU runs in a namespace of the test's own (the network agent's `host_namespace`), where its taps appear.
+    let uuid = "nic1";
+    let ns = format!("qnic-{}", std::process::id());
+    assert!(std::process::Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &self.0]).output();
+        }
+    }
+    let _ns = Ns(ns.clone());
+    let mut config = QemuConfig::new(&env.path);
+    config.virt_type = VirtType::Qemu;
+    config.shutdown_timeout = Duration::from_secs(20);
+    config.host_namespace = Some(ns.clone());
+    let driver = QemuDriver::new(config, None).unwrap();
+    let (spec, ctx) = instance(uuid, "disk-image", &[("disk_format", "qcow2")]);
+    driver.spawn(&spec, &ctx).await.unwrap();
+    wait_console(&driver, uuid, MARKER, 1).await;
+
+    let vif = compute_rpc::VifSpec {
+        port_id: format!("9a7c{}-0000-4000-8000-000000000001", std::process::id() % 10000),
+        network_id: "net".into(),
+        mac_address: "fa:16:3e:00:9a:01".into(),
+        active: true,
+        mtu: Some(1450),
+    };
+    let nic = compute_agent::NetworkInterface::of(&vif);
+    let tap_present = || std::process::Command::new("ip").args(["-n", &ns, "link", "show", &nic.devname]).output().unwrap().status.success();
+    assert!(!tap_present());
+    driver.attach_interface(uuid, &nic).await.unwrap();
+    assert!(tap_present(), "QEMU made the tap in its namespace");
+    assert!(driver.attach_interface(uuid, &nic).await.unwrap_err().to_string().contains("already attached"));
+    let def = std::fs::read_to_string(env.path.join(uuid).join("guest.json")).unwrap();
+    assert!(def.contains(&vif.port_id), "the definition keeps the NIC for later starts: {def}");
+
+    // Unplugged, the guest releases the device (PCI unplug through its ACPI) and the tap goes with the netdev.
+    driver.detach_interface(uuid, &vif.port_id).await.unwrap();
+    assert!(!tap_present());
+    let def = std::fs::read_to_string(env.path.join(uuid).join("guest.json")).unwrap();
+    assert!(!def.contains(&vif.port_id), "{def}");
+    driver.detach_interface(uuid, &vif.port_id).await.unwrap();
+
+    // One attached while the guest is off is there when it starts.
+    driver.power_off(uuid).await.unwrap();
+    driver.attach_interface(uuid, &nic).await.unwrap();
+    assert!(!tap_present());
+    driver.power_on(&spec, &ctx).await.unwrap();
+    wait_console(&driver, uuid, MARKER, 2).await;
+    assert!(tap_present(), "the started guest has the NIC");
+    driver.destroy(uuid).await.unwrap();
+    assert!(!tap_present());
+}

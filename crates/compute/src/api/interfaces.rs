@@ -3,7 +3,7 @@
 //! the cache lists when the data plane exists.
 
 use ::auth::Context;
-use api_common::{ApiError, Microversion};
+use api_common::{ApiError, Microversion, RequestId};
 use axum::{
     Extension, Json, Router,
     body::Bytes,
@@ -99,6 +99,7 @@ async fn attach(
     State(s): State<AppState>,
     ctx: Context,
     Extension(mv): Extension<Microversion>,
+    Extension(rid): Extension<RequestId>,
     headers: axum::http::HeaderMap,
     Path(id): Path<String>,
     bytes: Bytes,
@@ -164,10 +165,16 @@ async fn attach(
         crate::Error::BadRequest(m) => ApiError::bad_request(m),
         other => other.into(),
     })?;
+    let vif = made.first().ok_or_else(|| ApiError::internal("no port was made"))?;
+    // The guest gets its NIC before the API answers; a failure gives the port back, as upstream.
+    if let Err(e) = s.compute.conductor()?.plug_interface(&inst, vif, &rid.0).await {
+        tracing::warn!(instance = %inst.uuid, port = %vif.port_id, error = %e, "cannot plug the interface");
+        n.release(vif).await?;
+        return Err(ApiError::internal(format!("Failed to attach network adapter device to {}", inst.uuid)));
+    }
     let mut vifs = tags(&s, &inst.uuid).await?;
     vifs.extend(made.iter().cloned());
     s.compute.store().netinfo_set_vifs(&inst.uuid, &vifs).await?;
-    let vif = made.first().ok_or_else(|| ApiError::internal("no port was made"))?;
     let port = n.show(As::Service, "ports", &vif.port_id).await?.unwrap_or(Value::Null);
     Ok(Json(json!({"interfaceAttachment": view(&port, mv, vif.tag.as_deref())})))
 }
@@ -175,6 +182,7 @@ async fn attach(
 async fn detach(
     State(s): State<AppState>,
     ctx: Context,
+    Extension(rid): Extension<RequestId>,
     Path((id, port_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let inst = super::servers::visible_server(&s, &ctx, &id, "os_compute_api:os-attach-interfaces:delete").await?;
@@ -188,6 +196,10 @@ async fn detach(
         // A port bound from outside: unbound, not deleted.
         None => n.vif_of(&port, true).await?,
     };
+    s.compute.conductor()?.unplug_interface(&inst, &port_id, &rid.0).await.map_err(|e| {
+        tracing::warn!(instance = %inst.uuid, port = %port_id, error = %e, "cannot unplug the interface");
+        ApiError::internal(format!("Failed to detach network adapter device from {}", inst.uuid))
+    })?;
     n.release(&vif).await?;
     s.compute.store().netinfo_set_vifs(&inst.uuid, &vifs).await?;
     Ok(StatusCode::ACCEPTED)

@@ -146,6 +146,7 @@ pub const POLICIES: &[(&str, &str)] = &[
     ("os_compute_api:ips:show", READER),
     ("os_compute_api:servers:create", MEMBER),
     ("compute:servers:create:requested_destination", ADMIN),
+    ("os_compute_api:servers:create:forced_host", ADMIN),
     ("os_compute_api:servers:show:host_status", ADMIN),
     ("os_compute_api:servers:trigger_crash_dump", MEMBER),
     ("os_compute_api:os-server-tags:index", READER),

@@ -830,25 +830,31 @@ async fn create(
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, self_href)], Json(out)).into_response())
 }
 
-/// `host` and `hypervisor_hostname` of a server create (2.74, admins): the compute host and node to build on, which
-/// must exist; the scheduler's filters still run on them.
+/// The compute host and node a server create asks for, which must exist; the scheduler's filters still run on them.
+/// Either `host` and `hypervisor_hostname` (2.74, admins), or upstream's older forced destination in the zone:
+/// `availability_zone` = `zone:host`, `zone:host:node` or `zone::node` (admins).
 async fn requested_destination(
     s: &AppState,
     ctx: &Context,
     m: &Map<String, Value>,
 ) -> Result<Option<crate::servers::Destination>, ApiError> {
-    let host = string_field(m, "host", 255)?;
-    let node = string_field(m, "hypervisor_hostname", 255)?;
-    if host.is_none() && node.is_none() {
-        return Ok(None);
-    }
     let project = ctx.project_id.clone().unwrap_or_default();
-    enforce_on(s, ctx, "compute:servers:create:requested_destination", &project)?;
-    if m.get("availability_zone").and_then(Value::as_str).is_some_and(|z| z.contains(':')) {
-        return Err(ApiError::bad_request(
-            "The requested availability zone host and node may not be combined with the host or hypervisor_hostname \
-             fields.",
-        ));
+    let mut host = string_field(m, "host", 255)?;
+    let mut node = string_field(m, "hypervisor_hostname", 255)?;
+    let forced = m.get("availability_zone").and_then(Value::as_str).and_then(forced_destination);
+    match (host.is_some() || node.is_some(), forced) {
+        (false, None) => return Ok(None),
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "The requested availability zone host and node may not be combined with the host or \
+                 hypervisor_hostname fields.",
+            ));
+        }
+        (true, None) => enforce_on(s, ctx, "compute:servers:create:requested_destination", &project)?,
+        (false, Some((h, n))) => {
+            enforce_on(s, ctx, "os_compute_api:servers:create:forced_host", &project)?;
+            (host, node) = (h, n);
+        }
     }
     let nodes = s.compute.store().node_list().await?;
     if let Some(h) = &host
@@ -865,6 +871,15 @@ async fn requested_destination(
         )));
     }
     Ok(Some(crate::servers::Destination { host, node }))
+}
+
+/// The host and node of a forced `zone:host[:node]` availability zone (empty parts are unset); none without a `:`.
+fn forced_destination(zone: &str) -> Option<(Option<String>, Option<String>)> {
+    let (_, rest) = zone.split_once(':')?;
+    let (host, node) = rest.split_once(':').unwrap_or((rest, ""));
+    let part = |p: &str| (!p.is_empty()).then(|| p.to_string());
+    let (host, node) = (part(host), part(node));
+    (host.is_some() || node.is_some()).then_some((host, node))
 }
 
 /// A generated admin password (12 characters without look-alikes), as upstream's `generate_password`.
@@ -2222,4 +2237,19 @@ async fn password_clear(State(s): State<AppState>, ctx: Context, Path(id): Path<
     let inst = visible(&s, &ctx, &id, "os_compute_api:os-server-password:clear").await?;
     s.compute.store().sysmeta_set(&inst.uuid, crate::store::sysmeta::PASSWORD, None).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forced_destination;
+
+    #[test]
+    fn forced_destinations_in_the_zone() {
+        let some = |h: Option<&str>, n: Option<&str>| Some((h.map(str::to_string), n.map(str::to_string)));
+        assert_eq!(forced_destination("nova"), None);
+        assert_eq!(forced_destination("nova:"), None);
+        assert_eq!(forced_destination("nova:host1"), some(Some("host1"), None));
+        assert_eq!(forced_destination("nova:host1:node1"), some(Some("host1"), Some("node1")));
+        assert_eq!(forced_destination("nova::node1"), some(None, Some("node1")));
+    }
 }

@@ -205,7 +205,7 @@ impl Conductor {
     }
 
     /// Calls the agent of the instance's host; `action` names the work in the error.
-    async fn agent_call<M: bus::Rpc<Reply = ()>>(&self, inst: &InstanceRow, msg: &M, action: &str) -> Result<(), Error> {
+    pub(super) async fn agent_call<M: bus::Rpc<Reply = ()>>(&self, inst: &InstanceRow, msg: &M, action: &str) -> Result<(), Error> {
         let host = inst.host.clone().ok_or_else(|| Error::Conflict(format!("Instance {} has no host", inst.uuid)))?;
         self.bus()
             .call(&Target::server(COMPUTE_TOPIC, &host), msg, self.settings().call_timeout)

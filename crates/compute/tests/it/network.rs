@@ -346,6 +346,17 @@ async fn interfaces_attach_and_detach() {
     assert!(s["addresses"]["second"].is_array(), "{s}");
     let shown = at(m, Method::GET, &format!("{path}/{pid}"), None, "2.70").await;
     assert_eq!(shown.json()["interfaceAttachment"]["mac_addr"], att["mac_addr"]);
+    // The agent plugged it into the guest before the API answered (the fake guest logs it on its console).
+    let console = |c: &test_utils::Client| {
+        let c = c.clone();
+        let id = id.clone();
+        async move {
+            let r = c.post(&format!("/compute/v2.1/servers/{id}/action"), &json!({"os-getConsoleOutput": {}})).await;
+            r.json()["output"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let mac = att["mac_addr"].as_str().unwrap().to_string();
+    assert!(console(m).await.contains(&format!("virtio_net: {mac} attached ({pid})")), "{}", console(m).await);
 
     let own = create(m, "ports", "port", json!({"network_id": net2})).await;
     let own_id = own["id"].as_str().unwrap().to_string();
@@ -363,6 +374,7 @@ async fn interfaces_attach_and_detach() {
     // Detach: the port compute made is deleted, the user's is unbound and kept.
     assert_eq!(at(m, Method::DELETE, &format!("{path}/{pid}"), None, "2.1").await.status, 202);
     assert_eq!(m.get(&format!("{NET}/ports/{pid}")).await.status, 404);
+    assert!(console(m).await.contains(&format!("virtio_net: {pid} detached")));
     assert_eq!(at(m, Method::DELETE, &format!("{path}/{own_id}"), None, "2.1").await.status, 202);
     assert_eq!(m.get(&format!("{NET}/ports/{own_id}")).await.json()["port"]["device_id"], "");
     assert_eq!(at(m, Method::DELETE, &format!("{path}/{own_id}"), None, "2.1").await.status, 404);
