@@ -164,6 +164,8 @@ pub fn network_agent_config(config: &Config) -> Result<network_agent::AgentConfi
     c.enable_security_group = s.enable_security_group;
     c.dns_domain = s.dns_domain.clone();
     c.dnsmasq = s.dnsmasq.clone();
+    c.radvd = s.radvd.clone();
+    c.conntrack = s.conntrack.clone();
     c.ip = s.ip.clone();
     c.enable_l3 = s.enable_l3;
     c.nft = s.nft.clone();

@@ -606,6 +606,10 @@ pub struct NetworkAgentSection {
     /// The domain of instances' host names (upstream's `dns_domain`).
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
+    /// radvd, which advertises IPv6 subnets' prefixes from routers.
+    pub radvd: PathBuf,
+    /// conntrack (conntrack-tools), which cuts the connections of removed security group rules.
+    pub conntrack: PathBuf,
     /// The `ip` command (iproute2), for namespaces.
     pub ip: PathBuf,
     /// Host routers (upstream's L3 agent on this host): the network service places routers on such hosts.
@@ -633,6 +637,8 @@ impl Default for NetworkAgentSection {
             enable_security_group: true,
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
+            radvd: "radvd".into(),
+            conntrack: "conntrack".into(),
             ip: "ip".into(),
             enable_l3: true,
             nft: "nft".into(),

@@ -25,6 +25,8 @@ struct Inner {
     reconciler: Reconciler,
     wake: Notify,
     passes: watch::Sender<u64>,
+    /// Held for the whole of a pass: the background loop and `sync_now` never reconcile at the same time.
+    pass: tokio::sync::Mutex<()>,
 }
 
 impl Agent {
@@ -33,7 +35,7 @@ impl Agent {
         config.validate()?;
         let reconciler = Reconciler::new(config.clone(), bus.clone()).await?;
         let (passes, _) = watch::channel(0);
-        let inner = Arc::new(Inner { config, bus, reconciler, wake: Notify::new(), passes });
+        let inner = Arc::new(Inner { config, bus, reconciler, wake: Notify::new(), passes, pass: Default::default() });
         let i = inner.clone();
         let dispatcher = Dispatcher::new().on(move |m: NetworkChanged| {
             let i = i.clone();
@@ -95,6 +97,11 @@ impl AgentHandle {
         sync(&self.inner).await
     }
 
+    /// The namespaces the metadata proxy serves in now (DHCP and router namespaces).
+    pub fn metadata_namespaces(&self) -> Vec<String> {
+        self.inner.reconciler.metadata().map(|p| p.namespaces()).unwrap_or_default()
+    }
+
     /// The number of passes finished so far, to wait on.
     pub fn passes(&self) -> watch::Receiver<u64> {
         self.inner.passes.subscribe()
@@ -131,6 +138,7 @@ impl Drop for AgentHandle {
 }
 
 async fn sync(inner: &Inner) -> Result<Outcome, Error> {
+    let _pass = inner.pass.lock().await;
     let c = &inner.config;
     let report = AgentReport {
         tunnel_ip: c.tunnel_ip.map(|ip| ip.to_string()),

@@ -1,7 +1,9 @@
 //! DHCP for one network: dnsmasq in the network's namespace, answering only the ports the network service knows
 //! (static ranges, a hosts file MAC → fixed IP and host name), with the subnet's router, DNS servers, host routes
 //! (and the route to the metadata address through the DHCP port when its namespace serves metadata) and MTU as
-//! options, as upstream's DHCP agent runs it.
+//! options, as upstream's DHCP agent runs it. IPv6 subnets in `dhcpv6-stateful` mode get DHCPv6 addresses the same
+//! way (by MAC, which dnsmasq learns on the link); `dhcpv6-stateless` ones get options only (DNS servers), their
+//! addresses coming from router advertisements; `slaac` subnets are not served here at all.
 //!
 //! Files live in `<state_dir>/dhcp/<network id>/`: `host`, `opts`, `args` (the command line the running dnsmasq was
 //! started with) and `pid`. A changed hosts or options file is re-read on SIGHUP; a changed command line (a subnet
@@ -10,7 +12,7 @@
 
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -34,9 +36,30 @@ fn mask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) })
 }
 
-/// The subnets dnsmasq serves: IPv4 with DHCP enabled.
+/// An IPv6 CIDR split into address and prefix length.
+pub fn parse_cidr6(cidr: &str) -> Option<(Ipv6Addr, u8)> {
+    let (a, p) = cidr.split_once('/')?;
+    let a: Ipv6Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| *p <= 128)?;
+    Some((a, p))
+}
+
+/// The IPv6 address modes DHCPv6 serves (upstream's `dhcpv6-stateful` and `dhcpv6-stateless`).
+pub const DHCPV6_STATEFUL: &str = "dhcpv6-stateful";
+pub const DHCPV6_STATELESS: &str = "dhcpv6-stateless";
+
+fn is_dhcpv6(s: &SubnetState) -> bool {
+    s.ip_version == 6
+        && matches!(s.ipv6_address_mode.as_deref(), Some(DHCPV6_STATEFUL | DHCPV6_STATELESS))
+        && parse_cidr6(&s.cidr).is_some()
+}
+
+/// The subnets dnsmasq serves: IPv4 with DHCP enabled, and IPv6 in a DHCPv6 mode with DHCP enabled.
 pub fn dhcp_subnets(net: &NetworkState) -> Vec<&SubnetState> {
-    net.subnets.iter().filter(|s| s.enable_dhcp && s.ip_version == 4 && parse_cidr4(&s.cidr).is_some()).collect()
+    net.subnets
+        .iter()
+        .filter(|s| s.enable_dhcp && ((s.ip_version == 4 && parse_cidr4(&s.cidr).is_some()) || is_dhcpv6(s)))
+        .collect()
 }
 
 /// Whether `s` is a DNS label (letters, digits, inner hyphens; at most 63 characters).
@@ -55,7 +78,8 @@ fn hostname(port: &PortState, ip: &str) -> String {
     if is_label(&port.dns_name) { port.dns_name.clone() } else { format!("host-{}", ip.replace(['.', ':'], "-")) }
 }
 
-/// The hosts file: one line per (port, IPv4 address on a served subnet), `mac,set:port-<id>,ip,hostname`.
+/// The hosts file: one line per (port, IPv4 address on a served subnet), `mac,set:port-<id>,ip,hostname`, and per
+/// (port, IPv6 address on a stateful DHCPv6 subnet) `mac,set:port-<id>,[ip],hostname`.
 pub fn hosts_file(net: &NetworkState) -> String {
     let subnets = dhcp_subnets(net);
     let mut out = String::new();
@@ -66,8 +90,13 @@ pub fn hosts_file(net: &NetworkState) -> String {
             continue;
         }
         for ip in &p.fixed_ips {
-            if subnets.iter().any(|s| s.id == ip.subnet_id) && ip.ip_address.parse::<Ipv4Addr>().is_ok() {
+            let Some(s) = subnets.iter().find(|s| s.id == ip.subnet_id) else { continue };
+            if ip.ip_address.parse::<Ipv4Addr>().is_ok() {
                 let _ = writeln!(out, "{},set:port-{},{},{}", p.mac_address, p.id, ip.ip_address, hostname(p, &ip.ip_address));
+            } else if let Ok(v6) = ip.ip_address.parse::<Ipv6Addr>()
+                && s.ipv6_address_mode.as_deref() == Some(DHCPV6_STATEFUL)
+            {
+                let _ = writeln!(out, "{},set:port-{},[{v6}],{}", p.mac_address, p.id, hostname(p, &ip.ip_address));
             }
         }
     }
@@ -86,6 +115,14 @@ pub fn opts_file(net: &NetworkState, metadata_via: Option<&PortState>) -> String
     let mut out = String::new();
     for s in dhcp_subnets(net) {
         let tag = format!("tag:subnet-{}", s.id);
+        if s.ip_version == 6 {
+            // the router and the routes come from router advertisements
+            let dns: Vec<String> = s.dns_nameservers.iter().filter_map(|d| d.parse::<Ipv6Addr>().ok()).map(|d| format!("[{d}]")).collect();
+            if !dns.is_empty() {
+                let _ = writeln!(out, "{tag},option6:dns-server,{}", dns.join(","));
+            }
+            continue;
+        }
         match &s.gateway_ip {
             Some(gw) => {
                 let _ = writeln!(out, "{tag},option:router,{gw}");
@@ -186,6 +223,8 @@ pub fn dnsmasq_args(net: &NetworkState, files: &DhcpFiles, interface: &str, doma
     for s in &subnets {
         if let Some((addr, prefix)) = parse_cidr4(&s.cidr) {
             args.push(format!("--dhcp-range=set:subnet-{},{addr},static,{},{LEASE_SECONDS}s", s.id, mask(prefix)));
+        } else if let Some((addr, prefix)) = parse_cidr6(&s.cidr) {
+            args.push(format!("--dhcp-range=set:subnet-{},{addr},static,{prefix},{LEASE_SECONDS}s", s.id));
         }
     }
     let size: u64 = subnets.iter().filter_map(|s| parse_cidr4(&s.cidr)).map(|(_, p)| 1u64 << (32 - p as u32)).sum();
@@ -196,10 +235,15 @@ pub fn dnsmasq_args(net: &NetworkState, files: &DhcpFiles, interface: &str, doma
 /// The pid of the dnsmasq serving from `files`, if it runs: the pid file names a live process whose command line
 /// has this pid file.
 pub fn running_pid(files: &DhcpFiles) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(files.pid()).ok()?.trim().parse().ok()?;
+    daemon_pid(&files.pid(), &format!("--pid-file={}", files.pid().display()))
+}
+
+/// The pid a daemon wrote to `pid_file`, if that process runs and has the argument `marker` (its own pid file
+/// option), so a reused pid is not taken for it.
+pub fn daemon_pid(pid_file: &Path, marker: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = format!("--pid-file={}", files.pid().display());
-    cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()).then_some(pid)
+    cmdline.split(|b| *b == 0).any(|a| a == marker.as_bytes()).then_some(pid)
 }
 
 /// Whether process `pid` runs in the named namespace as it is now (not in one deleted and made again, which the
@@ -232,7 +276,14 @@ pub fn alive(pid: i32) -> bool {
 /// Stops the dnsmasq serving from `files`: SIGTERM, up to two seconds, then SIGKILL, and waits (bounded) until it
 /// has exited.
 pub async fn stop(files: &DhcpFiles) {
-    let Some(pid) = running_pid(files) else { return };
+    if let Some(pid) = running_pid(files) {
+        stop_pid(pid, "dnsmasq").await;
+    }
+}
+
+/// Ends daemon `pid` (`what` names it in the log): SIGTERM, up to two seconds, then SIGKILL, and waits (bounded)
+/// until it has exited.
+pub async fn stop_pid(pid: i32, what: &str) {
     signal(pid, rustix::process::Signal::TERM);
     for round in 0..60 {
         if !alive(pid) {
@@ -243,7 +294,7 @@ pub async fn stop(files: &DhcpFiles) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tracing::warn!(pid, "dnsmasq did not exit");
+    tracing::warn!(pid, what, "a daemon did not exit");
 }
 
 /// Writes `content` to `path` through a temporary file; `Ok(true)` if it changed.
@@ -318,6 +369,32 @@ mod tests {
             hosts_file(&net()),
             "fa:16:3e:00:00:01,set:port-p1,10.1.0.6,web\nfa:16:3e:00:00:02,set:port-p2,10.1.0.5,host-10-1-0-5\n"
         );
+    }
+
+    #[test]
+    fn dhcpv6_serves_stateful_addresses_and_stateless_options_but_not_slaac() {
+        let mut n = net();
+        // s6 (fd00::/64) has no address mode: SLAAC-only or unmanaged, not dnsmasq's
+        assert!(!dnsmasq_args(&n, &DhcpFiles::new(Path::new("/s"), "n1"), "ns-x", "d").iter().any(|a| a.contains("fd00")));
+        n.subnets[2].ipv6_address_mode = Some(DHCPV6_STATEFUL.into());
+        n.subnets[2].dns_nameservers = vec!["fd00::53".into()];
+        let mut stateless = n.subnets[2].clone();
+        (stateless.id, stateless.cidr, stateless.ipv6_address_mode) = ("s7".into(), "fd07::/64".into(), Some(DHCPV6_STATELESS.into()));
+        n.subnets.push(stateless);
+        n.ports[0].fixed_ips.push(FixedIp { subnet_id: "s6".into(), ip_address: "fd00::5".into() });
+        n.ports[0].fixed_ips.push(FixedIp { subnet_id: "s7".into(), ip_address: "fd07::f816:3eff:fe00:2".into() });
+        assert_eq!(
+            hosts_file(&n),
+            "fa:16:3e:00:00:01,set:port-p1,10.1.0.6,web\n\
+             fa:16:3e:00:00:02,set:port-p2,10.1.0.5,host-10-1-0-5\n\
+             fa:16:3e:00:00:02,set:port-p2,[fd00::5],host-fd00--5\n"
+        );
+        let args = dnsmasq_args(&n, &DhcpFiles::new(Path::new("/s"), "n1"), "ns-x", "d");
+        assert!(args.contains(&"--dhcp-range=set:subnet-s6,fd00::,static,64,86400s".to_string()), "{args:?}");
+        assert!(args.contains(&"--dhcp-range=set:subnet-s7,fd07::,static,64,86400s".to_string()), "{args:?}");
+        let o = opts_file(&n, None);
+        assert!(o.contains("tag:subnet-s6,option6:dns-server,[fd00::53]\n"), "{o}");
+        assert!(!o.contains("tag:subnet-s6,option:"), "no IPv4 options on an IPv6 subnet: {o}");
     }
 
     #[test]

@@ -26,9 +26,13 @@
 //!   sets (`sg-<id>-v4` / `sg-<id>-v6`) of their members' addresses, shared by every rule and port that names them.
 //!
 //! A port with `port_security_enabled = false` gets none of it, nor do the network's own ports (`network:*`).
-//! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic. All
-//! ports share conntrack zone 0 (upstream gives each network its own zone): two networks on one host with the same
-//! addresses could see each other's flows as established.
+//! Conntrack entries outlive rule changes, so a replacement (or an agent restart) keeps established traffic; a rule
+//! that is removed has the connections it may have admitted cut (`conntrack -D` in the port's zone, to or from its
+//! address, by protocol and single destination port), as upstream does, so they do not outlive it. Each
+//! network's connections are tracked in a zone of their own, as upstream does: base chain `zone` (prerouting,
+//! priority raw, before conntrack) sets the zone by the bridge a packet crosses (map `zones`, from a stable hash of
+//! the network id), so two networks on one host with the same addresses never see each other's flows as
+//! established.
 //!
 //! # Applying
 //! Each pass renders the whole ruleset from the host state; a port keeps its index from pass to pass (a new one
@@ -342,7 +346,85 @@ pub fn render_after(state: &HostState, host: &str, previous: Option<&Ruleset>) -
     );
     rs.inet.sets.insert("egress-ports".into(), map("type mark : verdict;", egress_map));
     rs.inet.sets.insert("ingress-ports".into(), map("type mark : verdict;", ingress_map));
+    // each network's connections in a conntrack zone of their own, chosen by the bridge they cross (all its ports,
+    // both directions), before connection tracking looks them up
+    let zones = conntrack_zones(state.networks.iter().map(|n| n.id.as_str()));
+    let zone_map = zones.iter().map(|(id, zone)| format!("\"{}\" : {zone}", crate::bridge_name(id))).collect();
+    rs.inet.chains.insert("zone".into(), base("type filter hook prerouting priority raw; policy accept;", "ct zone set iifname map @zones"));
+    rs.inet.sets.insert("zones".into(), map("typeof iifname : ct zone;", zone_map));
     rs
+}
+
+/// The `conntrack -D` arguments that cut the connections of the rules `before` had and `state` no longer has, for
+/// each of `host`'s filtered ports in those rules' groups: in the port's network's zone, to the port's address
+/// (ingress) or from it (egress), of the rule's family and protocol, and of its destination port when it names one.
+/// Broader than the rule is fine: a connection another rule still admits starts again as new and passes.
+pub fn cuts(before: &BTreeMap<String, Vec<SecurityGroupRuleState>>, state: &HostState, host: &str) -> Vec<Vec<String>> {
+    let zones = conntrack_zones(state.networks.iter().map(|n| n.id.as_str()));
+    let mut out = Vec::new();
+    for g in &state.security_groups {
+        let Some(old) = before.get(&g.id) else { continue };
+        let removed: Vec<&SecurityGroupRuleState> = old.iter().filter(|r| !g.rules.iter().any(|n| n.id == r.id)).collect();
+        if removed.is_empty() {
+            continue;
+        }
+        let ports = state.networks.iter().flat_map(|n| &n.ports).filter(|p| filtered(p, host) && p.security_groups.contains(&g.id));
+        for p in ports {
+            let Some(zone) = zones.get(&p.network_id) else { continue };
+            for r in &removed {
+                let v6 = r.ethertype == "IPv6";
+                let proto = match r.protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("") | Some("any") => None,
+                    Some("tcp" | "6") => Some("tcp"),
+                    Some("udp" | "17") => Some("udp"),
+                    Some("icmp" | "1") if !v6 => Some("icmp"),
+                    Some("icmp" | "ipv6-icmp" | "icmpv6" | "58") if v6 => Some("icmpv6"),
+                    Some("sctp" | "132") => Some("sctp"),
+                    // a protocol conntrack cannot filter on: all the port's connections of the family
+                    Some(_) => None,
+                };
+                for ip in p.fixed_ips.iter().filter(|f| f.ip_address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6() == v6)) {
+                    let mut args = vec!["-D".to_string(), "-w".into(), zone.to_string(), "-f".into(), (if v6 { "ipv6" } else { "ipv4" }).into()];
+                    let side = if r.direction == "ingress" { "--orig-dst" } else { "--orig-src" };
+                    args.extend([side.to_string(), ip.ip_address.clone()]);
+                    if let Some(proto) = proto {
+                        args.extend(["-p".to_string(), proto.into()]);
+                        if matches!(proto, "tcp" | "udp" | "sctp")
+                            && let (Some(min), Some(max)) = (r.port_range_min, r.port_range_max)
+                            && min == max
+                        {
+                            args.extend(["--dport".to_string(), min.to_string()]);
+                        }
+                    }
+                    out.push(args);
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A conntrack zone (1–65535) per network, from a hash of its id, so a network keeps its zone from pass to pass
+/// and across agent restarts (established connections keep their state); a collision takes the next free zone,
+/// in the order of the networks' ids.
+pub fn conntrack_zones<'a>(networks: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+    let mut ids: Vec<&str> = networks.into_iter().filter(|id| plain(id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut taken = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for id in ids {
+        // FNV-1a: stable across builds and processes, unlike the standard library's hasher
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let mut zone = (hash % 65535) as u16 + 1;
+        while !taken.insert(zone) {
+            zone = if zone == u16::MAX { 1 } else { zone + 1 };
+        }
+        out.insert(id.to_string(), zone);
+    }
+    out
 }
 
 /// What may leave a port: its MACs with their addresses, DHCP discovery and duplicate address detection, other
@@ -502,6 +584,7 @@ fn link_local(m: [u8; 6]) -> Ipv6Addr {
 pub struct Firewall {
     nft: PathBuf,
     ip: PathBuf,
+    conntrack: PathBuf,
     namespace: Option<String>,
     verify_every: Duration,
     applied: Mutex<Applied>,
@@ -511,6 +594,9 @@ pub struct Firewall {
 #[derive(Default)]
 struct Applied {
     ruleset: Option<Ruleset>,
+    /// The rules of the groups the last pass enforced, by group: the rules a later pass no longer has get their
+    /// connections cut.
+    rules: BTreeMap<String, Vec<SecurityGroupRuleState>>,
     /// When the tables' presence was last checked (listing them costs as much as a small update with big tables).
     checked: Option<Instant>,
 }
@@ -519,16 +605,47 @@ impl Firewall {
     /// A firewall running `nft` (through `ip netns exec` in `namespace`, if given), which trusts its memory of what
     /// it applied and checks that its tables are still there at least every `verify_every`.
     pub fn new(nft: PathBuf, ip: PathBuf, namespace: Option<String>, verify_every: Duration) -> Firewall {
-        Firewall { nft, ip, namespace, verify_every, applied: Mutex::new(Applied::default()) }
+        Firewall { nft, ip, conntrack: "conntrack".into(), namespace, verify_every, applied: Mutex::new(Applied::default()) }
+    }
+
+    /// The `conntrack` command (conntrack-tools) that cuts the connections of removed rules.
+    pub fn with_conntrack(mut self, conntrack: PathBuf) -> Firewall {
+        self.conntrack = conntrack;
+        self
     }
 
     /// Makes the host's tables match `state`; returns the number of ports filtered.
     pub async fn apply(&self, state: &HostState, host: &str) -> Result<usize, Error> {
-        let new = {
+        let (new, cuts) = {
             let applied = self.applied.lock().await;
-            render_after(state, host, applied.ruleset.as_ref())
+            (render_after(state, host, applied.ruleset.as_ref()), cuts(&applied.rules, state, host))
         };
-        self.apply_ruleset(new).await
+        let ports = self.apply_ruleset(new).await?;
+        // the rules are gone from the kernel: connections only they admitted end now, as upstream deletes them
+        for args in cuts {
+            let mut c = self.conntrack_command();
+            let out = c.args(&args).kill_on_drop(true).output().await;
+            match out {
+                Ok(o) if o.status.success() => tracing::info!(args = %args.join(" "), "connections of a removed rule cut"),
+                // "0 flow entries have been deleted" exits 1
+                Ok(o) => tracing::debug!(args = %args.join(" "), stderr = %String::from_utf8_lossy(&o.stderr).trim(), "no connections to cut"),
+                Err(e) => tracing::warn!(error = %e, "cannot run conntrack: connections of removed rules last until they end"),
+            }
+        }
+        self.applied.lock().await.rules =
+            state.security_groups.iter().map(|g| (g.id.clone(), g.rules.clone())).collect();
+        Ok(ports)
+    }
+
+    fn conntrack_command(&self) -> Command {
+        match &self.namespace {
+            Some(ns) => {
+                let mut c = Command::new(&self.ip);
+                c.args(["netns", "exec", ns]).arg(&self.conntrack);
+                c
+            }
+            None => Command::new(&self.conntrack),
+        }
     }
 
     /// Applies a rendered ruleset (see the module's notes).
@@ -818,6 +935,48 @@ mod tests {
         assert_eq!(render(&state(ports, vec![g1.clone()]), "cn1").indexes["tap00000000000"], 1, "from scratch, by port id");
         assert_eq!(again(g1.clone(), base_ports()).update_script(&Ruleset::default()), None);
         assert_eq!(render(&HostState::default(), "cn1").replace_script().lines().filter(|l| l.starts_with("table")).count(), 2);
+    }
+
+    #[test]
+    fn networks_get_stable_distinct_conntrack_zones() {
+        let a = conntrack_zones(["net-a", "net-b", "net-c"]);
+        assert_eq!(a.len(), 3);
+        let zones: BTreeSet<u16> = a.values().copied().collect();
+        assert_eq!(zones.len(), 3, "distinct: {a:?}");
+        assert!(!zones.contains(&0), "zone 0 is everyone else's");
+        // the same network keeps its zone whatever else is there
+        let b = conntrack_zones(["net-b", "net-z"]);
+        assert_eq!(a["net-b"], b["net-b"]);
+        assert!(conntrack_zones(["bad id"]).is_empty());
+    }
+
+    #[test]
+    fn removed_rules_cut_the_connections_of_their_groups_ports() {
+        let web = port("p1", "fa:16:3e:00:00:01", "10.0.0.5", &["g"]);
+        let mut other_host = port("p2", "fa:16:3e:00:00:02", "10.0.0.6", &["g"]);
+        other_host.host = "cn2".into();
+        let mut ssh = rule("ingress", "IPv4", Some("tcp"), (Some(22), Some(22)));
+        ssh.id = "ssh".into();
+        let mut out = rule("egress", "IPv4", Some("17"), (Some(1000), Some(2000)));
+        out.id = "out".into();
+        let mut v6 = rule("ingress", "IPv6", None, (None, None));
+        v6.id = "v6".into();
+        let group = |rules: Vec<SecurityGroupRuleState>| SecurityGroupState { id: "g".into(), stateful: true, rules, members: vec![] };
+        let before = BTreeMap::from([("g".to_string(), vec![ssh.clone(), out.clone(), v6.clone()])]);
+        let now = state(vec![web.clone(), other_host.clone()], vec![group(vec![v6.clone()])]);
+        let zone = conntrack_zones(["n1"])["n1"].to_string();
+        let args = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // this host's port only; its IPv4 address for the IPv4 rules; a single port is named, a range is not
+        assert_eq!(
+            cuts(&before, &now, "cn1"),
+            vec![
+                args(&["-D", "-w", &zone, "-f", "ipv4", "--orig-dst", "10.0.0.5", "-p", "tcp", "--dport", "22"]),
+                args(&["-D", "-w", &zone, "-f", "ipv4", "--orig-src", "10.0.0.5", "-p", "udp"]),
+            ]
+        );
+        // nothing removed, or a group first seen: nothing cut
+        assert!(cuts(&BTreeMap::from([("g".to_string(), vec![v6.clone()])]), &now, "cn1").is_empty());
+        assert!(cuts(&BTreeMap::new(), &now, "cn1").is_empty());
     }
 
     #[test]

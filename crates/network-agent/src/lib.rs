@@ -28,6 +28,7 @@ pub mod metadata;
 pub mod firewall;
 pub mod namespace;
 pub mod netlink;
+pub mod ra;
 pub mod reconcile;
 pub mod router;
 
@@ -91,6 +92,10 @@ pub struct AgentConfig {
     pub nft: PathBuf,
     pub dns_domain: String,
     pub dnsmasq: PathBuf,
+    /// radvd, the router advertisements of IPv6 subnets behind routers.
+    pub radvd: PathBuf,
+    /// conntrack (conntrack-tools), which cuts the connections of removed security group rules.
+    pub conntrack: PathBuf,
     pub ip: PathBuf,
     /// How long a call to the network service may take.
     pub rpc_timeout: Duration,
@@ -115,6 +120,8 @@ impl AgentConfig {
             nft: "nft".into(),
             dns_domain: "openstacklocal".into(),
             dnsmasq: "dnsmasq".into(),
+            radvd: "radvd".into(),
+            conntrack: "conntrack".into(),
             ip: "ip".into(),
             rpc_timeout: Duration::from_secs(30),
         }
@@ -186,6 +193,14 @@ pub fn vxlan_name(vni: u32) -> String {
     format!("vxlan-{vni}")
 }
 
+/// The 802.1Q sub-interface of mapped interface `iface` for VLAN `vid`, as upstream's Linux bridge agent names it
+/// (`<interface>.<vid>`, the interface's name shortened to fit the kernel's 15 characters).
+pub fn vlan_name(iface: &str, vid: u16) -> String {
+    let suffix = format!(".{vid}");
+    let keep = 15usize.saturating_sub(suffix.len());
+    format!("{}{suffix}", iface.chars().take(keep).collect::<String>())
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
@@ -193,6 +208,13 @@ pub fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vlan_sub_interfaces_are_named_as_upstream_within_15_characters() {
+        assert_eq!(super::vlan_name("eth1", 100), "eth1.100");
+        assert_eq!(super::vlan_name("enp0s31f6-long", 4094), "enp0s31f6-.4094");
+        assert!(super::vlan_name("a-very-long-interface-name", 1).len() <= 15);
+    }
+
     use super::*;
 
     #[test]

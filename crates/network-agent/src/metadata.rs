@@ -5,10 +5,11 @@
 //! A listener on `169.254.169.254:80` is bound by a thread that entered the namespace (the socket stays there), and
 //! served by the agent's own runtime. Each listener answers for a set of [`Instances`] — the addresses of the ports
 //! reachable from that namespace, each naming its instance (the port's `device_id`) and project — which the caller
-//! replaces on every pass. A request from a known address is forwarded (`GET` only, path and query as given) to
+//! replaces on every pass. A request from a known address is forwarded (path and query as given) to
 //! the metadata API with `X-Instance-ID`, `X-Tenant-ID`, `X-Instance-ID-Signature` (the hex HMAC-SHA256 of the
-//! instance id under the shared secret) and `X-Forwarded-For`; its answer goes back as it came. Any other source
-//! address gets a 404.
+//! instance id under the shared secret) and `X-Forwarded-For`; its answer goes back as it came. `POST` is forwarded
+//! too, with its body (at most [`MAX_BODY`]): guests leave their encrypted password that way. Other methods get a
+//! 405, and any other source address a 404.
 //!
 //! The DHCP step serves the `qdhcp-` namespaces with one network's ports; a router step can serve a `qrouter-`
 //! namespace with the ports of the router's networks through the same [`MetadataProxy::serve`].
@@ -51,6 +52,8 @@ pub const METADATA_PORT: u16 = 80;
 /// Connections one listener holds at once (guests are not trusted: the agent's descriptors are bounded); more wait
 /// in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 128;
+/// The largest request body forwarded (a guest's `POST` of its encrypted password is a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
 /// How long a connection may stay open, idle or not (a metadata request takes milliseconds).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -198,7 +201,10 @@ impl MetadataProxy {
         let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| Error::io("metadata listener", e))?;
         let listener = Limited::new(listener, MAX_CONNECTIONS, CONNECTION_LIFETIME);
         let scope = Arc::new(Scope { namespace: namespace.to_string(), instances: RwLock::new(Arc::new(instances)) });
-        let app = Router::new().fallback(handle).with_state((self.upstream.clone(), scope.clone()));
+        let app = Router::new()
+            .fallback(handle)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+            .with_state((self.upstream.clone(), scope.clone()));
         let ns = namespace.to_string();
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await {
@@ -351,10 +357,11 @@ async fn handle(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
+    body: axum::body::Bytes,
 ) -> Response {
-    if method != Method::GET {
+    if method != Method::GET && method != Method::POST {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "The method is not allowed for this resource.\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return r;
     }
     // an IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d
@@ -369,9 +376,12 @@ async fn handle(
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let started = Instant::now();
-    let sent = upstream
-        .client
-        .get(format!("{}{path}", upstream.base))
+    let request = if method == Method::POST {
+        upstream.client.post(format!("{}{path}", upstream.base)).body(body)
+    } else {
+        upstream.client.get(format!("{}{path}", upstream.base))
+    };
+    let sent = request
         .header("X-Forwarded-For", ip.to_string())
         .header("X-Instance-ID", &instance.instance_id)
         .header("X-Tenant-ID", &instance.project_id)

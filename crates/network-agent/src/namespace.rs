@@ -86,3 +86,29 @@ pub async fn exec(ip: &Path, name: &str, program: &Path, args: &[String], log: &
     }
     Ok(())
 }
+
+/// Sets `/proc/sys/net/…` knobs (paths below `/proc/sys/net/`, values) inside namespace `name`, writing only those
+/// that differ (a thread enters the namespace: `/proc/sys/net` shows the opener's namespace).
+pub fn set_sysctls(name: &str, knobs: &[(&str, &str)]) -> Result<(), Error> {
+    let path = format!("{NETNS_DIR}/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
+            rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&fd), Some(rustix::thread::LinkNameSpaceType::Network))
+                .map_err(|e| Error::Netlink(format!("cannot enter {path}: {e}")))?;
+            for (knob, value) in knobs {
+                let knob = format!("/proc/sys/net/{knob}");
+                if std::fs::read_to_string(&knob).map_err(|e| Error::io(&knob, e))?.trim() != *value {
+                    std::fs::write(&knob, value).map_err(|e| Error::io(format!("cannot write {knob} in {name}"), e))?;
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
+    })
+}
+
+/// Knobs of a namespace the agent makes: IPv6 addresses it adds are usable at once (no duplicate address detection
+/// on devices moved in later, as upstream adds them with `nodad`), so dnsmasq and radvd can bind them.
+pub const NO_DAD: &[(&str, &str)] = &[("ipv6/conf/default/accept_dad", "0"), ("ipv6/conf/all/accept_dad", "0")];

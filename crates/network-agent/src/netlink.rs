@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVlan, LinkVxlan, RouteMessageBuilder,
     packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
@@ -176,6 +176,15 @@ impl Netlink {
             self.add(name, LinkVxlan::new(name, vni).local(local).port(port).learning(true).mtu(mtu).build()).await?;
         }
         self.link(name).await?.ok_or_else(|| Error::Netlink(format!("vxlan {name} vanished")))
+    }
+
+    /// Creates the 802.1Q sub-interface `name` of `base` for VLAN `vid` unless it exists. Kernels without 802.1Q
+    /// refuse it.
+    pub async fn ensure_vlan(&self, name: &str, base: &Link, vid: u16, mtu: u32) -> Result<Link, Error> {
+        if self.link(name).await?.is_none() {
+            self.add(name, LinkVlan::new(name, base.index, vid).mtu(mtu).build()).await?;
+        }
+        self.link(name).await?.ok_or_else(|| Error::Netlink(format!("vlan {name} vanished")))
     }
 
     /// Creates the veth pair `name`/`peer` unless `name` exists.

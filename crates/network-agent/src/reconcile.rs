@@ -2,13 +2,14 @@
 //! differs and removes what no network wants any more — also what a crashed agent left behind, since the pass looks
 //! at the devices and namespaces that exist, not at a memory of what it made.
 //!
-//! Per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
+//! First the security groups of all bound ports (`firewall`: its own nftables tables, rendered whole from the state,
+//! so ports gone lose their rules), so a port is filtered before its tap joins a bridge or it is reported up.
+//! Then per network: the bridge, then the segment's uplink (VXLAN device or physical interface), then the bound ports'
 //! taps (the network's MTU, on the bridge, up; a plugged port that is not `ACTIVE` is reported up to the network
 //! service, an `ACTIVE` one whose tap is gone down — judged from the port's status and the devices present, so a
 //! restarted agent reports what changed while it was away), then DHCP with, when configured, the metadata proxy in
 //! the DHCP namespace (169.254.169.254/32 on the namespace's device, a listener on port 80 answering for the
-//! network's ports), then routers (`qrouter-…` namespaces, an nftables table each), then the security groups of all bound ports
-//! (`firewall`: its own nftables tables, rendered whole from the state, so ports gone lose their rules).
+//! network's ports), then routers (`qrouter-…` namespaces, an nftables table each).
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -25,7 +26,7 @@ use crate::{
     firewall::Firewall,
     namespace,
     netlink::{Link, Netlink, parse_mac},
-    ns_device_name, tap_name, vxlan_name,
+    ns_device_name, tap_name, vlan_name, vxlan_name,
 };
 
 /// What one pass did, for logs and tests.
@@ -66,7 +67,8 @@ impl Reconciler {
         std::fs::create_dir_all(config.state_dir.join("dhcp"))
             .map_err(|e| Error::io(format!("cannot create {}", config.state_dir.display()), e))?;
         let metadata = config.metadata.as_ref().map(MetadataProxy::new).transpose()?;
-        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone(), config.resync_interval);
+        let firewall = Firewall::new(config.nft.clone(), config.ip.clone(), config.host_namespace.clone(), config.resync_interval)
+            .with_conntrack(config.conntrack.clone());
         Ok(Reconciler { config, bus, nl, metadata, firewall })
     }
 
@@ -89,11 +91,23 @@ impl Reconciler {
         let mut out = Outcome::default();
         let mut bridges = HashSet::new();
         let mut vxlans = HashSet::new();
+        let mut vlans = HashSet::new();
         let mut dhcp_networks = HashSet::new();
+        // security groups first: a port's filter is in force before its tap joins a bridge and before it is
+        // reported up (as upstream's agent prepares a device's filter before plugging it); the nftables maps name
+        // taps, so they may come later. Everything else's filters go.
+        let firewall = if self.config.enable_security_group { state } else { &HostState::default() };
+        match self.firewall.apply(firewall, &self.config.host).await {
+            Ok(n) => out.filtered = n,
+            Err(e) => out.errors.push(format!("security groups: {e}")),
+        }
         for net in &state.networks {
             bridges.insert(bridge_name(&net.id));
             if let Some(vni) = vni(net) {
                 vxlans.insert(vxlan_name(vni));
+            }
+            if let Some((iface, vid)) = self.vlan(net) {
+                vlans.insert(vlan_name(iface, vid));
             }
             if self.config.enable_dhcp && !dhcp::dhcp_subnets(net).is_empty() {
                 dhcp_networks.insert(net.id.clone());
@@ -103,13 +117,7 @@ impl Reconciler {
                 Err(e) => out.errors.push(format!("network {}: {e}", net.id)),
             }
         }
-        crate::router::sync(&self.config, &self.nl, state, &mut out).await;
-        // security groups: the ports' filters, after their taps joined the bridges; everything else goes
-        let firewall = if self.config.enable_security_group { state } else { &HostState::default() };
-        match self.firewall.apply(firewall, &self.config.host).await {
-            Ok(n) => out.filtered = n,
-            Err(e) => out.errors.push(format!("security groups: {e}")),
-        }
+        crate::router::sync(&self.config, &self.nl, state, self.metadata.as_ref(), &mut out).await;
         // DHCP of networks no longer served, and orphaned namespaces
         let prefix = self.config.dhcp_namespace("");
         if let Some(proxy) = &self.metadata {
@@ -137,10 +145,15 @@ impl Reconciler {
                 }
             }
         }
-        // bridges and VXLAN devices of networks gone
+        // bridges, VXLAN devices and VLAN sub-interfaces (of mapped interfaces) of networks gone
+        let mapped: Vec<&str> = self.config.interface_mappings.iter().map(|(_, i)| i.as_str()).collect();
         for l in self.nl.links().await? {
+            let of_mapped = |n: &str| {
+                n.rsplit_once('.').and_then(|(_, v)| v.parse::<u16>().ok()).is_some_and(|vid| mapped.iter().any(|m| vlan_name(m, vid) == n))
+            };
             let stale = (l.kind == "bridge" && l.name.starts_with("brq") && !bridges.contains(&l.name))
-                || (l.kind == "vxlan" && l.name.starts_with("vxlan-") && !vxlans.contains(&l.name));
+                || (l.kind == "vxlan" && l.name.starts_with("vxlan-") && !vxlans.contains(&l.name))
+                || (l.kind == "vlan" && of_mapped(&l.name) && !vlans.contains(&l.name));
             if stale {
                 self.nl.delete(l.index, &l.name).await?;
                 out.removed.push(l.name);
@@ -163,7 +176,19 @@ impl Reconciler {
                     None => tracing::debug!(network = %net.id, physnet, "no interface mapped: the bridge stays local"),
                 }
             }
-            // 802.1Q sub-interfaces of mapped interfaces come with provider VLAN support.
+            "vlan" => match self.vlan(net) {
+                Some((iface, vid)) => match self.nl.link(iface).await? {
+                    Some(base) => {
+                        let sub = self.nl.ensure_vlan(&vlan_name(iface, vid), &base, vid, net.mtu).await?;
+                        if !base.up {
+                            self.nl.set_up(base.index, iface).await?;
+                        }
+                        self.nl.attach(&sub, bridge.index).await?;
+                    }
+                    None => tracing::warn!(network = %net.id, %iface, "the mapped interface does not exist"),
+                },
+                None => tracing::debug!(network = %net.id, "no interface mapped or no VLAN id: the bridge stays local"),
+            },
             other => tracing::debug!(network = %net.id, network_type = other, "segment type not wired on this host"),
         }
         for p in net.ports.iter().filter(|p| p.host == self.config.host && p.device_owner != DHCP_OWNER) {
@@ -243,6 +268,7 @@ impl Reconciler {
         let ns = self.config.dhcp_namespace(&net.id);
         let ip = &self.config.ip;
         namespace::ensure(ip, &ns).await?;
+        namespace::set_sysctls(&ns, namespace::NO_DAD)?;
         let inner_nl = Netlink::open(Some(&ns)).await?;
         if let Some(lo) = inner_nl.link("lo").await?
             && !lo.up
@@ -260,6 +286,9 @@ impl Reconciler {
             self.nl.move_to(peer.index, &ns, &inner).await?;
         }
         let tap_link = self.nl.link(&tap).await?.ok_or_else(|| Error::Netlink(format!("{tap} vanished")))?;
+        if tap_link.mtu != Some(net.mtu) {
+            self.nl.set_mtu(tap_link.index, net.mtu, &tap).await?;
+        }
         self.nl.attach(&tap_link, bridge.index).await?;
         let dev = inner_nl.link(&inner).await?.ok_or_else(|| Error::Netlink(format!("{inner} vanished")))?;
         let mac = parse_mac(&port.mac_address).ok_or_else(|| Error::Netlink(format!("bad MAC {}", port.mac_address)))?;
@@ -269,8 +298,10 @@ impl Reconciler {
         let mut addrs = Vec::new();
         for f in &port.fixed_ips {
             let Some(s) = net.subnets.iter().find(|s| s.id == f.subnet_id) else { continue };
-            let (Ok(a), Some((_, prefix))) = (f.ip_address.parse::<Ipv4Addr>(), dhcp::parse_cidr4(&s.cidr)) else { continue };
-            addrs.push((IpAddr::V4(a), prefix));
+            match (f.ip_address.parse::<IpAddr>(), dhcp::parse_cidr4(&s.cidr), dhcp::parse_cidr6(&s.cidr)) {
+                (Ok(a @ IpAddr::V4(_)), Some((_, prefix)), _) | (Ok(a @ IpAddr::V6(_)), _, Some((_, prefix))) => addrs.push((a, prefix)),
+                _ => {}
+            }
         }
         if self.metadata.is_some() {
             addrs.push((IpAddr::V4(METADATA_IP), 32));
@@ -335,6 +366,19 @@ impl Reconciler {
     /// devices, its nftables tables.
     pub async fn teardown(&self) -> Result<Outcome, Error> {
         self.apply(&HostState::default()).await
+    }
+}
+
+impl Reconciler {
+    /// The mapped interface and VLAN id of a `vlan` network, when this host maps its physical network.
+    fn vlan<'a>(&'a self, net: &NetworkState) -> Option<(&'a str, u16)> {
+        if net.segment.network_type != "vlan" {
+            return None;
+        }
+        let vid = net.segment.segmentation_id.and_then(|v| u16::try_from(v).ok()).filter(|v| (1..4095).contains(v))?;
+        let physnet = net.segment.physical_network.as_deref()?;
+        let (_, iface) = self.config.interface_mappings.iter().find(|(p, _)| p == physnet)?;
+        Some((iface.as_str(), vid))
     }
 }
 

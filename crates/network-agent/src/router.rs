@@ -20,24 +20,29 @@
 //! The text last applied is kept in `<state_dir>/l3/<router id>.nft`; it is applied again whenever it changed or
 //! the namespace was made by this pass. A router that is down, no longer placed here or gone loses its namespace
 //! (the veth pairs go with it), and namespaces with the agent's `qrouter-` prefix that no router wants are removed
-//! the same way, whatever left them. IPv4 only: IPv6 router addresses and routes are not made yet.
+//! the same way, whatever left them. Interfaces on IPv6 subnets get their addresses too (IPv6 forwarding is on), and
+//! [`crate::ra`] advertises their prefixes; the gateway, NAT, floating IPs and static routes are IPv4 only.
 
 use std::{
     collections::{BTreeSet, HashSet},
     fmt::Write as _,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use network_rpc::{HostState, RouterPort, RouterState};
 
 use crate::{
     AgentConfig, Error, bridge_name,
+    metadata::{METADATA_IP, MetadataProxy},
     dhcp::{parse_cidr4, write_if_changed},
-    namespace,
-    netlink::{NETNS_DIR, Netlink, parse_mac},
+    namespace::{self, NO_DAD},
+    netlink::{Netlink, parse_mac},
     reconcile::Outcome,
     short, tap_name,
 };
+
+/// A router forwards IPv4 and IPv6.
+const FORWARDING: &[(&str, &str)] = &[("ipv4/ip_forward", "1"), ("ipv6/conf/all/forwarding", "1")];
 
 /// The nftables table the agent owns in each router namespace.
 pub const NFT_TABLE: &str = "stratus-l3";
@@ -54,16 +59,27 @@ pub fn gateway_device_name(port_id: &str) -> String {
 
 /// Makes the routers of `state` (those up) true on this host and removes every other router namespace of the
 /// agent's prefix. Failures of one router are recorded in `out` and do not stop the others.
-pub async fn sync(config: &AgentConfig, nl: &Netlink, state: &HostState, out: &mut Outcome) {
+///
+/// With `metadata`, each router also serves `http://169.254.169.254/` to the instances of its networks (upstream's
+/// metadata proxy in the router namespace): the address on the namespace's loopback, so requests an instance routes
+/// through its gateway end there.
+pub async fn sync(config: &AgentConfig, nl: &Netlink, state: &HostState, metadata: Option<&MetadataProxy>, out: &mut Outcome) {
     let wanted: Vec<&RouterState> = if config.enable_l3 { state.routers.iter().filter(|r| r.admin_state_up).collect() } else { vec![] };
     let names: HashSet<String> = wanted.iter().map(|r| config.router_namespace(&r.id)).collect();
     for r in &wanted {
-        match ensure(config, nl, state, r).await {
+        match ensure(config, nl, state, r, metadata).await {
             Ok(()) => out.routers += 1,
             Err(e) => out.errors.push(format!("router {}: {e}", r.id)),
         }
     }
     let prefix = config.router_namespace("");
+    if let Some(proxy) = metadata {
+        for ns in proxy.namespaces() {
+            if ns.starts_with(&prefix) && !names.contains(&ns) {
+                proxy.stop(&ns).await;
+            }
+        }
+    }
     for ns in namespace::list(&prefix) {
         if !names.contains(&ns) {
             match namespace::delete(&config.ip, &ns).await {
@@ -79,11 +95,17 @@ pub async fn sync(config: &AgentConfig, nl: &Netlink, state: &HostState, out: &m
     if let Ok(dir) = std::fs::read_dir(config.state_dir.join("l3")) {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.strip_suffix(".nft").is_none_or(|id| !ids.contains(id)) {
+            // `<router id>.nft`, `<router id>.radvd.conf`, …: files of routers no longer here go
+            if name.split_once('.').is_none_or(|(id, _)| !ids.contains(id)) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
+}
+
+/// The IPv6 addresses (with prefix lengths) of a router port.
+fn v6_addresses(port: &RouterPort) -> Vec<(Ipv6Addr, u8)> {
+    port.addresses.iter().filter_map(|a| Some((a.ip_address.parse().ok()?, a.prefixlen)).filter(|(_, p)| *p <= 128)).collect()
 }
 
 /// The IPv4 addresses (with prefix lengths) of a router port.
@@ -96,7 +118,7 @@ fn plain(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &RouterState) -> Result<(), Error> {
+async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &RouterState, metadata: Option<&MetadataProxy>) -> Result<(), Error> {
     let ns = config.router_namespace(&r.id);
     if !plain(&r.id) {
         return Err(Error::Config(format!("router id '{}' cannot name a namespace", r.id)));
@@ -104,16 +126,22 @@ async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &Route
     let fresh = !namespace::exists(&ns);
     namespace::ensure(&config.ip, &ns).await?;
     let inner = Netlink::open(Some(&ns)).await?;
-    if let Some(lo) = inner.link("lo").await?
-        && !lo.up
-    {
-        inner.set_up(lo.index, "lo").await?;
+    if let Some(lo) = inner.link("lo").await? {
+        if !lo.up {
+            inner.set_up(lo.index, "lo").await?;
+        }
+        let mut addrs = vec![(IpAddr::V4(Ipv4Addr::LOCALHOST), 8), (IpAddr::V6(Ipv6Addr::LOCALHOST), 128)];
+        if metadata.is_some() {
+            addrs.push((IpAddr::V4(METADATA_IP), 32));
+        }
+        inner.sync_addresses(lo.index, &addrs, "lo").await?;
     }
-    enable_forwarding(&ns)?;
+    namespace::set_sysctls(&ns, &[NO_DAD, FORWARDING].concat())?;
     let mut devices = HashSet::new();
     for itf in &r.interfaces {
         let dev = internal_device_name(&itf.port_id);
-        let addrs: Vec<(IpAddr, u8)> = v4_addresses(itf).into_iter().map(|(a, p)| (IpAddr::V4(a), p)).collect();
+        let mut addrs: Vec<(IpAddr, u8)> = v4_addresses(itf).into_iter().map(|(a, p)| (IpAddr::V4(a), p)).collect();
+        addrs.extend(v6_addresses(itf).into_iter().map(|(a, p)| (IpAddr::V6(a), p)));
         plug(nl, &inner, state, &ns, itf, &dev, &addrs).await?;
         devices.insert(dev);
     }
@@ -151,6 +179,12 @@ async fn ensure(config: &AgentConfig, nl: &Netlink, state: &HostState, r: &Route
         namespace::run(&config.ip, &["netns", "exec", &ns, &nft, "-f", &path]).await?;
         std::fs::rename(&staged, &file).map_err(|e| Error::io(format!("cannot write {}", file.display()), e))?;
         tracing::info!(router = %r.id, "router NAT rules applied");
+    }
+    crate::ra::sync(config, &ns, r, state).await?;
+    if let Some(proxy) = metadata {
+        let networks: HashSet<&str> = r.interfaces.iter().map(|i| i.network_id.as_str()).collect();
+        let ports = state.networks.iter().filter(|n| networks.contains(n.id.as_str())).flat_map(|n| &n.ports);
+        proxy.serve(&ns, crate::metadata::instances(ports)).await?;
     }
     Ok(())
 }
@@ -193,25 +227,6 @@ async fn plug(
         inner.set_up(link.index, dev).await?;
     }
     Ok(())
-}
-
-/// Turns IPv4 forwarding on in namespace `ns` (a thread enters it: `/proc/sys/net` shows the opener's namespace).
-fn enable_forwarding(ns: &str) -> Result<(), Error> {
-    let path = format!("{NETNS_DIR}/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = std::fs::File::open(&path).map_err(|e| Error::io(format!("cannot open {path}"), e))?;
-            rustix::thread::move_into_link_name_space(std::os::fd::AsFd::as_fd(&fd), Some(rustix::thread::LinkNameSpaceType::Network))
-                .map_err(|e| Error::Netlink(format!("cannot enter {path}: {e}")))?;
-            let knob = "/proc/sys/net/ipv4/ip_forward";
-            if std::fs::read_to_string(knob).map_err(|e| Error::io(knob, e))?.trim() != "1" {
-                std::fs::write(knob, "1").map_err(|e| Error::io(format!("cannot write {knob} in {ns}"), e))?;
-            }
-            Ok(())
-        })
-        .join()
-        .map_err(|_| Error::Netlink("namespace thread panicked".into()))?
-    })
 }
 
 /// A destination as the kernel keeps it: the network address (host bits cleared) and the prefix length.

@@ -13,6 +13,7 @@ use serde_json::json;
 use test_utils::TestCloud;
 
 mod metadata;
+mod ipv6;
 mod router;
 mod vif;
 mod security_groups;
@@ -74,6 +75,20 @@ impl Drop for Namespaces {
     }
 }
 
+/// A test cloud's network agent: it serves `host`, its devices in namespace `host_ns`, its own namespaces under
+/// `prefix`, looking for new taps every 0.1 s.
+fn on_host(c: &mut cloud::Config, host: String, host_ns: String, prefix: String) {
+    c.network_agent.host = Some(host);
+    c.network_agent.host_namespace = Some(host_ns);
+    c.network_agent.namespace_prefix = prefix;
+    c.network_agent.polling_interval = 0.1;
+}
+
+/// A cloud with the network agent and neither compute nor volume agent.
+fn agent_only() -> cloud::StartOptions {
+    cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() }
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -118,12 +133,9 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
     let cloud = TestCloud::start_with_options(
         move |c| {
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            on_host(c, h, hn, prefix);
         },
-        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+        agent_only(),
     )
     .await;
     let admin = &cloud.admin;
@@ -248,13 +260,10 @@ async fn vxlan_peers_get_flooding_entries_and_a_restarted_agent_keeps_dhcp_and_r
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
     let mut cloud = TestCloud::start_with_options(
         move |c| {
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            on_host(c, h, hn, prefix);
             c.network_agent.local_ip = Some("10.66.0.1".parse().unwrap());
         },
-        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+        agent_only(),
     )
     .await;
     let bus = cloud.running.cloud.bus.clone();
@@ -318,4 +327,65 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("netagent-it-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Whether this kernel makes 802.1Q devices (tried in a scratch namespace).
+fn kernel_has_vlan(spaces: &Namespaces) -> bool {
+    let ns = spaces.add("vlanprobe");
+    let ok = Command::new("ip").args(["-n", &ns, "link", "add", "probe0", "type", "dummy"]).status().is_ok_and(|s| s.success())
+        && Command::new("ip")
+            .args(["-n", &ns, "link", "add", "link", "probe0", "name", "probe0.5", "type", "vlan", "id", "5"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vlan_provider_network_gets_a_sub_interface_of_the_mapped_interface() {
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    if !kernel_has_vlan(&spaces) {
+        eprintln!("skipped: this kernel has no 802.1Q VLAN devices");
+        return;
+    }
+    let host_ns = spaces.add("host");
+    let host = format!("vlanhost-{tag}");
+    ip(&["-n", &host_ns, "link", "add", "phys0", "type", "dummy"]);
+    let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
+    let cloud = TestCloud::start_with_options(
+        move |c| {
+            on_host(c, h, hn, prefix);
+            c.network_agent.physical_interface_mappings = vec!["public:phys0".into()];
+            c.network_agent.enable_dhcp = false;
+        },
+        agent_only(),
+    )
+    .await;
+    let admin = &cloud.admin;
+    let body = json!({"network": {"name": "prov", "provider:network_type": "vlan", "provider:physical_network": "public",
+        "provider:segmentation_id": 1234}});
+    let r = admin.post("/networking/v2.0/networks", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let net_id = r.json()["network"]["id"].as_str().unwrap().to_string();
+    let r = admin.post("/networking/v2.0/ports", &json!({"port": {"network_id": net_id, "binding:host_id": host}})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let bridge = format!("brq{}", &net_id[..11]);
+    wait_for("phys0.1234 on the network's bridge", Duration::from_secs(15), || {
+        let links = ip(&["-n", &host_ns, "-o", "-d", "link", "show"]);
+        links.lines().any(|l| l.contains("phys0.1234@phys0") && l.contains(&format!("master {bridge}")) && l.contains("vlan protocol 802.1Q id 1234"))
+    })
+    .await;
+    let port_id = r.json()["port"]["id"].as_str().unwrap().to_string();
+    assert_eq!(admin.delete(&format!("/networking/v2.0/ports/{port_id}")).await.status, 204);
+    assert_eq!(admin.delete(&format!("/networking/v2.0/networks/{net_id}")).await.status, 204);
+    wait_for("the sub-interface to go with the network", Duration::from_secs(15), || {
+        !ip(&["-n", &host_ns, "-o", "link", "show"]).contains("phys0.1234")
+    })
+    .await;
+    assert!(ip(&["-n", &host_ns, "-o", "link", "show"]).contains("phys0"), "the mapped interface itself stays");
+    cloud.shutdown().await;
 }

@@ -60,6 +60,24 @@ async fn server_status(c: &test_utils::Client, id: &str, want: &str) -> Value {
     }
 }
 
+/// A server of the member's named `name` on network `net_id`, once the compute agent registered: its id and its
+/// view when ACTIVE.
+async fn boot_on(cloud: &TestCloud, name: &str, net_id: &str) -> (String, Value) {
+    let start = Instant::now();
+    while cloud.admin.get("/compute/v2.1/os-hypervisors").await.json()["hypervisors"].as_array().is_none_or(|h| h.is_empty()) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the compute agent never registered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = &cloud.member;
+    let img = image(m).await;
+    let body = json!({"server": {"name": name, "imageRef": img, "flavorRef": "1", "networks": [{"uuid": net_id}]}});
+    let r = m.post("/compute/v2.1/servers", &body).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let server_id = r.json()["server"]["id"].as_str().unwrap().to_string();
+    let server = server_status(m, &server_id, "ACTIVE").await;
+    (server_id, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     if !can_run() {
@@ -74,10 +92,7 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     let mut cloud = TestCloud::start_with_options(
         move |c| {
             c.compute_agent.host = Some(h.clone());
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            crate::on_host(c, h, hn, prefix);
             c.compute.metadata_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             c.compute.metadata_proxy_shared_secret = SECRET.into();
             // The fake driver plugs no tap (the instance's NIC is the veth the test makes once the port exists):
@@ -99,17 +114,7 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     // a port of no instance keeps the network on this host when the server goes
     let r = cloud.admin.post("/networking/v2.0/ports", &json!({"port": {"network_id": net_id, "binding:host_id": host}})).await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let start = Instant::now();
-    while cloud.admin.get("/compute/v2.1/os-hypervisors").await.json()["hypervisors"].as_array().is_none_or(|h| h.is_empty()) {
-        assert!(start.elapsed() < Duration::from_secs(20), "the compute agent never registered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let img = image(m).await;
-    let body = json!({"server": {"name": "md-vm", "imageRef": img, "flavorRef": "1", "networks": [{"uuid": net_id}]}});
-    let r = m.post("/compute/v2.1/servers", &body).await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let server_id = r.json()["server"]["id"].as_str().unwrap().to_string();
-    let server = server_status(m, &server_id, "ACTIVE").await;
+    let (server_id, server) = boot_on(&cloud, "md-vm", &net_id).await;
     let r = cloud.admin.get(&format!("/networking/v2.0/ports?device_id={server_id}")).await;
     let port = r.json()["ports"][0].clone();
     assert_eq!(port["binding:host_id"], json!(host), "{port}");
@@ -196,8 +201,16 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     // the metadata API's own answers pass through: an unknown item is its 404
     let (code, _, _) = curl(&vm_ns, "http://169.254.169.254/openstack/latest/nothing-here", &[]).await;
     assert_eq!(code, 404);
-    // only GET is forwarded
-    let (code, _, _) = curl(&vm_ns, "http://169.254.169.254/openstack/latest/password", &["-X", "POST", "-d", "x"]).await;
+    // POST is forwarded with its body: the guest leaves its (encrypted) password once, and reads it back
+    let password_url = "http://169.254.169.254/openstack/latest/password";
+    let (code, body, _) = curl(&vm_ns, password_url, &["-X", "POST", "--data-binary", "c2VjcmV0"]).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body, _) = curl(&vm_ns, password_url, &[]).await;
+    assert_eq!((code, body.as_str()), (200, "c2VjcmV0"));
+    let (code, _, _) = curl(&vm_ns, password_url, &["-X", "POST", "--data-binary", "again"]).await;
+    assert_eq!(code, 409, "a password is left once");
+    // other methods are not
+    let (code, _, _) = curl(&vm_ns, password_url, &["-X", "DELETE"]).await;
     assert_eq!(code, 405);
 
     // latency: through the proxy, and straight to the metadata API with the headers the proxy adds, alternately
@@ -311,4 +324,82 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     assert!(!Path::new("/run/netns").join(&dhcp_ns).exists());
     cloud.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_a_network_without_dhcp_gets_its_metadata_through_its_router() {
+    if !can_run() {
+        return;
+    }
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let host_ns = spaces.add("host");
+    let vm_ns = spaces.add("vm");
+    let host = format!("mdrhost-{tag}");
+    let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
+    let cloud = TestCloud::start_with_options(
+        move |c| {
+            c.compute_agent.host = Some(h.clone());
+            crate::on_host(c, h, hn, prefix);
+            c.compute.metadata_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            c.compute.metadata_proxy_shared_secret = SECRET.into();
+            c.compute_agent.vif_plugging_timeout = 0;
+        },
+        cloud::StartOptions { volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+    )
+    .await;
+    let m = &cloud.member;
+    // a network whose subnet has no DHCP, behind a router
+    let r = m.post("/networking/v2.0/networks", &json!({"network": {"name": "mdr-net"}})).await;
+    let net_id = r.json()["network"]["id"].as_str().unwrap().to_string();
+    let body = json!({"subnet": {"network_id": net_id, "cidr": "10.78.0.0/24", "ip_version": 4, "enable_dhcp": false}});
+    let r = m.post("/networking/v2.0/subnets", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let subnet_id = r.json()["subnet"]["id"].as_str().unwrap().to_string();
+    let r = m.post("/networking/v2.0/routers", &json!({"router": {"name": "mdr"}})).await;
+    let router_id = r.json()["router"]["id"].as_str().unwrap().to_string();
+    let path = format!("/networking/v2.0/routers/{router_id}/add_router_interface");
+    let r = m.request(reqwest::Method::PUT, &path, Some(&json!({"subnet_id": subnet_id})), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (server_id, _) = boot_on(&cloud, "mdr-vm", &net_id).await;
+    let port = cloud.admin.get(&format!("/networking/v2.0/ports?device_id={server_id}")).await.json()["ports"][0].clone();
+    let (port_id, mac) = (port["id"].as_str().unwrap().to_string(), port["mac_address"].as_str().unwrap().to_string());
+    let fixed_ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_string();
+
+    // no DHCP namespace; the router's namespace holds the metadata address
+    let router_ns = format!("{}qrouter-{router_id}", spaces.prefix);
+    wait_for("the router with the metadata address", Duration::from_secs(20), || {
+        Path::new("/run/netns").join(&router_ns).exists() && ip(&["-n", &router_ns, "-o", "addr", "show", "dev", "lo"]).contains("169.254.169.254/32")
+    })
+    .await;
+    assert!(!Path::new("/run/netns").join(format!("{}qdhcp-{net_id}", spaces.prefix)).exists());
+
+    // the instance, configured by hand as a guest without DHCP is: its default route is the router
+    let tap = format!("tap{}", &port_id[..11]);
+    ip(&["-n", &host_ns, "link", "add", &tap, "type", "veth", "peer", "name", "eth0", "netns", &vm_ns]);
+    ip(&["-n", &vm_ns, "link", "set", "eth0", "address", &mac, "up"]);
+    ip(&["-n", &vm_ns, "addr", "add", &format!("{fixed_ip}/24"), "dev", "eth0"]);
+    ip(&["-n", &vm_ns, "route", "add", "default", "via", "10.78.0.1"]);
+    let url = "http://169.254.169.254/openstack/latest/meta_data.json";
+    let start = Instant::now();
+    let body = loop {
+        let (code, body, _) = curl(&vm_ns, url, &["--max-time", "2"]).await;
+        if code == 200 {
+            break body;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no metadata through the router: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let md: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(md["uuid"], json!(server_id), "{md}");
+
+    // the router goes: its listener with it
+    let path = format!("/networking/v2.0/routers/{router_id}/remove_router_interface");
+    let r = m.request(reqwest::Method::PUT, &path, Some(&json!({"subnet_id": subnet_id})), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(m.delete(&format!("/networking/v2.0/routers/{router_id}")).await.status, 204);
+    wait_for("the router's namespace to go", Duration::from_secs(20), || !Path::new("/run/netns").join(&router_ns).exists()).await;
+    let agent = cloud.running.network_agent.as_ref().unwrap();
+    assert!(agent.metadata_namespaces().iter().all(|n| n != &router_ns), "the router's metadata listener stopped");
+    cloud.shutdown().await;
 }

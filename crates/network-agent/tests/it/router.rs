@@ -134,13 +134,10 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     let (h, hn, prefix, mapping) = (host.clone(), host_ns.clone(), spaces.prefix.clone(), format!("public:{uplink}"));
     let cloud = TestCloud::start_with_options(
         move |c| {
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            crate::on_host(c, h, hn, prefix);
             c.network_agent.physical_interface_mappings = vec![mapping];
         },
-        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+        crate::agent_only(),
     )
     .await;
     let admin = &cloud.admin;
@@ -245,7 +242,8 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     // an orphan (a router namespace of the agent's prefix no router wants) goes on the next pass
     let orphan = spaces.add(&format!("qrouter-{}", uuid::Uuid::new_v4()));
     let outcome = agent.sync_now().await.unwrap();
-    assert_eq!(outcome.removed, vec![orphan.clone()]);
+    // (a background pass, woken meanwhile, may have been first)
+    assert!(outcome.removed == vec![orphan.clone()] || outcome.removed.is_empty(), "{outcome:?}");
     assert!(!Path::new("/run/netns").join(&orphan).exists());
 
     // a connection made through the floating IP, open across the disassociation
@@ -335,14 +333,11 @@ async fn an_instance_on_another_host_reaches_the_outside_through_the_router_host
     let (h, hn, prefix, mapping) = (a.clone(), host_a.clone(), format!("{}a-", spaces.prefix), format!("public:{uplink}"));
     let cloud = TestCloud::start_with_options(
         move |c| {
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            crate::on_host(c, h, hn, prefix);
             c.network_agent.local_ip = Some("10.67.0.1".parse().unwrap());
             c.network_agent.physical_interface_mappings = vec![mapping];
         },
-        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+        crate::agent_only(),
     )
     .await;
     let mut config = cloud::agent::network_agent_config(&cloud.running.cloud.config).unwrap();

@@ -96,13 +96,10 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
     let mut cloud = TestCloud::start_with_options(
         move |c| {
-            c.network_agent.host = Some(h);
-            c.network_agent.host_namespace = Some(hn);
-            c.network_agent.namespace_prefix = prefix;
-            c.network_agent.polling_interval = 0.1;
+            crate::on_host(c, h, hn, prefix);
             c.network_agent.enable_dhcp = false;
         },
-        cloud::StartOptions { compute_agent: false, volume_agent: false, network_agent: true, ..cloud::StartOptions::all_in_one() },
+        crate::agent_only(),
     )
     .await;
     let admin = &cloud.admin;
@@ -122,11 +119,22 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     let member = instance(&cloud, &spaces, &host_ns, &net_id, &host, "member", &[&clients]).await;
     let outsider = instance(&cloud, &spaces, &host_ns, &net_id, &host, "outsider", &[&others]).await;
     let taps: Vec<String> = [&server, &member, &outsider].iter().map(|i| format!("tap{}", &i.port_id[..11])).collect();
-    wait_for("the ports' filters", Duration::from_secs(15), || {
-        let rules = nft_ruleset(&host_ns);
-        taps.iter().all(|t| rules.contains(&format!("chain {t}-ingress")))
-    })
-    .await;
+    // a port is reported up (ACTIVE) only once its filter is in force
+    for i in [&server, &member, &outsider] {
+        let start = std::time::Instant::now();
+        while admin.get(&format!("/networking/v2.0/ports/{}", i.port_id)).await.json()["port"]["status"] != "ACTIVE" {
+            assert!(start.elapsed() < Duration::from_secs(15), "port {} never went ACTIVE", i.port_id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tap = format!("tap{}", &i.port_id[..11]);
+        assert!(nft_ruleset(&host_ns).contains(&format!("chain {tap}-ingress")), "{tap} is ACTIVE without its filter");
+    }
+
+    // the network's connections are tracked in a zone of its own, set by its bridge before conntrack
+    let rules = nft_ruleset(&host_ns);
+    let zone = network_agent::firewall::conntrack_zones([net_id.as_str()])[&net_id];
+    assert!(rules.contains("ct zone set iifname map @zones"), "{rules}");
+    assert!(rules.contains(&format!("\"brq{}\" : {zone}", &net_id[..11])), "{rules}");
 
     // no ingress rule: nobody reaches the server
     assert!(!ping(&member.ns, None, &server.ip), "a group without ingress rules lets ping in");
@@ -207,11 +215,27 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(reaches(&outsider.ns, Some(spoofed), &server.ip).await, "an allowed address pair is let out");
 
-    // without the prefix rule the outsider is out again; without port security on the server, it is in
+    // without the prefix rule the outsider is out again, even a flow the rule let in (its connection is cut, as
+    // upstream does: without that, its echo requests would go on as established traffic); without port security
+    // on the server, it is in
+    let flow = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &outsider.ns, "busybox", "ping", "-c", "100", "-i", "0.1", &server.ip])
+        .kill_on_drop(true)
+        .output();
+    let flow = tokio::spawn(flow);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let r = admin.delete(&format!("/networking/v2.0/security-group-rules/{subnet_rule}")).await;
     assert_eq!(r.status, 204);
     wait_for("the rule to go", Duration::from_secs(15), || !nft_ruleset(&host_ns).contains("ip saddr 10.81.0.0/24")).await;
     assert!(!ping(&outsider.ns, None, &server.ip), "a deleted rule still lets the outsider in");
+    let flow = tokio::time::timeout(Duration::from_secs(30), flow).await.expect("ping ends").unwrap().unwrap();
+    let report = String::from_utf8_lossy(&flow.stdout).into_owned();
+    let received: u32 = report
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" packets received"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {report}"));
+    assert!(received > 0 && received < 90, "the flow of a deleted rule goes on ({received} of 100 answered): {report}");
     let r = put(
         admin,
         &format!("/networking/v2.0/ports/{}", server.port_id),
