@@ -107,7 +107,12 @@ class LocalCloud:
         network namespaces."""
         for pid in self.qemu_pids():
             os.kill(pid, signal.SIGKILL)
-        containers = self.data / "containers"
+        self.remove_containers(self.data / "containers")
+
+    @staticmethod
+    def remove_containers(containers: Path) -> None:
+        """Ends the containers a container driver with instances path `containers` left running, with their mounts
+        and network namespaces."""
         runc = ["runc", "--root", str(containers / "_runtime")]
         listed = subprocess.run([*runc, "list", "--quiet"], capture_output=True, text=True)
         for uuid in listed.stdout.split() if listed.returncode == 0 else []:
@@ -122,13 +127,16 @@ class LocalCloud:
         return env
 
 
-def running_cloud(cloud: LocalCloud, leftovers: Callable[[], None] = lambda: None) -> Iterator[LocalCloud]:
-    """Starts `cloud`, uploads the test images, yields it; afterwards deletes its servers, stops it, ends the guests
-    its drivers left running, calls `leftovers` (the scenario's own clean-up) and removes its files."""
+def running_cloud(cloud: LocalCloud, leftovers: Callable[[], None] = lambda: None,
+                  ready: Callable[[], None] = lambda: None) -> Iterator[LocalCloud]:
+    """Starts `cloud`, uploads the test images, calls `ready` (more of the scenario's own start), yields it;
+    afterwards deletes its servers, stops it, ends the guests its drivers left running, calls `leftovers` (the
+    scenario's own clean-up) and removes its files."""
     cloud.start()
     try:
         subprocess.run([str(REPO / "scripts" / "upload-test-image"), str(IMAGES)], env=cloud.env(), check=True,
                        capture_output=True, timeout=300)
+        ready()
         yield cloud
     finally:
         try:

@@ -84,7 +84,10 @@ def test_bad_input_statuses(openstack: Cli, network: dict) -> None:
         cloud="stratus", check=False,
     )
     assert bad_cidr.returncode != 0
-    openstack("subnet", "create", _name("ok"), "--network", network["id"], "--subnet-range", "10.124.0.0/24", cloud="stratus")
+    ok = openstack(
+        "subnet", "create", _name("ok"), "--network", network["id"], "--subnet-range", "10.124.0.0/24", "-f", "json",
+        cloud="stratus",
+    ).json()
     overlap = openstack(
         "subnet", "create", _name("ov"), "--network", network["id"], "--subnet-range", "10.124.0.0/25",
         cloud="stratus", check=False,
@@ -95,6 +98,27 @@ def test_bad_input_statuses(openstack: Cli, network: dict) -> None:
     assert ext.returncode != 0 and "403" in ext.stderr, ext.stderr
     missing = openstack("network", "show", str(uuid.uuid4()), cloud="stratus", check=False)
     assert missing.returncode != 0
+    # a gateway outside the subnet's range
+    gateway = openstack(
+        "subnet", "create", _name("gw"), "--network", network["id"], "--subnet-range", "10.125.0.0/24",
+        "--gateway", "10.99.0.1", cloud="stratus", check=False,
+    )
+    assert gateway.returncode != 0 and "400" in gateway.stderr, gateway.stderr
+    # a fixed IP another port holds
+    fixed = f"subnet={ok['id']},ip-address=10.124.0.10"
+    port = openstack(
+        "port", "create", _name("p"), "--network", network["id"], "--fixed-ip", fixed, "-f", "json", cloud="stratus",
+    ).json()
+    taken = openstack(
+        "port", "create", _name("p"), "--network", network["id"], "--fixed-ip", fixed, cloud="stratus", check=False,
+    )
+    assert taken.returncode != 0 and "409" in taken.stderr, taken.stderr
+    # a network whose port is in use cannot go
+    in_use = openstack("network", "delete", network["id"], cloud="stratus", check=False)
+    assert in_use.returncode != 0, in_use.stdout
+    shown = openstack("network", "show", network["id"], "-f", "json", cloud="stratus").json()
+    assert shown["id"] == network["id"]
+    openstack("port", "delete", port["id"], cloud="stratus")
 
 
 def test_version_documents_and_errors(http: Http) -> None:

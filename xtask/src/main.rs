@@ -6,12 +6,14 @@
 //! bench object` (small-object ops/s and large-object MB/s against md5sum; see [`object`]) and `cargo xtask bench
 //! network` (port create/delete throughput and a /16 filled with 10,000 ports; see [`network`]), `cargo xtask bench
 //! routers` (router and floating IP convergence in the network agent; see [`routers`]), `cargo xtask bench
-//! security-groups` (rule and member changes of a group shared by 500 ports, to nftables; see [`security_groups`])
+//! security-groups` (rule and member changes of a group shared by 500 ports, to nftables; see [`security_groups`]),
+//! `cargo xtask bench dataplane` (port bound → DHCP lease, agent start-up with 1,000 ports; see [`dataplane`])
 //! and `cargo xtask bench vm` (real VMs through the API against bare QEMU; see [`vm`]). `cargo xtask image build` builds the test VM image
 //! from Debian packages (see [`vm_image`]).
 
 mod compute;
 mod containers;
+mod dataplane;
 mod identity;
 mod image;
 mod network;
@@ -80,6 +82,8 @@ enum Suite {
     Routers(routers::Args),
     /// A security group shared by 500 ports of one host: rule and member changes until nftables has them (root).
     SecurityGroups(security_groups::Args),
+    /// The network agent's data plane: port bound → DHCP lease, and agent start-up with 1,000 bound ports (root).
+    Dataplane(dataplane::Args),
     /// Real VMs with the qemu driver: API → ACTIVE and API → boot marker, against a bare QEMU launch.
     Vm(vm::Args),
     /// Real containers with the container driver: API → ACTIVE and → ready marker against bare runc; density.
@@ -123,6 +127,10 @@ fn main() -> Result<()> {
             suite: Some(Suite::SecurityGroups(args)),
             ..
         } => security_groups::run(args),
+        Task::Bench {
+            suite: Some(Suite::Dataplane(args)),
+            ..
+        } => dataplane::run(args),
         Task::Bench {
             suite: Some(Suite::Vm(args)),
             ..
