@@ -751,23 +751,22 @@ impl Store {
                 }
             }
         }
-        // Capacity checks, per touched provider, with every rewritten consumer's old allocations gone.
+        // Capacity checks, per touched provider, with every rewritten consumer's old allocations gone: one query
+        // reads a provider's inventories with their usage, one statement inserts its allocations.
         let mut usages_after: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
         for w in writes {
             for (provider, resources) in &w.allocations {
-                let inventories: HashMap<String, Inventory> = {
-                    let rows = self
-                        .db
-                        .query(
-                            "SELECT resource_class, total, reserved, min_unit, max_unit, step_size, allocation_ratio \
-                             FROM placement_inventory WHERE provider_uuid = ?",
-                        )
-                        .bind(provider)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    rows.iter().map(|r| inventory_from_row(r).map(|i| (i.resource_class.clone(), i))).collect::<Result<_, _>>()?
-                };
-                let used = usage_of_provider(&self.db, &mut tx, provider).await?;
+                let rows = self.db.query(inventory_with_usage_sql(self.db.backend())).bind(provider).fetch_all(&mut *tx).await?;
+                let mut inventories: HashMap<String, Inventory> = HashMap::with_capacity(rows.len());
+                let mut used: BTreeMap<String, i64> = BTreeMap::new();
+                for r in &rows {
+                    let inv = inventory_from_row(r)?;
+                    let u: i64 = r.try_get("used")?;
+                    if u > 0 {
+                        used.insert(inv.resource_class.clone(), u);
+                    }
+                    inventories.insert(inv.resource_class.clone(), inv);
+                }
                 let mut after = used.clone();
                 for (class, amount) in resources {
                     let inv = inventories.get(class).ok_or_else(|| {
@@ -793,18 +792,19 @@ impl Store {
                             ),
                         ));
                     }
-                    self.db
-                        .query(
-                            "INSERT INTO placement_allocation (provider_uuid, consumer_uuid, resource_class, used) \
-                             VALUES (?, ?, ?, ?)",
-                        )
-                        .bind(provider)
-                        .bind(&w.consumer_uuid)
-                        .bind(class)
-                        .bind(amount)
-                        .execute(&mut *tx)
-                        .await?;
                     *after.entry(class.clone()).or_insert(0) += amount;
+                }
+                if !resources.is_empty() {
+                    let rows = vec!["(?, ?, ?, ?)"; resources.len()].join(", ");
+                    // Only placeholders are spliced in.
+                    let sql = format!(
+                        "INSERT INTO placement_allocation (provider_uuid, consumer_uuid, resource_class, used) VALUES {rows}"
+                    );
+                    let mut q = self.db.query(db::sqlx::AssertSqlSafe(sql));
+                    for (class, amount) in resources {
+                        q = q.bind(provider).bind(&w.consumer_uuid).bind(class).bind(amount);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 // Exact as of this insert; a later consumer of this write on the same provider rereads and
                 // replaces it.
@@ -822,9 +822,7 @@ impl Store {
             };
             providers.push(ProviderUsage { uuid: provider.clone(), generation, updated_at: now, usages });
         }
-        bump_change(&self.db, &mut tx).await?;
-        let counter: i64 =
-            self.db.query_scalar("SELECT counter FROM placement_change WHERE id = 1").fetch_one(&mut *tx).await?;
+        let counter = bump_change_returning(&self.db, &mut tx).await?;
         tx.commit().await?;
         Ok(AllocationsCommitted { counter, providers })
     }
@@ -952,6 +950,38 @@ async fn bump_generation_at(db: &Database, conn: &mut AnyConnection, uuid: &str,
 async fn bump_change(db: &Database, conn: &mut AnyConnection) -> Result<(), Error> {
     db.query("UPDATE placement_change SET counter = counter + 1 WHERE id = 1").execute(&mut *conn).await?;
     Ok(())
+}
+
+/// Bumps the change counter inside a writing transaction and returns its new value (in the same statement where
+/// the database can: MariaDB's `UPDATE` has no `RETURNING`).
+async fn bump_change_returning(db: &Database, conn: &mut AnyConnection) -> Result<i64, Error> {
+    if db.backend() == Backend::MySql {
+        bump_change(db, conn).await?;
+        return Ok(db.query_scalar("SELECT counter FROM placement_change WHERE id = 1").fetch_one(&mut *conn).await?);
+    }
+    Ok(db
+        .query_scalar("UPDATE placement_change SET counter = counter + 1 WHERE id = 1 RETURNING counter")
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// A provider's inventories, each with the amount allocated of its class (summed by the database, cast as in
+/// [`usage_of_provider`]).
+fn inventory_with_usage_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::MySql => {
+            "SELECT i.resource_class, i.total, i.reserved, i.min_unit, i.max_unit, i.step_size, i.allocation_ratio, \
+             CAST(COALESCE((SELECT SUM(a.used) FROM placement_allocation a WHERE a.provider_uuid = i.provider_uuid \
+             AND a.resource_class = i.resource_class), 0) AS SIGNED) AS used \
+             FROM placement_inventory i WHERE i.provider_uuid = ?"
+        }
+        Backend::Sqlite | Backend::Postgres => {
+            "SELECT i.resource_class, i.total, i.reserved, i.min_unit, i.max_unit, i.step_size, i.allocation_ratio, \
+             CAST(COALESCE((SELECT SUM(a.used) FROM placement_allocation a WHERE a.provider_uuid = i.provider_uuid \
+             AND a.resource_class = i.resource_class), 0) AS BIGINT) AS used \
+             FROM placement_inventory i WHERE i.provider_uuid = ?"
+        }
+    }
 }
 
 /// Usage per class on one provider, summed by the database: a provider holding many consumers' allocations (every
