@@ -30,7 +30,7 @@
 //!   `CREATE [UNIQUE] INDEX IF NOT EXISTS` work on all three (MariaDB ≥ 10.5, SQLite ≥ 3.35).
 //!   Upserts do not share a syntax: insert and handle [`Error::is_unique_violation`].
 //! * Transactions: use [`Database::begin`], which starts SQLite transactions with
-//!   `BEGIN IMMEDIATE` so concurrent writers wait on the busy timeout instead of failing with
+//!   `BEGIN IMMEDIATE` so concurrent writers wait in the busy handler instead of failing with
 //!   `SQLITE_BUSY` when a read transaction upgrades. PostgreSQL and MariaDB sessions both run at
 //!   `READ COMMITTED`; SQLite is serializable.
 //!
@@ -73,11 +73,13 @@
 //! # Connections
 //!
 //! [`Database::connect`] takes `sqlite://PATH` (file and parent directories created; WAL
-//! journal, foreign keys on, 10 s busy timeout), `sqlite::memory:` (one connection, kept open:
+//! journal, foreign keys on, a busy handler that waits for the write lock in short steps for up to 10 s:
+//! see `busy.rs`), `sqlite::memory:` (one connection, kept open:
 //! every SQLite in-memory connection is a separate database), `postgres://...` and
 //! `mysql://...` or `mariadb://...`. Session settings per backend are applied to every new
 //! pooled connection.
 
+mod busy;
 mod dialect;
 mod error;
 pub mod migrate;
@@ -147,6 +149,7 @@ impl Database {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         let (backend, url, memory) = match scheme {
             "sqlite" => {
+                busy::register();
                 let (url, memory) = sqlite_url(url)?;
                 (Backend::Sqlite, url, memory)
             }
@@ -250,12 +253,12 @@ impl Database {
 fn session_setup(backend: Backend, memory: bool) -> &'static [&'static str] {
     match (backend, memory) {
         (Backend::Sqlite, false) => &[
-            "PRAGMA busy_timeout = 10000",
+            busy::INSTALL,
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL",
             "PRAGMA foreign_keys = ON",
         ],
-        (Backend::Sqlite, true) => &["PRAGMA busy_timeout = 10000", "PRAGMA foreign_keys = ON"],
+        (Backend::Sqlite, true) => &[busy::INSTALL, "PRAGMA foreign_keys = ON"],
         (Backend::Postgres, _) => &[
             "SET client_min_messages = warning",
             "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED",

@@ -25,12 +25,19 @@ async fn sqlite_file_and_directories_are_created_with_wal_and_foreign_keys() {
         .await
         .unwrap();
     assert_eq!(fk, 1);
-    let busy: i64 = db
+    // The busy handler is installed on every connection (it answers 1 when it took the place of the pragma's).
+    let installed: i64 = db
+        .query_scalar("SELECT stratus_busy_handler()")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(installed, 1);
+    let pragma: i64 = db
         .query_scalar("PRAGMA busy_timeout")
         .fetch_one(db.pool())
         .await
         .unwrap();
-    assert_eq!(busy, 10_000);
+    assert_eq!(pragma, 0, "the pragma's handler is gone");
     db.close().await;
 
     // Reopening finds the data.

@@ -154,3 +154,37 @@ async fn concurrent_read_write_transactions() {
         db.cleanup().await;
     }
 }
+
+/// A write that finds the lock held waits for it, past the busy handler's short steps, and then goes through; it
+/// never fails while the holder finishes within the timeout.
+#[tokio::test]
+async fn a_writer_waits_out_a_long_transaction() {
+    for db in test_databases().await {
+        let b = db.backend();
+        db.migrate("tx", SCHEMA).await.unwrap();
+        let mut holder = db.begin().await.unwrap();
+        db.query("UPDATE counter SET n = n + 1 WHERE id = 'c'")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let waiter = {
+            let db = (*db).clone();
+            tokio::spawn(async move {
+                db.query("UPDATE counter SET n = n * 10 WHERE id = 'c'")
+                    .execute(db.pool())
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "{b}: the second writer waits for the first");
+        holder.commit().await.unwrap();
+        waiter.await.unwrap().unwrap_or_else(|e| panic!("{b}: {e}"));
+        let n: i64 = db
+            .query_scalar("SELECT n FROM counter WHERE id = 'c'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 10, "{b}: the waiting write ran after the first committed");
+        db.cleanup().await;
+    }
+}
