@@ -20,7 +20,30 @@ use sqlx::Row;
 use crate::error::Result;
 
 /// Every network migration, in order.
-pub const MIGRATIONS: &[Migration] = &[INITIAL];
+pub const MIGRATIONS: &[Migration] = &[INITIAL, ADDRESS_FIRST];
+
+/// The check of sampled candidate addresses (`ip_taken`: `network_id = ? AND ip_address IN (…)`) must find them
+/// by address. With the key led by `network_id`, PostgreSQL's generic plan used the key's first column alone and
+/// read every allocation of the network for each new port (the fill benchmark fell from 736 to 112 ports/s); led
+/// by the address, every plan looks the addresses up. No query reads allocations by network alone.
+const ADDRESS_FIRST: Migration = Migration {
+    version: 2,
+    name: "ip allocations keyed by address first",
+    sql: "
+CREATE TABLE network_ip_allocation_v2 (
+    network_id {id} NOT NULL,
+    ip_address {name} NOT NULL,
+    subnet_id {id} NOT NULL,
+    port_id {id} NOT NULL,
+    PRIMARY KEY (ip_address, network_id)
+);
+INSERT INTO network_ip_allocation_v2 (network_id, ip_address, subnet_id, port_id)
+    SELECT network_id, ip_address, subnet_id, port_id FROM network_ip_allocation;
+DROP TABLE network_ip_allocation;
+ALTER TABLE network_ip_allocation_v2 RENAME TO network_ip_allocation;
+CREATE INDEX network_ip_allocation_subnet_v2 ON network_ip_allocation (subnet_id);
+CREATE INDEX network_ip_allocation_port_v2 ON network_ip_allocation (port_id)",
+};
 
 const INITIAL: Migration = Migration {
     version: 1,
