@@ -30,6 +30,12 @@ pub struct Args {
     /// Ports per timed batch of the fill case.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Clients creating ports at once in the fill case.
+    #[arg(long, default_value_t = 4)]
+    fill_clients: usize,
+    /// The database to run on (an empty one), instead of a SQLite file in a temporary directory.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -44,6 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         config.server.listen = "127.0.0.1:0".parse()?;
         config.bus.url = format!("memory://bench-network-{}", std::process::id());
         config.identity.password_hash_rounds = 4;
+        config.database.url = args.database_url.clone();
         let running = cloud::start(config, cloud::StartOptions::all_in_one()).await.map_err(|e| anyhow!("cloud start: {e}"))?;
         let result = measure(&running, &args).await;
         running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
@@ -63,7 +70,8 @@ async fn measure(running: &cloud::RunningCloud, args: &Args) -> Result<()> {
     let admin = Arc::new(admin);
 
     println!();
-    println!("network ({} cores; client-side latencies over HTTP, in one process)", crate::cores());
+    let database = args.database_url.as_deref().and_then(|u| u.split(':').next()).unwrap_or("sqlite");
+    println!("network ({} cores; {database}; client-side latencies over HTTP, in one process)", crate::cores());
     println!("| case | clients | ports | ports/s | p50 ms | p99 ms | note |");
     println!("|---|---|---|---|---|---|---|");
 
@@ -87,10 +95,10 @@ async fn measure(running: &cloud::RunningCloud, args: &Args) -> Result<()> {
     let mut created = 0;
     while created < args.fill {
         let n = args.batch.min(args.fill - created);
-        let (_, mut times, rate) = create_ports(&admin, &net, n, 4).await?;
+        let (_, mut times, rate) = create_ports(&admin, &net, n, args.fill_clients).await?;
         created += n;
         rates.push(rate);
-        row(&format!("fill /16: ports {}..{}", created - n, created), 4, n, rate, &mut times, "");
+        row(&format!("fill /16: ports {}..{}", created - n, created), args.fill_clients, n, rate, &mut times, "");
     }
     let addresses = fill_check(&admin, &net, cidr).await?;
     let (first, last) = (rates[0], rates[rates.len() - 1]);
