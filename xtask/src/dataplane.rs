@@ -64,7 +64,7 @@ struct Namespaces(String);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
-        cleanup(&self.0);
+        crate::remove_namespaces(&self.0);
     }
 }
 
@@ -73,7 +73,7 @@ pub fn run(args: Args) -> Result<()> {
     if crate::reexec_in_release(&root)? {
         return Ok(());
     }
-    if !is_root() {
+    if !crate::is_root() {
         bail!("bench dataplane needs root (network namespaces, nftables, dnsmasq)");
     }
     for tool in ["busybox", "dnsmasq", "nft"] {
@@ -94,8 +94,8 @@ pub fn run(args: Args) -> Result<()> {
     let _guard = Namespaces(prefix.clone());
     let ns = Spaces { prefix: prefix.clone(), host: format!("{prefix}host"), clients: format!("{prefix}clients") };
     for n in [&ns.host, &ns.clients] {
-        ip(&["netns", "add", n])?;
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        crate::ip(&["netns", "add", n])?;
+        crate::ip(&["-n", n, "link", "set", "lo", "up"])?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let report = runtime.block_on(async {
@@ -145,21 +145,6 @@ struct Spaces {
 /// Table rows: the case and its times in ms.
 type Report = Vec<(String, Vec<f64>)>;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Runs `ip [-n ns] -batch -` with the commands in `batch`, one per line.
 fn ip_batch(ns: &str, batch: &str) -> Result<()> {
     use std::io::Write;
@@ -176,19 +161,6 @@ fn ip_batch(ns: &str, batch: &str) -> Result<()> {
         bail!("ip -n {ns} -batch: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
-}
-
-/// Removes every namespace with the prefix, and what runs in them (dnsmasq, DHCP clients).
-fn cleanup(prefix: &str) {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
-    for ns in dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)) {
-        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
-            for pid in pids.split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = ip(&["netns", "delete", &ns]);
-    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -346,7 +318,7 @@ async fn bound_to_lease(
         let port = bound_port(admin, &net, host).await?;
         taps.push(tap_name(&port.id));
         ip_batch(&ns.host, &tap_commands(&port, &peer, mtu, &ns.clients))?;
-        ip(&["-n", &ns.clients, "link", "set", &peer, "up"])?;
+        crate::ip(&["-n", &ns.clients, "link", "set", &peer, "up"])?;
         let mut client = dhcp_client(dir, &ns.clients, &peer, 60)?;
         let (mut on_bridge, mut is_active, mut hosts, mut got) = (None, None, None, None);
         while on_bridge.is_none() || is_active.is_none() || hosts.is_none() || got.is_none() {

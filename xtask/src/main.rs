@@ -152,6 +152,37 @@ fn main() -> Result<()> {
 }
 
 /// Nearest-rank percentile of sorted values.
+/// Whether this process runs as root (the data-plane benchmarks make namespaces and devices).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Runs `ip` with `args`; its output, or an error with its stderr.
+fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes every network namespace whose name starts with `prefix`, killing what runs in them (dnsmasq, DHCP
+/// clients) first.
+fn remove_namespaces(prefix: &str) {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    for ns in dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)) {
+        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = ip(&["netns", "delete", &ns]);
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

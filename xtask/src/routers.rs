@@ -14,7 +14,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -33,12 +32,12 @@ pub fn run(args: Args) -> Result<()> {
     if crate::reexec_in_release(&root)? {
         return Ok(());
     }
-    if !rustix_is_root() {
+    if !crate::is_root() {
         bail!("bench routers needs root (network namespaces, nftables)");
     }
     let prefix = format!("xb{}-", std::process::id());
     let host_ns = format!("{prefix}host");
-    ip(&["netns", "add", &host_ns])?;
+    crate::ip(&["netns", "add", &host_ns])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let result = runtime.block_on(async {
         let dir = tempfile::tempdir()?;
@@ -57,36 +56,8 @@ pub fn run(args: Args) -> Result<()> {
         running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
         result
     });
-    cleanup(&prefix);
+    crate::remove_namespaces(&prefix);
     result
-}
-
-fn rustix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Removes every namespace with the prefix, and what runs in them.
-fn cleanup(prefix: &str) {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
-    for ns in dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)) {
-        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
-            for pid in pids.split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = ip(&["netns", "delete", &ns]);
-    }
 }
 
 /// Waits (bounded, 10 ms steps) until `f` holds; the time since `start`, in ms.

@@ -40,7 +40,7 @@ struct Netns(String);
 
 impl Netns {
     fn new(name: String) -> Result<Netns> {
-        ip(&["netns", "add", &name])?;
+        crate::ip(&["netns", "add", &name])?;
         Ok(Netns(name))
     }
 }
@@ -51,16 +51,8 @@ impl Drop for Netns {
     }
 }
 
-fn ip(args: &[&str]) -> Result<String> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn nft_list(ns: &str, what: &[&str]) -> String {
-    ip(&[&["netns", "exec", ns, "nft", "list"], what].concat()).unwrap_or_default()
+    crate::ip(&[&["netns", "exec", ns, "nft", "list"], what].concat()).unwrap_or_default()
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -329,7 +321,7 @@ async fn measure(running: &cloud::RunningCloud, ns: &str, args: &Args) -> Result
         // (adjacent members merge into ranges in the listing: ask for the element)
         let element = format!("{{ {addr} }}");
         wait_for("the member in the set", || {
-            ip(&["netns", "exec", ns, "nft", "get", "element", "inet", "stratus-sg", &set, &element]).is_ok()
+            crate::ip(&["netns", "exec", ns, "nft", "get", "element", "inet", "stratus-sg", &set, &element]).is_ok()
         })
         .await?;
         times.push(ms(t));

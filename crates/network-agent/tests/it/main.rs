@@ -48,6 +48,13 @@ struct Namespaces {
 }
 
 impl Namespaces {
+    /// A short random tag and the namespaces named after it (`t<tag>-…`), removed when dropped.
+    fn fresh() -> (String, Namespaces) {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_string();
+        let spaces = Namespaces { prefix: format!("t{tag}-") };
+        (tag, spaces)
+    }
+
     fn add(&self, suffix: &str) -> String {
         let name = format!("{}{suffix}", self.prefix);
         ip(&["netns", "add", &name]);
@@ -124,8 +131,8 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("nethost-{tag}");
@@ -253,8 +260,8 @@ async fn vxlan_peers_get_flooding_entries_and_a_restarted_agent_keeps_dhcp_and_r
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let host = format!("nethost-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
@@ -346,8 +353,8 @@ async fn a_vlan_provider_network_gets_a_sub_interface_of_the_mapped_interface() 
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     if !kernel_has_vlan(&spaces) {
         eprintln!("skipped: this kernel has no 802.1Q VLAN devices");
         return;

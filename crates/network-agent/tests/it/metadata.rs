@@ -83,8 +83,8 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("mdhost-{tag}");
@@ -331,8 +331,8 @@ async fn an_instance_on_a_network_without_dhcp_gets_its_metadata_through_its_rou
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("mdrhost-{tag}");

@@ -120,8 +120,8 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
     if !can_run() || !has_nft() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let out_ns = spaces.add("out");
@@ -313,8 +313,8 @@ async fn an_instance_on_another_host_reaches_the_outside_through_the_router_host
     if !can_run() || !has_nft() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let (host_a, host_b) = (spaces.add("ha"), spaces.add("hb"));
     let (vm_ns, out_ns) = (spaces.add("vm"), spaces.add("out"));
     // the underlay between the two hosts, and the outside on the router host's uplink

@@ -89,8 +89,8 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (tag, spaces) = Namespaces::fresh();
+    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let host = format!("sghost-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
@@ -268,8 +268,7 @@ async fn every_rule_form_is_valid_nftables() {
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (_, spaces) = Namespaces::fresh();
     let ns = spaces.add("fw");
     let port = PortState {
         id: "0a1b2c3d-0000-4000-8000-000000000001".into(),
@@ -380,8 +379,7 @@ async fn ipv6_neighbour_discovery_passes_and_echo_follows_the_rules() {
     if !can_run() {
         return;
     }
-    let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
-    let spaces = Namespaces { prefix: format!("t{tag}-") };
+    let (_, spaces) = Namespaces::fresh();
     let host = spaces.add("host6");
     ip(&["-n", &host, "link", "add", "br6", "type", "bridge"]);
     ip(&["-n", &host, "link", "set", "br6", "up"]);
