@@ -25,7 +25,6 @@ async fn slaac_and_dhcpv6_subnets_behind_a_router_get_their_addresses_and_route(
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let host = format!("v6host-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());

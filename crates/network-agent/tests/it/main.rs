@@ -132,7 +132,6 @@ async fn a_port_gets_its_fixed_ip_by_dhcp_and_deleting_the_network_leaves_nothin
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("nethost-{tag}");
@@ -261,7 +260,6 @@ async fn vxlan_peers_get_flooding_entries_and_a_restarted_agent_keeps_dhcp_and_r
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let host = format!("nethost-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
@@ -354,7 +352,6 @@ async fn a_vlan_provider_network_gets_a_sub_interface_of_the_mapped_interface() 
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     if !kernel_has_vlan(&spaces) {
         eprintln!("skipped: this kernel has no 802.1Q VLAN devices");
         return;

@@ -84,7 +84,6 @@ async fn an_instance_gets_its_own_metadata_through_the_dhcp_namespace() {
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("mdhost-{tag}");
@@ -332,7 +331,6 @@ async fn an_instance_on_a_network_without_dhcp_gets_its_metadata_through_its_rou
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let host = format!("mdrhost-{tag}");

@@ -121,7 +121,6 @@ async fn a_router_gives_instances_snat_and_floating_ips_and_deleting_it_leaves_n
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let vm_ns = spaces.add("vm");
     let out_ns = spaces.add("out");
@@ -314,7 +313,6 @@ async fn an_instance_on_another_host_reaches_the_outside_through_the_router_host
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let (host_a, host_b) = (spaces.add("ha"), spaces.add("hb"));
     let (vm_ns, out_ns) = (spaces.add("vm"), spaces.add("out"));
     // the underlay between the two hosts, and the outside on the router host's uplink

@@ -90,7 +90,6 @@ async fn security_groups_admit_by_rule_and_remote_group_drop_spoofing_and_go_wit
         return;
     }
     let (tag, spaces) = Namespaces::fresh();
-    let tag = tag.as_str();
     let host_ns = spaces.add("host");
     let host = format!("sghost-{tag}");
     let (h, hn, prefix) = (host.clone(), host_ns.clone(), spaces.prefix.clone());
