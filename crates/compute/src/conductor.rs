@@ -176,6 +176,81 @@ pub struct Selection {
     pub provider_uuid: String,
 }
 
+/// The decisions of one request so far (see [`Conductor::schedule_next`]).
+pub struct Batch {
+    prepared: Option<Prepared>,
+    scheduler: Scheduler,
+}
+
+/// The candidates of a request as the scheduler sees them, kept up to date with the batch's own claims.
+struct Prepared {
+    spec: RequestSpec,
+    /// What each instance claims.
+    resources: crate::placement::Resources,
+    states: Vec<HostState>,
+    /// Per candidate provider: class → (capacity, used), from placement's summaries plus the batch's claims.
+    room: HashMap<String, std::collections::BTreeMap<String, (i64, i64)>>,
+    /// An anti-affinity group's `max_server_per_host` and the hosts of its members (one entry per member).
+    max_per_host: Option<(i64, Vec<String>)>,
+}
+
+impl Prepared {
+    /// Counts a claim on `sel` against its host: usage, instance count, the group's hosts.
+    fn consume(&mut self, sel: &Selection) {
+        let amount = |class: &str| self.resources.get(class).copied().unwrap_or(0);
+        let (vcpu, ram, disk) = (amount("VCPU"), amount("MEMORY_MB"), amount("DISK_GB"));
+        if let Some(h) = self.states.iter_mut().find(|h| h.provider_uuid == sel.provider_uuid) {
+            h.vcpus_used += vcpu;
+            h.memory_mb_used += ram;
+            h.disk_gb_used += disk;
+            h.num_instances += 1;
+        }
+        if let Some(room) = self.room.get_mut(&sel.provider_uuid) {
+            for (class, n) in &self.resources {
+                if let Some(r) = room.get_mut(class) {
+                    r.1 += n;
+                }
+            }
+        }
+        if self.spec.group_policy.is_some() {
+            self.spec.group_hosts.push(sel.host.clone());
+        }
+        if let Some((_, members)) = &mut self.max_per_host {
+            members.push(sel.host.clone());
+        }
+        // Only the chosen node's room and its host's member count changed.
+        let (full_node, full_host) = (!self.fits(&sel.provider_uuid), self.is_full_for_group(&sel.host));
+        if full_node || full_host {
+            self.states.retain(|h| !(full_node && h.provider_uuid == sel.provider_uuid || full_host && h.host == sel.host));
+        }
+    }
+
+    /// Drops a host placement refused.
+    fn forget(&mut self, provider_uuid: &str) {
+        self.states.retain(|h| h.provider_uuid != provider_uuid);
+    }
+
+    /// Drops the hosts another instance of the request no longer fits: out of room by placement's summary, or
+    /// holding `max_server_per_host` members of the group already.
+    fn drop_full_hosts(&mut self) {
+        let keep: Vec<bool> = self.states.iter().map(|h| self.fits(&h.provider_uuid) && !self.is_full_for_group(&h.host)).collect();
+        let mut keep = keep.into_iter();
+        self.states.retain(|_| keep.next().unwrap_or(false));
+    }
+
+    /// Another instance fits the provider's room.
+    fn fits(&self, provider_uuid: &str) -> bool {
+        self.room.get(provider_uuid).is_none_or(|r| {
+            self.resources.iter().all(|(class, n)| r.get(class).is_none_or(|(capacity, used)| used + n <= *capacity))
+        })
+    }
+
+    /// The host holds `max_server_per_host` members of the group already.
+    fn is_full_for_group(&self, host: &str) -> bool {
+        self.max_per_host.as_ref().is_some_and(|(max, members)| members.iter().filter(|m| *m == host).count() as i64 >= *max)
+    }
+}
+
 /// What the conductor keeps on an instance while it builds (`InstanceRow::scheduling`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scheduling {
@@ -607,20 +682,6 @@ impl Conductor {
 
     // ----- builds -----
 
-    /// Schedules and starts building instances (all in task state `scheduling`), one after the other, in the
-    /// background.
-    pub fn build(&self, uuids: Vec<String>, request_id: String) {
-        let c = self.clone();
-        tokio::spawn(async move {
-            for uuid in uuids {
-                if let Err(e) = c.schedule_and_build(&uuid, &request_id).await {
-                    tracing::error!(instance = %uuid, error = %e, "build failed");
-                    let _ = c.set_error(&uuid, 500, &e.to_string(), None).await;
-                }
-            }
-        });
-    }
-
     async fn set_error(&self, uuid: &str, code: u16, message: &str, details: Option<&str>) -> Result<bool, Error> {
         let set = [
             ("vm_state", Value::S(Some(vm_state::ERROR.into()))),
@@ -743,8 +804,9 @@ impl Conductor {
         Scheduler::from_config(&config).unwrap_or_default()
     }
 
-    /// Picks hosts for one instance: the chosen one first, then alternates, best first.
-    pub async fn select_destinations(&self, inst: &InstanceRow) -> Result<Vec<Selection>, Error> {
+    /// What every decision of one request shares: the candidates placement returned (as host states), the
+    /// request spec and the group's placement.
+    async fn prepare(&self, inst: &InstanceRow) -> Result<Prepared, Error> {
         let resources = resources_of(&inst.flavor);
         let candidates = self.inner.placement.candidates(&resources, self.inner.settings.max_placement_results).await?;
         let mut states = self.host_states(&candidates).await?;
@@ -757,7 +819,7 @@ impl Conductor {
             });
         }
         let group = crate::server_groups::group_placement(self.store(), &inst.uuid).await?;
-        let spec = RequestSpec {
+        let mut spec = RequestSpec {
             vcpus: inst.flavor.vcpus,
             memory_mb: inst.flavor.memory_mb,
             root_gb: inst.flavor.root_gb,
@@ -775,45 +837,109 @@ impl Conductor {
                 .collect(),
         };
         // An anti-affinity group with `max_server_per_host` (2.64) allows that many members per host: such hosts
-        // are kept here and the scheduler's plain anti-affinity check is not applied.
-        let mut spec = spec;
+        // are kept by the batch and the scheduler's plain anti-affinity check is not applied.
+        let mut max_per_host = None;
         if let Some(g) = &group
             && g.policy == "anti-affinity"
             && let Some(max) = g.max_server_per_host
         {
-            states.retain(|h| (g.hosts.iter().filter(|x| **x == h.host).count() as i64) < max);
+            max_per_host = Some((max, std::mem::take(&mut spec.group_hosts)));
             spec.group_policy = None;
-            spec.group_hosts = Vec::new();
         }
-        let picked = self.scheduler().select(&states, &spec);
-        Ok(picked
-            .into_iter()
-            .map(|w| Selection { host: w.host.host.clone(), node: w.host.node.clone(), provider_uuid: w.host.provider_uuid.clone() })
-            .collect())
+        let room = candidates.into_iter().map(|c| (c.provider_uuid, c.summary)).collect();
+        let mut prepared = Prepared { spec, resources, states, room, max_per_host };
+        prepared.drop_full_hosts();
+        Ok(prepared)
+    }
+
+    /// A scheduling batch for the instances of one request (a multi-create), in the order they are built.
+    pub fn batch(&self) -> Batch {
+        Batch { prepared: None, scheduler: self.scheduler() }
     }
 
     /// One scheduling decision: picks hosts and claims the instance's resources on the first that still has room.
     /// Returns the chosen host and up to `max_attempts - 1` alternates, or `None` when no host fits.
     pub async fn schedule(&self, inst: &InstanceRow) -> Result<Option<(Selection, Vec<Selection>)>, Error> {
-        let selections = self.select_destinations(inst).await?;
-        let max = self.inner.settings.max_attempts.max(1);
-        let resources = resources_of(&inst.flavor);
-        for (i, sel) in selections.iter().enumerate() {
-            if self.inner.placement.claim(&inst.uuid, &sel.provider_uuid, &resources, &inst.project_id, &inst.user_id).await? {
-                let alternates: Vec<Selection> = selections[i + 1..].iter().take(max - 1).cloned().collect();
-                return Ok(Some((sel.clone(), alternates)));
-            }
-        }
-        Ok(None)
+        self.schedule_next(&mut self.batch(), inst).await
     }
 
-    async fn schedule_and_build(&self, uuid: &str, request_id: &str) -> Result<(), Error> {
+    /// The next decision of a batch. As upstream's scheduler does for a multi-create, the batch asks placement
+    /// for candidates once and, after each claim, consumes the instance's resources from the chosen host's
+    /// state (and adds the host to the group's), so the later instances are weighed against what the earlier
+    /// ones took. When the batch's candidates no longer fit an instance, placement is asked afresh (the group's
+    /// hosts are then reread: the earlier instances were dispatched, their hosts recorded).
+    pub async fn schedule_next(&self, batch: &mut Batch, inst: &InstanceRow) -> Result<Option<(Selection, Vec<Selection>)>, Error> {
+        let reused = batch.prepared.is_some();
+        let mut prepared = match batch.prepared.take() {
+            Some(p) => p,
+            None => self.prepare(inst).await?,
+        };
+        let mut picked = self.claim_best(&mut prepared, &batch.scheduler, inst).await?;
+        if picked.is_none() && reused {
+            prepared = self.prepare(inst).await?;
+            picked = self.claim_best(&mut prepared, &batch.scheduler, inst).await?;
+        }
+        batch.prepared = Some(prepared);
+        Ok(picked)
+    }
+
+    /// Filters and weighs the prepared hosts, then claims on the best one that placement accepts.
+    async fn claim_best(
+        &self,
+        prepared: &mut Prepared,
+        scheduler: &Scheduler,
+        inst: &InstanceRow,
+    ) -> Result<Option<(Selection, Vec<Selection>)>, Error> {
+        // The order as positions in the host states: only the hosts tried and the alternates become selections.
+        let order: Vec<usize> = scheduler.select(&prepared.states, &prepared.spec).iter().map(|w| w.index).collect();
+        let selection = |i: usize| {
+            let h = &prepared.states[i];
+            Selection { host: h.host.clone(), node: h.node.clone(), provider_uuid: h.provider_uuid.clone() }
+        };
+        let max = self.inner.settings.max_attempts.max(1);
+        let mut refused = Vec::new();
+        let mut picked = None;
+        for (n, &i) in order.iter().enumerate() {
+            let sel = selection(i);
+            if self.inner.placement.claim(&inst.uuid, &sel.provider_uuid, &prepared.resources, &inst.project_id, &inst.user_id).await? {
+                let alternates: Vec<Selection> = order[n + 1..].iter().take(max - 1).map(|&j| selection(j)).collect();
+                picked = Some((sel, alternates));
+                break;
+            }
+            // Placement refused: the host's room went to a concurrent claim.
+            refused.push(sel.provider_uuid);
+        }
+        for uuid in &refused {
+            prepared.forget(uuid);
+        }
+        if let Some((sel, _)) = &picked {
+            prepared.consume(sel);
+        }
+        Ok(picked)
+    }
+
+    /// Schedules and starts building instances (all in task state `scheduling`) of one request, one after the
+    /// other, in the background.
+    pub fn build(&self, uuids: Vec<String>, request_id: String) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let mut batch = c.batch();
+            for uuid in uuids {
+                if let Err(e) = c.schedule_and_build(&mut batch, &uuid, &request_id).await {
+                    tracing::error!(instance = %uuid, error = %e, "build failed");
+                    let _ = c.set_error(&uuid, 500, &e.to_string(), None).await;
+                }
+            }
+        });
+    }
+
+    async fn schedule_and_build(&self, batch: &mut Batch, uuid: &str, request_id: &str) -> Result<(), Error> {
         let Some(inst) = self.store().instance_get(uuid).await? else { return Ok(()) };
         if inst.deleted {
             return Ok(());
         }
         self.store().action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", None).await?;
-        if let Some((sel, alternates)) = self.schedule(&inst).await? {
+        if let Some((sel, alternates)) = self.schedule_next(batch, &inst).await? {
             let scheduling = Scheduling { request_id: request_id.to_string(), attempts: 1, alternates };
             self.store()
                 .action_event(uuid, request_id, "conductor_schedule_and_build_instances", "conductor", Some((true, None)))
@@ -1243,5 +1369,63 @@ mod tests {
         let mut nodes: HashMap<String, NodeRow> = [("a".to_string(), node("a", 10))].into();
         let replaced = HostChanges { nodes: vec![node("z", 40)], services: vec![], node_count: 1, service_count: 1 };
         assert!(!replaced.apply(&mut nodes, &mut services));
+    }
+
+    fn prepared(hosts: &[(&str, i64)], max_per_host: Option<i64>) -> Prepared {
+        let resources: crate::placement::Resources = [("VCPU".to_string(), 2), ("MEMORY_MB".to_string(), 1024)].into();
+        let states = hosts
+            .iter()
+            .map(|(h, _)| HostState { host: h.to_string(), node: h.to_string(), provider_uuid: format!("rp-{h}"), ..Default::default() })
+            .collect();
+        let room = hosts
+            .iter()
+            .map(|(h, free_vcpus)| (format!("rp-{h}"), [("VCPU".to_string(), (*free_vcpus, 0)), ("MEMORY_MB".to_string(), (8192, 0))].into()))
+            .collect();
+        // As `prepare` leaves it for a group with `max_server_per_host`: no plain group policy.
+        let spec = RequestSpec::default();
+        Prepared { spec, resources, states, room, max_per_host: max_per_host.map(|m| (m, vec![])) }
+    }
+
+    fn sel(h: &str) -> Selection {
+        Selection { host: h.into(), node: h.into(), provider_uuid: format!("rp-{h}") }
+    }
+
+    fn hosts(p: &Prepared) -> Vec<&str> {
+        p.states.iter().map(|h| h.host.as_str()).collect()
+    }
+
+    #[test]
+    fn a_batch_counts_its_claims_and_drops_hosts_that_are_full() {
+        let mut p = prepared(&[("a", 4), ("b", 3)], None);
+        p.consume(&sel("a"));
+        let a = &p.states[0];
+        assert_eq!((a.vcpus_used, a.memory_mb_used, a.num_instances), (2, 1024, 1));
+        assert_eq!(p.room["rp-a"]["VCPU"], (4, 2));
+        assert_eq!(hosts(&p), ["a", "b"]);
+        // b has room for one instance (3 vCPUs, 2 each), a for one more.
+        p.consume(&sel("b"));
+        assert_eq!(hosts(&p), ["a"]);
+        p.consume(&sel("a"));
+        assert!(hosts(&p).is_empty());
+        // The plain group policy records the hosts; placement's refusal drops a host.
+        let mut p = prepared(&[("a", 8), ("b", 8)], None);
+        p.spec.group_policy = Some("soft-anti-affinity".into());
+        p.consume(&sel("b"));
+        assert_eq!(p.spec.group_hosts, ["b"]);
+        p.forget("rp-a");
+        assert_eq!(hosts(&p), ["b"]);
+    }
+
+    #[test]
+    fn max_server_per_host_is_counted_within_the_batch() {
+        let mut p = prepared(&[("a", 100), ("b", 100)], Some(2));
+        for _ in 0..2 {
+            p.consume(&sel("a"));
+        }
+        assert_eq!(hosts(&p), ["b"]);
+        p.consume(&sel("b"));
+        assert_eq!(hosts(&p), ["b"]);
+        p.consume(&sel("b"));
+        assert!(hosts(&p).is_empty());
     }
 }

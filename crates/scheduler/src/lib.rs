@@ -125,6 +125,8 @@ impl RequestSpec {
 pub struct Weighed<'a> {
     pub host: &'a HostState,
     pub weight: f64,
+    /// The host's position in the slice given to [`Scheduler::select`] (or to [`Scheduler::weigh`]).
+    pub index: usize,
 }
 
 /// Filters, weighers and the subset size: one scheduler configuration.
@@ -241,7 +243,7 @@ impl Scheduler {
 
     /// Hosts ordered by total weight, best first (ties keep input order).
     pub fn weigh<'a>(&self, hosts: &[&'a HostState], spec: &RequestSpec) -> Vec<Weighed<'a>> {
-        let mut out: Vec<Weighed<'a>> = hosts.iter().map(|h| Weighed { host: h, weight: 0.0 }).collect();
+        let mut out: Vec<Weighed<'a>> = hosts.iter().enumerate().map(|(index, h)| Weighed { host: h, weight: 0.0, index }).collect();
         for w in &self.weighers {
             let raw: Vec<f64> = hosts.iter().map(|h| w.weigh(h, spec)).collect();
             for (entry, n) in out.iter_mut().zip(normalize(&raw)) {
@@ -260,8 +262,13 @@ impl Scheduler {
         spec: &RequestSpec,
         pick: impl FnOnce(usize) -> usize,
     ) -> Vec<Weighed<'a>> {
-        let passing = self.filter(hosts, spec);
-        let mut weighed = self.weigh(&passing, spec);
+        let passing: Vec<usize> =
+            hosts.iter().enumerate().filter(|(_, h)| self.filters.iter().all(|f| f.passes(h, spec))).map(|(i, _)| i).collect();
+        let refs: Vec<&HostState> = passing.iter().map(|&i| &hosts[i]).collect();
+        let mut weighed = self.weigh(&refs, spec);
+        for w in &mut weighed {
+            w.index = passing[w.index];
+        }
         let subset = self.host_subset_size.max(1).min(weighed.len());
         if subset > 1 {
             let chosen = pick(subset).min(subset - 1);

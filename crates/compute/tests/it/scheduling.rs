@@ -215,3 +215,53 @@ async fn a_zone_with_a_host_forces_the_host_for_admins() {
     assert_eq!(r.status, 400, "{}", r.text);
     cloud.shutdown().await;
 }
+
+/// The hosts of the servers of one reservation, as the admin sees them.
+async fn hosts_of_reservation(cloud: &TestCloud, reservation: &str, n: usize) -> Vec<String> {
+    let r = cloud.admin.get(&format!("/compute/v2.1/servers/detail?all_tenants=1&reservation_id={reservation}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ids: Vec<String> = r.json()["servers"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), n, "{}", r.text);
+    let mut hosts = Vec::new();
+    for id in ids {
+        hosts.push(active_on(cloud, &id).await);
+    }
+    hosts.sort();
+    hosts
+}
+
+/// A multi-create asks placement once and weighs each instance over the hosts as the request's earlier claims
+/// left them: on two equal hosts the RAM weigher alternates, and an anti-affinity group gets one host each.
+#[tokio::test]
+async fn a_multi_create_is_weighed_against_its_own_claims() {
+    let cloud = TestCloud::start().await;
+    wait_agent(&cloud).await;
+    let main = main_host(&cloud);
+    let f = &cloud.running.cloud.config.compute_agent.fake;
+    let twin = FakeConfig { vcpus: f.vcpus, memory_mb: f.memory_mb, local_gb: f.local_gb, ..FakeConfig::default() };
+    let (_agent, _) = cloud.start_fake_agent("twin-host", twin).await;
+    let img = image(&cloud.member).await;
+
+    let many = json!({"server": {"name": "many", "imageRef": img, "flavorRef": "1", "min_count": 4, "return_reservation_id": true}});
+    let r = cloud.member.post("/compute/v2.1/servers", &many).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let reservation = r.json()["reservation_id"].as_str().unwrap().to_string();
+    let mut expected = vec![main.clone(), main.clone(), "twin-host".to_string(), "twin-host".to_string()];
+    expected.sort();
+    assert_eq!(hosts_of_reservation(&cloud, &reservation, 4).await, expected);
+
+    let r = cloud.member.post("/compute/v2.1/os-server-groups", &json!({"server_group": {"name": "apart", "policies": ["anti-affinity"]}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let group = r.json()["server_group"]["id"].as_str().unwrap().to_string();
+    let apart = json!({
+        "server": {"name": "apart", "imageRef": img, "flavorRef": "1", "min_count": 2, "return_reservation_id": true},
+        "os:scheduler_hints": {"group": group},
+    });
+    let r = cloud.member.post("/compute/v2.1/servers", &apart).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let reservation = r.json()["reservation_id"].as_str().unwrap().to_string();
+    let mut expected = vec![main, "twin-host".to_string()];
+    expected.sort();
+    assert_eq!(hosts_of_reservation(&cloud, &reservation, 2).await, expected);
+    cloud.shutdown().await;
+}
