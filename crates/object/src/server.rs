@@ -138,16 +138,27 @@ impl DataWriter for LocalWriter {
             return Err(Error::Io(std::io::Error::other("writer already finished")));
         };
         file.flush().await?;
-        file.sync_all().await?;
-        drop(file);
-        let dir = self.dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::rename(&self.tmp, &self.dest).await?;
-        // The rename is durable once the directory entry is.
-        tokio::fs::File::open(&dir).await?.sync_all().await?;
+        let file = file.into_std().await;
+        let (tmp, dest) = (self.tmp.clone(), self.dest.clone());
+        // One blocking task for the whole commit: each `tokio::fs` call is a trip to the blocking pool of its own.
+        blocking(move || {
+            file.sync_all()?;
+            drop(file);
+            let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(&tmp, &dest)?;
+            // The rename is durable once the directory entry is.
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await?;
         self.tmp = PathBuf::new();
         Ok(())
     }
+}
+
+/// Runs file system work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?.map_err(Error::Io)
 }
 
 impl Drop for LocalWriter {
@@ -163,10 +174,17 @@ impl ObjectServer for LocalServer {
     async fn create(&self, at: &DataLocation) -> Result<Box<dyn DataWriter>, Error> {
         let dest = self.data_path(at)?;
         let tmp_dir = self.root.join(check_component(&at.device)?).join("tmp");
-        tokio::fs::create_dir_all(&tmp_dir).await?;
         let tmp = tmp_dir.join(uuid::Uuid::new_v4().simple().to_string());
-        let file = tokio::fs::File::create(&tmp).await?;
-        Ok(Box::new(LocalWriter { file: Some(file), tmp, dest }))
+        let path = tmp.clone();
+        let file = blocking(move || match std::fs::File::create(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&tmp_dir)?;
+                std::fs::File::create(&path)
+            }
+            other => other,
+        })
+        .await?;
+        Ok(Box::new(LocalWriter { file: Some(tokio::fs::File::from_std(file)), tmp, dest }))
     }
 
     async fn read(&self, at: &DataLocation, range: Option<ByteRange>) -> Result<ByteStream, Error> {
