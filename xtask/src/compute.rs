@@ -153,25 +153,21 @@ async fn scheduling(hosts: usize, candidates: usize, decisions: usize) -> Result
             }
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        let rate = placed as f64 / started.elapsed().as_secs_f64();
+        latencies.sort_by(|a, b| a.total_cmp(b));
         let case = if one_request {
             format!("schedule + claim, {decisions} instances in one request")
         } else {
             "schedule + claim, 1 instance per request".to_string()
         };
-        report(&case, hosts, candidates, placed, started, &mut latencies, goal);
+        println!(
+            "| {case} | {hosts} | {candidates} | {rate:.0} | {:.2} | {:.2} | {goal} |",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99)
+        );
     }
     running.shutdown().await.map_err(|e| anyhow!("{e}"))?;
     Ok(())
-}
-
-fn report(case: &str, hosts: usize, candidates: usize, placed: usize, started: Instant, latencies: &mut [f64], goal: &str) {
-    let rate = placed as f64 / started.elapsed().as_secs_f64();
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "| {case} | {hosts} | {candidates} | {rate:.0} | {:.2} | {:.2} | {goal} |",
-        percentile(latencies, 0.5),
-        percentile(latencies, 0.99)
-    );
 }
 
 fn uuid_v4() -> String {

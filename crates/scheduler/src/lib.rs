@@ -238,7 +238,12 @@ impl Scheduler {
 
     /// Hosts passing every filter.
     pub fn filter<'a>(&self, hosts: &'a [HostState], spec: &RequestSpec) -> Vec<&'a HostState> {
-        hosts.iter().filter(|h| self.filters.iter().all(|f| f.passes(h, spec))).collect()
+        hosts.iter().filter(|h| self.passes(h, spec)).collect()
+    }
+
+    /// Whether `host` passes every filter.
+    fn passes(&self, host: &HostState, spec: &RequestSpec) -> bool {
+        self.filters.iter().all(|f| f.passes(host, spec))
     }
 
     /// Hosts ordered by total weight, best first (ties keep input order).
@@ -262,8 +267,7 @@ impl Scheduler {
         spec: &RequestSpec,
         pick: impl FnOnce(usize) -> usize,
     ) -> Vec<Weighed<'a>> {
-        let passing: Vec<usize> =
-            hosts.iter().enumerate().filter(|(_, h)| self.filters.iter().all(|f| f.passes(h, spec))).map(|(i, _)| i).collect();
+        let passing: Vec<usize> = hosts.iter().enumerate().filter(|(_, h)| self.passes(h, spec)).map(|(i, _)| i).collect();
         let refs: Vec<&HostState> = passing.iter().map(|&i| &hosts[i]).collect();
         let mut weighed = self.weigh(&refs, spec);
         for w in &mut weighed {
