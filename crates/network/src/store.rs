@@ -4,7 +4,8 @@
 //! with the owning project and parent (a subnet's or port's network) as indexed columns; filtering, sorting and
 //! paging happen in the service over the documents of one kind. What must be unique under concurrency is not left
 //! to read-then-write: it has its own table with a primary key, and a writer that loses the race gets
-//! `Ok(false)` and tries the next candidate:
+//! `Ok(false)` (or, for a new port written whole by [`Store::port_insert`], the name of the claim it lost) and
+//! tries the next candidate:
 //!
 //! * `network_ip_allocation` — one row per (network, address): no address is ever handed out twice;
 //! * `network_mac` — one row per (network, MAC);
@@ -97,6 +98,28 @@ pub struct IpAllocation {
     pub ip_address: String,
     pub subnet_id: String,
     pub port_id: String,
+}
+
+/// A port to store with [`Store::port_insert`].
+pub struct NewPort<'a> {
+    pub id: &'a str,
+    pub network_id: &'a str,
+    pub project_id: &'a str,
+    pub mac_address: &'a str,
+    pub ips: &'a [IpAllocation],
+    pub doc: &'a Value,
+}
+
+/// What [`Store::port_insert`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PortInsert {
+    Done,
+    /// Another port of the network has the MAC.
+    MacTaken,
+    /// The network already hands out `ips[i]`.
+    IpTaken(usize),
+    /// A port with this id exists.
+    IdTaken,
 }
 
 #[derive(Clone)]
@@ -204,6 +227,69 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Writes a new port in one transaction: its MAC, its addresses, then its document. The first claim another
+    /// port already holds ends the transaction, rolled back, and is named in the answer, so the caller can pick
+    /// another candidate or refuse; nothing of the port is then stored. One transaction per port takes SQLite's
+    /// write lock once instead of once per row.
+    pub async fn port_insert(&self, port: &NewPort<'_>) -> Result<PortInsert> {
+        let mut tx = self.db.begin().await?;
+        let r = self
+            .db
+            .query("INSERT INTO network_mac (network_id, mac_address, port_id) VALUES (?, ?, ?)")
+            .bind(port.network_id)
+            .bind(port.mac_address)
+            .bind(port.id)
+            .execute(&mut *tx)
+            .await;
+        if !db::insert_unless_duplicate(r)? {
+            return Ok(PortInsert::MacTaken);
+        }
+        for (i, a) in port.ips.iter().enumerate() {
+            let r = self
+                .db
+                .query("INSERT INTO network_ip_allocation (network_id, ip_address, subnet_id, port_id) VALUES (?, ?, ?, ?)")
+                .bind(&a.network_id)
+                .bind(&a.ip_address)
+                .bind(&a.subnet_id)
+                .bind(&a.port_id)
+                .execute(&mut *tx)
+                .await;
+            if !db::insert_unless_duplicate(r)? {
+                return Ok(PortInsert::IpTaken(i));
+            }
+        }
+        let r = self
+            .db
+            .query("INSERT INTO network_resource (kind, id, project_id, parent_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind("port")
+            .bind(port.id)
+            .bind(port.project_id)
+            .bind(port.network_id)
+            .bind(port.doc.to_string())
+            .bind(chrono::Utc::now().timestamp_micros())
+            .execute(&mut *tx)
+            .await;
+        if !db::insert_unless_duplicate(r)? {
+            return Ok(PortInsert::IdTaken);
+        }
+        tx.commit().await?;
+        Ok(PortInsert::Done)
+    }
+
+    /// Removes a port with its addresses and MAC, in one transaction.
+    pub async fn port_delete(&self, port_id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        for sql in [
+            "DELETE FROM network_ip_allocation WHERE port_id = ?",
+            "DELETE FROM network_mac WHERE port_id = ?",
+            "DELETE FROM network_resource WHERE kind = 'port' AND id = ?",
+        ] {
+            self.db.query(sql).bind(port_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that `port_id` holds `ip_address`; `Ok(false)` if the network already hands it out.
     pub async fn ip_insert(&self, a: &IpAllocation) -> Result<bool> {
         let r = self
@@ -225,11 +311,6 @@ impl Store {
             .bind(ip_address)
             .execute(self.db.pool())
             .await?;
-        Ok(())
-    }
-
-    pub async fn ip_delete_port(&self, port_id: &str) -> Result<()> {
-        self.db.query("DELETE FROM network_ip_allocation WHERE port_id = ?").bind(port_id).execute(self.db.pool()).await?;
         Ok(())
     }
 
@@ -292,11 +373,6 @@ impl Store {
             .bind(mac)
             .execute(self.db.pool())
             .await?;
-        Ok(())
-    }
-
-    pub async fn mac_delete_port(&self, port_id: &str) -> Result<()> {
-        self.db.query("DELETE FROM network_mac WHERE port_id = ?").bind(port_id).execute(self.db.pool()).await?;
         Ok(())
     }
 

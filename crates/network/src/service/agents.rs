@@ -583,9 +583,7 @@ impl Network {
         for p in self.store.resource_list_by_parent("port", network_id).await? {
             if str_of(&p, "device_owner") == DHCP_OWNER && str_of(&p, "device_id") == device_id {
                 let id = str_of(&p, "id").to_string();
-                self.store.ip_delete_port(&id).await?;
-                self.store.mac_delete_port(&id).await?;
-                self.store.resource_delete("port", &id).await?;
+                self.store.port_delete(&id).await?;
             }
         }
         Ok(())

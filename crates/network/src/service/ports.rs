@@ -13,7 +13,7 @@ use crate::{
     agent::{PortBinding, Segment},
     error::{Error, Result},
     ipam::{self, Addr},
-    store::IpAllocation,
+    store::{IpAllocation, NewPort, PortInsert},
 };
 
 const PORT_ATTRS: &[&str] = &[
@@ -91,92 +91,101 @@ fn exhausted(net_id: &str) -> Error {
     Error::conflict("IpAddressGenerationFailure", format!("No more IP addresses available on network {net_id}."))
 }
 
+/// How often a port's writes are tried again after a concurrent port took one of its candidates.
+const CLAIM_ATTEMPTS: usize = 16;
+
+/// The addresses a port is to hold, chosen but not yet claimed.
+pub(crate) struct IpPlan {
+    /// The port's `fixed_ips`, in order, kept ones included.
+    pub fixed: Vec<Value>,
+    /// The new claims, each with whether the request named the address (a conflict is then the caller's error,
+    /// not a lost race).
+    pub claims: Vec<(IpAllocation, bool)>,
+    /// Addresses not to pick: the plan's own and those lost to other ports in earlier attempts.
+    avoid: HashSet<String>,
+}
+
+impl IpPlan {
+    fn new(avoid: HashSet<String>) -> IpPlan {
+        IpPlan { fixed: Vec::new(), claims: Vec::new(), avoid }
+    }
+
+    fn claim(&mut self, subnet: &Value, port_id: &str, ip: String, named: bool) {
+        let sid = str_of(subnet, "id");
+        self.fixed.push(json!({"subnet_id": sid, "ip_address": ip}));
+        self.avoid.insert(ip.clone());
+        let alloc = IpAllocation { network_id: str_of(subnet, "network_id").into(), ip_address: ip, subnet_id: sid.into(), port_id: port_id.into() };
+        self.claims.push((alloc, named));
+    }
+}
+
+fn already_allocated(a: &IpAllocation) -> Error {
+    Error::conflict("IpAddressAlreadyAllocated", format!("IP address {} already allocated in subnet {}", a.ip_address, a.subnet_id))
+}
+
+fn mac_in_use(net_id: &str, mac: &str) -> Error {
+    Error::conflict("MacAddressInUse", format!("Unable to complete operation for network {net_id}. The mac address {mac} is in use."))
+}
+
+/// A MAC the caller asked for, checked and in canonical form.
+fn requested_mac(m: &str) -> Result<String> {
+    let bytes = ipam::parse_mac(m).ok_or_else(|| Error::invalid(format!("'{m}' is not a valid MAC address")))?;
+    if bytes[0] & 1 == 1 || bytes == [0; 6] {
+        return Err(Error::invalid(format!("'{m}' is not a valid MAC address")));
+    }
+    Ok(ipam::format_mac(bytes))
+}
+
 impl Network {
-    /// Claims one free address of `subnet`'s pools for `port_id`; `None` if the pools are exhausted.
+    /// Picks a free address of `subnet`'s pools that is not in `avoid`; `None` if the pools are exhausted.
     ///
     /// Addresses sampled in growing windows from the pools' low end are checked in one query and a free one from
-    /// the earliest window is claimed (the allocation key settles races), so the cost does not grow with the
-    /// number of ports. Only when no sample is free (a nearly full subnet) are all allocations read.
-    pub(crate) async fn allocate_from_pools(&self, subnet: &Value, port_id: &str) -> Result<Option<String>> {
+    /// the earliest window is taken, so the cost does not grow with the number of ports. Only when no sample is
+    /// free (a nearly full subnet) are all allocations read. The pick is claimed later, through the allocation
+    /// table's key, which settles races between ports.
+    async fn pick_from_pools(&self, subnet: &Value, avoid: &HashSet<String>) -> Result<Option<String>> {
         let Some(cidr) = subnet_cidr(subnet) else { return Ok(None) };
-        let net_id = str_of(subnet, "network_id");
-        let sid = str_of(subnet, "id");
         let pools = subnet_pools(subnet);
         let gateway = subnet["gateway_ip"].as_str().and_then(Addr::parse).map(|g| g.value);
-        let claim = |pick: u128| {
-            let ip = Addr::new(cidr.version, pick).to_string();
-            let alloc = IpAllocation { network_id: net_id.into(), ip_address: ip.clone(), subnet_id: sid.into(), port_id: port_id.into() };
-            async move { Ok::<_, Error>(self.store.ip_insert(&alloc).await?.then_some(ip)) }
-        };
-        for _ in 0..4 {
-            let levels = ipam::sample_candidates(&pools, 8, 8, &mut rand::rng());
-            let strings: Vec<String> =
-                levels.iter().flatten().filter(|v| Some(**v) != gateway).map(|v| Addr::new(cidr.version, *v).to_string()).collect();
-            let taken = self.store.ip_taken(net_id, &strings).await?;
-            let free: Option<Vec<u128>> = levels
-                .iter()
-                .map(|l| {
-                    l.iter()
-                        .copied()
-                        .filter(|v| Some(*v) != gateway && !taken.contains(&Addr::new(cidr.version, *v).to_string()))
-                        .collect::<Vec<_>>()
-                })
-                .find(|l| !l.is_empty());
-            let Some(free) = free else { break };
-            let pick = *free.choose(&mut rand::rng()).expect("a non-empty level");
-            if let Some(ip) = claim(pick).await? {
-                return Ok(Some(ip));
-            }
+        let text = |v: u128| Addr::new(cidr.version, v).to_string();
+        let levels = ipam::sample_candidates(&pools, 8, 8, &mut rand::rng());
+        let strings: Vec<String> = levels.iter().flatten().filter(|v| Some(**v) != gateway).map(|v| text(*v)).collect();
+        let taken = self.store.ip_taken(str_of(subnet, "network_id"), &strings).await?;
+        let free = levels
+            .iter()
+            .map(|l| {
+                l.iter().filter(|v| Some(**v) != gateway).map(|v| text(*v)).filter(|t| !taken.contains(t) && !avoid.contains(t)).collect::<Vec<_>>()
+            })
+            .find(|l| !l.is_empty());
+        if let Some(free) = free {
+            return Ok(free.choose(&mut rand::rng()).cloned());
         }
-        // Nearly full, or losing races: read every allocation and take one of the first free addresses.
+        // Nearly full: read every allocation and take one of the first free addresses.
         let mut taken: HashSet<u128> =
-            self.store.ip_list_subnet(sid).await?.iter().filter_map(|a| Addr::parse(&a.ip_address)).map(|a| a.value).collect();
+            self.store.ip_list_subnet(str_of(subnet, "id")).await?.iter().filter_map(|a| Addr::parse(&a.ip_address)).map(|a| a.value).collect();
         taken.extend(gateway);
-        for _ in 0..64 {
-            let mut candidates = Vec::new();
-            'pools: for p in &pools {
-                let mut v = p.start;
-                while v <= p.end {
-                    if !taken.contains(&v) {
-                        candidates.push(v);
-                        if candidates.len() >= 16 {
-                            break 'pools;
-                        }
+        taken.extend(avoid.iter().filter_map(|a| Addr::parse(a)).map(|a| a.value));
+        let mut candidates = Vec::new();
+        'pools: for p in &pools {
+            let mut v = p.start;
+            while v <= p.end {
+                if !taken.contains(&v) {
+                    candidates.push(v);
+                    if candidates.len() >= 16 {
+                        break 'pools;
                     }
-                    if v == u128::MAX {
-                        break;
-                    }
-                    v += 1;
                 }
+                if v == u128::MAX {
+                    break;
+                }
+                v += 1;
             }
-            let Some(&pick) = candidates.choose(&mut rand::rng()) else { return Ok(None) };
-            if let Some(ip) = claim(pick).await? {
-                return Ok(Some(ip));
-            }
-            taken.insert(pick);
         }
-        Ok(None)
+        Ok(candidates.choose(&mut rand::rng()).map(|v| text(*v)))
     }
 
-    /// Claims a specific address; 409 if the network already hands it out.
-    async fn allocate_specific(&self, subnet: &Value, ip: &str, port_id: &str) -> Result<String> {
-        let alloc = IpAllocation {
-            network_id: str_of(subnet, "network_id").into(),
-            ip_address: ip.into(),
-            subnet_id: str_of(subnet, "id").into(),
-            port_id: port_id.into(),
-        };
-        if !self.store.ip_insert(&alloc).await? {
-            return Err(Error::conflict(
-                "IpAddressAlreadyAllocated",
-                format!("IP address {ip} already allocated in subnet {}", str_of(subnet, "id")),
-            ));
-        }
-        Ok(ip.to_string())
-    }
-
-    /// Allocates the fixed IPs of a new port (or the added ones of an update), releasing everything it claimed if
-    /// any request fails.
+    /// Allocates the fixed IPs of an existing port (the added ones of an update, a DHCP port's missing ones):
+    /// each new address is claimed through the allocation table's key, and a lost race picks again.
     pub(crate) async fn allocate_ips(
         &self,
         net_id: &str,
@@ -187,21 +196,86 @@ impl Network {
         keep: &[Value],
     ) -> Result<Vec<Value>> {
         let subnets = self.store.resource_list_by_parent("subnet", net_id).await?;
-        let mut out: Vec<Value> = Vec::new();
-        let result = self.allocate_ips_inner(net_id, port_id, mac, requests, device_owner, keep, &subnets, &mut out).await;
-        if let Err(e) = result {
-            for ip in &out {
-                if !keep.contains(ip) {
-                    self.store.ip_delete(net_id, str_of(ip, "ip_address")).await?;
+        let mut avoid = HashSet::new();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let plan = self.plan_ips(net_id, port_id, mac, requests, device_owner, keep, &subnets, avoid.clone()).await?;
+            let mut claimed = Vec::new();
+            let mut lost = None;
+            for (a, named) in &plan.claims {
+                if !self.store.ip_insert(a).await? {
+                    lost = Some((a, *named));
+                    break;
                 }
+                claimed.push(a);
             }
-            return Err(e);
+            let Some((a, named)) = lost else { return Ok(plan.fixed) };
+            for c in claimed {
+                self.store.ip_delete(net_id, &c.ip_address).await?;
+            }
+            if named {
+                return Err(already_allocated(a));
+            }
+            avoid.insert(a.ip_address.clone());
         }
-        Ok(out)
+        Err(exhausted(net_id))
     }
 
+    /// Stores a new port: plans its addresses, then writes its MAC, addresses and document in one transaction.
+    /// When a concurrent port took a candidate the port picks again; a MAC or address the request named is a 409.
+    /// `doc` is complete but for `fixed_ips`; `named_mac` says its MAC is the caller's, not one to pick again;
+    /// `bind` (the network) asks for a host binding.
+    async fn store_new_port(
+        &self,
+        mut doc: Value,
+        named_mac: bool,
+        requests: Option<&[IpRequest]>,
+        subnets: &[Value],
+        bind: Option<&Value>,
+    ) -> Result<Value> {
+        let id = str_of(&doc, "id").to_string();
+        let net_id = str_of(&doc, "network_id").to_string();
+        let owner = str_of(&doc, "project_id").to_string();
+        let device_owner = str_of(&doc, "device_owner").to_string();
+        let mut mac = str_of(&doc, "mac_address").to_string();
+        let mut avoid = HashSet::new();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let plan = self.plan_ips(&net_id, &id, &mac, requests, &device_owner, &[], subnets, avoid.clone()).await?;
+            doc["mac_address"] = json!(mac);
+            doc["fixed_ips"] = json!(plan.fixed);
+            if let Some(net) = bind {
+                self.apply_binding(net, &mut doc, false).await?;
+            }
+            let ips: Vec<IpAllocation> = plan.claims.iter().map(|(a, _)| a.clone()).collect();
+            let port = NewPort { id: &id, network_id: &net_id, project_id: &owner, mac_address: &mac, ips: &ips, doc: &doc };
+            match self.store.port_insert(&port).await? {
+                PortInsert::Done => return Ok(doc),
+                PortInsert::MacTaken if named_mac => return Err(mac_in_use(&net_id, &mac)),
+                PortInsert::MacTaken => {
+                    // address pairs without a MAC of their own carry the port's
+                    let fresh = ipam::random_mac();
+                    for p in doc["allowed_address_pairs"].as_array_mut().into_iter().flatten() {
+                        if p["mac_address"] == json!(mac) {
+                            p["mac_address"] = json!(fresh);
+                        }
+                    }
+                    mac = fresh;
+                }
+                PortInsert::IpTaken(i) => {
+                    let (a, named) = &plan.claims[i];
+                    if *named {
+                        return Err(already_allocated(a));
+                    }
+                    avoid.insert(a.ip_address.clone());
+                }
+                PortInsert::IdTaken => return Err(Error::conflict("Conflict", format!("Port {id} already exists."))),
+            }
+        }
+        Err(exhausted(&net_id))
+    }
+
+    /// Chooses the fixed IPs of a port (or the added ones of an update, around `keep`) without claiming them.
     #[allow(clippy::too_many_arguments)]
-    async fn allocate_ips_inner(
+    async fn plan_ips(
         &self,
         net_id: &str,
         port_id: &str,
@@ -210,37 +284,27 @@ impl Network {
         device_owner: &str,
         keep: &[Value],
         subnets: &[Value],
-        out: &mut Vec<Value>,
-    ) -> Result<()> {
+        avoid: HashSet<String>,
+    ) -> Result<IpPlan> {
+        let mut plan = IpPlan::new(avoid);
         let router = is_router_owner(device_owner);
         let mac_bytes = ipam::parse_mac(mac).unwrap_or([0xfa, 0x16, 0x3e, 0, 0, 0]);
         match requests {
             None => {
-                let mut tried_v4 = false;
-                let mut got_v4 = false;
-                for s in subnets.iter().filter(|s| s["ip_version"] == 4) {
-                    tried_v4 = true;
-                    if let Some(ip) = self.allocate_from_pools(s, port_id).await? {
-                        out.push(json!({"subnet_id": str_of(s, "id"), "ip_address": ip}));
-                        got_v4 = true;
-                        break;
+                for version in [4, 6] {
+                    let mut tried = false;
+                    let mut got = false;
+                    for s in subnets.iter().filter(|s| s["ip_version"] == version && !(version == 6 && is_auto_address(s))) {
+                        tried = true;
+                        if let Some(ip) = self.pick_from_pools(s, &plan.avoid).await? {
+                            plan.claim(s, port_id, ip, false);
+                            got = true;
+                            break;
+                        }
                     }
-                }
-                if tried_v4 && !got_v4 {
-                    return Err(exhausted(net_id));
-                }
-                let mut tried_v6 = false;
-                let mut got_v6 = false;
-                for s in subnets.iter().filter(|s| s["ip_version"] == 6 && !is_auto_address(s)) {
-                    tried_v6 = true;
-                    if let Some(ip) = self.allocate_from_pools(s, port_id).await? {
-                        out.push(json!({"subnet_id": str_of(s, "id"), "ip_address": ip}));
-                        got_v6 = true;
-                        break;
+                    if tried && !got {
+                        return Err(exhausted(net_id));
                     }
-                }
-                if tried_v6 && !got_v6 {
-                    return Err(exhausted(net_id));
                 }
             }
             Some(reqs) => {
@@ -273,7 +337,7 @@ impl Network {
                             let ip = a.to_string();
                             let existing = json!({"subnet_id": sid, "ip_address": ip});
                             if keep.contains(&existing) {
-                                out.push(existing);
+                                plan.fixed.push(existing);
                                 continue;
                             }
                             if is_auto_address(subnet) && !router && ip != ipam::eui64(&cidr, mac_bytes).to_string() {
@@ -281,21 +345,18 @@ impl Network {
                                     "IPv6 address {ip} cannot be directly assigned to a port on subnet {sid} as the subnet is configured for automatic addresses"
                                 )));
                             }
-                            let ip = self.allocate_specific(subnet, &ip, port_id).await?;
-                            out.push(json!({"subnet_id": sid, "ip_address": ip}));
+                            plan.claim(subnet, port_id, ip, true);
                         }
                         None => {
-                            if let Some(k) = keep.iter().find(|k| str_of(k, "subnet_id") == sid && !out.contains(k)) {
-                                out.push(k.clone());
+                            if let Some(k) = keep.iter().find(|k| str_of(k, "subnet_id") == sid && !plan.fixed.contains(k)) {
+                                plan.fixed.push(k.clone());
                                 continue;
                             }
                             if is_auto_address(subnet) && !router {
-                                let ip = ipam::eui64(&cidr, mac_bytes).to_string();
-                                let ip = self.allocate_specific(subnet, &ip, port_id).await?;
-                                out.push(json!({"subnet_id": sid, "ip_address": ip}));
+                                plan.claim(subnet, port_id, ipam::eui64(&cidr, mac_bytes).to_string(), true);
                             } else {
-                                let ip = self.allocate_from_pools(subnet, port_id).await?.ok_or_else(|| exhausted(net_id))?;
-                                out.push(json!({"subnet_id": sid, "ip_address": ip}));
+                                let ip = self.pick_from_pools(subnet, &plan.avoid).await?.ok_or_else(|| exhausted(net_id))?;
+                                plan.claim(subnet, port_id, ip, false);
                             }
                         }
                     }
@@ -305,52 +366,21 @@ impl Network {
         if !router {
             for s in subnets.iter().filter(|s| is_auto_address(s)) {
                 let sid = str_of(s, "id");
-                if out.iter().any(|o| str_of(o, "subnet_id") == sid) {
+                if plan.fixed.iter().any(|o| str_of(o, "subnet_id") == sid) {
                     continue;
                 }
                 if let Some(k) = keep.iter().find(|k| str_of(k, "subnet_id") == sid) {
-                    out.push(k.clone());
+                    plan.fixed.push(k.clone());
                     continue;
                 }
                 if !keep.is_empty() {
                     continue;
                 }
                 let Some(cidr) = subnet_cidr(s) else { continue };
-                let ip = ipam::eui64(&cidr, mac_bytes).to_string();
-                let ip = self.allocate_specific(s, &ip, port_id).await?;
-                out.push(json!({"subnet_id": sid, "ip_address": ip}));
+                plan.claim(s, port_id, ipam::eui64(&cidr, mac_bytes).to_string(), true);
             }
         }
-        Ok(())
-    }
-
-    /// Claims `mac` (or a fresh `fa:16:3e` address) on the network.
-    async fn claim_mac(&self, net_id: &str, port_id: &str, mac: Option<String>) -> Result<String> {
-        match mac {
-            Some(m) => {
-                let bytes = ipam::parse_mac(&m).ok_or_else(|| Error::invalid(format!("'{m}' is not a valid MAC address")))?;
-                if bytes[0] & 1 == 1 || bytes == [0; 6] {
-                    return Err(Error::invalid(format!("'{m}' is not a valid MAC address")));
-                }
-                let m = ipam::format_mac(bytes);
-                if !self.store.mac_insert(net_id, &m, port_id).await? {
-                    return Err(Error::conflict(
-                        "MacAddressInUse",
-                        format!("Unable to complete operation for network {net_id}. The mac address {m} is in use."),
-                    ));
-                }
-                Ok(m)
-            }
-            None => {
-                for _ in 0..16 {
-                    let m = ipam::random_mac();
-                    if self.store.mac_insert(net_id, &m, port_id).await? {
-                        return Ok(m);
-                    }
-                }
-                Err(Error::conflict("MacAddressGenerationFailure", format!("Unable to generate unique mac on network {net_id}.")))
-            }
-        }
+        Ok(plan)
     }
 
     async fn check_security_groups(&self, caller: &Caller<'_>, v: &Value, owner: &str) -> Result<Vec<String>> {
@@ -508,15 +538,10 @@ impl Network {
             _ => None,
         };
         let id = new_id();
-        let mac = self.claim_mac(net_id, &id, string_attr(body, "mac_address", 64)?).await?;
+        let named_mac = string_attr(body, "mac_address", 64)?.map(|m| requested_mac(&m)).transpose()?;
+        let mac = named_mac.clone().unwrap_or_else(ipam::random_mac);
         let pairs = match body.get("allowed_address_pairs") {
-            Some(v) if !v.is_null() => match Self::parse_address_pairs(v, &mac) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.store.mac_delete_port(&id).await?;
-                    return Err(e);
-                }
-            },
+            Some(v) if !v.is_null() => Self::parse_address_pairs(v, &mac)?,
             _ => vec![],
         };
         let sgs = match sgs {
@@ -525,7 +550,6 @@ impl Network {
             None => vec![],
         };
         if !port_security && (!sgs.is_empty() || !pairs.is_empty()) {
-            self.store.mac_delete_port(&id).await?;
             return Err(if !pairs.is_empty() {
                 Error::conflict("AddressPairAndPortSecurityRequired", "Port Security must be enabled in order to have allowed address pairs on a port.")
             } else {
@@ -536,20 +560,13 @@ impl Network {
             Some(v) if !v.is_null() => Self::parse_dhcp_opts(v)?,
             _ => vec![],
         };
-        let fixed = match self.allocate_ips(net_id, &id, &mac, requests.as_deref(), &device_owner, &[]).await {
-            Ok(f) => f,
-            Err(e) => {
-                self.store.mac_delete_port(&id).await?;
-                return Err(e);
-            }
-        };
         let mut doc = standard(&id, &owner, &string_attr(body, "description", 255)?.unwrap_or_default());
         doc.insert("name".into(), json!(string_attr(body, "name", 255)?.unwrap_or_default()));
         doc.insert("network_id".into(), json!(net_id));
         doc.insert("admin_state_up".into(), json!(opt_bool(body, "admin_state_up")?.unwrap_or(true)));
         doc.insert("status".into(), json!("DOWN"));
         doc.insert("mac_address".into(), json!(mac));
-        doc.insert("fixed_ips".into(), json!(fixed));
+        doc.insert("fixed_ips".into(), json!([]));
         doc.insert("device_id".into(), json!(string_attr(body, "device_id", 255)?.unwrap_or_default()));
         doc.insert("device_owner".into(), json!(device_owner));
         doc.insert("security_groups".into(), json!(sgs));
@@ -563,14 +580,8 @@ impl Network {
         doc.insert("binding:vif_details".into(), json!({}));
         doc.insert("tags".into(), json!([]));
         doc.insert("propagate_uplink_status".into(), json!(false));
-        let mut doc = Value::Object(doc);
-        self.apply_binding(&net, &mut doc, false).await?;
-        if let Err(e) = self.insert(PORT, &doc, net_id).await {
-            self.store.ip_delete_port(&id).await?;
-            self.store.mac_delete_port(&id).await?;
-            return Err(e);
-        }
-        Ok(doc)
+        let subnets = self.store.resource_list_by_parent("subnet", net_id).await?;
+        self.store_new_port(Value::Object(doc), named_mac.is_some(), requests.as_deref(), &subnets, Some(&net)).await
     }
 
     /// Creates a port on behalf of the service (router interfaces and gateways, floating IPs).
@@ -582,23 +593,14 @@ impl Network {
         device_id: &str,
         requests: Option<&[IpRequest]>,
     ) -> Result<Value> {
-        let id = new_id();
-        let mac = self.claim_mac(net_id, &id, None).await?;
-        let fixed = match self.allocate_ips(net_id, &id, &mac, requests, device_owner, &[]).await {
-            Ok(f) => f,
-            Err(e) => {
-                self.store.mac_delete_port(&id).await?;
-                return Err(e);
-            }
-        };
-        let mut doc = standard(&id, owner, "");
+        let mut doc = standard(&new_id(), owner, "");
         for (k, v) in [
             ("name", json!("")),
             ("network_id", json!(net_id)),
             ("admin_state_up", json!(true)),
             ("status", json!(if device_owner == "network:floatingip" { "N/A" } else { "ACTIVE" })),
-            ("mac_address", json!(mac)),
-            ("fixed_ips", json!(fixed)),
+            ("mac_address", json!(ipam::random_mac())),
+            ("fixed_ips", json!([])),
             ("device_id", json!(device_id)),
             ("device_owner", json!(device_owner)),
             ("security_groups", json!([])),
@@ -615,13 +617,8 @@ impl Network {
         ] {
             doc.insert(k.into(), v);
         }
-        let doc = Value::Object(doc);
-        if let Err(e) = self.insert(PORT, &doc, net_id).await {
-            self.store.ip_delete_port(&id).await?;
-            self.store.mac_delete_port(&id).await?;
-            return Err(e);
-        }
-        Ok(doc)
+        let subnets = self.store.resource_list_by_parent("subnet", net_id).await?;
+        self.store_new_port(Value::Object(doc), false, requests, &subnets, None).await
     }
 
     pub(crate) async fn update_port(&self, caller: &Caller<'_>, mut doc: Value, body: &Value) -> Result<Value> {
@@ -657,8 +654,7 @@ impl Network {
         }
         if let Some(m) = string_attr(body, "mac_address", 64)? {
             caller.enforce("update_port:mac_address", &owner)?;
-            let bytes = ipam::parse_mac(&m).ok_or_else(|| Error::invalid(format!("'{m}' is not a valid MAC address")))?;
-            let m = ipam::format_mac(bytes);
+            let m = requested_mac(&m)?;
             if m != str_of(&doc, "mac_address") {
                 if !str_of(&doc, "binding:host_id").is_empty() && str_of(&doc, "binding:vif_type") != "unbound" {
                     return Err(Error::conflict("PortBound", format!("Unable to complete operation on port {id}, port is already bound")));
@@ -666,10 +662,7 @@ impl Network {
                 // claim the new address first (its key refuses a MAC in use), then drop the port's old one
                 let old = str_of(&doc, "mac_address").to_string();
                 if !self.store.mac_insert(&net_id, &m, &id).await? {
-                    return Err(Error::conflict(
-                        "MacAddressInUse",
-                        format!("Unable to complete operation for network {net_id}. The mac address {m} is in use."),
-                    ));
+                    return Err(mac_in_use(&net_id, &m));
                 }
                 self.store.mac_delete(&net_id, &old).await?;
                 doc["mac_address"] = json!(m);
@@ -784,9 +777,7 @@ impl Network {
             }
         }
         self.driver.unbind_port(&id);
-        self.store.ip_delete_port(&id).await?;
-        self.store.mac_delete_port(&id).await?;
-        self.store.resource_delete("port", &id).await?;
+        self.store.port_delete(&id).await?;
         Ok(())
     }
 }

@@ -711,9 +711,7 @@ impl Network {
         for p in self.store.resource_list_by_parent("port", str_of(&doc, "floating_network_id")).await? {
             if str_of(&p, "device_id") == id && str_of(&p, "device_owner") == "network:floatingip" {
                 let pid = str_of(&p, "id").to_string();
-                self.store.ip_delete_port(&pid).await?;
-                self.store.mac_delete_port(&pid).await?;
-                self.store.resource_delete("port", &pid).await?;
+                self.store.port_delete(&pid).await?;
             }
         }
         self.store.resource_delete("floatingip", &id).await?;
