@@ -31,8 +31,10 @@
 //!   Upserts do not share a syntax: insert and handle [`Error::is_unique_violation`].
 //! * Transactions: use [`Database::begin`], which starts SQLite transactions with
 //!   `BEGIN IMMEDIATE` so concurrent writers wait in the busy handler instead of failing with
-//!   `SQLITE_BUSY` when a read transaction upgrades. PostgreSQL and MariaDB sessions both run at
-//!   `READ COMMITTED`; SQLite is serializable.
+//!   `SQLITE_BUSY` when a read transaction upgrades; on a SQLite file, the process's transactions
+//!   first queue for an in-process turn ([`Database::begin_unqueued`] skips it, for short
+//!   insert-only transactions). PostgreSQL and MariaDB sessions both run at `READ COMMITTED`;
+//!   SQLite is serializable.
 //!
 //! # Column types
 //!
@@ -89,9 +91,13 @@ mod types;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::AnyConnection;
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, FromRow, SqlSafeStr, SqlStr, Transaction};
 
@@ -137,6 +143,43 @@ impl fmt::Display for Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// On a SQLite file: the turn to write, taken by [`Database::begin`] before `BEGIN IMMEDIATE`.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// How long [`Database::begin`] waits for its turn before it leaves the wait to SQLite's own lock.
+const WRITE_TURN_WAIT: Duration = Duration::from_secs(10);
+
+/// A transaction from [`Database::begin`]: use `&mut *tx` as the executor, then [`Tx::commit`]. Dropped without a
+/// commit, it rolls back. On a SQLite file it holds the process's write turn until it ends.
+pub struct Tx {
+    // declared first, so a dropped transaction queues its rollback before the turn passes on
+    inner: Transaction<'static, Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
 }
 
 /// Pool size for servers and SQLite files. WAL lets SQLite readers run beside the one writer.
@@ -182,7 +225,8 @@ impl Database {
         }
         let pool = options.connect(&url).await?;
         tracing::debug!(backend = backend.name(), "connected to database");
-        Ok(Database { pool, backend })
+        let write_turn = (backend == Backend::Sqlite && !memory).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Database { pool, backend, write_turn })
     }
 
     /// Which server family this database runs on.
@@ -226,11 +270,33 @@ impl Database {
     }
 
     /// Starts a transaction (on SQLite with `BEGIN IMMEDIATE`, taking the write lock up front).
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, Error> {
-        Ok(match self.backend {
+    ///
+    /// SQLite has one writer at a time. A writer that finds the lock taken polls for it (the busy handler), and
+    /// with several waiting, their polls take CPU from the writer that holds it. So on a SQLite file the
+    /// process's transactions first queue for an in-process turn, where waiting costs nothing, and reach
+    /// SQLite's lock one at a time. SQLite's lock still decides: other processes, and single-statement writes
+    /// outside a transaction, wait for it as before.
+    pub async fn begin(&self) -> Result<Tx, Error> {
+        let turn = match &self.write_turn {
+            Some(m) => tokio::time::timeout(WRITE_TURN_WAIT, m.clone().lock_owned()).await.ok(),
+            None => None,
+        };
+        self.begin_with_turn(turn).await
+    }
+
+    /// [`Database::begin`] without the in-process turn, for short transactions that only write: there, waking
+    /// the next writer in turn costs more than SQLite's own wait. Filling a /16 with ports from 4 clients (one
+    /// transaction of inserts each) ran with a p99 of 8 ms through the turn and 4 ms without it.
+    pub async fn begin_unqueued(&self) -> Result<Tx, Error> {
+        self.begin_with_turn(None).await
+    }
+
+    async fn begin_with_turn(&self, turn: Option<tokio::sync::OwnedMutexGuard<()>>) -> Result<Tx, Error> {
+        let inner = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _ => self.pool.begin().await?,
-        })
+        };
+        Ok(Tx { inner, _turn: turn })
     }
 
     /// Closes the pool, waiting for checked-out connections to be returned.

@@ -232,7 +232,7 @@ impl Store {
     /// another candidate or refuse; nothing of the port is then stored. One transaction per port takes SQLite's
     /// write lock once instead of once per row.
     pub async fn port_insert(&self, port: &NewPort<'_>) -> Result<PortInsert> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_unqueued().await?;
         let r = self
             .db
             .query("INSERT INTO network_mac (network_id, mac_address, port_id) VALUES (?, ?, ?)")
@@ -278,7 +278,7 @@ impl Store {
 
     /// Removes a port with its addresses and MAC, in one transaction.
     pub async fn port_delete(&self, port_id: &str) -> Result<()> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_unqueued().await?;
         for sql in [
             "DELETE FROM network_ip_allocation WHERE port_id = ?",
             "DELETE FROM network_mac WHERE port_id = ?",

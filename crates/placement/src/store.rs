@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use db::{Backend, Database, Migration};
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{
     candidates::{ProviderView, Snapshot},
@@ -204,7 +204,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, Error> {
+    pub async fn begin(&self) -> Result<db::Tx, Error> {
         Ok(self.db.begin().await?)
     }
 

@@ -150,6 +150,12 @@ async fn server_session_settings_are_applied() {
                     .await
                     .unwrap();
                 assert_eq!(iso, "read committed");
+                let cost: String = db
+                    .query_scalar("SELECT current_setting('random_page_cost')")
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(cost, "1.1");
             }
             Backend::Sqlite => {}
         }

@@ -110,7 +110,7 @@ async fn concurrent_inserts() {
 }
 
 /// Read-then-write transactions from many tasks: on SQLite these only succeed because
-/// `Database::begin` takes the write lock up front (`BEGIN IMMEDIATE`).
+/// `Database::begin` takes the write lock up front (`BEGIN IMMEDIATE`), with or without the in-process turn.
 #[tokio::test]
 async fn concurrent_read_write_transactions() {
     const TASKS: i64 = 8;
@@ -123,7 +123,8 @@ async fn concurrent_read_write_transactions() {
             let db = (*db).clone();
             handles.push(tokio::spawn(async move {
                 for _ in 0..EACH {
-                    let mut tx = db.begin().await?;
+                    // half of the workers queue for the in-process turn first, half go straight to the database
+                    let mut tx = if worker % 2 == 0 { db.begin().await? } else { db.begin_unqueued().await? };
                     let seen: i64 = db
                         .query_scalar("SELECT n FROM counter WHERE id = 'c'")
                         .fetch_one(&mut *tx)
@@ -185,6 +186,47 @@ async fn a_writer_waits_out_a_long_transaction() {
             .await
             .unwrap();
         assert_eq!(n, 10, "{b}: the waiting write ran after the first committed");
+        db.cleanup().await;
+    }
+}
+
+/// On a SQLite file, transactions waiting for their turn hold no connection: they queue in the process, not in
+/// SQLite's lock, and each starts when the one before it ends.
+#[tokio::test]
+async fn sqlite_transactions_queue_for_their_turn_without_a_connection() {
+    for db in test_databases().await {
+        if db.backend() != db::Backend::Sqlite {
+            db.cleanup().await;
+            continue;
+        }
+        db.migrate("tx", SCHEMA).await.unwrap();
+        let mut holder = db.begin().await.unwrap();
+        insert_log(&db, 0).execute(&mut *holder).await.unwrap();
+        let in_use = |db: &Database| db.pool().size() as usize - db.pool().num_idle();
+        assert_eq!(in_use(&db), 1);
+        let waiters: Vec<_> = (1..=3)
+            .map(|worker| {
+                let db = (*db).clone();
+                tokio::spawn(async move {
+                    let mut tx = db.begin().await?;
+                    let before = count_log(&db).await;
+                    insert_log(&db, worker).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok::<_, db::Error>(before)
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        assert_eq!(in_use(&db), 1, "waiting for the turn takes no connection");
+        holder.commit().await.unwrap();
+        let mut before = Vec::new();
+        for w in waiters {
+            before.push(w.await.unwrap().unwrap());
+        }
+        before.sort();
+        assert_eq!(before, [1, 2, 3], "each transaction saw the ones before it committed");
+        assert_eq!(count_log(&db).await, 4);
         db.cleanup().await;
     }
 }

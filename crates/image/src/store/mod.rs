@@ -325,7 +325,7 @@ impl Store {
 
     async fn write_children(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut db::Tx,
         image: &ImageRow,
     ) -> Result<(), Error> {
         for (name, value) in &image.properties {
