@@ -174,6 +174,56 @@ const WRITE_QUEUE: usize = 16;
 /// The writer's write size: chunks are gathered up to this before each write.
 const WRITE_SIZE: usize = 1 << 20;
 
+/// Past this many bytes an upload's MD5 moves to a thread of its own, so receiving the body, hashing it and
+/// writing it run side by side; smaller bodies hash in place, where a hand-over would cost more than the hash.
+const HASH_APART: u64 = 1 << 20;
+
+/// The MD5 of a body as it streams by: in place at first, on a blocking thread once the body is large.
+enum BodyMd5 {
+    InPlace(Md5),
+    Apart(tokio::sync::mpsc::Sender<bytes::Bytes>, tokio::task::JoinHandle<Md5>),
+}
+
+impl BodyMd5 {
+    fn new() -> Self {
+        BodyMd5::InPlace(Md5::new())
+    }
+
+    /// Adds `chunk`; `seen` is the body's length so far, this chunk included.
+    async fn update(&mut self, chunk: &bytes::Bytes, seen: u64) {
+        match self {
+            BodyMd5::InPlace(md5) if seen <= HASH_APART => md5.update(chunk),
+            BodyMd5::InPlace(md5) => {
+                let mut md5 = std::mem::take(md5);
+                md5.update(chunk);
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_QUEUE);
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(c) = rx.blocking_recv() {
+                        md5.update(&c);
+                    }
+                    md5
+                });
+                *self = BodyMd5::Apart(tx, task);
+            }
+            BodyMd5::Apart(tx, _) => {
+                // The thread only ends when the sender is dropped, so a send cannot fail.
+                let _ = tx.send(chunk.clone()).await;
+            }
+        }
+    }
+
+    async fn hex(self) -> Result<String, Error> {
+        let md5 = match self {
+            BodyMd5::InPlace(md5) => md5,
+            BodyMd5::Apart(tx, task) => {
+                drop(tx);
+                task.await.map_err(|e| Error::Io(std::io::Error::other(e)))?
+            }
+        };
+        Ok(hex(&md5.finalize()))
+    }
+}
+
 /// Writes everything `rx` yields to every replica, in writes of up to [`WRITE_SIZE`]; returns the writers, ready
 /// to commit.
 async fn write_replicas(
@@ -528,7 +578,7 @@ impl ObjectStore {
         // the body's small chunks into large writes. Dropped writers leave nothing behind.
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITE_QUEUE);
         let writer = tokio::spawn(write_replicas(writers, rx));
-        let mut md5 = Md5::new();
+        let mut md5 = BodyMd5::new();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::UploadInterrupted(e.to_string()))?;
@@ -539,14 +589,14 @@ impl ObjectStore {
             if room.is_some_and(|room| size as i64 > room) {
                 return Err(over_quota());
             }
-            md5.update(&chunk);
+            md5.update(&chunk, size).await;
             if tx.send(chunk).await.is_err() {
                 break; // the writer failed: its error is reported below
             }
         }
         drop(tx);
+        let etag = md5.hex().await?;
         let writers = writer.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
-        let etag = hex(&md5.finalize());
         if let Some(expected) = &req.expected_etag
             && !expected.trim_matches('"').eq_ignore_ascii_case(&etag)
         {
@@ -892,6 +942,22 @@ async fn list<T: Named>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Small bodies hash in place, large ones move to a thread part-way; either way the ETag is the body's MD5.
+    #[tokio::test]
+    async fn a_streamed_body_md5_matches_the_whole_body_in_place_or_apart() {
+        for (len, chunk) in [(0usize, 1usize), (1000, 333), (HASH_APART as usize, 4096), (3 * HASH_APART as usize + 5, 65_536)] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let mut md5 = BodyMd5::new();
+            let mut seen = 0u64;
+            for c in data.chunks(chunk) {
+                seen += c.len() as u64;
+                md5.update(&bytes::Bytes::copy_from_slice(c), seen).await;
+            }
+            assert_eq!(matches!(md5, BodyMd5::Apart(..)), len as u64 > HASH_APART, "{len}");
+            assert_eq!(md5.hex().await.unwrap(), hex(&Md5::digest(&data)), "{len}");
+        }
+    }
 
     #[test]
     fn x_timestamps_look_like_swifts() {
