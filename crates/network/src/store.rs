@@ -131,6 +131,39 @@ fn decode(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+type Query = db::sqlx::query::Query<'static, db::sqlx::Any, db::sqlx::any::AnyArguments>;
+
+/// The inserts that run both alone and inside a new port's transaction.
+impl Store {
+    fn insert_resource(&self, kind: &str, id: &str, project_id: &str, parent_id: &str, body: &Value) -> Query {
+        self.db
+            .query("INSERT INTO network_resource (kind, id, project_id, parent_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(kind)
+            .bind(id)
+            .bind(project_id)
+            .bind(parent_id)
+            .bind(body.to_string())
+            .bind(chrono::Utc::now().timestamp_micros())
+    }
+
+    fn insert_ip(&self, a: &IpAllocation) -> Query {
+        self.db
+            .query("INSERT INTO network_ip_allocation (network_id, ip_address, subnet_id, port_id) VALUES (?, ?, ?, ?)")
+            .bind(&a.network_id)
+            .bind(&a.ip_address)
+            .bind(&a.subnet_id)
+            .bind(&a.port_id)
+    }
+
+    fn insert_mac(&self, network_id: &str, mac: &str, port_id: &str) -> Query {
+        self.db
+            .query("INSERT INTO network_mac (network_id, mac_address, port_id) VALUES (?, ?, ?)")
+            .bind(network_id)
+            .bind(mac)
+            .bind(port_id)
+    }
+}
+
 impl Store {
     pub fn new(db: Database) -> Store {
         Store { db }
@@ -143,17 +176,7 @@ impl Store {
 
     /// Inserts a resource document; `Ok(false)` if the id is taken.
     pub async fn resource_insert(&self, kind: &str, id: &str, project_id: &str, parent_id: &str, body: &Value) -> Result<bool> {
-        let r = self
-            .db
-            .query("INSERT INTO network_resource (kind, id, project_id, parent_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(kind)
-            .bind(id)
-            .bind(project_id)
-            .bind(parent_id)
-            .bind(body.to_string())
-            .bind(chrono::Utc::now().timestamp_micros())
-            .execute(self.db.pool())
-            .await;
+        let r = self.insert_resource(kind, id, project_id, parent_id, body).execute(self.db.pool()).await;
         Ok(db::insert_unless_duplicate(r)?)
     }
 
@@ -233,42 +256,17 @@ impl Store {
     /// write lock once instead of once per row.
     pub async fn port_insert(&self, port: &NewPort<'_>) -> Result<PortInsert> {
         let mut tx = self.db.begin_unqueued().await?;
-        let r = self
-            .db
-            .query("INSERT INTO network_mac (network_id, mac_address, port_id) VALUES (?, ?, ?)")
-            .bind(port.network_id)
-            .bind(port.mac_address)
-            .bind(port.id)
-            .execute(&mut *tx)
-            .await;
+        let r = self.insert_mac(port.network_id, port.mac_address, port.id).execute(&mut *tx).await;
         if !db::insert_unless_duplicate(r)? {
             return Ok(PortInsert::MacTaken);
         }
         for (i, a) in port.ips.iter().enumerate() {
-            let r = self
-                .db
-                .query("INSERT INTO network_ip_allocation (network_id, ip_address, subnet_id, port_id) VALUES (?, ?, ?, ?)")
-                .bind(&a.network_id)
-                .bind(&a.ip_address)
-                .bind(&a.subnet_id)
-                .bind(&a.port_id)
-                .execute(&mut *tx)
-                .await;
+            let r = self.insert_ip(a).execute(&mut *tx).await;
             if !db::insert_unless_duplicate(r)? {
                 return Ok(PortInsert::IpTaken(i));
             }
         }
-        let r = self
-            .db
-            .query("INSERT INTO network_resource (kind, id, project_id, parent_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind("port")
-            .bind(port.id)
-            .bind(port.project_id)
-            .bind(port.network_id)
-            .bind(port.doc.to_string())
-            .bind(chrono::Utc::now().timestamp_micros())
-            .execute(&mut *tx)
-            .await;
+        let r = self.insert_resource("port", port.id, port.project_id, port.network_id, port.doc).execute(&mut *tx).await;
         if !db::insert_unless_duplicate(r)? {
             return Ok(PortInsert::IdTaken);
         }
@@ -292,15 +290,7 @@ impl Store {
 
     /// Records that `port_id` holds `ip_address`; `Ok(false)` if the network already hands it out.
     pub async fn ip_insert(&self, a: &IpAllocation) -> Result<bool> {
-        let r = self
-            .db
-            .query("INSERT INTO network_ip_allocation (network_id, ip_address, subnet_id, port_id) VALUES (?, ?, ?, ?)")
-            .bind(&a.network_id)
-            .bind(&a.ip_address)
-            .bind(&a.subnet_id)
-            .bind(&a.port_id)
-            .execute(self.db.pool())
-            .await;
+        let r = self.insert_ip(a).execute(self.db.pool()).await;
         Ok(db::insert_unless_duplicate(r)?)
     }
 
@@ -355,14 +345,7 @@ impl Store {
 
     /// Records a MAC on a network; `Ok(false)` if another port of the network has it.
     pub async fn mac_insert(&self, network_id: &str, mac: &str, port_id: &str) -> Result<bool> {
-        let r = self
-            .db
-            .query("INSERT INTO network_mac (network_id, mac_address, port_id) VALUES (?, ?, ?)")
-            .bind(network_id)
-            .bind(mac)
-            .bind(port_id)
-            .execute(self.db.pool())
-            .await;
+        let r = self.insert_mac(network_id, mac, port_id).execute(self.db.pool()).await;
         Ok(db::insert_unless_duplicate(r)?)
     }
 
