@@ -95,19 +95,21 @@ fn exhausted(net_id: &str) -> Error {
 const CLAIM_ATTEMPTS: usize = 16;
 
 /// The addresses a port is to hold, chosen but not yet claimed.
-pub(crate) struct IpPlan {
+struct IpPlan {
     /// The port's `fixed_ips`, in order, kept ones included.
-    pub fixed: Vec<Value>,
-    /// The new claims, each with whether the request named the address (a conflict is then the caller's error,
-    /// not a lost race).
-    pub claims: Vec<(IpAllocation, bool)>,
+    fixed: Vec<Value>,
+    /// The new claims.
+    claims: Vec<IpAllocation>,
+    /// Beside each claim: whether the request named the address (a conflict is then the caller's error, not a
+    /// lost race).
+    named: Vec<bool>,
     /// Addresses not to pick: the plan's own and those lost to other ports in earlier attempts.
     avoid: HashSet<String>,
 }
 
 impl IpPlan {
     fn new(avoid: HashSet<String>) -> IpPlan {
-        IpPlan { fixed: Vec::new(), claims: Vec::new(), avoid }
+        IpPlan { fixed: Vec::new(), claims: Vec::new(), named: Vec::new(), avoid }
     }
 
     fn claim(&mut self, subnet: &Value, port_id: &str, ip: String, named: bool) {
@@ -115,7 +117,8 @@ impl IpPlan {
         self.fixed.push(json!({"subnet_id": sid, "ip_address": ip}));
         self.avoid.insert(ip.clone());
         let alloc = IpAllocation { network_id: str_of(subnet, "network_id").into(), ip_address: ip, subnet_id: sid.into(), port_id: port_id.into() };
-        self.claims.push((alloc, named));
+        self.claims.push(alloc);
+        self.named.push(named);
     }
 }
 
@@ -201,7 +204,7 @@ impl Network {
             let plan = self.plan_ips(net_id, port_id, mac, requests, device_owner, keep, &subnets, avoid.clone()).await?;
             let mut claimed = Vec::new();
             let mut lost = None;
-            for (a, named) in &plan.claims {
+            for (a, named) in plan.claims.iter().zip(&plan.named) {
                 if !self.store.ip_insert(a).await? {
                     lost = Some((a, *named));
                     break;
@@ -229,24 +232,23 @@ impl Network {
         mut doc: Value,
         named_mac: bool,
         requests: Option<&[IpRequest]>,
-        subnets: &[Value],
         bind: Option<&Value>,
     ) -> Result<Value> {
         let id = str_of(&doc, "id").to_string();
         let net_id = str_of(&doc, "network_id").to_string();
+        let subnets = self.store.resource_list_by_parent("subnet", &net_id).await?;
         let owner = str_of(&doc, "project_id").to_string();
         let device_owner = str_of(&doc, "device_owner").to_string();
         let mut mac = str_of(&doc, "mac_address").to_string();
         let mut avoid = HashSet::new();
         for _ in 0..CLAIM_ATTEMPTS {
-            let plan = self.plan_ips(&net_id, &id, &mac, requests, &device_owner, &[], subnets, avoid.clone()).await?;
+            let plan = self.plan_ips(&net_id, &id, &mac, requests, &device_owner, &[], &subnets, avoid.clone()).await?;
             doc["mac_address"] = json!(mac);
             doc["fixed_ips"] = json!(plan.fixed);
             if let Some(net) = bind {
                 self.apply_binding(net, &mut doc, false).await?;
             }
-            let ips: Vec<IpAllocation> = plan.claims.iter().map(|(a, _)| a.clone()).collect();
-            let port = NewPort { id: &id, network_id: &net_id, project_id: &owner, mac_address: &mac, ips: &ips, doc: &doc };
+            let port = NewPort { id: &id, network_id: &net_id, project_id: &owner, mac_address: &mac, ips: &plan.claims, doc: &doc };
             match self.store.port_insert(&port).await? {
                 PortInsert::Done => return Ok(doc),
                 PortInsert::MacTaken if named_mac => return Err(mac_in_use(&net_id, &mac)),
@@ -261,8 +263,8 @@ impl Network {
                     mac = fresh;
                 }
                 PortInsert::IpTaken(i) => {
-                    let (a, named) = &plan.claims[i];
-                    if *named {
+                    let a = &plan.claims[i];
+                    if plan.named[i] {
                         return Err(already_allocated(a));
                     }
                     avoid.insert(a.ip_address.clone());
@@ -580,8 +582,7 @@ impl Network {
         doc.insert("binding:vif_details".into(), json!({}));
         doc.insert("tags".into(), json!([]));
         doc.insert("propagate_uplink_status".into(), json!(false));
-        let subnets = self.store.resource_list_by_parent("subnet", net_id).await?;
-        self.store_new_port(Value::Object(doc), named_mac.is_some(), requests.as_deref(), &subnets, Some(&net)).await
+        self.store_new_port(Value::Object(doc), named_mac.is_some(), requests.as_deref(), Some(&net)).await
     }
 
     /// Creates a port on behalf of the service (router interfaces and gateways, floating IPs).
@@ -617,8 +618,7 @@ impl Network {
         ] {
             doc.insert(k.into(), v);
         }
-        let subnets = self.store.resource_list_by_parent("subnet", net_id).await?;
-        self.store_new_port(Value::Object(doc), false, requests, &subnets, None).await
+        self.store_new_port(Value::Object(doc), false, requests, None).await
     }
 
     pub(crate) async fn update_port(&self, caller: &Caller<'_>, mut doc: Value, body: &Value) -> Result<Value> {
